@@ -1,0 +1,66 @@
+#!/usr/bin/env bash
+# Installs MMGA and its dependencies into a virtual environment (default: .venv).
+#
+#   bash scripts/install.sh            # runtime dependencies
+#   bash scripts/install.sh --test     # plus pytest and ruff
+#
+# Order matters: torch first, then torch-scatter/torch-sparse built against *that* torch
+# (they are source-only on PyPI; the first build takes ~20 minutes on 2 cores, later installs
+# reuse pip's wheel cache), then the project itself.
+# GPU users: set TORCH_SPEC to the CUDA build you want, e.g.
+#   TORCH_SPEC="torch==2.5.1 torchvision==0.20.1" TORCH_INDEX=https://download.pytorch.org/whl/cu124 bash scripts/install.sh
+# and torch-scatter/torch-sparse will be compiled against it (or install their prebuilt wheels from
+# https://data.pyg.org/whl/ first; this script keeps them when they load).
+set -euo pipefail
+
+VENV=${VENV:-.venv}
+PYTHON=${PYTHON:-python3}
+TORCH_SPEC=${TORCH_SPEC:-"torch==2.14.1 torchvision==0.29.1"}
+EXTRAS=""
+[ "${1:-}" = "--test" ] && EXTRAS="[test]"
+
+if [ ! -x "$VENV/bin/python" ]; then
+    "$PYTHON" -m venv "$VENV"
+fi
+# shellcheck disable=SC1091
+. "$VENV/bin/activate"
+python -m pip install --quiet --upgrade pip setuptools wheel
+
+pip_torch=(python -m pip install)
+[ -n "${TORCH_INDEX:-}" ] && pip_torch+=(--index-url "$TORCH_INDEX")
+# shellcheck disable=SC2086
+"${pip_torch[@]}" $TORCH_SPEC
+
+ext_ok() {
+    python - <<'PY' 2>/dev/null
+import torch, torch_scatter, torch_sparse  # noqa: F401
+row = torch.tensor([0, 1]); col = torch.tensor([1, 0])
+a = torch_sparse.SparseTensor(row=row, col=col, sparse_sizes=(2, 2))
+assert torch.equal(a.matmul(torch.ones(2, 1)), torch.ones(2, 1))
+PY
+}
+
+if ext_ok; then
+    echo "torch-scatter/torch-sparse already load against $(python -c 'import torch; print(torch.__version__)')"
+else
+    echo "Building torch-scatter and torch-sparse against the installed torch (first time: ~20 min on 2 cores)..."
+    # Build dependencies must be present when build isolation is off.
+    python -m pip install --quiet -c requirements/constraints.txt scipy
+    python -m pip install --no-build-isolation torch-scatter==2.1.2 torch-sparse==0.6.18
+    if ! ext_ok; then
+        # pip's wheel cache keys on the source package, not on the torch it was built against:
+        # a wheel cached for another torch installs and then fails with 'undefined symbol'.
+        echo "Cached torch-sparse/torch-scatter wheels do not match this torch; rebuilding without the cache..."
+        python -m pip uninstall -y torch-scatter torch-sparse
+        python -m pip install --no-build-isolation --no-cache-dir torch-scatter==2.1.2 torch-sparse==0.6.18
+        ext_ok || { echo "ERROR: torch-sparse still fails to load; see the messages above." >&2; exit 1; }
+    fi
+fi
+
+python -m pip install -c requirements/constraints.txt -e ".${EXTRAS}"
+python -m pip check || true
+python - <<'PY'
+import torch, torch_sparse, open_clip, transformers, lightning, h5py
+print(f"MMGA environment ready: torch {torch.__version__}, torch-sparse {torch_sparse.__version__}, "
+      f"open_clip {open_clip.__version__}, transformers {transformers.__version__}, lightning {lightning.__version__}")
+PY

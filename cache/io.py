@@ -1,0 +1,350 @@
+"""Write and read cache files: atomic writes, fully checked reads.
+
+A write goes to ``<final name>.tmp-<pid>-<random>`` in the same folder, is flushed and fsynced, then
+``os.replace``d onto the final name (and the folder fsynced), so a crash leaves either the old file or
+no file under the final name, never a half-written one. A failed write removes its temporary file.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import secrets
+from collections.abc import Iterator
+from contextlib import contextmanager
+from datetime import datetime, timezone
+from pathlib import Path
+
+import h5py
+import numpy as np
+
+from cache.schema import (
+    ATTR_CREATED,
+    ATTR_FINGERPRINT,
+    ATTR_KIND,
+    ATTR_MODEL,
+    ATTR_NUM_EDGES,
+    ATTR_NUM_USERS,
+    ATTR_PRODUCER,
+    ATTR_ROUND,
+    ATTR_SCHEMA_VERSION,
+    DATASETS,
+    KIND_ENCODERS,
+    KIND_GRAPH,
+    PRODUCER_COMMAND,
+    REQUIRED_ATTRS,
+    SCHEMA_VERSION,
+    STAGE_NAME,
+    cache_file,
+    chunk_shape,
+)
+from cache.types import CacheError, CacheInfo, EncoderEmbeddings, GraphOutputs
+from cache.validate import (
+    check_dtype,
+    check_masked_rows,
+    check_shapes,
+    check_symmetric,
+    check_values,
+    coerce_dtype,
+    to_numpy,
+)
+
+WRITE_ADVICE = "nothing was written"
+
+
+def rerun_advice(kind: str, round_idx: int | str) -> str:
+    """What to do about a bad or foreign cache file of ``kind``."""
+    return (
+        f"use a new --cache folder, or rerun {STAGE_NAME[kind]} for round {round_idx} "
+        f"(`{PRODUCER_COMMAND[kind]}`) to overwrite this file"
+    )
+
+
+def _json_default(obj):
+    if dataclasses.is_dataclass(obj) and not isinstance(obj, type):
+        return dataclasses.asdict(obj)
+    if isinstance(obj, Path):
+        return str(obj)
+    if isinstance(obj, np.generic):
+        return obj.item()
+    if isinstance(obj, np.ndarray):
+        return obj.tolist()
+    if isinstance(obj, (set, frozenset)):
+        return sorted(obj)
+    raise TypeError(f"{type(obj).__name__} is not JSON serialisable")
+
+
+def producer_json(producer, path: Path) -> str:
+    """The resolved config (a dict or a dataclass) as a JSON string with sorted keys."""
+    try:
+        return json.dumps(producer, sort_keys=True, default=_json_default, allow_nan=False)
+    except (TypeError, ValueError) as err:
+        raise CacheError(
+            path, None, f"the producer config cannot be stored as JSON ({err}); {WRITE_ADVICE}"
+        ) from None
+
+
+def _fsync_path(path: Path, directory: bool = False) -> None:
+    fd = os.open(path, os.O_RDONLY | (os.O_DIRECTORY if directory else 0))
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+@contextmanager
+def atomic_h5(path: Path) -> Iterator[h5py.File]:
+    """Yield an HDF5 file open for writing that appears at ``path`` only if the block completes."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f"{path.name}.tmp-{os.getpid()}-{secrets.token_hex(4)}")
+    try:
+        with h5py.File(tmp, "w") as h5:
+            yield h5
+        _fsync_path(tmp)
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    try:
+        _fsync_path(path.parent, directory=True)
+    except OSError:  # some filesystems refuse to fsync a folder; the rename itself is still atomic
+        pass
+
+
+def _prepare(kind: str, payload, path: Path) -> tuple[dict[str, np.ndarray], dict[str, int]]:
+    """Convert and check the payload's arrays before anything touches the disk."""
+    arrays = {}
+    for spec in DATASETS[kind]:
+        arr = to_numpy(getattr(payload, spec.name), path, spec.name)
+        arrays[spec.name] = np.ascontiguousarray(coerce_dtype(spec, arr, path))
+    first = DATASETS[kind][0]
+    if arrays[first.name].ndim < 1:
+        raise CacheError(path, first.name, f"is a scalar; expected shape [N, ...]: {WRITE_ADVICE}")
+    sizes = {"N": arrays[first.name].shape[0]}
+    if kind == KIND_GRAPH:
+        if arrays["edge_weight"].ndim != 1:
+            raise CacheError(
+                path, "edge_weight", f"has shape {arrays['edge_weight'].shape}; expected [E]: {WRITE_ADVICE}"
+            )
+        sizes["E"] = arrays["edge_weight"].shape[0]
+    sizes = check_shapes(kind, {k: a.shape for k, a in arrays.items()}, sizes, path, WRITE_ADVICE)
+    check_all_values(kind, arrays, path, sizes["N"], WRITE_ADVICE)
+    return arrays, sizes
+
+
+def check_all_values(
+    kind: str, arrays: dict[str, np.ndarray], path: Path, num_users: int, advice: str
+) -> None:
+    for spec in DATASETS[kind]:
+        check_values(spec, arrays[spec.name], path, num_users, advice)
+    if kind == KIND_ENCODERS:
+        check_masked_rows(arrays, path, advice)
+    else:
+        check_symmetric(arrays["edge_index"], num_users, path, advice)
+
+
+def _write(kind: str, cache_dir, round_idx: int, payload, fingerprint: str, producer, model: str) -> Path:
+    path = cache_file(cache_dir, round_idx, kind)
+    if not isinstance(fingerprint, str) or not fingerprint:
+        raise CacheError(
+            path, None, f"fingerprint must be the corpus fingerprint (a non-empty str), got {fingerprint!r}"
+        )
+    arrays, sizes = _prepare(kind, payload, path)
+    attrs = {
+        ATTR_SCHEMA_VERSION: SCHEMA_VERSION,
+        ATTR_KIND: kind,
+        ATTR_ROUND: int(round_idx),
+        ATTR_FINGERPRINT: fingerprint,
+        ATTR_PRODUCER: producer_json(producer, path),
+        ATTR_MODEL: str(model),
+        ATTR_CREATED: datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        ATTR_NUM_USERS: sizes["N"],
+    }
+    if kind == KIND_GRAPH:
+        attrs[ATTR_NUM_EDGES] = sizes["E"]
+    with atomic_h5(path) as h5:
+        h5.attrs.update(attrs)
+        for spec in DATASETS[kind]:
+            arr = arrays[spec.name]
+            dset = h5.create_dataset(
+                spec.name, data=arr, chunks=chunk_shape(arr.shape, arr.dtype, spec.row_axis)
+            )
+            dset.attrs["doc"] = spec.doc
+    return path
+
+
+def write_encoder_embeddings(
+    cache_dir: str | Path,
+    round_idx: int,
+    emb: EncoderEmbeddings,
+    *,
+    fingerprint: str,
+    producer,
+    model: str = "",
+) -> Path:
+    """Check ``emb`` and write it atomically to ``<cache_dir>/round_<r>/encoders.h5``; return that path.
+
+    ``producer`` is the resolved config (dict or dataclass) stored as JSON; ``model`` a short description
+    (e.g. "open_clip ViT-B-32 + MiniLM-L6"). Floating arrays are converted to float32, 0/1 integer masks
+    to bool; anything else that does not fit the schema raises ``CacheError`` before the disk is touched.
+    """
+    return _write(KIND_ENCODERS, cache_dir, round_idx, emb, fingerprint, producer, model)
+
+
+def write_graph_outputs(
+    cache_dir: str | Path,
+    round_idx: int,
+    graph: GraphOutputs,
+    *,
+    fingerprint: str,
+    producer,
+    model: str = "",
+) -> Path:
+    """Check ``graph`` and write it atomically to ``<cache_dir>/round_<r>/graph.h5``; return that path.
+
+    Besides shapes and finiteness, checks that ``edge_index`` holds user indices in [0, N), both directions
+    of every edge and no self loops, and that ``edge_weight`` lies in [0, 1].
+    """
+    return _write(KIND_GRAPH, cache_dir, round_idx, graph, fingerprint, producer, model)
+
+
+def open_h5(path: str | Path, kind: str | None = None, round_idx: int | str = "r") -> h5py.File:
+    """Open ``path`` read-only, turning a missing or unreadable file into ``CacheError``.
+
+    ``kind`` and ``round_idx``, when known, make the error say which stage to run.
+    """
+    path = Path(path)
+    if not path.is_file():
+        hint = (
+            f": run {STAGE_NAME[kind]} for round {round_idx} first (`{PRODUCER_COMMAND[kind]}`)"
+            if kind
+            else ""
+        )
+        raise CacheError(path, None, f"no such cache file{hint}")
+    try:
+        # Locking off: cache files never change in place (writes replace them), and HDF5's locks fail on
+        # some network filesystems and across forked DataLoader workers.
+        return h5py.File(path, "r", locking=False)
+    except OSError as err:
+        advice = rerun_advice(kind, round_idx) if kind else "delete it and rerun the stage that wrote it"
+        raise CacheError(
+            path, None, f"is not a readable HDF5 file ({err}); it is damaged: {advice}"
+        ) from None
+
+
+def info_from_h5(h5: h5py.File, path: Path) -> CacheInfo:
+    attrs = h5.attrs
+    version = attrs.get(ATTR_SCHEMA_VERSION)
+    if version is None:
+        raise CacheError(path, None, "has no schema_version attribute: it is not an MMGA cache file")
+    kind = str(attrs.get(ATTR_KIND, ""))
+    if int(version) != SCHEMA_VERSION:
+        advice = rerun_advice(kind, attrs.get(ATTR_ROUND, "r")) if kind in DATASETS else "regenerate it"
+        raise CacheError(
+            path,
+            None,
+            f"has cache schema_version {int(version)} but this code reads schema_version {SCHEMA_VERSION}: {advice}",
+        )
+    missing = [a for a in REQUIRED_ATTRS if a not in attrs]
+    if missing or kind not in DATASETS:
+        what = f"lacks attributes {missing}" if missing else f"has unknown kind {kind!r}"
+        raise CacheError(path, None, f"{what}; it was not written by cache.io: delete it and rerun the stage")
+    try:
+        producer = json.loads(attrs[ATTR_PRODUCER])
+    except (TypeError, ValueError) as err:
+        raise CacheError(
+            path, None, f"attribute 'producer' is not valid JSON ({err}): {rerun_advice(kind, 'r')}"
+        ) from None
+    return CacheInfo(
+        path=path,
+        kind=kind,
+        schema_version=int(version),
+        round=int(attrs[ATTR_ROUND]),
+        corpus_fingerprint=str(attrs[ATTR_FINGERPRINT]),
+        producer=producer,
+        model=str(attrs[ATTR_MODEL]),
+        created=str(attrs[ATTR_CREATED]),
+        num_users=int(attrs[ATTR_NUM_USERS]),
+        num_edges=int(attrs[ATTR_NUM_EDGES]) if ATTR_NUM_EDGES in attrs else None,
+    )
+
+
+def read_cache_info(path: str | Path) -> CacheInfo:
+    """The attributes of one cache file (schema version checked; fingerprint and data not)."""
+    with open_h5(path) as h5:
+        return info_from_h5(h5, Path(path))
+
+
+def read_producer(path: str | Path) -> dict:
+    """The resolved config that wrote the cache file at ``path``, as a dict."""
+    return read_cache_info(path).producer
+
+
+def check_header(
+    h5: h5py.File,
+    path: Path,
+    kind: str,
+    *,
+    round_idx: int | None,
+    fingerprint: str | None,
+    num_users: int | None,
+    num_edges: int | None = None,
+) -> CacheInfo:
+    """Check attributes, dataset presence, dtypes and shapes (no data read). ``None`` skips a check."""
+    info = info_from_h5(h5, path)
+    advice = rerun_advice(kind, info.round if round_idx is None else round_idx)
+    if info.kind != kind:
+        raise CacheError(path, None, f"is a {info.kind!r} cache file, expected {kind!r}: {advice}")
+    if round_idx is not None and info.round != round_idx:
+        raise CacheError(
+            path,
+            None,
+            f"says it holds round {info.round} but was read as round {round_idx} (moved by hand?): {advice}",
+        )
+    if fingerprint is not None and info.corpus_fingerprint != fingerprint:
+        raise CacheError(
+            path,
+            None,
+            f"cache belongs to corpus fingerprint {info.corpus_fingerprint} but the corpus is {fingerprint}: {advice}",
+        )
+    for spec in DATASETS[kind]:
+        if spec.name not in h5 or not isinstance(h5[spec.name], h5py.Dataset):
+            raise CacheError(path, spec.name, f"is missing: {advice}")
+        check_dtype(spec, h5[spec.name].dtype, path, advice)
+    sizes = {"N": info.num_users if num_users is None else num_users}
+    if kind == KIND_GRAPH:
+        sizes["E"] = info.num_edges if num_edges is None else num_edges
+    check_shapes(kind, {s.name: h5[s.name].shape for s in DATASETS[kind]}, sizes, path, advice)
+    return info
+
+
+def _read(kind: str, cache_dir, round_idx: int, fingerprint: str, num_users: int, num_edges: int | None):
+    path = cache_file(cache_dir, round_idx, kind)
+    with open_h5(path, kind, round_idx) as h5:
+        check_header(
+            h5,
+            path,
+            kind,
+            round_idx=round_idx,
+            fingerprint=fingerprint,
+            num_users=num_users,
+            num_edges=num_edges,
+        )
+        arrays = {spec.name: h5[spec.name][()] for spec in DATASETS[kind]}
+    check_all_values(kind, arrays, path, num_users, rerun_advice(kind, round_idx))
+    return arrays
+
+
+def read_encoder_embeddings(
+    cache_dir: str | Path, round_idx: int, *, fingerprint: str, num_users: int
+) -> EncoderEmbeddings:
+    """Read and fully check ``<cache_dir>/round_<r>/encoders.h5``; raise ``CacheError`` saying what to do."""
+    return EncoderEmbeddings(**_read(KIND_ENCODERS, cache_dir, round_idx, fingerprint, num_users, None))
+
+
+def read_graph_outputs(
+    cache_dir: str | Path, round_idx: int, *, fingerprint: str, num_users: int, num_edges: int
+) -> GraphOutputs:
+    """Read and fully check ``<cache_dir>/round_<r>/graph.h5`` (``num_edges`` = undirected corpus edges E)."""
+    return GraphOutputs(**_read(KIND_GRAPH, cache_dir, round_idx, fingerprint, num_users, num_edges))

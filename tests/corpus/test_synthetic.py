@@ -1,0 +1,298 @@
+"""The synthetic generator: format, determinism, and the planted structure the paper's claims rely on."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+import corpus.synthetic.generator as generator_module
+from corpus import load_corpus
+from corpus.synthetic import SyntheticConfig, generate, load_truth
+from corpus.synthetic.__main__ import main as cli_main
+from corpus.synthetic.graph import dcsbm_edges, pareto_theta
+from corpus.synthetic.text import TEXT_FACTOR_WORDS
+
+SMALL = SyntheticConfig(num_users=60, seed=0, posts_per_user=6.0, workers=1)
+
+
+def file_digests(root: Path) -> dict[str, str]:
+    out = {}
+    for folder, _, files in os.walk(root):
+        for name in files:
+            path = Path(folder) / name
+            out[str(path.relative_to(root))] = hashlib.sha256(path.read_bytes()).hexdigest()
+    return out
+
+
+def best_single_factor_accuracy(factor: np.ndarray, target: np.ndarray) -> float:
+    """Accuracy of the best predictor of ``target`` that sees only ``factor`` (majority target per value)."""
+    correct = 0
+    for value in np.unique(factor):
+        correct += np.bincount(target[factor == value]).max()
+    return correct / target.size
+
+
+# ---- format and reader round trip ---------------------------------------------------------------------
+def test_tiny_corpus_loads_and_matches_truth(tiny_corpus, tiny_corpus_loaded):
+    corpus, truth = tiny_corpus_loaded, load_truth(tiny_corpus)
+    assert corpus.num_users == 60
+    assert corpus.label_names == ["topic_0", "topic_1", "topic_2", "topic_3"]
+    np.testing.assert_array_equal(corpus.labels, truth["user_topic"])
+    np.testing.assert_array_equal(corpus.fans, truth["user_fans"].astype(np.float64))
+    np.testing.assert_array_equal(corpus.edges, truth["edges"])  # written shuffled, both orientations
+    np.testing.assert_array_equal(corpus.user_num_posts, truth["user_num_posts"])
+    np.testing.assert_array_equal(corpus.post_has_image, truth["post_has_image"])
+    np.testing.assert_array_equal(corpus.post_has_text, truth["post_has_text"])
+    assert corpus.features.shape == (60, 6)
+    np.testing.assert_allclose(corpus.features.std(axis=0), 1.0, rtol=1e-5)
+    img = corpus.load_image(int(np.flatnonzero(corpus.post_has_image)[0]))
+    assert img.size == (32, 32) and img.mode == "RGB"
+    assert Image.open(corpus.image_path(int(np.flatnonzero(corpus.post_has_image)[0]))).format == "PNG"
+
+
+def test_missing_modalities_and_silent_users_are_present(synthetic_corpus):
+    root = synthetic_corpus(num_users=300, image_pool=64)
+    corpus = load_corpus(root)
+    assert 0 < (corpus.user_num_posts == 0).sum() < 0.15 * corpus.num_users
+    assert 0.03 < 1 - corpus.post_has_image.mean() < 0.2
+    assert 0.03 < 1 - corpus.post_has_text.mean() < 0.2
+    assert (~corpus.user_image_mask).sum() >= (corpus.user_num_posts == 0).sum()
+
+
+def test_image_pool_shares_files(synthetic_corpus):
+    root = synthetic_corpus(num_users=200, image_pool=40)
+    corpus = load_corpus(root)
+    used = {p for p in corpus.post_image if p is not None}
+    assert len(used) <= 40 < corpus.post_has_image.sum()
+    assert sum(1 for _ in (root / "images").rglob("*.png")) == 40
+    truth = load_truth(root)
+    # a shared image still shows the visual factor of each post that uses it
+    has = truth["post_image_id"] >= 0
+    post_visual = truth["topic_visual"][truth["post_topic"]]
+    np.testing.assert_array_equal(truth["image_visual"][truth["post_image_id"][has]], post_visual[has])
+
+
+def test_labels_and_fans_can_be_left_empty(synthetic_corpus):
+    corpus = load_corpus(
+        synthetic_corpus(num_users=200, unlabelled_share=0.3, fans_unknown_share=0.2, image_pool=32)
+    )
+    assert 0.15 < (corpus.labels < 0).mean() < 0.45
+    assert 0.08 < np.isnan(corpus.fans).mean() < 0.32
+
+
+# ---- determinism -------------------------------------------------------------------------------------
+def test_same_seed_same_bytes_and_different_seed_differs(tmp_path):
+    first = file_digests(generate(tmp_path / "a", SMALL))
+    second = file_digests(generate(tmp_path / "b", SMALL))
+    assert first == second
+    assert {"users.csv", "posts.jsonl", "edges.csv", "_truth.npz"} <= set(first)
+    other = file_digests(generate(tmp_path / "c", replace(SMALL, seed=1)))
+    for name in ("users.csv", "posts.jsonl", "edges.csv", "_truth.npz"):
+        assert other[name] != first[name], name
+    shared_images = set(first) & set(other)
+    assert any(first[k] != other[k] for k in shared_images if k.startswith("images/"))
+
+
+def test_bytes_do_not_depend_on_worker_processes(tmp_path, monkeypatch):
+    cfg = replace(SMALL, num_users=30, avg_degree=4.0)
+    in_process = file_digests(generate(tmp_path / "one", cfg))
+    monkeypatch.setattr(generator_module, "IN_PROCESS_MAX", 0)  # force the process pool
+    pooled = file_digests(generate(tmp_path / "two", replace(cfg, workers=2)))
+    assert pooled == in_process
+
+
+def test_refuses_to_overwrite_without_flag(tmp_path):
+    cfg = replace(SMALL, num_users=10, avg_degree=1.0)
+    generate(tmp_path, cfg)
+    with pytest.raises(FileExistsError, match="pass overwrite=True"):
+        generate(tmp_path, cfg)
+    (tmp_path / "keep.txt").write_text("mine")
+    generate(tmp_path, replace(cfg, seed=5), overwrite=True)
+    assert (tmp_path / "keep.txt").read_text() == "mine"
+    assert load_corpus(tmp_path, min_labelled_per_class=0).num_users == 10
+
+
+def test_tiny_corpus_lowers_a_too_dense_degree(tmp_path):
+    with pytest.warns(
+        UserWarning, match=r"avg_degree 10.0 is too dense for 12 users at homophily 0.8; writing \d+ edges"
+    ):
+        root = generate(tmp_path, replace(SMALL, num_users=12))
+    corpus = load_corpus(root, min_labelled_per_class=0)
+    assert 0 < corpus.num_edges < 60
+
+
+def test_bad_knob_is_rejected():
+    with pytest.raises(ValueError, match=r"homophily must be in \[0, 1\], got 1.5"):
+        SyntheticConfig(homophily=1.5).check()
+    with pytest.raises(ValueError, match="num_visual_factors must be in 1..6"):
+        SyntheticConfig(num_visual_factors=7).check()
+
+
+# ---- planted structure -------------------------------------------------------------------------------
+@pytest.mark.parametrize("homophily", [0.3, 0.8])
+def test_measured_homophily_matches_the_knob(synthetic_corpus, homophily):
+    corpus = load_corpus(synthetic_corpus(num_users=300, homophily=homophily, image_pool=32))
+    same = corpus.labels[corpus.edges[:, 0]] == corpus.labels[corpus.edges[:, 1]]
+    assert corpus.num_edges == 1500
+    assert abs(same.mean() - homophily) < 0.01
+
+
+def test_degrees_are_heavy_tailed_and_follow_theta():
+    rng = np.random.default_rng(0)
+    n = 5000
+    topic = rng.integers(0, 4, n)
+    theta = pareto_theta(n, 2.5, rng)
+    edges = dcsbm_edges(topic, theta, n * 5, 0.8, rng)
+    assert np.all(edges[:, 0] < edges[:, 1])
+    assert np.unique(edges, axis=0).shape[0] == edges.shape[0] == n * 5
+    degree = np.bincount(edges.ravel(), minlength=n)
+    assert degree.max() > 10 * degree.mean()  # hubs
+    assert np.median(degree) < degree.mean()  # right-skewed
+    assert np.corrcoef(np.log(theta), np.log1p(degree))[0, 1] > 0.6
+
+
+def test_topic_needs_both_factors(synthetic_corpus):
+    """Neither the visual nor the textual factor alone tells the topic (best ~1/2 with 2x2); both do."""
+    root = synthetic_corpus(num_users=400, image_pool=64)
+    truth = load_truth(root)
+    post_topic = truth["post_topic"]
+    visual = truth["topic_visual"][post_topic]
+    textual = truth["topic_text"][post_topic]
+    assert abs(best_single_factor_accuracy(visual, post_topic) - 0.5) < 0.05
+    assert abs(best_single_factor_accuracy(textual, post_topic) - 0.5) < 0.05
+    assert best_single_factor_accuracy(visual * 2 + textual, post_topic) == 1.0
+    # The same holds per user, from the majority factor of the user's posts.
+    user = truth["post_user"]
+    has_posts = truth["user_num_posts"] > 0
+    n_users = truth["user_topic"].size
+
+    def majority(values, k):
+        counts = np.zeros((n_users, k))
+        np.add.at(counts, (user, values), 1)
+        return counts.argmax(axis=1)
+
+    user_topic = truth["user_topic"][has_posts]
+    user_visual, user_textual = majority(visual, 2)[has_posts], majority(textual, 2)[has_posts]
+    assert best_single_factor_accuracy(user_visual, user_topic) < 0.6
+    assert best_single_factor_accuracy(user_textual, user_topic) < 0.6
+    assert best_single_factor_accuracy(user_visual * 2 + user_textual, user_topic) > 0.9
+
+
+def test_captions_carry_only_the_textual_factor(synthetic_corpus):
+    root = synthetic_corpus(num_users=200, image_pool=32)
+    corpus, truth = load_corpus(root), load_truth(root)
+    word_factor = {w: f for f, words in enumerate(TEXT_FACTOR_WORDS) for w in words}
+    textual = truth["topic_text"][truth["post_topic"]]
+    predicted = np.full(corpus.num_posts, -1)
+    for i, text in enumerate(corpus.post_text):
+        hits = [word_factor[w] for w in text.split() if w in word_factor]
+        if hits:
+            assert len(set(hits)) == 1  # one post, one textual factor
+            predicted[i] = hits[0]
+    has = predicted >= 0
+    assert has.mean() > 0.8
+    np.testing.assert_array_equal(predicted[has], textual[has])
+
+
+def r_squared(x: np.ndarray, y: np.ndarray) -> float:
+    """In-sample R^2 of an ordinary least-squares fit with intercept."""
+    design = np.column_stack([x, np.ones(len(y))])
+    coef, *_ = np.linalg.lstsq(design, y, rcond=None)
+    residual = y - design @ coef
+    return 1.0 - residual.var() / y.var()
+
+
+def test_images_carry_the_visual_factor(synthetic_corpus):
+    """A ridge probe on FFT magnitudes of the PNG files recovers the visual factor (the pattern): chance is 0.5."""
+    root = synthetic_corpus(num_users=150, seed=2, image_pool=400)
+    corpus, truth = load_corpus(root), load_truth(root)
+    paths = sorted({p for p in corpus.post_image if p is not None})
+    feats = []
+    for rel in paths:
+        gray = np.asarray(Image.open(root / rel).convert("L"), dtype=np.float64)
+        feats.append(np.log1p(np.abs(np.fft.fft2(gray - gray.mean()))).ravel())
+    feats = np.stack(feats)
+    visual = truth["image_visual"][[int(Path(p).stem) for p in paths]]
+    half = len(paths) // 2
+    mean, std = feats[:half].mean(axis=0), feats[:half].std(axis=0) + 1e-6
+    train, test = (feats[:half] - mean) / std, (feats[half:] - mean) / std
+    target = np.where(visual[:half] == 1, 1.0, -1.0)
+    weights = np.linalg.solve(train.T @ train + 10.0 * np.eye(train.shape[1]), train.T @ target)
+    accuracy = ((test @ weights > 0).astype(int) == visual[half:]).mean()
+    assert accuracy > 0.75
+
+
+def test_fans_need_more_than_statistics(synthetic_corpus):
+    root = synthetic_corpus(num_users=600, image_pool=64)
+    corpus, truth = load_corpus(root), load_truth(root)
+    log_fans = np.log(corpus.fans)
+    degree = np.bincount(corpus.edges.ravel(), minlength=corpus.num_users)
+    rich = np.column_stack(
+        [corpus.features, np.log1p(degree), truth["fans_neighbour"], truth["user_quality"]]
+    )
+    assert r_squared(corpus.features, log_fans) < 0.45
+    assert r_squared(rich, log_fans) > 0.75
+
+
+def test_quality_is_visible_in_captions(synthetic_corpus):
+    from corpus.synthetic.text import QUALITY_WORDS
+
+    root = synthetic_corpus(num_users=300, image_pool=64)
+    corpus, truth = load_corpus(root), load_truth(root)
+    praise = np.array([sum(w in QUALITY_WORDS for w in t.split()) for t in corpus.post_text], dtype=float)
+    assert np.corrcoef(praise[corpus.post_has_text], truth["post_quality"][corpus.post_has_text])[0, 1] > 0.3
+
+
+# ---- CLI ---------------------------------------------------------------------------------------------
+def test_cli_writes_a_corpus(tmp_path, capsys):
+    assert (
+        cli_main(
+            [
+                "--out",
+                str(tmp_path / "c"),
+                "--users",
+                "40",
+                "--seed",
+                "3",
+                "--workers",
+                "1",
+                "--avg-degree",
+                "6",
+            ]
+        )
+        == 0
+    )
+    assert "wrote" in capsys.readouterr().out
+    corpus = load_corpus(tmp_path / "c")
+    assert corpus.num_users == 40
+    assert cli_main(["--out", str(tmp_path / "c"), "--users", "40"]) == 2
+    assert "pass overwrite=True" in capsys.readouterr().err
+
+
+def test_cli_help_lists_every_knob(capsys):
+    with pytest.raises(SystemExit):
+        cli_main(["--help"])
+    text = capsys.readouterr().out
+    for flag in ("--users", "--seed", "--homophily", "--image-pool", "--off-topic-share", "--workers"):
+        assert flag in text
+
+
+def test_png_encoder_round_trips_through_pillow():
+    import io
+
+    from corpus.synthetic.render import encode_png, render_images
+
+    pixels = render_images(np.arange(12) % 6, np.linspace(0, 1, 12), (0, 1), 24, 0.15)
+    for px in pixels:
+        data = encode_png(px)
+        assert data == encode_png(px.copy())  # deterministic
+        with Image.open(io.BytesIO(data)) as img:
+            img.load()
+            assert (img.format, img.mode, img.size) == ("PNG", "RGB", (24, 24))
+            np.testing.assert_array_equal(np.asarray(img), px)

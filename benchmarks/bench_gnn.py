@@ -1,0 +1,235 @@
+"""Benchmark of the M-Gate layer against a plain torch-sparse SpMM layer (the floor) and PyG's GATConv (the peer).
+
+One synthetic graph (default: 60,000 nodes, 600,000 undirected edges, width 64); one forward+backward of
+each layer, median of a few repeats on a fixed number of threads; prints times and ratios. Then the
+epoch time (one full-batch training step of the default stage-2 model: masks, adjacency, forward, both
+losses, backward, optimizer) from 1e4 to 1e6 edges, each size in its own subprocess so that its peak
+memory (ru_maxrss) is its own.
+
+    python benchmarks/bench_gnn.py                       # everything, 2 threads
+    python benchmarks/bench_gnn.py --skip-scaling --repeats 7
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import resource
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import torch
+from torch import Tensor, nn
+from torch_geometric.nn import GATConv
+from torch_sparse import SparseTensor
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from stage2_graph import GraphInputs, GraphStructure, MaskingDataset, MGateConv  # noqa: E402
+from stage2_graph.config import ModelConfig, ObjectiveConfig, OptimConfig  # noqa: E402
+from stage2_graph.gate import uniform_gate  # noqa: E402
+from stage2_graph.system import Stage2System  # noqa: E402
+
+GATE_DIMS = (16, 64, 64)  # X statistics, image and text embedding widths fed to the gate
+
+
+def random_edges(num_nodes: int, num_edges: int, seed: int) -> Tensor:
+    """``[E, 2]`` unique undirected pairs ``u < v`` drawn uniformly."""
+    generator = torch.Generator().manual_seed(seed)
+    keys = torch.empty(0, dtype=torch.long)
+    while keys.numel() < num_edges:
+        draw = int((num_edges - keys.numel()) * 1.1) + 16
+        a = torch.randint(0, num_nodes, (draw,), generator=generator)
+        b = torch.randint(0, num_nodes, (draw,), generator=generator)
+        low, high = torch.minimum(a, b), torch.maximum(a, b)
+        keys = torch.unique(torch.cat([keys, (low * num_nodes + high)[low != high]]))
+    keys = keys[torch.randperm(keys.numel(), generator=generator)[:num_edges]].sort().values
+    return torch.stack([keys // num_nodes, keys % num_nodes], dim=1)
+
+
+class SpmmLayer(nn.Module):
+    """The floor: ``h + A_mean (W h) + b`` with fixed edge values, one torch-sparse SpMM."""
+
+    def __init__(self, channels: int):
+        super().__init__()
+        self.lin = nn.Linear(channels, channels, bias=False)
+        self.bias = nn.Parameter(torch.zeros(channels))
+
+    def forward(self, x: Tensor, adj_t: SparseTensor) -> Tensor:
+        return x + adj_t.matmul(self.lin(x)) + self.bias
+
+
+def median_time(step, repeats: int) -> float:
+    step()  # warm-up
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        step()
+        times.append(time.perf_counter() - start)
+    return statistics.median(times)
+
+
+def bench_layers(args) -> dict[str, float]:
+    num_nodes, num_edges, width = args.nodes, args.edges, args.width
+    edges = random_edges(num_nodes, num_edges, seed=0)
+    structure = GraphStructure(edges, num_nodes)
+    adj_t, _ = structure.adj_t()
+    edge_index = torch.stack([structure.col, structure.row])  # PyG: row 0 source, row 1 target
+    torch.manual_seed(0)
+    x = torch.randn(num_nodes, width, requires_grad=True)
+    gate_features = torch.randn(num_nodes, GATE_DIMS[0])
+    modality_masks = [torch.rand(num_nodes) > 0.1, torch.rand(num_nodes) > 0.1]
+    modalities = [torch.randn(num_nodes, d) * m[:, None] for d, m in zip(GATE_DIMS[1:], modality_masks)]
+
+    mgate = MGateConv(
+        width, width, heads=args.heads, gate_feature_dim=GATE_DIMS[0], modality_dims=GATE_DIMS[1:]
+    )
+    floor = SpmmLayer(width)
+    floor_adj = adj_t.set_value(uniform_gate(adj_t).view(-1), layout="csr")
+    gat = GATConv(width, width // args.heads, heads=args.heads)
+
+    def run(forward):
+        def step():
+            x.grad = None
+            forward().sum().backward()
+
+        return step
+
+    results = {
+        "floor_spmm": median_time(run(lambda: floor(x, floor_adj)), args.repeats),
+        "mgate": median_time(
+            run(lambda: mgate(x, adj_t, gate_features, modalities, modality_masks)), args.repeats
+        ),
+        "gatconv": median_time(run(lambda: gat(x, edge_index)), args.repeats),
+    }
+    softmax = MGateConv(
+        width,
+        width,
+        heads=args.heads,
+        gate_feature_dim=GATE_DIMS[0],
+        modality_dims=GATE_DIMS[1:],
+        gate_normalization="softmax",
+    )
+    results["mgate_softmax"] = median_time(
+        run(lambda: softmax(x, adj_t, gate_features, modalities, modality_masks)), args.repeats
+    )
+    if args.heads == 1:
+        multi = MGateConv(width, width, heads=4, gate_feature_dim=GATE_DIMS[0], modality_dims=GATE_DIMS[1:])
+        results["mgate_4_heads"] = median_time(
+            run(lambda: multi(x, adj_t, gate_features, modalities, modality_masks)), args.repeats
+        )
+    return results
+
+
+def epoch_worker(num_edges: int, repeats: int, threads: int) -> dict[str, float]:
+    """One size of the scaling study (run in a subprocess): default model, full training steps."""
+    torch.set_num_threads(threads)
+    baseline_kib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    num_nodes = max(num_edges // 10, 100)
+    generator = torch.Generator().manual_seed(0)
+    masks = [torch.rand(num_nodes, generator=generator) > 0.1 for _ in range(2)]
+    inputs = GraphInputs(
+        features=torch.randn(num_nodes, GATE_DIMS[0], generator=generator),
+        edges=random_edges(num_nodes, num_edges, seed=1),
+        fingerprint="bench",
+        modalities=tuple(
+            torch.randn(num_nodes, d, generator=generator) * m[:, None] for d, m in zip(GATE_DIMS[1:], masks)
+        ),
+        modality_masks=tuple(masks),
+    )
+    system = Stage2System(inputs, ModelConfig(), ObjectiveConfig(), OptimConfig())
+    dataset = MaskingDataset(num_nodes, system.structure.edge_pairs, seed=0)
+    optimizer = system.configure_optimizers()
+    step_index = [0]
+
+    def step():
+        batch = dataset[(step_index[0], 0)]
+        step_index[0] += 1
+        optimizer.zero_grad()
+        system.compute_losses(batch)["loss"].backward()
+        optimizer.step()
+
+    seconds = median_time(step, repeats)
+    peak_kib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return {
+        "edges": num_edges,
+        "nodes": num_nodes,
+        "epoch_s": seconds,
+        "peak_rss_mib": peak_kib / 1024,
+        "peak_above_imports_mib": (peak_kib - baseline_kib) / 1024,
+    }
+
+
+def bench_scaling(args) -> list[dict[str, float]]:
+    rows = []
+    for num_edges in args.scaling_edges:
+        command = [sys.executable, __file__, "--worker", str(num_edges), "--repeats", str(args.repeats),
+                   "--threads", str(args.threads)]  # fmt: skip
+        out = subprocess.run(command, check=True, capture_output=True, text=True).stdout
+        rows.append(json.loads(out.strip().splitlines()[-1]))
+    return rows
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--nodes", type=int, default=60_000)
+    parser.add_argument("--edges", type=int, default=600_000, help="undirected edges")
+    parser.add_argument("--width", type=int, default=64)
+    parser.add_argument("--heads", type=int, default=1)
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--skip-layers", action="store_true")
+    parser.add_argument("--skip-scaling", action="store_true")
+    parser.add_argument(
+        "--scaling-edges", type=int, nargs="+", default=[10_000, 30_000, 100_000, 300_000, 1_000_000]
+    )
+    parser.add_argument("--worker", type=int, help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    if args.worker is not None:
+        print(json.dumps(epoch_worker(args.worker, args.repeats, args.threads)))
+        return
+
+    print(f"threads={args.threads} repeats={args.repeats} (median)")
+    if not args.skip_layers:
+        print(
+            f"\nlayer forward+backward: {args.nodes:,} nodes, {args.edges:,} undirected edges, width {args.width}"
+        )
+        times = bench_layers(args)
+        floor = times["floor_spmm"]
+        labels = {
+            "floor_spmm": "torch-sparse SpMM layer (floor)",
+            "mgate": f"M-Gate layer ({args.heads} head(s))",
+            "mgate_softmax": f"M-Gate layer, softmax ({args.heads} head(s))",
+            "mgate_4_heads": "M-Gate layer (4 heads)",
+            "gatconv": f"PyG GATConv ({args.heads} head(s))",
+        }
+        for name, seconds in times.items():
+            print(f"  {labels[name]:<40} {seconds * 1e3:8.1f} ms   {seconds / floor:5.2f}x floor")
+        print(
+            f"  M-Gate / GATConv: {times['mgate'] / times['gatconv']:.2f}   (target <= 0.5; vs floor target <= 2.0)"
+        )
+    if not args.skip_scaling:
+        print(
+            "\nepoch (one full-batch training step, default model; nodes = edges / 10), own process per size"
+        )
+        rows = bench_scaling(args)
+        base = rows[0]
+        print(
+            f"  {'edges':>10} {'nodes':>8} {'epoch ms':>9} {'us/edge':>8} {'x time':>7} {'x edges':>8} {'peak RSS MiB':>13} {'above imports':>14}"
+        )
+        for row in rows:
+            print(
+                f"  {row['edges']:>10,} {row['nodes']:>8,} {row['epoch_s'] * 1e3:9.1f} {row['epoch_s'] / row['edges'] * 1e6:8.2f}"
+                f" {row['epoch_s'] / base['epoch_s']:7.1f} {row['edges'] / base['edges']:8.0f}"
+                f" {row['peak_rss_mib']:13.0f} {row['peak_above_imports_mib']:14.0f}"
+            )
+
+
+if __name__ == "__main__":
+    main()

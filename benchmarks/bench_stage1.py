@@ -1,0 +1,268 @@
+"""Stage-1 benchmarks on a synthetic corpus (default preset unless flags say otherwise).
+
+``throughput``: training posts/s under Lightning and under a plain PyTorch loop running the same steps
+(same system, batches, optimizer and schedule) in this process, their ratio (Lightning's overhead), and
+export posts/s with a cold and a warm image cache.
+
+``probe``: a logistic-regression topic probe (train split -> test split) on exported user embeddings
+[R^I || R^T], before training (random init) and after ``run_stage1``. Only this script reads labels and
+splits; stage 1 never does.
+
+    python benchmarks/bench_stage1.py throughput --users 2000 --steps 60
+    python benchmarks/bench_stage1.py probe --users 2000
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import tempfile
+import time
+import warnings
+from pathlib import Path
+
+import lightning as L
+import numpy as np
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from corpus import load_corpus  # noqa: E402
+from corpus.synthetic import SyntheticConfig, generate  # noqa: E402
+from stage1_encoders import Stage1Config, run_stage1  # noqa: E402
+from stage1_encoders.config import merge_dicts  # noqa: E402
+from stage1_encoders.export import export_user_embeddings  # noqa: E402
+from stage1_encoders.stage import build_parts  # noqa: E402
+
+
+def corpus_dir(args, work: Path) -> Path:
+    if args.corpus is not None:
+        return Path(args.corpus)
+    return generate(
+        work / f"corpus_{args.users}_{args.seed}", SyntheticConfig(num_users=args.users, seed=args.seed)
+    )
+
+
+def make_config(corpus: Path, work: Path, args, **trainer) -> Stage1Config:
+    data = {
+        "corpus": str(corpus),
+        "cache_dir": str(work / "cache"),
+        "out_dir": str(work / "out"),
+        "seed": args.seed,
+        "trainer": {"enable_progress_bar": False, **trainer},
+    }
+    if args.config is not None:
+        data = merge_dicts(json.loads(Path(args.config).read_text()), data)
+    return Stage1Config.from_dict(data)
+
+
+def batches(parts, steps: int) -> list[dict]:
+    """The first ``steps`` batches of the training loader (materialised so both loops see the same data)."""
+    out = []
+    while len(out) < steps:
+        for batch in parts.datamodule.train_dataloader():
+            out.append(batch)
+            if len(out) == steps:
+                break
+    return out
+
+
+def plain_loop(parts, data: list[dict], clip: float | None) -> float:
+    system = parts.system
+    optimizer, scheduler = system.build_optimizer(len(data))
+    system.train()
+    started = time.perf_counter()
+    for batch in data:
+        losses = system.compute_losses(batch)
+        loss = system.total_loss(losses)
+        loss.backward()
+        if clip is not None:
+            torch.nn.utils.clip_grad_norm_(system.parameters(), clip)
+        optimizer.step()
+        scheduler.step()
+        optimizer.zero_grad(set_to_none=True)
+        if system.ita_loss is not None:
+            system.ita_loss.clamp_logit_scale()
+        for name, value in {**losses, "loss": loss}.items():
+            system.loss_history[name].append(float(value.detach()))  # the same bookkeeping as training_step
+    return time.perf_counter() - started
+
+
+class _ListData(L.LightningDataModule):
+    def __init__(self, data: list[dict]):
+        super().__init__()
+        self.data = data
+
+    def train_dataloader(self):
+        return torch.utils.data.DataLoader(self.data, batch_size=None, shuffle=False)
+
+
+def lightning_loop(parts, data: list[dict], cfg: Stage1Config, out: Path, csv_log: bool) -> float:
+    logger = L.pytorch.loggers.CSVLogger(out, name="bench", version="") if csv_log else False
+    trainer = L.Trainer(
+        max_steps=len(data),
+        accelerator="cpu",
+        devices=1,
+        logger=logger,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        enable_checkpointing=False,
+        gradient_clip_val=cfg.trainer.gradient_clip_val,
+        log_every_n_steps=cfg.trainer.log_every_n_steps,
+    )
+    started = time.perf_counter()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        trainer.fit(parts.system, datamodule=_ListData(data))
+    return time.perf_counter() - started
+
+
+def throughput(args) -> None:
+    with tempfile.TemporaryDirectory() as tmp:
+        work = Path(args.work or tmp)
+        corpus_path = corpus_dir(args, work)
+        corpus = load_corpus(corpus_path)
+        cfg = make_config(corpus_path, work, args)
+        torch.manual_seed(args.seed)
+        parts = build_parts(cfg, corpus)
+        initial = {k: v.clone() for k, v in parts.system.state_dict().items()}
+
+        started = time.perf_counter()
+        emb = export_user_embeddings(
+            parts.system.image_encoder,
+            parts.system.text_encoder,
+            parts.prep,
+            batch_size=cfg.data.export_batch_size,
+        )
+        export_cold = time.perf_counter() - started
+        started = time.perf_counter()
+        export_user_embeddings(
+            parts.system.image_encoder,
+            parts.system.text_encoder,
+            parts.prep,
+            batch_size=cfg.data.export_batch_size,
+        )
+        export_warm = time.perf_counter() - started
+
+        torch.manual_seed(args.seed)
+        data = batches(parts, args.steps)
+        posts = sum(int(b["num_posts"]) for b in data)
+        results: dict[str, list[float]] = {"plain": [], "lightning": [], "lightning+csv": []}
+        for _ in range(args.repeats):  # interleaved, each from the same initial weights
+            for name in results:
+                parts.system.load_state_dict(initial)
+                if name == "plain":
+                    seconds = plain_loop(parts, data, cfg.trainer.gradient_clip_val)
+                else:
+                    seconds = lightning_loop(parts, data, cfg, work, csv_log=name == "lightning+csv")
+                results[name].append(seconds)
+        best = {name: min(times) for name, times in results.items()}
+        report = {
+            "corpus": {"users": corpus.num_users, "posts": corpus.num_posts, "edges": corpus.num_edges},
+            "torch_threads": torch.get_num_threads(),
+            "steps": args.steps,
+            "posts_per_step": posts / args.steps,
+            "train_posts_per_s": {name: posts / t for name, t in best.items()},
+            "train_seconds_best": best,
+            "train_seconds_all": results,
+            "lightning_overhead_ratio": best["lightning"] / best["plain"],
+            "lightning_csv_overhead_ratio": best["lightning+csv"] / best["plain"],
+            "export_posts_per_s_cold_cache": corpus.num_posts / export_cold,
+            "export_posts_per_s_warm_cache": corpus.num_posts / export_warm,
+            "export_seconds": {"cold": export_cold, "warm": export_warm},
+            "export_shapes": [list(emb.user_image_emb.shape), list(emb.user_text_emb.shape)],
+        }
+        print(json.dumps(report, indent=2))
+
+
+def probe_accuracy(corpus, emb) -> dict:
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.metrics import accuracy_score, f1_score
+    from sklearn.preprocessing import StandardScaler
+
+    features = np.concatenate([emb.user_image_emb, emb.user_text_emb], axis=1)
+    train = (corpus.splits == 0) & (corpus.labels >= 0)
+    test = (corpus.splits == 2) & (corpus.labels >= 0)
+    scaler = StandardScaler().fit(features[train])
+    clf = LogisticRegression(max_iter=3000).fit(scaler.transform(features[train]), corpus.labels[train])
+    pred = clf.predict(scaler.transform(features[test]))
+    return {
+        "accuracy": float(accuracy_score(corpus.labels[test], pred)),
+        "macro_f1": float(f1_score(corpus.labels[test], pred, average="macro")),
+        "train_users": int(train.sum()),
+        "test_users": int(test.sum()),
+    }
+
+
+def probe(args) -> None:
+    with tempfile.TemporaryDirectory() as tmp:
+        work = Path(args.work or tmp)
+        corpus_path = corpus_dir(args, work)
+        corpus = load_corpus(corpus_path)
+        extra = {} if args.steps is None else {"max_steps": args.steps}
+        cfg = make_config(corpus_path, work, args, **extra)
+
+        L.seed_everything(cfg.seed, verbose=False)  # the same initial weights run_stage1 starts from
+        parts = build_parts(cfg, corpus)
+        before = export_user_embeddings(
+            parts.system.image_encoder,
+            parts.system.text_encoder,
+            parts.prep,
+            batch_size=cfg.data.export_batch_size,
+        )
+        started = time.perf_counter()
+        result = run_stage1(cfg)
+        wall = time.perf_counter() - started
+        from cache import read_encoder_embeddings
+
+        after = read_encoder_embeddings(
+            cfg.cache_dir, cfg.round, fingerprint=corpus.fingerprint, num_users=corpus.num_users
+        )
+        terms = {
+            name: {
+                k: round(v, 4) for k, v in result.metrics[name].items() if k in ("first_mean", "last_mean")
+            }
+            for name in (*result.metrics["loss_terms"], "loss")
+        }
+        report = {
+            "corpus": {"users": corpus.num_users, "posts": corpus.num_posts, "edges": corpus.num_edges},
+            "steps": result.metrics["global_step"],
+            "run_stage1_wall_seconds": wall,
+            "train_seconds": result.metrics["train_seconds"],
+            "export_seconds": result.metrics["export_seconds"],
+            "train_posts_per_s": result.metrics["train_posts_per_second"],
+            "loss_first_vs_last_mean": terms,
+            "every_loss_fell": all(t["last_mean"] < t["first_mean"] for t in terms.values()),
+            "probe_before_training": probe_accuracy(corpus, before),
+            "probe_after_training": probe_accuracy(corpus, after),
+        }
+        print(json.dumps(report, indent=2))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("mode", choices=["throughput", "probe"])
+    parser.add_argument("--corpus", help="existing corpus folder (default: generate a synthetic one)")
+    parser.add_argument("--users", type=int, default=2000, help="users of the generated corpus")
+    parser.add_argument("--seed", type=int, default=0, help="corpus and training seed")
+    parser.add_argument(
+        "--steps", type=int, default=None, help="training steps (throughput default 60; probe: config)"
+    )
+    parser.add_argument("--repeats", type=int, default=2, help="throughput: interleaved repeats, best kept")
+    parser.add_argument("--config", help="JSON file with Stage1Config sections to override the defaults")
+    parser.add_argument(
+        "--work", help="keep corpus, cache and logs in this folder instead of a temporary one"
+    )
+    args = parser.parse_args()
+    if args.mode == "throughput":
+        args.steps = args.steps or 60
+        throughput(args)
+    else:
+        probe(args)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,94 @@
+"""Command line of the round loop: alternate stage 1 and stage 2, evaluate every row, write the report.
+
+    python bridge/alternate.py --rounds 3              # the default run (see docs/bridge.md for its time)
+    python -m bridge.alternate --rounds 3 --run-dir runs/exp1 --stage1 trainer.max_steps=100
+
+Rerunning the same command skips every stage whose complete outputs exist. The work itself is done by
+``bridge.runner.run_bridge``; this module only maps flags onto a ``BridgeConfig``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+if __package__ in (None, ""):
+    # Run as a script (python bridge/alternate.py): import the repo root's packages, and do not let this
+    # folder's modules (config.py, metrics.py, paths.py, ...) shadow top-level modules of the same name.
+    _here = Path(__file__).resolve().parent
+    sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != _here]
+    sys.path.insert(0, str(_here.parent))
+
+from bridge.config import BridgeConfigError, build_config  # noqa: E402
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="python bridge/alternate.py",
+        description="Alternate MMGA's stage 1 (encoders) and stage 2 (graph) over rounds, evaluate the user "
+        "representations against baselines, and write a report. Rerun the same command to resume.",
+    )
+    parser.add_argument("--rounds", type=int, default=None, help="number of rounds (default 3)")
+    parser.add_argument("--corpus", type=Path, default=None,
+                        help="corpus folder (default: generate the synthetic corpus into <run-dir>/corpus)")  # fmt: skip
+    parser.add_argument(
+        "--run-dir", type=Path, default=Path("runs/default"), help="run folder (default runs/default)"
+    )
+    parser.add_argument("--config", type=Path, default=None,
+                        help="JSON/YAML file with sections rounds, seed, synthetic, stage1, stage2, eval, baselines")  # fmt: skip
+    parser.add_argument("--stage1", action="append", default=[], metavar="KEY=VALUE",
+                        help="stage 1 config override, dotted keys, repeatable (e.g. trainer.max_steps=100)")  # fmt: skip
+    parser.add_argument("--stage2", action="append", default=[], metavar="KEY=VALUE",
+                        help="stage 2 config override, dotted keys, repeatable (e.g. model.heads=2)")  # fmt: skip
+    parser.add_argument("--eval", dest="eval_overrides", action="append", default=[], metavar="KEY=VALUE",
+                        help="evaluation override, repeatable (e.g. seeds=[0,1,2,3,4])")  # fmt: skip
+    parser.add_argument("--synthetic", action="append", default=[], metavar="KEY=VALUE",
+                        help="synthetic corpus knob when --corpus is not given (e.g. num_users=2000)")  # fmt: skip
+    parser.add_argument(
+        "--seed", type=int, default=None, help="training seed (default 0; round r uses seed + r)"
+    )
+    parser.add_argument("--skip-baselines", action="store_true", help="run and report MMGA (and X) only")
+    parser.add_argument("--force", action="store_true",
+                        help="recompute results made with another config or corpus instead of stopping")  # fmt: skip
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        cfg = build_config(
+            args.config, rounds=args.rounds, seed=args.seed, corpus=args.corpus, stage1=args.stage1,
+            stage2=args.stage2, eval_overrides=args.eval_overrides, synthetic=args.synthetic,
+            baselines=False if args.skip_baselines else None,
+        )  # fmt: skip
+    except BridgeConfigError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    # Imported only now, so that --help and flag errors do not wait for torch, Lightning and the encoders.
+    from bridge.manifest import ManifestConflict, ManifestError
+    from bridge.runner import run_bridge
+    from cache import CacheError
+    from corpus import CorpusError
+    from stage1_encoders import ConfigError as Stage1ConfigError
+    from stage2_graph import ConfigError as Stage2ConfigError
+
+    user_errors = (
+        BridgeConfigError, ManifestConflict, ManifestError, Stage1ConfigError, Stage2ConfigError, CorpusError,
+        CacheError,
+    )  # fmt: skip
+    try:
+        result = run_bridge(cfg, args.run_dir, force=args.force)
+    except user_errors as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"\ninterrupted; rerun the same command to continue from the last completed stage ({args.run_dir})",
+              file=sys.stderr)  # fmt: skip
+        return 130
+    print(f"\nReport: {result.report}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,278 @@
+"""The paper's fine-tuning stage on frozen user embeddings: topic classification and fans prediction.
+
+For one representation ``x [N, D]`` (e.g. ``[R^G || R^T || R^I]``) and each task, small torch heads are fitted on
+the train split only (inputs standardized with train statistics), early-stopped on the val split, and the
+head type / weight decay is chosen on val; the test split is scored once per seed with the chosen head.
+
+All heads of a grid (head type x weight decay x seed) of one task are trained together as one batched model
+(independent parameters, summed losses, so independent gradients): this keeps the whole evaluation of a run
+to seconds on a CPU.
+
+Tasks:
+- topic: softmax classifier, cross-entropy; early stopping on val cross-entropy; choice on val macro-F1;
+  test accuracy and macro-F1. Users with label -1 are excluded.
+- fans: regressor on ``log1p(fans)`` (standardized with train mean/std), Huber loss; early stopping and
+  choice on val MAE; test MAE, Spearman and accuracy over quantile buckets (edges from the train targets).
+  Users with unknown fans (nan) are excluded.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterator
+from contextlib import contextmanager
+from itertools import product
+from typing import Any, Literal
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from bridge import metrics
+from bridge.config import EvalConfig, HeadType
+
+
+class BatchedHeads(torch.nn.Module):
+    """``G`` independent linear or one-hidden-layer MLP heads evaluated in one pass.
+
+    Args:
+        seeds: one seed per head, used for its initialisation and dropout masks.
+        in_dim: input width ``D``.
+        out_dim: output width ``C``.
+        hidden: hidden width of the MLP, ``None`` for a linear head.
+        dropout: dropout on the MLP's hidden layer during training.
+
+    Shapes: input ``[N, D]`` -> output ``[G, N, C]``.
+    """
+
+    def __init__(self, seeds: list[int], in_dim: int, out_dim: int, hidden: int | None, dropout: float = 0.0):
+        super().__init__()
+        self.seeds = list(seeds)
+        self.hidden = hidden
+        self.dropout = dropout
+        dims = [in_dim, out_dim] if hidden is None else [in_dim, hidden, out_dim]
+        self.weights = torch.nn.ParameterList()
+        self.biases = torch.nn.ParameterList()
+        for d_in, d_out in zip(dims[:-1], dims[1:]):
+            self.weights.append(torch.nn.Parameter(torch.empty(len(seeds), d_in, d_out)))
+            self.biases.append(torch.nn.Parameter(torch.empty(len(seeds), d_out)))
+        self._generators = [torch.Generator().manual_seed(int(s)) for s in self.seeds]
+        # one stream for the dropout masks of all heads, seeded from all heads' seeds
+        self._dropout_generator = torch.Generator().manual_seed(
+            hash(tuple(int(s) for s in self.seeds)) % 2**62
+        )
+        self.reset_parameters()
+
+    def reset_parameters(self) -> None:
+        # nn.Linear's default: U(-1/sqrt(fan_in), 1/sqrt(fan_in)), drawn per head from its own seed
+        with torch.no_grad():
+            for g, gen in enumerate(self._generators):
+                for w, b in zip(self.weights, self.biases):
+                    bound = 1.0 / math.sqrt(w.shape[1])
+                    w[g].copy_(torch.rand(w.shape[1:], generator=gen) * 2 * bound - bound)
+                    b[g].copy_(torch.rand(b.shape[1:], generator=gen) * 2 * bound - bound)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        w0 = self.weights[0]
+        num_heads, in_dim, width = w0.shape
+        # all heads' first layers as one [N, D] @ [D, G*K] product
+        h = (x @ w0.permute(1, 0, 2).reshape(in_dim, num_heads * width)).view(-1, num_heads, width)
+        h = h.transpose(0, 1) + self.biases[0][:, None, :]
+        if self.hidden is None:
+            return h
+        h = F.relu(h)
+        if self.training and self.dropout > 0:
+            keep = torch.rand(h.shape, generator=self._dropout_generator) >= self.dropout
+            h = h * keep / (1.0 - self.dropout)
+        return torch.bmm(h, self.weights[1]) + self.biases[1][:, None, :]
+
+    def l2(self) -> torch.Tensor:
+        """Squared norm of each head's weights (not biases). ``[G]``"""
+        return sum(w.pow(2).sum(dim=(1, 2)) for w in self.weights)
+
+
+def _standardize(x: np.ndarray, train: np.ndarray) -> np.ndarray:
+    mean = x[train].mean(axis=0)
+    std = x[train].std(axis=0)
+    std[std == 0] = 1.0
+    return (x - mean) / std
+
+
+def _fit_heads(
+    x_train: torch.Tensor,
+    y_train: torch.Tensor,
+    x_val: torch.Tensor,
+    y_val: torch.Tensor,
+    task: Literal["topic", "fans"],
+    out_dim: int,
+    head: HeadType,
+    weight_decays: list[float],
+    seeds: list[int],
+    cfg: EvalConfig,
+) -> BatchedHeads:
+    """Train one batched model of heads (one per (weight decay, seed) pair) with per-head early stopping;
+    returns it holding each head's best-on-val parameters."""
+    model = BatchedHeads(
+        seeds, x_train.shape[1], out_dim, None if head == "linear" else cfg.hidden, cfg.dropout
+    )
+    wd = torch.tensor(weight_decays, dtype=torch.float32)
+    opt = torch.optim.Adam(model.parameters(), lr=cfg.lr)
+    num = len(seeds)
+    best_val = torch.full((num,), float("inf"))
+    best_params = [p.detach().clone() for p in model.parameters()]
+    since_best = torch.zeros(num, dtype=torch.long)
+
+    def per_head_loss(out: torch.Tensor, y: torch.Tensor, training: bool) -> torch.Tensor:
+        if task == "topic":
+            return (
+                F.cross_entropy(out.reshape(-1, out_dim), y.repeat(num), reduction="none")
+                .view(num, -1)
+                .mean(1)
+            )
+        pred = out[..., 0]
+        if training:
+            return F.huber_loss(pred, y.expand_as(pred), reduction="none").mean(1)
+        return (pred - y).abs().mean(1)  # val MAE in standardized units, a constant factor from real units
+
+    for _ in range(cfg.max_epochs):
+        model.train()
+        opt.zero_grad(set_to_none=True)
+        loss = per_head_loss(model(x_train), y_train, training=True) + wd * model.l2()
+        loss.sum().backward()
+        opt.step()
+        model.eval()
+        with torch.no_grad():
+            val = per_head_loss(model(x_val), y_val, training=False)
+            improved = val < best_val
+            best_val = torch.where(improved, val, best_val)
+            since_best = torch.where(improved, 0, since_best + 1)
+            for bp, p in zip(best_params, model.parameters()):
+                bp[improved] = p[improved]
+        if bool((since_best > cfg.patience).all()):
+            break
+    with torch.no_grad():
+        for bp, p in zip(best_params, model.parameters()):
+            p.copy_(bp)
+    model.eval()
+    return model
+
+
+def _evaluate_task(
+    x: np.ndarray, y: np.ndarray, splits: np.ndarray, task: Literal["topic", "fans"], cfg: EvalConfig
+) -> dict[str, Any]:
+    train, val, test = (splits == 0), (splits == 1), (splits == 2)
+    for name, mask in (("train", train), ("val", val), ("test", test)):
+        if mask.sum() == 0:
+            raise ValueError(f"task {task}: no users with a known target in the {name} split")
+    x = _standardize(x.astype(np.float64), train).astype(np.float32)
+    xt = {s: torch.from_numpy(x[m]) for s, m in (("train", train), ("val", val), ("test", test))}
+    if task == "topic":
+        num_classes = int(y.max()) + 1
+        yt = {s: torch.from_numpy(y[m].astype(np.int64)) for s, m in (("train", train), ("val", val))}
+        out_dim = num_classes
+    else:
+        mu, sd = float(y[train].mean()), float(y[train].std()) or 1.0
+        yt = {
+            s: torch.from_numpy(((y[m] - mu) / sd).astype(np.float32))
+            for s, m in (("train", train), ("val", val))
+        }
+        out_dim = 1
+        edges = metrics.quantile_edges(y[train], cfg.fans_buckets)
+
+    def predict(model: BatchedHeads, split: str) -> np.ndarray:
+        with torch.no_grad():
+            out = model(xt[split]).numpy()
+        return out.argmax(-1) if task == "topic" else out[..., 0].astype(np.float64) * sd + mu
+
+    grid = list(product(cfg.weight_decays, cfg.seeds))
+    candidates = []  # (head, weight_decay, seed, val_score (lower is better), test predictions)
+    for head in cfg.heads:
+        model = _fit_heads(
+            xt["train"], yt["train"], xt["val"], yt["val"], task, out_dim, head,
+            [wd for wd, _ in grid], [s for _, s in grid], cfg,
+        )  # fmt: skip
+        val_pred, test_pred = predict(model, "val"), predict(model, "test")
+        for g, (wd, seed) in enumerate(grid):
+            if task == "topic":
+                score = -metrics.macro_f1(y[val], val_pred[g])
+            else:
+                score = metrics.mae(y[val], val_pred[g])
+            candidates.append((head, wd, seed, score, test_pred[g]))
+
+    per_seed: dict[str, list[float]] = {}
+    chosen = []
+    for seed in cfg.seeds:
+        # ties keep the earlier (simpler head, smaller weight decay) candidate
+        head, wd, _, score, pred = min((c for c in candidates if c[2] == seed), key=lambda c: c[3])
+        chosen.append({"seed": seed, "head": head, "weight_decay": wd, "val_score": abs(score)})
+        if task == "topic":
+            scores = {
+                "accuracy": metrics.accuracy(y[test], pred),
+                "macro_f1": metrics.macro_f1(y[test], pred),
+            }
+        else:
+            scores = {
+                "mae": metrics.mae(y[test], pred),
+                "spearman": metrics.spearman(y[test], pred),
+                "bucket_accuracy": metrics.bucket_accuracy(y[test], pred, edges),
+            }
+        for k, v in scores.items():
+            per_seed.setdefault(k, []).append(v)
+    result: dict[str, Any] = {name: summarize(values) for name, values in per_seed.items()}
+    result["chosen"] = chosen
+    result["n"] = {"train": int(train.sum()), "val": int(val.sum()), "test": int(test.sum())}
+    return result
+
+
+def summarize(values: list[float]) -> dict[str, Any]:
+    """Mean, sample standard deviation (0 for a single value) and the values themselves."""
+    arr = np.asarray(values, dtype=np.float64)
+    std = float(arr.std(ddof=1)) if len(arr) > 1 else 0.0
+    return {"mean": float(arr.mean()), "std": std, "values": [float(v) for v in arr]}
+
+
+def evaluate_representation(
+    x: np.ndarray, labels: np.ndarray, fans: np.ndarray, splits: np.ndarray, cfg: EvalConfig | None = None
+) -> dict[str, Any]:
+    """Fit and score the topic and fans heads on one frozen representation.
+
+    Args:
+        x: user representation ``[N, D]`` (rows in corpus user order).
+        labels: topic index ``[N]``, -1 = unknown (excluded from the topic task).
+        fans: follower counts ``[N]``, nan = unknown (excluded from the fans task).
+        splits: ``[N]`` with 0 train, 1 val, 2 test.
+
+    Returns ``{"topic": {...}, "fans": {...}}``, each metric as ``{"mean", "std", "values"}`` over seeds.
+    """
+    cfg = cfg or EvalConfig()
+    x = np.asarray(x)
+    n = len(x)
+    if x.ndim != 2 or len(labels) != n or len(fans) != n or len(splits) != n:
+        raise ValueError(
+            f"shape mismatch: x {x.shape}, labels {np.shape(labels)}, fans {np.shape(fans)}, splits {np.shape(splits)}"
+        )
+    if not np.isfinite(x).all():
+        raise ValueError("the representation contains non-finite values")
+    labels, fans, splits = np.asarray(labels), np.asarray(fans, dtype=np.float64), np.asarray(splits)
+    known_label = labels >= 0
+    known_fans = np.isfinite(fans) & (fans >= 0)
+    with _single_thread():
+        return {
+            "topic": _evaluate_task(x[known_label], labels[known_label], splits[known_label], "topic", cfg),
+            "fans": _evaluate_task(
+                x[known_fans], np.log1p(fans[known_fans]), splits[known_fans], "fans", cfg
+            ),
+        }
+
+
+@contextmanager
+def _single_thread() -> Iterator[None]:
+    """The heads' matrices are tiny (a few hundred rows): intra-op threads cost more than they save (measured
+    5-25x slower with 2 threads on a busy 2-core machine), and one thread makes the sums' order, hence the
+    numbers, the same on every machine."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)

@@ -1,0 +1,97 @@
+"""Every path a bridge run reads or writes, computed in one place.
+
+Layout of a run folder (``RunPaths(run_dir)``)::
+
+    run_dir/
+      manifest.json                    what completed, with configs and the corpus fingerprint
+      corpus/                          the generated synthetic corpus (when --corpus is not given)
+      <variant>/cache/round_<r>/...    stage 1 and stage 2 HDF5 outputs (layout owned by ``cache``)
+      <variant>/round_<r>/stage1/      stage 1 checkpoints and logs of round r
+      <variant>/round_<r>/stage2/      stage 2 checkpoints and logs of round r
+      report/                          report.md, metrics.json, plots
+
+Variants: ``mmga`` (the method), ``no_align`` (encoders with LM + ITA only, uniform GNN aggregation, no
+feedback) and ``graph_only`` (the GNN on the statistics X alone).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal, get_args
+
+Variant = Literal["mmga", "no_align", "graph_only"]
+Stage = Literal["stage1", "stage2"]
+VARIANTS: tuple[str, ...] = get_args(Variant)
+STAGES: tuple[str, ...] = get_args(Stage)
+
+
+def _check_variant(variant: str) -> None:
+    if variant not in VARIANTS:
+        raise ValueError(f"unknown variant {variant!r}; expected one of {VARIANTS}")
+
+
+def _check_round(round_idx: int) -> None:
+    if not isinstance(round_idx, int) or round_idx < 0:
+        raise ValueError(f"round must be an int >= 0, got {round_idx!r}")
+
+
+@dataclass(frozen=True)
+class RunPaths:
+    """Paths of one bridge run, all below ``run_dir``."""
+
+    run_dir: Path
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "run_dir", Path(self.run_dir))
+
+    @property
+    def manifest(self) -> Path:
+        return self.run_dir / "manifest.json"
+
+    @property
+    def generated_corpus(self) -> Path:
+        """Where the embedded synthetic corpus is generated when the user gives no ``--corpus``."""
+        return self.run_dir / "corpus"
+
+    @property
+    def report_dir(self) -> Path:
+        return self.run_dir / "report"
+
+    def variant_dir(self, variant: str) -> Path:
+        _check_variant(variant)
+        return self.run_dir / variant
+
+    def cache_dir(self, variant: str) -> Path:
+        """The cache folder of a variant; ``cache`` lays out one subfolder per round inside it."""
+        return self.variant_dir(variant) / "cache"
+
+    def round_dir(self, variant: str, round_idx: int) -> Path:
+        _check_round(round_idx)
+        return self.variant_dir(variant) / f"round_{round_idx}"
+
+    def stage_dir(self, variant: str, round_idx: int, stage: str) -> Path:
+        """Checkpoints and logs of ``stage`` ("stage1" or "stage2") in round ``round_idx``."""
+        if stage not in STAGES:
+            raise ValueError(f"unknown stage {stage!r}; expected one of {STAGES}")
+        return self.round_dir(variant, round_idx) / stage
+
+    def stage1_dir(self, variant: str, round_idx: int) -> Path:
+        return self.stage_dir(variant, round_idx, "stage1")
+
+    def stage2_dir(self, variant: str, round_idx: int) -> Path:
+        return self.stage_dir(variant, round_idx, "stage2")
+
+    @staticmethod
+    def stage_key(variant: str, round_idx: int, stage: str) -> str:
+        """The manifest key of one stage run, e.g. ``"mmga/round_1/stage2"``."""
+        _check_variant(variant)
+        _check_round(round_idx)
+        if stage not in STAGES:
+            raise ValueError(f"unknown stage {stage!r}; expected one of {STAGES}")
+        return f"{variant}/round_{round_idx}/{stage}"
+
+    @staticmethod
+    def eval_key(row: str) -> str:
+        """The manifest key of one evaluated report row, e.g. ``"eval/mmga_round_2"``."""
+        return f"eval/{row}"

@@ -1,0 +1,321 @@
+"""The run's report: ``report.md``, ``metrics.json`` (the same numbers) and PNG plots (matplotlib, Agg)."""
+
+from __future__ import annotations
+
+import csv
+import json
+import platform
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+
+from bridge.config import BridgeConfig  # noqa: E402
+from bridge.manifest import Manifest, to_jsonable, write_json_atomic  # noqa: E402
+from bridge.paths import RunPaths  # noqa: E402
+from bridge.rows import Row, representation  # noqa: E402
+from corpus import Corpus  # noqa: E402
+
+# (task, metric, label, higher is better)
+COLUMNS = (
+    ("topic", "accuracy", "topic acc", True),
+    ("topic", "macro_f1", "topic macro-F1", True),
+    ("fans", "mae", "fans MAE", False),
+    ("fans", "spearman", "fans Spearman", True),
+    ("fans", "bucket_accuracy", "fans bucket acc", True),
+)
+# The claims checked in the report: MMGA's last round against these rows, on these metrics.
+COMPARED_ROWS = ("no_align", "image_only", "text_only", "graph_only", "stats_x")
+GOAL_METRICS = (("topic", "macro_f1", True), ("fans", "mae", False))
+
+
+def _fmt(stat: dict[str, Any]) -> str:
+    return f"{stat['mean']:.3f} ± {stat['std']:.3f}"
+
+
+def comparison(rows: list[Row], evaluated: dict[str, Any]) -> list[dict[str, Any]]:
+    """MMGA's last round against each compared row: the difference of means, oriented so > 0 = MMGA ahead."""
+    final = [r for r in rows if r.group == "mmga"][-1]
+    out = []
+    for other in COMPARED_ROWS:
+        if other not in evaluated:
+            continue
+        entry: dict[str, Any] = {"mmga": final.name, "against": other}
+        for task, metric, higher in GOAL_METRICS:
+            a, b = evaluated[final.name][task][metric]["mean"], evaluated[other][task][metric]["mean"]
+            margin = a - b if higher else b - a
+            entry[f"{task}_{metric}"] = {"mmga": a, "other": b, "margin": margin, "ahead": bool(margin > 0)}
+        out.append(entry)
+    return out
+
+
+def _find_metrics_csv(stage_dir: Path) -> Path | None:
+    found = sorted(stage_dir.rglob("metrics.csv"), key=lambda p: p.stat().st_mtime)
+    return found[-1] if found else None
+
+
+def read_loss_curves(csv_path: Path) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    """``{column: (steps, values)}`` for every column of a Lightning CSV log whose name contains "loss"."""
+    with open(csv_path, newline="") as f:
+        records = list(csv.DictReader(f))
+    curves: dict[str, tuple[list[float], list[float]]] = {}
+    for i, rec in enumerate(records):
+        step = float(rec["step"]) if rec.get("step") not in (None, "") else float(i)
+        for name, value in rec.items():
+            if name and "loss" in name and value not in (None, ""):
+                curves.setdefault(name, ([], []))
+                curves[name][0].append(step)
+                curves[name][1].append(float(value))
+    return {k: (np.asarray(s), np.asarray(v)) for k, (s, v) in curves.items()}
+
+
+def plot_loss_curves(paths: RunPaths, rounds: int, out: Path, variant: str = "mmga") -> bool:
+    """Loss terms of both stages of ``variant`` over its rounds (steps continue across rounds)."""
+    fig, axes = plt.subplots(1, 2, figsize=(12, 4))
+    any_curve = False
+    for ax, stage in zip(axes, ("stage1", "stage2")):
+        offset = 0.0
+        lines: dict[str, Any] = {}
+        for r in range(rounds):
+            csv_path = _find_metrics_csv(paths.stage_dir(variant, r, stage))
+            if csv_path is None:
+                continue
+            curves = read_loss_curves(csv_path)
+            last = offset
+            for name, (steps, values) in sorted(curves.items()):
+                color = lines[name].get_color() if name in lines else f"C{len(lines) % 10}"
+                (line,) = ax.plot(
+                    steps + offset, values, color=color, lw=1, label=name if name not in lines else None
+                )
+                lines.setdefault(name, line)
+                last = max(last, float(steps.max()) + offset + 1 if len(steps) else last)
+                any_curve = True
+            if r > 0:
+                ax.axvline(offset, color="grey", ls=":", lw=0.8)
+            offset = last
+        ax.set_title(f"{variant} {stage} (dotted lines: round boundaries)")
+        ax.set_xlabel("step (cumulative over rounds)")
+        ax.set_ylabel("loss")
+        if lines and all(np.min(ln.get_ydata()) > 0 for ln in ax.get_lines() if len(ln.get_ydata())):
+            ax.set_yscale("log")  # the total and the terms differ by orders of magnitude
+        if lines:
+            ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(out, dpi=110)
+    plt.close(fig)
+    return any_curve
+
+
+def plot_metrics_by_round(rows: list[Row], evaluated: dict[str, Any], out: Path) -> None:
+    """MMGA's topic macro-F1 and fans MAE per round, with the baselines as horizontal lines."""
+    mmga = [r for r in rows if r.group == "mmga"]
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4))
+    for ax, (task, metric, higher) in zip(axes, GOAL_METRICS):
+        means = [evaluated[r.name][task][metric]["mean"] for r in mmga]
+        stds = [evaluated[r.name][task][metric]["std"] for r in mmga]
+        ax.errorbar(
+            [r.round for r in mmga], means, yerr=stds, marker="o", color="black", label="MMGA", capsize=3
+        )
+        for i, name in enumerate(COMPARED_ROWS):
+            if name in evaluated:
+                ax.axhline(evaluated[name][task][metric]["mean"], ls="--", lw=1, color=f"C{i}", label=name)
+        ax.set_xlabel("round")
+        ax.set_xticks([r.round for r in mmga])
+        ax.set_title(f"{task} {metric} (test, {'higher' if higher else 'lower'} is better)")
+        ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(out, dpi=110)
+    plt.close(fig)
+
+
+def plot_projection(x: np.ndarray, corpus: Corpus, out: Path, title: str) -> None:
+    """First two principal components of the standardized representation, coloured by topic."""
+    x = x.astype(np.float64)
+    std = x.std(0)
+    x = (x - x.mean(0)) / np.where(std > 0, std, 1.0)
+    _, _, vt = np.linalg.svd(x, full_matrices=False)
+    xy = x @ vt[:2].T
+    fig, ax = plt.subplots(figsize=(6.5, 5.5))
+    unknown = corpus.labels < 0
+    if unknown.any():
+        ax.scatter(xy[unknown, 0], xy[unknown, 1], s=4, c="lightgrey", label="unlabelled")
+    for k, name in enumerate(corpus.label_names):
+        sel = corpus.labels == k
+        ax.scatter(xy[sel, 0], xy[sel, 1], s=5, color=plt.cm.tab20(k % 20), label=name)
+    ax.set_xlabel("PC 1")
+    ax.set_ylabel("PC 2")
+    ax.set_title(title)
+    ax.legend(fontsize=6, markerscale=2, ncol=2)
+    fig.tight_layout()
+    fig.savefig(out, dpi=110)
+    plt.close(fig)
+
+
+def _results_table(rows: list[Row], evaluated: dict[str, Any]) -> list[str]:
+    head = "| row | inputs | dim | " + " | ".join(c[2] for c in COLUMNS) + " |"
+    lines = [head, "|" + "---|" * (3 + len(COLUMNS))]
+    for row in rows:
+        res = evaluated[row.name]
+        cells = [_fmt(res[task][metric]) for task, metric, _, _ in COLUMNS]
+        lines.append(
+            f"| {row.label} (`{row.name}`) | {row.inputs} | {res.get('dim', '')} | "
+            + " | ".join(cells)
+            + " |"
+        )
+    return lines
+
+
+def _comparison_table(comp: list[dict[str, Any]]) -> list[str]:
+    lines = [
+        "| MMGA (last round) vs | topic macro-F1 margin | ahead | fans MAE margin | ahead |",
+        "|---|---|---|---|---|",
+    ]
+    for c in comp:
+        f1, mae = c["topic_macro_f1"], c["fans_mae"]
+        lines.append(
+            f"| `{c['against']}` | {f1['margin']:+.3f} ({f1['mmga']:.3f} vs {f1['other']:.3f}) | "
+            f"{'yes' if f1['ahead'] else 'NO'} | {mae['margin']:+.3f} ({mae['mmga']:.3f} vs {mae['other']:.3f}) | "
+            f"{'yes' if mae['ahead'] else 'NO'} |"
+        )
+    return lines
+
+
+def _timing_table(timings: list[dict[str, Any]], total: float) -> list[str]:
+    lines = ["| step | seconds | when |", "|---|---|---|"]
+    for t in timings:
+        lines.append(
+            f"| {t['step']} | {t['seconds']:.1f} | {'this invocation' if t['ran_now'] else 'earlier run'} |"
+        )
+    lines.append(f"| **this invocation, wall time** | {total:.1f} | |")
+    return lines
+
+
+def write_report(
+    cfg: BridgeConfig,
+    paths: RunPaths,
+    manifest: Manifest,
+    corpus: Corpus,
+    rows: list[Row],
+    evaluated: dict[str, Any],
+    timings: list[dict[str, Any]],
+    total_seconds: float,
+) -> dict[str, Any]:
+    """Write report.md, metrics.json and the plots into ``paths.report_dir``; returns metrics.json's content."""
+    out = paths.report_dir
+    out.mkdir(parents=True, exist_ok=True)
+    comp = comparison(rows, evaluated)
+    stage_configs = {
+        key: manifest.get(key)["config"]["config"]
+        for key in (paths.stage_key("mmga", 0, "stage1"), paths.stage_key("mmga", 0, "stage2"))
+        if manifest.get(key) is not None
+    }
+    final = [r for r in rows if r.group == "mmga"][-1]
+    plot_metrics_by_round(rows, evaluated, out / "metrics_by_round.png")
+    has_losses = plot_loss_curves(paths, cfg.rounds, out / "loss_curves.png")
+    plot_projection(
+        representation(final, corpus, paths), corpus, out / "embedding_pca.png",
+        f"MMGA round {final.round}: PCA of [R^G || R^T || R^I], coloured by topic",
+    )  # fmt: skip
+    corpus_info = {
+        "path": str(corpus.root),
+        "fingerprint": corpus.fingerprint,
+        "users": corpus.num_users,
+        "posts": corpus.num_posts,
+        "edges": corpus.num_edges,
+        "topics": len(corpus.label_names),
+    }
+    metrics = {
+        "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "corpus": corpus_info,
+        "rows": {
+            row.name: {
+                "label": row.label,
+                "group": row.group,
+                "inputs": row.inputs,
+                **row.spec(),
+                **evaluated[row.name],
+            }
+            for row in rows
+        },
+        "comparison": comp,
+        "timings": timings,
+        "wall_seconds": total_seconds,
+        "config": {"bridge": to_jsonable(cfg), "stages": stage_configs},
+    }
+    write_json_atomic(out / "metrics.json", metrics)
+
+    n = evaluated[rows[0].name]
+    steps1 = stage_configs.get(paths.stage_key("mmga", 0, "stage1"), {}).get("trainer", {}).get("max_steps")
+    steps2 = stage_configs.get(paths.stage_key("mmga", 0, "stage2"), {}).get("trainer", {}).get("max_steps")
+    seeds = ", ".join(str(s) for s in cfg.eval.seeds)
+    md = [
+        "# MMGA bridge report",
+        "",
+        f"Run folder `{paths.run_dir}`; corpus `{corpus.root}` ({corpus.num_users} users, {corpus.num_posts} posts, "
+        f"{corpus.num_edges} edges, {len(corpus.label_names)} topics, fingerprint `{corpus.fingerprint[:12]}`); "
+        f"{cfg.rounds} round(s), training seed {cfg.seed}; {platform.node()}, {metrics['created']}.",
+        "",
+        "## Results (test split)",
+        "",
+        f"Mean ± sample std over the head seeds ({seeds}); every row uses the same splits (topic: "
+        f"{n['topic']['n']['train']}/{n['topic']['n']['val']}/{n['topic']['n']['test']} train/val/test users, fans: "
+        f"{n['fans']['n']['train']}/{n['fans']['n']['val']}/{n['fans']['n']['test']}). The spread is over the "
+        "downstream heads only: each representation comes from one training run.",
+        "",
+        *_results_table(rows, evaluated),
+        "",
+        "## MMGA against the baselines",
+        "",
+        "Margin = MMGA's last round minus the other row for macro-F1, the other row minus MMGA for MAE: "
+        "positive means MMGA is ahead. The last round is compared (not the best one on test).",
+        "",
+        *_comparison_table(comp),
+        "",
+        "## How the rows were made",
+        "",
+        "- Downstream heads (the fine-tuning stage) are trained on frozen embeddings; the GNN is not fine-tuned. "
+        f"Heads: {' and '.join(cfg.eval.heads)}"
+        f"{f' (MLP hidden width {cfg.eval.hidden}, dropout {cfg.eval.dropout})' if 'mlp' in cfg.eval.heads else ''}, "
+        "weight decay in "
+        f"{list(cfg.eval.weight_decays)}, Adam lr {cfg.eval.lr}, at most {cfg.eval.max_epochs} full-batch epochs "
+        f"with early stopping (patience {cfg.eval.patience}) on val; head type and weight decay chosen per seed on "
+        "val (macro-F1 for topic, MAE for fans); inputs standardized with train statistics. Test is scored once "
+        "per seed with the chosen head.",
+        "- Topic: softmax classifier, accuracy and macro-F1. Fans: regression on log(1 + fans) (Huber loss on "
+        f"standardized targets); MAE in log(1 + fans) units, Spearman, and accuracy over {cfg.eval.fans_buckets} "
+        "buckets cut at the train quantiles. Users with an unknown label / fans are left out of that task.",
+        f"- Every variant runs {cfg.rounds} round(s) with the same per-round steps (stage 1: {steps1}, stage 2: "
+        f"{steps2}), each round continuing from the previous round's checkpoints, so the baselines get as many "
+        "training steps as MMGA. `no_align`: stage 1 with both GCL weights 0 (LM + ITA only), stage 2 with "
+        "uniform aggregation, no edge-weight feedback. `graph_only`: stage 2 on X alone (no modality inputs). "
+        "`image_only` / `text_only`: the no-alignment encoders' R^I / R^T. `mmga_*` parts: MMGA's own blocks.",
+        "",
+        "## Plots",
+        "",
+        "![metrics by round](metrics_by_round.png)",
+        "",
+        *(
+            ["![loss curves](loss_curves.png)", ""]
+            if has_losses
+            else ["(no Lightning CSV logs found for loss curves)", ""]
+        ),
+        "![PCA of the final MMGA user embeddings](embedding_pca.png)",
+        "",
+        "## Timings",
+        "",
+        *_timing_table(timings, total_seconds),
+        "",
+        "## Resolved configuration",
+        "",
+        "```json",
+        json.dumps(metrics["config"], indent=2, sort_keys=True),
+        "```",
+        "",
+    ]
+    (out / "report.md").write_text("\n".join(md))
+    return metrics

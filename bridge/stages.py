@@ -1,0 +1,200 @@
+"""How the bridge configures and runs each stage for a variant and round.
+
+The user's ``stage1`` / ``stage2`` overrides (nested dicts) are layered on the bridge's own defaults (sized
+for the 10-minute default run) and then the per-variant, per-round fields that only the bridge sets:
+
+============  ===========================================  ==========================================
+variant       stage 1                                      stage 2
+============  ===========================================  ==========================================
+mmga          LM + ITA + GCL; from round 1 on, GCL         gate="mgate", use_modalities=True
+              positives weighted by stage 2's edge
+              weights of round r-1 (edge_weight_round)
+no_align      LM + ITA only (both GCL weights 0), no       gate="uniform" (no alignment), no feedback
+              feedback (edge_weight_round=None)
+graph_only    (not run)                                    use_modalities=False: the GNN on X alone
+============  ===========================================  ==========================================
+
+Every variant runs the same number of rounds with the same per-round steps, continuing each stage from
+its previous round's checkpoint, so the baselines get exactly as many training steps as MMGA.
+"""
+
+from __future__ import annotations
+
+import shutil
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from bridge.config import BridgeConfig, BridgeConfigError, deep_merge
+from bridge.manifest import Manifest
+from bridge.paths import RunPaths
+from cache import read_encoder_embeddings, read_graph_outputs
+from corpus import Corpus
+from stage1_encoders import Stage1Config, run_stage1
+from stage2_graph import Stage2Config, run_stage2
+
+# Fields the bridge sets per variant and round; a user override of one of them is an error.
+BRIDGE_FIELDS = {
+    "stage1": ("corpus", "cache_dir", "round", "out_dir", "init_checkpoint", "edge_weight_round", "seed"),
+    "stage2": (
+        "corpus",
+        "cache_dir",
+        "round",
+        "out_dir",
+        "init_checkpoint",
+        "seed",
+        "gate",
+        "use_modalities",
+    ),
+}
+
+# The bridge's defaults, sized so that `python bridge/alternate.py --rounds 3` (3 variants x 3 rounds) fits in
+# 10 minutes on a 2-core CPU; user overrides (config file, --stage1/--stage2) win over them.
+STAGE_DEFAULTS: dict[str, dict[str, Any]] = {
+    "stage1": {"model": {"image_model": "mmga-vit-tiny"}, "trainer": {"max_steps": 60}},
+    "stage2": {"trainer": {"max_steps": 30}},
+}
+
+
+@dataclass(frozen=True)
+class StageRun:
+    """One stage of one variant and round: its manifest key, resolved config and what it depends on."""
+
+    variant: str
+    round: int
+    stage: str
+    key: str
+    config: Any  # Stage1Config | Stage2Config
+    depends_on: tuple[str, ...]
+
+
+def _check_overrides(stage: str, overrides: dict[str, Any]) -> None:
+    taken = sorted(set(overrides) & set(BRIDGE_FIELDS[stage]))
+    if taken:
+        raise BridgeConfigError(
+            f"{stage} override of '{taken[0]}': the bridge sets {', '.join(BRIDGE_FIELDS[stage])} for each variant "
+            "and round (use --corpus, --run-dir, --seed instead)"
+        )
+
+
+def resolve_stage_config(
+    stage: str,
+    bridge_cfg: BridgeConfig,
+    paths: RunPaths,
+    corpus_dir: Path,
+    variant: str,
+    round_idx: int,
+    init_checkpoint: Path | None,
+) -> Any:
+    """The typed config of ``stage`` for ``variant`` in round ``round_idx`` (see the module docstring)."""
+    overrides = bridge_cfg.stage1 if stage == "stage1" else bridge_cfg.stage2
+    _check_overrides(stage, overrides)
+    data = deep_merge(STAGE_DEFAULTS[stage], overrides)
+    data = deep_merge(
+        data,
+        {
+            "corpus": str(corpus_dir),
+            "cache_dir": str(paths.cache_dir(variant)),
+            "round": round_idx,
+            "out_dir": str(paths.stage_dir(variant, round_idx, stage)),
+            "init_checkpoint": str(init_checkpoint) if init_checkpoint is not None else None,
+            "seed": bridge_cfg.seed + round_idx,
+        },
+    )
+    source = f"bridge config, section {stage} (config file and --{stage} overrides)"
+    if stage == "stage1":
+        if variant == "graph_only":
+            raise ValueError("the graph_only variant has no stage 1")
+        data["edge_weight_round"] = round_idx - 1 if variant == "mmga" and round_idx > 0 else None
+        if variant == "no_align":
+            data = deep_merge(data, {"losses": {"gcl_image_weight": 0.0, "gcl_text_weight": 0.0}})
+        return Stage1Config.from_dict(data, source)
+    data["gate"] = "uniform" if variant == "no_align" else "mgate"
+    data["use_modalities"] = variant != "graph_only"
+    return Stage2Config.from_dict(data, source)
+
+
+def plan_stage(
+    stage: str,
+    bridge_cfg: BridgeConfig,
+    paths: RunPaths,
+    corpus_dir: Path,
+    variant: str,
+    round_idx: int,
+    manifest: Manifest,
+) -> StageRun:
+    """Build the :class:`StageRun` of one stage; its upstream entries must already be complete."""
+    key = paths.stage_key(variant, round_idx, stage)
+    depends_on: list[str] = []
+    init_checkpoint = None
+    if round_idx > 0:
+        prev = paths.stage_key(variant, round_idx - 1, stage)
+        depends_on.append(prev)
+        init_checkpoint = manifest.outputs(prev)["checkpoint"]
+    if stage == "stage1" and variant == "mmga" and round_idx > 0:
+        depends_on.append(paths.stage_key(variant, round_idx - 1, "stage2"))  # its edge weights
+    if stage == "stage2" and variant != "graph_only":
+        depends_on.append(paths.stage_key(variant, round_idx, "stage1"))  # this round's embeddings
+    cfg = resolve_stage_config(stage, bridge_cfg, paths, corpus_dir, variant, round_idx, init_checkpoint)
+    return StageRun(variant, round_idx, stage, key, cfg, tuple(depends_on))
+
+
+def _validator(run: StageRun, corpus: Corpus) -> Callable[[dict[str, Path]], None]:
+    """Reads the stage's cache file back (shapes, dtypes, finiteness, fingerprint) to call it complete."""
+    cache_dir = Path(run.config.cache_dir)
+
+    def validate(outputs: dict[str, Path]) -> None:
+        if run.stage == "stage1":
+            read_encoder_embeddings(
+                cache_dir, run.round, fingerprint=corpus.fingerprint, num_users=corpus.num_users
+            )
+        else:
+            read_graph_outputs(
+                cache_dir,
+                run.round,
+                fingerprint=corpus.fingerprint,
+                num_users=corpus.num_users,
+                num_edges=corpus.num_edges,
+            )
+
+    return validate
+
+
+def manifest_config(run: StageRun, manifest: Manifest) -> dict[str, Any]:
+    """What the manifest compares: the resolved config and digests of the entries it read from."""
+    return {"config": run.config, "inputs": {dep: manifest.entry_digest(dep) for dep in run.depends_on}}
+
+
+def execute(run: StageRun, manifest: Manifest, corpus: Corpus, force: bool = False) -> tuple[bool, float]:
+    """Run one stage unless the manifest says its complete outputs exist; returns (ran, seconds).
+
+    A stage that runs starts from an empty output folder (leftovers of an interrupted attempt are removed)
+    and is recorded in the manifest only after its entry point returned.
+    """
+    recorded = manifest_config(run, manifest)
+    if manifest.is_complete(
+        run.key, recorded, corpus.fingerprint, force=force, validate=_validator(run, corpus)
+    ):
+        return False, float(manifest.get(run.key).get("seconds") or 0.0)
+    manifest.forget(run.key)
+    out_dir = Path(run.config.out_dir)
+    if out_dir.exists():
+        shutil.rmtree(out_dir)
+    start = time.perf_counter()
+    result = run_stage1(run.config) if run.stage == "stage1" else run_stage2(run.config)
+    seconds = time.perf_counter() - start
+    outputs = {"checkpoint": Path(result.checkpoint), "cache_file": Path(result.cache_file)}
+    log_dir = getattr(result, "log_dir", None)
+    if log_dir is not None and Path(log_dir).exists():
+        outputs["log_dir"] = Path(log_dir)
+    manifest.record(
+        run.key,
+        recorded,
+        corpus.fingerprint,
+        outputs=outputs,
+        metrics=getattr(result, "metrics", None),
+        seconds=seconds,
+    )
+    return True, seconds

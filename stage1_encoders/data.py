@@ -1,0 +1,254 @@
+"""Stage 1's data pipeline: batches built around sampled user pairs, with a few posts per user, so the LM,
+ITA and GCL losses all come from one batch. Collation tokenizes, masks and loads images.
+
+Stage 1 never reads labels, fans or splits: pre-training is self-supervised and transductive over every
+user's posts and the corpus edges.
+"""
+
+from __future__ import annotations
+
+import lightning as L
+import numpy as np
+import torch
+from torch.utils.data import DataLoader, Dataset
+
+from corpus import Corpus
+from stage1_encoders.masking import mask_tokens, maskable_positions
+
+
+class PostPreprocessor:
+    """Turns posts into model inputs: captions -> token ids, images -> normalised pixel tensors.
+
+    Decoding and transforming an image costs far more than encoding it with a small ViT, and training
+    draws each post many times, so transformed images are kept in memory up to ``image_cache_mb``
+    (per process; a DataLoader worker has its own).
+
+    Args:
+        corpus: the corpus. tokenizer: a ``PreTrainedTokenizerFast``. image_transform: PIL -> [3, H, W]
+        (open_clip's preprocessing of the image tower). image_size: (H, W). max_length: token limit.
+        image_cache_mb: memory for transformed images (0 = no cache).
+    """
+
+    def __init__(
+        self,
+        corpus: Corpus,
+        tokenizer,
+        image_transform,
+        image_size: tuple[int, int],
+        max_length: int,
+        image_cache_mb: float = 0.0,
+    ):
+        self.corpus = corpus
+        self.tokenizer = tokenizer
+        self.image_transform = image_transform
+        self.image_size = tuple(image_size)
+        self.max_length = max_length
+        self.image_cache_bytes = int(image_cache_mb * 2**20)
+        self._image_cache: dict[int, torch.Tensor] = {}
+        self._cached_bytes = 0
+
+    def texts(self, post_idx: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
+        """(input_ids [T, L], attention_mask [T, L]) of the captions of ``post_idx`` (padded to the longest)."""
+        if len(post_idx) == 0:
+            empty = torch.zeros(0, 2, dtype=torch.long)
+            return empty, empty.clone()
+        enc = self.tokenizer(
+            [self.corpus.post_text[i] for i in post_idx],
+            padding="longest",
+            truncation=True,
+            max_length=self.max_length,
+            return_tensors="pt",
+        )
+        return enc["input_ids"], enc["attention_mask"]
+
+    def images(self, post_idx: np.ndarray) -> torch.Tensor:
+        """float32 [I, 3, H, W] pixels of the images of ``post_idx``."""
+        if len(post_idx) == 0:
+            return torch.zeros(0, 3, *self.image_size)
+        return torch.stack([self._image(int(i)) for i in post_idx])
+
+    def _image(self, post: int) -> torch.Tensor:
+        pixels = self._image_cache.get(post)
+        if pixels is None:
+            pixels = self.image_transform(self.corpus.load_image(post))
+            size = pixels.numel() * pixels.element_size()
+            if self._cached_bytes + size <= self.image_cache_bytes:
+                self._image_cache[post] = pixels
+                self._cached_bytes += size
+        return pixels
+
+
+def sample_negative_pairs(
+    num_pairs: int, num_users: int, edge_keys: torch.Tensor, max_rounds: int = 50
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Uniformly sampled user pairs (u != v) that are not linked; int64 [n] each, n <= num_pairs (fewer only
+    when the graph is so dense that rejection sampling gives up).
+
+    ``edge_keys`` holds ``u * num_users + v`` (u < v) of every edge.
+    """
+    got_u, got_v, have = [], [], 0
+    for _ in range(max_rounds):
+        need = num_pairs - have
+        if need <= 0 or num_users < 2:
+            break
+        u = torch.randint(num_users, (2 * need + 8,))
+        v = torch.randint(num_users, (2 * need + 8,))
+        key = torch.minimum(u, v) * num_users + torch.maximum(u, v)
+        ok = (u != v) & ~torch.isin(key, edge_keys)
+        u, v = u[ok][:need], v[ok][:need]
+        got_u.append(u)
+        got_v.append(v)
+        have += len(u)
+    if not got_u:
+        return torch.zeros(0, dtype=torch.long), torch.zeros(0, dtype=torch.long)
+    return torch.cat(got_u), torch.cat(got_v)
+
+
+class PairBatchCollator:
+    """Collate a list of edge ids into one training batch.
+
+    For the positive pairs (the given edges, randomly oriented) and ``negatives_per_positive`` times as many
+    sampled non-linked pairs, take up to ``posts_per_user`` random posts of every user in a pair, tokenize
+    their captions (and mask them for MLM), and load their images.
+
+    Batch (U users, T captions, I images, Q posts with both, B pairs):
+        text_post int64 [T], image_post int64 [I]: corpus post indices of the caption and image rows;
+        input_ids, attention_mask [T, L]; mlm_input_ids, mlm_labels [T, L] (when ``mlm``);
+        text_post_user int64 [T]; pixel_values [I, 3, H, W]; image_post_user int64 [I];
+        ita_text_row, ita_image_row int64 [Q]; pair_u, pair_v int64 [B] (indices into the U batch users);
+        pair_label float32 [B]; pair_weight float32 [B]; users int64 [U] (corpus indices); num_users int U; num_posts int P.
+    """
+
+    def __init__(
+        self,
+        corpus: Corpus,
+        preprocessor: PostPreprocessor,
+        *,
+        negatives_per_positive: float = 1.0,
+        posts_per_user: int = 2,
+        mlm: bool = True,
+        mlm_probability: float = 0.15,
+        edge_weight: np.ndarray | None = None,
+    ):
+        self.prep = preprocessor
+        self.num_users = corpus.num_users
+        self.edges = torch.as_tensor(corpus.edges, dtype=torch.long).reshape(-1, 2)
+        self.edge_keys = self.edges[:, 0] * self.num_users + self.edges[:, 1]
+        self.edge_weight = None if edge_weight is None else torch.as_tensor(edge_weight, dtype=torch.float32)
+        self.post_offsets = np.asarray(corpus.post_offsets, dtype=np.int64)
+        self.has_text = np.asarray(corpus.post_has_text)
+        self.has_image = np.asarray(corpus.post_has_image)
+        self.negatives_per_positive = negatives_per_positive
+        self.posts_per_user = posts_per_user
+        self.mlm = mlm
+        self.mlm_probability = mlm_probability
+        tok = preprocessor.tokenizer
+        self.special_ids = torch.tensor(sorted(set(tok.all_special_ids)), dtype=torch.long)
+        vocab = torch.arange(len(tok))
+        self.random_token_ids = vocab[~torch.isin(vocab, self.special_ids)]
+        self.mask_token_id = tok.mask_token_id
+
+    def sample_pairs(
+        self, edge_ids: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+        """(u [B], v [B], label [B], weight [B]) in corpus user indices: positives first, then negatives."""
+        pos = self.edges[edge_ids]
+        flip = torch.rand(len(pos)) < 0.5  # the pair MLP is not symmetric: show both orders
+        pos_u = torch.where(flip, pos[:, 1], pos[:, 0])
+        pos_v = torch.where(flip, pos[:, 0], pos[:, 1])
+        num_neg = int(round(self.negatives_per_positive * len(pos)))
+        neg_u, neg_v = sample_negative_pairs(num_neg, self.num_users, self.edge_keys)
+        label = torch.cat([torch.ones(len(pos)), torch.zeros(len(neg_u))])
+        pos_weight = torch.ones(len(pos)) if self.edge_weight is None else self.edge_weight[edge_ids]
+        weight = torch.cat([pos_weight, torch.ones(len(neg_u))])
+        return torch.cat([pos_u, neg_u]), torch.cat([pos_v, neg_v]), label, weight
+
+    def sample_posts(self, users: torch.Tensor) -> tuple[np.ndarray, np.ndarray]:
+        """(post index [P], batch-user index [P]): up to ``posts_per_user`` random posts of each user."""
+        post_idx, post_user = [], []
+        for row, user in enumerate(users.tolist()):
+            start, end = self.post_offsets[user], self.post_offsets[user + 1]
+            count = end - start
+            if count > self.posts_per_user:
+                chosen = start + torch.randperm(int(count))[: self.posts_per_user].numpy()
+            else:
+                chosen = np.arange(start, end)
+            post_idx.append(chosen)
+            post_user.append(np.full(len(chosen), row))
+        if not post_idx:
+            return np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.int64)
+        return np.concatenate(post_idx).astype(np.int64), np.concatenate(post_user).astype(np.int64)
+
+    def __call__(self, edge_ids: list[int]) -> dict:
+        pair_u, pair_v, label, weight = self.sample_pairs(torch.as_tensor(edge_ids, dtype=torch.long))
+        users, inverse = torch.unique(torch.cat([pair_u, pair_v]), return_inverse=True)
+        post_idx, post_user = self.sample_posts(users)
+        has_text = self.has_text[post_idx]
+        has_image = self.has_image[post_idx]
+        input_ids, attention_mask = self.prep.texts(post_idx[has_text])
+        both = has_text & has_image
+        batch = {
+            "text_post": torch.from_numpy(post_idx[has_text]),
+            "image_post": torch.from_numpy(post_idx[has_image]),
+            "input_ids": input_ids,
+            "attention_mask": attention_mask,
+            "text_post_user": torch.from_numpy(post_user[has_text]),
+            "pixel_values": self.prep.images(post_idx[has_image]),
+            "image_post_user": torch.from_numpy(post_user[has_image]),
+            "ita_text_row": torch.from_numpy((np.cumsum(has_text) - 1)[both]),
+            "ita_image_row": torch.from_numpy((np.cumsum(has_image) - 1)[both]),
+            "pair_u": inverse[: len(pair_u)],
+            "pair_v": inverse[len(pair_u) :],
+            "pair_label": label,
+            "pair_weight": weight,
+            "users": users,
+            "num_users": len(users),
+            "num_posts": len(post_idx),
+        }
+        if self.mlm:
+            maskable = maskable_positions(input_ids, attention_mask, self.special_ids)
+            batch["mlm_input_ids"], batch["mlm_labels"] = mask_tokens(
+                input_ids,
+                maskable,
+                mask_token_id=self.mask_token_id,
+                random_token_ids=self.random_token_ids,
+                mlm_probability=self.mlm_probability,
+            )
+        return batch
+
+
+class _Indices(Dataset):
+    def __init__(self, size: int):
+        self.size = size
+
+    def __len__(self) -> int:
+        return self.size
+
+    def __getitem__(self, idx: int) -> int:
+        return idx
+
+
+class Stage1DataModule(L.LightningDataModule):
+    """One epoch = every corpus edge once as a positive pair (shuffled), ``pairs_per_batch`` per batch.
+
+    Under DDP Lightning shards the edges across ranks with a ``DistributedSampler``.
+    """
+
+    def __init__(
+        self, collator: PairBatchCollator, num_edges: int, pairs_per_batch: int = 32, num_workers: int = 0
+    ):
+        super().__init__()
+        self.collator = collator
+        self.num_edges = num_edges
+        self.pairs_per_batch = pairs_per_batch
+        self.num_workers = num_workers
+
+    def train_dataloader(self) -> DataLoader:
+        return DataLoader(
+            _Indices(self.num_edges),
+            batch_size=self.pairs_per_batch,
+            shuffle=True,
+            collate_fn=self.collator,
+            num_workers=self.num_workers,
+            persistent_workers=self.num_workers > 0,
+        )

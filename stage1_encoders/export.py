@@ -1,0 +1,202 @@
+"""Encode every post without gradients and pool per user into the cache's ``EncoderEmbeddings``.
+
+The posts are cut into fixed batches first and the batches are then split across ranks, so a rank's
+shard runs exactly the batches a single process would: the merged result equals a single-process export.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from torch.utils.data import DataLoader, Dataset
+from tqdm import tqdm
+
+from cache import EncoderEmbeddings
+from corpus import Corpus
+from stage1_encoders.data import PostPreprocessor
+from stage1_encoders.encoders import ImageEncoder, TextEncoder
+from stage1_encoders.pooling import mean_by_user
+
+
+@dataclass
+class PostEmbeddings:
+    """Embeddings of the posts that have each modality (rows sorted by post index after ``merge``).
+
+    Attributes:
+        image_post: int64 [I] post indices; image_emb: float32 [I, Di].
+        text_post: int64 [T] post indices; text_emb: float32 [T, Dt].
+    """
+
+    image_post: np.ndarray
+    image_emb: np.ndarray
+    text_post: np.ndarray
+    text_emb: np.ndarray
+
+
+def export_batches(num_posts: int, batch_size: int) -> list[np.ndarray]:
+    """The fixed batches of post indices every export uses: ``[0, b), [b, 2b), ...``."""
+    return [np.arange(start, min(start + batch_size, num_posts)) for start in range(0, num_posts, batch_size)]
+
+
+def shard_range(num_items: int, rank: int, world_size: int) -> range:
+    """Contiguous, balanced share of ``range(num_items)`` for ``rank`` (shards cover it exactly once)."""
+    if not 0 <= rank < world_size:
+        raise ValueError(f"rank {rank} is outside [0, {world_size})")
+    base, extra = divmod(num_items, world_size)
+    start = rank * base + min(rank, extra)
+    return range(start, start + base + (1 if rank < extra else 0))
+
+
+class _PostBatches(Dataset):
+    def __init__(
+        self, batches: list[np.ndarray], prep: PostPreprocessor, has_text: np.ndarray, has_image: np.ndarray
+    ):
+        self.batches, self.prep, self.has_text, self.has_image = batches, prep, has_text, has_image
+
+    def __len__(self) -> int:
+        return len(self.batches)
+
+    def __getitem__(self, idx: int) -> dict:
+        posts = self.batches[idx]
+        text_post = posts[self.has_text[posts]]
+        image_post = posts[self.has_image[posts]]
+        input_ids, attention_mask = self.prep.texts(text_post)
+        return {
+            "text_post": text_post,
+            "input_ids": input_ids,
+            "attention_mask": attention_mask,
+            "image_post": image_post,
+            "pixel_values": self.prep.images(image_post),
+        }
+
+
+@torch.no_grad()
+def encode_posts(
+    image_encoder: ImageEncoder,
+    text_encoder: TextEncoder,
+    prep: PostPreprocessor,
+    batches: list[np.ndarray],
+    *,
+    device: torch.device | str = "cpu",
+    num_workers: int = 0,
+    progress: bool = False,
+) -> PostEmbeddings:
+    """Encode the posts of ``batches`` (eval mode, no gradients, float32)."""
+    corpus = prep.corpus
+    loader = DataLoader(
+        _PostBatches(batches, prep, np.asarray(corpus.post_has_text), np.asarray(corpus.post_has_image)),
+        batch_size=None,
+        num_workers=num_workers,
+    )
+    modes = (image_encoder.training, text_encoder.training)
+    image_encoder.eval()
+    text_encoder.eval()
+    image_post, image_emb, text_post, text_emb = [], [], [], []
+    try:
+        for item in tqdm(loader, desc="encoding posts", unit="batch", disable=not progress):
+            if len(item["image_post"]):
+                image_post.append(item["image_post"])
+                image_emb.append(image_encoder(item["pixel_values"].to(device)).float().cpu().numpy())
+            if len(item["text_post"]):
+                text_post.append(item["text_post"])
+                ids, mask = item["input_ids"].to(device), item["attention_mask"].to(device)
+                text_emb.append(text_encoder(ids, mask).float().cpu().numpy())
+    finally:
+        image_encoder.train(modes[0])
+        text_encoder.train(modes[1])
+
+    def cat(rows: list[np.ndarray], dim: int) -> np.ndarray:
+        return np.concatenate(rows) if rows else np.zeros((0, dim), dtype=np.float32)
+
+    return PostEmbeddings(
+        image_post=np.concatenate(image_post).astype(np.int64) if image_post else np.zeros(0, np.int64),
+        image_emb=cat(image_emb, image_encoder.dim),
+        text_post=np.concatenate(text_post).astype(np.int64) if text_post else np.zeros(0, np.int64),
+        text_emb=cat(text_emb, text_encoder.dim),
+    )
+
+
+def merge_post_embeddings(parts: list[PostEmbeddings]) -> PostEmbeddings:
+    """Concatenate shards and sort rows by post index."""
+    image_post = np.concatenate([p.image_post for p in parts])
+    text_post = np.concatenate([p.text_post for p in parts])
+    image_order = np.argsort(image_post, kind="stable")
+    text_order = np.argsort(text_post, kind="stable")
+    return PostEmbeddings(
+        image_post=image_post[image_order],
+        image_emb=np.concatenate([p.image_emb for p in parts])[image_order],
+        text_post=text_post[text_order],
+        text_emb=np.concatenate([p.text_emb for p in parts])[text_order],
+    )
+
+
+def pool_users(posts: PostEmbeddings, corpus: Corpus) -> EncoderEmbeddings:
+    """Mean over each user's posts per modality; users lacking it get a zero row and mask False."""
+    post_user = torch.from_numpy(np.asarray(corpus.post_user))
+    image_emb, image_mask = mean_by_user(
+        torch.from_numpy(posts.image_emb), post_user[torch.from_numpy(posts.image_post)], corpus.num_users
+    )
+    text_emb, text_mask = mean_by_user(
+        torch.from_numpy(posts.text_emb), post_user[torch.from_numpy(posts.text_post)], corpus.num_users
+    )
+    return EncoderEmbeddings(
+        user_image_emb=image_emb.numpy().astype(np.float32),
+        user_text_emb=text_emb.numpy().astype(np.float32),
+        image_mask=image_mask.numpy(),
+        text_mask=text_mask.numpy(),
+    )
+
+
+def encode_shard(
+    image_encoder: ImageEncoder,
+    text_encoder: TextEncoder,
+    prep: PostPreprocessor,
+    *,
+    batch_size: int,
+    rank: int = 0,
+    world_size: int = 1,
+    device: torch.device | str = "cpu",
+    num_workers: int = 0,
+    progress: bool = False,
+) -> PostEmbeddings:
+    """This rank's share of the fixed export batches, encoded."""
+    batches = export_batches(prep.corpus.num_posts, batch_size)
+    mine = [batches[i] for i in shard_range(len(batches), rank, world_size)]
+    return encode_posts(
+        image_encoder, text_encoder, prep, mine, device=device, num_workers=num_workers, progress=progress
+    )
+
+
+def export_user_embeddings(
+    image_encoder: ImageEncoder,
+    text_encoder: TextEncoder,
+    prep: PostPreprocessor,
+    *,
+    batch_size: int = 512,
+    device: torch.device | str = "cpu",
+    num_workers: int = 0,
+    progress: bool = False,
+) -> EncoderEmbeddings:
+    """Every user's pooled embeddings. Under an initialised ``torch.distributed`` process group each rank
+    encodes its shard and the shards are gathered (every rank returns the full result)."""
+    distributed = torch.distributed.is_available() and torch.distributed.is_initialized()
+    rank = torch.distributed.get_rank() if distributed else 0
+    world_size = torch.distributed.get_world_size() if distributed else 1
+    shard = encode_shard(
+        image_encoder,
+        text_encoder,
+        prep,
+        batch_size=batch_size,
+        rank=rank,
+        world_size=world_size,
+        device=device,
+        num_workers=num_workers,
+        progress=progress and rank == 0,
+    )
+    parts = [shard]
+    if distributed:
+        parts = [None] * world_size
+        torch.distributed.all_gather_object(parts, shard)
+    return pool_users(merge_post_embeddings(parts), prep.corpus)

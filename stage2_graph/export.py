@@ -1,0 +1,50 @@
+"""Stage 2's outputs: R^G for every user and the gate of every edge, in the cache's layout."""
+
+from __future__ import annotations
+
+import torch
+
+from cache import GraphOutputs
+from stage2_graph.system import Stage2System
+
+
+@torch.no_grad()
+def compute_graph_outputs(system: Stage2System) -> GraphOutputs:
+    """R^G and the gates from the full graph, no masking, eval mode.
+
+    Column ``k < E`` of ``edge_index`` is the message ``edges[k, 0] -> edges[k, 1]`` and column ``E + k``
+    the reverse (row 0 = source, row 1 = target, PyG's convention); ``gate`` holds ``a_uv`` per head exactly
+    as used in propagation. ``edge_weight[k]`` is the edge's relevance averaged over heads and both
+    directions, in [0, 1]: the sigmoid itself (``a_uv * deg(u)``) for the sigmoid gate, ``a_uv`` over the
+    largest ``a_uv'`` of the same target for the softmax gate, and 1.0 for the uniform gate.
+    """
+    was_training = system.training
+    system.eval()
+    try:
+        structure = system.structure
+        adj_t, _ = structure.adj_t()
+        node_emb, gate = system.model(
+            system.features, adj_t, system.modalities, system.modality_masks, return_gate=True
+        )
+        if system.model.gate is None:
+            relevance = torch.ones_like(gate)
+        else:
+            relevance = system.model.gate.relevance(gate, adj_t)
+    finally:
+        system.train(was_training)
+
+    merged = structure.edge_of_input
+    if bool((merged < 0).any()):
+        raise ValueError("the corpus edge list holds self loops; the corpus reader should have dropped them")
+    position = structure.directed_position()
+    forward, backward = position[1, merged], position[0, merged]  # edges[k,0] -> edges[k,1], and reverse
+    order = torch.cat([forward, backward])
+    edge_index = torch.stack([structure.col[order], structure.row[order]])
+    edge_weight = relevance.mean(dim=1)
+    edge_weight = ((edge_weight[forward] + edge_weight[backward]) / 2).clamp(0.0, 1.0)
+    return GraphOutputs(
+        user_graph_emb=node_emb.float().cpu().numpy(),
+        edge_index=edge_index.cpu().numpy(),
+        gate=gate[order].float().cpu().numpy(),
+        edge_weight=edge_weight.float().cpu().numpy(),
+    )

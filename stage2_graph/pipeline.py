@@ -1,0 +1,173 @@
+"""``run_stage2``: the public entry of stage 2 (the bridge calls it in-process; the CLI calls it too)."""
+
+from __future__ import annotations
+
+import time
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import lightning as L
+import torch
+from lightning.pytorch.callbacks import ModelCheckpoint
+from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
+
+from cache import write_graph_outputs
+from stage2_graph.config import ConfigError, Stage2Config
+from stage2_graph.data import MaskingDataset, Stage2DataModule, Stage2InputError, load_graph_inputs
+from stage2_graph.export import compute_graph_outputs
+from stage2_graph.system import LossHistory, Stage2System, StepProgressBar
+
+
+@dataclass
+class Stage2Result:
+    """What one stage-2 run wrote.
+
+    Attributes:
+        checkpoint: the final Lightning checkpoint (``<out_dir>/checkpoints/last.ckpt``).
+        cache_file: ``<cache_dir>/round_<r>/graph.h5``.
+        log_dir: the Lightning CSV log folder (``metrics.csv`` has every loss term per logged step).
+        metrics: ``<term>_first`` / ``<term>_last`` for ``loss``, ``feature_loss``, ``structure_loss``,
+            ``structure_acc``, plus ``steps_run`` and ``fit_seconds``.
+    """
+
+    checkpoint: Path
+    cache_file: Path
+    log_dir: Path
+    metrics: dict[str, float] = field(default_factory=dict)
+
+
+def _devices(value: str) -> int | str | list[int]:
+    if value.isdigit():
+        return int(value)
+    if "," in value:
+        return [int(part) for part in value.split(",") if part.strip()]
+    return value
+
+
+def _resume_path(cfg: Stage2Config, checkpoint_dir: Path) -> Path | None:
+    resume = cfg.trainer.resume
+    if resume is None:
+        return None
+    if resume == "last":
+        last = checkpoint_dir / "last.ckpt"
+        return last if last.is_file() else None
+    path = Path(resume)
+    if not path.is_file():
+        raise ConfigError(f"field 'trainer.resume': checkpoint {path} not found")
+    return path
+
+
+def load_init_checkpoint(system: Stage2System, path: Path) -> None:
+    """Copy the weights of a previous stage-2 checkpoint into ``system`` (optimizer state is not kept)."""
+    if not Path(path).is_file():
+        raise ConfigError(f"field 'init_checkpoint': {path} not found")
+    checkpoint = torch.load(path, map_location="cpu", weights_only=True)
+    try:
+        system.load_state_dict(checkpoint["state_dict"], strict=True)
+    except (KeyError, RuntimeError) as err:
+        raise Stage2InputError(
+            f"{path}: cannot initialise from this checkpoint (a different model or input widths?): {err}"
+        ) from err
+
+
+def build_trainer(cfg: Stage2Config, out_dir: Path, history: LossHistory) -> tuple[L.Trainer, Path]:
+    """The Lightning Trainer for ``cfg`` and the folder of its CSV log."""
+    trainer_cfg = cfg.trainer
+    loggers: list = []
+    if trainer_cfg.csv_logger:
+        loggers.append(CSVLogger(out_dir, name="logs"))
+    if trainer_cfg.tensorboard_logger:
+        loggers.append(TensorBoardLogger(out_dir, name="tensorboard"))
+    checkpointing = ModelCheckpoint(
+        dirpath=out_dir / "checkpoints",
+        save_last=True,
+        save_top_k=0,
+        every_n_train_steps=trainer_cfg.checkpoint_every_n_steps,
+    )
+    trainer = L.Trainer(
+        max_steps=trainer_cfg.max_steps,
+        max_epochs=trainer_cfg.max_epochs,
+        accelerator=trainer_cfg.accelerator,
+        devices=_devices(trainer_cfg.devices),
+        precision=trainer_cfg.precision,
+        logger=loggers or False,
+        callbacks=[checkpointing, history] + ([StepProgressBar()] if trainer_cfg.enable_progress_bar else []),
+        enable_progress_bar=trainer_cfg.enable_progress_bar,
+        enable_model_summary=False,
+        log_every_n_steps=trainer_cfg.log_every_n_steps,
+        gradient_clip_val=trainer_cfg.gradient_clip_val,
+        deterministic=trainer_cfg.deterministic,
+        use_distributed_sampler=False,
+        limit_val_batches=0,
+        num_sanity_val_steps=0,
+        default_root_dir=out_dir,
+    )
+    log_dir = Path(loggers[0].log_dir) if trainer_cfg.csv_logger else out_dir
+    return trainer, log_dir
+
+
+def run_stage2(cfg: Stage2Config) -> Stage2Result:
+    """Train the graph encoder on ``cfg.corpus`` and write R^G and the gates to the round's cache.
+
+    Reads X and the edges from the corpus and, when ``cfg.use_modalities``, stage 1's embeddings of
+    ``cfg.round`` from ``cfg.cache_dir``; never labels, fans or splits. Saves the resolved config as
+    ``<out_dir>/checkpoints/config.json`` and in the cache file's ``producer`` attribute.
+    """
+    cfg.validate()
+    L.seed_everything(cfg.seed, workers=True, verbose=False)
+    # The uniform gate has no use for the modalities, so it runs without stage 1's embeddings.
+    needs_modalities = cfg.use_modalities and cfg.gate == "mgate"
+    graph = load_graph_inputs(Path(cfg.corpus), Path(cfg.cache_dir), cfg.round, needs_modalities)
+    out_dir = cfg.resolved_out_dir
+    checkpoint_dir = out_dir / "checkpoints"
+    cfg.save(checkpoint_dir / "config.json")
+
+    system = Stage2System(graph, cfg.model, cfg.objective, cfg.optim, gate=cfg.gate, config=cfg.to_dict())
+    if cfg.init_checkpoint is not None:
+        load_init_checkpoint(system, Path(cfg.init_checkpoint))
+    dataset = MaskingDataset(
+        graph.num_nodes,
+        system.structure.edge_pairs,
+        feature_mask_ratio=cfg.objective.feature_mask_ratio,
+        edge_mask_ratio=cfg.objective.edge_mask_ratio,
+        negative_ratio=cfg.objective.negative_ratio,
+        seed=cfg.seed,
+    )
+    history = LossHistory()
+    trainer, log_dir = build_trainer(cfg, out_dir, history)
+    start = time.perf_counter()
+    with warnings.catch_warnings():
+        # Full-batch training has nothing to load in parallel, and logs every log_every_n_steps steps
+        # across epochs of one batch, which Lightning's epoch-size warning does not know.
+        warnings.filterwarnings("ignore", message=".*does not have many workers.*")
+        warnings.filterwarnings("ignore", message=".*smaller than the logging interval.*")
+        trainer.fit(system, datamodule=Stage2DataModule(dataset), ckpt_path=_resume_path(cfg, checkpoint_dir))
+    fit_seconds = time.perf_counter() - start
+    checkpoint = checkpoint_dir / "last.ckpt"
+    trainer.save_checkpoint(checkpoint, weights_only=False)
+
+    outputs = compute_graph_outputs(system)
+    cache_file = write_graph_outputs(
+        cfg.cache_dir,
+        cfg.round,
+        outputs,
+        fingerprint=graph.fingerprint,
+        producer=cfg.to_dict(),
+        model=describe_model(cfg),
+    )
+    metrics = history.summary()
+    metrics["fit_seconds"] = fit_seconds
+    return Stage2Result(checkpoint=checkpoint, cache_file=Path(cache_file), log_dir=log_dir, metrics=metrics)
+
+
+def describe_model(cfg: Stage2Config) -> str:
+    """A one-line description stored in the cache's ``model`` attribute."""
+    model = cfg.model
+    gate = (
+        f"M-Gate ({model.gate_normalization}, {model.heads} head(s))"
+        if cfg.gate == "mgate"
+        else "uniform mean"
+    )
+    inputs = "X + image/text embeddings" if cfg.use_modalities and cfg.gate == "mgate" else "X only"
+    return f"stage2 GNN: {model.num_layers} x {model.hidden_dim}, {gate}, gate inputs: {inputs}"

@@ -1,0 +1,167 @@
+"""The stage-2 training system: which losses, their weights, logging and optimisation."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import lightning as L
+import torch
+from lightning.pytorch.callbacks import TQDMProgressBar
+from torch import Tensor
+from torch_sparse import SparseTensor
+
+from stage2_graph.adjacency import GraphStructure
+from stage2_graph.config import GateKind, ModelConfig, ObjectiveConfig, OptimConfig
+from stage2_graph.data import GraphInputs
+from stage2_graph.losses import FeatureReconstructionLoss, StructureReconstructionLoss
+from stage2_graph.model import GraphEncoder
+
+
+class Stage2System(L.LightningModule):
+    """Full-batch pre-training of :class:`GraphEncoder` with feature masking and edge hold-out.
+
+    The graph (X, adjacency, stage 1's embeddings) is held as non-persistent buffers: it follows the
+    module to its device but stays out of checkpoints. Each training batch holds only one step's masks
+    (see :class:`stage2_graph.data.MaskingDataset`).
+
+    Args:
+        graph (GraphInputs): the inputs, in the corpus's user order.
+        model (ModelConfig): encoder settings.
+        objective (ObjectiveConfig): loss weights (mask ratios are used by the data pipeline).
+        optim (OptimConfig): optimiser settings.
+        gate (str, optional): ``"mgate"`` or ``"uniform"``. (default: ``"mgate"``)
+        config (dict, optional): the resolved stage-2 config, stored in the checkpoint's hyper-parameters.
+    """
+
+    def __init__(
+        self,
+        graph: GraphInputs,
+        model: ModelConfig,
+        objective: ObjectiveConfig,
+        optim: OptimConfig,
+        gate: GateKind = "mgate",
+        config: dict[str, Any] | None = None,
+    ):
+        super().__init__()
+        self.save_hyperparameters({"stage2_config": config or {}})
+        self.objective = objective
+        self.optim = optim
+        self.model = GraphEncoder(
+            num_features=graph.features.shape[1],
+            modality_dims=graph.modality_dims,
+            hidden_dim=model.hidden_dim,
+            num_layers=model.num_layers,
+            heads=model.heads,
+            gate=gate,
+            gate_normalization=model.gate_normalization,
+            negative_slope=model.gate_negative_slope,
+            dropout=model.dropout,
+            norm=model.norm,
+            activation=model.activation,
+            input_proj=model.input_proj,
+        )
+        self.feature_loss = FeatureReconstructionLoss(
+            model.hidden_dim, graph.features.shape[1], objective.feature_loss
+        )
+        self.structure_loss = StructureReconstructionLoss(model.hidden_dim)
+        self.structure = GraphStructure(graph.edges, graph.num_nodes)
+        self.register_buffer("features", graph.features.float(), persistent=False)
+        self.num_modalities = len(graph.modalities)
+        for index, (embedding, mask) in enumerate(zip(graph.modalities, graph.modality_masks)):
+            self.register_buffer(f"modality_{index}", embedding.float(), persistent=False)
+            self.register_buffer(f"modality_mask_{index}", mask.bool(), persistent=False)
+
+    @property
+    def modalities(self) -> list[Tensor]:
+        return [getattr(self, f"modality_{index}") for index in range(self.num_modalities)]
+
+    @property
+    def modality_masks(self) -> list[Tensor]:
+        return [getattr(self, f"modality_mask_{index}") for index in range(self.num_modalities)]
+
+    def message_passing_adj(self, keep_edges: Tensor | None = None) -> tuple[SparseTensor, Tensor]:
+        """The adjacency a step propagates over (held-out edges removed) and its entries' edge ids."""
+        return self.structure.adj_t(keep_edges)
+
+    def forward(
+        self, keep_edges: Tensor | None = None, node_mask: Tensor | None = None, return_gate: bool = False
+    ) -> Tensor | tuple[Tensor, Tensor]:
+        """Node embeddings ``[N, hidden_dim]`` over the graph minus held-out edges, X masked at ``node_mask``."""
+        adj_t, _ = self.message_passing_adj(keep_edges)
+        return self.model(
+            self.features,
+            adj_t,
+            self.modalities,
+            self.modality_masks,
+            node_mask=node_mask,
+            return_gate=return_gate,
+        )
+
+    def compute_losses(self, batch: dict[str, Tensor]) -> dict[str, Tensor]:
+        """Named losses of one step (and the weighted total under ``"loss"``)."""
+        node_emb = self(batch["keep_edges"], batch["node_mask"])
+        losses = self.feature_loss(node_emb, self.features, batch["node_mask"])
+        if batch["pos_pairs"].shape[1]:
+            losses.update(self.structure_loss(node_emb, batch["pos_pairs"], batch["neg_pairs"]))
+        else:
+            losses["structure_loss"] = node_emb.new_zeros(())
+        losses["loss"] = (
+            self.objective.feature_weight * losses["feature_loss"]
+            + self.objective.structure_weight * losses["structure_loss"]
+        )
+        return losses
+
+    def training_step(self, batch: dict[str, Tensor], batch_idx: int) -> dict[str, Tensor]:
+        losses = self.compute_losses(batch)
+        for name, value in losses.items():
+            self.log(
+                f"train/{name}", value, on_step=True, on_epoch=False, prog_bar=name == "loss", batch_size=1
+            )
+        return {name: (value if name == "loss" else value.detach()) for name, value in losses.items()}
+
+    def configure_optimizers(self) -> torch.optim.Optimizer:
+        return torch.optim.AdamW(self.parameters(), lr=self.optim.lr, weight_decay=self.optim.weight_decay)
+
+
+class StepProgressBar(TQDMProgressBar):
+    """One bar over all training steps (full-batch training has one step per epoch, so Lightning's
+    per-epoch bar would restart at every step)."""
+
+    def on_train_start(self, trainer, pl_module) -> None:
+        super().on_train_start(trainer, pl_module)
+        self.train_progress_bar.reset(total=trainer.max_steps)
+        self.train_progress_bar.n = trainer.global_step
+        self.train_progress_bar.set_description("stage 2")
+
+    def on_train_epoch_start(self, trainer, *_) -> None:
+        pass
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+        step = trainer.global_step
+        if self._should_update(step, self.train_progress_bar.total):
+            self.train_progress_bar.n = step
+            self.train_progress_bar.set_postfix(self.get_metrics(trainer, pl_module), refresh=False)
+            self.train_progress_bar.refresh()
+
+
+class LossHistory(L.Callback):
+    """Keeps the first and last value of every named loss (no device sync until the end)."""
+
+    def __init__(self):
+        self.first: dict[str, Tensor] = {}
+        self.last: dict[str, Tensor] = {}
+        self.steps = 0
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+        for name, value in outputs.items():
+            value = value.detach()
+            self.first.setdefault(name, value)
+            self.last[name] = value
+        self.steps += 1
+
+    def summary(self) -> dict[str, float]:
+        metrics: dict[str, float] = {"steps_run": float(self.steps)}
+        for name in self.first:
+            metrics[f"{name}_first"] = float(self.first[name])
+            metrics[f"{name}_last"] = float(self.last[name])
+        return metrics

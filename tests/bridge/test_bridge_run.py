@@ -1,0 +1,269 @@
+"""A 2-round bridge run on the tiny generated corpus with tiny stage settings, its resume behaviour, and
+the command line."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from bridge import stages
+from bridge.alternate import main
+from bridge.config import BridgeConfig, BridgeConfigError, EvalConfig
+from bridge.manifest import Manifest, ManifestConflict
+from bridge.paths import RunPaths
+from bridge.runner import BridgeResult, prepare_corpus, run_bridge
+
+REPO = Path(__file__).resolve().parents[2]
+
+TINY_STAGE1 = {
+    "model": {
+        "image_model": "mmga-vit-tiny",
+        "text_hidden_size": 32,
+        "text_layers": 1,
+        "text_heads": 2,
+        "text_intermediate_size": 64,
+        "text_vocab_size": 120,
+        "max_text_length": 12,
+    },
+    "losses": {"ita_dim": 16, "gcl_hidden_dim": 16},
+    "data": {"pairs_per_batch": 8, "export_batch_size": 128},
+    "optim": {"warmup_steps": 1},
+    "trainer": {"max_steps": 2, "enable_progress_bar": False},
+}
+TINY_STAGE2 = {
+    "model": {"hidden_dim": 16, "num_layers": 1},
+    "trainer": {"max_steps": 3, "enable_progress_bar": False, "log_every_n_steps": 1},
+}
+TINY_EVAL = EvalConfig(seeds=(0, 1), heads=("linear",), weight_decays=(1e-3,), max_epochs=40, patience=10)
+
+
+def tiny_config(corpus: Path | None, **kw) -> BridgeConfig:
+    base = dict(rounds=2, seed=0, corpus=corpus, stage1=TINY_STAGE1, stage2=TINY_STAGE2, eval=TINY_EVAL)
+    return BridgeConfig(**{**base, **kw})
+
+
+_TRAINED_VOCABS: dict[tuple, str] = {}
+
+
+def _reuse_trained_vocab(mp: pytest.MonkeyPatch) -> None:
+    """Workaround, pending a fix in stage 1 (requested in docs/bridge.md): the WordPiece trainer of
+    ``tokenizers`` breaks ties between equally frequent merges in hash order, so two runs of round 0's stage 1
+    learn different vocabularies and hence different embeddings. Train the tiny vocabulary once per test
+    session and hand it to later round-0 runs through stage 1's own "stored tokenizer" path, so that a resumed
+    run can be compared with an uninterrupted one bit for bit."""
+    import stage1_encoders.stage as stage1_module
+
+    original = stage1_module.build_tokenizer
+
+    def build_once(cfg, captions, stored_json=None):
+        if stored_json is not None or cfg.text_model != "tiny":
+            return original(cfg, captions, stored_json)
+        key = (tuple(captions or ()), cfg.text_vocab_size, cfg.max_text_length)
+        if key not in _TRAINED_VOCABS:
+            _TRAINED_VOCABS[key] = original(cfg, captions).backend_tokenizer.to_str()
+        return original(cfg, captions, _TRAINED_VOCABS[key])
+
+    mp.setattr(stage1_module, "build_tokenizer", build_once)
+
+
+class StageSpy:
+    """Counts the calls of both stage entries (keyed by variant/round/stage) and can fail one of them once."""
+
+    def __init__(self, monkeypatch, fail_once: str | None = None):
+        self.calls: list[str] = []
+        self.fail_once = fail_once
+        self._run1, self._run2 = stages.run_stage1, stages.run_stage2
+        monkeypatch.setattr(stages, "run_stage1", self.stage1)
+        monkeypatch.setattr(stages, "run_stage2", self.stage2)
+
+    def _key(self, cfg, stage: str) -> str:
+        return f"{Path(cfg.cache_dir).parent.name}/round_{cfg.round}/{stage}"
+
+    def stage1(self, cfg):
+        self.calls.append(self._key(cfg, "stage1"))
+        return self._run1(cfg)
+
+    def stage2(self, cfg):
+        key = self._key(cfg, "stage2")
+        self.calls.append(key)
+        if key == self.fail_once:
+            self.fail_once = None
+            raise KeyboardInterrupt("simulated Ctrl-C inside stage 2")
+        return self._run2(cfg)
+
+
+@pytest.fixture(scope="module")
+def reference_run(tiny_corpus, tmp_path_factory):
+    """One uninterrupted 2-round run with baselines (shared by the checks below)."""
+    mp = pytest.MonkeyPatch()
+    _reuse_trained_vocab(mp)
+    spy = StageSpy(mp)
+    run_dir = tmp_path_factory.mktemp("bridge_ref")
+    try:
+        result = run_bridge(tiny_config(tiny_corpus), run_dir)
+    finally:
+        mp.undo()
+    return result, spy.calls, run_dir
+
+
+def test_two_round_run_writes_report_and_wires_the_rounds(reference_run):
+    result, calls, run_dir = reference_run
+    paths = RunPaths(run_dir)
+    assert sorted(calls) == sorted(
+        [f"{v}/round_{r}/stage1" for v in ("mmga", "no_align") for r in (0, 1)]
+        + [f"{v}/round_{r}/stage2" for v in ("mmga", "no_align", "graph_only") for r in (0, 1)]
+    )
+    # report files
+    for name in ("report.md", "metrics.json", "metrics_by_round.png", "loss_curves.png", "embedding_pca.png"):
+        assert (paths.report_dir / name).stat().st_size > 0, name
+    metrics = json.loads((paths.report_dir / "metrics.json").read_text())
+    assert set(metrics["rows"]) == {
+        "stats_x", "image_only", "text_only", "graph_only", "no_align",
+        "mmga_round_0", "mmga_round_1", "mmga_graph", "mmga_text", "mmga_image",
+    }  # fmt: skip
+    for row in metrics["rows"].values():
+        assert 0.0 <= row["topic"]["macro_f1"]["mean"] <= 1.0
+        assert row["fans"]["mae"]["mean"] > 0 and len(row["fans"]["mae"]["values"]) == 2
+    assert metrics["rows"]["mmga_round_1"]["dim"] == (
+        metrics["rows"]["mmga_graph"]["dim"]
+        + metrics["rows"]["mmga_text"]["dim"]
+        + metrics["rows"]["mmga_image"]["dim"]
+    )
+    assert result.metrics["rows"] == metrics["rows"]
+    report = (paths.report_dir / "report.md").read_text()
+    assert "| MMGA after round 1 (`mmga_round_1`) |" in report and "## Timings" in report
+
+    # the rounds are chained as the issue says (configs as recorded in the manifest)
+    manifest = Manifest.load(paths.manifest)
+
+    def cfg(key):
+        return manifest.get(key)["config"]["config"]
+
+    assert cfg("mmga/round_0/stage1")["init_checkpoint"] is None
+    assert cfg("mmga/round_0/stage1")["edge_weight_round"] is None
+    assert cfg("mmga/round_1/stage1")["edge_weight_round"] == 0
+    assert (
+        cfg("mmga/round_1/stage1")["init_checkpoint"]
+        == "$RUN/" + manifest.get("mmga/round_0/stage1")["outputs"]["checkpoint"]
+    )
+    assert (
+        cfg("mmga/round_1/stage2")["init_checkpoint"]
+        == "$RUN/" + manifest.get("mmga/round_0/stage2")["outputs"]["checkpoint"]
+    )
+    assert (
+        cfg("mmga/round_1/stage2")["cache_dir"]
+        == cfg("mmga/round_1/stage1")["cache_dir"]
+        == "$RUN/mmga/cache"
+    )
+    assert (cfg("mmga/round_1/stage2")["gate"], cfg("mmga/round_1/stage2")["use_modalities"]) == (
+        "mgate",
+        True,
+    )
+    no_align = cfg("no_align/round_1/stage1")
+    assert no_align["edge_weight_round"] is None
+    assert no_align["losses"]["gcl_image_weight"] == no_align["losses"]["gcl_text_weight"] == 0.0
+    assert cfg("no_align/round_1/stage2")["gate"] == "uniform"
+    assert cfg("graph_only/round_1/stage2")["use_modalities"] is False
+    # every variant trains the same number of steps
+    steps = {cfg(f"{v}/round_1/stage2")["trainer"]["max_steps"] for v in ("mmga", "no_align", "graph_only")}
+    assert steps == {3}
+
+
+def test_rerun_skips_everything_and_detects_changes(reference_run, tiny_corpus, monkeypatch):
+    result, _, run_dir = reference_run
+    spy = StageSpy(monkeypatch)
+    again = run_bridge(tiny_config(tiny_corpus), run_dir)
+    assert spy.calls == []
+    assert again.ran == []
+    assert again.metrics["rows"] == result.metrics["rows"]
+    # a changed stage-2 setting is refused with advice, naming what changed
+    changed = tiny_config(tiny_corpus, stage2={**TINY_STAGE2, "optim": {"lr": 0.02}})
+    with pytest.raises(
+        ManifestConflict, match=r"mmga/round_0/stage2[\s\S]*optim.lr: 0.005 -> 0.02[\s\S]*--force"
+    ):
+        run_bridge(changed, run_dir)
+    assert spy.calls == []
+
+
+def test_resume_after_interrupt_skips_completed_work_and_matches(
+    reference_run, tiny_corpus, tmp_path, monkeypatch
+):
+    _reuse_trained_vocab(monkeypatch)
+    reference, _, _ = reference_run
+    spy = StageSpy(monkeypatch, fail_once="mmga/round_1/stage2")
+    cfg = tiny_config(tiny_corpus)
+    with pytest.raises(KeyboardInterrupt):
+        run_bridge(cfg, tmp_path)
+    assert spy.calls == [
+        "mmga/round_0/stage1",
+        "mmga/round_0/stage2",
+        "mmga/round_1/stage1",
+        "mmga/round_1/stage2",
+    ]
+    spy.calls.clear()
+    resumed = run_bridge(cfg, tmp_path)
+    assert spy.calls[0] == "mmga/round_1/stage2"  # completed work was skipped
+    assert "mmga/round_0/stage1" not in spy.calls and "mmga/round_1/stage1" not in spy.calls
+    assert sorted(resumed.skipped)[:3] == [
+        "mmga/round_0/stage1",
+        "mmga/round_0/stage2",
+        "mmga/round_1/stage1",
+    ]
+    assert len(spy.calls) == 1 + 4 + 2  # the failed stage, then no_align (2 rounds x 2) and graph_only (2)
+    assert resumed.metrics["rows"] == reference.metrics["rows"]
+
+
+def test_force_recomputes_only_what_changed(reference_run, tiny_corpus, tmp_path, monkeypatch):
+    import shutil
+
+    _, _, run_dir = reference_run
+    copy = tmp_path / "run"
+    shutil.copytree(run_dir, copy)
+    spy = StageSpy(monkeypatch)
+    changed = tiny_config(tiny_corpus, stage2={**TINY_STAGE2, "optim": {"lr": 0.02}}, baselines=False)
+    run_bridge(changed, copy, force=True)
+    # stage 1 of round 0 is unchanged; stage 2 changed, and round 1 depends on round 0's stage 2 output
+    assert spy.calls == ["mmga/round_0/stage2", "mmga/round_1/stage1", "mmga/round_1/stage2"]
+
+
+def test_generated_corpus_is_made_once(tmp_path):
+    cfg = BridgeConfig(
+        rounds=1, synthetic={"num_users": 30, "workers": 1, "posts_per_user": 3.0, "avg_degree": 4.0}
+    )
+    paths = RunPaths(tmp_path)
+    manifest = Manifest.load(paths.manifest)
+    res = BridgeResult(run_dir=tmp_path, report=tmp_path / "r", metrics={})
+    corpus, _ = prepare_corpus(cfg, paths, manifest, res, force=False)
+    assert corpus.num_users == 30 and corpus.root == paths.generated_corpus
+    mtime = (paths.generated_corpus / "users.csv").stat().st_mtime_ns
+    res2 = BridgeResult(run_dir=tmp_path, report=tmp_path / "r", metrics={})
+    corpus2, _ = prepare_corpus(cfg, paths, Manifest.load(paths.manifest), res2, force=False)
+    assert res2.skipped == ["corpus/generate"] and corpus2.fingerprint == corpus.fingerprint
+    assert (paths.generated_corpus / "users.csv").stat().st_mtime_ns == mtime
+    other = BridgeConfig(rounds=1, synthetic={"num_users": 31, "workers": 1})
+    with pytest.raises(ManifestConflict, match="num_users: 30 -> 31"):
+        prepare_corpus(other, paths, Manifest.load(paths.manifest), res2, force=False)
+
+
+def test_cli_rejects_bridge_owned_fields(tiny_corpus, tmp_path, capsys):
+    code = main(["--corpus", str(tiny_corpus), "--run-dir", str(tmp_path), "--stage1", "round=3"])
+    assert code == 2
+    assert "the bridge sets" in capsys.readouterr().err
+    with pytest.raises(BridgeConfigError, match="KEY=VALUE"):
+        from bridge.config import build_config
+
+        build_config(stage2=["gate"])
+
+
+def test_script_entry_point_runs_from_a_plain_checkout():
+    # `python bridge/alternate.py` must import the repo's packages without an installed project
+    out = subprocess.run(
+        [sys.executable, "bridge/alternate.py", "--help"], cwd=REPO, capture_output=True, text=True, timeout=120,
+        env={"PATH": "", "PYTHONNOUSERSITE": "1"},
+    )  # fmt: skip
+    assert out.returncode == 0, out.stderr
+    assert "--rounds" in out.stdout and "--stage1" in out.stdout

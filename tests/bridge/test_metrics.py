@@ -1,0 +1,107 @@
+"""Downstream metric functions against scikit-learn / SciPy and hand-computed values; the batched heads."""
+
+import numpy as np
+import pytest
+import torch
+from scipy.stats import rankdata, spearmanr
+from sklearn.metrics import accuracy_score, f1_score, mean_absolute_error
+
+from bridge import metrics
+from bridge.evaluate import BatchedHeads, EvalConfig, evaluate_representation
+
+
+def test_macro_f1_known_value():
+    # class 0: tp=1 fp=0 fn=1 -> 2/3; class 1: tp=1 fp=1 fn=0 -> 2/3; class 2: tp=0 fp=0 fn=0... absent
+    y_true = np.array([0, 0, 1])
+    y_pred = np.array([0, 1, 1])
+    assert metrics.macro_f1(y_true, y_pred) == pytest.approx(2 / 3)
+    # a predicted class that never occurs counts as F1 = 0 in the mean
+    assert metrics.macro_f1(np.array([0, 0]), np.array([0, 2])) == pytest.approx((2 / 3 + 0) / 2)
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_classification_metrics_match_sklearn(seed):
+    rng = np.random.default_rng(seed)
+    y_true = rng.integers(0, 6, 200)
+    y_pred = np.where(rng.random(200) < 0.5, y_true, rng.integers(0, 7, 200))
+    assert metrics.macro_f1(y_true, y_pred) == pytest.approx(
+        f1_score(y_true, y_pred, average="macro"), abs=1e-12
+    )
+    assert metrics.accuracy(y_true, y_pred) == pytest.approx(accuracy_score(y_true, y_pred))
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_regression_metrics_match_scipy(seed):
+    rng = np.random.default_rng(seed)
+    x = np.round(rng.normal(size=150), 1)  # rounding makes ties
+    y = np.round(x + rng.normal(size=150), 1)
+    assert metrics.spearman(x, y) == pytest.approx(spearmanr(x, y).statistic, abs=1e-12)
+    assert metrics.mae(x, y) == pytest.approx(mean_absolute_error(x, y))
+    np.testing.assert_allclose(metrics.rankdata_average(x), rankdata(x))
+
+
+def test_spearman_edge_cases():
+    assert metrics.spearman(np.array([1.0, 2.0, 3.0]), np.array([10.0, 20.0, 30.0])) == pytest.approx(1.0)
+    assert metrics.spearman(np.array([1.0, 2.0, 3.0]), np.array([3.0, 2.0, 1.0])) == pytest.approx(-1.0)
+    assert np.isnan(metrics.spearman(np.array([1.0, 1.0, 1.0]), np.array([1.0, 2.0, 3.0])))
+    with pytest.raises(ValueError, match="length mismatch"):
+        metrics.spearman(np.zeros(3), np.zeros(4))
+
+
+def test_buckets():
+    train = np.arange(10.0)  # quantiles at 2.25, 4.5, 6.75 for 4 buckets
+    edges = metrics.quantile_edges(train, 4)
+    np.testing.assert_allclose(edges, [2.25, 4.5, 6.75])
+    np.testing.assert_array_equal(metrics.bucketize(np.array([0.0, 2.25, 5.0, 100.0]), edges), [0, 1, 2, 3])
+    # true buckets 0,1,2,3; predictions land in 0,1,1,3 -> 3 of 4 right
+    acc = metrics.bucket_accuracy(np.array([0.0, 3.0, 5.0, 9.0]), np.array([1.0, 4.0, 4.0, 8.0]), edges)
+    assert acc == pytest.approx(0.75)
+
+
+def test_batched_heads_are_independent_and_match_a_loop():
+    torch.manual_seed(0)
+    x = torch.randn(7, 5)
+    for hidden in (None, 4):
+        heads = BatchedHeads([3, 4, 5], in_dim=5, out_dim=2, hidden=hidden).eval()
+        out = heads(x)
+        assert out.shape == (3, 7, 2)
+        for g in range(3):  # each head equals its own plain MLP / linear map
+            h = x @ heads.weights[0][g] + heads.biases[0][g]
+            if hidden is not None:
+                h = torch.relu(h) @ heads.weights[1][g] + heads.biases[1][g]
+            torch.testing.assert_close(out[g], h)
+        # the gradient of head 0's output reaches only head 0's parameters
+        heads.zero_grad()
+        out = heads(x)
+        out[0].sum().backward()
+        for w in heads.weights:
+            assert w.grad[0].abs().sum() > 0 and w.grad[1:].abs().sum() == 0
+    # same seed -> same initialisation, different seed -> different
+    a, b, c = (BatchedHeads([s], 5, 2, None) for s in (1, 1, 2))
+    assert torch.equal(a.weights[0], b.weights[0]) and not torch.equal(a.weights[0], c.weights[0])
+
+
+def test_evaluate_representation_learns_planted_signal_and_excludes_unknowns():
+    rng = np.random.default_rng(0)
+    n = 300
+    labels = rng.integers(0, 3, n)
+    fans_log = rng.normal(size=n)
+    x = np.concatenate([np.eye(3)[labels] * 2 + rng.normal(size=(n, 3)) * 0.3, fans_log[:, None]], 1)
+    fans = np.expm1(fans_log + 5)
+    splits = rng.choice(3, n, p=[0.6, 0.2, 0.2]).astype(np.int8)
+    labels[:10] = -1
+    fans[10:20] = np.nan
+    cfg = EvalConfig(seeds=(0, 1), heads=("linear",), weight_decays=(1e-3,), max_epochs=200)
+    res = evaluate_representation(x.astype(np.float32), labels, fans, splits, cfg)
+    assert res["topic"]["macro_f1"]["mean"] > 0.9
+    assert res["fans"]["spearman"]["mean"] > 0.9
+    assert res["fans"]["mae"]["mean"] < 0.3
+    assert len(res["topic"]["macro_f1"]["values"]) == 2
+    assert sum(res["topic"]["n"].values()) == n - 10
+    assert sum(res["fans"]["n"].values()) == n - 10
+    # deterministic given the seeds
+    again = evaluate_representation(x.astype(np.float32), labels, fans, splits, cfg)
+    assert again["fans"]["mae"] == res["fans"]["mae"]
+    # pure noise stays near chance
+    noise = evaluate_representation(rng.normal(size=(n, 4)).astype(np.float32), labels, fans, splits, cfg)
+    assert noise["topic"]["macro_f1"]["mean"] < 0.6

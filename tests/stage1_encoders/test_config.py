@@ -1,0 +1,89 @@
+"""Stage1Config: round trips, file loading with located errors, and the CLI flags built from it."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from stage1_encoders.config import ConfigError, Stage1Config, leaf_fields
+from stage1_encoders.run import build_parser, config_from_args, main
+
+
+def test_to_dict_from_dict_round_trip():
+    cfg = Stage1Config(corpus=Path("c"), cache_dir=Path("k"), round=2, init_checkpoint=Path("x.ckpt"))
+    cfg.losses.gcl_image_weight = 0.0
+    cfg.trainer.loggers = ["csv", "tensorboard"]
+    data = cfg.to_dict()
+    json.dumps(data)  # JSON-ready
+    again = Stage1Config.from_dict(data)
+    assert again == cfg
+    assert isinstance(again.init_checkpoint, Path) and again.losses.gcl_image_weight == 0.0
+
+
+def test_yaml_file_errors_name_file_line_and_field(tmp_path):
+    path = tmp_path / "cfg.yaml"
+    path.write_text("corpus: c\ncache_dir: k\ntrainer:\n  max_steps: 10\n  precision: bf17\n")
+    with pytest.raises(ConfigError) as err:
+        Stage1Config.from_file(path)
+    assert str(err.value).startswith(f"{path}, line 5, field 'trainer.precision': expected one of '32-true'")
+
+
+def test_unknown_field_suggests_the_close_name(tmp_path):
+    path = tmp_path / "cfg.json"
+    path.write_text(json.dumps({"corpus": "c", "cache_dir": "k", "losses": {"lm_wieght": 1.0}}, indent=1))
+    with pytest.raises(
+        ConfigError,
+        match=r"line 5, field 'losses.lm_wieght': unknown field \(did you mean 'losses.lm_weight'\?\)",
+    ):
+        Stage1Config.from_file(path)
+
+
+def test_range_and_type_checks():
+    base = {"corpus": "c", "cache_dir": "k"}
+    with pytest.raises(ConfigError, match="field 'trainer.max_steps': expected int, got 1.5"):
+        Stage1Config.from_dict({**base, "trainer": {"max_steps": 1.5}})
+    with pytest.raises(ConfigError, match="every loss weight is 0"):
+        Stage1Config.from_dict(
+            {**base, "losses": {"lm_weight": 0, "ita_weight": 0, "gcl_image_weight": 0, "gcl_text_weight": 0}}
+        )
+    with pytest.raises(ConfigError, match="field 'corpus': required field is missing"):
+        Stage1Config.from_dict({"cache_dir": "k"})
+    with pytest.raises(ConfigError, match="text_model=pretrained needs"):
+        Stage1Config.from_dict({**base, "model": {"text_model": "pretrained"}})
+
+
+def test_every_field_has_a_flag_with_help():
+    help_text = build_parser().format_help()
+    for dotted, field, _ in leaf_fields():
+        flag = field.metadata.get("flag") or "--" + dotted.rsplit(".", 1)[-1].replace("_", "-")
+        assert flag in help_text, dotted
+        assert field.metadata.get("help"), dotted
+
+
+def test_flags_override_the_config_file(tmp_path):
+    path = tmp_path / "cfg.yaml"
+    path.write_text("trainer:\n  max_steps: 10\n  precision: bf16-mixed\nlosses:\n  gcl_text_weight: 0.5\n")
+    cfg = config_from_args(
+        ["--config", str(path), "--corpus", "c", "--cache", "k", "--round", "3", "--max-steps", "7",
+         "--no-enable-progress-bar", "--loggers", "csv", "tensorboard", "--init-checkpoint", "none"]
+    )  # fmt: skip
+    assert cfg.trainer.max_steps == 7 and cfg.trainer.precision == "bf16-mixed"
+    assert cfg.losses.gcl_text_weight == 0.5 and cfg.round == 3
+    assert cfg.trainer.enable_progress_bar is False and cfg.trainer.loggers == ["csv", "tensorboard"]
+    assert cfg.init_checkpoint is None and cfg.cache_dir == Path("k")
+
+
+def test_cli_bad_values_give_clear_errors(capsys):
+    assert main(["--corpus", "c", "--cache", "k", "--lm-weight", "-1"]) == 2
+    assert (
+        "field 'losses.lm_weight': loss weights must be >= 0, got -1.0 (flag --lm-weight)"
+        in capsys.readouterr().err
+    )
+    with pytest.raises(SystemExit):
+        main(["--corpus", "c", "--cache", "k", "--precision", "fp8"])
+    assert "invalid choice: 'fp8'" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        main(["--corpus", "c", "--cache", "k", "--max-step", "5"])
+    assert "unrecognized arguments: --max-step 5" in capsys.readouterr().err

@@ -1,0 +1,129 @@
+"""The pair-batch collator and data module: pairs, posts, tokens, masks, images, weights."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from stage1_encoders.data import PairBatchCollator, Stage1DataModule, sample_negative_pairs
+
+
+def _edge_set(corpus) -> set[tuple[int, int]]:
+    return {(int(u), int(v)) for u, v in corpus.edges}
+
+
+def test_batch_pairs_posts_and_rows_are_consistent(tiny_parts):
+    corpus = tiny_parts.corpus
+    torch.manual_seed(0)
+    collator = PairBatchCollator(corpus, tiny_parts.prep, negatives_per_positive=2.0, posts_per_user=2)
+    edge_ids = [0, 5, 17, 42, 99]
+    batch = collator(edge_ids)
+    users = batch["users"]
+    edges = _edge_set(corpus)
+    u = users[batch["pair_u"]].tolist()
+    v = users[batch["pair_v"]].tolist()
+    label = batch["pair_label"].tolist()
+    assert label == [1.0] * 5 + [0.0] * 10
+    for i, e in enumerate(edge_ids):  # positives are the given edges, in either orientation
+        assert (min(u[i], v[i]), max(u[i], v[i])) == tuple(corpus.edges[e])
+    for a, b in zip(u[5:], v[5:]):
+        assert a != b and (min(a, b), max(a, b)) not in edges
+    assert batch["num_users"] == len(users) == len(set(u + v))
+
+    post_user = corpus.post_user
+    for rows, key in (("text_post", "text_post_user"), ("image_post", "image_post_user")):
+        assert torch.equal(torch.from_numpy(post_user[batch[rows].numpy()]), users[batch[key]])
+    assert corpus.post_has_text[batch["text_post"].numpy()].all()
+    assert corpus.post_has_image[batch["image_post"].numpy()].all()
+    assert torch.equal(batch["text_post"][batch["ita_text_row"]], batch["image_post"][batch["ita_image_row"]])
+    both = corpus.post_has_text & corpus.post_has_image
+    all_posts = set(batch["text_post"].tolist()) | set(batch["image_post"].tolist())
+    assert len(batch["ita_text_row"]) == sum(bool(both[p]) for p in all_posts)
+
+    counts = np.bincount(
+        np.concatenate([batch["text_post_user"], batch["image_post_user"]]).tolist(), minlength=len(users)
+    )
+    assert batch["num_posts"] <= 2 * len(users)
+    for row, user in enumerate(users.tolist()):  # a user with <= 2 posts shows them all
+        n = int(corpus.user_num_posts[user])
+        if n <= 2:
+            expect = sum(
+                int(corpus.post_has_text[p]) + int(corpus.post_has_image[p])
+                for p in range(*corpus.post_offsets[user : user + 2])
+            )
+            assert counts[row] == expect
+
+    enc = tiny_parts.tokenizer(
+        [corpus.post_text[p] for p in batch["text_post"].tolist()],
+        padding="longest",
+        truncation=True,
+        max_length=16,
+        return_tensors="pt",
+    )
+    assert torch.equal(batch["input_ids"], enc["input_ids"])
+    assert batch["pixel_values"].shape == (len(batch["image_post"]), 3, 32, 32)
+
+
+def test_mlm_masking_in_collate_respects_special_tokens(tiny_parts):
+    torch.manual_seed(1)
+    collator = PairBatchCollator(tiny_parts.corpus, tiny_parts.prep, mlm_probability=0.5)
+    batch = collator(list(range(40)))
+    labels, ids = batch["mlm_labels"], batch["input_ids"]
+    special = torch.isin(ids, collator.special_ids) | (batch["attention_mask"] == 0)
+    assert (labels[special] == -100).all()
+    assert torch.equal(batch["mlm_input_ids"][special], ids[special])
+    assert torch.equal(labels[labels != -100], ids[labels != -100])
+    assert (labels != -100).sum() > 0
+    no_mlm = PairBatchCollator(tiny_parts.corpus, tiny_parts.prep, mlm=False)(list(range(4)))
+    assert "mlm_labels" not in no_mlm
+
+
+def test_positive_pairs_carry_edge_weights(tiny_parts):
+    corpus = tiny_parts.corpus
+    weight = np.linspace(0.1, 2.0, corpus.num_edges).astype(np.float32)
+    collator = PairBatchCollator(corpus, tiny_parts.prep, edge_weight=weight, negatives_per_positive=1.0)
+    batch = collator([3, 10, 200])
+    torch.testing.assert_close(
+        batch["pair_weight"], torch.tensor([weight[3], weight[10], weight[200], 1, 1, 1])
+    )
+
+
+def test_negative_sampling_never_returns_linked_pairs():
+    torch.manual_seed(2)
+    num_users = 12
+    edges = torch.tensor([[u, v] for u in range(num_users) for v in range(u + 1, num_users) if (u + v) % 3])
+    keys = edges[:, 0] * num_users + edges[:, 1]
+    u, v = sample_negative_pairs(2000, num_users, keys)
+    assert len(u) == 2000
+    assert (u != v).all()
+    got = torch.minimum(u, v) * num_users + torch.maximum(u, v)
+    assert not torch.isin(got, keys).any()
+    full = torch.tensor([[a, b] for a in range(3) for b in range(a + 1, 3)])
+    u, v = sample_negative_pairs(5, 3, full[:, 0] * 3 + full[:, 1])
+    assert len(u) == 0  # a complete graph has no negative pair
+
+
+def test_datamodule_covers_every_edge_once_per_epoch(tiny_parts):
+    corpus = tiny_parts.corpus
+    collator = PairBatchCollator(corpus, tiny_parts.prep, negatives_per_positive=0.0)
+    loader = Stage1DataModule(collator, corpus.num_edges, pairs_per_batch=64).train_dataloader()
+    assert len(loader) == -(-corpus.num_edges // 64)
+    seen = []
+    for batch in loader:
+        users = batch["users"]
+        seen += [
+            tuple(sorted((int(a), int(b)))) for a, b in zip(users[batch["pair_u"]], users[batch["pair_v"]])
+        ]
+    assert sorted(seen) == sorted(_edge_set(corpus))
+
+
+@pytest.mark.parametrize("posts_per_user", [1, 3])
+def test_posts_per_user_limit(tiny_parts, posts_per_user):
+    collator = PairBatchCollator(tiny_parts.corpus, tiny_parts.prep, posts_per_user=posts_per_user)
+    users = torch.arange(tiny_parts.corpus.num_users)
+    post_idx, post_user = collator.sample_posts(users)
+    counts = np.bincount(post_user, minlength=len(users))
+    assert (counts == np.minimum(tiny_parts.corpus.user_num_posts, posts_per_user)).all()
+    assert (tiny_parts.corpus.post_user[post_idx] == post_user).all()
+    assert len(np.unique(post_idx)) == len(post_idx)

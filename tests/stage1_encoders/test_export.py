@@ -1,0 +1,86 @@
+"""Export: sharded encoding equals the single-process export; pooling and masks match a loop."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from stage1_encoders.export import (
+    encode_shard,
+    export_batches,
+    export_user_embeddings,
+    merge_post_embeddings,
+    pool_users,
+    shard_range,
+)
+
+
+@pytest.mark.parametrize(("num_items", "world_size"), [(10, 3), (2, 4), (0, 2), (7, 1)])
+def test_shard_ranges_cover_items_once_and_are_balanced(num_items, world_size):
+    shards = [shard_range(num_items, rank, world_size) for rank in range(world_size)]
+    assert [i for shard in shards for i in shard] == list(range(num_items))
+    assert max(map(len, shards)) - min(map(len, shards)) <= 1
+
+
+def test_export_batches_are_fixed():
+    batches = export_batches(10, 4)
+    assert [b.tolist() for b in batches] == [[0, 1, 2, 3], [4, 5, 6, 7], [8, 9]]
+
+
+@pytest.mark.parametrize("world_size", [2, 3])
+def test_sharded_export_equals_single_process_export(tiny_parts, world_size):
+    kwargs = {"batch_size": 48}
+    full = encode_shard(tiny_parts.image_encoder, tiny_parts.text_encoder, tiny_parts.prep, **kwargs)
+    shards = [
+        encode_shard(
+            tiny_parts.image_encoder,
+            tiny_parts.text_encoder,
+            tiny_parts.prep,
+            rank=rank,
+            world_size=world_size,
+            **kwargs,
+        )
+        for rank in range(world_size)
+    ]
+    assert all(len(s.image_post) + len(s.text_post) > 0 for s in shards)
+    merged = merge_post_embeddings(shards[::-1])  # gather order must not matter
+    full = merge_post_embeddings([full])
+    for name in ("image_post", "image_emb", "text_post", "text_emb"):
+        assert np.array_equal(getattr(merged, name), getattr(full, name)), name
+    one = pool_users(full, tiny_parts.corpus)
+    many = pool_users(merged, tiny_parts.corpus)
+    assert np.array_equal(one.user_image_emb, many.user_image_emb)
+    assert np.array_equal(one.user_text_emb, many.user_text_emb)
+
+
+def test_export_pools_every_post_per_user(tiny_parts):
+    corpus = tiny_parts.corpus
+    emb = export_user_embeddings(
+        tiny_parts.image_encoder, tiny_parts.text_encoder, tiny_parts.prep, batch_size=64
+    )
+    assert emb.user_image_emb.shape == (corpus.num_users, tiny_parts.image_encoder.dim)
+    assert emb.user_text_emb.shape == (corpus.num_users, tiny_parts.text_encoder.dim)
+    assert np.array_equal(emb.image_mask, corpus.user_image_mask)
+    assert np.array_equal(emb.text_mask, corpus.user_text_mask)
+    assert not emb.image_mask.all() and not emb.text_mask.all()  # the tiny corpus has users without posts
+    assert np.all(emb.user_image_emb[~emb.image_mask] == 0) and np.all(emb.user_text_emb[~emb.text_mask] == 0)
+    assert np.isfinite(emb.user_image_emb).all() and np.isfinite(emb.user_text_emb).all()
+
+    tiny_parts.image_encoder.eval()
+    tiny_parts.text_encoder.eval()
+    with torch.no_grad():
+        for user in np.flatnonzero(emb.text_mask)[:5]:  # loop reference, one post at a time
+            posts = [p for p in range(*corpus.post_offsets[user : user + 2]) if corpus.post_has_text[p]]
+            rows = [tiny_parts.text_encoder(*tiny_parts.prep.texts(np.array([p]))) for p in posts]
+            np.testing.assert_allclose(
+                emb.user_text_emb[user], torch.cat(rows).mean(0).numpy(), rtol=1e-4, atol=1e-5
+            )
+        for user in np.flatnonzero(emb.image_mask)[:5]:
+            posts = np.array(
+                [p for p in range(*corpus.post_offsets[user : user + 2]) if corpus.post_has_image[p]]
+            )
+            want = tiny_parts.image_encoder(tiny_parts.prep.images(posts)).mean(0).numpy()
+            np.testing.assert_allclose(emb.user_image_emb[user], want, rtol=1e-4, atol=1e-5)
+    tiny_parts.image_encoder.train()
+    tiny_parts.text_encoder.train()

@@ -1,0 +1,196 @@
+"""Integration: short stage-1 fits + export on the tiny corpus, continuation across rounds, CLI errors."""
+
+from __future__ import annotations
+
+import csv
+import json
+
+import numpy as np
+import pytest
+import torch
+from stage1_test_utils import TINY_MODEL, GuardedCorpus
+
+import stage1_encoders.stage as stage_module
+from cache import (
+    GraphOutputs,
+    read_encoder_embeddings,
+    read_producer,
+    write_graph_outputs,
+)
+from corpus import load_corpus
+from stage1_encoders import Stage1Config, run_stage1
+from stage1_encoders.run import main
+from stage1_encoders.stage import read_edge_weight
+
+
+def tiny_config(corpus, cache_dir, out_dir, **sections) -> Stage1Config:
+    data = {
+        "corpus": str(corpus),
+        "cache_dir": str(cache_dir),
+        "out_dir": str(out_dir),
+        "model": dict(TINY_MODEL),
+        "losses": {"ita_dim": 16, "gcl_hidden_dim": 16},
+        "data": {"pairs_per_batch": 16, "posts_per_user": 2, "export_batch_size": 64},
+        "trainer": {"max_steps": 3, "enable_progress_bar": False, "loggers": ["csv"]},
+        "optim": {"warmup_steps": 1},
+    }
+    for key, value in sections.items():
+        if isinstance(value, dict):
+            data[key] = {**data.get(key, {}), **value}
+        else:
+            data[key] = value
+    return Stage1Config.from_dict(data)
+
+
+@pytest.fixture(scope="module")
+def round0(tiny_corpus, tmp_path_factory):
+    """Round 0 on the tiny corpus, with a corpus that fails on any label/fans/split access."""
+    root = tmp_path_factory.mktemp("stage1_round0")
+    cfg = tiny_config(tiny_corpus, root / "cache", root / "out0")
+    patch = pytest.MonkeyPatch()
+    patch.setattr(stage_module, "load_corpus", lambda path: GuardedCorpus(load_corpus(path)))
+    threads = torch.get_num_threads()
+    try:
+        result = run_stage1(cfg)  # trainer.num_threads defaults to 1 during the run ...
+    finally:
+        patch.undo()
+    assert torch.get_num_threads() == threads  # ... and the caller's setting comes back
+    return cfg, result, root
+
+
+def test_round0_writes_a_complete_cache_file(round0, tiny_corpus_loaded):
+    cfg, result, _ = round0
+    corpus = tiny_corpus_loaded
+    emb = read_encoder_embeddings(
+        cfg.cache_dir, 0, fingerprint=corpus.fingerprint, num_users=corpus.num_users
+    )
+    assert result.cache_file == cfg.cache_dir / "round_0" / "encoders.h5" and result.cache_file.is_file()
+    assert emb.user_image_emb.shape == (corpus.num_users, 32)  # mmga-vit-tiny embed_dim
+    assert emb.user_text_emb.shape == (corpus.num_users, 32)  # text_hidden_size
+    assert np.array_equal(emb.image_mask, corpus.user_image_mask)
+    assert np.array_equal(emb.text_mask, corpus.user_text_mask)
+    assert np.isfinite(emb.user_image_emb).all() and np.isfinite(emb.user_text_emb).all()
+    assert np.all(emb.user_text_emb[~emb.text_mask] == 0)
+    assert np.abs(emb.user_text_emb[emb.text_mask]).sum(1).min() > 0
+    producer = read_producer(result.cache_file)
+    assert producer == json.loads(result.config_file.read_text())
+    assert producer["model"]["image_model"] == "mmga-vit-tiny" and producer["out_dir"] == str(cfg.out_dir)
+
+
+def test_round0_checkpoint_logs_and_metrics(round0):
+    cfg, result, _ = round0
+    assert result.checkpoint.is_file() and result.checkpoint.parent == cfg.out_dir / "checkpoints"
+    payload = torch.load(result.checkpoint, map_location="cpu", weights_only=True)
+    assert payload["stage1_config"] == cfg.to_dict() and payload["global_step"] == 3
+    assert (cfg.out_dir / "checkpoints" / "tokenizer" / "tokenizer.json").is_file()
+    with open(result.log_dir / "metrics.csv") as fh:
+        rows = list(csv.DictReader(fh))
+    for name in ("mlm_loss", "ita_loss", "gcl_image_loss", "gcl_text_loss", "loss"):
+        values = [float(r[f"train/{name}"]) for r in rows if r.get(f"train/{name}")]
+        assert len(values) == 3, name
+        assert result.metrics[name]["first"] == pytest.approx(values[0], rel=1e-5)
+        assert result.metrics[name]["last"] == pytest.approx(values[-1], rel=1e-5)
+    assert result.metrics["global_step"] == 3 and result.metrics["train_posts_per_second"] > 0
+
+
+def test_round1_continues_from_checkpoint_with_edge_weights(round0, tiny_corpus_loaded):
+    cfg0, result0, root = round0
+    corpus = tiny_corpus_loaded
+    rng = np.random.default_rng(0)
+    num_edges, num_users = corpus.num_edges, corpus.num_users
+    edge_index = np.concatenate([corpus.edges.T, corpus.edges.T[::-1]], axis=1)
+    weight = rng.uniform(0.05, 1.0, num_edges).astype(np.float32)
+    graph = GraphOutputs(
+        user_graph_emb=rng.normal(size=(num_users, 8)).astype(np.float32),
+        edge_index=edge_index,
+        gate=np.concatenate([weight, weight])[:, None],
+        edge_weight=weight,
+    )
+    write_graph_outputs(cfg0.cache_dir, 0, graph, fingerprint=corpus.fingerprint, producer={"test": True})
+
+    read = read_edge_weight(Stage1Config.from_dict({**cfg0.to_dict(), "edge_weight_round": 0}), corpus)
+    np.testing.assert_allclose(read, weight / weight.mean(), rtol=1e-6)
+
+    # an lr of ~0 makes round 1 a pure continuation: its export must equal round 0's
+    cfg1 = tiny_config(
+        cfg0.corpus,
+        cfg0.cache_dir,
+        root / "out1",
+        round=1,
+        init_checkpoint=str(result0.checkpoint),
+        edge_weight_round=0,
+        optim={"lr": 1e-12, "warmup_steps": 1},
+        trainer={"max_steps": 2},
+    )
+    result1 = run_stage1(cfg1)
+    emb0 = read_encoder_embeddings(cfg0.cache_dir, 0, fingerprint=corpus.fingerprint, num_users=num_users)
+    emb1 = read_encoder_embeddings(cfg0.cache_dir, 1, fingerprint=corpus.fingerprint, num_users=num_users)
+    np.testing.assert_allclose(emb1.user_image_emb, emb0.user_image_emb, atol=1e-5)
+    np.testing.assert_allclose(emb1.user_text_emb, emb0.user_text_emb, atol=1e-5)
+    assert read_producer(result1.cache_file)["edge_weight_round"] == 0
+    assert result1.metrics["global_step"] == 2
+
+    # a fresh round-1 model (no init checkpoint) gives different embeddings
+    fresh = run_stage1(
+        tiny_config(cfg0.corpus, root / "cache_fresh", root / "out_fresh", seed=5, trainer={"max_steps": 1})
+    )
+    emb_fresh = read_encoder_embeddings(
+        root / "cache_fresh", 0, fingerprint=corpus.fingerprint, num_users=num_users
+    )
+    assert fresh.cache_file.is_file()
+    assert not np.allclose(emb_fresh.user_text_emb, emb0.user_text_emb, atol=1e-3)
+
+
+def test_no_alignment_baseline_skips_gcl_cleanly(round0):
+    cfg0, result0, root = round0
+    cfg = tiny_config(
+        cfg0.corpus,
+        root / "cache_baseline",
+        root / "out_baseline",
+        init_checkpoint=str(result0.checkpoint),
+        losses={"gcl_image_weight": 0.0, "gcl_text_weight": 0.0, "text_feature_input": "clean"},
+    )
+    result = run_stage1(cfg)
+    assert result.metrics["loss_terms"] == ["mlm_loss", "ita_loss"]
+    assert "gcl_image_loss" not in result.metrics and "gcl_text_loss" not in result.metrics
+    payload = torch.load(result.checkpoint, map_location="cpu", weights_only=True)
+    assert not any(k.startswith("gcl_") for k in payload["state_dict"])
+
+
+def test_architecture_mismatch_with_checkpoint_is_a_clear_error(round0, capsys):
+    cfg0, result0, root = round0
+    code = main(
+        ["--corpus", str(cfg0.corpus), "--cache", str(root / "cache_x"), "--out", str(root / "out_x"),
+         "--image-model", "mmga-vit-tiny", "--text-hidden-size", "64", "--text-heads", "2",
+         "--init-checkpoint", str(result0.checkpoint), "--max-steps", "1", "--no-enable-progress-bar"]
+    )  # fmt: skip
+    assert code == 2
+    err = capsys.readouterr().err
+    assert "field 'model.text_hidden_size': is 64 but checkpoint" in err and str(result0.checkpoint) in err
+
+
+def test_cli_refuses_a_cache_of_another_corpus(round0, synthetic_corpus, capsys):
+    cfg0, _, root = round0
+    other = synthetic_corpus(num_users=30, seed=3)
+    argv = ["--corpus", str(other), "--cache", str(cfg0.cache_dir), "--round", "0", "--out", str(root / "out_other"),
+            "--image-model", "mmga-vit-tiny", "--max-steps", "1", "--no-enable-progress-bar"]  # fmt: skip
+    assert main(argv) == 2
+    assert "belongs to corpus fingerprint" in capsys.readouterr().err
+    assert main([*argv[:5], "7", *argv[6:], "--edge-weight-round", "0"]) == 2
+    assert "cache belongs to corpus fingerprint" in capsys.readouterr().err
+
+
+def test_cli_trains_and_prints_where_it_wrote(round0, capsys, tmp_path):
+    cfg0, _, _ = round0
+    config = tmp_path / "stage1.yaml"
+    config.write_text(
+        "model:\n" + "".join(f"  {k}: {v}\n" for k, v in TINY_MODEL.items())
+        + "trainer:\n  max_steps: 2\n  enable_progress_bar: false\n  loggers: [csv, tensorboard]\n"
+    )  # fmt: skip
+    code = main(["--corpus", str(cfg0.corpus), "--cache", str(tmp_path / "cache"), "--round", "4",
+                 "--out", str(tmp_path / "out"), "--config", str(config)])  # fmt: skip
+    assert code == 0
+    out = capsys.readouterr().out
+    assert f"checkpoint {tmp_path / 'out' / 'checkpoints' / 'final.ckpt'}" in out
+    assert f"cache file {tmp_path / 'cache' / 'round_4' / 'encoders.h5'}" in out
+    assert any((tmp_path / "out" / "tensorboard").iterdir())

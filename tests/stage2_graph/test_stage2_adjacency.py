@@ -1,0 +1,83 @@
+"""GraphStructure: symmetric, merged, loop-free adjacency; transpose caches; held-out adjacency."""
+
+from __future__ import annotations
+
+import torch
+from stage2_reference import random_graph
+from torch_sparse import SparseTensor
+
+from stage2_graph import GraphStructure
+
+
+def entries(adj_t: SparseTensor) -> set[tuple[int, int]]:
+    row, col, _ = adj_t.coo()
+    return set(zip(row.tolist(), col.tolist()))
+
+
+def test_symmetric_merged_without_self_loops():
+    edges = torch.tensor([[0, 1], [1, 0], [2, 2], [3, 1], [0, 1], [4, 3]])
+    structure = GraphStructure(edges, num_nodes=6)
+    adj_t, edge_id = structure.adj_t()
+    assert entries(adj_t) == {(0, 1), (1, 0), (1, 3), (3, 1), (3, 4), (4, 3)}
+    assert adj_t.nnz() == 6 and structure.num_edges == 3
+    assert structure.edge_pairs.tolist() == [[0, 1], [1, 3], [3, 4]]
+    assert structure.edge_of_input.tolist() == [0, 0, -1, 1, 0, 2]
+    row, col, _ = adj_t.coo()
+    pairs = structure.edge_pairs[edge_id]
+    assert torch.equal(torch.minimum(row, col), pairs[:, 0]) and torch.equal(
+        torch.maximum(row, col), pairs[:, 1]
+    )
+
+
+def test_transpose_caches_equal_torch_sparse_own():
+    edges = random_graph(30, 70, num_isolated=4, seed=0)
+    ours, _ = GraphStructure(edges, 30).adj_t()
+    row = torch.cat([edges[:, 0], edges[:, 1]])
+    col = torch.cat([edges[:, 1], edges[:, 0]])
+    reference = SparseTensor(row=row, col=col, sparse_sizes=(30, 30))
+    for name in ("rowptr", "col", "row", "rowcount", "colptr", "colcount", "csr2csc", "csc2csr"):
+        assert torch.equal(getattr(ours.storage, name)(), getattr(reference.storage, name)()), name
+    dense = torch.randn(30, 5, requires_grad=True)
+    value = torch.rand(ours.nnz(), requires_grad=True)
+    ours_out = ours.set_value(value, layout="csr").matmul(dense)
+    reference_out = reference.set_value(value, layout="csr").matmul(dense)
+    torch.testing.assert_close(ours_out, reference_out)
+    weights = torch.randn_like(ours_out)
+    grads = torch.autograd.grad((ours_out * weights).sum(), [dense, value])
+    expected = torch.autograd.grad((reference_out * weights).sum(), [dense, value])
+    for got, want in zip(grads, expected):
+        torch.testing.assert_close(got, want)
+
+
+def test_held_out_adjacency_equals_one_built_from_kept_edges():
+    edges = random_graph(40, 120, num_isolated=2, seed=1)
+    structure = GraphStructure(edges, 40)
+    keep = torch.rand(structure.num_edges, generator=torch.Generator().manual_seed(0)) > 0.3
+    adj_t, edge_id = structure.adj_t(keep)
+    kept = structure.edge_pairs[keep]
+    reference = SparseTensor(
+        row=torch.cat([kept[:, 0], kept[:, 1]]),
+        col=torch.cat([kept[:, 1], kept[:, 0]]),
+        sparse_sizes=(40, 40),
+    )
+    for name in ("rowptr", "col", "row", "colptr", "csr2csc", "csc2csr"):
+        assert torch.equal(getattr(adj_t.storage, name)(), getattr(reference.storage, name)()), name
+    assert bool(keep[edge_id].all())
+    held = {tuple(pair) for pair in structure.edge_pairs[~keep].tolist()}
+    assert not any((u, v) in held or (v, u) in held for u, v in entries(adj_t))
+
+
+def test_directed_position_points_at_both_directions():
+    edges = random_graph(25, 60, num_isolated=1, seed=2)
+    structure = GraphStructure(edges, 25)
+    position = structure.directed_position()
+    u, v = structure.edge_pairs.t()
+    assert torch.equal(structure.row[position[0]], u) and torch.equal(structure.col[position[0]], v)
+    assert torch.equal(structure.row[position[1]], v) and torch.equal(structure.col[position[1]], u)
+
+
+def test_empty_graph():
+    structure = GraphStructure(torch.zeros(0, 2, dtype=torch.long), num_nodes=4)
+    adj_t, _ = structure.adj_t()
+    assert adj_t.nnz() == 0 and adj_t.sizes() == [4, 4]
+    assert adj_t.matmul(torch.ones(4, 3)).abs().sum() == 0

@@ -1,0 +1,170 @@
+"""Feature masking, edge hold-out and the two losses."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+import torch.nn.functional as F
+from stage2_reference import random_graph
+
+from stage2_graph import (
+    FeatureReconstructionLoss,
+    GraphInputs,
+    GraphStructure,
+    MaskingDataset,
+    ModelConfig,
+    ObjectiveConfig,
+    OptimConfig,
+    StructureReconstructionLoss,
+)
+from stage2_graph.system import Stage2System
+
+N, F_DIM = 40, 6
+
+
+def make_inputs(seed: int = 0, modalities: bool = True) -> GraphInputs:
+    generator = torch.Generator().manual_seed(seed)
+    features = torch.randn(N, F_DIM, generator=generator)
+    edges = random_graph(N, 110, num_isolated=2, seed=seed)
+    if not modalities:
+        return GraphInputs(features, edges, "f" * 64)
+    image_mask = torch.rand(N, generator=generator) > 0.3
+    text_mask = torch.rand(N, generator=generator) > 0.3
+    image = torch.randn(N, 12, generator=generator) * image_mask.unsqueeze(-1)
+    text = torch.randn(N, 10, generator=generator) * text_mask.unsqueeze(-1)
+    return GraphInputs(features, edges, "f" * 64, (image, text), (image_mask, text_mask))
+
+
+def make_system(inputs: GraphInputs, gate: str = "mgate", heads: int = 2) -> Stage2System:
+    torch.manual_seed(0)
+    model = ModelConfig(hidden_dim=16, num_layers=2, heads=heads, dropout=0.0)
+    system = Stage2System(inputs, model, ObjectiveConfig(), OptimConfig(), gate=gate)
+    return system.eval()
+
+
+def make_batch(system: Stage2System, epoch: int = 0) -> dict[str, torch.Tensor]:
+    dataset = MaskingDataset(N, system.structure.edge_pairs, 0.3, 0.25, 1.0, seed=0)
+    return dataset[(epoch, 0)]
+
+
+@pytest.mark.parametrize("gate", ["mgate", "uniform"])
+def test_masked_features_are_hidden_everywhere(gate):
+    inputs = make_inputs()
+    system = make_system(inputs, gate=gate)
+    node_mask = make_batch(system)["node_mask"]
+    with torch.no_grad():
+        before = system(node_mask=node_mask)
+        system.features[node_mask] = torch.randn(int(node_mask.sum()), F_DIM) * 10
+        after = system(node_mask=node_mask)
+        torch.testing.assert_close(before, after, rtol=0, atol=0)
+        visible = (~node_mask).nonzero()[0, 0]
+        system.features[visible] += 1.0
+        assert not torch.allclose(system(node_mask=node_mask)[visible], after[visible])
+
+
+def test_gate_sees_masked_features_through_the_mask_token():
+    system = make_system(make_inputs())
+    node_mask = make_batch(system)["node_mask"]
+    adj_t, _ = system.message_passing_adj()
+    with torch.no_grad():
+        _, gate = system(node_mask=node_mask, return_gate=True)
+        masked_x = torch.where(node_mask.unsqueeze(-1), system.model.mask_token, system.features)
+        expected = system.model.gate(masked_x, adj_t, system.modalities, system.modality_masks)
+    torch.testing.assert_close(gate, expected)
+
+
+def test_feature_loss_covers_exactly_the_masked_rows():
+    torch.manual_seed(0)
+    loss = FeatureReconstructionLoss(hidden_dim=8, num_features=F_DIM)
+    node_emb, target = torch.randn(N, 8), torch.randn(N, F_DIM)
+    node_mask = torch.zeros(N, dtype=torch.bool)
+    node_mask[[1, 5, 7, 30]] = True
+    value = loss(node_emb, target, node_mask)["feature_loss"]
+    expected = ((loss.head(node_emb) - target) ** 2)[node_mask].mean()
+    torch.testing.assert_close(value, expected)
+    changed = target.clone()
+    changed[~node_mask] += 5.0
+    torch.testing.assert_close(loss(node_emb, changed, node_mask)["feature_loss"], value)
+    changed[5] += 1.0
+    assert loss(node_emb, changed, node_mask)["feature_loss"] != value
+
+
+def test_structure_loss_is_bce_of_scaled_dot_products():
+    torch.manual_seed(0)
+    loss = StructureReconstructionLoss(hidden_dim=8)
+    node_emb = torch.randn(N, 8)
+    pos, neg = torch.tensor([[0, 1, 2], [3, 4, 5]]), torch.tensor([[6, 7], [8, 9]])
+    out = loss(node_emb, pos, neg)
+    with torch.no_grad():
+        logits = [
+            float(loss.proj(node_emb[a]) @ loss.proj(node_emb[b])) / 8**0.5 + float(loss.offset)
+            for a, b in torch.cat([pos, neg], 1).t().tolist()
+        ]
+    labels = torch.tensor([1.0, 1.0, 1.0, 0.0, 0.0])
+    expected = F.binary_cross_entropy_with_logits(torch.tensor(logits), labels)
+    torch.testing.assert_close(out["structure_loss"], expected)
+    correct = [(logit > 0) == bool(label) for logit, label in zip(logits, labels)]
+    torch.testing.assert_close(out["structure_acc"], torch.tensor(sum(correct) / 5))
+
+
+def test_masks_are_deterministic_and_well_formed():
+    system = make_system(make_inputs())
+    dataset = MaskingDataset(N, system.structure.edge_pairs, 0.3, 0.25, 2.0, seed=4)
+    batch = dataset[(3, 0)]
+    again = dataset[(3, 0)]
+    assert all(torch.equal(batch[k], again[k]) for k in batch)
+    assert not torch.equal(dataset[(4, 0)]["node_mask"], batch["node_mask"])
+    assert int(batch["node_mask"].sum()) == round(0.3 * N)
+    held = ~batch["keep_edges"]
+    assert int(held.sum()) == round(0.25 * system.structure.num_edges)
+    assert torch.equal(batch["pos_pairs"].t(), system.structure.edge_pairs[held])
+    edge_set = {tuple(p) for p in system.structure.edge_pairs.tolist()}
+    neg = batch["neg_pairs"].t().tolist()
+    assert len(neg) > 0.9 * 2 * held.sum()
+    assert all(a != b and (min(a, b), max(a, b)) not in edge_set for a, b in neg)
+
+
+def test_held_out_edges_never_reach_message_passing():
+    inputs = make_inputs()
+    system = make_system(inputs)
+    batch = make_batch(system)
+    used = []
+    original = system.message_passing_adj
+
+    def spy(keep_edges=None):
+        adj_t, edge_id = original(keep_edges)
+        used.append(adj_t)
+        return adj_t, edge_id
+
+    system.message_passing_adj = spy
+    system.compute_losses(batch)
+    assert len(used) == 1
+    row, col, _ = used[0].coo()
+    held = {tuple(pair) for pair in batch["pos_pairs"].t().tolist()}
+    assert held and not any((u, v) in held or (v, u) in held for u, v in zip(row.tolist(), col.tolist()))
+
+    # The step's embeddings equal those of a graph from which the held-out edges were deleted.
+    kept = GraphStructure(system.structure.edge_pairs[batch["keep_edges"]], N)
+    with torch.no_grad():
+        step_adj = original(batch["keep_edges"])[0]
+        ours = system.model(system.features, step_adj, system.modalities, system.modality_masks)
+        expected = system.model(system.features, kept.adj_t()[0], system.modalities, system.modality_masks)
+    torch.testing.assert_close(ours, expected)
+
+
+def test_x_only_system_has_no_modalities():
+    system = make_system(make_inputs(modalities=False))
+    assert system.model.gate.feature_dim == F_DIM and system.model.gate.modality_dims == ()
+    batch = make_batch(system)
+    losses = system.compute_losses(batch)
+    assert set(losses) >= {"feature_loss", "structure_loss", "loss"}
+    losses["loss"].backward()
+
+
+def test_corpus_without_statistics_columns():
+    inputs = GraphInputs(torch.zeros(N, 0), random_graph(N, 80, num_isolated=0, seed=0), "f" * 64)
+    system = make_system(inputs)
+    losses = system.compute_losses(make_batch(system))
+    assert losses["feature_loss"] == 0 and torch.isfinite(losses["loss"])
+    losses["loss"].backward()
+    assert all(p.grad is None or torch.isfinite(p.grad).all() for p in system.parameters())

@@ -1,0 +1,194 @@
+"""Short Lightning fits on the tiny generated corpus: losses fall, a valid cache is written, variants run,
+and bad caches are refused with a message that names the command to run."""
+
+from __future__ import annotations
+
+import csv
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from cache import (
+    EncoderEmbeddings,
+    graph_file,
+    read_graph_outputs,
+    read_producer,
+    write_encoder_embeddings,
+)
+from corpus import load_corpus
+from stage2_graph import Stage2Config, Stage2InputError, run_stage2
+from stage2_graph.run import main
+
+
+@pytest.fixture(scope="module")
+def loaded(tiny_corpus):
+    return load_corpus(tiny_corpus)
+
+
+def write_random_encoders(
+    cache_dir: Path, corpus, round_idx: int = 0, fingerprint: str | None = None
+) -> None:
+    rng = np.random.default_rng(round_idx)
+    n = corpus.num_users
+    image_mask, text_mask = rng.random(n) > 0.2, rng.random(n) > 0.2
+    emb = EncoderEmbeddings(
+        (rng.standard_normal((n, 16)) * image_mask[:, None]).astype(np.float32),
+        (rng.standard_normal((n, 12)) * text_mask[:, None]).astype(np.float32),
+        image_mask,
+        text_mask,
+    )
+    write_encoder_embeddings(
+        cache_dir, round_idx, emb, fingerprint=fingerprint or corpus.fingerprint, producer={"test": "random"}
+    )
+
+
+def small_config(corpus_dir: Path, cache_dir: Path, out_dir: Path, **top) -> Stage2Config:
+    data = {
+        "corpus": str(corpus_dir),
+        "cache_dir": str(cache_dir),
+        "out_dir": str(out_dir),
+        "model": {"hidden_dim": 32, "num_layers": 2, "heads": 2, "dropout": 0.0},
+        "optim": {"lr": 0.01},
+        "trainer": {
+            "max_steps": 80,
+            "enable_progress_bar": False,
+            "log_every_n_steps": 1,
+            "accelerator": "cpu",
+        },
+    }
+    for key, value in top.items():
+        if isinstance(value, dict):
+            data[key] = {**data.get(key, {}), **value}
+        else:
+            data[key] = value
+    return Stage2Config.from_dict(data)
+
+
+def logged(log_dir: Path, column: str) -> list[float]:
+    with open(log_dir / "metrics.csv") as handle:
+        return [float(row[column]) for row in csv.DictReader(handle) if row.get(column)]
+
+
+def test_fit_reduces_both_losses_and_writes_a_valid_cache(tiny_corpus, loaded, tmp_path):
+    write_random_encoders(tmp_path / "cache", loaded)
+    cfg = small_config(tiny_corpus, tmp_path / "cache", tmp_path / "out")
+    result = run_stage2(cfg)
+
+    for term in ("feature_loss", "structure_loss"):
+        values = logged(result.log_dir, f"train/{term}")
+        assert len(values) == 80
+        assert np.mean(values[-10:]) < 0.9 * np.mean(values[:10]), term
+        assert f"{term}_first" in result.metrics and f"{term}_last" in result.metrics
+
+    assert result.cache_file == graph_file(tmp_path / "cache", 0)
+    outputs = read_graph_outputs(
+        tmp_path / "cache",
+        0,
+        fingerprint=loaded.fingerprint,
+        num_users=loaded.num_users,
+        num_edges=loaded.num_edges,
+    )
+    num_edges = loaded.num_edges
+    assert outputs.user_graph_emb.shape == (loaded.num_users, 32)
+    assert outputs.gate.shape == (2 * num_edges, 2)
+    assert np.array_equal(outputs.edge_index[:, :num_edges], loaded.edges.T)
+    assert np.array_equal(outputs.edge_index[:, num_edges:], loaded.edges.T[::-1])
+    # Sigmoid gate: a_uv * deg(u) is the sigmoid, and edge_weight averages it over heads and directions.
+    degree = np.bincount(loaded.edges.ravel(), minlength=loaded.num_users)
+    relevance = (outputs.gate * degree[outputs.edge_index[1]][:, None]).mean(1)
+    np.testing.assert_allclose(
+        outputs.edge_weight, (relevance[:num_edges] + relevance[num_edges:]) / 2, rtol=1e-5
+    )
+    assert 0 < outputs.edge_weight.min() and outputs.edge_weight.max() < 1
+
+    producer = read_producer(result.cache_file)
+    assert producer["model"]["hidden_dim"] == 32 and producer["gate"] == "mgate"
+    assert result.checkpoint.is_file()
+    saved = json.loads((result.checkpoint.parent / "config.json").read_text())
+    assert saved == cfg.to_dict()
+
+
+def test_uniform_and_x_only_variants_run(tiny_corpus, loaded, tmp_path, capsys):
+    # Neither variant reads stage 1's embeddings: the cache folder is empty.
+    trainer = {"max_steps": 5, "enable_progress_bar": True}
+    uniform = run_stage2(
+        small_config(tiny_corpus, tmp_path / "c1", tmp_path / "o1", gate="uniform", trainer=trainer)
+    )
+    progress = capsys.readouterr().out
+    assert "stage 2: 100%" in progress and "5/5" in progress
+    outputs = read_graph_outputs(
+        tmp_path / "c1",
+        0,
+        fingerprint=loaded.fingerprint,
+        num_users=loaded.num_users,
+        num_edges=loaded.num_edges,
+    )
+    assert outputs.gate.shape[1] == 1 and np.all(outputs.edge_weight == 1.0)
+    degree = np.bincount(loaded.edges.ravel(), minlength=loaded.num_users)
+    np.testing.assert_allclose(outputs.gate[:, 0], 1.0 / degree[outputs.edge_index[1]], rtol=1e-6)
+    assert uniform.metrics["steps_run"] == 5
+
+    x_only = run_stage2(
+        small_config(
+            tiny_corpus, tmp_path / "c2", tmp_path / "o2", use_modalities=False, trainer={"max_steps": 5}
+        )
+    )
+    assert read_producer(x_only.cache_file)["use_modalities"] is False
+
+
+def test_softmax_gate_resume_and_init_checkpoint(tiny_corpus, loaded, tmp_path):
+    cache = tmp_path / "cache"
+    write_random_encoders(cache, loaded, round_idx=0)
+    write_random_encoders(cache, loaded, round_idx=1)
+    model = {"gate_normalization": "softmax"}
+    first = run_stage2(
+        small_config(tiny_corpus, cache, tmp_path / "r0", model=model, trainer={"max_steps": 6})
+    )
+    resumed = run_stage2(
+        small_config(
+            tiny_corpus, cache, tmp_path / "r0", model=model, trainer={"max_steps": 10, "resume": "last"}
+        )
+    )
+    assert resumed.metrics["steps_run"] == 4
+    outputs = read_graph_outputs(
+        cache, 0, fingerprint=loaded.fingerprint, num_users=loaded.num_users, num_edges=loaded.num_edges
+    )
+    assert outputs.edge_weight.max() <= 1.0 and outputs.edge_weight.min() > 0
+
+    second = run_stage2(
+        small_config(
+            tiny_corpus, cache, tmp_path / "r1", round=1, model=model, init_checkpoint=str(first.checkpoint),
+            trainer={"max_steps": 2},
+        )
+    )  # fmt: skip
+    assert graph_file(cache, 1) == second.cache_file
+
+    wrong = small_config(tiny_corpus, cache, tmp_path / "r2", round=1, init_checkpoint=str(first.checkpoint))
+    wrong.model.hidden_dim = 16
+    with pytest.raises(Stage2InputError, match="cannot initialise"):
+        run_stage2(wrong)
+
+
+def test_refuses_missing_stage1_embeddings(tiny_corpus, tmp_path, capsys):
+    code = main(["--corpus", str(tiny_corpus), "--cache", str(tmp_path / "cache"), "--round", "3",
+                 "--out", str(tmp_path / "out"), "--no-enable-progress-bar"])  # fmt: skip
+    message = capsys.readouterr().err
+    assert code == 2
+    assert "round 3 are missing" in message
+    assert (
+        f"python -m stage1_encoders.run --corpus {tiny_corpus} --cache {tmp_path / 'cache'} --round 3"
+        in message
+    )
+
+
+def test_refuses_cache_of_another_corpus(tiny_corpus, loaded, tmp_path):
+    write_random_encoders(tmp_path / "cache", loaded, fingerprint="0" * 64)
+    cfg = small_config(tiny_corpus, tmp_path / "cache", tmp_path / "out")
+    with pytest.raises(Stage2InputError, match="corpus fingerprint") as err:
+        run_stage2(cfg)
+    assert "python -m stage1_encoders.run" in str(err.value)
+    cfg.use_modalities = False
+    with pytest.raises(Stage2InputError, match="belongs to corpus fingerprint"):
+        run_stage2(cfg)

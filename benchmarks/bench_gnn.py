@@ -1,7 +1,7 @@
 """Benchmark of the M-Gate layer against a plain torch-sparse SpMM layer (the floor) and PyG's GATConv (the peer).
 
 One synthetic graph (default: 60,000 nodes, 600,000 undirected edges, width 64); one forward+backward of
-each layer, median of a few repeats on a fixed number of threads; prints times and ratios. Then the
+each layer, median of a few repeats taken in turns, on a fixed number of threads; prints times and ratios. Then the
 epoch time (one full-batch training step of the default stage-2 model: masks, adjacency, forward, both
 losses, backward, optimizer) from 1e4 to 1e6 edges, each size in its own subprocess so that its peak
 memory (ru_maxrss) is its own.
@@ -19,6 +19,7 @@ import statistics
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import torch
@@ -72,6 +73,20 @@ def median_time(step, repeats: int) -> float:
     return statistics.median(times)
 
 
+def interleaved_medians(steps: dict[str, Callable[[], None]], repeats: int) -> dict[str, float]:
+    """Median time of each step, run in turns (one of each per round) so that a shared machine's load
+    falls on all of them alike."""
+    for step in steps.values():
+        step()  # warm-up
+    times: dict[str, list[float]] = {name: [] for name in steps}
+    for _ in range(repeats):
+        for name, step in steps.items():
+            start = time.perf_counter()
+            step()
+            times[name].append(time.perf_counter() - start)
+    return {name: statistics.median(values) for name, values in times.items()}
+
+
 def bench_layers(args) -> dict[str, float]:
     num_nodes, num_edges, width = args.nodes, args.edges, args.width
     edges = random_edges(num_nodes, num_edges, seed=0)
@@ -83,45 +98,40 @@ def bench_layers(args) -> dict[str, float]:
     gate_features = torch.randn(num_nodes, GATE_DIMS[0])
     modality_masks = [torch.rand(num_nodes) > 0.1, torch.rand(num_nodes) > 0.1]
     modalities = [torch.randn(num_nodes, d) * m[:, None] for d, m in zip(GATE_DIMS[1:], modality_masks)]
+    gate_args = (gate_features, modalities, modality_masks)
 
-    mgate = MGateConv(
-        width, width, heads=args.heads, gate_feature_dim=GATE_DIMS[0], modality_dims=GATE_DIMS[1:]
-    )
+    def mgate(heads: int, normalization: str = "sigmoid") -> MGateConv:
+        return MGateConv(
+            width,
+            width,
+            heads=heads,
+            gate_feature_dim=GATE_DIMS[0],
+            modality_dims=GATE_DIMS[1:],
+            gate_normalization=normalization,
+        )
+
     floor = SpmmLayer(width)
     floor_adj = adj_t.set_value(uniform_gate(adj_t).view(-1), layout="csr")
     gat = GATConv(width, width // args.heads, heads=args.heads)
+    sigmoid_layer, softmax_layer = mgate(args.heads), mgate(args.heads, "softmax")
+    forwards = {
+        "floor_spmm": lambda: floor(x, floor_adj),
+        "mgate": lambda: sigmoid_layer(x, adj_t, *gate_args),
+        "gatconv": lambda: gat(x, edge_index),
+        "mgate_softmax": lambda: softmax_layer(x, adj_t, *gate_args),
+    }
+    if args.heads == 1:
+        four_heads = mgate(4)
+        forwards["mgate_4_heads"] = lambda: four_heads(x, adj_t, *gate_args)
 
-    def run(forward):
-        def step():
+    def step(forward):
+        def run():
             x.grad = None
             forward().sum().backward()
 
-        return step
+        return run
 
-    results = {
-        "floor_spmm": median_time(run(lambda: floor(x, floor_adj)), args.repeats),
-        "mgate": median_time(
-            run(lambda: mgate(x, adj_t, gate_features, modalities, modality_masks)), args.repeats
-        ),
-        "gatconv": median_time(run(lambda: gat(x, edge_index)), args.repeats),
-    }
-    softmax = MGateConv(
-        width,
-        width,
-        heads=args.heads,
-        gate_feature_dim=GATE_DIMS[0],
-        modality_dims=GATE_DIMS[1:],
-        gate_normalization="softmax",
-    )
-    results["mgate_softmax"] = median_time(
-        run(lambda: softmax(x, adj_t, gate_features, modalities, modality_masks)), args.repeats
-    )
-    if args.heads == 1:
-        multi = MGateConv(width, width, heads=4, gate_feature_dim=GATE_DIMS[0], modality_dims=GATE_DIMS[1:])
-        results["mgate_4_heads"] = median_time(
-            run(lambda: multi(x, adj_t, gate_features, modalities, modality_masks)), args.repeats
-        )
-    return results
+    return interleaved_medians({name: step(forward) for name, forward in forwards.items()}, args.repeats)
 
 
 def epoch_worker(num_edges: int, repeats: int, threads: int) -> dict[str, float]:
@@ -195,7 +205,8 @@ def main() -> None:
         print(json.dumps(epoch_worker(args.worker, args.repeats, args.threads)))
         return
 
-    print(f"threads={args.threads} repeats={args.repeats} (median)")
+    load = Path("/proc/loadavg").read_text().split()[:3] if Path("/proc/loadavg").exists() else ["?"]
+    print(f"threads={args.threads} repeats={args.repeats} (median); load average before: {' '.join(load)}")
     if not args.skip_layers:
         print(
             f"\nlayer forward+backward: {args.nodes:,} nodes, {args.edges:,} undirected edges, width {args.width}"

@@ -98,3 +98,17 @@ def bucketize(values: np.ndarray, edges: np.ndarray) -> np.ndarray:
 def bucket_accuracy(y_true: np.ndarray, y_pred: np.ndarray, edges: np.ndarray) -> float:
     """Accuracy of the predicted quantile bucket against the true one."""
     return accuracy(bucketize(y_true, edges), bucketize(y_pred, edges))
+
+
+def roc_auc(positive: np.ndarray, scores: np.ndarray) -> float:
+    """Area under the ROC curve (Mann-Whitney U with average ranks for ties): the probability that a random
+    positive scores above a random negative. ``positive``: bool ``[N]``; ``scores``: ``[N]``. ``nan`` when one
+    class is empty."""
+    positive = _as_1d(positive, "positive").astype(bool)
+    scores = _as_1d(scores, "scores")
+    _same_length(positive, scores)
+    n_pos, n_neg = int(positive.sum()), int((~positive).sum())
+    if n_pos == 0 or n_neg == 0:
+        return float("nan")
+    ranks = rankdata_average(scores.astype(np.float64))
+    return float((ranks[positive].sum() - n_pos * (n_pos + 1) / 2) / (n_pos * n_neg))

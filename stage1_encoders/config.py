@@ -71,7 +71,11 @@ class ModelConfig:
     text_layers: int = _f(2, "tiny BERT: number of layers")
     text_heads: int = _f(2, "tiny BERT: attention heads")
     text_intermediate_size: int = _f(128, "tiny BERT: feed-forward width")
-    text_vocab_size: int = _f(2000, "tiny BERT: WordPiece vocabulary size trained on the captions")
+    text_vocab_size: int = _f(
+        2000,
+        "tiny BERT: WordPiece vocabulary size: special tokens, characters (always all of them), then the most "
+        "frequent caption words",
+    )
     text_dropout: float = _f(
         0.0,
         "tiny BERT: hidden and attention dropout (off by default: short runs do not overfit, and it costs ~8%% of a step)",
@@ -108,7 +112,14 @@ class LossConfig:
 @dataclass
 class DataConfig:
     pairs_per_batch: int = _f(16, "positive user pairs (corpus edges) per batch")
-    negatives_per_positive: float = _f(1.0, "negative (non-linked) pairs sampled per positive pair")
+    negatives_per_positive: float = _f(
+        1.0, "negative (non-linked) pairs sampled uniformly over all users per positive pair"
+    )
+    batch_negatives_per_positive: float = _f(
+        0.0,
+        "extra negative pairs per positive, sampled uniformly among the users already in the batch "
+        "(more GCL pairs at no encoder cost)",
+    )
     posts_per_user: int = _f(2, "posts sampled per user in a batch (fewer if the user has fewer)")
     num_workers: int = _f(0, "DataLoader worker processes for training and export")
     image_cache_mb: float = _f(
@@ -279,6 +290,11 @@ class Stage1Config:
             fail("losses.init_temperature", "1/init_temperature exceeds max_logit_scale")
         if self.data.negatives_per_positive < 0:
             fail("data.negatives_per_positive", f"must be >= 0, got {self.data.negatives_per_positive}")
+        if self.data.batch_negatives_per_positive < 0:
+            fail(
+                "data.batch_negatives_per_positive",
+                f"must be >= 0, got {self.data.batch_negatives_per_positive}",
+            )
         if self.data.image_cache_mb < 0:
             fail("data.image_cache_mb", f"must be >= 0, got {self.data.image_cache_mb}")
         if self.data.num_workers < 0:

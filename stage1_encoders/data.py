@@ -108,8 +108,9 @@ class PairBatchCollator:
     """Collate a list of edge ids into one training batch.
 
     For the positive pairs (the given edges, randomly oriented) and ``negatives_per_positive`` times as many
-    sampled non-linked pairs, take up to ``posts_per_user`` random posts of every user in a pair, tokenize
-    their captions (and mask them for MLM), and load their images.
+    uniformly sampled non-linked pairs, take up to ``posts_per_user`` random posts of every user in a pair, tokenize
+    their captions (and mask them for MLM), and load their images. ``batch_negatives_per_positive`` adds
+    non-linked pairs drawn uniformly among the users already in the batch (GCL pairs without encoder cost).
 
     Batch (U users, T captions, I images, Q posts with both, B pairs):
         text_post int64 [T], image_post int64 [I]: corpus post indices of the caption and image rows;
@@ -125,6 +126,7 @@ class PairBatchCollator:
         preprocessor: PostPreprocessor,
         *,
         negatives_per_positive: float = 1.0,
+        batch_negatives_per_positive: float = 0.0,
         posts_per_user: int = 2,
         mlm: bool = True,
         mlm_probability: float = 0.15,
@@ -139,6 +141,7 @@ class PairBatchCollator:
         self.has_text = np.asarray(corpus.post_has_text)
         self.has_image = np.asarray(corpus.post_has_image)
         self.negatives_per_positive = negatives_per_positive
+        self.batch_negatives_per_positive = batch_negatives_per_positive
         self.posts_per_user = posts_per_user
         self.mlm = mlm
         self.mlm_probability = mlm_probability
@@ -163,6 +166,14 @@ class PairBatchCollator:
         weight = torch.cat([pos_weight, torch.ones(len(neg_u))])
         return torch.cat([pos_u, neg_u]), torch.cat([pos_v, neg_v]), label, weight
 
+    def _batch_edge_keys(self, users: torch.Tensor) -> torch.Tensor:
+        """Edge keys ``a * U + b`` (a < b, indices into ``users``) of the corpus edges among ``users``."""
+        is_member = torch.zeros(self.num_users, dtype=torch.bool)
+        is_member[users] = True
+        inside = self.edges[is_member[self.edges[:, 0]] & is_member[self.edges[:, 1]]]
+        local = torch.searchsorted(users, inside)  # users is sorted, so local order keeps a < b
+        return local[:, 0] * len(users) + local[:, 1]
+
     def sample_posts(self, users: torch.Tensor) -> tuple[np.ndarray, np.ndarray]:
         """(post index [P], batch-user index [P]): up to ``posts_per_user`` random posts of each user."""
         post_idx, post_user = [], []
@@ -182,6 +193,13 @@ class PairBatchCollator:
     def __call__(self, edge_ids: list[int]) -> dict:
         pair_u, pair_v, label, weight = self.sample_pairs(torch.as_tensor(edge_ids, dtype=torch.long))
         users, inverse = torch.unique(torch.cat([pair_u, pair_v]), return_inverse=True)
+        pair_u, pair_v = inverse[: len(pair_u)], inverse[len(pair_u) :]
+        num_extra = int(round(self.batch_negatives_per_positive * len(edge_ids)))
+        if num_extra > 0:  # more negatives among users the batch encodes anyway: no extra encoder work
+            extra_u, extra_v = sample_negative_pairs(num_extra, len(users), self._batch_edge_keys(users))
+            pair_u, pair_v = torch.cat([pair_u, extra_u]), torch.cat([pair_v, extra_v])
+            label = torch.cat([label, torch.zeros(len(extra_u))])
+            weight = torch.cat([weight, torch.ones(len(extra_u))])
         post_idx, post_user = self.sample_posts(users)
         has_text = self.has_text[post_idx]
         has_image = self.has_image[post_idx]
@@ -197,8 +215,8 @@ class PairBatchCollator:
             "image_post_user": torch.from_numpy(post_user[has_image]),
             "ita_text_row": torch.from_numpy((np.cumsum(has_text) - 1)[both]),
             "ita_image_row": torch.from_numpy((np.cumsum(has_image) - 1)[both]),
-            "pair_u": inverse[: len(pair_u)],
-            "pair_v": inverse[len(pair_u) :],
+            "pair_u": pair_u,
+            "pair_v": pair_v,
             "pair_label": label,
             "pair_weight": weight,
             "users": users,

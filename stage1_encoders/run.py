@@ -131,6 +131,8 @@ def main(argv: list[str] | None = None) -> int:
     except (ConfigError, CorpusError, CacheError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
+    if result.global_rank != 0:
+        return 0
     print(f"stage 1 round {cfg.round}: checkpoint {result.checkpoint}")
     print(f"stage 1 round {cfg.round}: resolved config {result.config_file}")
     print(f"stage 1 round {cfg.round}: logs {result.log_dir}")

@@ -56,6 +56,7 @@ class Stage1Result:
         metrics: per loss term ``{"first", "last", "first_mean", "last_mean", "steps"}`` (the means over the
             first and last 10% of steps, 1-20 steps), plus timings and throughputs.
         config_file: the resolved config saved beside the checkpoint.
+        global_rank: this process's rank (0 without DDP; under ``ddp`` every rank returns a result).
     """
 
     checkpoint: Path
@@ -63,6 +64,7 @@ class Stage1Result:
     log_dir: Path
     metrics: dict = field(default_factory=dict)
     config_file: Path | None = None
+    global_rank: int = 0
 
 
 class _Artifacts(Callback):
@@ -272,6 +274,7 @@ def build_parts(
         corpus,
         prep,
         negatives_per_positive=cfg.data.negatives_per_positive,
+        batch_negatives_per_positive=cfg.data.batch_negatives_per_positive,
         posts_per_user=cfg.data.posts_per_user,
         mlm=lc.lm_weight > 0,
         mlm_probability=lc.mlm_probability,
@@ -389,4 +392,5 @@ def _run(cfg: Stage1Config) -> Stage1Result:
         log_dir=cfg.out_dir / "logs",
         metrics=metrics,
         config_file=cfg.out_dir / "checkpoints" / CONFIG_FILE,
+        global_rank=int(trainer.global_rank),
     )

@@ -1,16 +1,19 @@
-"""Tokenizers: a WordPiece vocabulary trained on the corpus's captions (tiny preset), or the pretrained
+"""Tokenizers: a WordPiece vocabulary learnt from the corpus's captions (tiny preset), or the pretrained
 model's own tokenizer. Either way a ``PreTrainedTokenizerFast`` with BERT's special tokens."""
 
 from __future__ import annotations
 
+import string
+from collections import Counter
 from collections.abc import Iterable
 
-from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, processors, trainers
+from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, processors
 from transformers import AutoTokenizer, PreTrainedTokenizerFast
 
 from stage1_encoders.config import ModelConfig
 from stage1_encoders.encoders import text_source
 
+BASIC_CHARACTERS = string.ascii_lowercase + string.digits + string.punctuation
 SPECIAL_TOKENS = {
     "pad_token": "[PAD]",
     "unk_token": "[UNK]",
@@ -25,21 +28,34 @@ def wrap_tokenizer(backend: Tokenizer, max_length: int) -> PreTrainedTokenizerFa
 
 
 def train_wordpiece(texts: Iterable[str], vocab_size: int, max_length: int) -> PreTrainedTokenizerFast:
-    """Train a lower-cased BERT WordPiece tokenizer on ``texts`` (``[CLS] text [SEP]`` template)."""
-    backend = Tokenizer(models.WordPiece(unk_token=SPECIAL_TOKENS["unk_token"]))
-    backend.normalizer = normalizers.BertNormalizer(lowercase=True)
-    backend.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
-    backend.decoder = decoders.WordPiece()
-    trainer = trainers.WordPieceTrainer(
-        vocab_size=vocab_size, special_tokens=list(SPECIAL_TOKENS.values()), show_progress=False
+    """A lower-cased BERT WordPiece tokenizer (``[CLS] text [SEP]``) whose vocabulary is learnt from ``texts``.
+
+    Vocabulary: the special tokens, every character seen and the ASCII letters, digits and punctuation (alone
+    and as ``##`` continuations, so a word made of them is never ``[UNK]``), then whole words by decreasing count (ties by spelling) up to ``vocab_size`` tokens. Words come
+    from the tokenizer's own BERT normaliser and pre-tokenizer; tokenization is ``tokenizers``' WordPiece.
+    ``tokenizers.trainers.WordPieceTrainer`` is not used because it breaks ties between equally frequent merges
+    in hash order, so two processes (DDP ranks, or a rerun) get different vocabularies from the same captions.
+    """
+    normalizer = normalizers.BertNormalizer(lowercase=True)
+    pre_tokenizer = pre_tokenizers.BertPreTokenizer()
+    # both act per character / split at whitespace, so one call over the joined captions equals one per caption
+    words = pre_tokenizer.pre_tokenize_str(normalizer.normalize_str("\n".join(texts)))
+    counts = Counter(word for word, _ in words)
+    alphabet = sorted({char for word in counts for char in word} | set(BASIC_CHARACTERS))
+    vocab = [*SPECIAL_TOKENS.values(), *alphabet, *(f"##{char}" for char in alphabet)]
+    room = max(vocab_size - len(vocab), 0)
+    top_words = sorted((w for w in counts if len(w) > 1), key=lambda w: (-counts[w], w))[:room]
+    vocab.extend(top_words)
+    backend = Tokenizer(
+        models.WordPiece({token: i for i, token in enumerate(vocab)}, unk_token=SPECIAL_TOKENS["unk_token"])
     )
-    backend.train_from_iterator(texts, trainer=trainer)
-    cls_id = backend.token_to_id(SPECIAL_TOKENS["cls_token"])
-    sep_id = backend.token_to_id(SPECIAL_TOKENS["sep_token"])
+    backend.normalizer = normalizer
+    backend.pre_tokenizer = pre_tokenizer
+    backend.decoder = decoders.WordPiece()
     backend.post_processor = processors.TemplateProcessing(
         single="[CLS] $A [SEP]",
         pair="[CLS] $A [SEP] $B:1 [SEP]:1",
-        special_tokens=[("[CLS]", cls_id), ("[SEP]", sep_id)],
+        special_tokens=[("[CLS]", vocab.index("[CLS]")), ("[SEP]", vocab.index("[SEP]"))],
     )
     return wrap_tokenizer(backend, max_length)
 

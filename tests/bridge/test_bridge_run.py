@@ -46,30 +46,6 @@ def tiny_config(corpus: Path | None, **kw) -> BridgeConfig:
     return BridgeConfig(**{**base, **kw})
 
 
-_TRAINED_VOCABS: dict[tuple, str] = {}
-
-
-def _reuse_trained_vocab(mp: pytest.MonkeyPatch) -> None:
-    """Workaround, pending a fix in stage 1 (requested in docs/bridge.md): the WordPiece trainer of
-    ``tokenizers`` breaks ties between equally frequent merges in hash order, so two runs of round 0's stage 1
-    learn different vocabularies and hence different embeddings. Train the tiny vocabulary once per test
-    session and hand it to later round-0 runs through stage 1's own "stored tokenizer" path, so that a resumed
-    run can be compared with an uninterrupted one bit for bit."""
-    import stage1_encoders.stage as stage1_module
-
-    original = stage1_module.build_tokenizer
-
-    def build_once(cfg, captions, stored_json=None):
-        if stored_json is not None or cfg.text_model != "tiny":
-            return original(cfg, captions, stored_json)
-        key = (tuple(captions or ()), cfg.text_vocab_size, cfg.max_text_length)
-        if key not in _TRAINED_VOCABS:
-            _TRAINED_VOCABS[key] = original(cfg, captions).backend_tokenizer.to_str()
-        return original(cfg, captions, _TRAINED_VOCABS[key])
-
-    mp.setattr(stage1_module, "build_tokenizer", build_once)
-
-
 class StageSpy:
     """Counts the calls of both stage entries (keyed by variant/round/stage) and can fail one of them once."""
 
@@ -100,7 +76,6 @@ class StageSpy:
 def reference_run(tiny_corpus, tmp_path_factory):
     """One uninterrupted 2-round run with baselines (shared by the checks below)."""
     mp = pytest.MonkeyPatch()
-    _reuse_trained_vocab(mp)
     spy = StageSpy(mp)
     run_dir = tmp_path_factory.mktemp("bridge_ref")
     try:
@@ -134,6 +109,10 @@ def test_two_round_run_writes_report_and_wires_the_rounds(reference_run):
         + metrics["rows"]["mmga_image"]["dim"]
     )
     assert result.metrics["rows"] == metrics["rows"]
+    diag = metrics["edge_weight_diagnostics"]  # the tiny corpus is synthetic: the truth file is there
+    assert set(diag["variants"]) == {"no_align", "graph_only", "mmga"}
+    assert all(d["auc_same_topic"] == 0.5 for d in diag["variants"]["no_align"])  # uniform weights
+    assert all(0.0 <= d["auc_same_topic"] <= 1.0 for d in diag["variants"]["mmga"])
     report = (paths.report_dir / "report.md").read_text()
     assert "| MMGA after round 1 (`mmga_round_1`) |" in report and "## Timings" in report
 
@@ -192,7 +171,6 @@ def test_rerun_skips_everything_and_detects_changes(reference_run, tiny_corpus, 
 def test_resume_after_interrupt_skips_completed_work_and_matches(
     reference_run, tiny_corpus, tmp_path, monkeypatch
 ):
-    _reuse_trained_vocab(monkeypatch)
     reference, _, _ = reference_run
     spy = StageSpy(monkeypatch, fail_once="mmga/round_1/stage2")
     cfg = tiny_config(tiny_corpus)

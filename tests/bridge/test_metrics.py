@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 import torch
 from scipy.stats import rankdata, spearmanr
-from sklearn.metrics import accuracy_score, f1_score, mean_absolute_error
+from sklearn.metrics import accuracy_score, f1_score, mean_absolute_error, roc_auc_score
 
 from bridge import metrics
 from bridge.evaluate import BatchedHeads, EvalConfig, evaluate_representation
@@ -38,6 +38,16 @@ def test_regression_metrics_match_scipy(seed):
     assert metrics.spearman(x, y) == pytest.approx(spearmanr(x, y).statistic, abs=1e-12)
     assert metrics.mae(x, y) == pytest.approx(mean_absolute_error(x, y))
     np.testing.assert_allclose(metrics.rankdata_average(x), rankdata(x))
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_roc_auc_matches_sklearn(seed):
+    rng = np.random.default_rng(seed)
+    positive = rng.random(300) < 0.3
+    scores = np.round(positive * 0.5 + rng.normal(size=300), 1)  # ties included
+    assert metrics.roc_auc(positive, scores) == pytest.approx(roc_auc_score(positive, scores), abs=1e-12)
+    assert metrics.roc_auc(np.array([True, False]), np.array([1.0, 0.0])) == 1.0
+    assert np.isnan(metrics.roc_auc(np.array([True, True]), np.array([1.0, 0.0])))
 
 
 def test_spearman_edge_cases():

@@ -127,3 +127,20 @@ def test_posts_per_user_limit(tiny_parts, posts_per_user):
     assert (counts == np.minimum(tiny_parts.corpus.user_num_posts, posts_per_user)).all()
     assert (tiny_parts.corpus.post_user[post_idx] == post_user).all()
     assert len(np.unique(post_idx)) == len(post_idx)
+
+
+def test_batch_negatives_are_unlinked_pairs_of_batch_users(tiny_parts):
+    corpus = tiny_parts.corpus
+    torch.manual_seed(3)
+    collator = PairBatchCollator(
+        corpus, tiny_parts.prep, negatives_per_positive=1.0, batch_negatives_per_positive=3.0
+    )
+    plain = PairBatchCollator(corpus, tiny_parts.prep, negatives_per_positive=1.0)
+    batch = collator(list(range(10)))
+    users, labels = batch["users"], batch["pair_label"]
+    assert len(labels) == 10 + 10 + 30 and labels[20:].sum() == 0 and (batch["pair_weight"][20:] == 1).all()
+    edges = _edge_set(corpus)
+    for a, b in zip(users[batch["pair_u"][20:]].tolist(), users[batch["pair_v"][20:]].tolist()):
+        assert a != b and (min(a, b), max(a, b)) not in edges
+    torch.manual_seed(3)
+    assert plain(list(range(10)))["num_users"] == batch["num_users"]  # no extra users to encode

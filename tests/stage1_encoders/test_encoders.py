@@ -36,8 +36,17 @@ def test_tiny_text_preset_tokenizer_is_trained_on_captions(tiny_parts):
     vocab = tok.get_vocab()
     assert len(vocab) <= tiny_parts.model_cfg.text_vocab_size
     assert sum(w in vocab for w in words) > 0.5 * len(words)
+    ranked = sorted(
+        (w for w in words if len(w) > 1),
+        key=lambda w: -sum(t.lower().split().count(w) for t in tiny_parts.corpus.post_text),
+    )
+    assert all(w in vocab for w in ranked[:10])
     enc = tok(tiny_parts.corpus.post_text[0])
     assert enc["input_ids"][0] == tok.cls_token_id and enc["input_ids"][-1] == tok.sep_token_id
+    assert all(len(tok.tokenize(w)) == 1 for w in ranked[:10])  # frequent caption words are whole tokens
+    assert tok.unk_token not in tok.tokenize("zebra-42, quokka!")  # unseen ASCII words split into pieces
+    retrained = build_tokenizer(tiny_parts.model_cfg, list(tiny_parts.corpus.post_text))
+    assert retrained.get_vocab() == vocab  # deterministic: every DDP rank and every rerun agree
     again = tokenizer_from_json(tok.backend_tokenizer.to_str(), 16)
     texts = tiny_parts.corpus.post_text[:20]
     assert again(texts)["input_ids"] == tok(texts)["input_ids"]

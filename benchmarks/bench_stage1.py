@@ -124,6 +124,8 @@ def throughput(args) -> None:
         corpus_path = corpus_dir(args, work)
         corpus = load_corpus(corpus_path)
         cfg = make_config(corpus_path, work, args)
+        if cfg.trainer.num_threads is not None:  # what run_stage1 does for the run
+            torch.set_num_threads(cfg.trainer.num_threads)
         torch.manual_seed(args.seed)
         parts = build_parts(cfg, corpus)
         initial = {k: v.clone() for k, v in parts.system.state_dict().items()}
@@ -203,6 +205,8 @@ def probe(args) -> None:
         extra = {} if args.steps is None else {"max_steps": args.steps}
         cfg = make_config(corpus_path, work, args, **extra)
 
+        if cfg.trainer.num_threads is not None:
+            torch.set_num_threads(cfg.trainer.num_threads)
         L.seed_everything(cfg.seed, verbose=False)  # the same initial weights run_stage1 starts from
         parts = build_parts(cfg, corpus)
         before = export_user_embeddings(

@@ -10,6 +10,7 @@ Rerunning the same command skips every stage whose complete outputs exist. The w
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from pathlib import Path
 
@@ -48,10 +49,23 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--seed", type=int, default=None, help="training seed (default 0; round r uses seed + r)"
     )
+    parser.add_argument(
+        "--threads", type=int, default=None,
+        help="torch intra-op threads of this process (default: $OMP_NUM_THREADS if set, else 1). On a small "
+        "shared CPU one thread is the fastest for the default run's small matrices: with 2 threads and other jobs "
+        "running, a stage-2 step was measured 5-8x slower. Raise it on a dedicated many-core machine.",
+    )  # fmt: skip
     parser.add_argument("--skip-baselines", action="store_true", help="run and report MMGA (and X) only")
     parser.add_argument("--force", action="store_true",
                         help="recompute results made with another config or corpus instead of stopping")  # fmt: skip
     return parser
+
+
+def _env_threads() -> int:
+    try:
+        return max(1, int(os.environ.get("OMP_NUM_THREADS") or 1))
+    except ValueError:
+        return 1
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -66,6 +80,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {err}", file=sys.stderr)
         return 2
     # Imported only now, so that --help and flag errors do not wait for torch, Lightning and the encoders.
+    import torch
+
     from bridge.manifest import ManifestConflict, ManifestError
     from bridge.runner import run_bridge
     from cache import CacheError
@@ -77,6 +93,12 @@ def main(argv: list[str] | None = None) -> int:
         BridgeConfigError, ManifestConflict, ManifestError, Stage1ConfigError, Stage2ConfigError, CorpusError,
         CacheError,
     )  # fmt: skip
+    threads = args.threads if args.threads is not None else _env_threads()
+    if threads < 1:
+        print(f"error: --threads must be >= 1, got {threads}", file=sys.stderr)
+        return 2
+    threads_before = torch.get_num_threads()
+    torch.set_num_threads(threads)
     try:
         result = run_bridge(cfg, args.run_dir, force=args.force)
     except user_errors as err:
@@ -86,6 +108,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"\ninterrupted; rerun the same command to continue from the last completed stage ({args.run_dir})",
               file=sys.stderr)  # fmt: skip
         return 130
+    finally:
+        torch.set_num_threads(threads_before)  # main() may be called in-process (tests, notebooks)
     print(f"\nReport: {result.report}")
     return 0
 

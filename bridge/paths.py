@@ -92,6 +92,7 @@ class RunPaths:
         return f"{variant}/round_{round_idx}/{stage}"
 
     @staticmethod
-    def eval_key(row: str) -> str:
-        """The manifest key of one evaluated report row, e.g. ``"eval/mmga_round_2"``."""
-        return f"eval/{row}"
+    def eval_key(row: str, round_idx: int | None = None) -> str:
+        """The manifest key of one evaluated report row, e.g. ``"eval/no_align/round_2"``; rows that read
+        the last round carry it, so that a longer run (more ``--rounds``) evaluates them anew."""
+        return f"eval/{row}" if round_idx is None else f"eval/{row}/round_{round_idx}"

@@ -9,10 +9,13 @@ the gates and the edge weights to round r's cache. The baselines run the same ro
 
 from __future__ import annotations
 
+import os
 import time
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
+
+import torch
 
 from bridge import stages
 from bridge.config import BridgeConfig, BridgeConfigError, deep_merge
@@ -129,7 +132,7 @@ def evaluate_rows(
     rows = report_rows(cfg.rounds, cfg.baselines)
     evaluated: dict[str, Any] = {}
     for i, row in enumerate(rows, 1):
-        key = paths.eval_key(row.name)
+        key = paths.eval_key(row.name, row.round)
         recorded = {
             "row": row.spec(),
             "eval": cfg.eval,
@@ -163,6 +166,7 @@ def evaluate_rows(
 def run_bridge(cfg: BridgeConfig, run_dir: Path, force: bool = False) -> BridgeResult:
     """Run (or resume) everything: corpus, every variant's rounds, evaluation, report."""
     start = time.perf_counter()
+    load_start = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
     paths = RunPaths(Path(run_dir).resolve())
     paths.run_dir.mkdir(parents=True, exist_ok=True)
     manifest = Manifest.load(paths.manifest)
@@ -174,7 +178,22 @@ def run_bridge(cfg: BridgeConfig, run_dir: Path, force: bool = False) -> BridgeR
     )
     run_stages(cfg, paths, manifest, corpus, result, force)
     rows, evaluated = evaluate_rows(cfg, paths, manifest, corpus, result, force)
+    environment = {
+        "torch_threads": torch.get_num_threads(),
+        "cpu_count": os.cpu_count(),
+        # other jobs on the machine change the timings a lot: the 1-minute load average says how busy it was
+        "load_average_1min_start": load_start,
+        "load_average_1min_end": os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan"),
+    }
     result.metrics = write_report(
-        cfg, paths, manifest, corpus, rows, evaluated, result.timings, time.perf_counter() - start
+        cfg,
+        paths,
+        manifest,
+        corpus,
+        rows,
+        evaluated,
+        result.timings,
+        time.perf_counter() - start,
+        environment,
     )
     return result

@@ -53,8 +53,8 @@ BRIDGE_FIELDS = {
 # The bridge's defaults, sized so that `python bridge/alternate.py --rounds 3` (3 variants x 3 rounds) fits in
 # 10 minutes on a 2-core CPU; user overrides (config file, --stage1/--stage2) win over them.
 STAGE_DEFAULTS: dict[str, dict[str, Any]] = {
-    "stage1": {"model": {"image_model": "mmga-vit-tiny"}, "trainer": {"max_steps": 120}},
-    "stage2": {"trainer": {"max_steps": 30, "log_every_n_steps": 1}},
+    "stage1": {"model": {"image_model": "mmga-vit-tiny"}, "trainer": {"max_steps": 150}},
+    "stage2": {"trainer": {"max_steps": 100, "log_every_n_steps": 1}},
 }
 
 

@@ -68,11 +68,17 @@ class Stage1Result:
 
 
 class _Artifacts(Callback):
-    """Stores the resolved config and the tokenizer inside every checkpoint, and counts posts seen."""
+    """Stores the resolved config and the tokenizer inside every checkpoint, counts posts seen, and gives each
+    DDP rank its own sampling stream."""
 
     def __init__(self, config: dict, tokenizer_json: str):
         self.config, self.tokenizer_json = config, tokenizer_json
         self.posts_seen = 0
+
+    def on_train_start(self, trainer, pl_module) -> None:
+        # Every rank was seeded alike; give each its own negatives, posts and masks.
+        if trainer.world_size > 1:
+            torch.manual_seed(int(self.config["seed"]) + trainer.global_rank)
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
         self.posts_seen += int(batch["num_posts"])
@@ -258,6 +264,7 @@ def build_parts(
         gcl_hidden_dim=lc.gcl_hidden_dim,
         text_feature_input=lc.text_feature_input,
         lr=oc.lr,
+        head_lr_scale=oc.head_lr_scale,
         weight_decay=oc.weight_decay,
         warmup_steps=oc.warmup_steps,
         min_lr_ratio=oc.min_lr_ratio,

@@ -44,6 +44,7 @@ class Stage1System(L.LightningModule):
         gcl_hidden_dim: int = 64,
         text_feature_input: TextFeatureInput = "masked",
         lr: float = 1e-3,
+        head_lr_scale: float = 1.0,
         weight_decay: float = 0.01,
         warmup_steps: int = 20,
         min_lr_ratio: float = 0.1,
@@ -70,7 +71,7 @@ class Stage1System(L.LightningModule):
             GraphContrastiveLoss(text_encoder.dim, gcl_hidden_dim, "text") if gcl_text_weight > 0 else None
         )
         self.text_feature_input = text_feature_input
-        self.lr, self.weight_decay = lr, weight_decay
+        self.lr, self.head_lr_scale, self.weight_decay = lr, head_lr_scale, weight_decay
         self.warmup_steps, self.min_lr_ratio = warmup_steps, min_lr_ratio
         self.loss_history: dict[str, list[float]] = {name: [] for name in (*LOSS_NAMES, "loss")}
 
@@ -153,17 +154,26 @@ class Stage1System(L.LightningModule):
         if self.ita_loss is not None:
             self.ita_loss.clamp_logit_scale()
 
+    def heads(self) -> list[torch.nn.Module]:
+        """The loss modules that own parameters (ITA projections and logit scale, GCL pair classifiers)."""
+        return [m for m in (self.ita_loss, self.gcl_image_loss, self.gcl_text_loss) if m is not None]
+
     def build_optimizer(self, total_steps: int):
-        """AdamW (decay on matrices only) and a per-step schedule: linear warm-up, then cosine to
-        ``lr * min_lr_ratio`` at ``total_steps``."""
-        decay, no_decay = [], []
-        for param in self.parameters():
-            if param.requires_grad:
-                (decay if param.ndim >= 2 else no_decay).append(param)
-        optimizer = torch.optim.AdamW(
-            [{"params": decay, "weight_decay": self.weight_decay}, {"params": no_decay, "weight_decay": 0.0}],
-            lr=self.lr,
-        )
+        """AdamW (decay on matrices only; the loss heads at ``lr * head_lr_scale``) and a per-step schedule:
+        linear warm-up, then cosine to ``min_lr_ratio`` of the peak at ``total_steps``."""
+        groups = []
+        for modules, lr in (
+            ((self.image_encoder, self.text_encoder), self.lr),
+            (self.heads(), self.lr * self.head_lr_scale),
+        ):
+            params = [p for m in modules for p in m.parameters() if p.requires_grad]
+            decay = [p for p in params if p.ndim >= 2]
+            no_decay = [p for p in params if p.ndim < 2]
+            groups += [
+                {"params": decay, "weight_decay": self.weight_decay, "lr": lr},
+                {"params": no_decay, "weight_decay": 0.0, "lr": lr},
+            ]
+        optimizer = torch.optim.AdamW([g for g in groups if g["params"]], lr=self.lr)
         total = max(int(total_steps), 1)
         warmup, floor = self.warmup_steps, self.min_lr_ratio
 

@@ -100,6 +100,10 @@ class TrainerConfig:
         default=1.0, metadata=_help("gradient norm clipping; 'none' = off")
     )
     deterministic: bool = field(default=False, metadata=_help("ask torch for deterministic kernels"))
+    num_threads: int | None = field(
+        default=None,
+        metadata=_help("torch CPU threads during the run, restored afterwards (default: torch's own choice)"),
+    )
 
 
 @dataclass
@@ -159,6 +163,11 @@ class Stage2Config:
             (self.objective.structure_weight >= 0, "objective.structure_weight", "must be >= 0"),
             (self.trainer.max_steps >= 1, "trainer.max_steps", "must be >= 1"),
             (self.trainer.checkpoint_every_n_steps >= 1, "trainer.checkpoint_every_n_steps", "must be >= 1"),
+            (
+                self.trainer.num_threads is None or self.trainer.num_threads >= 1,
+                "trainer.num_threads",
+                "must be >= 1",
+            ),
         ]
         for ok, name, message in checks:
             if not ok:

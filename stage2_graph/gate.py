@@ -86,21 +86,23 @@ class MGate(nn.Module):
     ) -> tuple[Tensor, Tensor]:
         """Per-node target scores ``[N, H]`` (bias included) and source scores ``[N, H]``.
 
-        Each input block is projected on its own (no ``[N, F + sum(D_k)]`` concatenation), and a missing
-        modality's placeholder is substituted after projection, where it is a ``[2H]`` vector.
+        One projection of ``X || R^I || R^T`` (``[N, 2H]``); for a user whose modality is missing, the
+        projection of that row is swapped for the projection of the placeholder on the few missing rows
+        only, so a missing row's content never matters and no full-width ``[N, D]`` substitution is made.
         """
         if len(modalities) != len(self.modality_dims):
             raise ValueError(f"expected {len(self.modality_dims)} modality embeddings, got {len(modalities)}")
+        inputs = torch.cat([features, *modalities], dim=-1) if modalities else features
+        scores = F.linear(inputs, self.lin.weight)
         masks = modality_masks if modality_masks is not None else [None] * len(modalities)
-        weights = self.lin.weight.split((self.feature_dim, *self.modality_dims), dim=1)
-        scores = F.linear(features, weights[0])
-        for embedding, mask, weight, placeholder in zip(modalities, masks, weights[1:], self.placeholders):
-            projected = F.linear(embedding, weight)
-            if mask is not None:
-                projected = torch.where(
-                    mask.view(-1, 1), projected, F.linear(placeholder, weight).to(projected.dtype)
-                )
-            scores = scores + projected
+        weights = self.lin.weight.split((self.feature_dim, *self.modality_dims), dim=1)[1:]
+        for embedding, mask, weight, placeholder in zip(modalities, masks, weights, self.placeholders):
+            if mask is None:
+                continue
+            missing = (~mask).nonzero().view(-1)
+            if missing.numel():
+                swap = F.linear(placeholder, weight) - F.linear(embedding.index_select(0, missing), weight)
+                scores = scores.index_add(0, missing, swap.to(scores.dtype))
         return scores[:, : self.heads] + self.bias, scores[:, self.heads :]
 
     def forward(

@@ -110,11 +110,21 @@ def build_trainer(cfg: Stage2Config, out_dir: Path, history: LossHistory) -> tup
 def run_stage2(cfg: Stage2Config) -> Stage2Result:
     """Train the graph encoder on ``cfg.corpus`` and write R^G and the gates to the round's cache.
 
-    Reads X and the edges from the corpus and, when ``cfg.use_modalities``, stage 1's embeddings of
-    ``cfg.round`` from ``cfg.cache_dir``; never labels, fans or splits. Saves the resolved config as
-    ``<out_dir>/checkpoints/config.json`` and in the cache file's ``producer`` attribute.
+    Reads X and the edges from the corpus and, when ``cfg.use_modalities`` (and the gate is ``mgate``),
+    stage 1's embeddings of ``cfg.round`` from ``cfg.cache_dir``; never labels, fans or splits. Saves the
+    resolved config as ``<out_dir>/checkpoints/config.json`` and in the cache file's ``producer`` attribute.
     """
     cfg.validate()
+    threads = torch.get_num_threads()
+    if cfg.trainer.num_threads is not None:
+        torch.set_num_threads(cfg.trainer.num_threads)
+    try:
+        return _run(cfg)
+    finally:
+        torch.set_num_threads(threads)
+
+
+def _run(cfg: Stage2Config) -> Stage2Result:
     L.seed_everything(cfg.seed, workers=True, verbose=False)
     # The uniform gate has no use for the modalities, so it runs without stage 1's embeddings.
     needs_modalities = cfg.use_modalities and cfg.gate == "mgate"
@@ -164,10 +174,9 @@ def run_stage2(cfg: Stage2Config) -> Stage2Result:
 def describe_model(cfg: Stage2Config) -> str:
     """A one-line description stored in the cache's ``model`` attribute."""
     model = cfg.model
-    gate = (
-        f"M-Gate ({model.gate_normalization}, {model.heads} head(s))"
-        if cfg.gate == "mgate"
-        else "uniform mean"
-    )
-    inputs = "X + image/text embeddings" if cfg.use_modalities and cfg.gate == "mgate" else "X only"
-    return f"stage2 GNN: {model.num_layers} x {model.hidden_dim}, {gate}, gate inputs: {inputs}"
+    if cfg.gate == "uniform":
+        gate = "uniform mean aggregation"
+    else:
+        inputs = "X + image/text embeddings" if cfg.use_modalities else "X only"
+        gate = f"M-Gate ({model.gate_normalization}, {model.heads} head(s)) on {inputs}"
+    return f"stage2 GNN: {model.num_layers} layers x {model.hidden_dim}, {gate}"

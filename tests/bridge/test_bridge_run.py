@@ -195,6 +195,18 @@ def test_resume_after_interrupt_skips_completed_work_and_matches(
     assert resumed.metrics["rows"] == reference.metrics["rows"]
 
 
+def test_more_rounds_extend_a_finished_run(reference_run, tiny_corpus, tmp_path, monkeypatch):
+    import shutil
+
+    _, _, run_dir = reference_run
+    copy = tmp_path / "run"
+    shutil.copytree(run_dir, copy)
+    spy = StageSpy(monkeypatch)
+    result = run_bridge(tiny_config(tiny_corpus, rounds=3, baselines=False), copy)
+    assert spy.calls == ["mmga/round_2/stage1", "mmga/round_2/stage2"]  # rounds 0 and 1 are reused
+    assert "mmga_round_2" in result.metrics["rows"] and result.metrics["rows"]["mmga_graph"]["round"] == 2
+
+
 def test_force_recomputes_only_what_changed(reference_run, tiny_corpus, tmp_path, monkeypatch):
     import shutil
 

@@ -78,7 +78,7 @@ def test_flags_override_the_config_file(tmp_path):
 def test_cli_bad_values_give_clear_errors(capsys):
     assert main(["--corpus", "c", "--cache", "k", "--lm-weight", "-1"]) == 2
     assert (
-        "field 'losses.lm_weight': loss weights must be >= 0, got -1.0 (flag --lm-weight)"
+        "error: command line, field 'losses.lm_weight': must be >= 0.0, got -1.0 (flag --lm-weight)"
         in capsys.readouterr().err
     )
     with pytest.raises(SystemExit):
@@ -87,3 +87,21 @@ def test_cli_bad_values_give_clear_errors(capsys):
     with pytest.raises(SystemExit):
         main(["--corpus", "c", "--cache", "k", "--max-step", "5"])
     assert "unrecognized arguments: --max-step 5" in capsys.readouterr().err
+
+
+def test_bounds_from_field_metadata_cover_nested_and_optional_fields():
+    base = {"corpus": "c", "cache_dir": "k"}
+    cases = {
+        ("losses", "mlm_probability", 1.0): "must be < 1.0, got 1.0",
+        ("optim", "lr", 0.0): "must be > 0.0, got 0.0",
+        ("trainer", "num_threads", 0): "must be >= 1, got 0",
+        ("data", "posts_per_user", 0): "must be >= 1, got 0",
+    }
+    for (section, name, value), msg in cases.items():
+        with pytest.raises(ConfigError, match=f"field '{section}.{name}': {msg}"):
+            Stage1Config.from_dict({**base, section: {name: value}})
+    Stage1Config.from_dict(
+        {**base, "trainer": {"num_threads": None, "gradient_clip_val": None}}
+    )  # null skips
+    with pytest.raises(ConfigError, match="field 'trainer.max_steps': must be >= 1, or -1"):
+        Stage1Config.from_dict({**base, "trainer": {"max_steps": 0}})

@@ -9,10 +9,12 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 
 from cache import (
     EncoderEmbeddings,
     graph_file,
+    read_cache_info,
     read_graph_outputs,
     read_producer,
     write_encoder_embeddings,
@@ -130,12 +132,14 @@ def test_uniform_and_x_only_variants_run(tiny_corpus, loaded, tmp_path, capsys):
     np.testing.assert_allclose(outputs.gate[:, 0], 1.0 / degree[outputs.edge_index[1]], rtol=1e-6)
     assert uniform.metrics["steps_run"] == 5
 
+    threads = torch.get_num_threads()
+    trainer = {"max_steps": 5, "num_threads": 1}
     x_only = run_stage2(
-        small_config(
-            tiny_corpus, tmp_path / "c2", tmp_path / "o2", use_modalities=False, trainer={"max_steps": 5}
-        )
+        small_config(tiny_corpus, tmp_path / "c2", tmp_path / "o2", use_modalities=False, trainer=trainer)
     )
     assert read_producer(x_only.cache_file)["use_modalities"] is False
+    assert read_cache_info(x_only.cache_file).model.endswith("M-Gate (sigmoid, 2 head(s)) on X only")
+    assert torch.get_num_threads() == threads
 
 
 def test_softmax_gate_resume_and_init_checkpoint(tiny_corpus, loaded, tmp_path):

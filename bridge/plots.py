@@ -13,12 +13,8 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
 from bridge.paths import RunPaths  # noqa: E402
-from bridge.rows import Row  # noqa: E402
+from bridge.rows import COMPARED_ROWS, GOAL_METRICS, Row  # noqa: E402
 from corpus import Corpus  # noqa: E402
-
-# Rows drawn as horizontal reference lines, and the two headline metrics (task, metric, higher is better).
-COMPARED_ROWS = ("no_align", "image_only", "text_only", "graph_only", "stats_x")
-GOAL_METRICS = (("topic", "macro_f1", True), ("fans", "mae", False))
 
 
 def _find_metrics_csv(stage_dir: Path) -> Path | None:

@@ -14,8 +14,8 @@ from bridge import metrics
 from bridge.config import BridgeConfig
 from bridge.manifest import Manifest, to_jsonable, write_json_atomic
 from bridge.paths import RunPaths
-from bridge.plots import COMPARED_ROWS, GOAL_METRICS, plot_loss_curves, plot_metrics_by_round, plot_projection
-from bridge.rows import Row, representation
+from bridge.plots import plot_loss_curves, plot_metrics_by_round, plot_projection
+from bridge.rows import COMPARED_ROWS, GOAL_METRICS, Row, representation
 from cache import read_graph_outputs
 from corpus import Corpus
 from corpus.synthetic import TRUTH_FILE, load_truth

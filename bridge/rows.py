@@ -23,6 +23,9 @@ from corpus import Corpus
 
 PART_ORDER = ("graph", "text", "image", "stats")  # [R^G || R^T || R^I], X only in the floor row
 PART_SYMBOL = {"graph": "R^G", "text": "R^T", "image": "R^I", "stats": "X"}
+# The rows MMGA's last round is compared with, and the two headline metrics (task, metric, higher is better).
+COMPARED_ROWS = ("no_align", "image_only", "text_only", "graph_only", "stats_x")
+GOAL_METRICS = (("topic", "macro_f1", True), ("fans", "mae", False))
 
 
 @dataclass(frozen=True)

@@ -42,6 +42,13 @@ class ModelConfig:
     norm: NormKind = field(default="layer", metadata=_help("normalisation after each hidden layer"))
     activation: ActivationKind = field(default="gelu", metadata=_help("nonlinearity after each hidden layer"))
     input_proj: bool = field(default=True, metadata=_help("project standardized X to hidden_dim first"))
+    degree_input: bool = field(
+        default=True,
+        metadata=_help(
+            "append log(1 + degree) to each node's input (not to the gate): mean-like aggregation cannot "
+            "count neighbours; held-out edges are not counted"
+        ),
+    )
     gate_normalization: GateNormalization = field(
         default="sigmoid",
         metadata=_help(

@@ -23,6 +23,11 @@ def _norm(kind: NormKind, width: int) -> nn.Module:
     return nn.Identity()
 
 
+def node_log_degree(adj_t: SparseTensor, dtype: torch.dtype = torch.float32) -> Tensor:
+    """``log(1 + deg(u))`` ``[N]`` of the adjacency's rows (its stored entries: the neighbours of ``u``)."""
+    return torch.log1p(adj_t.storage.rowcount().to(dtype))
+
+
 class GraphEncoder(nn.Module):
     r"""A stack of :class:`MGateConv` layers sharing one gate per forward pass.
 
@@ -44,6 +49,10 @@ class GraphEncoder(nn.Module):
         norm (str, optional): ``"none"``, ``"layer"`` or ``"batch"`` after hidden layers. (default: ``"layer"``)
         activation (str, optional): ``"relu"``, ``"gelu"`` or ``"elu"``. (default: ``"gelu"``)
         input_proj (bool, optional): project X to ``hidden_dim`` before the first layer. (default: ``True``)
+        degree_input (bool, optional): append ``log(1 + deg(u))`` in the propagated adjacency to the node
+            input (not to the gate). Mean-like aggregation (sigmoid/deg, softmax, uniform) cannot count
+            neighbours, so without it R^G does not know how connected a user is. Computed from the ``adj_t``
+            of the call, so edges held out of message passing do not count. (default: ``True``)
 
     Shapes:
         - **input:** ``x [N, F]``, ``adj_t`` ``SparseTensor [N, N]``, modalities ``[N, D_k]`` with bool
@@ -65,6 +74,7 @@ class GraphEncoder(nn.Module):
         norm: NormKind = "layer",
         activation: ActivationKind = "gelu",
         input_proj: bool = True,
+        degree_input: bool = True,
     ):
         super().__init__()
         if gate not in ("mgate", "uniform"):
@@ -72,14 +82,16 @@ class GraphEncoder(nn.Module):
         self.num_features = num_features
         self.modality_dims = tuple(int(d) for d in modality_dims)
         self.hidden_dim = hidden_dim
+        self.degree_input = degree_input
+        in_dim = num_features + int(degree_input)
         self.mask_token = nn.Parameter(torch.empty(num_features))
-        self.input_proj = nn.Linear(num_features, hidden_dim) if input_proj else None
+        self.input_proj = nn.Linear(in_dim, hidden_dim) if input_proj else None
         self.gate = (
             MGate(num_features, self.modality_dims, heads, gate_normalization, negative_slope)
             if gate == "mgate"
             else None
         )
-        widths = [hidden_dim if input_proj else num_features] + [hidden_dim] * num_layers
+        widths = [hidden_dim if input_proj else in_dim] + [hidden_dim] * num_layers
         self.convs = nn.ModuleList(
             [MGateConv(widths[i], widths[i + 1], heads=heads) for i in range(num_layers)]
         )
@@ -125,6 +137,8 @@ class GraphEncoder(nn.Module):
             # Masked nodes' statistics are gone everywhere, including from the gate.
             x = torch.where(node_mask.view(-1, 1), self.mask_token.to(x.dtype), x)
         gate = self.compute_gate(x, adj_t, modalities, modality_masks)
+        if self.degree_input:
+            x = torch.cat([x, node_log_degree(adj_t, x.dtype).view(-1, 1)], dim=-1)
         hidden = self.input_proj(x) if self.input_proj is not None else x
         last = len(self.convs) - 1
         for index, conv in enumerate(self.convs):

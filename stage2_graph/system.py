@@ -59,6 +59,7 @@ class Stage2System(L.LightningModule):
             norm=model.norm,
             activation=model.activation,
             input_proj=model.input_proj,
+            degree_input=model.degree_input,
         )
         self.feature_loss = FeatureReconstructionLoss(
             model.hidden_dim, graph.features.shape[1], objective.feature_loss

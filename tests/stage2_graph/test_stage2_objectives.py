@@ -168,3 +168,34 @@ def test_corpus_without_statistics_columns():
     assert losses["feature_loss"] == 0 and torch.isfinite(losses["loss"])
     losses["loss"].backward()
     assert all(p.grad is None or torch.isfinite(p.grad).all() for p in system.parameters())
+
+
+@pytest.mark.parametrize("gate", ["mgate", "uniform"])
+def test_degree_input_counts_only_message_passing_edges(gate):
+    system = make_system(make_inputs(), gate=gate)
+    batch = make_batch(system)
+    seen = []
+    system.model.input_proj.register_forward_hook(lambda module, args, out: seen.append(args[0]))
+    with torch.no_grad():
+        system(batch["keep_edges"], batch["node_mask"])
+    kept = system.structure.edge_pairs[batch["keep_edges"]]
+    degree = torch.bincount(kept.reshape(-1), minlength=N).float()
+    assert seen[0].shape == (N, F_DIM + 1)
+    torch.testing.assert_close(seen[0][:, -1], torch.log1p(degree))
+    assert degree.sum() < 2 * system.structure.edge_pairs.shape[0]  # some edges were held out
+    # masked nodes lose their statistics but keep their degree (structure, not features)
+    masked = batch["node_mask"]
+    expected = system.model.mask_token.expand(int(masked.sum()), -1)
+    torch.testing.assert_close(seen[0][masked, :-1], expected)
+
+
+def test_degree_input_can_be_switched_off():
+    inputs = make_inputs()
+    model = ModelConfig(hidden_dim=16, num_layers=2, dropout=0.0, degree_input=False)
+    system = Stage2System(inputs, model, ObjectiveConfig(), OptimConfig())
+    assert system.model.input_proj.in_features == F_DIM
+    seen = []
+    system.model.input_proj.register_forward_hook(lambda module, args, out: seen.append(args[0]))
+    with torch.no_grad():
+        system()
+    torch.testing.assert_close(seen[0], system.features)

@@ -19,7 +19,7 @@ from typing import Any
 import numpy as np
 
 from bridge.paths import RunPaths
-from bridge.rows import COMPARED_ROWS, GOAL_METRICS
+from bridge.rows import COMPARED_ROWS, GOAL_METRICS, report_rows
 
 _LABELS = {("topic", "macro_f1"): "topic macro-F1", ("fans", "mae"): "fans MAE"}
 
@@ -64,7 +64,9 @@ def summarize_runs(runs: dict[str, dict[str, Any]]) -> dict[str, Any]:
             f"the runs do not end with the same MMGA round: {finals or 'none has an MMGA row'}"
         )
     final = next(iter(finals.values()))
-    order = [r for r in next(iter(runs.values()))["rows"] if r in common]
+    # the report's row order (X, baselines, MMGA per round, MMGA's parts), then anything else alphabetically
+    known = [row.name for row in report_rows(int(final.rsplit("_", 1)[1]) + 1)]
+    order = [r for r in known if r in common] + sorted(common - set(known))
     out_rows: dict[str, Any] = {}
     for row in order:
         out_rows[row] = {}

@@ -31,6 +31,12 @@ def test_summary_statistics_and_margins():
     assert summary["margins"]["no_align"]["fans_mae"] == pytest.approx([0.05, -0.03])
     assert summary["margins"]["stats_x"]["fans_mae"] == pytest.approx([0.10, 0.06])
     assert set(summary["margins"]) == {"no_align", "stats_x"}  # rows absent from the runs are skipped
+    assert list(summary["rows"]) == [
+        "stats_x",
+        "no_align",
+        "mmga_round_0",
+        "mmga_round_1",
+    ]  # the report's order
 
 
 def test_cli_prints_tables_and_names_a_missing_file(tmp_path, capsys):

@@ -80,8 +80,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {err}", file=sys.stderr)
         return 2
     # Imported only now, so that --help and flag errors do not wait for torch, Lightning and the encoders.
-    import torch
-
+    from bridge.evaluate import torch_threads
     from bridge.manifest import ManifestConflict, ManifestError
     from bridge.runner import run_bridge
     from cache import CacheError
@@ -97,10 +96,11 @@ def main(argv: list[str] | None = None) -> int:
     if threads < 1:
         print(f"error: --threads must be >= 1, got {threads}", file=sys.stderr)
         return 2
-    threads_before = torch.get_num_threads()
-    torch.set_num_threads(threads)
     try:
-        result = run_bridge(cfg, args.run_dir, force=args.force)
+        with torch_threads(
+            threads
+        ):  # restored afterwards: main() may be called in-process (tests, notebooks)
+            result = run_bridge(cfg, args.run_dir, force=args.force)
     except user_errors as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
@@ -108,8 +108,6 @@ def main(argv: list[str] | None = None) -> int:
         print(f"\ninterrupted; rerun the same command to continue from the last completed stage ({args.run_dir})",
               file=sys.stderr)  # fmt: skip
         return 130
-    finally:
-        torch.set_num_threads(threads_before)  # main() may be called in-process (tests, notebooks)
     print(f"\nReport: {result.report}")
     return 0
 

@@ -256,7 +256,10 @@ def evaluate_representation(
     labels, fans, splits = np.asarray(labels), np.asarray(fans, dtype=np.float64), np.asarray(splits)
     known_label = labels >= 0
     known_fans = np.isfinite(fans) & (fans >= 0)
-    with _single_thread():
+    # The heads' matrices are tiny (a few hundred rows): intra-op threads cost more than they save (measured
+    # 5-25x slower with 2 threads on a busy 2-core machine), and one thread makes the sums' order, hence the
+    # numbers, the same on every machine.
+    with torch_threads(1):
         return {
             "topic": _evaluate_task(x[known_label], labels[known_label], splits[known_label], "topic", cfg),
             "fans": _evaluate_task(
@@ -266,12 +269,10 @@ def evaluate_representation(
 
 
 @contextmanager
-def _single_thread() -> Iterator[None]:
-    """The heads' matrices are tiny (a few hundred rows): intra-op threads cost more than they save (measured
-    5-25x slower with 2 threads on a busy 2-core machine), and one thread makes the sums' order, hence the
-    numbers, the same on every machine."""
+def torch_threads(count: int) -> Iterator[None]:
+    """Run the block with ``count`` torch intra-op threads, then restore the previous number (also on errors)."""
     before = torch.get_num_threads()
-    torch.set_num_threads(1)
+    torch.set_num_threads(count)
     try:
         yield
     finally:

@@ -43,9 +43,11 @@ PY
 if ext_ok; then
     echo "torch-scatter/torch-sparse already load against $(python -c 'import torch; print(torch.__version__)')"
 else
-    echo "Building torch-scatter and torch-sparse against the installed torch (first time: ~20 min on 2 cores)..."
-    # Build dependencies must be present when build isolation is off.
-    python -m pip install --quiet -c requirements/constraints.txt scipy
+    echo "Building torch-scatter and torch-sparse against the installed torch (first time: several minutes)..."
+    # Build dependencies must be present when build isolation is off. ninja lets torch's
+    # cpp_extension compile MAX_JOBS files at once instead of one at a time (setuptools' default).
+    python -m pip install --quiet -c requirements/constraints.txt scipy ninja
+    export MAX_JOBS=${MAX_JOBS:-$(nproc)}
     python -m pip install --no-build-isolation torch-scatter==2.1.2 torch-sparse==0.6.18
     if ! ext_ok; then
         # pip's wheel cache keys on the source package, not on the torch it was built against:

@@ -47,8 +47,24 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--synthetic", action="append", default=[], metavar="KEY=VALUE",
                         help="synthetic corpus knob when --corpus is not given (e.g. num_users=2000)")  # fmt: skip
     parser.add_argument(
-        "--seed", type=int, default=None, help="training seed (default 0; round r uses seed + r)"
-    )
+        "--seed", type=int, default=None,
+        help="first training seed (default 0); training seed s runs round r with seed s + 1000 r",
+    )  # fmt: skip
+    parser.add_argument(
+        "--seeds", type=int, default=None, metavar="K",
+        help="train every variant K times, with seeds seed .. seed+K-1 (default 3); the report gives mean ± sd "
+        "over them and calls MMGA ahead only beyond that spread",
+    )  # fmt: skip
+    parser.add_argument(
+        "--ablations", action="store_true",
+        help="also train MMGA with one part switched off (no graph-contrastive loss, no edge-weight feedback, "
+        "uniform gate, ...; listed in bridge/variants.py) and report them",
+    )  # fmt: skip
+    parser.add_argument(
+        "--jobs", type=int, default=None,
+        help="worker processes running independent (seed, variant) chains at once (default: CPU cores / threads, "
+        "at most 4); results do not depend on it; 1 = everything in this process",
+    )  # fmt: skip
     parser.add_argument(
         "--threads", type=int, default=None,
         help="torch intra-op threads of this process (default: $OMP_NUM_THREADS if set, else 1). On a small "
@@ -72,9 +88,9 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         cfg = build_config(
-            args.config, rounds=args.rounds, seed=args.seed, corpus=args.corpus, stage1=args.stage1,
-            stage2=args.stage2, eval_overrides=args.eval_overrides, synthetic=args.synthetic,
-            baselines=False if args.skip_baselines else None,
+            args.config, rounds=args.rounds, seed=args.seed, seeds=args.seeds, corpus=args.corpus,
+            stage1=args.stage1, stage2=args.stage2, eval_overrides=args.eval_overrides, synthetic=args.synthetic,
+            baselines=False if args.skip_baselines else None, ablations=True if args.ablations else None,
         )  # fmt: skip
     except BridgeConfigError as err:
         print(f"error: {err}", file=sys.stderr)
@@ -96,11 +112,15 @@ def main(argv: list[str] | None = None) -> int:
     if threads < 1:
         print(f"error: --threads must be >= 1, got {threads}", file=sys.stderr)
         return 2
+    jobs = args.jobs if args.jobs is not None else max(1, min(4, (os.cpu_count() or 1) // threads))
+    if jobs < 1:
+        print(f"error: --jobs must be >= 1, got {jobs}", file=sys.stderr)
+        return 2
     try:
         with torch_threads(
             threads
         ):  # restored afterwards: main() may be called in-process (tests, notebooks)
-            result = run_bridge(cfg, args.run_dir, force=args.force)
+            result = run_bridge(cfg, args.run_dir, force=args.force, jobs=jobs)
     except user_errors as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
@@ -108,7 +128,10 @@ def main(argv: list[str] | None = None) -> int:
         print(f"\ninterrupted; rerun the same command to continue from the last completed stage ({args.run_dir})",
               file=sys.stderr)  # fmt: skip
         return 130
-    print(f"\nReport: {result.report}")
+    print()
+    for line in result.metrics.get("verdict", []):
+        print(line)
+    print(f"Report: {result.report}")
     return 0
 
 

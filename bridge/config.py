@@ -3,7 +3,9 @@
 File layout (every section optional)::
 
     rounds: 3
-    seed: 0
+    seed: 0                                # first training seed
+    seeds: 3                               # training seeds: every variant is trained with seed, seed+1, ...
+    ablations: false                       # also train MMGA's ablations (bridge.variants.ABLATIONS)
     synthetic: {num_users: 800}            # SyntheticConfig fields, for the generated default corpus
     stage1: {trainer: {max_steps: 40}}     # Stage1Config fields (nested or dotted keys)
     stage2: {trainer.max_steps: 60}        # Stage2Config fields
@@ -28,7 +30,18 @@ import yaml
 
 HeadType = Literal["linear", "mlp"]
 
-SECTIONS = ("rounds", "seed", "corpus", "synthetic", "stage1", "stage2", "eval", "baselines")
+SECTIONS = (
+    "rounds",
+    "seed",
+    "seeds",
+    "corpus",
+    "synthetic",
+    "stage1",
+    "stage2",
+    "eval",
+    "baselines",
+    "ablations",
+)
 
 
 class BridgeConfigError(ValueError):
@@ -48,8 +61,20 @@ class EvalConfig:
     max_epochs: int = 300
     patience: int = 25
     fans_buckets: int = 5
+    # the peer rows (bridge.peers)
+    sgc_hops: int = 2
+    gcn_hidden: int = 64
+    gcn_dropout: float = 0.5
+    gcn_lr: float = 1e-2
+    gcn_weight_decays: tuple[float, ...] = (5e-4, 5e-3)
+    gcn_max_epochs: int = 300
+    gcn_patience: int = 30
 
     def __post_init__(self) -> None:
+        if self.sgc_hops < 1:
+            raise ValueError(f"eval.sgc_hops must be >= 1, got {self.sgc_hops}")
+        if not self.gcn_weight_decays:
+            raise ValueError("eval.gcn_weight_decays must list at least one value")
         if not self.seeds:
             raise ValueError("eval.seeds must list at least one seed")
         for h in self.heads:
@@ -65,16 +90,27 @@ class BridgeConfig:
 
     rounds: int = 3
     seed: int = 0
+    seeds: int = 3
     corpus: Path | None = None
     synthetic: dict[str, Any] = field(default_factory=dict)
     stage1: dict[str, Any] = field(default_factory=dict)
     stage2: dict[str, Any] = field(default_factory=dict)
     eval: EvalConfig = field(default_factory=EvalConfig)
     baselines: bool = True
+    ablations: bool = False
 
     def __post_init__(self) -> None:
         if not isinstance(self.rounds, int) or self.rounds < 1:
             raise BridgeConfigError(f"field 'rounds' must be an int >= 1, got {self.rounds!r}")
+        if not isinstance(self.seeds, int) or self.seeds < 1:
+            raise BridgeConfigError(f"field 'seeds' must be an int >= 1, got {self.seeds!r}")
+        if not isinstance(self.seed, int) or self.seed < 0:
+            raise BridgeConfigError(f"field 'seed' must be an int >= 0, got {self.seed!r}")
+
+    @property
+    def training_seeds(self) -> tuple[int, ...]:
+        """The training seeds every variant is trained with: ``seed, seed + 1, ..., seed + seeds - 1``."""
+        return tuple(range(self.seed, self.seed + self.seeds))
 
 
 def parse_value(text: str) -> Any:
@@ -198,12 +234,14 @@ def build_config(
     *,
     rounds: int | None = None,
     seed: int | None = None,
+    seeds: int | None = None,
     corpus: Path | None = None,
     stage1: list[str] | None = None,
     stage2: list[str] | None = None,
     eval_overrides: list[str] | None = None,
     synthetic: list[str] | None = None,
     baselines: bool | None = None,
+    ablations: bool | None = None,
 ) -> BridgeConfig:
     """Merge the config file and the command-line values (which win) into a :class:`BridgeConfig`."""
     data: dict[str, Any] = {}
@@ -244,12 +282,14 @@ def build_config(
         return BridgeConfig(
             rounds=int(pick("rounds", rounds, 3)),
             seed=int(pick("seed", seed, 0)),
+            seeds=int(pick("seeds", seeds, 3)),
             corpus=Path(corpus_value) if corpus_value is not None else None,
             synthetic=sections["synthetic"],
             stage1=sections["stage1"],
             stage2=sections["stage2"],
             eval=eval_cfg,
             baselines=bool(pick("baselines", baselines, True)),
+            ablations=bool(pick("ablations", ablations, False)),
         )
     except BridgeConfigError as err:
         raise BridgeConfigError(f"{where('rounds')}: {err}") from err

@@ -5,30 +5,31 @@ Layout of a run folder (``RunPaths(run_dir)``)::
     run_dir/
       manifest.json                    what completed, with configs and the corpus fingerprint
       corpus/                          the generated synthetic corpus (when --corpus is not given)
-      <variant>/cache/round_<r>/...    stage 1 and stage 2 HDF5 outputs (layout owned by ``cache``)
-      <variant>/round_<r>/stage1/      stage 1 checkpoints and logs of round r
-      <variant>/round_<r>/stage2/      stage 2 checkpoints and logs of round r
+      seed_<s>/                        everything trained with training seed s (one folder per --seeds)
+        <variant>/cache/round_<r>/...  stage 1 and stage 2 HDF5 outputs (layout owned by ``cache``)
+        <variant>/round_<r>/stage1/    stage 1 checkpoints and logs of round r
+        <variant>/round_<r>/stage2/    stage 2 checkpoints and logs of round r
       report/                          report.md, metrics.json, plots
 
-Variants: ``mmga`` (the method), ``no_align`` (encoders with LM + ITA only, uniform GNN aggregation, no
-feedback) and ``graph_only`` (the GNN on the statistics X alone).
+``RunPaths(run_dir)`` holds the run-level paths; ``.for_seed(s)`` gives the paths of one training seed (its
+variant folders, and manifest keys prefixed ``seed_<s>/``). Variants are listed in ``bridge.variants``.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Literal, get_args
 
-Variant = Literal["mmga", "no_align", "graph_only"]
+from bridge.variants import REGISTRY
+
 Stage = Literal["stage1", "stage2"]
-VARIANTS: tuple[str, ...] = get_args(Variant)
 STAGES: tuple[str, ...] = get_args(Stage)
 
 
 def _check_variant(variant: str) -> None:
-    if variant not in VARIANTS:
-        raise ValueError(f"unknown variant {variant!r}; expected one of {VARIANTS}")
+    if variant not in REGISTRY:
+        raise ValueError(f"unknown variant {variant!r}; expected one of {tuple(REGISTRY)}")
 
 
 def _check_round(round_idx: int) -> None:
@@ -38,12 +39,27 @@ def _check_round(round_idx: int) -> None:
 
 @dataclass(frozen=True)
 class RunPaths:
-    """Paths of one bridge run, all below ``run_dir``."""
+    """Paths of one bridge run, all below ``run_dir``; with ``seed`` set, those of one training seed."""
 
     run_dir: Path
+    seed: int | None = None
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "run_dir", Path(self.run_dir))
+
+    def for_seed(self, seed: int) -> RunPaths:
+        """The paths of training seed ``seed``: variant folders below ``seed_<seed>/``."""
+        if not isinstance(seed, int) or seed < 0:
+            raise ValueError(f"training seed must be an int >= 0, got {seed!r}")
+        return replace(self, seed=seed)
+
+    @property
+    def _prefix(self) -> str:
+        return "" if self.seed is None else f"seed_{self.seed}/"
+
+    @property
+    def seed_dir(self) -> Path:
+        return self.run_dir if self.seed is None else self.run_dir / f"seed_{self.seed}"
 
     @property
     def manifest(self) -> Path:
@@ -60,7 +76,7 @@ class RunPaths:
 
     def variant_dir(self, variant: str) -> Path:
         _check_variant(variant)
-        return self.run_dir / variant
+        return self.seed_dir / variant
 
     def cache_dir(self, variant: str) -> Path:
         """The cache folder of a variant; ``cache`` lays out one subfolder per round inside it."""
@@ -82,17 +98,16 @@ class RunPaths:
     def stage2_dir(self, variant: str, round_idx: int) -> Path:
         return self.stage_dir(variant, round_idx, "stage2")
 
-    @staticmethod
-    def stage_key(variant: str, round_idx: int, stage: str) -> str:
-        """The manifest key of one stage run, e.g. ``"mmga/round_1/stage2"``."""
+    def stage_key(self, variant: str, round_idx: int, stage: str) -> str:
+        """The manifest key of one stage run, e.g. ``"seed_0/mmga/round_1/stage2"``."""
         _check_variant(variant)
         _check_round(round_idx)
         if stage not in STAGES:
             raise ValueError(f"unknown stage {stage!r}; expected one of {STAGES}")
-        return f"{variant}/round_{round_idx}/{stage}"
+        return f"{self._prefix}{variant}/round_{round_idx}/{stage}"
 
-    @staticmethod
-    def eval_key(row: str, round_idx: int | None = None) -> str:
-        """The manifest key of one evaluated report row, e.g. ``"eval/no_align/round_2"``; rows that read
-        the last round carry it, so that a longer run (more ``--rounds``) evaluates them anew."""
-        return f"eval/{row}" if round_idx is None else f"eval/{row}/round_{round_idx}"
+    def eval_key(self, row: str, round_idx: int | None = None) -> str:
+        """The manifest key of one evaluated report row, e.g. ``"eval/seed_0/no_align/round_2"``; rows that
+        read the last round carry it, so that a longer run (more ``--rounds``) evaluates them anew."""
+        key = f"eval/{self._prefix}{row}"
+        return key if round_idx is None else f"{key}/round_{round_idx}"

@@ -1,6 +1,6 @@
 """The round loop as a library: corpus, every variant's rounds, evaluation, report (CLI: ``bridge.alternate``).
 
-Round r of MMGA: stage 1 continues from round r-1's encoder checkpoint and (from round 1 on) weights its
+Every variant is trained once per training seed (``--seeds``). Round r of MMGA: stage 1 continues from round r-1's encoder checkpoint and (from round 1 on) weights its
 graph-contrastive positives by the edge weights stage 2 wrote in round r-1, exporting R^I and R^T to round
 r's cache; stage 2 continues from round r-1's GNN checkpoint, reads round r's embeddings and writes R^G,
 the gates and the edge weights to round r's cache. The baselines run the same rounds and steps (see
@@ -22,8 +22,11 @@ from bridge.config import BridgeConfig, BridgeConfigError, deep_merge
 from bridge.evaluate import evaluate_representation
 from bridge.manifest import Manifest
 from bridge.paths import RunPaths
+from bridge.peers import evaluate_gcn
 from bridge.report import write_report
 from bridge.rows import Row, report_rows, representation
+from bridge.schedule import build_chains, run_chains
+from bridge.variants import run_variants
 from corpus import Corpus, load_corpus
 from corpus.synthetic import SyntheticConfig, generate
 
@@ -101,85 +104,110 @@ def prepare_corpus(
     return corpus, seconds
 
 
-def variants(cfg: BridgeConfig) -> tuple[str, ...]:
-    return ("mmga", "no_align", "graph_only") if cfg.baselines else ("mmga",)
+def check_stage_configs(cfg: BridgeConfig, paths: RunPaths) -> None:
+    """Resolve every variant's round-0 stage configs before any work, so a bad ``--stage1`` / ``--stage2``
+    override fails in a second, naming the key, not after the corpus was generated."""
+    corpus_dir = Path(cfg.corpus) if cfg.corpus is not None else paths.generated_corpus
+    seeded = paths.for_seed(cfg.seed)
+    for variant in run_variants(cfg.baselines, cfg.ablations):
+        for stage in variant.stages:
+            stages.resolve_stage_config(stage, cfg, seeded, corpus_dir, variant.name, 0, None)
 
 
 def run_stages(
-    cfg: BridgeConfig, paths: RunPaths, manifest: Manifest, corpus: Corpus, result: BridgeResult, force: bool
+    cfg: BridgeConfig,
+    paths: RunPaths,
+    manifest: Manifest,
+    corpus: Corpus,
+    result: BridgeResult,
+    force: bool,
+    jobs: int = 1,
 ) -> None:
-    """Every variant's rounds, in order; each stage is skipped when its complete outputs exist."""
-    plan = [
-        (variant, r, stage)
-        for variant in variants(cfg)
-        for r in range(cfg.rounds)
-        for stage in (("stage2",) if variant == "graph_only" else ("stage1", "stage2"))
-    ]
-    for i, (variant, r, stage) in enumerate(plan, 1):
-        run = stages.plan_stage(stage, cfg, paths, corpus.root, variant, r, manifest)
-        _log(f"[{i}/{len(plan)}] {variant} round {r} {stage} ...")
-        ran, seconds = stages.execute(run, manifest, corpus, force=force)
-        (result.ran if ran else result.skipped).append(run.key)
-        result.timings.append({"step": run.key, "seconds": seconds, "ran_now": ran})
-        _log(f"[{i}/{len(plan)}] {variant} round {r} {stage}: {'done' if ran else 'complete before, skipped'} "
-             f"({seconds:.1f} s)")  # fmt: skip
+    """Every (training seed, variant)'s rounds; each stage is skipped when its complete outputs exist."""
+    chains = build_chains(cfg.training_seeds, run_variants(cfg.baselines, cfg.ablations), cfg.rounds)
+
+    def on_step(key: str, ran: bool, seconds: float) -> None:
+        (result.ran if ran else result.skipped).append(key)
+        result.timings.append({"step": key, "seconds": seconds, "ran_now": ran})
+
+    run_chains(cfg, paths, manifest, corpus, chains, force, jobs, _log, on_step)
+
+
+def _evaluate_one(row: Row, corpus: Corpus, paths: RunPaths, cfg: BridgeConfig) -> dict[str, Any]:
+    x = representation(row, corpus, paths, sgc_hops=cfg.eval.sgc_hops)
+    if row.peer == "gcn":
+        out = evaluate_gcn(x, corpus.edges, corpus.labels, corpus.fans, corpus.splits, cfg.eval)
+    else:
+        out = evaluate_representation(x, corpus.labels, corpus.fans, corpus.splits, cfg.eval)
+    out["dim"] = int(x.shape[1])
+    return out
 
 
 def evaluate_rows(
     cfg: BridgeConfig, paths: RunPaths, manifest: Manifest, corpus: Corpus, result: BridgeResult, force: bool
 ) -> tuple[list[Row], dict[str, Any]]:
-    """Evaluate every report row (cached in the manifest like the stages)."""
-    rows = report_rows(cfg.rounds, cfg.baselines)
-    evaluated: dict[str, Any] = {}
-    for i, row in enumerate(rows, 1):
-        key = paths.eval_key(row.name, row.round)
+    """Evaluate every report row for every training seed (cached in the manifest like the stages).
+
+    Returns the rows and ``{row: {seed: evaluation}}`` (rows without a trained variant, X, under the key None).
+    """
+    rows = report_rows(cfg.rounds, cfg.baselines, cfg.ablations)
+    evaluated: dict[str, dict[int | None, Any]] = {}
+    jobs = [(row, seed) for row in rows for seed in (cfg.training_seeds if row.seeded else (None,))]
+    for i, (row, seed) in enumerate(jobs, 1):
+        seed_paths = paths.for_seed(seed) if seed is not None else paths
+        key = seed_paths.eval_key(row.name, row.round)
         recorded = {
             "row": row.spec(),
             "eval": cfg.eval,
-            "inputs": {dep: manifest.entry_digest(dep) for dep in row.depends_on(paths)},
+            "inputs": {dep: manifest.entry_digest(dep) for dep in row.depends_on(seed_paths)},
         }
         if manifest.is_complete(key, recorded, corpus.fingerprint, force=force):
-            evaluated[row.name] = manifest.get(key)["metrics"]
+            out = manifest.get(key)["metrics"]
             seconds = float(manifest.get(key).get("seconds") or 0.0)
             result.skipped.append(key)
             ran = False
         else:
             start = time.perf_counter()
-            x = representation(row, corpus, paths)
-            evaluated[row.name] = evaluate_representation(
-                x, corpus.labels, corpus.fans, corpus.splits, cfg.eval
-            )
-            evaluated[row.name]["dim"] = int(x.shape[1])
+            out = _evaluate_one(row, corpus, seed_paths, cfg)
             seconds = time.perf_counter() - start
-            manifest.record(key, recorded, corpus.fingerprint, metrics=evaluated[row.name], seconds=seconds)
+            manifest.record(key, recorded, corpus.fingerprint, metrics=out, seconds=seconds)
             result.ran.append(key)
             ran = True
+        evaluated.setdefault(row.name, {})[seed] = out
         result.timings.append({"step": key, "seconds": seconds, "ran_now": ran})
-        topic, fans = evaluated[row.name]["topic"], evaluated[row.name]["fans"]
+        topic, fans = out["topic"], out["fans"]
         _log(
-            f"[eval {i}/{len(rows)}] {row.label:38s} topic macro-F1 {topic['macro_f1']['mean']:.3f}  "
-            f"fans MAE {fans['mae']['mean']:.3f}{'' if ran else '  (cached)'}"
+            f"[eval {i}/{len(jobs)}] {row.name:18s} {'' if seed is None else f'seed {seed}':8s} topic macro-F1 "
+            f"{topic['macro_f1']['mean']:.3f}  fans MAE {fans['mae']['mean']:.3f}{'' if ran else '  (cached)'}"
         )
     return rows, evaluated
 
 
-def run_bridge(cfg: BridgeConfig, run_dir: Path, force: bool = False) -> BridgeResult:
-    """Run (or resume) everything: corpus, every variant's rounds, evaluation, report."""
+def run_bridge(cfg: BridgeConfig, run_dir: Path, force: bool = False, jobs: int = 1) -> BridgeResult:
+    """Run (or resume) everything: corpus, every (training seed, variant)'s rounds, evaluation, report.
+
+    ``jobs``: worker processes for the stage chains (1 = everything in this process); results do not depend on it.
+    """
     start = time.perf_counter()
     load_start = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
     paths = RunPaths(Path(run_dir).resolve())
+    check_stage_configs(cfg, paths)
     paths.run_dir.mkdir(parents=True, exist_ok=True)
     manifest = Manifest.load(paths.manifest)
     result = BridgeResult(run_dir=paths.run_dir, report=paths.report_dir / "report.md", metrics={})
-    _log(f"MMGA bridge: {cfg.rounds} round(s), run folder {paths.run_dir}")
+    _log(
+        f"MMGA bridge: {cfg.rounds} round(s) x {cfg.seeds} training seed(s) "
+        f"({', '.join(str(s) for s in cfg.training_seeds)}), {jobs} job(s), run folder {paths.run_dir}"
+    )
     corpus, corpus_seconds = prepare_corpus(cfg, paths, manifest, result, force)
     result.timings.append(
         {"step": CORPUS_KEY, "seconds": corpus_seconds, "ran_now": CORPUS_KEY in result.ran}
     )
-    run_stages(cfg, paths, manifest, corpus, result, force)
+    run_stages(cfg, paths, manifest, corpus, result, force, jobs)
     rows, evaluated = evaluate_rows(cfg, paths, manifest, corpus, result, force)
     environment = {
         "torch_threads": torch.get_num_threads(),
+        "jobs": jobs,
         "cpu_count": os.cpu_count(),
         # other jobs on the machine change the timings a lot: the 1-minute load average says how busy it was
         "load_average_1min_start": load_start,

@@ -1,7 +1,8 @@
-"""How the bridge configures and runs each stage for a variant and round.
+"""How the bridge configures and runs each stage for a variant, round and training seed.
 
-The user's ``stage1`` / ``stage2`` overrides (nested dicts) are layered on the bridge's own defaults (sized
-for the 10-minute default run) and then the per-variant, per-round fields that only the bridge sets:
+The user's ``stage1`` / ``stage2`` overrides (nested dicts) are layered on the bridge's own defaults (the preset
+``bridge/presets/default.json``), then the variant's overrides (``bridge.variants``), then the per-run fields that
+only the bridge sets (corpus, cache and output folders, round, checkpoint to continue from, seed, feedback round).
 
 ============  ===========================================  ==========================================
 variant       stage 1                                      stage 2
@@ -12,14 +13,17 @@ mmga          LM + ITA + GCL; from round 1 on, GCL         gate="mgate", use_mod
 no_align      LM + ITA only (both GCL weights 0), no       gate="uniform" (no alignment), no feedback
               feedback (edge_weight_round=None)
 graph_only    (not run)                                    use_modalities=False: the GNN on X alone
+abl_*         MMGA with the fields ``bridge.variants.ABLATIONS`` names changed
 ============  ===========================================  ==========================================
 
 Every variant runs the same number of rounds with the same per-round steps, continuing each stage from
-its previous round's checkpoint, so the baselines get exactly as many training steps as MMGA.
+its previous round's checkpoint, so the baselines get exactly as many training steps as MMGA. Training seed
+``s`` runs round ``r`` of every stage with seed ``s + 1000 * r``.
 """
 
 from __future__ import annotations
 
+import json
 import shutil
 import time
 from collections.abc import Callable
@@ -27,9 +31,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from bridge.config import BridgeConfig, BridgeConfigError, deep_merge
+from bridge.config import BridgeConfig, BridgeConfigError, deep_merge, nest
 from bridge.manifest import Manifest
 from bridge.paths import RunPaths
+from bridge.variants import get_variant
 from cache import read_encoder_embeddings, read_graph_outputs
 from corpus import Corpus
 from stage1_encoders import Stage1Config, run_stage1
@@ -50,12 +55,13 @@ BRIDGE_FIELDS = {
     ),
 }
 
-# The bridge's defaults, sized so that `python bridge/alternate.py --rounds 3` (3 variants x 3 rounds) fits in
-# 10 minutes on a 2-core CPU; user overrides (config file, --stage1/--stage2) win over them.
-STAGE_DEFAULTS: dict[str, dict[str, Any]] = {
-    "stage1": {"model": {"image_model": "mmga-vit-tiny"}, "trainer": {"max_steps": 150}},
-    "stage2": {"trainer": {"max_steps": 100, "log_every_n_steps": 1}},
-}
+# The bridge's defaults, sized so that the default run (`python bridge/alternate.py --rounds 3`: 3 variants x 3
+# rounds x 3 training seeds) fits in 10 minutes on a 2-core CPU; user overrides (config file, --stage1/--stage2)
+# win over them.
+PRESET_FILE = Path(__file__).with_name("presets") / "default.json"
+STAGE_DEFAULTS: dict[str, dict[str, Any]] = json.loads(PRESET_FILE.read_text())
+
+ROUND_SEED_STRIDE = 1000  # round r of training seed s uses seed s + 1000 * r
 
 
 @dataclass(frozen=True)
@@ -88,10 +94,19 @@ def resolve_stage_config(
     round_idx: int,
     init_checkpoint: Path | None,
 ) -> Any:
-    """The typed config of ``stage`` for ``variant`` in round ``round_idx`` (see the module docstring)."""
+    """The typed config of ``stage`` for ``variant`` in round ``round_idx`` of the training seed of ``paths``
+    (see the module docstring)."""
+    spec = get_variant(variant)
     overrides = bridge_cfg.stage1 if stage == "stage1" else bridge_cfg.stage2
     _check_overrides(stage, overrides)
     data = deep_merge(STAGE_DEFAULTS[stage], overrides)
+    if stage == "stage1":
+        if not spec.has_stage1:
+            raise ValueError(f"the {variant} variant has no stage 1")
+        data = deep_merge(data, nest(spec.stage1 or {}))
+    else:
+        data = deep_merge(data, nest(spec.stage2))
+    seed = paths.seed if paths.seed is not None else bridge_cfg.seed
     data = deep_merge(
         data,
         {
@@ -100,19 +115,13 @@ def resolve_stage_config(
             "round": round_idx,
             "out_dir": str(paths.stage_dir(variant, round_idx, stage)),
             "init_checkpoint": str(init_checkpoint) if init_checkpoint is not None else None,
-            "seed": bridge_cfg.seed + round_idx,
+            "seed": seed + ROUND_SEED_STRIDE * round_idx,
         },
     )
     source = f"bridge config, section {stage} (config file and --{stage} overrides)"
     if stage == "stage1":
-        if variant == "graph_only":
-            raise ValueError("the graph_only variant has no stage 1")
-        data["edge_weight_round"] = round_idx - 1 if variant == "mmga" and round_idx > 0 else None
-        if variant == "no_align":
-            data = deep_merge(data, {"losses": {"gcl_image_weight": 0.0, "gcl_text_weight": 0.0}})
+        data["edge_weight_round"] = round_idx - 1 if spec.feedback and round_idx > 0 else None
         return Stage1Config.from_dict(data, source)
-    data["gate"] = "uniform" if variant == "no_align" else "mgate"
-    data["use_modalities"] = variant != "graph_only"
     return Stage2Config.from_dict(data, source)
 
 
@@ -133,9 +142,10 @@ def plan_stage(
         prev = paths.stage_key(variant, round_idx - 1, stage)
         depends_on.append(prev)
         init_checkpoint = manifest.outputs(prev)["checkpoint"]
-    if stage == "stage1" and variant == "mmga" and round_idx > 0:
+    spec = get_variant(variant)
+    if stage == "stage1" and spec.feedback and round_idx > 0:
         depends_on.append(paths.stage_key(variant, round_idx - 1, "stage2"))  # its edge weights
-    if stage == "stage2" and variant != "graph_only":
+    if stage == "stage2" and spec.has_stage1:
         depends_on.append(paths.stage_key(variant, round_idx, "stage1"))  # this round's embeddings
     cfg = resolve_stage_config(stage, bridge_cfg, paths, corpus_dir, variant, round_idx, init_checkpoint)
     return StageRun(variant, round_idx, stage, key, cfg, tuple(depends_on))
@@ -167,34 +177,69 @@ def manifest_config(run: StageRun, manifest: Manifest) -> dict[str, Any]:
     return {"config": run.config, "inputs": {dep: manifest.entry_digest(dep) for dep in run.depends_on}}
 
 
-def execute(run: StageRun, manifest: Manifest, corpus: Corpus, force: bool = False) -> tuple[bool, float]:
-    """Run one stage unless the manifest says its complete outputs exist; returns (ran, seconds).
-
-    A stage that runs starts from an empty output folder (leftovers of an interrupted attempt are removed)
-    and is recorded in the manifest only after its entry point returned.
-    """
+def needs_run(run: StageRun, manifest: Manifest, corpus: Corpus, force: bool = False) -> bool:
+    """False when the manifest says the stage's complete outputs exist (then it is skipped)."""
     recorded = manifest_config(run, manifest)
-    if manifest.is_complete(
+    return not manifest.is_complete(
         run.key, recorded, corpus.fingerprint, force=force, validate=_validator(run, corpus)
-    ):
-        return False, float(manifest.get(run.key).get("seconds") or 0.0)
+    )
+
+
+def prepare(run: StageRun, manifest: Manifest) -> None:
+    """Forget the stage's old entry and empty its output folder (leftovers of an interrupted attempt)."""
     manifest.forget(run.key)
     out_dir = Path(run.config.out_dir)
     if out_dir.exists():
         shutil.rmtree(out_dir)
+
+
+@dataclass(frozen=True)
+class StageOutcome:
+    """What one stage call produced (picklable: it comes back from a worker process)."""
+
+    checkpoint: Path
+    cache_file: Path
+    log_dir: Path | None
+    metrics: Any
+    seconds: float
+
+
+def call_stage(stage: str, config: Any) -> StageOutcome:
+    """Run one stage's public entry in this process."""
     start = time.perf_counter()
-    result = run_stage1(run.config) if run.stage == "stage1" else run_stage2(run.config)
+    result = run_stage1(config) if stage == "stage1" else run_stage2(config)
     seconds = time.perf_counter() - start
-    outputs = {"checkpoint": Path(result.checkpoint), "cache_file": Path(result.cache_file)}
     log_dir = getattr(result, "log_dir", None)
-    if log_dir is not None and Path(log_dir).exists():
-        outputs["log_dir"] = Path(log_dir)
+    return StageOutcome(
+        checkpoint=Path(result.checkpoint),
+        cache_file=Path(result.cache_file),
+        log_dir=Path(log_dir) if log_dir is not None else None,
+        metrics=getattr(result, "metrics", None),
+        seconds=seconds,
+    )
+
+
+def record(run: StageRun, manifest: Manifest, corpus: Corpus, outcome: StageOutcome, recorded: Any) -> None:
+    """Mark the stage complete in the manifest (only after its entry point returned)."""
+    outputs = {"checkpoint": outcome.checkpoint, "cache_file": outcome.cache_file}
+    if outcome.log_dir is not None and outcome.log_dir.exists():
+        outputs["log_dir"] = outcome.log_dir
     manifest.record(
         run.key,
         recorded,
         corpus.fingerprint,
         outputs=outputs,
-        metrics=getattr(result, "metrics", None),
-        seconds=seconds,
+        metrics=outcome.metrics,
+        seconds=outcome.seconds,
     )
-    return True, seconds
+
+
+def execute(run: StageRun, manifest: Manifest, corpus: Corpus, force: bool = False) -> tuple[bool, float]:
+    """Run one stage in this process unless its complete outputs exist; returns (ran, seconds)."""
+    if not needs_run(run, manifest, corpus, force):
+        return False, float(manifest.get(run.key).get("seconds") or 0.0)
+    recorded = manifest_config(run, manifest)
+    prepare(run, manifest)
+    outcome = call_stage(run.stage, run.config)
+    record(run, manifest, corpus, outcome, recorded)
+    return True, outcome.seconds

@@ -42,7 +42,9 @@ TINY_EVAL = EvalConfig(seeds=(0, 1), heads=("linear",), weight_decays=(1e-3,), m
 
 
 def tiny_config(corpus: Path | None, **kw) -> BridgeConfig:
-    base = dict(rounds=2, seed=0, corpus=corpus, stage1=TINY_STAGE1, stage2=TINY_STAGE2, eval=TINY_EVAL)
+    base = dict(
+        rounds=2, seed=0, seeds=1, corpus=corpus, stage1=TINY_STAGE1, stage2=TINY_STAGE2, eval=TINY_EVAL
+    )
     return BridgeConfig(**{**base, **kw})
 
 
@@ -57,7 +59,8 @@ class StageSpy:
         monkeypatch.setattr(stages, "run_stage2", self.stage2)
 
     def _key(self, cfg, stage: str) -> str:
-        return f"{Path(cfg.cache_dir).parent.name}/round_{cfg.round}/{stage}"
+        variant_dir = Path(cfg.cache_dir).parent
+        return f"{variant_dir.parent.name}/{variant_dir.name}/round_{cfg.round}/{stage}"
 
     def stage1(self, cfg):
         self.calls.append(self._key(cfg, "stage1"))
@@ -89,20 +92,24 @@ def test_two_round_run_writes_report_and_wires_the_rounds(reference_run):
     result, calls, run_dir = reference_run
     paths = RunPaths(run_dir)
     assert sorted(calls) == sorted(
-        [f"{v}/round_{r}/stage1" for v in ("mmga", "no_align") for r in (0, 1)]
-        + [f"{v}/round_{r}/stage2" for v in ("mmga", "no_align", "graph_only") for r in (0, 1)]
+        [f"seed_0/{v}/round_{r}/stage1" for v in ("mmga", "no_align") for r in (0, 1)]
+        + [f"seed_0/{v}/round_{r}/stage2" for v in ("mmga", "no_align", "graph_only") for r in (0, 1)]
     )
     # report files
     for name in ("report.md", "metrics.json", "metrics_by_round.png", "loss_curves.png", "embedding_pca.png"):
         assert (paths.report_dir / name).stat().st_size > 0, name
     metrics = json.loads((paths.report_dir / "metrics.json").read_text())
     assert set(metrics["rows"]) == {
-        "stats_x", "image_only", "text_only", "graph_only", "no_align",
+        "stats_x", "image_only", "text_only", "graph_only", "no_align", "peer_sgc", "peer_gcn",
         "mmga_round_0", "mmga_round_1", "mmga_graph", "mmga_text", "mmga_image",
     }  # fmt: skip
-    for row in metrics["rows"].values():
+    for name, row in metrics["rows"].items():
         assert 0.0 <= row["topic"]["macro_f1"]["mean"] <= 1.0
-        assert row["fans"]["mae"]["mean"] > 0 and len(row["fans"]["mae"]["values"]) == 2
+        assert row["fans"]["mae"]["mean"] > 0 and len(row["fans"]["mae"]["values"]) == 1  # one training seed
+        (per_seed,) = row["per_seed"].values()  # X under "None", every other row under its training seed
+        assert list(row["per_seed"]) == (["None"] if name == "stats_x" else ["0"])
+        assert len(per_seed["fans"]["mae"]["values"]) == 2  # the two head seeds
+        assert row["fans"]["mae"]["mean"] == per_seed["fans"]["mae"]["mean"]
     assert metrics["rows"]["mmga_round_1"]["dim"] == (
         metrics["rows"]["mmga_graph"]["dim"]
         + metrics["rows"]["mmga_text"]["dim"]
@@ -111,10 +118,19 @@ def test_two_round_run_writes_report_and_wires_the_rounds(reference_run):
     assert result.metrics["rows"] == metrics["rows"]
     diag = metrics["edge_weight_diagnostics"]  # the tiny corpus is synthetic: the truth file is there
     assert set(diag["variants"]) == {"no_align", "graph_only", "mmga"}
-    assert all(d["auc_same_topic"] == 0.5 for d in diag["variants"]["no_align"])  # uniform weights
-    assert all(0.0 <= d["auc_same_topic"] <= 1.0 for d in diag["variants"]["mmga"])
+    assert diag["source"] == "generator truth"
+    assert all(d["auc_same_topic"]["mean"] == 0.5 for d in diag["variants"]["no_align"])  # uniform weights
+    assert all(0.0 <= d["auc_same_topic"]["mean"] <= 1.0 for d in diag["variants"]["mmga"])
+    assert [c["against"] for c in metrics["comparison"]][:3] == ["no_align", "peer_sgc", "peer_gcn"]
+    for c in metrics["comparison"]:  # one training seed: the sign of the margin decides
+        m = c["topic_macro_f1"]["margin"]
+        assert c["topic_macro_f1"]["verdict"] == (
+            "ahead" if m > 0 else "behind" if m < 0 else "not measurably"
+        )
+    assert metrics["rows"]["peer_sgc"]["dim"] == 3 * metrics["rows"]["peer_gcn"]["dim"]
     report = (paths.report_dir / "report.md").read_text()
     assert "| MMGA after round 1 (`mmga_round_1`) |" in report and "## Timings" in report
+    assert "## Verdict" in report and "With one training seed no training spread is measured" in report
 
     # the rounds are chained as the issue says (configs as recorded in the manifest)
     manifest = Manifest.load(paths.manifest)
@@ -122,33 +138,38 @@ def test_two_round_run_writes_report_and_wires_the_rounds(reference_run):
     def cfg(key):
         return manifest.get(key)["config"]["config"]
 
-    assert cfg("mmga/round_0/stage1")["init_checkpoint"] is None
-    assert cfg("mmga/round_0/stage1")["edge_weight_round"] is None
-    assert cfg("mmga/round_1/stage1")["edge_weight_round"] == 0
+    assert cfg("seed_0/mmga/round_0/stage1")["init_checkpoint"] is None
+    assert cfg("seed_0/mmga/round_0/stage1")["edge_weight_round"] is None
+    assert cfg("seed_0/mmga/round_1/stage1")["edge_weight_round"] == 0
     assert (
-        cfg("mmga/round_1/stage1")["init_checkpoint"]
-        == "$RUN/" + manifest.get("mmga/round_0/stage1")["outputs"]["checkpoint"]
+        cfg("seed_0/mmga/round_1/stage1")["init_checkpoint"]
+        == "$RUN/" + manifest.get("seed_0/mmga/round_0/stage1")["outputs"]["checkpoint"]
     )
     assert (
-        cfg("mmga/round_1/stage2")["init_checkpoint"]
-        == "$RUN/" + manifest.get("mmga/round_0/stage2")["outputs"]["checkpoint"]
+        cfg("seed_0/mmga/round_1/stage2")["init_checkpoint"]
+        == "$RUN/" + manifest.get("seed_0/mmga/round_0/stage2")["outputs"]["checkpoint"]
     )
     assert (
-        cfg("mmga/round_1/stage2")["cache_dir"]
-        == cfg("mmga/round_1/stage1")["cache_dir"]
-        == "$RUN/mmga/cache"
+        cfg("seed_0/mmga/round_1/stage2")["cache_dir"]
+        == cfg("seed_0/mmga/round_1/stage1")["cache_dir"]
+        == "$RUN/seed_0/mmga/cache"
     )
-    assert (cfg("mmga/round_1/stage2")["gate"], cfg("mmga/round_1/stage2")["use_modalities"]) == (
+    assert (
+        cfg("seed_0/mmga/round_1/stage2")["gate"],
+        cfg("seed_0/mmga/round_1/stage2")["use_modalities"],
+    ) == (
         "mgate",
         True,
     )
-    no_align = cfg("no_align/round_1/stage1")
+    no_align = cfg("seed_0/no_align/round_1/stage1")
     assert no_align["edge_weight_round"] is None
     assert no_align["losses"]["gcl_image_weight"] == no_align["losses"]["gcl_text_weight"] == 0.0
-    assert cfg("no_align/round_1/stage2")["gate"] == "uniform"
-    assert cfg("graph_only/round_1/stage2")["use_modalities"] is False
+    assert cfg("seed_0/no_align/round_1/stage2")["gate"] == "uniform"
+    assert cfg("seed_0/graph_only/round_1/stage2")["use_modalities"] is False
     # every variant trains the same number of steps
-    steps = {cfg(f"{v}/round_1/stage2")["trainer"]["max_steps"] for v in ("mmga", "no_align", "graph_only")}
+    steps = {
+        cfg(f"seed_0/{v}/round_1/stage2")["trainer"]["max_steps"] for v in ("mmga", "no_align", "graph_only")
+    }
     assert steps == {3}
 
 
@@ -162,7 +183,7 @@ def test_rerun_skips_everything_and_detects_changes(reference_run, tiny_corpus, 
     # a changed stage-2 setting is refused with advice, naming what changed
     changed = tiny_config(tiny_corpus, stage2={**TINY_STAGE2, "optim": {"lr": 0.02}})
     with pytest.raises(
-        ManifestConflict, match=r"mmga/round_0/stage2[\s\S]*optim.lr: 0.005 -> 0.02[\s\S]*--force"
+        ManifestConflict, match=r"seed_0/mmga/round_0/stage2[\s\S]*optim.lr: 0.005 -> 0.02[\s\S]*--force"
     ):
         run_bridge(changed, run_dir)
     assert spy.calls == []
@@ -172,24 +193,24 @@ def test_resume_after_interrupt_skips_completed_work_and_matches(
     reference_run, tiny_corpus, tmp_path, monkeypatch
 ):
     reference, _, _ = reference_run
-    spy = StageSpy(monkeypatch, fail_once="mmga/round_1/stage2")
+    spy = StageSpy(monkeypatch, fail_once="seed_0/mmga/round_1/stage2")
     cfg = tiny_config(tiny_corpus)
     with pytest.raises(KeyboardInterrupt):
         run_bridge(cfg, tmp_path)
     assert spy.calls == [
-        "mmga/round_0/stage1",
-        "mmga/round_0/stage2",
-        "mmga/round_1/stage1",
-        "mmga/round_1/stage2",
+        "seed_0/mmga/round_0/stage1",
+        "seed_0/mmga/round_0/stage2",
+        "seed_0/mmga/round_1/stage1",
+        "seed_0/mmga/round_1/stage2",
     ]
     spy.calls.clear()
     resumed = run_bridge(cfg, tmp_path)
-    assert spy.calls[0] == "mmga/round_1/stage2"  # completed work was skipped
-    assert "mmga/round_0/stage1" not in spy.calls and "mmga/round_1/stage1" not in spy.calls
+    assert spy.calls[0] == "seed_0/mmga/round_1/stage2"  # completed work was skipped
+    assert "seed_0/mmga/round_0/stage1" not in spy.calls and "seed_0/mmga/round_1/stage1" not in spy.calls
     assert sorted(resumed.skipped)[:3] == [
-        "mmga/round_0/stage1",
-        "mmga/round_0/stage2",
-        "mmga/round_1/stage1",
+        "seed_0/mmga/round_0/stage1",
+        "seed_0/mmga/round_0/stage2",
+        "seed_0/mmga/round_1/stage1",
     ]
     assert len(spy.calls) == 1 + 4 + 2  # the failed stage, then no_align (2 rounds x 2) and graph_only (2)
     assert resumed.metrics["rows"] == reference.metrics["rows"]
@@ -203,7 +224,10 @@ def test_more_rounds_extend_a_finished_run(reference_run, tiny_corpus, tmp_path,
     shutil.copytree(run_dir, copy)
     spy = StageSpy(monkeypatch)
     result = run_bridge(tiny_config(tiny_corpus, rounds=3, baselines=False), copy)
-    assert spy.calls == ["mmga/round_2/stage1", "mmga/round_2/stage2"]  # rounds 0 and 1 are reused
+    assert spy.calls == [
+        "seed_0/mmga/round_2/stage1",
+        "seed_0/mmga/round_2/stage2",
+    ]  # rounds 0 and 1 are reused
     assert "mmga_round_2" in result.metrics["rows"] and result.metrics["rows"]["mmga_graph"]["round"] == 2
 
 
@@ -217,7 +241,11 @@ def test_force_recomputes_only_what_changed(reference_run, tiny_corpus, tmp_path
     changed = tiny_config(tiny_corpus, stage2={**TINY_STAGE2, "optim": {"lr": 0.02}}, baselines=False)
     run_bridge(changed, copy, force=True)
     # stage 1 of round 0 is unchanged; stage 2 changed, and round 1 depends on round 0's stage 2 output
-    assert spy.calls == ["mmga/round_0/stage2", "mmga/round_1/stage1", "mmga/round_1/stage2"]
+    assert spy.calls == [
+        "seed_0/mmga/round_0/stage2",
+        "seed_0/mmga/round_1/stage1",
+        "seed_0/mmga/round_1/stage2",
+    ]
 
 
 def test_generated_corpus_is_made_once(tmp_path):
@@ -257,3 +285,27 @@ def test_script_entry_point_runs_from_a_plain_checkout():
     )  # fmt: skip
     assert out.returncode == 0, out.stderr
     assert "--rounds" in out.stdout and "--stage1" in out.stdout
+
+
+def test_two_training_seeds_in_two_workers_match_the_in_process_run(reference_run, tiny_corpus, tmp_path):
+    reference, _, _ = reference_run
+    cfg = tiny_config(tiny_corpus, rounds=1, seeds=2, baselines=False)
+    result = run_bridge(cfg, tmp_path, jobs=2)
+    rows = result.metrics["rows"]
+    assert result.metrics["training_seeds"] == [0, 1]
+    # seed 0 in a worker process equals seed 0 trained in this process (round 0 is the same in both runs)
+    ours, ref = (
+        rows["mmga_round_0"]["per_seed"]["0"],
+        reference.metrics["rows"]["mmga_round_0"]["per_seed"]["0"],
+    )
+    assert ours["topic"] == ref["topic"] and ours["fans"] == ref["fans"]
+    # seed 1 is another training run, and the row's statistics are over both seeds
+    assert rows["mmga_round_0"]["per_seed"]["1"]["fans"] != ours["fans"]
+    assert rows["mmga_round_0"]["fans"]["mae"]["values"] == [
+        rows["mmga_round_0"]["per_seed"][s]["fans"]["mae"]["mean"] for s in ("0", "1")
+    ]
+    # a worker's output goes to its stage folder, not to the terminal
+    log = RunPaths(tmp_path).for_seed(1).stage_dir("mmga", 0, "stage2") / "stage.log"
+    assert log.is_file()
+    comp = {c["against"]: c for c in result.metrics["comparison"]}
+    assert len(comp["stats_x"]["fans_mae"]["margins"]) == 2

@@ -20,6 +20,14 @@ def test_run_paths_layout(tmp_path):
     assert paths.stage1_dir("no_align", 2) == tmp_path / "no_align" / "round_2" / "stage1"
     assert paths.stage2_dir("graph_only", 0) == tmp_path / "graph_only" / "round_0" / "stage2"
     assert paths.stage_key("mmga", 1, "stage2") == "mmga/round_1/stage2"
+    seeded = paths.for_seed(2)
+    assert seeded.cache_dir("mmga") == tmp_path / "seed_2" / "mmga" / "cache"
+    assert seeded.stage1_dir("abl_no_gcl", 0) == tmp_path / "seed_2" / "abl_no_gcl" / "round_0" / "stage1"
+    assert seeded.stage_key("mmga", 1, "stage2") == "seed_2/mmga/round_1/stage2"
+    assert seeded.eval_key("no_align", 2) == "eval/seed_2/no_align/round_2"
+    assert seeded.manifest == paths.manifest and seeded.report_dir == paths.report_dir
+    with pytest.raises(ValueError, match="training seed"):
+        paths.for_seed(-1)
     # every (variant, round, stage) folder is distinct
     dirs = {
         paths.stage_dir(v, r, s)

@@ -1,0 +1,194 @@
+"""Run the stage chains of a bridge run, in this process or in ``jobs`` worker processes.
+
+A chain is one (training seed, variant): its stages run in order (round 0 stage 1, round 0 stage 2, round 1
+stage 1, ...), each continuing from the previous one's checkpoint, so a chain is sequential. Different chains are
+independent, so with ``jobs > 1`` up to ``jobs`` of them run at once in worker processes (``spawn``: a fresh
+interpreter, no forked OpenMP state). Each worker uses the same number of torch threads as the main process, so
+the results do not depend on ``jobs``. Only the main process reads and writes the manifest: a stage is planned
+there (its checkpoint to continue from comes from the manifest), run in a worker, and recorded there once it
+returned. A worker's stdout and stderr go to ``stage.log`` in the stage's folder.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import multiprocessing
+import os
+import sys
+from collections import deque
+from collections.abc import Callable, Iterator
+from concurrent.futures import FIRST_COMPLETED, Executor, Future, ProcessPoolExecutor, wait
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from bridge import stages
+from bridge.config import BridgeConfig
+from bridge.manifest import Manifest
+from bridge.paths import RunPaths
+from bridge.variants import Variant
+from corpus import Corpus
+
+LOG_NAME = "stage.log"
+
+
+@dataclass
+class Chain:
+    """The remaining stages of one (training seed, variant)."""
+
+    seed: int
+    variant: Variant
+    steps: deque = field(default_factory=deque)  # (round, stage)
+
+    @property
+    def name(self) -> str:
+        return f"seed {self.seed} {self.variant.name}"
+
+
+def build_chains(seeds: tuple[int, ...], variants: tuple[Variant, ...], rounds: int) -> list[Chain]:
+    return [
+        Chain(seed, v, deque((r, stage) for r in range(rounds) for stage in v.stages))
+        for seed in seeds
+        for v in variants
+    ]
+
+
+class InlineExecutor(Executor):
+    """Runs each submitted call at once in this process (``jobs=1``; tests can monkeypatch the stages)."""
+
+    def submit(self, fn: Callable, /, *args: Any, **kwargs: Any) -> Future:
+        future: Future = Future()
+        try:
+            future.set_result(fn(*args, **kwargs))
+        except BaseException as err:  # noqa: BLE001 - handed to the caller through the future
+            if isinstance(err, KeyboardInterrupt):
+                raise
+            future.set_exception(err)
+        return future
+
+
+def _init_worker(threads: int) -> None:
+    torch.set_num_threads(threads)
+
+
+def _call_stage_logged(stage: str, config: Any) -> stages.StageOutcome:
+    """Worker side: run the stage with its output captured into ``<out_dir>/stage.log``."""
+    out_dir = Path(config.out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    with (
+        open(out_dir / LOG_NAME, "w") as log,
+        contextlib.redirect_stdout(log),
+        contextlib.redirect_stderr(log),
+    ):
+        fd_out, fd_err = os.dup(1), os.dup(2)
+        os.dup2(log.fileno(), 1)
+        os.dup2(log.fileno(), 2)
+        try:
+            return stages.call_stage(stage, config)
+        finally:
+            sys.stdout.flush()
+            sys.stderr.flush()
+            os.dup2(fd_out, 1)
+            os.dup2(fd_err, 2)
+            os.close(fd_out)
+            os.close(fd_err)
+
+
+@contextlib.contextmanager
+def executor(jobs: int) -> Iterator[Executor]:
+    if jobs <= 1:
+        yield InlineExecutor()
+        return
+    pool = ProcessPoolExecutor(
+        max_workers=jobs,
+        mp_context=multiprocessing.get_context("spawn"),
+        initializer=_init_worker,
+        initargs=(torch.get_num_threads(),),
+    )
+    try:
+        yield pool
+    except BaseException:
+        pool.shutdown(wait=False, cancel_futures=True)
+        raise
+    pool.shutdown(wait=True)
+
+
+def run_chains(
+    cfg: BridgeConfig,
+    paths: RunPaths,
+    manifest: Manifest,
+    corpus: Corpus,
+    chains: list[Chain],
+    force: bool,
+    jobs: int,
+    log: Callable[[str], None],
+    on_step: Callable[[str, bool, float], None],
+) -> None:
+    """Run every chain's remaining stages, skipping complete ones; ``on_step(key, ran, seconds)`` per stage.
+
+    A stage that fails stops the run after the stages already running in other workers have finished and been
+    recorded (so a rerun resumes after them); the failure is raised again.
+    """
+    total = sum(len(c.steps) for c in chains)
+    done_count = 0
+    pending: deque[Chain] = deque(chains)
+    running: dict[Future, tuple[Chain, stages.StageRun, Any]] = {}
+    failure: BaseException | None = None
+    call = stages.call_stage if jobs <= 1 else _call_stage_logged
+
+    def next_run(chain: Chain) -> stages.StageRun | None:
+        """Plan the chain's next stage that must run, skipping (and reporting) complete ones."""
+        nonlocal done_count
+        while chain.steps:
+            r, stage = chain.steps[0]
+            run = stages.plan_stage(
+                stage, cfg, paths.for_seed(chain.seed), corpus.root, chain.variant.name, r, manifest
+            )
+            if stages.needs_run(run, manifest, corpus, force):
+                return run
+            chain.steps.popleft()
+            done_count += 1
+            seconds = float(manifest.get(run.key).get("seconds") or 0.0)
+            log(f"[{done_count}/{total}] {run.key}: complete before, skipped")
+            on_step(run.key, False, seconds)
+        return None
+
+    with executor(jobs) as pool:
+        while (pending and failure is None) or running:
+            while pending and failure is None and len(running) < max(1, jobs):
+                chain = pending.popleft()
+                run = next_run(chain)
+                if run is None:
+                    continue
+                recorded = stages.manifest_config(run, manifest)
+                stages.prepare(run, manifest)
+                if jobs > 1:
+                    log(
+                        f"[{done_count + len(running) + 1}/{total}] {run.key} ... (log: {Path(run.config.out_dir) / LOG_NAME})"
+                    )
+                else:
+                    log(f"[{done_count + 1}/{total}] {run.key} ...")
+                running[pool.submit(call, run.stage, run.config)] = (chain, run, recorded)
+            if not running:
+                continue
+            finished, _ = wait(running, return_when=FIRST_COMPLETED)
+            for future in finished:
+                chain, run, recorded = running.pop(future)
+                err = future.exception()
+                if err is not None:
+                    if failure is None:
+                        failure = err
+                        if jobs > 1:
+                            log(f"{run.key} failed; its output is in {Path(run.config.out_dir) / LOG_NAME}")
+                    continue
+                outcome = future.result()
+                stages.record(run, manifest, corpus, outcome, recorded)
+                chain.steps.popleft()
+                done_count += 1
+                log(f"[{done_count}/{total}] {run.key}: done ({outcome.seconds:.1f} s)")
+                on_step(run.key, True, outcome.seconds)
+                pending.appendleft(chain)
+    if failure is not None:
+        raise failure

@@ -1,0 +1,111 @@
+"""What each trained variant of a bridge run is: a small registry of stage overrides.
+
+A variant is MMGA's recipe with some stage fields changed. The baselines and the ablations are all written the
+same way, so a new model option becomes an ablation by one line in :data:`ABLATIONS`::
+
+    Variant("additive_gate", "MMGA with the literal (static) eq. 5 gate", stage2={"model.gate_form": "additive"})
+
+Fields:
+- ``stage1``: dotted overrides of stage 1's config, or ``None`` when the variant trains no encoders (its rows read
+  no R^I / R^T);
+- ``stage2``: dotted overrides of stage 2's config;
+- ``feedback``: from round 1 on, stage 1 weights its graph-contrastive positives by the edge weights stage 2 wrote
+  in the previous round (the multi-step alignment).
+
+The overrides are applied on top of the user's ``--stage1`` / ``--stage2`` values, so a variant always differs
+from MMGA in exactly the fields it names.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+NO_GCL = {"losses.gcl_image_weight": 0.0, "losses.gcl_text_weight": 0.0}
+
+
+@dataclass(frozen=True)
+class Variant:
+    """One trained variant of a run (see the module docstring)."""
+
+    name: str
+    label: str
+    stage1: dict[str, Any] | None = field(default_factory=dict)
+    stage2: dict[str, Any] = field(default_factory=dict)
+    feedback: bool = True
+
+    @property
+    def has_stage1(self) -> bool:
+        return self.stage1 is not None
+
+    @property
+    def stages(self) -> tuple[str, ...]:
+        return ("stage1", "stage2") if self.has_stage1 else ("stage2",)
+
+
+MMGA = Variant("mmga", "MMGA", stage2={"gate": "mgate", "use_modalities": True})
+
+# The baselines every report carries.
+BASELINES: dict[str, Variant] = {
+    v.name: v
+    for v in (
+        Variant(
+            "no_align",
+            "no alignment: LM + ITA encoders, uniform aggregation, no feedback",
+            stage1=NO_GCL,
+            stage2={"gate": "uniform", "use_modalities": True},
+            feedback=False,
+        ),  # fmt: skip
+        Variant(
+            "graph_only",
+            "the GNN without image or text input",
+            stage1=None,
+            stage2={"gate": "mgate", "use_modalities": False},
+            feedback=False,
+        ),  # fmt: skip
+    )
+}
+
+# MMGA with one part switched off (``--ablations``).
+ABLATIONS: dict[str, Variant] = {
+    v.name: v
+    for v in (
+        Variant(
+            "abl_no_gcl",
+            "MMGA without the graph-contrastive loss",
+            stage1=NO_GCL,
+            stage2=MMGA.stage2,
+            feedback=False,
+        ),  # fmt: skip
+        Variant(
+            "abl_no_feedback",
+            "MMGA without edge-weight feedback to stage 1",
+            stage2=MMGA.stage2,
+            feedback=False,
+        ),  # fmt: skip
+        Variant(
+            "abl_uniform_gate",
+            "MMGA with the uniform gate",
+            stage2={"gate": "uniform", "use_modalities": True},
+        ),
+    )
+}
+
+REGISTRY: dict[str, Variant] = {MMGA.name: MMGA, **BASELINES, **ABLATIONS}
+
+
+def get_variant(name: str) -> Variant:
+    try:
+        return REGISTRY[name]
+    except KeyError:
+        raise ValueError(f"unknown variant {name!r}; expected one of {', '.join(REGISTRY)}") from None
+
+
+def run_variants(baselines: bool, ablations: bool) -> tuple[Variant, ...]:
+    """The variants one run trains, in training order."""
+    out = [MMGA]
+    if baselines:
+        out += BASELINES.values()
+    if ablations:
+        out += ABLATIONS.values()
+    return tuple(out)

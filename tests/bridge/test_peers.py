@@ -1,0 +1,104 @@
+"""The peer rows: SGC propagation against a dense reference and PyG's SGConv, the GCN's val-only selection."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from torch_geometric.nn import SGConv
+
+from bridge import peers
+from bridge.config import EvalConfig
+
+EDGES = np.array([[0, 1], [1, 2], [2, 3], [0, 2]])  # node 4 is isolated
+
+
+def dense_sgc(x: np.ndarray, edges: np.ndarray, hops: int) -> np.ndarray:
+    n = len(x)
+    a = np.eye(n)
+    for u, v in edges:
+        a[u, v] = a[v, u] = 1.0
+    d = a.sum(1)
+    s = a / np.sqrt(np.outer(d, d))
+    f = (x - x.mean(0)) / x.std(0)
+    out, cur = [f], f
+    for _ in range(hops):
+        cur = s @ cur
+        out.append(cur)
+    return np.concatenate(out, axis=1)
+
+
+def test_sgc_features_match_a_dense_reference_and_pyg_sgconv():
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(5, 3))
+    got = peers.sgc_features(x, EDGES, hops=2)
+    assert got.shape == (5, 9)
+    np.testing.assert_allclose(got, dense_sgc(x, EDGES, 2), rtol=1e-5, atol=1e-6)
+    # the K = 2 block is exactly what a PyG SGConv with an identity linear map computes
+    conv = SGConv(3, 3, K=2, bias=False)
+    with torch.no_grad():
+        conv.lin.weight.copy_(torch.eye(3))
+        f = torch.from_numpy(((x - x.mean(0)) / x.std(0)).astype(np.float32))
+        ref = conv(f, peers.edge_index_of(EDGES)).numpy()
+    np.testing.assert_allclose(got[:, 6:], ref, rtol=1e-5, atol=1e-6)
+    # an isolated node keeps its own (standardized) features: its only neighbour is its self loop
+    np.testing.assert_allclose(got[4, 3:6], got[4, :3], rtol=1e-5)
+
+
+def test_edge_index_has_both_directions():
+    ei = peers.edge_index_of(EDGES)
+    assert ei.shape == (2, 8)
+    pairs = set(map(tuple, ei.t().tolist()))
+    assert all((u, v) in pairs and (v, u) in pairs for u, v in EDGES)
+
+
+def _planted(n: int = 240, seed: int = 0):
+    """Two communities, features weakly informative alone, the graph strongly homophilous."""
+    rng = np.random.default_rng(seed)
+    labels = np.repeat([0, 1], n // 2)
+    x = rng.normal(size=(n, 4)) + 0.4 * labels[:, None]
+    edges = set()
+    while len(edges) < 4 * n:
+        u, v = rng.integers(0, n, 2)
+        if u != v and (labels[u] == labels[v] or rng.random() < 0.1):
+            edges.add((min(u, v), max(u, v)))
+    fans = np.exp(2.0 + labels + rng.normal(scale=0.3, size=n))
+    splits = np.tile([0, 0, 0, 1, 1, 2], n // 6 + 1)[:n]  # val and test of different sizes
+    return x, np.array(sorted(edges)), labels, fans, splits
+
+
+CFG = EvalConfig(seeds=(0, 1), gcn_max_epochs=200, gcn_patience=10, gcn_weight_decays=(5e-4, 5e-3))
+
+
+def test_gcn_learns_from_the_graph_and_selects_on_val_only(monkeypatch):
+    x, edges, labels, fans, splits = _planted()
+    test_sizes = {"topic": int((splits == 2).sum())}
+    calls: list[int] = []
+    real_f1 = peers.metrics.macro_f1
+
+    def spy_f1(y_true, y_pred):
+        calls.append(len(y_true))
+        return real_f1(y_true, y_pred)
+
+    monkeypatch.setattr(peers.metrics, "macro_f1", spy_f1)
+    res = peers.evaluate_gcn(x, edges, labels, fans, splits, CFG)
+    # val scores: 2 seeds x 2 weight decays; test: once per seed
+    n_val, n_test = int((splits == 1).sum()), test_sizes["topic"]
+    assert calls.count(n_test) == 2 and calls.count(n_val) == 4
+    assert res["topic"]["macro_f1"]["mean"] > 0.9  # the graph makes the communities easy
+    assert res["fans"]["mae"]["mean"] < 0.8
+    assert [c["head"] for c in res["topic"]["chosen"]] == ["gcn", "gcn"]
+    assert all(c["epochs"] < CFG.gcn_max_epochs for c in res["topic"]["chosen"])  # early stopping stopped it
+
+    # changing the test labels changes nothing that was chosen: selection never sees test
+    flipped = labels.copy()
+    flipped[splits == 2] = 1 - flipped[splits == 2]
+    again = peers.evaluate_gcn(x, edges, flipped, fans, splits, CFG)
+    assert again["topic"]["chosen"] == res["topic"]["chosen"]
+    assert again["topic"]["accuracy"]["mean"] == pytest.approx(1 - res["topic"]["accuracy"]["mean"])
+
+
+def test_gcn_names_a_missing_split():
+    x, edges, labels, fans, splits = _planted(60)
+    with pytest.raises(ValueError, match="no users with a known target in the val split"):
+        peers.evaluate_gcn(x, edges, labels, fans, np.where(splits == 1, 0, splits), CFG)

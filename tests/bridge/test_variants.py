@@ -1,0 +1,116 @@
+"""The variant registry: baselines and ablations differ from MMGA in exactly the fields they name; a bad stage
+override fails before any work; the report rows and the edge diagnostic's label fallback."""
+
+from __future__ import annotations
+
+import shutil
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from bridge import stages
+from bridge.config import BridgeConfig
+from bridge.paths import RunPaths
+from bridge.report import _edge_topics
+from bridge.rows import compared_rows, report_rows
+from bridge.runner import run_bridge
+from bridge.variants import ABLATIONS, REGISTRY, Variant, run_variants
+from corpus import load_corpus
+from corpus.synthetic import TRUTH_FILE
+from stage2_graph import ConfigError as Stage2ConfigError
+
+
+def _flat(d, prefix=""):
+    out = {}
+    for k, v in d.items():
+        if isinstance(v, dict):
+            out.update(_flat(v, f"{prefix}{k}."))
+        else:
+            out[f"{prefix}{k}"] = v
+    return out
+
+
+def _resolve(name: str, stage: str, round_idx: int = 1, tmp: Path = Path("/tmp/x")):
+    cfg = BridgeConfig(seed=0)
+    paths = RunPaths(tmp).for_seed(3)
+    return _flat(
+        stages.resolve_stage_config(stage, cfg, paths, tmp / "corpus", name, round_idx, None).to_dict()
+    )
+
+
+@pytest.mark.parametrize("name", sorted(set(REGISTRY) - {"mmga", "graph_only"}))
+def test_each_variant_differs_from_mmga_only_where_it_says(name):
+    spec = REGISTRY[name]
+    for stage in ("stage1", "stage2"):
+        mmga, other = _resolve("mmga", stage), _resolve(name, stage)
+        diff = {k for k in mmga if mmga[k] != other[k] and not k.endswith(("out_dir", "cache_dir"))}
+        named = set(_flat(stages.nest((spec.stage1 if stage == "stage1" else spec.stage2) or {})))
+        if stage == "stage1" and not spec.feedback:
+            named.add("edge_weight_round")  # feedback off: no edge weights read in round 1
+        assert diff <= named, (stage, diff - named)
+
+
+def test_round_seeds_and_feedback():
+    s1 = _resolve("mmga", "stage1", round_idx=2)
+    assert s1["seed"] == 3 + 2 * stages.ROUND_SEED_STRIDE and s1["edge_weight_round"] == 1
+    assert _resolve("abl_no_feedback", "stage1", round_idx=2)["edge_weight_round"] is None
+    assert _resolve("abl_no_gcl", "stage1")["losses.gcl_image_weight"] == 0.0
+    assert _resolve("abl_uniform_gate", "stage2")["gate"] == "uniform"
+    assert _resolve("no_align", "stage2")["gate"] == "uniform"
+    with pytest.raises(ValueError, match="no stage 1"):
+        _resolve("graph_only", "stage1")
+
+
+def test_a_new_option_is_an_ablation_in_one_line(monkeypatch):
+    extra = Variant(
+        "abl_two_layers", "MMGA with two layers", stage2={**REGISTRY["mmga"].stage2, "model.num_layers": 3}
+    )
+    monkeypatch.setitem(REGISTRY, extra.name, extra)
+    assert _resolve("abl_two_layers", "stage2")["model.num_layers"] == 3
+
+
+def test_rows_and_compared_rows():
+    names = [r.name for r in report_rows(3, baselines=True, ablations=True)]
+    assert names[:7] == [
+        "stats_x",
+        "image_only",
+        "text_only",
+        "graph_only",
+        "no_align",
+        "peer_sgc",
+        "peer_gcn",
+    ]
+    assert set(ABLATIONS) <= set(names)
+    rows = report_rows(3, baselines=True, ablations=True)
+    assert compared_rows(rows)[:3] == ("no_align", "peer_sgc", "peer_gcn")
+    assert compared_rows(rows)[-len(ABLATIONS) :] == tuple(ABLATIONS)
+    assert [v.name for v in run_variants(False, False)] == ["mmga"]
+    assert [r.name for r in report_rows(1, baselines=False)] == ["stats_x", "mmga_round_0", "mmga_graph",
+                                                                 "mmga_text", "mmga_image"]  # fmt: skip
+
+
+def test_a_bad_stage_override_fails_before_any_work(tmp_path):
+    cfg = BridgeConfig(rounds=1, seeds=1, stage2={"model": {"hidden_dimm": 8}})
+    start = time.perf_counter()
+    with pytest.raises(Stage2ConfigError, match="hidden_dimm"):
+        run_bridge(cfg, tmp_path / "run")
+    assert time.perf_counter() - start < 5
+    assert not (tmp_path / "run" / "corpus").exists()  # nothing was generated
+
+
+def test_edge_diagnostic_falls_back_to_labels(tiny_corpus, tmp_path):
+    with_truth = load_corpus(tiny_corpus)
+    rows, same, source = _edge_topics(with_truth)
+    assert source == "generator truth" and len(rows) == with_truth.num_edges
+    copy = tmp_path / "c"
+    shutil.copytree(tiny_corpus, copy)
+    (copy / TRUTH_FILE).unlink()
+    plain = load_corpus(copy)
+    rows, same, source = _edge_topics(plain)
+    assert source.startswith("labels of labelled users")
+    lab = plain.labels
+    expected = np.flatnonzero((lab[plain.edges[:, 0]] >= 0) & (lab[plain.edges[:, 1]] >= 0))
+    np.testing.assert_array_equal(rows, expected)
+    np.testing.assert_array_equal(same, lab[plain.edges[rows, 0]] == lab[plain.edges[rows, 1]])

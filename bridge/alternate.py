@@ -22,6 +22,7 @@ if __package__ in (None, ""):
     sys.path.insert(0, str(_here.parent))
 
 from bridge.config import BridgeConfigError, build_config  # noqa: E402
+from mmga_common import quiet_third_party  # noqa: E402
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -72,6 +73,12 @@ def build_parser() -> argparse.ArgumentParser:
         "running, a stage-2 step was measured 5-8x slower. Raise it on a dedicated many-core machine.",
     )  # fmt: skip
     parser.add_argument("--skip-baselines", action="store_true", help="run and report MMGA (and X) only")
+    loud = parser.add_mutually_exclusive_group()
+    loud.add_argument(
+        "--quiet", action="store_true", help="print only errors, the verdict and where the report is"
+    )
+    loud.add_argument("--verbose", action="store_true",
+                      help="print every stage and every (row, seed) evaluation, and third-party warnings")  # fmt: skip
     parser.add_argument("--force", action="store_true",
                         help="recompute results made with another config or corpus instead of stopping")  # fmt: skip
     return parser
@@ -95,7 +102,9 @@ def main(argv: list[str] | None = None) -> int:
     except BridgeConfigError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
+    quiet_third_party(verbose=args.verbose)
     # Imported only now, so that --help and flag errors do not wait for torch, Lightning and the encoders.
+    from bridge.console import NORMAL, QUIET, VERBOSE, Console
     from bridge.evaluate import torch_threads
     from bridge.manifest import ManifestConflict, ManifestError
     from bridge.runner import run_bridge
@@ -120,7 +129,8 @@ def main(argv: list[str] | None = None) -> int:
         with torch_threads(
             threads
         ):  # restored afterwards: main() may be called in-process (tests, notebooks)
-            result = run_bridge(cfg, args.run_dir, force=args.force, jobs=jobs)
+            console = Console(QUIET if args.quiet else VERBOSE if args.verbose else NORMAL)
+            result = run_bridge(cfg, args.run_dir, force=args.force, jobs=jobs, console=console)
     except user_errors as err:
         print(f"error: {err}", file=sys.stderr)
         return 2

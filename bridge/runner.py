@@ -19,6 +19,7 @@ import torch
 
 from bridge import stages
 from bridge.config import BridgeConfig, BridgeConfigError, deep_merge
+from bridge.console import Console, estimate_seconds, minutes
 from bridge.evaluate import evaluate_representation
 from bridge.manifest import Manifest
 from bridge.paths import RunPaths
@@ -27,6 +28,7 @@ from bridge.report import write_report
 from bridge.rows import Row, report_rows, representation
 from bridge.schedule import build_chains, run_chains
 from bridge.variants import run_variants
+from bridge.verdict import over_seeds
 from corpus import Corpus, load_corpus
 from corpus.synthetic import SyntheticConfig, generate
 
@@ -47,10 +49,6 @@ class BridgeResult:
     skipped: list[str] = field(default_factory=list)  # manifest keys found complete
 
 
-def _log(message: str) -> None:
-    print(message, flush=True)
-
-
 def synthetic_config(cfg: BridgeConfig) -> SyntheticConfig:
     """The generator's knobs: the bridge's defaults with the user's ``synthetic`` section on top."""
     knobs = deep_merge(SYNTHETIC_DEFAULTS, cfg.synthetic)
@@ -67,10 +65,16 @@ def synthetic_config(cfg: BridgeConfig) -> SyntheticConfig:
 
 
 def prepare_corpus(
-    cfg: BridgeConfig, paths: RunPaths, manifest: Manifest, result: BridgeResult, force: bool
+    cfg: BridgeConfig,
+    paths: RunPaths,
+    manifest: Manifest,
+    result: BridgeResult,
+    force: bool,
+    console: Console | None = None,
 ) -> tuple[Corpus, float]:
     """Load ``--corpus``, or generate the synthetic corpus into the run folder once (manifest key
     ``corpus/generate``) and load it."""
+    console = console or Console()
     seconds = 0.0
     if cfg.corpus is not None:
         corpus_dir = Path(cfg.corpus)
@@ -80,11 +84,13 @@ def prepare_corpus(
         recorded = {"synthetic": asdict(synth)}
         names = ("users.csv", "posts.jsonl", "edges.csv")
         if manifest.is_complete(CORPUS_KEY, recorded, "", force=force):
-            _log(f"[corpus] {corpus_dir} already generated (skipped)")
+            console.detail(f"[corpus] {corpus_dir} already generated (skipped)")
             result.skipped.append(CORPUS_KEY)
             seconds = float(manifest.get(CORPUS_KEY).get("seconds") or 0.0)
         else:
-            _log(f"[corpus] generating the synthetic corpus ({synth.num_users} users) into {corpus_dir}")
+            console.detail(
+                f"[corpus] generating the synthetic corpus ({synth.num_users} users) into {corpus_dir}"
+            )
             start = time.perf_counter()
             generate(corpus_dir, synth, overwrite=True)
             seconds = time.perf_counter() - start
@@ -93,10 +99,12 @@ def prepare_corpus(
                 hash_files={n: corpus_dir / n for n in names}, seconds=seconds,
             )  # fmt: skip
             result.ran.append(CORPUS_KEY)
-            _log(f"[corpus] generated in {seconds:.1f} s")
+            console.info(
+                f"[corpus] generated the synthetic corpus ({synth.num_users} users) in {seconds:.1f} s"
+            )
     start = time.perf_counter()
     corpus = load_corpus(corpus_dir)
-    _log(
+    console.info(
         f"[corpus] {corpus_dir}: {corpus.num_users} users, {corpus.num_posts} posts, {corpus.num_edges} edges "
         f"(loaded in {time.perf_counter() - start:.1f} s)"
     )
@@ -122,6 +130,7 @@ def run_stages(
     result: BridgeResult,
     force: bool,
     jobs: int = 1,
+    console: Console | None = None,
 ) -> None:
     """Every (training seed, variant)'s rounds; each stage is skipped when its complete outputs exist."""
     chains = build_chains(cfg.training_seeds, run_variants(cfg.baselines, cfg.ablations), cfg.rounds)
@@ -130,7 +139,7 @@ def run_stages(
         (result.ran if ran else result.skipped).append(key)
         result.timings.append({"step": key, "seconds": seconds, "ran_now": ran})
 
-    run_chains(cfg, paths, manifest, corpus, chains, force, jobs, _log, on_step)
+    run_chains(cfg, paths, manifest, corpus, chains, force, jobs, console or Console(), on_step)
 
 
 def _evaluate_one(row: Row, corpus: Corpus, paths: RunPaths, cfg: BridgeConfig) -> dict[str, Any]:
@@ -144,12 +153,19 @@ def _evaluate_one(row: Row, corpus: Corpus, paths: RunPaths, cfg: BridgeConfig) 
 
 
 def evaluate_rows(
-    cfg: BridgeConfig, paths: RunPaths, manifest: Manifest, corpus: Corpus, result: BridgeResult, force: bool
+    cfg: BridgeConfig,
+    paths: RunPaths,
+    manifest: Manifest,
+    corpus: Corpus,
+    result: BridgeResult,
+    force: bool,
+    console: Console | None = None,
 ) -> tuple[list[Row], dict[str, Any]]:
     """Evaluate every report row for every training seed (cached in the manifest like the stages).
 
     Returns the rows and ``{row: {seed: evaluation}}`` (rows without a trained variant, X, under the key None).
     """
+    console = console or Console()
     rows = report_rows(cfg.rounds, cfg.baselines, cfg.ablations)
     evaluated: dict[str, dict[int | None, Any]] = {}
     jobs = [(row, seed) for row in rows for seed in (cfg.training_seeds if row.seeded else (None,))]
@@ -176,18 +192,64 @@ def evaluate_rows(
         evaluated.setdefault(row.name, {})[seed] = out
         result.timings.append({"step": key, "seconds": seconds, "ran_now": ran})
         topic, fans = out["topic"], out["fans"]
-        _log(
-            f"[eval {i}/{len(jobs)}] {row.name:18s} {'' if seed is None else f'seed {seed}':8s} topic macro-F1 "
+        console.detail(
+            f"  [eval {i}/{len(jobs)}] {row.name:18s} {'' if seed is None else f'seed {seed}':8s} topic macro-F1 "
             f"{topic['macro_f1']['mean']:.3f}  fans MAE {fans['mae']['mean']:.3f}{'' if ran else '  (cached)'}"
         )
+        if seed is None or seed == cfg.training_seeds[-1]:
+            f1 = [v["topic"]["macro_f1"]["mean"] for v in evaluated[row.name].values()]
+            mae = [v["fans"]["mae"]["mean"] for v in evaluated[row.name].values()]
+            console.info(
+                f"[eval] {row.name:18s} topic macro-F1 {_mean_sd(f1)}   fans MAE {_mean_sd(mae)}"
+                + ("" if row.seeded else "   (no training seed)")
+            )
     return rows, evaluated
 
 
-def run_bridge(cfg: BridgeConfig, run_dir: Path, force: bool = False, jobs: int = 1) -> BridgeResult:
+def _mean_sd(values: list[float]) -> str:
+    stat = over_seeds(values)
+    return f"{stat['mean']:.3f} ± {stat['std']:.3f}"
+
+
+def header(cfg: BridgeConfig, paths: RunPaths, jobs: int) -> list[str]:
+    """What the run will do and roughly how long it takes, and the one note on random ViT weights."""
+    variants = run_variants(cfg.baselines, cfg.ablations)
+    seeded = paths.for_seed(cfg.seed)
+    s1 = stages.resolve_stage_config("stage1", cfg, seeded, paths.generated_corpus, "mmga", 0, None)
+    s2 = stages.resolve_stage_config("stage2", cfg, seeded, paths.generated_corpus, "mmga", 0, None)
+    stage1_runs = cfg.seeds * cfg.rounds * sum(v.has_stage1 for v in variants)
+    stage2_runs = cfg.seeds * cfg.rounds * len(variants)
+    rows = report_rows(cfg.rounds, cfg.baselines, cfg.ablations)
+    evaluations = sum(cfg.seeds if r.seeded else 1 for r in rows)
+    users = (
+        int(deep_merge(SYNTHETIC_DEFAULTS, cfg.synthetic).get("num_users", 0)) if cfg.corpus is None else 1000
+    )
+    eta = estimate_seconds(users, stage1_runs, stage2_runs, evaluations, jobs, s1.trainer.max_steps,
+                           s2.trainer.max_steps)  # fmt: skip
+    lines = [
+        f"MMGA bridge: {len(variants)} variant(s) ({', '.join(v.name for v in variants)}) x {cfg.rounds} round(s) "
+        f"x {cfg.seeds} training seed(s) ({', '.join(str(s) for s in cfg.training_seeds)}) = {stage1_runs} stage-1 "
+        f"and {stage2_runs} stage-2 runs, then {evaluations} evaluations; {jobs} job(s).",
+        f"  run folder {paths.run_dir}; roughly {minutes(eta)} on a 2-core CPU"
+        + (" for a 1,000-user corpus" if cfg.corpus is not None else "")
+        + " (a rerun skips what is complete).",
+    ]
+    if not s1.model.image_pretrained:
+        lines.append(
+            f"  The ViT ({s1.model.image_model}) starts from random weights; for pretrained ones pass "
+            "--stage1 model.image_model=NAME --stage1 model.image_pretrained=TAG_OR_FILE (an open_clip name and tag)."
+        )
+    return lines
+
+
+def run_bridge(
+    cfg: BridgeConfig, run_dir: Path, force: bool = False, jobs: int = 1, console: Console | None = None
+) -> BridgeResult:
     """Run (or resume) everything: corpus, every (training seed, variant)'s rounds, evaluation, report.
 
     ``jobs``: worker processes for the stage chains (1 = everything in this process); results do not depend on it.
     """
+    console = console or Console()
     start = time.perf_counter()
     load_start = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
     paths = RunPaths(Path(run_dir).resolve())
@@ -195,16 +257,14 @@ def run_bridge(cfg: BridgeConfig, run_dir: Path, force: bool = False, jobs: int 
     paths.run_dir.mkdir(parents=True, exist_ok=True)
     manifest = Manifest.load(paths.manifest)
     result = BridgeResult(run_dir=paths.run_dir, report=paths.report_dir / "report.md", metrics={})
-    _log(
-        f"MMGA bridge: {cfg.rounds} round(s) x {cfg.seeds} training seed(s) "
-        f"({', '.join(str(s) for s in cfg.training_seeds)}), {jobs} job(s), run folder {paths.run_dir}"
-    )
-    corpus, corpus_seconds = prepare_corpus(cfg, paths, manifest, result, force)
+    for line in header(cfg, paths, jobs):
+        console.info(line)
+    corpus, corpus_seconds = prepare_corpus(cfg, paths, manifest, result, force, console)
     result.timings.append(
         {"step": CORPUS_KEY, "seconds": corpus_seconds, "ran_now": CORPUS_KEY in result.ran}
     )
-    run_stages(cfg, paths, manifest, corpus, result, force, jobs)
-    rows, evaluated = evaluate_rows(cfg, paths, manifest, corpus, result, force)
+    run_stages(cfg, paths, manifest, corpus, result, force, jobs, console)
+    rows, evaluated = evaluate_rows(cfg, paths, manifest, corpus, result, force, console)
     environment = {
         "torch_threads": torch.get_num_threads(),
         "jobs": jobs,

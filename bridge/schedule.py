@@ -6,7 +6,8 @@ independent, so with ``jobs > 1`` up to ``jobs`` of them run at once in worker p
 interpreter, no forked OpenMP state). Each worker uses the same number of torch threads as the main process, so
 the results do not depend on ``jobs``. Only the main process reads and writes the manifest: a stage is planned
 there (its checkpoint to continue from comes from the manifest), run in a worker, and recorded there once it
-returned. A worker's stdout and stderr go to ``stage.log`` in the stage's folder.
+returned. A stage's stdout and stderr go to ``stage.log`` in the stage's folder (with ``jobs=1`` too), so the
+run's own output stays one line per chain.
 """
 
 from __future__ import annotations
@@ -26,10 +27,12 @@ import torch
 
 from bridge import stages
 from bridge.config import BridgeConfig
+from bridge.console import Console
 from bridge.manifest import Manifest
 from bridge.paths import RunPaths
 from bridge.variants import Variant
 from corpus import Corpus
+from mmga_common.noise import init_worker
 
 LOG_NAME = "stage.log"
 
@@ -41,6 +44,12 @@ class Chain:
     seed: int
     variant: Variant
     steps: deque = field(default_factory=deque)  # (round, stage)
+    total: int = 0
+    ran: int = 0
+    seconds: float = 0.0
+
+    def __post_init__(self) -> None:
+        self.total = len(self.steps)
 
     @property
     def name(self) -> str:
@@ -69,10 +78,6 @@ class InlineExecutor(Executor):
         return future
 
 
-def _init_worker(threads: int) -> None:
-    torch.set_num_threads(threads)
-
-
 def _call_stage_logged(stage: str, config: Any) -> stages.StageOutcome:
     """Worker side: run the stage with its output captured into ``<out_dir>/stage.log``."""
     out_dir = Path(config.out_dir)
@@ -97,15 +102,15 @@ def _call_stage_logged(stage: str, config: Any) -> stages.StageOutcome:
 
 
 @contextlib.contextmanager
-def executor(jobs: int) -> Iterator[Executor]:
+def executor(jobs: int, verbose: bool = False) -> Iterator[Executor]:
     if jobs <= 1:
         yield InlineExecutor()
         return
     pool = ProcessPoolExecutor(
         max_workers=jobs,
         mp_context=multiprocessing.get_context("spawn"),
-        initializer=_init_worker,
-        initargs=(torch.get_num_threads(),),
+        initializer=init_worker,
+        initargs=(torch.get_num_threads(), verbose),
     )
     try:
         yield pool
@@ -123,7 +128,7 @@ def run_chains(
     chains: list[Chain],
     force: bool,
     jobs: int,
-    log: Callable[[str], None],
+    console: Console,
     on_step: Callable[[str, bool, float], None],
 ) -> None:
     """Run every chain's remaining stages, skipping complete ones; ``on_step(key, ran, seconds)`` per stage.
@@ -133,10 +138,21 @@ def run_chains(
     """
     total = sum(len(c.steps) for c in chains)
     done_count = 0
+    chains_done = 0
+
+    def chain_step_done(chain: Chain, ran: bool, seconds: float) -> None:
+        nonlocal chains_done
+        chain.ran += int(ran)
+        chain.seconds += seconds
+        if not chain.steps:
+            chains_done += 1
+            what = (f"{chain.ran} of {chain.total} stages run in {chain.seconds:.1f} s" if chain.ran
+                    else "complete before, skipped")  # fmt: skip
+            console.info(f"[{chains_done}/{len(chains)}] seed {chain.seed} {chain.variant.name}: {what}")
+
     pending: deque[Chain] = deque(chains)
     running: dict[Future, tuple[Chain, stages.StageRun, Any]] = {}
     failure: BaseException | None = None
-    call = stages.call_stage if jobs <= 1 else _call_stage_logged
 
     def next_run(chain: Chain) -> stages.StageRun | None:
         """Plan the chain's next stage that must run, skipping (and reporting) complete ones."""
@@ -151,11 +167,12 @@ def run_chains(
             chain.steps.popleft()
             done_count += 1
             seconds = float(manifest.get(run.key).get("seconds") or 0.0)
-            log(f"[{done_count}/{total}] {run.key}: complete before, skipped")
+            console.detail(f"  [{done_count}/{total}] {run.key}: complete before, skipped")
             on_step(run.key, False, seconds)
+            chain_step_done(chain, False, 0.0)
         return None
 
-    with executor(jobs) as pool:
+    with executor(jobs, console.verbose) as pool:
         while (pending and failure is None) or running:
             while pending and failure is None and len(running) < max(1, jobs):
                 chain = pending.popleft()
@@ -164,13 +181,8 @@ def run_chains(
                     continue
                 recorded = stages.manifest_config(run, manifest)
                 stages.prepare(run, manifest)
-                if jobs > 1:
-                    log(
-                        f"[{done_count + len(running) + 1}/{total}] {run.key} ... (log: {Path(run.config.out_dir) / LOG_NAME})"
-                    )
-                else:
-                    log(f"[{done_count + 1}/{total}] {run.key} ...")
-                running[pool.submit(call, run.stage, run.config)] = (chain, run, recorded)
+                console.detail(f"  {run.key} started (log: {Path(run.config.out_dir) / LOG_NAME})")
+                running[pool.submit(_call_stage_logged, run.stage, run.config)] = (chain, run, recorded)
             if not running:
                 continue
             finished, _ = wait(running, return_when=FIRST_COMPLETED)
@@ -180,15 +192,17 @@ def run_chains(
                 if err is not None:
                     if failure is None:
                         failure = err
-                        if jobs > 1:
-                            log(f"{run.key} failed; its output is in {Path(run.config.out_dir) / LOG_NAME}")
+                        console.always(
+                            f"{run.key} failed; its output is in {Path(run.config.out_dir) / LOG_NAME}"
+                        )
                     continue
                 outcome = future.result()
                 stages.record(run, manifest, corpus, outcome, recorded)
                 chain.steps.popleft()
                 done_count += 1
-                log(f"[{done_count}/{total}] {run.key}: done ({outcome.seconds:.1f} s)")
+                console.detail(f"  [{done_count}/{total}] {run.key}: done ({outcome.seconds:.1f} s)")
                 on_step(run.key, True, outcome.seconds)
+                chain_step_done(chain, True, outcome.seconds)
                 pending.appendleft(chain)
     if failure is not None:
         raise failure

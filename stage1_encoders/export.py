@@ -6,6 +6,7 @@ shard runs exactly the batches a single process would: the merged result equals 
 
 from __future__ import annotations
 
+import sys
 from dataclasses import dataclass
 
 import numpy as np
@@ -95,7 +96,9 @@ def encode_posts(
     text_encoder.eval()
     image_post, image_emb, text_post, text_emb = [], [], [], []
     try:
-        for item in tqdm(loader, desc="encoding posts", unit="batch", disable=not progress):
+        for item in tqdm(
+            loader, desc="encoding posts", unit="batch", disable=not progress or not sys.stderr.isatty()
+        ):
             if len(item["image_post"]):
                 image_post.append(item["image_post"])
                 image_emb.append(image_encoder(item["pixel_values"].to(device)).float().cpu().numpy())

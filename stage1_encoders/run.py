@@ -14,6 +14,7 @@ from typing import Any, Literal
 
 from cache import CacheError
 from corpus import CorpusError
+from mmga_common import quiet_third_party
 from stage1_encoders.config import ConfigError, Stage1Config, leaf_fields
 
 _NONE_WORDS = ("none", "null")
@@ -117,6 +118,7 @@ def config_from_args(argv: list[str] | None = None) -> Stage1Config:
 
 
 def main(argv: list[str] | None = None) -> int:
+    quiet_third_party()
     try:
         cfg = config_from_args(argv)
     except ConfigError as err:

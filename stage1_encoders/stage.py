@@ -21,6 +21,7 @@ from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
 
 from cache import CacheError, encoder_file, read_cache_info, read_graph_outputs, write_encoder_embeddings
 from corpus import Corpus, load_corpus
+from mmga_common.progress import StepProgress
 from stage1_encoders.config import ConfigError, Stage1Config
 from stage1_encoders.data import PairBatchCollator, PostPreprocessor, Stage1DataModule
 from stage1_encoders.encoders import build_image_encoder, build_text_encoder
@@ -205,6 +206,8 @@ def _trainer(cfg: Stage1Config, out_dir: Path, callbacks: list[Callback]) -> L.T
                 auto_insert_metric_name=False,
             )
         )
+    if tc.enable_progress_bar:
+        callbacks.append(StepProgress("stage 1"))
     max_epochs = tc.max_epochs if tc.max_epochs is not None else -1
     return L.Trainer(
         max_steps=tc.max_steps,

@@ -13,10 +13,11 @@ from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
 
 from cache import write_graph_outputs
+from mmga_common.progress import StepProgress
 from stage2_graph.config import ConfigError, Stage2Config
 from stage2_graph.data import MaskingDataset, Stage2DataModule, Stage2InputError, load_graph_inputs
 from stage2_graph.export import compute_graph_outputs
-from stage2_graph.system import LossHistory, Stage2System, StepProgressBar
+from stage2_graph.system import LossHistory, Stage2System
 
 
 @dataclass
@@ -92,7 +93,8 @@ def build_trainer(cfg: Stage2Config, out_dir: Path, history: LossHistory) -> tup
         devices=_devices(trainer_cfg.devices),
         precision=trainer_cfg.precision,
         logger=loggers or False,
-        callbacks=[checkpointing, history] + ([StepProgressBar()] if trainer_cfg.enable_progress_bar else []),
+        callbacks=[checkpointing, history]
+        + ([StepProgress("stage 2")] if trainer_cfg.enable_progress_bar else []),
         enable_progress_bar=trainer_cfg.enable_progress_bar,
         enable_model_summary=False,
         log_every_n_steps=trainer_cfg.log_every_n_steps,

@@ -15,6 +15,7 @@ from typing import Any, Literal
 
 from cache import CacheError
 from corpus import CorpusError
+from mmga_common import quiet_third_party
 from stage2_graph.config import ConfigError, Stage2Config
 from stage2_graph.data import Stage2InputError
 from stage2_graph.pipeline import run_stage2
@@ -142,6 +143,7 @@ def config_from_argv(argv: list[str] | None = None) -> tuple[Stage2Config, argpa
 
 
 def main(argv: list[str] | None = None) -> int:
+    quiet_third_party()
     cfg, args = config_from_argv(argv)
     if args.print_config:
         print(json.dumps(cfg.to_dict(), indent=2))

@@ -6,7 +6,6 @@ from typing import Any
 
 import lightning as L
 import torch
-from lightning.pytorch.callbacks import TQDMProgressBar
 from torch import Tensor
 from torch_sparse import SparseTensor
 
@@ -122,27 +121,6 @@ class Stage2System(L.LightningModule):
 
     def configure_optimizers(self) -> torch.optim.Optimizer:
         return torch.optim.AdamW(self.parameters(), lr=self.optim.lr, weight_decay=self.optim.weight_decay)
-
-
-class StepProgressBar(TQDMProgressBar):
-    """One bar over all training steps (full-batch training has one step per epoch, so Lightning's
-    per-epoch bar would restart at every step)."""
-
-    def on_train_start(self, trainer, pl_module) -> None:
-        super().on_train_start(trainer, pl_module)
-        self.train_progress_bar.reset(total=trainer.max_steps)
-        self.train_progress_bar.n = trainer.global_step
-        self.train_progress_bar.set_description("stage 2")
-
-    def on_train_epoch_start(self, trainer, *_) -> None:
-        pass
-
-    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
-        step = trainer.global_step
-        if self._should_update(step, self.train_progress_bar.total):
-            self.train_progress_bar.n = step
-            self.train_progress_bar.set_postfix(self.get_metrics(trainer, pl_module), refresh=False)
-            self.train_progress_bar.refresh()
 
 
 class LossHistory(L.Callback):

@@ -2,8 +2,8 @@
 
 For a synthetic corpus (one with ``_truth.npz``) and a cache holding round R's stage-1 and stage-2 outputs,
 prints the ROC AUC (scikit-learn) of ``edge_weight`` for same-topic against cross-topic edges, next to the
-parameter-free references: the cosine of the two users' image embeddings and of their text embeddings
-(edges where either user lacks the modality score 0).
+parameter-free references: the cosine of the two users' statistics X, of their image embeddings and of their
+text embeddings (edges where either user lacks the modality score 0).
 
     python benchmarks/gate_auc.py --corpus /tmp/s11 --cache /tmp/s11c --round 0
 
@@ -50,7 +50,10 @@ def main() -> None:
         args.cache, args.round, fingerprint=corpus.fingerprint, num_users=corpus.num_users,
         num_edges=corpus.num_edges,
     )  # fmt: skip
-    rows = {"edge_weight (stage 2)": graph.edge_weight}
+    rows = {
+        "edge_weight (stage 2)": graph.edge_weight,
+        "stats X cosine (reference)": edge_cosine(corpus.features, np.ones(corpus.num_users, bool), edges),
+    }
     try:
         emb = read_encoder_embeddings(
             args.cache, args.round, fingerprint=corpus.fingerprint, num_users=corpus.num_users

@@ -56,7 +56,7 @@ class _GatedSpmm(torch.autograd.Function):
 
     @staticmethod
     def backward(ctx, grad_out: Tensor):
-        value, mat = ctx.saved_tensors
+        value, mat = (t.detach() for t in ctx.saved_tensors)  # see _SampledDot.backward
         grad_out = grad_out.contiguous()
         grad_value = grad_mat = None
         if ctx.needs_input_grad[0]:
@@ -75,7 +75,9 @@ class _SampledDot(torch.autograd.Function):
 
     @staticmethod
     def backward(ctx, grad_out: Tensor):
-        left, right = ctx.saved_tensors
+        # Detached: torch-sparse's matmul would otherwise prepare its own backward for a right-hand side
+        # that requires grad, which on the transpose (no cached CSC permutation) means a sort per call.
+        left, right = (t.detach() for t in ctx.saved_tensors)
         grad_out = grad_out.contiguous()
         grad_left = grad_right = None
         if ctx.needs_input_grad[0]:  # d/d left[u] = sum_v grad[e(u, v)] right[v]: an SpMM

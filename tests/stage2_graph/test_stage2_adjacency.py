@@ -101,3 +101,13 @@ def test_sampled_dot_matches_gathered_dot_products_and_gradients(dtype):
     expected_grads = torch.autograd.grad((expected * weights).sum(), [left, right])
     for a, b in zip(grads, expected_grads):
         torch.testing.assert_close(a, b)
+
+
+def test_sampled_dot_fallback_for_other_dtypes_agrees():
+    edges = random_graph(20, 40, num_isolated=0, seed=5)
+    adj_t, _ = GraphStructure(edges, 20).adj_t()
+    torch.manual_seed(1)
+    left, right = torch.randn(20, 4), torch.randn(20, 4)
+    fast = sampled_dot(adj_t, left, right)
+    slow = sampled_dot(adj_t, left.bfloat16(), right.bfloat16()).float()  # gathers instead of SDDMM
+    torch.testing.assert_close(slow, fast, atol=0.1, rtol=0.05)

@@ -7,8 +7,9 @@ import math
 import pytest
 import torch
 import torch.nn.functional as F
+from stage2_reference import random_graph
 
-from stage2_graph import GateLinkLoss, MGate
+from stage2_graph import GateLinkLoss, GraphStructure, MGate
 
 # Targets u1 = 0, u2 = 1; sources v1 = 2, v2 = 3. u1's image is close to v1's, u2's to v2's; the statistics
 # X are noise. A gate that sees pairs should prefer v1 for u1 and v2 for u2.
@@ -115,4 +116,24 @@ def test_gate_link_loss_is_bce_over_heads_and_trains_the_gate():
         first = float(value.detach()) if first is None else first
         value.backward()
         optimizer.step()
-    assert float(value) < 0.5 * first
+    assert float(value.detach()) < 0.5 * first
+
+
+@pytest.mark.parametrize("form", ["additive", "cosine", "gatv2"])
+def test_pair_scores_equal_the_propagation_path_scores(form):
+    """``pair_logits`` (gathers, used by the link term) and ``adjacency_logits`` (SDDMM for cosine) agree."""
+    edges = random_graph(12, 20, num_isolated=2, seed=4)
+    adj_t, _ = GraphStructure(edges, 12).adj_t()
+    generator = torch.Generator().manual_seed(3)
+    features = torch.randn(12, 3, generator=generator, dtype=torch.double)
+    mask = torch.rand(12, generator=generator) > 0.3
+    image = torch.randn(12, 4, generator=generator, dtype=torch.double) * mask.unsqueeze(-1)
+    torch.manual_seed(0)
+    gate = MGate(3, (4,), heads=2, form=form, rank=3).double()
+    row, col, _ = adj_t.coo()
+    with torch.no_grad():
+        terms = gate.node_terms(features, [image], [mask])
+        torch.testing.assert_close(
+            gate.adjacency_logits(terms, adj_t),
+            gate.pair_logits(features, torch.stack([row, col]), [image], [mask]),
+        )

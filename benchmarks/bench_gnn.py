@@ -1,7 +1,8 @@
-"""Benchmark of the M-Gate layer against a plain torch-sparse SpMM layer (the floor) and PyG's GATConv (the peer).
+"""Benchmark of the M-Gate layer against a plain torch-sparse SpMM layer (the floor) and PyG's GATConv and
+GATv2Conv (the peers; GATv2Conv is the pair-aware one).
 
 One synthetic graph (default: 60,000 nodes, 600,000 undirected edges, width 64); one forward+backward of
-each layer, median of a few repeats taken in turns, on a fixed number of threads; prints times and ratios. Then the
+each layer (the M-Gate in its pair-aware default form "cosine", and in the "additive" and "gatv2" forms), median of a few repeats taken in turns, on a fixed number of threads; prints times and ratios. Then the
 epoch time (one full-batch training step of the default stage-2 model: masks, adjacency, forward, both
 losses, backward, optimizer) from 1e4 to 1e6 edges, each size in its own subprocess so that its peak
 memory (VmHWM, peak resident set) is its own.
@@ -24,7 +25,7 @@ from pathlib import Path
 
 import torch
 from torch import Tensor, nn
-from torch_geometric.nn import GATConv
+from torch_geometric.nn import GATConv, GATv2Conv
 from torch_sparse import SparseTensor
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
@@ -100,7 +101,7 @@ def bench_layers(args) -> dict[str, float]:
     modalities = [torch.randn(num_nodes, d) * m[:, None] for d, m in zip(GATE_DIMS[1:], modality_masks)]
     gate_args = (gate_features, modalities, modality_masks)
 
-    def mgate(heads: int, normalization: str = "sigmoid") -> MGateConv:
+    def mgate(heads: int, normalization: str = "sigmoid", form: str = "cosine") -> MGateConv:
         return MGateConv(
             width,
             width,
@@ -108,15 +109,21 @@ def bench_layers(args) -> dict[str, float]:
             gate_feature_dim=GATE_DIMS[0],
             modality_dims=GATE_DIMS[1:],
             gate_normalization=normalization,
+            gate_form=form,
         )
 
     floor = SpmmLayer(width)
     floor_adj = adj_t.set_value(uniform_gate(adj_t).view(-1), layout="csr")
     gat = GATConv(width, width // args.heads, heads=args.heads)
-    sigmoid_layer, softmax_layer = mgate(args.heads), mgate(args.heads, "softmax")
+    gatv2 = GATv2Conv(width, width // args.heads, heads=args.heads)
+    pair_layer, additive_layer = mgate(args.heads), mgate(args.heads, form="additive")
+    gatv2_form_layer, softmax_layer = mgate(args.heads, form="gatv2"), mgate(args.heads, "softmax")
     forwards = {
         "floor_spmm": lambda: floor(x, floor_adj),
-        "mgate": lambda: sigmoid_layer(x, adj_t, *gate_args),
+        "mgate": lambda: pair_layer(x, adj_t, *gate_args),
+        "gatv2conv": lambda: gatv2(x, edge_index),
+        "mgate_additive": lambda: additive_layer(x, adj_t, *gate_args),
+        "mgate_gatv2": lambda: gatv2_form_layer(x, adj_t, *gate_args),
         "gatconv": lambda: gat(x, edge_index),
         "mgate_softmax": lambda: softmax_layer(x, adj_t, *gate_args),
     }
@@ -211,7 +218,7 @@ def main() -> None:
         "--heads",
         type=int,
         default=1,
-        help="gate heads of M-Gate and GATConv (default 1; 4 heads are timed too)",
+        help="gate heads of M-Gate, GATConv and GATv2Conv (default 1; 4 heads are timed too)",
     )
     parser.add_argument("--threads", type=int, default=2, help="torch intra-op threads (default 2)")
     parser.add_argument(
@@ -235,6 +242,7 @@ def main() -> None:
 
     load = Path("/proc/loadavg").read_text().split()[:3] if Path("/proc/loadavg").exists() else ["?"]
     print(f"threads={args.threads} repeats={args.repeats} (median); load average before: {' '.join(load)}")
+    start = time.perf_counter()
     if not args.skip_layers:
         print(
             f"\nlayer forward+backward: {args.nodes:,} nodes, {args.edges:,} undirected edges, width {args.width}"
@@ -243,15 +251,23 @@ def main() -> None:
         floor = times["floor_spmm"]
         labels = {
             "floor_spmm": "torch-sparse SpMM layer (floor)",
-            "mgate": f"M-Gate layer ({args.heads} head(s))",
-            "mgate_softmax": f"M-Gate layer, softmax ({args.heads} head(s))",
-            "mgate_4_heads": "M-Gate layer (4 heads)",
+            "mgate": f"M-Gate, cosine (default) ({args.heads} head(s))",
+            "mgate_additive": f"M-Gate, additive (eq. 5) ({args.heads} head(s))",
+            "mgate_gatv2": f"M-Gate, gatv2 form ({args.heads} head(s))",
+            "mgate_softmax": f"M-Gate, cosine, softmax ({args.heads} head(s))",
+            "mgate_4_heads": "M-Gate, cosine (4 heads)",
             "gatconv": f"PyG GATConv ({args.heads} head(s))",
+            "gatv2conv": f"PyG GATv2Conv ({args.heads} head(s))",
         }
         for name, seconds in times.items():
-            print(f"  {labels[name]:<40} {seconds * 1e3:8.1f} ms   {seconds / floor:5.2f}x floor")
+            print(
+                f"  {labels[name]:<44} {seconds * 1e3:8.1f} ms   {seconds / floor:5.2f}x floor"
+                f"   {seconds / times['gatv2conv']:5.2f}x GATv2Conv"
+            )
         print(
-            f"  M-Gate / GATConv: {times['mgate'] / times['gatconv']:.2f}   (target <= 0.5; vs floor target <= 2.0)"
+            f"  M-Gate (cosine) / floor: {times['mgate'] / floor:.2f} (target <= 1.5); "
+            f"/ GATv2Conv: {times['mgate'] / times['gatv2conv']:.2f} (target <= 0.5); "
+            f"/ GATConv: {times['mgate'] / times['gatconv']:.2f}"
         )
     if not args.skip_scaling:
         print(
@@ -277,6 +293,8 @@ def main() -> None:
                 f"{row['peak_above_imports_mib']:.0f}",
             )
             print("  " + " ".join(f"{value:>13}" for value in values))
+    load = Path("/proc/loadavg").read_text().split()[:3] if Path("/proc/loadavg").exists() else ["?"]
+    print(f"\nload average after: {' '.join(load)} ({time.perf_counter() - start:.0f} s)")
 
 
 if __name__ == "__main__":

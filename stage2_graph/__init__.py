@@ -14,15 +14,17 @@ from stage2_graph.config import (
     TrainerConfig,
 )
 from stage2_graph.data import GraphInputs, MaskingDataset, Stage2InputError, load_graph_inputs
-from stage2_graph.gate import MGate, uniform_gate
+from stage2_graph.gate import GateTerms, MGate, uniform_gate
 from stage2_graph.layers import MGateConv
-from stage2_graph.losses import FeatureReconstructionLoss, StructureReconstructionLoss
+from stage2_graph.losses import FeatureReconstructionLoss, GateLinkLoss, StructureReconstructionLoss
 from stage2_graph.model import GraphEncoder
 from stage2_graph.pipeline import Stage2Result, run_stage2
 
 __all__ = [
     "ConfigError",
     "FeatureReconstructionLoss",
+    "GateLinkLoss",
+    "GateTerms",
     "GraphEncoder",
     "GraphInputs",
     "GraphStructure",

@@ -18,6 +18,9 @@ import yaml
 
 GateKind = Literal["mgate", "uniform"]
 GateNormalization = Literal["sigmoid", "softmax"]
+GateForm = Literal["additive", "cosine", "gatv2"]
+NodeInput = Literal["stats", "degree", "image", "text"]
+MODALITY_INPUTS: tuple[str, ...] = ("image", "text")  # node-input blocks read from stage 1's cache
 NormKind = Literal["none", "layer", "batch"]
 ActivationKind = Literal["relu", "gelu", "elu"]
 FeatureLossKind = Literal["mse", "smooth_l1"]
@@ -41,13 +44,30 @@ class ModelConfig:
     dropout: float = field(default=0.1, metadata=_help("dropout on node states before each layer"))
     norm: NormKind = field(default="layer", metadata=_help("normalisation after each hidden layer"))
     activation: ActivationKind = field(default="gelu", metadata=_help("nonlinearity after each hidden layer"))
-    input_proj: bool = field(default=True, metadata=_help("project standardized X to hidden_dim first"))
-    degree_input: bool = field(
+    input_proj: bool = field(
         default=True,
+        metadata=_help("project the concatenated node inputs to hidden_dim first (off: propagate them raw)"),
+    )
+    node_inputs: tuple[NodeInput, ...] = field(
+        default=("stats", "degree", "image", "text"),
         metadata=_help(
-            "append log(1 + degree) to each node's input (not to the gate): mean-like aggregation cannot "
-            "count neighbours; held-out edges are not counted"
+            "blocks of each node's input, concatenated then projected (= a sum of per-block projections): "
+            "stats = X, degree = log(1 + degree) in the propagated adjacency, image/text = stage 1's "
+            "embeddings (a learned placeholder where the user has none); the paper's literal X-only "
+            "setting is 'stats degree' (or 'stats'); use_modalities=false drops image/text"
         ),
+    )
+    gate_form: GateForm = field(
+        default="cosine",
+        metadata=_help(
+            "additive: eq. 5 literally, W_t g_u + W_s g_v (static: every target ranks its neighbours "
+            "alike); cosine: additive + sum_m beta_m cos(P_m R^m_u, P_m R^m_v) (pair-aware); gatv2: "
+            "a^T LeakyReLU(W_t g_u + W_s g_v) (pair-aware)"
+        ),
+    )
+    gate_rank: int = field(
+        default=8,
+        metadata=_help("cosine: rank r of the per-block projections P_m; gatv2: hidden width (per head)"),
     )
     gate_normalization: GateNormalization = field(
         default="sigmoid",
@@ -75,6 +95,13 @@ class ObjectiveConfig:
     )
     negative_ratio: float = field(default=1.0, metadata=_help("negative pairs per held-out edge"))
     feature_loss: FeatureLossKind = field(default="mse", metadata=_help("regression loss on masked features"))
+    gate_link_weight: float = field(
+        default=1.0,
+        metadata=_help(
+            "weight of the gate's own link prediction: the gate's pair score e_uv must tell the step's "
+            "held-out edges from the negative pairs (what makes the gate discriminative; 0 = off)"
+        ),
+    )
 
 
 @dataclass
@@ -129,7 +156,11 @@ class Stage2Config:
     seed: int = field(default=0, metadata=_help("seed for weights, masks and negative samples"))
     gate: GateKind = field(default="mgate", metadata=_help("mgate, or uniform mean aggregation (baseline)"))
     use_modalities: bool = field(
-        default=True, metadata=_help("feed stage 1's image/text embeddings to the gate; off = X only")
+        default=True,
+        metadata=_help(
+            "feed stage 1's image/text embeddings to the gate and (per model.node_inputs) to the node "
+            "inputs; off = the GNN sees X (and degree) only, whatever model.node_inputs says"
+        ),
     )
     model: ModelConfig = field(default_factory=ModelConfig)
     objective: ObjectiveConfig = field(default_factory=ObjectiveConfig)
@@ -138,6 +169,21 @@ class Stage2Config:
 
     def __post_init__(self) -> None:
         self.validate()
+
+    @property
+    def resolved_node_inputs(self) -> tuple[str, ...]:
+        """The node-input blocks this run uses: ``model.node_inputs`` minus image/text when
+        ``use_modalities`` is off."""
+        if self.use_modalities:
+            return tuple(self.model.node_inputs)
+        return tuple(name for name in self.model.node_inputs if name not in MODALITY_INPUTS)
+
+    @property
+    def needs_modalities(self) -> bool:
+        """Whether the run reads stage 1's embeddings: for the M-Gate, or for image/text node inputs."""
+        if not self.use_modalities:
+            return False
+        return self.gate == "mgate" or any(name in MODALITY_INPUTS for name in self.model.node_inputs)
 
     @property
     def resolved_out_dir(self) -> Path:
@@ -159,6 +205,19 @@ class Stage2Config:
                 f"must divide model.hidden_dim={self.model.hidden_dim}",
             ),
             (0.0 <= self.model.dropout < 1.0, "model.dropout", "must be in [0, 1)"),
+            (len(self.model.node_inputs) > 0, "model.node_inputs", "must name at least one block"),
+            (
+                len(set(self.model.node_inputs)) == len(self.model.node_inputs),
+                "model.node_inputs",
+                "must not repeat a block",
+            ),
+            (
+                len(self.resolved_node_inputs) > 0,
+                "model.node_inputs",
+                "has no block left with use_modalities=false",
+            ),
+            (1 <= self.model.gate_rank <= 64, "model.gate_rank", "must be in [1, 64]"),
+            (self.objective.gate_link_weight >= 0, "objective.gate_link_weight", "must be >= 0"),
             (
                 0.0 < self.objective.feature_mask_ratio < 1.0,
                 "objective.feature_mask_ratio",
@@ -244,6 +303,8 @@ def _to_plain(obj: Any) -> Any:
         return {f.name: _to_plain(getattr(obj, f.name)) for f in dataclasses.fields(obj)}
     if isinstance(obj, Path):
         return str(obj)
+    if isinstance(obj, tuple):
+        return [_to_plain(item) for item in obj]
     return obj
 
 
@@ -278,6 +339,11 @@ def _coerce(hint: Any, value: Any, where: str, name: str) -> Any:
     if dataclasses.is_dataclass(hint):
         return _from_plain(hint, value, where, name + ".")
     origin = typing.get_origin(hint)
+    if origin is tuple:
+        if not isinstance(value, (list, tuple)):
+            raise ConfigError(f"{where}: field '{name}' must be a list, got {value!r}")
+        item = typing.get_args(hint)[0]
+        return tuple(_coerce(item, element, where, name) for element in value)
     if origin is Literal:
         choices = typing.get_args(hint)
         if value not in choices:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import NamedTuple
 
 import torch
 import torch.nn.functional as F
@@ -11,22 +12,49 @@ from torch_geometric.utils import softmax
 from torch_scatter import segment_csr
 from torch_sparse import SparseTensor
 
-from stage2_graph.config import GateNormalization
+from stage2_graph.config import GateForm, GateNormalization
+from stage2_graph.ops import sampled_dot
+
+
+class GateTerms(NamedTuple):
+    """Per-node parts of the gate, computed once per call; every edge score is assembled from them.
+
+    ``additive``: ``target [N, H]`` (bias included) and ``source [N, H]``, ``e_uv = target_u + source_v``.
+    ``cosine``: ``target, source [N, H, K]`` with ``e_uv = <target_u, source_v>`` per head (the additive
+    terms ride along as ``[t_u, 1, ...]`` and ``[1, s_v, ...]``). ``gatv2``: ``target, source [N, H, r]``.
+    """
+
+    target: Tensor
+    source: Tensor
 
 
 class MGate(nn.Module):
     r"""The multimodal mixture gate.
 
     For a message from source :math:`v` to target :math:`u` (an entry of ``adj_t``), with
-    :math:`g_u = X_u \,\|\, R^I_u \,\|\, R^T_u` the node's gate inputs,
+    :math:`g_u = X_u \,\|\, R^I_u \,\|\, R^T_u` the node's gate inputs and :math:`R^m` the blocks
+    :math:`m \in \{X, R^I, R^T\}`, the score :math:`e_{uv} \in \mathbb{R}^H` has one of three forms:
 
-    .. math::
-        e_{uv} = W \left[ X_u \,\|\, X_v \,\|\, R^I_u \,\|\, R^T_u \,\|\, R^I_v \,\|\, R^T_v \right] + b
-               = W_{\mathrm{t}}\, g_u + W_{\mathrm{s}}\, g_v + b \in \mathbb{R}^H
+    * ``"additive"`` (eq. 5 literally, static attention):
 
-    A linear map of a concatenation is the sum of per-node projections, so each node is projected once
-    (``[N, 2H]``) and each edge only gathers and adds two ``H``-vectors: O(H) work per edge, never
-    O(width). Normalisation (a config choice):
+      .. math::
+          e_{uv} = W [X_u \| X_v \| R^I_u \| R^T_u \| R^I_v \| R^T_v] + b = W_t g_u + W_s g_v + b
+
+      Every target ranks its neighbours by :math:`W_s g_v` alone, the same ranking for all targets.
+    * ``"cosine"`` (pair-aware, default):
+
+      .. math::
+          e^{(k)}_{uv} = (W_t g_u + W_s g_v + b)^{(k)}
+              + \sum_m \beta^{(k)}_m\, \mathbb{1}[u, v \text{ have } m]\,
+                \cos\big(P^{(k)}_m R^m_u, P^{(k)}_m R^m_v\big)
+
+      with learned projections :math:`P^{(k)}_m` of rank ``r`` per head; a block missing at either end
+      contributes 0 (no evidence either way).
+    * ``"gatv2"`` (pair-aware): :math:`e^{(k)}_{uv} = a_k^\top \mathrm{LeakyReLU}\big((W_t g_u + W_s
+      g_v)^{(k)}\big) + b_k` with a hidden width ``r`` per head (Brody et al., 2022).
+
+    Every per-node projection (``[N, 2H]``, ``[N, H, r]``) is made once; each edge only gathers and adds
+    (or dots) them: O(H r) work per edge, never O(input width), no per-edge concatenation. Normalisation:
 
     * ``"sigmoid"``: :math:`a_{uv} = \sigma(e_{uv}) / \deg(u)`: an independent gate per edge in
       (0, 1), averaged over the neighbourhood so that a residual stack stays bounded.
@@ -34,7 +62,7 @@ class MGate(nn.Module):
       (the LeakyReLU keeps the target term from cancelling out of the softmax).
 
     A node whose modality is missing (mask False) feeds a learned placeholder vector instead of its
-    zero row.
+    zero row into :math:`W_t, W_s`.
 
     Args:
         feature_dim (int): width ``F`` of the statistics X.
@@ -42,7 +70,10 @@ class MGate(nn.Module):
             empty for a gate on X alone. (default: ``()``)
         heads (int, optional): number of gate heads ``H``. (default: ``1``)
         normalization (str, optional): ``"sigmoid"`` or ``"softmax"``. (default: ``"sigmoid"``)
-        negative_slope (float, optional): LeakyReLU slope for ``"softmax"``. (default: ``0.2``)
+        negative_slope (float, optional): LeakyReLU slope for ``"softmax"`` and ``"gatv2"``. (default: ``0.2``)
+        form (str, optional): ``"additive"``, ``"cosine"`` or ``"gatv2"``. (default: ``"cosine"``)
+        rank (int, optional): ``r``, the width of each block's projection (cosine) or the hidden width
+            (gatv2), per head. (default: ``8``)
 
     Shapes:
         - **inputs:** ``features [N, F]``, ``adj_t`` ``SparseTensor [N, N]`` (values ignored), modalities
@@ -57,19 +88,33 @@ class MGate(nn.Module):
         heads: int = 1,
         normalization: GateNormalization = "sigmoid",
         negative_slope: float = 0.2,
+        form: GateForm = "cosine",
+        rank: int = 8,
     ):
         super().__init__()
         if normalization not in ("sigmoid", "softmax"):
             raise ValueError(f"normalization must be 'sigmoid' or 'softmax', got {normalization!r}")
+        if form not in ("additive", "cosine", "gatv2"):
+            raise ValueError(f"form must be 'additive', 'cosine' or 'gatv2', got {form!r}")
         self.feature_dim = int(feature_dim)
         self.modality_dims = tuple(int(d) for d in modality_dims)
         self.heads = heads
         self.normalization = normalization
         self.negative_slope = negative_slope
-        # One projection for the target part (first H outputs) and the source part (last H outputs).
-        self.lin = nn.Linear(self.feature_dim + sum(self.modality_dims), 2 * heads, bias=False)
+        self.form = form
+        self.rank = rank
+        # One projection for the target part (first half of the outputs) and the source part (second).
+        hidden = heads * rank if form == "gatv2" else heads
+        self.lin = nn.Linear(self.feature_dim + sum(self.modality_dims), 2 * hidden, bias=False)
         self.bias = nn.Parameter(torch.empty(heads))
         self.placeholders = nn.ParameterList([nn.Parameter(torch.empty(d)) for d in self.modality_dims])
+        block_dims = (self.feature_dim, *self.modality_dims) if form == "cosine" else ()
+        self.pair_projections = nn.ModuleList(
+            [nn.Linear(d, heads * rank, bias=False) for d in block_dims if d > 0]
+        )
+        self.pair_blocks = tuple(index for index, d in enumerate(block_dims) if d > 0)
+        self.pair_scale = nn.Parameter(torch.empty(len(self.pair_blocks), heads)) if block_dims else None
+        self.att = nn.Parameter(torch.empty(heads, rank)) if form == "gatv2" else None
         self.reset_parameters()
 
     def reset_parameters(self) -> None:
@@ -77,24 +122,30 @@ class MGate(nn.Module):
         nn.init.zeros_(self.bias)
         for placeholder in self.placeholders:
             nn.init.normal_(placeholder, std=0.02)
+        for projection in self.pair_projections:
+            projection.reset_parameters()
+        if self.pair_scale is not None:
+            nn.init.ones_(self.pair_scale)
+        if self.att is not None:
+            nn.init.normal_(self.att, std=self.rank**-0.5)
 
-    def node_scores(
+    def node_terms(
         self,
         features: Tensor,
         modalities: Sequence[Tensor] = (),
         modality_masks: Sequence[Tensor | None] | None = None,
-    ) -> tuple[Tensor, Tensor]:
-        """Per-node target scores ``[N, H]`` (bias included) and source scores ``[N, H]``.
+    ) -> GateTerms:
+        """The per-node parts of the gate (see :class:`GateTerms`).
 
-        One projection of ``X || R^I || R^T`` (``[N, 2H]``); for a user whose modality is missing, the
-        projection of that row is swapped for the projection of the placeholder on the few missing rows
-        only, so a missing row's content never matters and no full-width ``[N, D]`` substitution is made.
+        One projection of ``X || R^I || R^T``; for a user whose modality is missing, the projection of
+        that row is swapped for the projection of the placeholder on the few missing rows only, so a
+        missing row's content never matters and no full-width ``[N, D]`` substitution is made.
         """
         if len(modalities) != len(self.modality_dims):
             raise ValueError(f"expected {len(self.modality_dims)} modality embeddings, got {len(modalities)}")
         inputs = torch.cat([features, *modalities], dim=-1) if modalities else features
         scores = F.linear(inputs, self.lin.weight)
-        masks = modality_masks if modality_masks is not None else [None] * len(modalities)
+        masks = list(modality_masks) if modality_masks is not None else [None] * len(modalities)
         weights = self.lin.weight.split((self.feature_dim, *self.modality_dims), dim=1)[1:]
         for embedding, mask, weight, placeholder in zip(modalities, masks, weights, self.placeholders):
             if mask is None:
@@ -103,7 +154,57 @@ class MGate(nn.Module):
             if missing.numel():
                 swap = F.linear(placeholder, weight) - F.linear(embedding.index_select(0, missing), weight)
                 scores = scores.index_add(0, missing, swap.to(scores.dtype))
-        return scores[:, : self.heads] + self.bias, scores[:, self.heads :]
+        target, source = scores.chunk(2, dim=-1)
+        if self.form == "gatv2":
+            shape = (features.shape[0], self.heads, self.rank)
+            return GateTerms(target.reshape(shape), source.reshape(shape))
+        target = target + self.bias
+        if self.form == "additive":
+            return GateTerms(target, source)
+        # cosine: e_uv = <[t_u, 1, beta_1 p1_u, ...], [1, s_v, p1_v, ...]> per head, with p_m the unit
+        # projections, zeroed for a user without the block (so a missing end contributes exactly 0).
+        ones = torch.ones_like(target).unsqueeze(-1)
+        target_parts, source_parts = [target.unsqueeze(-1), ones], [ones, source.unsqueeze(-1)]
+        blocks, block_masks = (features, *modalities), (None, *masks)
+        for slot, (index, projection) in enumerate(zip(self.pair_blocks, self.pair_projections)):
+            unit = F.normalize(projection(blocks[index]).view(-1, self.heads, self.rank), dim=-1)
+            if block_masks[index] is not None:
+                unit = unit * block_masks[index].view(-1, 1, 1).to(unit.dtype)
+            target_parts.append(unit * self.pair_scale[slot].view(1, -1, 1))
+            source_parts.append(unit)
+        return GateTerms(torch.cat(target_parts, dim=-1), torch.cat(source_parts, dim=-1))
+
+    def edge_logits(self, terms: GateTerms, target_index: Tensor, source_index: Tensor) -> Tensor:
+        """Scores ``e_uv`` ``[P, H]`` of the messages ``source_index[p] -> target_index[p]`` (gathers)."""
+        target = terms.target.index_select(0, target_index)
+        source = terms.source.index_select(0, source_index)
+        if self.form == "additive":
+            return target + source
+        if self.form == "cosine":
+            return (target * source).sum(-1)
+        hidden = F.leaky_relu(target + source, self.negative_slope)
+        return (hidden * self.att).sum(-1) + self.bias
+
+    def adjacency_logits(self, terms: GateTerms, adj_t: SparseTensor) -> Tensor:
+        """Scores ``[nnz, H]`` of every entry of ``adj_t`` (CSR order); the cosine form's dot products are
+        one SDDMM per head (:func:`sampled_dot`), no per-edge ``[nnz, K]`` tensor."""
+        if self.form == "cosine":
+            return torch.stack(
+                [sampled_dot(adj_t, terms.target[:, k], terms.source[:, k]) for k in range(self.heads)], dim=1
+            )
+        row, col, _ = adj_t.coo()
+        return self.edge_logits(terms, row, col)
+
+    def pair_logits(
+        self,
+        features: Tensor,
+        pairs: Tensor,
+        modalities: Sequence[Tensor] = (),
+        modality_masks: Sequence[Tensor | None] | None = None,
+    ) -> Tensor:
+        """Scores ``[P, H]`` of arbitrary pairs ``[2, P]`` (row 0 = target u, row 1 = source v)."""
+        terms = self.node_terms(features, modalities, modality_masks)
+        return self.edge_logits(terms, pairs[0], pairs[1])
 
     def forward(
         self,
@@ -112,10 +213,8 @@ class MGate(nn.Module):
         modalities: Sequence[Tensor] = (),
         modality_masks: Sequence[Tensor | None] | None = None,
     ) -> Tensor:
-        target_score, source_score = self.node_scores(features, modalities, modality_masks)
-        row, col, _ = adj_t.coo()
-        logits = target_score.index_select(0, row) + source_score.index_select(0, col)
-        return self.normalize(logits, adj_t)
+        terms = self.node_terms(features, modalities, modality_masks)
+        return self.normalize(self.adjacency_logits(terms, adj_t), adj_t)
 
     def normalize(self, logits: Tensor, adj_t: SparseTensor) -> Tensor:
         """Turn edge logits ``[nnz, H]`` into gate values ``[nnz, H]``."""

@@ -8,7 +8,7 @@ import torch
 from torch import Tensor, nn
 from torch_sparse import SparseTensor
 
-from stage2_graph.config import GateNormalization
+from stage2_graph.config import GateForm, GateNormalization
 from stage2_graph.gate import MGate
 from stage2_graph.ops import gated_spmm
 
@@ -35,7 +35,10 @@ class MGateConv(nn.Module):
         modality_dims (Sequence[int], optional): widths of the modality embeddings fed to the gate, e.g.
             ``(D_i, D_t)``. (default: ``()``)
         gate_normalization (str, optional): ``"sigmoid"`` or ``"softmax"``. (default: ``"sigmoid"``)
-        negative_slope (float, optional): LeakyReLU slope of the softmax gate. (default: ``0.2``)
+        negative_slope (float, optional): LeakyReLU slope of the softmax and gatv2 gates. (default: ``0.2``)
+        gate_form (str, optional): ``"additive"`` (eq. 5, static), ``"cosine"`` or ``"gatv2"`` (pair-aware);
+            see :class:`MGate`. (default: ``"cosine"``)
+        gate_rank (int, optional): rank of the cosine projections / gatv2 hidden width. (default: ``8``)
         bias (bool, optional): add a learnable bias. (default: ``True``)
 
     Shapes:
@@ -55,6 +58,8 @@ class MGateConv(nn.Module):
         modality_dims: Sequence[int] = (),
         gate_normalization: GateNormalization = "sigmoid",
         negative_slope: float = 0.2,
+        gate_form: GateForm = "cosine",
+        gate_rank: int = 8,
         bias: bool = True,
     ):
         super().__init__()
@@ -68,7 +73,15 @@ class MGateConv(nn.Module):
             nn.Linear(in_channels, out_channels, bias=False) if in_channels != out_channels else None
         )
         self.gate = (
-            MGate(gate_feature_dim, modality_dims, heads, gate_normalization, negative_slope)
+            MGate(
+                gate_feature_dim,
+                modality_dims,
+                heads,
+                gate_normalization,
+                negative_slope,
+                gate_form,
+                gate_rank,
+            )
             if gate_feature_dim is not None
             else None
         )
@@ -121,7 +134,7 @@ class MGateConv(nn.Module):
         return torch.stack(outs, dim=1).view(num_nodes, channels)
 
     def __repr__(self) -> str:
-        gate = "none" if self.gate is None else self.gate.normalization
+        gate = "none" if self.gate is None else f"{self.gate.form}, {self.gate.normalization}"
         return (
             f"{type(self).__name__}({self.in_channels}, {self.out_channels}, heads={self.heads}, gate={gate})"
         )

@@ -75,3 +75,24 @@ class StructureReconstructionLoss(nn.Module):
         loss = F.binary_cross_entropy_with_logits(logits, labels)
         accuracy = ((logits > 0) == labels.bool()).float().mean()
         return {"structure_loss": loss, "structure_acc": accuracy.detach()}
+
+
+class GateLinkLoss(nn.Module):
+    """The gate's own link prediction: its pair scores must tell held-out edges from non-edges.
+
+    Feature masking and edge hold-out reward the gate only through R^G, a weak, indirect signal; this
+    term scores the gate's ``e_uv`` itself (binary cross-entropy per head, both directions of each pair),
+    so on a homophilous graph the gate learns which content makes two users likely to be linked. It owns
+    no parameters: the scores come from the M-Gate.
+
+    Shapes:
+        - **input:** ``pos_logits [P, H]`` (held-out edges), ``neg_logits [Q, H]`` (sampled non-edges)
+        - **output:** ``{"gate_link_loss": [], "gate_link_acc": []}`` (accuracy at logit 0, not a loss)
+    """
+
+    def forward(self, pos_logits: Tensor, neg_logits: Tensor) -> dict[str, Tensor]:
+        logits = torch.cat([pos_logits, neg_logits])
+        labels = torch.cat([pos_logits.new_ones(pos_logits.shape), neg_logits.new_zeros(neg_logits.shape)])
+        loss = F.binary_cross_entropy_with_logits(logits, labels)
+        accuracy = ((logits > 0) == labels.bool()).float().mean()
+        return {"gate_link_loss": loss, "gate_link_acc": accuracy.detach()}

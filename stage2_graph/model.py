@@ -1,4 +1,4 @@
-"""The stage-2 graph encoder: standardized X (+ stage 1's modalities in the gate) -> R^G."""
+"""The stage-2 graph encoder: node inputs (X, degree, stage 1's modalities) and the M-Gate -> R^G."""
 
 from __future__ import annotations
 
@@ -8,10 +8,19 @@ import torch
 from torch import Tensor, nn
 from torch_sparse import SparseTensor
 
-from stage2_graph.config import ActivationKind, GateKind, GateNormalization, NormKind
+from stage2_graph.config import (
+    MODALITY_INPUTS,
+    ActivationKind,
+    GateForm,
+    GateKind,
+    GateNormalization,
+    NodeInput,
+    NormKind,
+)
 from stage2_graph.gate import MGate, uniform_gate
 from stage2_graph.layers import MGateConv
 
+_BLOCKS = ("stats", "degree", "image", "text")
 _ACTIVATIONS: dict[str, type[nn.Module]] = {"relu": nn.ReLU, "gelu": nn.GELU, "elu": nn.ELU}
 
 
@@ -29,34 +38,49 @@ def node_log_degree(adj_t: SparseTensor, dtype: torch.dtype = torch.float32) -> 
 
 
 class GraphEncoder(nn.Module):
-    r"""A stack of :class:`MGateConv` layers sharing one gate per forward pass.
+    r"""Node inputs, then a stack of :class:`MGateConv` layers sharing one gate per forward pass.
 
-    The gate :math:`a_{uv}` of eq. 4-5 depends on the inputs (X and the modality embeddings), not on the
-    layer, so it is computed once per call and every layer propagates with it. With ``gate="uniform"``
-    the gate is ``1/deg(u)`` (mean aggregation): the no-alignment baseline.
+    **Node inputs** (``node_inputs``): the blocks ``stats`` (X), ``degree`` (:math:`\log(1 + \deg u)` in the
+    propagated adjacency), ``image`` (:math:`R^I`) and ``text`` (:math:`R^T`) are concatenated and projected
+    to ``hidden_dim``, which is the same as summing one projection per block:
+
+    .. math::
+        h^{(0)}_u = W_0 \big[\, \tilde X_u \,\|\, \log(1 + \deg u) \,\|\, \tilde R^I_u \,\|\, \tilde R^T_u \,\big] + b_0
+                  = \sum_{\text{block } m} W_0^{(m)} \tilde m_u + b_0
+
+    where :math:`\tilde X_u` is the learned mask token for a masked node (feature masking) and
+    :math:`\tilde R^m_u` a learned placeholder for a user without that modality (mask False).
+
+    **Gate.** :math:`a_{uv}` (eq. 4-5, :class:`MGate`) depends on the inputs (X and the modality
+    embeddings), not on the layer, so it is computed once per call and every layer propagates with it.
+    With ``gate="uniform"`` the gate is ``1/deg(u)`` (mean aggregation) over the same node inputs: the
+    no-alignment baseline.
 
     Args:
         num_features (int): width ``F`` of X.
-        modality_dims (Sequence[int], optional): widths of the modality embeddings fed to the gate, e.g.
-            ``(D_i, D_t)``; empty for the X-only variant. (default: ``()``)
+        modality_dims (Sequence[int], optional): widths ``(D_i, D_t)`` of the image and text embeddings (fed to
+            the gate, and to the node inputs per ``node_inputs``); empty without modalities. (default: ``()``)
         hidden_dim (int, optional): width of node states and output. (default: ``64``)
         num_layers (int, optional): propagation layers. (default: ``2``)
         heads (int, optional): gate heads. (default: ``1``)
         gate (str, optional): ``"mgate"`` or ``"uniform"``. (default: ``"mgate"``)
         gate_normalization (str, optional): ``"sigmoid"`` or ``"softmax"``. (default: ``"sigmoid"``)
-        negative_slope (float, optional): LeakyReLU slope of the softmax gate. (default: ``0.2``)
+        negative_slope (float, optional): LeakyReLU slope of the softmax and gatv2 gates. (default: ``0.2``)
         dropout (float, optional): dropout before each layer. (default: ``0.1``)
         norm (str, optional): ``"none"``, ``"layer"`` or ``"batch"`` after hidden layers. (default: ``"layer"``)
         activation (str, optional): ``"relu"``, ``"gelu"`` or ``"elu"``. (default: ``"gelu"``)
-        input_proj (bool, optional): project X to ``hidden_dim`` before the first layer. (default: ``True``)
-        degree_input (bool, optional): append ``log(1 + deg(u))`` in the propagated adjacency to the node
-            input (not to the gate). Mean-like aggregation (sigmoid/deg, softmax, uniform) cannot count
-            neighbours, so without it R^G does not know how connected a user is. Computed from the ``adj_t``
-            of the call, so edges held out of message passing do not count. (default: ``True``)
+        input_proj (bool, optional): project the node inputs to ``hidden_dim`` before the first layer; off:
+            the raw concatenation is propagated. (default: ``True``)
+        node_inputs (Sequence[str], optional): the blocks of the node input, any of ``"stats"``,
+            ``"degree"``, ``"image"``, ``"text"``. Mean-like aggregation cannot count neighbours, hence the
+            degree block; it is computed from the ``adj_t`` of the call, so edges held out of message passing
+            do not count. (default: ``("stats", "degree", "image", "text")``)
+        gate_form (str, optional): ``"additive"``, ``"cosine"`` or ``"gatv2"`` (:class:`MGate`). (default: ``"cosine"``)
+        gate_rank (int, optional): rank of the gate's pair projections / gatv2 hidden width. (default: ``8``)
 
     Shapes:
         - **input:** ``x [N, F]``, ``adj_t`` ``SparseTensor [N, N]``, modalities ``[N, D_k]`` with bool
-          masks ``[N]``, optional ``node_mask`` bool ``[N]`` (rows replaced by the learned mask token)
+          masks ``[N]``, optional ``node_mask`` bool ``[N]`` (X replaced by the learned mask token)
         - **output:** ``[N, hidden_dim]`` (and the gate ``[nnz, H]`` when ``return_gate=True``)
     """
 
@@ -74,7 +98,9 @@ class GraphEncoder(nn.Module):
         norm: NormKind = "layer",
         activation: ActivationKind = "gelu",
         input_proj: bool = True,
-        degree_input: bool = True,
+        node_inputs: Sequence[NodeInput] = ("stats", "degree", "image", "text"),
+        gate_form: GateForm = "cosine",
+        gate_rank: int = 8,
     ):
         super().__init__()
         if gate not in ("mgate", "uniform"):
@@ -82,18 +108,41 @@ class GraphEncoder(nn.Module):
         self.num_features = num_features
         self.modality_dims = tuple(int(d) for d in modality_dims)
         self.hidden_dim = hidden_dim
-        self.degree_input = degree_input
-        in_dim = num_features + int(degree_input)
+        self.node_inputs = tuple(node_inputs)
+        unknown = sorted(set(self.node_inputs) - set(_BLOCKS))
+        if unknown or not self.node_inputs:
+            raise ValueError(f"node_inputs must be a non-empty subset of {_BLOCKS}, got {self.node_inputs}")
+        widths = {"stats": num_features, "degree": 1}
+        for name in MODALITY_INPUTS:
+            if name in self.node_inputs:
+                index = MODALITY_INPUTS.index(name)
+                if index >= len(self.modality_dims):
+                    raise ValueError(f"node input {name!r} needs stage 1's {name} embeddings (modality_dims)")
+                widths[name] = self.modality_dims[index]
+        self.input_widths = tuple(widths[name] for name in self.node_inputs)
+        in_dim = sum(self.input_widths)
         self.mask_token = nn.Parameter(torch.empty(num_features))
+        # Node-input placeholders for users without a modality (the gate keeps its own).
+        self.input_placeholders = nn.ParameterDict(
+            {name: nn.Parameter(torch.empty(widths[name])) for name in MODALITY_INPUTS if name in widths}
+        )
         self.input_proj = nn.Linear(in_dim, hidden_dim) if input_proj else None
         self.gate = (
-            MGate(num_features, self.modality_dims, heads, gate_normalization, negative_slope)
+            MGate(
+                num_features,
+                self.modality_dims,
+                heads,
+                gate_normalization,
+                negative_slope,
+                gate_form,
+                gate_rank,
+            )
             if gate == "mgate"
             else None
         )
-        widths = [hidden_dim if input_proj else in_dim] + [hidden_dim] * num_layers
+        widths_per_layer = [hidden_dim if input_proj else in_dim] + [hidden_dim] * num_layers
         self.convs = nn.ModuleList(
-            [MGateConv(widths[i], widths[i + 1], heads=heads) for i in range(num_layers)]
+            [MGateConv(widths_per_layer[i], widths_per_layer[i + 1], heads=heads) for i in range(num_layers)]
         )
         self.norms = nn.ModuleList([_norm(norm, hidden_dim) for _ in range(num_layers - 1)])
         self.activation = _ACTIVATIONS[activation]()
@@ -102,6 +151,8 @@ class GraphEncoder(nn.Module):
 
     def reset_parameters(self) -> None:
         nn.init.normal_(self.mask_token, std=0.02)
+        for placeholder in self.input_placeholders.values():
+            nn.init.normal_(placeholder, std=0.02)
         if self.input_proj is not None:
             self.input_proj.reset_parameters()
         if self.gate is not None:
@@ -111,6 +162,40 @@ class GraphEncoder(nn.Module):
         for norm in self.norms:
             if hasattr(norm, "reset_parameters"):
                 norm.reset_parameters()
+
+    def masked_features(self, x: Tensor, node_mask: Tensor | None) -> Tensor:
+        """X with the rows of masked nodes replaced by the mask token ``[N, F]``."""
+        if node_mask is None:
+            return x
+        return torch.where(node_mask.view(-1, 1), self.mask_token.to(x.dtype), x)
+
+    def node_input(
+        self,
+        x: Tensor,
+        adj_t: SparseTensor,
+        modalities: Sequence[Tensor] = (),
+        modality_masks: Sequence[Tensor | None] | None = None,
+    ) -> Tensor:
+        """The concatenated node-input blocks ``[N, sum of block widths]`` (``x`` already masked)."""
+        masks = list(modality_masks) if modality_masks is not None else [None] * len(modalities)
+        blocks = []
+        for name in self.node_inputs:
+            if name == "stats":
+                blocks.append(x)
+            elif name == "degree":
+                blocks.append(node_log_degree(adj_t, x.dtype).view(-1, 1))
+            else:
+                index = MODALITY_INPUTS.index(name)
+                if index >= len(modalities):
+                    raise ValueError(
+                        f"node input {name!r} needs its embedding; got {len(modalities)} modalities"
+                    )
+                embedding, mask = modalities[index].to(x.dtype), masks[index]
+                if mask is not None:
+                    placeholder = self.input_placeholders[name].to(x.dtype)
+                    embedding = torch.where(mask.view(-1, 1), embedding, placeholder)
+                blocks.append(embedding)
+        return torch.cat(blocks, dim=-1) if len(blocks) > 1 else blocks[0]
 
     def compute_gate(
         self,
@@ -124,6 +209,19 @@ class GraphEncoder(nn.Module):
             return uniform_gate(adj_t, x.dtype)
         return self.gate(x, adj_t, modalities, modality_masks)
 
+    def gate_pair_logits(
+        self,
+        x: Tensor,
+        pairs: Tensor,
+        modalities: Sequence[Tensor] = (),
+        modality_masks: Sequence[Tensor | None] | None = None,
+        node_mask: Tensor | None = None,
+    ) -> Tensor:
+        """The M-Gate's scores ``e_uv`` ``[P, H]`` of arbitrary pairs ``[2, P]`` (row 0 = target u)."""
+        if self.gate is None:
+            raise ValueError("the uniform gate has no pair scores")
+        return self.gate.pair_logits(self.masked_features(x, node_mask), pairs, modalities, modality_masks)
+
     def forward(
         self,
         x: Tensor,
@@ -133,13 +231,12 @@ class GraphEncoder(nn.Module):
         node_mask: Tensor | None = None,
         return_gate: bool = False,
     ) -> Tensor | tuple[Tensor, Tensor]:
-        if node_mask is not None:
-            # Masked nodes' statistics are gone everywhere, including from the gate.
-            x = torch.where(node_mask.view(-1, 1), self.mask_token.to(x.dtype), x)
+        # Masked nodes' statistics are gone everywhere, including from the gate; their own image and
+        # text stay (the target is X, which they do not contain; docs/stage2.md).
+        x = self.masked_features(x, node_mask)
         gate = self.compute_gate(x, adj_t, modalities, modality_masks)
-        if self.degree_input:
-            x = torch.cat([x, node_log_degree(adj_t, x.dtype).view(-1, 1)], dim=-1)
-        hidden = self.input_proj(x) if self.input_proj is not None else x
+        inputs = self.node_input(x, adj_t, modalities, modality_masks)
+        hidden = self.input_proj(inputs) if self.input_proj is not None else inputs
         last = len(self.convs) - 1
         for index, conv in enumerate(self.convs):
             hidden = conv(self.dropout(hidden), adj_t, gate=gate)

@@ -1,4 +1,5 @@
-"""``gated_spmm``: a sparse-dense product whose edge values are learned, with a parallel value gradient.
+"""``gated_spmm``: a sparse-dense product whose edge values are learned, with a parallel value gradient;
+``sampled_dot``: per-edge dot products of two node tensors (the pair-aware gate's scores).
 
 The forward product and the gradient with respect to the dense input are torch-sparse's CSR SpMM (the
 second over the transpose, read from ``adj_t``'s cached CSC permutation, as torch-sparse's own backward
@@ -55,7 +56,7 @@ class _GatedSpmm(torch.autograd.Function):
 
     @staticmethod
     def backward(ctx, grad_out: Tensor):
-        value, mat = ctx.saved_tensors
+        value, mat = (t.detach() for t in ctx.saved_tensors)  # see _SampledDot.backward
         grad_out = grad_out.contiguous()
         grad_value = grad_mat = None
         if ctx.needs_input_grad[0]:
@@ -63,6 +64,56 @@ class _GatedSpmm(torch.autograd.Function):
         if ctx.needs_input_grad[1]:
             grad_mat = _transpose(ctx.adj_t, value).matmul(grad_out)
         return grad_value, grad_mat, None
+
+
+class _SampledDot(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, left: Tensor, right: Tensor, adj_t: SparseTensor) -> Tensor:
+        ctx.adj_t = adj_t
+        ctx.save_for_backward(left, right)
+        return _sddmm(adj_t, left, right)
+
+    @staticmethod
+    def backward(ctx, grad_out: Tensor):
+        # Detached: torch-sparse's matmul would otherwise prepare its own backward for a right-hand side
+        # that requires grad, which on the transpose (no cached CSC permutation) means a sort per call.
+        left, right = (t.detach() for t in ctx.saved_tensors)
+        grad_out = grad_out.contiguous()
+        grad_left = grad_right = None
+        if ctx.needs_input_grad[0]:  # d/d left[u] = sum_v grad[e(u, v)] right[v]: an SpMM
+            grad_left = ctx.adj_t.set_value(grad_out, layout="csr").matmul(right)
+        if ctx.needs_input_grad[1]:  # d/d right[v] = sum_u grad[e(u, v)] left[u]: an SpMM over the transpose
+            grad_right = _transpose(ctx.adj_t, grad_out).matmul(left)
+        return grad_left, grad_right, None
+
+
+def sampled_dot(adj_t: SparseTensor, left: Tensor, right: Tensor) -> Tensor:
+    """``out[e] = <left[u], right[v]>`` for every entry ``e = (u, v)`` of ``adj_t`` (an SDDMM), CSR order.
+
+    On CPU the forward is ``torch.sparse.sampled_addmm`` (parallel) and the backward two torch-sparse SpMMs
+    (``adj_t`` and its cached transpose): no per-edge ``[nnz, K]`` tensor is materialised and no scatter is
+    needed. Elsewhere it gathers both ends and lets autograd differentiate.
+
+    Args:
+        adj_t: ``SparseTensor [N, M]`` (row = target); its stored values are ignored.
+        left: ``[N, K]``. right: ``[M, K]``.
+
+    Returns:
+        ``[nnz]``.
+    """
+    fast = (
+        left.device.type == "cpu"
+        and left.dtype in _SDDMM_DTYPES
+        and right.dtype == left.dtype
+        and left.shape[1] > 0
+    )
+    if not fast:
+        row, col, _ = adj_t.coo()
+        return (left.index_select(0, row) * right.index_select(0, col)).sum(-1)
+    left, right = left.contiguous(), right.contiguous()
+    if torch.is_grad_enabled() and (left.requires_grad or right.requires_grad):
+        return _SampledDot.apply(left, right, adj_t)
+    return _sddmm(adj_t, left, right)
 
 
 def gated_spmm(adj_t: SparseTensor, value: Tensor, mat: Tensor) -> Tensor:

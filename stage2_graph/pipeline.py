@@ -112,8 +112,8 @@ def build_trainer(cfg: Stage2Config, out_dir: Path, history: LossHistory) -> tup
 def run_stage2(cfg: Stage2Config) -> Stage2Result:
     """Train the graph encoder on ``cfg.corpus`` and write R^G and the gates to the round's cache.
 
-    Reads X and the edges from the corpus and, when ``cfg.use_modalities`` (and the gate is ``mgate``),
-    stage 1's embeddings of ``cfg.round`` from ``cfg.cache_dir``; never labels, fans or splits. Saves the
+    Reads X and the edges from the corpus and, when ``cfg.use_modalities`` and the gate or the node inputs
+    use them, stage 1's embeddings of ``cfg.round`` from ``cfg.cache_dir``; never labels, fans or splits. Saves the
     resolved config as ``<out_dir>/checkpoints/config.json`` and in the cache file's ``producer`` attribute.
     """
     cfg.validate()
@@ -128,14 +128,21 @@ def run_stage2(cfg: Stage2Config) -> Stage2Result:
 
 def _run(cfg: Stage2Config) -> Stage2Result:
     L.seed_everything(cfg.seed, workers=True, verbose=False)
-    # The uniform gate has no use for the modalities, so it runs without stage 1's embeddings.
-    needs_modalities = cfg.use_modalities and cfg.gate == "mgate"
-    graph = load_graph_inputs(Path(cfg.corpus), Path(cfg.cache_dir), cfg.round, needs_modalities)
+    # Stage 1's embeddings are read only if the gate or the node inputs use them.
+    graph = load_graph_inputs(Path(cfg.corpus), Path(cfg.cache_dir), cfg.round, cfg.needs_modalities)
     out_dir = cfg.resolved_out_dir
     checkpoint_dir = out_dir / "checkpoints"
     cfg.save(checkpoint_dir / "config.json")
 
-    system = Stage2System(graph, cfg.model, cfg.objective, cfg.optim, gate=cfg.gate, config=cfg.to_dict())
+    system = Stage2System(
+        graph,
+        cfg.model,
+        cfg.objective,
+        cfg.optim,
+        gate=cfg.gate,
+        use_modalities=cfg.use_modalities,
+        config=cfg.to_dict(),
+    )
     if cfg.init_checkpoint is not None:
         load_init_checkpoint(system, Path(cfg.init_checkpoint))
     dataset = MaskingDataset(
@@ -180,5 +187,6 @@ def describe_model(cfg: Stage2Config) -> str:
         gate = "uniform mean aggregation"
     else:
         inputs = "X + image/text embeddings" if cfg.use_modalities else "X only"
-        gate = f"M-Gate ({model.gate_normalization}, {model.heads} head(s)) on {inputs}"
-    return f"stage2 GNN: {model.num_layers} layers x {model.hidden_dim}, {gate}"
+        gate = f"M-Gate ({model.gate_form}, {model.gate_normalization}, {model.heads} head(s)) on {inputs}"
+    nodes = "+".join(cfg.resolved_node_inputs)
+    return f"stage2 GNN: {model.num_layers} layers x {model.hidden_dim}, node inputs {nodes}, {gate}"

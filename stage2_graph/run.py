@@ -43,6 +43,8 @@ examples:
       --init-checkpoint runs/stage2/round_0/checkpoints/last.ckpt
   python -m stage2_graph.run --corpus data/corpus --cache runs/cache --round 0 --gate uniform
   python -m stage2_graph.run --corpus data/corpus --cache runs/cache --round 0 --no-use-modalities
+  python -m stage2_graph.run --corpus data/corpus --cache runs/cache --round 0 --node-inputs stats degree
+  python -m stage2_graph.run --corpus data/corpus --cache runs/cache --round 0 --gate-form additive
   python -m stage2_graph.run --config stage2.yaml --corpus data/corpus --cache runs/cache --round 0
 
 Stage 1's embeddings of the round must exist (`python -m stage1_encoders.run --corpus ... --cache ...
@@ -72,6 +74,12 @@ def _add_field(group: argparse._ArgumentGroup, flag: str, dest: str, hint: Any, 
         return
     if origin is Literal:
         group.add_argument(flag, choices=list(typing.get_args(hint)), **kwargs)
+        return
+    if origin is tuple:  # tuple[Literal[...], ...]: one or more of the choices
+        item = typing.get_args(hint)[0]
+        shown = f" (default: {' '.join(default)})" if isinstance(default, tuple) else ""
+        kwargs["help"] = help_text + shown
+        group.add_argument(flag, nargs="+", choices=list(typing.get_args(item)), **kwargs)
         return
     if origin is not None:  # X | None
         inner = next(arg for arg in typing.get_args(hint) if arg is not type(None))
@@ -105,7 +113,9 @@ def build_parser() -> argparse.ArgumentParser:
                     f"{f.name}.{sub.name}",
                     section_hints[sub.name],
                     sub.metadata["help"],
-                    sub.default,
+                    sub.default
+                    if sub.default is not dataclasses.MISSING or sub.default_factory is dataclasses.MISSING
+                    else sub.default_factory(),
                 )
         else:
             flag = _FLAG_NAMES.get(f.name, "--" + f.name.replace("_", "-"))

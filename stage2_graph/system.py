@@ -10,9 +10,9 @@ from torch import Tensor
 from torch_sparse import SparseTensor
 
 from stage2_graph.adjacency import GraphStructure
-from stage2_graph.config import GateKind, ModelConfig, ObjectiveConfig, OptimConfig
+from stage2_graph.config import MODALITY_INPUTS, GateKind, ModelConfig, ObjectiveConfig, OptimConfig
 from stage2_graph.data import GraphInputs
-from stage2_graph.losses import FeatureReconstructionLoss, StructureReconstructionLoss
+from stage2_graph.losses import FeatureReconstructionLoss, GateLinkLoss, StructureReconstructionLoss
 from stage2_graph.model import GraphEncoder
 
 
@@ -29,6 +29,8 @@ class Stage2System(L.LightningModule):
         objective (ObjectiveConfig): loss weights (mask ratios are used by the data pipeline).
         optim (OptimConfig): optimiser settings.
         gate (str, optional): ``"mgate"`` or ``"uniform"``. (default: ``"mgate"``)
+        use_modalities (bool, optional): off: stage 1's embeddings are used nowhere (neither gate nor node
+            inputs), whatever ``graph`` carries and ``model.node_inputs`` says. (default: ``True``)
         config (dict, optional): the resolved stage-2 config, stored in the checkpoint's hyper-parameters.
     """
 
@@ -39,15 +41,21 @@ class Stage2System(L.LightningModule):
         objective: ObjectiveConfig,
         optim: OptimConfig,
         gate: GateKind = "mgate",
+        use_modalities: bool = True,
         config: dict[str, Any] | None = None,
     ):
         super().__init__()
         self.save_hyperparameters({"stage2_config": config or {}})
         self.objective = objective
         self.optim = optim
+        modalities = graph.modalities if use_modalities else ()
+        modality_masks = graph.modality_masks if use_modalities else ()
+        node_inputs = tuple(
+            name for name in model.node_inputs if use_modalities or name not in MODALITY_INPUTS
+        )
         self.model = GraphEncoder(
             num_features=graph.features.shape[1],
-            modality_dims=graph.modality_dims,
+            modality_dims=tuple(t.shape[1] for t in modalities),
             hidden_dim=model.hidden_dim,
             num_layers=model.num_layers,
             heads=model.heads,
@@ -58,16 +66,19 @@ class Stage2System(L.LightningModule):
             norm=model.norm,
             activation=model.activation,
             input_proj=model.input_proj,
-            degree_input=model.degree_input,
+            node_inputs=node_inputs,
+            gate_form=model.gate_form,
+            gate_rank=model.gate_rank,
         )
         self.feature_loss = FeatureReconstructionLoss(
             model.hidden_dim, graph.features.shape[1], objective.feature_loss
         )
         self.structure_loss = StructureReconstructionLoss(model.hidden_dim)
+        self.gate_link_loss = GateLinkLoss()
         self.structure = GraphStructure(graph.edges, graph.num_nodes)
         self.register_buffer("features", graph.features.float(), persistent=False)
-        self.num_modalities = len(graph.modalities)
-        for index, (embedding, mask) in enumerate(zip(graph.modalities, graph.modality_masks)):
+        self.num_modalities = len(modalities)
+        for index, (embedding, mask) in enumerate(zip(modalities, modality_masks)):
             self.register_buffer(f"modality_{index}", embedding.float(), persistent=False)
             self.register_buffer(f"modality_mask_{index}", mask.bool(), persistent=False)
 
@@ -105,11 +116,27 @@ class Stage2System(L.LightningModule):
             losses.update(self.structure_loss(node_emb, batch["pos_pairs"], batch["neg_pairs"]))
         else:
             losses["structure_loss"] = node_emb.new_zeros(())
+        losses.update(self.gate_link_losses(batch, node_emb))
         losses["loss"] = (
             self.objective.feature_weight * losses["feature_loss"]
             + self.objective.structure_weight * losses["structure_loss"]
+            + self.objective.gate_link_weight * losses["gate_link_loss"]
         )
         return losses
+
+    def gate_link_losses(self, batch: dict[str, Tensor], node_emb: Tensor) -> dict[str, Tensor]:
+        """The gate's link prediction on the step's held-out edges and negatives (both directions);
+        zero for the uniform gate, without held-out edges, or with weight 0."""
+        pos, neg = batch["pos_pairs"], batch["neg_pairs"]
+        if self.model.gate is None or not pos.shape[1] or self.objective.gate_link_weight == 0:
+            zero = node_emb.new_zeros(())
+            return {"gate_link_loss": zero, "gate_link_acc": zero}
+        pairs = torch.cat([pos, pos.flip(0), neg, neg.flip(0)], dim=1)
+        logits = self.model.gate_pair_logits(
+            self.features, pairs, self.modalities, self.modality_masks, node_mask=batch["node_mask"]
+        )
+        num_pos = 2 * pos.shape[1]
+        return self.gate_link_loss(logits[:num_pos], logits[num_pos:])
 
     def training_step(self, batch: dict[str, Tensor], batch_idx: int) -> dict[str, Tensor]:
         losses = self.compute_losses(batch)

@@ -35,11 +35,43 @@ def with_placeholders(conv: MGateConv, inputs: list[Tensor], masks: list[Tensor]
 
 
 def paper_order_weight(conv: MGateConv, dims: list[int]) -> Tensor:
-    """``W [H, 2 sum(dims)]`` acting on ``X_u || X_v || R^I_u || R^T_u || R^I_v || R^T_v`` (eq. 4)."""
-    heads = conv.heads
-    target = conv.gate.lin.weight[:heads].split(dims, dim=1)
-    source = conv.gate.lin.weight[heads:].split(dims, dim=1)
+    """``W [H', 2 sum(dims)]`` acting on ``X_u || X_v || R^I_u || R^T_u || R^I_v || R^T_v`` (eq. 4);
+    ``H' = H`` (additive, cosine) or ``H r`` (gatv2)."""
+    half = conv.gate.lin.weight.shape[0] // 2
+    target = conv.gate.lin.weight[:half].split(dims, dim=1)
+    source = conv.gate.lin.weight[half:].split(dims, dim=1)
     return torch.cat([target[0], source[0], *target[1:], *source[1:]], dim=1)
+
+
+def unit(vectors: Tensor, eps: float = 1e-12) -> Tensor:
+    """Rows scaled to unit length (``eps`` guards a zero row, as ``F.normalize`` does)."""
+    return vectors / vectors.norm(dim=-1, keepdim=True).clamp(min=eps)
+
+
+def edge_scores(
+    gate,
+    weight: Tensor,
+    concatenated: Tensor,
+    blocks_u: list[Tensor],
+    blocks_v: list[Tensor],
+    both: list[Tensor | None],
+) -> Tensor:
+    """``e_uv [P, H]`` from the explicit per-edge concatenation and each block at both endpoints
+    (every projection is applied per edge, the naive way)."""
+    heads = gate.heads
+    if gate.form == "gatv2":
+        hidden = (concatenated @ weight.t()).view(-1, heads, gate.rank)
+        return (F.leaky_relu(hidden, gate.negative_slope) * gate.att).sum(-1) + gate.bias
+    logits = concatenated @ weight.t() + gate.bias
+    if gate.form == "cosine":
+        for slot, (index, projection) in enumerate(zip(gate.pair_blocks, gate.pair_projections)):
+            pu = unit((blocks_u[index] @ projection.weight.t()).view(-1, heads, gate.rank))
+            pv = unit((blocks_v[index] @ projection.weight.t()).view(-1, heads, gate.rank))
+            cosine = (pu * pv).sum(-1)
+            if both[index] is not None:
+                cosine = cosine * both[index].unsqueeze(-1).to(cosine.dtype)
+            logits = logits + gate.pair_scale[slot] * cosine
+    return logits
 
 
 def dense_reference(
@@ -61,7 +93,10 @@ def dense_reference(
         dim=1,
     )
     weight = paper_order_weight(conv, [t.shape[1] for t in inputs])
-    logits = concatenated @ weight.t() + conv.gate.bias
+    both = [None] + [mask[target] & mask[source] for mask in masks]
+    logits = edge_scores(
+        conv.gate, weight, concatenated, [t[target] for t in inputs], [t[source] for t in inputs], both
+    )
     dense_gate = torch.zeros(heads, num_nodes, num_nodes, dtype=x.dtype)
     if normalization == "sigmoid":
         deg = adjacency.sum(1).clamp(min=1).to(x.dtype)
@@ -95,19 +130,42 @@ class PygMGate(MessagePassing):
 
     def forward(self, x: Tensor, edge_index: Tensor, inputs: list[Tensor], masks: list[Tensor]) -> Tensor:
         conv = self.conv
+        self.dims = [t.shape[1] for t in inputs]
         gate_inputs = torch.cat(with_placeholders(conv, inputs, masks), dim=1)
+        raw = torch.cat(inputs, dim=1)
+        present = torch.stack([torch.ones_like(masks[0]), *masks], dim=1).to(x.dtype)
         messages = (x @ conv.lin.weight.t()).view(x.shape[0], conv.heads, -1)
         deg = degree(edge_index[1], x.shape[0]).clamp(min=1)
-        aggregated = self.propagate(edge_index, m=messages, g=gate_inputs, deg=deg)
+        aggregated = self.propagate(edge_index, m=messages, g=gate_inputs, r=raw, k=present, deg=deg)
         root = x if conv.lin_root is None else x @ conv.lin_root.weight.t()
         return root + aggregated.reshape(x.shape[0], -1) + conv.bias
 
     def message(
-        self, m_j: Tensor, g_i: Tensor, g_j: Tensor, deg_i: Tensor, index: Tensor, ptr, size_i
+        self,
+        m_j: Tensor,
+        g_i: Tensor,
+        g_j: Tensor,
+        r_i: Tensor,
+        r_j: Tensor,
+        k_i: Tensor,
+        k_j: Tensor,
+        deg_i: Tensor,
+        index: Tensor,
+        ptr,
+        size_i,
     ) -> Tensor:
         gate = self.conv.gate
-        weight = torch.cat([gate.lin.weight[: gate.heads], gate.lin.weight[gate.heads :]], dim=1)
-        logits = torch.cat([g_i, g_j], dim=-1) @ weight.t() + gate.bias
+        half = gate.lin.weight.shape[0] // 2
+        weight = torch.cat([gate.lin.weight[:half], gate.lin.weight[half:]], dim=1)
+        both = [None] + [(k_i[:, m] * k_j[:, m]).bool() for m in range(1, k_i.shape[1])]
+        logits = edge_scores(
+            gate,
+            weight,
+            torch.cat([g_i, g_j], dim=-1),
+            list(r_i.split(self.dims, 1)),
+            list(r_j.split(self.dims, 1)),
+            both,
+        )
         if gate.normalization == "sigmoid":
             alpha = torch.sigmoid(logits) / deg_i.unsqueeze(-1)
         else:

@@ -14,6 +14,7 @@ from stage2_graph.run import build_parser, config_from_argv
 def test_round_trip_through_dict_and_json(tmp_path):
     cfg = Stage2Config(corpus=Path("c"), cache_dir=Path("k"), round=2, gate="uniform")
     cfg.model.heads = 4
+    cfg.model.node_inputs = ("stats", "image")
     cfg.trainer.gradient_clip_val = None
     again = Stage2Config.from_dict(json.loads(json.dumps(cfg.to_dict())))
     assert again == cfg
@@ -41,6 +42,16 @@ def test_yaml_file_with_overrides(tmp_path):
         ({"model": {"heads": 3}}, "field 'model.heads' must divide model.hidden_dim=64"),
         ({"trainer": {"max_steps": "ten"}}, "field 'trainer.max_steps' must be int"),
         ({"use_modalities": "yes"}, "field 'use_modalities' must be bool"),
+        ({"model": {"node_inputs": ["stats", "video"]}}, "field 'model.node_inputs' must be one of"),
+        ({"model": {"node_inputs": "stats"}}, "field 'model.node_inputs' must be a list"),
+        ({"model": {"node_inputs": []}}, "field 'model.node_inputs' must name at least one block"),
+        ({"model": {"node_inputs": ["stats", "stats"]}}, "field 'model.node_inputs' must not repeat"),
+        (
+            {"use_modalities": False, "model": {"node_inputs": ["image"]}},
+            "field 'model.node_inputs' has no block left with use_modalities=false",
+        ),
+        ({"model": {"gate_form": "dot"}}, "field 'model.gate_form' must be one of"),
+        ({"model": {"degree_input": True}}, "unknown field 'model.degree_input'"),
     ],
 )
 def test_errors_name_source_and_field(data, message):
@@ -63,11 +74,13 @@ def test_cli_flags_override_the_config_file(tmp_path):
     path = tmp_path / "stage2.json"
     path.write_text(json.dumps({"corpus": "c", "cache_dir": "k", "model": {"hidden_dim": 48, "heads": 2}}))
     argv = ["--config", str(path), "--round", "3", "--heads", "4", "--no-use-modalities",
-            "--gate-normalization", "softmax", "--gradient-clip-val", "none", "--out", "o"]  # fmt: skip
+            "--gate-normalization", "softmax", "--gradient-clip-val", "none", "--out", "o",
+            "--node-inputs", "stats", "degree", "--gate-form", "additive"]  # fmt: skip
     cfg, _ = config_from_argv(argv)
     assert cfg.round == 3 and cfg.model.hidden_dim == 48 and cfg.model.heads == 4
     assert cfg.use_modalities is False and cfg.model.gate_normalization == "softmax"
     assert cfg.trainer.gradient_clip_val is None and cfg.out_dir == Path("o")
+    assert cfg.model.node_inputs == ("stats", "degree") and cfg.model.gate_form == "additive"
 
 
 def test_cli_help_lists_every_field(capsys):
@@ -76,7 +89,9 @@ def test_cli_help_lists_every_field(capsys):
     assert exit_info.value.code == 0
     text = capsys.readouterr().out
     for flag in ("--corpus", "--cache", "--round", "--gate {mgate,uniform}", "--hidden-dim", "--edge-mask-ratio",
-                 "--max-steps", "--resume", "--init-checkpoint", "--tensorboard-logger"):  # fmt: skip
+                 "--max-steps", "--resume", "--init-checkpoint", "--tensorboard-logger",
+                 "--node-inputs {stats,degree,image,text}", "--gate-form {additive,cosine,gatv2}",
+                 "--gate-link-weight"):  # fmt: skip
         assert flag in text, flag
 
 

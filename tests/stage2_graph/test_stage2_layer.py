@@ -12,7 +12,7 @@ from stage2_graph import GraphStructure, MGateConv, uniform_gate
 NUM_NODES, NUM_FEATURES, IMAGE_DIM, TEXT_DIM = 14, 5, 7, 3
 
 
-def make_case(normalization: str, heads: int, in_channels: int, seed: int):
+def make_case(normalization: str, heads: int, in_channels: int, seed: int, form: str = "cosine"):
     torch.manual_seed(seed)
     edges = random_graph(NUM_NODES, num_edges=24, num_isolated=3, seed=seed)
     conv = MGateConv(
@@ -22,6 +22,8 @@ def make_case(normalization: str, heads: int, in_channels: int, seed: int):
         gate_feature_dim=NUM_FEATURES,
         modality_dims=(IMAGE_DIM, TEXT_DIM),
         gate_normalization=normalization,
+        gate_form=form,
+        gate_rank=3,
     ).double()
     with torch.no_grad():  # non-trivial values everywhere (the defaults start some at zero)
         for parameter in conv.parameters():
@@ -54,10 +56,14 @@ CASES = [
 ]
 
 
+FORMS = ["additive", "cosine", "gatv2"]
+
+
+@pytest.mark.parametrize("form", FORMS)
 @pytest.mark.parametrize("normalization,heads,in_channels", CASES)
 @pytest.mark.parametrize("seed", [0, 1])
-def test_mgate_conv_matches_dense_reference(normalization, heads, in_channels, seed):
-    conv, edges, x, inputs, masks = make_case(normalization, heads, in_channels, seed)
+def test_mgate_conv_matches_dense_reference(normalization, heads, in_channels, seed, form):
+    conv, edges, x, inputs, masks = make_case(normalization, heads, in_channels, seed, form)
     adj_t, _ = GraphStructure(edges, NUM_NODES).adj_t()
     out, gate = conv(x, adj_t, inputs[0], inputs[1:], masks, return_gate=True)
     expected_out, expected_gate = dense_reference(conv, x, edges, inputs, masks)
@@ -74,9 +80,10 @@ def test_mgate_conv_matches_dense_reference(normalization, heads, in_channels, s
         torch.testing.assert_close(got, want)
 
 
+@pytest.mark.parametrize("form", FORMS)
 @pytest.mark.parametrize("normalization,heads,in_channels", CASES)
-def test_mgate_conv_matches_pyg_message_passing(normalization, heads, in_channels):
-    conv, edges, x, inputs, masks = make_case(normalization, heads, in_channels, seed=3)
+def test_mgate_conv_matches_pyg_message_passing(normalization, heads, in_channels, form):
+    conv, edges, x, inputs, masks = make_case(normalization, heads, in_channels, seed=3, form=form)
     adj_t, _ = GraphStructure(edges, NUM_NODES).adj_t()
     out = conv(x, adj_t, inputs[0], inputs[1:], masks)
     edge_index = torch.cat([edges.t(), edges.t().flip(0)], dim=1)  # PyG: row 0 source, row 1 target
@@ -89,8 +96,9 @@ def test_mgate_conv_matches_pyg_message_passing(normalization, heads, in_channel
         torch.testing.assert_close(got, want)
 
 
-def test_placeholder_replaces_missing_modality_rows():
-    conv, edges, x, inputs, masks = make_case("sigmoid", 2, 8, seed=5)
+@pytest.mark.parametrize("form", FORMS)
+def test_placeholder_replaces_missing_modality_rows(form):
+    conv, edges, x, inputs, masks = make_case("sigmoid", 2, 8, seed=5, form=form)
     adj_t, _ = GraphStructure(edges, NUM_NODES).adj_t()
     out = conv(x, adj_t, inputs[0], inputs[1:], masks)
     image = inputs[1].detach().clone()

@@ -35,10 +35,13 @@ def make_inputs(seed: int = 0, modalities: bool = True) -> GraphInputs:
     return GraphInputs(features, edges, "f" * 64, (image, text), (image_mask, text_mask))
 
 
-def make_system(inputs: GraphInputs, gate: str = "mgate", heads: int = 2) -> Stage2System:
+def make_system(inputs: GraphInputs, gate: str = "mgate", heads: int = 2, **model_fields) -> Stage2System:
     torch.manual_seed(0)
-    model = ModelConfig(hidden_dim=16, num_layers=2, heads=heads, dropout=0.0)
-    system = Stage2System(inputs, model, ObjectiveConfig(), OptimConfig(), gate=gate)
+    model = ModelConfig(hidden_dim=16, num_layers=2, heads=heads, dropout=0.0, **model_fields)
+    use_modalities = bool(inputs.modalities)
+    system = Stage2System(
+        inputs, model, ObjectiveConfig(), OptimConfig(), gate=gate, use_modalities=use_modalities
+    )
     return system.eval()
 
 
@@ -180,18 +183,18 @@ def test_degree_input_counts_only_message_passing_edges(gate):
         system(batch["keep_edges"], batch["node_mask"])
     kept = system.structure.edge_pairs[batch["keep_edges"]]
     degree = torch.bincount(kept.reshape(-1), minlength=N).float()
-    assert seen[0].shape == (N, F_DIM + 1)
-    torch.testing.assert_close(seen[0][:, -1], torch.log1p(degree))
+    assert seen[0].shape == (N, F_DIM + 1 + 12 + 10)  # stats, degree, image, text
+    torch.testing.assert_close(seen[0][:, F_DIM], torch.log1p(degree))
     assert degree.sum() < 2 * system.structure.edge_pairs.shape[0]  # some edges were held out
     # masked nodes lose their statistics but keep their degree (structure, not features)
     masked = batch["node_mask"]
     expected = system.model.mask_token.expand(int(masked.sum()), -1)
-    torch.testing.assert_close(seen[0][masked, :-1], expected)
+    torch.testing.assert_close(seen[0][masked, :F_DIM], expected)
 
 
 def test_degree_input_can_be_switched_off():
     inputs = make_inputs()
-    model = ModelConfig(hidden_dim=16, num_layers=2, dropout=0.0, degree_input=False)
+    model = ModelConfig(hidden_dim=16, num_layers=2, dropout=0.0, node_inputs=("stats",))
     system = Stage2System(inputs, model, ObjectiveConfig(), OptimConfig())
     assert system.model.input_proj.in_features == F_DIM
     seen = []

@@ -113,7 +113,9 @@ def test_fit_reduces_both_losses_and_writes_a_valid_cache(tiny_corpus, loaded, t
 
 
 def test_uniform_and_x_only_variants_run(tiny_corpus, loaded, tmp_path, capsys):
-    # Neither variant reads stage 1's embeddings: the cache folder is empty.
+    # The uniform baseline reads stage 1's embeddings for its node inputs (the same inputs as the M-Gate's
+    # run); the X-only variant reads none: its cache folder stays empty.
+    write_random_encoders(tmp_path / "c1", loaded)
     trainer = {"max_steps": 5, "enable_progress_bar": True}
     uniform = run_stage2(
         small_config(tiny_corpus, tmp_path / "c1", tmp_path / "o1", gate="uniform", trainer=trainer)
@@ -138,7 +140,9 @@ def test_uniform_and_x_only_variants_run(tiny_corpus, loaded, tmp_path, capsys):
         small_config(tiny_corpus, tmp_path / "c2", tmp_path / "o2", use_modalities=False, trainer=trainer)
     )
     assert read_producer(x_only.cache_file)["use_modalities"] is False
-    assert read_cache_info(x_only.cache_file).model.endswith("M-Gate (sigmoid, 2 head(s)) on X only")
+    description = read_cache_info(x_only.cache_file).model
+    assert "node inputs stats+degree," in description
+    assert description.endswith("M-Gate (cosine, sigmoid, 2 head(s)) on X only")
     assert torch.get_num_threads() == threads
 
 

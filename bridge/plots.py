@@ -98,25 +98,72 @@ def plot_metrics_by_round(rows: list[Row], evaluated: dict[str, Any], out: Path)
     plt.close(fig)
 
 
-def plot_projection(x: np.ndarray, corpus: Corpus, out: Path, title: str) -> None:
-    """First two principal components of the standardized representation, coloured by topic."""
-    x = x.astype(np.float64)
-    std = x.std(0)
-    x = (x - x.mean(0)) / np.where(std > 0, std, 1.0)
-    _, _, vt = np.linalg.svd(x, full_matrices=False)
-    xy = x @ vt[:2].T
-    fig, ax = plt.subplots(figsize=(6.5, 5.5))
-    unknown = corpus.labels < 0
-    if unknown.any():
-        ax.scatter(xy[unknown, 0], xy[unknown, 1], s=4, c="lightgrey", label="unlabelled")
+def _standardized_blocks(blocks: list[np.ndarray]) -> np.ndarray:
+    """Each block standardized per column and scaled by 1/sqrt(width), so every block weighs the same."""
+    out = []
+    for b in blocks:
+        b = np.asarray(b, dtype=np.float64)
+        std = b.std(0)
+        b = (b - b.mean(0)) / np.where(std > 0, std, 1.0)
+        out.append(b / np.sqrt(max(b.shape[1], 1)))
+    return np.concatenate(out, axis=1)
+
+
+def tsne_2d(blocks: list[np.ndarray], seed: int = 0) -> np.ndarray:
+    """A 2-D t-SNE (scikit-learn) of standardized blocks ``[N, D_k]``: it keeps neighbourhoods, where a PCA of
+    these embeddings is dominated by degree and magnitude axes."""
+    from sklearn.manifold import TSNE
+
+    x = _standardized_blocks(blocks)
+    n = len(x)
+    perplexity = float(min(30.0, max(2.0, (n - 1) / 3)))
+    return TSNE(n_components=2, perplexity=perplexity, init="pca", random_state=seed).fit_transform(x)
+
+
+def plot_projections(panels: list[tuple[str, list[np.ndarray]]], corpus: Corpus, out: Path) -> None:
+    """Side-by-side t-SNE maps of several representations (each a list of blocks), coloured by topic."""
+    fig, axes = plt.subplots(1, len(panels), figsize=(6.5 * len(panels), 6), squeeze=False)
     cmap = plt.cm.tab10 if len(corpus.label_names) <= 10 else plt.cm.tab20
-    for k, name in enumerate(corpus.label_names):
-        sel = corpus.labels == k
-        ax.scatter(xy[sel, 0], xy[sel, 1], s=5, color=cmap(k % cmap.N), label=name)
-    ax.set_xlabel("PC 1")
-    ax.set_ylabel("PC 2")
-    ax.set_title(title)
-    ax.legend(fontsize=6, markerscale=2, ncol=2)
+    unknown = corpus.labels < 0
+    for ax, (title, blocks) in zip(axes[0], panels):
+        xy = tsne_2d(blocks)
+        if unknown.any():
+            ax.scatter(xy[unknown, 0], xy[unknown, 1], s=6, c="lightgrey", label="unlabelled")
+        for k, name in enumerate(corpus.label_names):
+            sel = corpus.labels == k
+            ax.scatter(xy[sel, 0], xy[sel, 1], s=7, color=cmap(k % cmap.N), label=name)
+        ax.set_title(title, fontsize=12)
+        ax.set_xticks([])
+        ax.set_yticks([])
+    axes[0][-1].legend(
+        fontsize=10, markerscale=2.5, loc="center left", bbox_to_anchor=(1.0, 0.5), title="topic"
+    )
+    fig.suptitle("t-SNE of the standardized blocks [R^G || R^T || R^I], coloured by topic", fontsize=13)
     fig.tight_layout()
-    fig.savefig(out, dpi=110)
+    fig.savefig(out, dpi=100)
+    plt.close(fig)
+
+
+def plot_margins(comp: list[dict[str, Any]], out: Path) -> None:
+    """MMGA's margin over each compared row (mean ± sd over training seeds, dots = single seeds), per metric."""
+    keys = (("topic_macro_f1", "topic macro-F1"), ("fans_mae", "fans MAE"))
+    fig, axes = plt.subplots(1, 2, figsize=(12, 0.45 * len(comp) + 2.0))
+    names = [c["against"] for c in comp]
+    y = np.arange(len(names))
+    for ax, (key, label) in zip(axes, keys):
+        means = np.array([c[key]["margin"] for c in comp])
+        sds = np.array([c[key]["margin_std"] for c in comp])
+        colors = ["tab:green" if c[key]["verdict"] == "ahead" else "tab:red" if c[key]["verdict"] == "behind"
+                  else "tab:grey" for c in comp]  # fmt: skip
+        ax.barh(y, means, xerr=sds, color=colors, alpha=0.75, capsize=3)
+        for i, c in enumerate(comp):
+            ax.scatter(c[key]["margins"], [i] * len(c[key]["margins"]), s=12, color="black", zorder=3)
+        ax.axvline(0, color="black", lw=0.8)
+        ax.set_yticks(y)
+        ax.set_yticklabels(names if ax is axes[0] else [], fontsize=10)
+        ax.invert_yaxis()
+        ax.set_xlabel(f"MMGA margin in {label} (> 0: MMGA better)", fontsize=10)
+        ax.set_title(f"{label}: green ahead, red behind, grey not measurably", fontsize=10)
+    fig.tight_layout()
+    fig.savefig(out, dpi=100)
     plt.close(fig)

@@ -19,8 +19,8 @@ from bridge import metrics
 from bridge.config import BridgeConfig
 from bridge.manifest import Manifest, to_jsonable, write_json_atomic
 from bridge.paths import RunPaths
-from bridge.plots import plot_loss_curves, plot_metrics_by_round, plot_projection
-from bridge.rows import GOAL_METRICS, Row, compared_rows, representation
+from bridge.plots import plot_loss_curves, plot_margins, plot_metrics_by_round, plot_projections
+from bridge.rows import GOAL_METRICS, Row, compared_rows, representation_blocks
 from bridge.verdict import over_seeds, paired_margins, verdict
 from cache import read_graph_outputs
 from corpus import Corpus
@@ -278,10 +278,12 @@ def write_report(
     final = [r for r in rows if r.group == "mmga"][-1]
     plot_metrics_by_round(rows, agg, out / "metrics_by_round.png")
     has_losses = plot_loss_curves(first, cfg.rounds, out / "loss_curves.png")
-    plot_projection(
-        representation(final, corpus, first), corpus, out / "embedding_pca.png",
-        f"MMGA round {final.round} (seed {seeds[0]}): PCA of [R^G || R^T || R^I], coloured by topic",
-    )  # fmt: skip
+    plot_margins(comp, out / "margins.png")
+    by_name = {r.name: r for r in rows}
+    panels = [(f"MMGA round {final.round}", representation_blocks(final, corpus, first))]
+    if "no_align" in by_name:
+        panels.append(("no alignment", representation_blocks(by_name["no_align"], corpus, first)))
+    plot_projections(panels, corpus, out / "embedding_tsne.png")
     corpus_info = {
         "path": str(corpus.root),
         "fingerprint": corpus.fingerprint,
@@ -399,7 +401,9 @@ def write_report(
             if has_losses
             else ["(no Lightning CSV logs found for loss curves)", ""]
         ),
-        "![PCA of the final MMGA user embeddings](embedding_pca.png)",
+        "![MMGA's margin over each compared row](margins.png)",
+        "",
+        f"![t-SNE of MMGA's and no-alignment's user embeddings (seed {seeds[0]})](embedding_tsne.png)",
         "",
         "## Timings",
         "",

@@ -140,10 +140,8 @@ def compared_rows(rows: list[Row]) -> tuple[str, ...]:
     )
 
 
-def representation(row: Row, corpus: Corpus, paths: RunPaths, sgc_hops: int = 2) -> np.ndarray:
-    """The row's user representation ``[N, D]`` in corpus user order (blocks concatenated in PART_ORDER; for
-    ``peer_sgc`` propagated by SGC). ``paths`` are those of the training seed the row is read for. The
-    ``peer_gcn`` row's input features are returned as they are (``bridge.peers.evaluate_gcn`` trains on them)."""
+def representation_blocks(row: Row, corpus: Corpus, paths: RunPaths) -> list[np.ndarray]:
+    """The row's blocks ``[N, D_k]`` in :data:`PART_ORDER`, read from the cache of ``paths``' training seed."""
     blocks = []
     if "graph" in row.parts:
         graph = read_graph_outputs(
@@ -167,7 +165,14 @@ def representation(row: Row, corpus: Corpus, paths: RunPaths, sgc_hops: int = 2)
             blocks.append(emb.user_image_emb)
     if "stats" in row.parts:
         blocks.append(corpus.features)
-    x = np.concatenate([np.asarray(b, dtype=np.float32) for b in blocks], axis=1)
+    return [np.asarray(b, dtype=np.float32) for b in blocks]
+
+
+def representation(row: Row, corpus: Corpus, paths: RunPaths, sgc_hops: int = 2) -> np.ndarray:
+    """The row's user representation ``[N, D]`` in corpus user order (blocks concatenated in PART_ORDER; for
+    ``peer_sgc`` propagated by SGC). ``paths`` are those of the training seed the row is read for. The
+    ``peer_gcn`` row's input features are returned as they are (``bridge.peers.evaluate_gcn`` trains on them)."""
+    x = np.concatenate(representation_blocks(row, corpus, paths), axis=1)
     if row.peer == "sgc":
         x = sgc_features(x, corpus.edges, hops=sgc_hops).astype(np.float32)
     return x

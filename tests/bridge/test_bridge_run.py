@@ -96,7 +96,14 @@ def test_two_round_run_writes_report_and_wires_the_rounds(reference_run):
         + [f"seed_0/{v}/round_{r}/stage2" for v in ("mmga", "no_align", "graph_only") for r in (0, 1)]
     )
     # report files
-    for name in ("report.md", "metrics.json", "metrics_by_round.png", "loss_curves.png", "embedding_pca.png"):
+    for name in (
+        "report.md",
+        "metrics.json",
+        "metrics_by_round.png",
+        "loss_curves.png",
+        "embedding_tsne.png",
+        "margins.png",
+    ):
         assert (paths.report_dir / name).stat().st_size > 0, name
     metrics = json.loads((paths.report_dir / "metrics.json").read_text())
     assert set(metrics["rows"]) == {

@@ -205,7 +205,8 @@ class TrainedRun:
         from stage2_graph.infer import infer_graph_outputs
 
         if not hasattr(corpus, "fingerprint"):
-            corpus = load_corpus(corpus, progress=False)
+            # Labels play no part in embedding: a new crawl may have few or none.
+            corpus = load_corpus(corpus, min_labelled_per_class=0, progress=False)
         features = standardize_like(corpus, self.training_corpus)
         encoders = encode_corpus(self._stage1(), corpus, progress=progress)
         _, graph = infer_graph_outputs(

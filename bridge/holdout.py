@@ -66,3 +66,17 @@ def write_user_subset(src: Path, dst: Path, keep_user_ids: set[str]) -> Path:
     writer.writerows(r for r in edge_rows[1:] if r and r[0] in keep_user_ids and r[1] in keep_user_ids)
     (dst / "edges.csv").write_text(out.getvalue(), encoding="utf-8")
     return dst
+
+
+def held_out_splits(full: Corpus, held: np.ndarray, train: Corpus) -> np.ndarray:
+    """int8 ``[N]`` splits of ``full`` for scoring held-out users: every held-out user is test (2); a training
+    user keeps the training corpus's split, with its test users moved to train (0), since the held-out users are
+    the test set now."""
+    if held.shape != (full.num_users,) or int((~held).sum()) != train.num_users:
+        raise ValueError("held must mark the users of full that are not in train")
+    index = {u: i for i, u in enumerate(train.user_ids)}
+    splits = np.full(full.num_users, 2, dtype=np.int8)
+    for i in np.flatnonzero(~held):
+        split = int(train.splits[index[full.user_ids[i]]])
+        splits[i] = 0 if split == 2 else split
+    return splits

@@ -213,3 +213,24 @@ def test_checkpoints_of_another_version_are_refused(trained, tmp_path, capsys):
     with pytest.raises(Stage1ConfigError, match="text_encoder weights do not fit.*another version"):
         load_run(copy).embed(train_dir)
     assert "another version" in _cli_error(capsys, ["--run-dir", str(copy), *argv])
+
+
+def test_small_inductive_gap_scoring(trained, tiny_corpus, tiny_corpus_loaded):
+    """The benchmark's scoring on the tiny run: heads fit on training users, scored on the held-out users."""
+    from bridge.evaluate import evaluate_representation
+    from bridge.holdout import held_out_splits
+    from tests.bridge.test_bridge_run import TINY_EVAL
+
+    run_dir, train_dir, held = trained
+    full, train = tiny_corpus_loaded, load_corpus(train_dir)
+    splits = held_out_splits(full, held, train)
+    assert (splits[held] == 2).all() and (splits[~held] != 2).all()
+    index = {u: i for i, u in enumerate(train.user_ids)}
+    kept = [index[u] for u, h in zip(full.user_ids, held) if not h]
+    np.testing.assert_array_equal(splits[~held], np.where(train.splits[kept] == 2, 0, train.splits[kept]))
+    assert round(0.2 * np.sum(full.labels == 0)) == np.sum(held & (full.labels == 0))  # stratified
+
+    _, emb = load_run(run_dir).embed(tiny_corpus)
+    metrics = evaluate_representation(emb, full.labels, full.fans, splits, TINY_EVAL)
+    assert metrics["topic"]["n"]["test"] == int(held.sum())
+    assert 0.0 <= metrics["topic"]["macro_f1"]["mean"] <= 1.0 and np.isfinite(metrics["fans"]["mae"]["mean"])

@@ -168,12 +168,12 @@ def test_image_outside_the_corpus_is_refused(trained, tiny_corpus, tmp_path, cap
     shutil.copyfile(bad / post["image"], tmp_path / "outside.png")
     post["image"] = "../outside.png"
     (bad / "posts.jsonl").write_text("\n".join([json.dumps(post), *lines[1:]]) + "\n")
-    with pytest.raises(CorpusError, match="outside"):
+    with pytest.raises(CorpusError, match="escapes the corpus folder"):
         load_run(run_dir).embed(bad)
     err = _cli_error(
         capsys, ["--run-dir", str(run_dir), "--corpus", str(bad), "--out", str(tmp_path / "o.npz")]
     )
-    assert "posts.jsonl, line 1" in err
+    assert "posts.jsonl, line 1, field 'image': path escapes the corpus folder" in err
 
 
 def _rewrite_checkpoint(run_copy: Path, key: str, change) -> None:

@@ -256,7 +256,7 @@ def _completed(manifest: Manifest, key: str) -> bool:
     if entry is None:
         return False
     for rel, rec in entry.get("files", {}).items():
-        path = manifest._resolve(rel)
+        path = Path(rel) if Path(rel).is_absolute() else manifest.base / rel
         if not path.is_file() or path.stat().st_size != rec["size"]:
             return False
     return True
@@ -304,6 +304,15 @@ def load_run(run_dir: str | Path, seed: int | None = None, variant: str = "mmga"
                 f"{run_dir}: the run is not finished: {key} (the last round) is not complete in manifest.json; "
                 f"finish it with `python bridge/alternate.py --run-dir {run_dir}` (the same options as before)"
             )
+    # Evaluation is a run's last step and its entries name the last round: without them the run stopped
+    # between rounds or before evaluating, and ``last`` may not be the round it was meant to end with.
+    evaluated = f"eval/{'' if seed is None else f'seed_{seed}/'}"
+    if not any(k.startswith(evaluated) and k.endswith(f"/round_{last}") for k in manifest.data["entries"]):
+        raise EmbedError(
+            f"{run_dir}: the run is not finished: round {last} of training seed {seed} is trained but was not "
+            f"evaluated (the run stopped before its end); finish it with `python bridge/alternate.py --run-dir "
+            f"{run_dir}` (the same options as before)"
+        )
     return TrainedRun(run_dir, seed, variant, last, manifest)
 
 

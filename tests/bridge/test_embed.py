@@ -137,6 +137,15 @@ def test_unfinished_run_is_refused(trained, tmp_path, capsys):
         capsys, ["--run-dir", str(copy), "--corpus", str(train_dir), "--out", str(tmp_path / "o.npz")]
     )
     assert "not finished" in err and not (tmp_path / "o.npz").exists()
+    # stopped after a complete round, before the next one (or before evaluating): not the run's last round
+    shutil.copytree(run_dir, tmp_path / "stopped")
+    manifest = Manifest.load(tmp_path / "stopped" / "manifest.json")
+    for key in [k for k in manifest.data["entries"] if k.startswith("eval/") or "round_1" in k]:
+        manifest.forget(key)
+    with pytest.raises(
+        EmbedError, match="not finished: round 0 of training seed 0 is trained but was not evaluated"
+    ):
+        load_run(tmp_path / "stopped")
     with pytest.raises(EmbedError, match="no manifest.json"):
         load_run(tmp_path / "nothing")
     with pytest.raises(EmbedError, match="training seed 7"):

@@ -268,6 +268,14 @@ def load_run(run_dir: str | Path, seed: int | None = None, variant: str = "mmga"
     Raises:
         EmbedError: no run there, or the run is not finished (its last round lacks a completed stage).
     """
+    from bridge.variants import REGISTRY
+
+    spec = REGISTRY.get(variant)
+    if spec is None or not spec.has_stage1:
+        usable = [name for name, v in REGISTRY.items() if v.has_stage1]
+        raise EmbedError(
+            f"variant {variant!r} cannot embed users (it needs both stages); use one of {usable}"
+        )
     run_dir = Path(run_dir)
     paths = RunPaths(run_dir)
     if not paths.manifest.is_file():

@@ -148,6 +148,8 @@ def test_unfinished_run_is_refused(trained, tmp_path, capsys):
         load_run(tmp_path / "stopped")
     with pytest.raises(EmbedError, match="no manifest.json"):
         load_run(tmp_path / "nothing")
+    with pytest.raises(EmbedError, match="variant 'graph_only' cannot embed users"):
+        load_run(run_dir, variant="graph_only")
     with pytest.raises(EmbedError, match="training seed 7"):
         load_run(run_dir, seed=7)
 

@@ -138,7 +138,8 @@ def probe(root: str | Path) -> dict[str, float]:
     ``graph labels`` (1- and 2-hop neighbour means of the one-hot train labels). Edge probes (ROC AUC of
     same-topic vs cross-topic, on edges whose endpoints both have posts): ``edge content``, ``edge X``,
     ``edge degree``; ``edge secondary content``: among cross-topic edges, secondary-interest vs others.
-    Fans (in-sample R^2 of log fans, users with posts): ``fans X+degree``, ``fans X+degree+content quality``.
+    Fans (in-sample R^2 of log fans, users with posts): ``fans X+degree``, then adding the praise-word rate
+    (``... caption quality``), the image spectrum energy (``... image quality``) or both (``... content quality``).
     """
     from threadpoolctl import threadpool_limits  # installed with scikit-learn
 
@@ -201,6 +202,12 @@ def _probe(root: Path) -> dict[str, float]:
     log_fans = np.log(corpus.fans)
     base = np.column_stack([x, log_degree])
     scores["fans X+degree"] = r_squared(base[has], log_fans[has])
+    scores["fans X+degree+caption quality"] = r_squared(
+        np.column_stack([base, per_user_praise])[has], log_fans[has]
+    )
+    scores["fans X+degree+image quality"] = r_squared(
+        np.column_stack([base, image_quality])[has], log_fans[has]
+    )
     quality = np.column_stack([base, per_user_praise, image_quality])
     scores["fans X+degree+content quality"] = r_squared(quality[has], log_fans[has])
     return scores

@@ -49,6 +49,8 @@ def test_cross_topic_edges_are_recoverable_from_content_only(probed):
 
 def test_fans_depend_on_content_quality(probed):
     assert probed["fans X+degree+content quality"] > probed["fans X+degree"] + 0.1
+    for modality in ("caption", "image"):  # quality shows in each modality
+        assert probed[f"fans X+degree+{modality} quality"] > probed["fans X+degree"] + 0.05, modality
 
 
 def test_factorised_design_is_still_reachable(tmp_path):

@@ -15,13 +15,10 @@ import numpy as np
 
 
 def pareto_theta(
-    num_users: int, exponent: float, rng: np.random.Generator, cap_share: float = 0.01
+    num_users: int, exponent: float, rng: np.random.Generator, cap_share: float = 0.05
 ) -> np.ndarray:
     """float64 [N]: degree propensities with tail ``P(theta > t) ~ t^-(exponent-1)``, capped at
-    ``cap_share * sum(theta)`` so no user is linked to everyone. The cap also limits how far hubs saturate
-    their own topic's pairs (distinct edges only): with hubs linked to a large share of their topic, the
-    same-topic share of hub-hub edges would fall below ``homophily``, and degrees would tell same-topic
-    from cross-topic edges."""
+    ``cap_share * sum(theta)`` so no user is linked to everyone."""
     if exponent <= 1:
         raise ValueError(f"degree_exponent must be > 1, got {exponent}")
     theta = (1.0 - rng.random(num_users)) ** (-1.0 / (exponent - 1.0))

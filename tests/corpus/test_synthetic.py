@@ -102,6 +102,14 @@ def test_same_seed_same_bytes_and_different_seed_differs(tmp_path):
     assert any(first[k] != other[k] for k in shared_images if k.startswith("images/"))
 
 
+@pytest.mark.parametrize(
+    "knobs", [{"image_pool": 48}, {"design": "factorised"}, {"topics": 5, "text_ambiguous_share": 0.9}]
+)
+def test_same_seed_same_bytes_for_other_knobs(tmp_path, knobs):
+    cfg = replace(SMALL, **knobs)
+    assert file_digests(generate(tmp_path / "a", cfg)) == file_digests(generate(tmp_path / "b", cfg))
+
+
 def test_bytes_do_not_depend_on_worker_processes(tmp_path, monkeypatch):
     cfg = replace(SMALL, num_users=30, avg_degree=4.0)
     in_process = file_digests(generate(tmp_path / "one", cfg))

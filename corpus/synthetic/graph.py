@@ -72,28 +72,13 @@ def dcsbm_edges(
             "lower avg_degree or change homophily"
         )
     same = _draw_edges(topic, theta, target_same, True, rng, None, 0.0, max_rounds)
-    cross_theta = theta * _saturation(same, theta, target_same) if target_same else theta
-    cross = _draw_edges(topic, cross_theta, target_cross, False, rng, secondary, affinity, max_rounds)
+    # Same-topic pairs of hubs saturate (edges are distinct): a pair drawn x times on average exists with
+    # probability 1 - exp(-x). Accepting cross-topic candidates with (1 - exp(-x)) / x, x their same-topic
+    # rate, gives both kinds the same shape in theta_u * theta_v, so degrees do not tell them apart.
+    rate = 2.0 * target_same / (theta.sum() * theta.sum() / num_topics)
+    cross = _draw_edges(topic, theta, target_cross, False, rng, secondary, affinity, max_rounds, rate)
     keys = np.sort(np.concatenate([same, cross]) @ np.array([num_users, 1]))
     return np.stack([keys // num_users, keys % num_users], axis=1).astype(np.int64)
-
-
-def _saturation(same: np.ndarray, theta: np.ndarray, target_same: int, window: int = 51) -> np.ndarray:
-    """float64 [N] in (0, 1]: realised over expected same-topic degree, smoothed over users of similar theta.
-
-    Hubs saturate their own topic's pairs first (edges are distinct), so their same-topic degree falls short of
-    theta; scaling their cross-topic propensity by the same factor keeps the same-topic share of their edges
-    near ``homophily``, so degrees do not tell same-topic from cross-topic edges. Smoothing over ``window``
-    users of neighbouring theta keeps the Poisson noise of low-degree users out of it.
-    """
-    realised = np.bincount(same.ravel(), minlength=theta.size).astype(np.float64)
-    expected = 2.0 * target_same * theta / theta.sum()
-    order = np.argsort(theta, kind="stable")
-    kernel = np.ones(min(window, theta.size))
-    ratio = np.convolve(realised[order], kernel, "same") / np.convolve(expected[order], kernel, "same")
-    out = np.empty_like(theta)
-    out[order] = np.clip(ratio, 1e-3, 1.0)
-    return out
 
 
 def _draw_edges(
@@ -105,9 +90,11 @@ def _draw_edges(
     secondary: np.ndarray | None,
     affinity: float,
     max_rounds: int,
+    saturation_rate: float = 0.0,
 ) -> np.ndarray:
     """int64 [want, 2]: distinct same-topic (or cross-topic) pairs (u < v), endpoints drawn proportionally to
-    ``theta`` (in draw order)."""
+    ``theta`` (in draw order); with ``saturation_rate`` r > 0 a candidate is kept with probability
+    ``(1 - exp(-x)) / x``, ``x = r * theta_u * theta_v``."""
     num_users = topic.shape[0]
     num_topics = int(topic.max()) + 1
     order = np.argsort(topic, kind="stable")
@@ -134,6 +121,9 @@ def _draw_edges(
                 v_topic = np.where(rng.random(batch) < affinity, secondary[u], v_topic)
         v = _sample_in_groups(v_topic, cum_sorted, order, start, total, rng)
         ok = u != v
+        if saturation_rate > 0:
+            x = saturation_rate * theta[u] * theta[v]
+            ok &= rng.random(batch) * x < -np.expm1(-x)
         lo, hi = np.minimum(u[ok], v[ok]), np.maximum(u[ok], v[ok])
         new = lo * num_users + hi
         # Keep first occurrences in draw order, so the kept set does not depend on sorting.

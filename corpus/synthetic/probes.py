@@ -199,7 +199,7 @@ def _probe(root: Path) -> dict[str, float]:
     centre = np.zeros((side, side), dtype=bool)
     centre[side // 4 : side - side // 4, side // 4 : side - side // 4] = True
     image_quality = np.column_stack([spectrum[:, centre].mean(axis=1), spectrum[:, ~centre].mean(axis=1)])
-    log_fans = np.log(corpus.fans)
+    log_fans = np.log1p(corpus.fans)  # fans may be 0
     base = np.column_stack([x, log_degree])
     scores["fans X+degree"] = r_squared(base[has], log_fans[has])
     scores["fans X+degree+caption quality"] = r_squared(

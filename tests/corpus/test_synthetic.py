@@ -291,7 +291,7 @@ def test_images_carry_the_visual_factor(synthetic_corpus):
 def test_fans_need_more_than_statistics(synthetic_corpus):
     root = synthetic_corpus(num_users=600, image_pool=64)
     corpus, truth = load_corpus(root), load_truth(root)
-    log_fans = np.log(corpus.fans)
+    log_fans = np.log1p(corpus.fans)  # fans may be 0
     degree = np.bincount(corpus.edges.ravel(), minlength=corpus.num_users)
     rich = np.column_stack(
         [corpus.features, np.log1p(degree), truth["fans_neighbour"], truth["user_quality"]]

@@ -56,6 +56,8 @@ def build_parser() -> argparse.ArgumentParser:
         "running, a stage-2 step was measured 5-8x slower. Raise it on a dedicated many-core machine.",
     )  # fmt: skip
     parser.add_argument("--skip-baselines", action="store_true", help="run and report MMGA (and X) only")
+    parser.add_argument("--check-images", action="store_true",
+                        help="decode every image of --corpus fully before training (default: headers only)")  # fmt: skip
     parser.add_argument("--force", action="store_true",
                         help="recompute results made with another config or corpus instead of stopping")  # fmt: skip
     return parser
@@ -81,7 +83,9 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     # Imported only now, so that --help and flag errors do not wait for torch, Lightning and the encoders.
     from bridge.evaluate import torch_threads
+    from bridge.lock import RunFolderLocked
     from bridge.manifest import ManifestConflict, ManifestError
+    from bridge.preflight import check_images, disk_full_message
     from bridge.runner import run_bridge
     from cache import CacheError
     from corpus import CorpusError
@@ -90,7 +94,7 @@ def main(argv: list[str] | None = None) -> int:
 
     user_errors = (
         BridgeConfigError, ManifestConflict, ManifestError, Stage1ConfigError, Stage2ConfigError, CorpusError,
-        CacheError,
+        CacheError, RunFolderLocked,
     )  # fmt: skip
     threads = args.threads if args.threads is not None else _env_threads()
     if threads < 1:
@@ -100,9 +104,17 @@ def main(argv: list[str] | None = None) -> int:
         with torch_threads(
             threads
         ):  # restored afterwards: main() may be called in-process (tests, notebooks)
+            if args.check_images:
+                check_images(cfg.corpus)
             result = run_bridge(cfg, args.run_dir, force=args.force)
     except user_errors as err:
         print(f"error: {err}", file=sys.stderr)
+        return 2
+    except (OSError, RuntimeError) as err:
+        message = disk_full_message(err)  # a full disk is one clear error; the rerun resumes
+        if message is None:
+            raise
+        print(f"error: {message}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print(f"\ninterrupted; rerun the same command to continue from the last completed stage ({args.run_dir})",

@@ -10,7 +10,7 @@ from typing import Any
 
 import numpy as np
 
-from bridge import metrics
+from bridge import metrics, tasks
 from bridge.config import BridgeConfig
 from bridge.manifest import Manifest, to_jsonable, write_json_atomic
 from bridge.paths import RunPaths
@@ -31,6 +31,8 @@ COLUMNS = (
 
 
 def _fmt(stat: dict[str, Any]) -> str:
+    if not np.isfinite(stat["mean"]):
+        return "n/a"  # a skipped task or an undefined metric; tasks.report_notes says which and why
     return f"{stat['mean']:.3f} ± {stat['std']:.3f}"
 
 
@@ -236,6 +238,7 @@ def write_report(
         "",
         *_results_table(rows, evaluated),
         "",
+        *tasks.report_notes(evaluated),
         "## MMGA against the baselines",
         "",
         "Margin = MMGA's last round minus the other row for macro-F1, the other row minus MMGA for MAE: "

@@ -20,12 +20,15 @@ import torch
 from bridge import stages
 from bridge.config import BridgeConfig, BridgeConfigError, deep_merge
 from bridge.evaluate import evaluate_representation
+from bridge.lock import holding_run_lock
 from bridge.manifest import Manifest
+from bridge.owned_corpus import generate_owned
 from bridge.paths import RunPaths
 from bridge.report import write_report
 from bridge.rows import Row, report_rows, representation
+from bridge.tasks import check_corpus_can_finish
 from corpus import Corpus, load_corpus
-from corpus.synthetic import SyntheticConfig, generate
+from corpus.synthetic import SyntheticConfig
 
 # The embedded synthetic corpus generated when no --corpus is given (sized for the 10-minute default run).
 SYNTHETIC_DEFAULTS: dict[str, Any] = {"num_users": 1000}
@@ -83,7 +86,7 @@ def prepare_corpus(
         else:
             _log(f"[corpus] generating the synthetic corpus ({synth.num_users} users) into {corpus_dir}")
             start = time.perf_counter()
-            generate(corpus_dir, synth, overwrite=True)
+            generate_owned(corpus_dir, synth, manifest, CORPUS_KEY)  # never removes files it did not write
             seconds = time.perf_counter() - start
             manifest.record(
                 CORPUS_KEY, recorded, "", outputs={"corpus": corpus_dir},
@@ -97,6 +100,7 @@ def prepare_corpus(
         f"[corpus] {corpus_dir}: {corpus.num_users} users, {corpus.num_posts} posts, {corpus.num_edges} edges "
         f"(loaded in {time.perf_counter() - start:.1f} s)"
     )
+    check_corpus_can_finish(corpus, _log)  # before the corpus is recorded or anything trains
     manifest.bind_corpus(corpus_dir, corpus.fingerprint, force=force)
     return corpus, seconds
 
@@ -163,6 +167,7 @@ def evaluate_rows(
     return rows, evaluated
 
 
+@holding_run_lock
 def run_bridge(cfg: BridgeConfig, run_dir: Path, force: bool = False) -> BridgeResult:
     """Run (or resume) everything: corpus, every variant's rounds, evaluation, report."""
     start = time.perf_counter()

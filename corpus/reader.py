@@ -216,6 +216,12 @@ def _parse_users(data: bytes, min_labelled_per_class: int) -> dict:
     for uid, line in zip(user_ids, lines):
         if not uid.strip():
             raise CorpusError(USERS, line, "user_id", "empty user id")
+        if uid != uid.strip():
+            raise CorpusError(
+                USERS, line, "user_id",
+                f"user id {uid!r} has leading or trailing whitespace; remove it (posts.jsonl and edges.csv "
+                "refer to users by the exact id)",
+            )  # fmt: skip
         if uid in first_line:
             raise CorpusError(
                 USERS, line, "user_id", f"duplicate user id {uid!r} (first on line {first_line[uid]})"

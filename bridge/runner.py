@@ -22,7 +22,7 @@ from bridge.config import BridgeConfig, BridgeConfigError, deep_merge
 from bridge.evaluate import evaluate_representation
 from bridge.lock import holding_run_lock
 from bridge.manifest import Manifest
-from bridge.owned_corpus import generate_owned
+from bridge.ownership import generate_owned
 from bridge.paths import RunPaths
 from bridge.report import write_report
 from bridge.rows import Row, report_rows, representation

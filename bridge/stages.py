@@ -20,7 +20,6 @@ its previous round's checkpoint, so the baselines get exactly as many training s
 
 from __future__ import annotations
 
-import shutil
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -29,6 +28,7 @@ from typing import Any
 
 from bridge.config import BridgeConfig, BridgeConfigError, deep_merge
 from bridge.manifest import Manifest
+from bridge.ownership import clear_stage_dir
 from bridge.paths import RunPaths
 from cache import read_encoder_embeddings, read_graph_outputs
 from corpus import Corpus
@@ -179,9 +179,7 @@ def execute(run: StageRun, manifest: Manifest, corpus: Corpus, force: bool = Fal
     ):
         return False, float(manifest.get(run.key).get("seconds") or 0.0)
     manifest.forget(run.key)
-    out_dir = Path(run.config.out_dir)
-    if out_dir.exists():
-        shutil.rmtree(out_dir)
+    clear_stage_dir(Path(run.config.out_dir))  # refuses if it holds anything no stage writes
     start = time.perf_counter()
     result = run_stage1(run.config) if run.stage == "stage1" else run_stage2(run.config)
     seconds = time.perf_counter() - start

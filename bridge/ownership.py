@@ -1,4 +1,6 @@
-"""Generate the synthetic corpus into a run folder without ever removing a file the bridge did not write.
+"""Remove only what the bridge wrote: the generated corpus, and stage output folders.
+
+Generating the synthetic corpus into a run folder never removes a file the bridge did not write.
 
 ``<run_dir>/corpus`` is (re)generated only when it is absent or empty, or when it carries the bridge's
 marker (:mod:`corpus.ownership`) whose token matches the one this run folder's manifest recorded (or, for a
@@ -10,6 +12,7 @@ that is ours is cleared file by file, and only of the files the generator wrote.
 from __future__ import annotations
 
 import secrets
+import shutil
 from pathlib import Path
 
 from bridge.manifest import Manifest, ManifestConflict, file_sha256
@@ -84,3 +87,28 @@ def generate_owned(corpus_dir: Path, synth: SyntheticConfig, manifest: Manifest,
     generate(corpus_dir, synth, overwrite=False)
     write_marker(corpus_dir, token, folder_files(corpus_dir))
     return corpus_dir
+
+
+# What the stages write into their output folder (checkpoints, Lightning's CSV and TensorBoard logs).
+STAGE_DIR_ENTRIES = frozenset({"checkpoints", "logs", "tensorboard", "lightning_logs"})
+
+
+class StageFolderNotOwned(ManifestConflict):
+    """A stage output folder holds something no stage writes."""
+
+
+def clear_stage_dir(out_dir: Path) -> None:
+    """Remove a stage's output folder (leftovers of an interrupted attempt) when it holds only what the
+    stages write; otherwise refuse, naming what is there, and remove nothing."""
+    out_dir = Path(out_dir)
+    if not out_dir.exists():
+        return
+    if out_dir.is_symlink() or not out_dir.is_dir():
+        raise StageFolderNotOwned(f"{out_dir} is not a folder the bridge made; refusing to remove it")
+    foreign = sorted(p.name for p in out_dir.iterdir() if p.name not in STAGE_DIR_ENTRIES or p.is_symlink())
+    if foreign:
+        raise StageFolderNotOwned(
+            f"{out_dir} holds {', '.join(foreign[:3])}, which no stage writes; refusing to remove the folder "
+            "before rerunning the stage. Move those files away and rerun."
+        )
+    shutil.rmtree(out_dir)

@@ -15,7 +15,7 @@ from pathlib import Path
 import h5py
 import numpy as np
 
-from cache.io import MALFORMED, check_members, info_from_h5, open_h5
+from cache.io import MALFORMED, check_members, check_storage, info_from_h5, open_h5
 from cache.schema import ATTR_CREATED
 from cache.types import CacheError
 
@@ -27,6 +27,7 @@ def content_digest(path: str | Path) -> str:
     with open_h5(path) as h5:
         info = info_from_h5(h5, path)
         check_members(h5, path, info.kind, MALFORMED)  # no links or external storage are followed
+        check_storage(h5, path, info.kind, MALFORMED)
         try:
             for name in sorted(h5.attrs):
                 if name != ATTR_CREATED:

@@ -128,7 +128,7 @@ def describe(path: Path, fingerprint: str | None, stats: bool, full_producer: bo
             lines.append("  producer config:")
             try:
                 parsed = json.loads(producer)
-            except ValueError:
+            except (TypeError, ValueError):
                 parsed = None
             if full_producer or parsed is None:
                 text = json.dumps(parsed, indent=2, sort_keys=True) if parsed is not None else str(producer)

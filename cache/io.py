@@ -304,8 +304,8 @@ def check_members(h5: h5py.File, path: Path, kind: str, advice: str) -> None:
     """The file holds exactly the schema's datasets, each stored inside this file.
 
     Refused: any member that is not a hard link (soft, external or dangling links), any extra member, a
-    dataset with external raw storage or a virtual dataset (both read other files), and a dataset that
-    declares more data than the file has stored (a crafted header that would make a read allocate it).
+    dataset with external raw storage or a virtual dataset (both read other files), a filtered dataset, and
+    a dtype other than the schema's.
     """
     wanted = {spec.name for spec in DATASETS[kind]}
     for name in h5:
@@ -334,6 +334,12 @@ def check_members(h5: h5py.File, path: Path, kind: str, advice: str) -> None:
         if dset.compression is not None or dset.id.get_create_plist().get_nfilters():
             raise CacheError(path, spec.name, f"is compressed or filtered (cache.io never is): {MALFORMED}")
         check_dtype(spec, dset.dtype, path, advice)
+
+
+def check_storage(h5: h5py.File, path: Path, kind: str, advice: str) -> None:
+    """Each dataset stores all the data its shape declares (cache.io writes every byte, uncompressed)."""
+    for spec in DATASETS[kind]:
+        dset = h5[spec.name]
         declared = int(np.prod(dset.shape, dtype=np.float64) * dset.dtype.itemsize)
         stored = dset.id.get_storage_size()
         if stored < declared:
@@ -390,6 +396,7 @@ def check_header(
         check_members(h5, path, kind, advice)
         # shapes against the corpus (num_users / num_edges) before any data is read
         check_shapes(kind, {s.name: h5[s.name].shape for s in DATASETS[kind]}, sizes, path, advice)
+        check_storage(h5, path, kind, advice)
     except CacheError:
         raise
     except Exception as err:  # noqa: BLE001 - h5py raises KeyError/OSError/TypeError on crafted files

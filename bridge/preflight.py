@@ -3,6 +3,7 @@ message a full disk ends in."""
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 from cache.atomic import DiskFullError, is_disk_full
@@ -10,12 +11,13 @@ from corpus import load_corpus
 
 
 def check_images(corpus_dir: Path | None) -> None:
-    """Decode every image of the corpus (with a progress bar); raises ``CorpusError`` naming posts.jsonl and
+    """Decode every image of the corpus (with a progress bar, over up to 8 processes); raises ``CorpusError`` naming posts.jsonl and
     the line of the first image that fails. The generated synthetic corpus is skipped (its images are ours)."""
     if corpus_dir is None:
         print("[check-images] no --corpus given: the generated synthetic corpus needs no decode check")
         return
-    corpus = load_corpus(corpus_dir, image_check="decode", progress=True)
+    workers = max(1, min(8, os.cpu_count() or 1))
+    corpus = load_corpus(corpus_dir, image_check="decode", progress=True, image_workers=workers)
     print(f"[check-images] {corpus_dir}: all {len(set(p for p in corpus.post_image if p))} images decode")
 
 

@@ -2,8 +2,8 @@
 
 A folder the bridge generates carries a marker, ``.mmga-generated.json``, with a random token (also kept in
 the run's manifest) and the list of files written. Code that regenerates a folder removes only the files the
-marker lists (or, for a generation that was interrupted before the list was written, files named the way
-the generator names them), and refuses the whole operation when anything else is there.
+marker lists (or files named the way the generator names them), never anything else, and nothing at all
+in a folder without the generator's record.
 """
 
 from __future__ import annotations
@@ -72,23 +72,19 @@ def foreign_files(folder: Path, owned: set[str] | None = None) -> list[str]:
 
 
 def remove_generated(folder: Path, owned: set[str] | None = None) -> None:
-    """Remove the generator's files from ``folder`` (and folders left empty), after checking that nothing
-    else is there; raises ``FileExistsError`` naming a foreign file before anything is removed."""
+    """Remove the generator's files from ``folder`` (those in ``owned`` or named like generator outputs) and
+    the folders that leaves empty; every other file stays untouched. Refuses (``FileExistsError``) a folder
+    without the generator's record, whose ``users.csv`` etc. are then someone else's."""
     folder = Path(folder)
     if not (folder / GENERATOR_RECORD).is_file() and read_marker(folder) is None:
         raise FileExistsError(
             f"{folder} has no record of the synthetic generator ({GENERATOR_RECORD} or {MARKER_FILE}): its files "
             "were not written by it; refusing to remove anything there"
         )
-    foreign = foreign_files(folder, owned)
-    if foreign:
-        more = f" and {len(foreign) - 3} more" if len(foreign) > 3 else ""
-        raise FileExistsError(
-            f"{folder} holds files the synthetic generator did not write ({', '.join(foreign[:3])}{more}); "
-            "refusing to remove anything there"
-        )
+    owned = owned or set()
     for rel in folder_files(folder):
-        (folder / rel).unlink()
+        if rel in owned or looks_generated(rel):
+            (folder / rel).unlink()
     for path in sorted((p for p in folder.rglob("*") if p.is_dir()), key=lambda p: -len(p.parts)):
         if not any(path.iterdir()):
             path.rmdir()

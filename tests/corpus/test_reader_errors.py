@@ -290,6 +290,6 @@ def test_load_image_enforces_the_pixel_limit_when_headers_were_not_checked(make_
     with pytest.raises(CorpusError) as info:
         corpus.load_image(0)  # y.jpg, 5x6
     assert str(info.value) == (
-        "images/sub/y.jpg: image is 5x6 = 30 pixels, over the limit of 20 (max_image_pixels; referenced by "
-        "posts.jsonl, line 2)"
+        "posts.jsonl, line 2, field 'image': image is 5x6 = 30 pixels, over the limit of 20 "
+        "(max_image_pixels): 'images/sub/y.jpg'"
     )

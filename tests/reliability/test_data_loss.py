@@ -8,6 +8,7 @@
 | a corpus generated here (marker matches the manifest) | regenerated |
 | a generation killed half-way (marker, partial files) | cleared and regenerated |
 | `generate(overwrite=True)` on a folder the generator did not write | `FileExistsError`, nothing removed |
+| `generate(overwrite=True)` on its own output plus user files | regenerated; the user's files untouched |
 | a stage folder holding a file no stage writes | refused, the file survives |
 """
 
@@ -100,12 +101,14 @@ def test_generator_overwrite_refuses_a_folder_it_did_not_write(tiny_corpus, tmp_
     with pytest.raises(FileExistsError, match="no record of the synthetic generator"):
         generate(folder, SMALL, overwrite=True)
     assert snapshot(folder) == before
-    # with the generator's record but a foreign image, still nothing is removed
-    shutil.copy(tiny_corpus / "_synthetic_config.json", folder / "_synthetic_config.json")
-    before = snapshot(folder)
-    with pytest.raises(FileExistsError, match="my_own_photo.jpg"):
-        generate(folder, SMALL, overwrite=True)
-    assert snapshot(folder) == before
+    # a folder the generator wrote, plus the user's files: regenerated, the user's files untouched
+    own = tmp_path / "generated"
+    generate(own, SMALL)
+    (own / "images" / "my_own_photo.jpg").write_bytes(b"mine")
+    (own / "NOTES.txt").write_text("mine\n")
+    generate(own, replace(SMALL, seed=1), overwrite=True)
+    assert (own / "images" / "my_own_photo.jpg").read_bytes() == b"mine"
+    assert (own / "NOTES.txt").read_text() == "mine\n"
 
 
 def test_stage_folder_with_a_foreign_file_is_not_removed(tmp_path):

@@ -17,6 +17,7 @@ from bridge.paths import RunPaths
 from bridge.plots import plot_loss_curves, plot_metrics_by_round, plot_projection
 from bridge.rows import COMPARED_ROWS, GOAL_METRICS, Row, representation
 from cache import read_graph_outputs
+from cache.atomic import atomic_write_bytes
 from corpus import Corpus
 from corpus.synthetic import TRUTH_FILE, load_truth
 
@@ -289,5 +290,5 @@ def write_report(
         "```",
         "",
     ]
-    (out / "report.md").write_text("\n".join(md))
+    atomic_write_bytes(out / "report.md", "\n".join(md).encode())
     return report

@@ -13,6 +13,7 @@ from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
 
 from cache import write_graph_outputs
+from cache.checkpoint import SafeCheckpointIO, load_checkpoint
 from mmga_common.progress import StepProgress
 from stage2_graph.config import ConfigError, Stage2Config
 from stage2_graph.data import MaskingDataset, Stage2DataModule, Stage2InputError, load_graph_inputs
@@ -56,6 +57,8 @@ def _resume_path(cfg: Stage2Config, checkpoint_dir: Path) -> Path | None:
     path = Path(resume)
     if not path.is_file():
         raise ConfigError(f"field 'trainer.resume': checkpoint {path} not found")
+    # refuse a damaged or code-carrying file with a clean error before Lightning sees it
+    load_checkpoint(path)
     return path
 
 
@@ -63,7 +66,7 @@ def load_init_checkpoint(system: Stage2System, path: Path) -> None:
     """Copy the weights of a previous stage-2 checkpoint into ``system`` (optimizer state is not kept)."""
     if not Path(path).is_file():
         raise ConfigError(f"field 'init_checkpoint': {path} not found")
-    checkpoint = torch.load(path, map_location="cpu", weights_only=True)
+    checkpoint = load_checkpoint(path)
     try:
         system.load_state_dict(checkpoint["state_dict"], strict=True)
     except (KeyError, RuntimeError) as err:
@@ -104,6 +107,7 @@ def build_trainer(cfg: Stage2Config, out_dir: Path, history: LossHistory) -> tup
         limit_val_batches=0,
         num_sanity_val_steps=0,
         default_root_dir=out_dir,
+        plugins=[SafeCheckpointIO()],  # weights-only loads (also on resume) and atomic checkpoint writes
     )
     log_dir = Path(loggers[0].log_dir) if trainer_cfg.csv_logger else out_dir
     return trainer, log_dir

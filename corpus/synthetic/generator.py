@@ -15,7 +15,6 @@ import io
 import json
 import multiprocessing
 import os
-import shutil
 import warnings
 import zipfile
 from dataclasses import asdict
@@ -24,6 +23,7 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
+from corpus.ownership import remove_generated
 from corpus.synthetic.config import SyntheticConfig
 from corpus.synthetic.graph import dcsbm_edges, pareto_theta
 from corpus.synthetic.render import render_chunk
@@ -65,9 +65,8 @@ def generate(out_dir: str | Path, cfg: SyntheticConfig | None = None, *, overwri
     existing = [name for name in OUTPUTS if (out / name).exists()]
     if existing and not overwrite:
         raise FileExistsError(f"{out} already holds {', '.join(existing)}; pass overwrite=True (--overwrite)")
-    for name in existing:
-        path = out / name
-        shutil.rmtree(path) if path.is_dir() else path.unlink()
+    if existing:
+        remove_generated(out)  # only files named like ours; refuses if anything else is there
     out.mkdir(parents=True, exist_ok=True)
 
     rng_users, rng_posts, rng_text, rng_graph, rng_stats = (

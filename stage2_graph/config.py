@@ -69,6 +69,13 @@ class ModelConfig:
         default=8,
         metadata=_help("cosine: rank r of the per-block projections P_m; gatv2: hidden width (per head)"),
     )
+    content_hops: int = field(
+        default=2,
+        metadata=_help(
+            "R^G also carries the node-input content (X, R^I, R^T) smoothed over 1..K hops with the learned "
+            "gate as edge weights (parameter-free, after training); 0: R^G is the GNN's output only (the paper)"
+        ),
+    )
     gate_normalization: GateNormalization = field(
         default="sigmoid",
         metadata=_help(
@@ -206,6 +213,7 @@ class Stage2Config:
             ),
             (0.0 <= self.model.dropout < 1.0, "model.dropout", "must be in [0, 1)"),
             (len(self.model.node_inputs) > 0, "model.node_inputs", "must name at least one block"),
+            (self.model.content_hops >= 0, "model.content_hops", "must be >= 0"),
             (
                 len(set(self.model.node_inputs)) == len(self.model.node_inputs),
                 "model.node_inputs",

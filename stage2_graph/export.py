@@ -12,6 +12,9 @@ from stage2_graph.system import Stage2System
 def compute_graph_outputs(system: Stage2System) -> GraphOutputs:
     """R^G and the gates from the full graph, no masking, eval mode.
 
+    R^G is the GNN's output followed by ``model.content_hops`` hops of the node-input content smoothed with the
+    gate's edge relevance (``GraphEncoder.content_readout``; none with ``content_hops=0``).
+
     Column ``k < E`` of ``edge_index`` is the message ``edges[k, 0] -> edges[k, 1]`` and column ``E + k``
     the reverse (row 0 = source, row 1 = target, PyG's convention); ``gate`` holds ``a_uv`` per head exactly
     as used in propagation. ``edge_weight[k]`` is the edge's relevance averaged over heads and both
@@ -30,6 +33,11 @@ def compute_graph_outputs(system: Stage2System) -> GraphOutputs:
             relevance = torch.ones_like(gate)
         else:
             relevance = system.model.gate.relevance(gate, adj_t)
+        content = system.model.content_readout(
+            system.features, adj_t, relevance.mean(dim=1), system.content_hops, system.modalities,
+            system.modality_masks,
+        )  # fmt: skip
+        node_emb = torch.cat([node_emb, content.to(node_emb.dtype)], dim=1)
     finally:
         system.train(was_training)
 

@@ -70,6 +70,7 @@ class Stage2System(L.LightningModule):
             gate_form=model.gate_form,
             gate_rank=model.gate_rank,
         )
+        self.content_hops = model.content_hops
         self.feature_loss = FeatureReconstructionLoss(
             model.hidden_dim, graph.features.shape[1], objective.feature_loss
         )

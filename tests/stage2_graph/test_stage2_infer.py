@@ -54,11 +54,13 @@ def test_other_graphs(trained):
     _, out = infer_graph_outputs(
         result.checkpoint, corpus.features[users], corpus.edges[inside], "sub", sub_enc
     )
-    assert out.user_graph_emb.shape == (20, 32) and out.gate.shape == (2 * int(inside.sum()), 2)
+    # R^G = the GNN's 32 columns, then 2 content hops of [X || R^I || R^T]
+    width = 32 + 2 * (corpus.features.shape[1] + enc.user_image_emb.shape[1] + enc.user_text_emb.shape[1])
+    assert out.user_graph_emb.shape == (20, width) and out.gate.shape == (2 * int(inside.sum()), 2)
     _, alone = infer_graph_outputs(
         result.checkpoint, corpus.features[users], np.zeros((0, 2)), "none", sub_enc
     )
-    assert alone.user_graph_emb.shape == (20, 32) and np.isfinite(alone.user_graph_emb).all()
+    assert alone.user_graph_emb.shape == (20, width) and np.isfinite(alone.user_graph_emb).all()
     assert not np.allclose(alone.user_graph_emb, out.user_graph_emb)  # the neighbours matter
 
 

@@ -97,7 +97,8 @@ def test_fit_reduces_both_losses_and_writes_a_valid_cache(synthetic_corpus, tmp_
         num_edges=loaded.num_edges,
     )
     num_edges = loaded.num_edges
-    assert outputs.user_graph_emb.shape == (loaded.num_users, 32)
+    # the GNN's 32 columns, then model.content_hops = 2 hops of [X || R^I (16) || R^T (12)]
+    assert outputs.user_graph_emb.shape == (loaded.num_users, 32 + 2 * (loaded.features.shape[1] + 16 + 12))
     assert outputs.gate.shape == (2 * num_edges, 2)
     assert np.array_equal(outputs.edge_index[:, :num_edges], loaded.edges.T)
     assert np.array_equal(outputs.edge_index[:, num_edges:], loaded.edges.T[::-1])

@@ -57,6 +57,12 @@ def build_parser() -> argparse.ArgumentParser:
         "over them and calls MMGA ahead only beyond that spread",
     )  # fmt: skip
     parser.add_argument(
+        "--preset", default=None, metavar="NAME",
+        help="the stage defaults, bridge/presets/NAME.json: 'default' (tiny encoders trained from scratch, fits in "
+        "minutes on a laptop CPU) or 'real' (the pretrained MiniLM-L6 text encoder, shipped offline; use it for "
+        "real captions; docs/stage1.md gives its cost)",
+    )  # fmt: skip
+    parser.add_argument(
         "--ablations", action="store_true",
         help="also train MMGA with one part switched off (no graph-contrastive loss, no edge-weight feedback, "
         "uniform gate, ...; listed in bridge/variants.py) and report them",
@@ -97,7 +103,7 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         cfg = build_config(
-            args.config, rounds=args.rounds, seed=args.seed, seeds=args.seeds, corpus=args.corpus,
+            args.config, rounds=args.rounds, seed=args.seed, seeds=args.seeds, preset=args.preset, corpus=args.corpus,
             stage1=args.stage1, stage2=args.stage2, eval_overrides=args.eval_overrides, synthetic=args.synthetic,
             baselines=False if args.skip_baselines else None, ablations=True if args.ablations else None,
         )  # fmt: skip

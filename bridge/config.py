@@ -5,6 +5,7 @@ File layout (every section optional)::
     rounds: 3
     seed: 0                                # first training seed
     seeds: 3                               # training seeds: every variant is trained with seed, seed+1, ...
+    preset: default                        # the stage defaults: bridge/presets/<preset>.json (default, real)
     ablations: false                       # also train MMGA's ablations (bridge.variants.ABLATIONS)
     synthetic: {num_users: 800}            # SyntheticConfig fields, for the generated default corpus
     stage1: {trainer: {max_steps: 40}}     # Stage1Config fields (nested or dotted keys)
@@ -91,6 +92,7 @@ class BridgeConfig:
     rounds: int = 3
     seed: int = 0
     seeds: int = 3
+    preset: str = "default"
     corpus: Path | None = None
     synthetic: dict[str, Any] = field(default_factory=dict)
     stage1: dict[str, Any] = field(default_factory=dict)
@@ -235,6 +237,7 @@ def build_config(
     rounds: int | None = None,
     seed: int | None = None,
     seeds: int | None = None,
+    preset: str | None = None,
     corpus: Path | None = None,
     stage1: list[str] | None = None,
     stage2: list[str] | None = None,
@@ -283,6 +286,7 @@ def build_config(
             rounds=int(pick("rounds", rounds, 3)),
             seed=int(pick("seed", seed, 0)),
             seeds=int(pick("seeds", seeds, 3)),
+            preset=str(pick("preset", preset, "default")),
             corpus=Path(corpus_value) if corpus_value is not None else None,
             synthetic=sections["synthetic"],
             stage1=sections["stage1"],

@@ -58,8 +58,17 @@ BRIDGE_FIELDS = {
 # The bridge's defaults, sized so that the default run (`python bridge/alternate.py --rounds 3`: 3 variants x 3
 # rounds x 3 training seeds) fits in 10 minutes on a 2-core CPU; user overrides (config file, --stage1/--stage2)
 # win over them.
-PRESET_FILE = Path(__file__).with_name("presets") / "default.json"
-STAGE_DEFAULTS: dict[str, dict[str, Any]] = json.loads(PRESET_FILE.read_text())
+PRESET_DIR = Path(__file__).with_name("presets")
+
+
+def preset_defaults(name: str) -> dict[str, dict[str, Any]]:
+    """The stage defaults of a bridge preset, ``bridge/presets/<name>.json`` (sections ``stage1``, ``stage2``)."""
+    path = PRESET_DIR / f"{name}.json"
+    if not path.is_file():
+        known = sorted(p.stem for p in PRESET_DIR.glob("*.json"))
+        raise BridgeConfigError(f"unknown preset {name!r}; the presets are {', '.join(known)} ({PRESET_DIR})")
+    return json.loads(path.read_text())
+
 
 ROUND_SEED_STRIDE = 1000  # round r of training seed s uses seed s + 1000 * r
 
@@ -99,7 +108,7 @@ def resolve_stage_config(
     spec = get_variant(variant)
     overrides = bridge_cfg.stage1 if stage == "stage1" else bridge_cfg.stage2
     _check_overrides(stage, overrides)
-    data = deep_merge(STAGE_DEFAULTS[stage], overrides)
+    data = deep_merge(preset_defaults(bridge_cfg.preset).get(stage, {}), overrides)
     if stage == "stage1":
         if not spec.has_stage1:
             raise ValueError(f"the {variant} variant has no stage 1")

@@ -30,6 +30,7 @@ Precision = Literal["32-true", "bf16-mixed", "16-mixed", "bf16-true", "64-true"]
 LoggerName = Literal["csv", "tensorboard"]
 EdgeWeightNormalize = Literal["mean", "none"]
 TextFeatureInput = Literal["masked", "clean"]
+GclForm = Literal["mlp", "cosine"]
 
 
 def _f(default: Any, help: str, **extra: Any) -> Any:
@@ -100,6 +101,11 @@ class LossConfig:
         100.0, "ITA logit scale is clamped to [1, this] after each step, as in CLIP", ge=1.0
     )
     gcl_hidden_dim: int = _f(64, "hidden width of the GCL pair classifier MLP(R_u || R_v)", ge=1)
+    gcl_form: GclForm = _f(
+        "mlp",
+        "GCL pair score: mlp = the paper's eq. 7, MLP(R_u || R_v); cosine = s cos(R_u, R_v) + b (two "
+        "parameters: linked users' embeddings themselves are pulled together)",
+    )
     text_feature_input: TextFeatureInput = _f(
         "masked",
         "text seen by ITA/GCL while training: masked = the MLM-corrupted caption in the same pass as MLM "

@@ -93,32 +93,50 @@ class ITALoss(nn.Module):
 class GraphContrastiveLoss(nn.Module):
     """Graph-contrastive loss on one modality (paper eq. 7-8).
 
-    ``y_hat_uv = sigmoid(W_2 ReLU(W_1 [R_u || R_v] + b_1) + b_2)`` and
+    ``form="mlp"`` (the paper): ``y_hat_uv = sigmoid(W_2 ReLU(W_1 [R_u || R_v] + b_1) + b_2)``;
+    ``form="cosine"``: ``y_hat_uv = sigmoid(s cos(R_u, R_v) + b)`` with a learnable scale ``s`` (kept >= 0) and
+    bias ``b``, so the loss can only be lowered by moving linked users' embeddings together; and
     ``L = (1 / |B|) sum_(u,v) w_uv * BCE(y_hat_uv, y_uv)`` over the pairs B whose two users have the modality;
     ``y_uv = 1`` for linked users and 0 for negative-sampled pairs; ``w_uv`` weighs positives by stage 2's
     edge gate (1 when not given, and always 1 for negatives).
 
     Args:
         emb_dim: D of R. hidden_dim: width of the MLP (default 64). name: "image" or "text", names the loss.
+        form: "mlp" or "cosine" (default "mlp").
 
     Shapes:
         user_emb [U, D], user_mask bool [U], pair_u / pair_v int64 [B], pair_label float [B],
         pair_weight float [B] or None -> {"gcl_<name>_loss": scalar}, or {} when no pair is usable.
     """
 
-    def __init__(self, emb_dim: int, hidden_dim: int = 64, name: str = "image"):
+    def __init__(self, emb_dim: int, hidden_dim: int = 64, name: str = "image", form: str = "mlp"):
         super().__init__()
+        if form not in ("mlp", "cosine"):
+            raise ValueError(f"GCL form must be 'mlp' or 'cosine', got {form!r}")
         self.name = name
-        self.mlp = nn.Sequential(nn.Linear(2 * emb_dim, hidden_dim), nn.ReLU(), nn.Linear(hidden_dim, 1))
+        self.form = form
+        if form == "mlp":
+            self.mlp = nn.Sequential(nn.Linear(2 * emb_dim, hidden_dim), nn.ReLU(), nn.Linear(hidden_dim, 1))
+        else:
+            self.log_scale = nn.Parameter(torch.empty(()))
+            self.bias = nn.Parameter(torch.empty(()))
         self.reset_parameters()
 
     def reset_parameters(self) -> None:
-        for layer in self.mlp:
-            if isinstance(layer, nn.Linear):
-                layer.reset_parameters()
+        if self.form == "mlp":
+            for layer in self.mlp:
+                if isinstance(layer, nn.Linear):
+                    layer.reset_parameters()
+        else:
+            with torch.no_grad():
+                self.log_scale.fill_(math.log(5.0))
+                self.bias.fill_(0.0)
 
     def pair_logits(self, user_emb: torch.Tensor, pair_u: torch.Tensor, pair_v: torch.Tensor) -> torch.Tensor:
         """[B] logits of ``y_hat`` for the pairs."""
+        if self.form == "cosine":
+            cos = F.cosine_similarity(user_emb[pair_u].float(), user_emb[pair_v].float(), dim=-1)
+            return self.log_scale.exp() * cos + self.bias
         return self.mlp(torch.cat([user_emb[pair_u], user_emb[pair_v]], dim=-1)).squeeze(-1)
 
     def forward(

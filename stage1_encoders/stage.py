@@ -267,6 +267,7 @@ def build_parts(
         init_temperature=lc.init_temperature,
         max_logit_scale=lc.max_logit_scale,
         gcl_hidden_dim=lc.gcl_hidden_dim,
+        gcl_form=lc.gcl_form,
         text_feature_input=lc.text_feature_input,
         lr=oc.lr,
         head_lr_scale=oc.head_lr_scale,

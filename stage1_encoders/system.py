@@ -42,6 +42,7 @@ class Stage1System(L.LightningModule):
         init_temperature: float = 0.07,
         max_logit_scale: float = 100.0,
         gcl_hidden_dim: int = 64,
+        gcl_form: str = "mlp",
         text_feature_input: TextFeatureInput = "masked",
         lr: float = 1e-3,
         head_lr_scale: float = 1.0,
@@ -65,10 +66,14 @@ class Stage1System(L.LightningModule):
             else None
         )
         self.gcl_image_loss = (
-            GraphContrastiveLoss(image_encoder.dim, gcl_hidden_dim, "image") if gcl_image_weight > 0 else None
+            GraphContrastiveLoss(image_encoder.dim, gcl_hidden_dim, "image", gcl_form)
+            if gcl_image_weight > 0
+            else None
         )
         self.gcl_text_loss = (
-            GraphContrastiveLoss(text_encoder.dim, gcl_hidden_dim, "text") if gcl_text_weight > 0 else None
+            GraphContrastiveLoss(text_encoder.dim, gcl_hidden_dim, "text", gcl_form)
+            if gcl_text_weight > 0
+            else None
         )
         self.text_feature_input = text_feature_input
         self.lr, self.head_lr_scale, self.weight_decay = lr, head_lr_scale, weight_decay

@@ -114,3 +114,17 @@ def test_edge_diagnostic_falls_back_to_labels(tiny_corpus, tmp_path):
     expected = np.flatnonzero((lab[plain.edges[:, 0]] >= 0) & (lab[plain.edges[:, 1]] >= 0))
     np.testing.assert_array_equal(rows, expected)
     np.testing.assert_array_equal(same, lab[plain.edges[rows, 0]] == lab[plain.edges[rows, 1]])
+
+
+def test_presets_are_files_and_an_unknown_one_is_named(tmp_path):
+    from bridge.config import BridgeConfigError
+
+    paths = RunPaths(tmp_path).for_seed(0)
+    real = stages.resolve_stage_config(
+        "stage1", BridgeConfig(preset="real"), paths, tmp_path, "mmga", 0, None
+    )
+    assert real.model.text_model == "minilm" and real.optim.lr == 5e-5
+    default = stages.resolve_stage_config("stage1", BridgeConfig(), paths, tmp_path, "mmga", 0, None)
+    assert default.model.text_model == "tiny" and default.trainer.max_steps == 150
+    with pytest.raises(BridgeConfigError, match="unknown preset 'huge'; the presets are default, real"):
+        stages.resolve_stage_config("stage1", BridgeConfig(preset="huge"), paths, tmp_path, "mmga", 0, None)

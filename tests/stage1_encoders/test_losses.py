@@ -184,3 +184,35 @@ def test_mean_by_user_matches_loop():
             assert has_posts[user]
         else:
             assert not has_posts[user] and torch.all(user_emb[user] == 0)
+
+
+def test_cosine_gcl_matches_a_loop_and_pulls_linked_users_together():
+    gen = torch.Generator().manual_seed(3)
+    user_emb = torch.randn(5, 4, generator=gen, requires_grad=True)
+    mask = torch.tensor([True, True, True, False, True])
+    pair_u, pair_v = torch.tensor([0, 1, 2, 3, 4]), torch.tensor([1, 2, 4, 0, 0])
+    label = torch.tensor([1.0, 0.0, 1.0, 1.0, 0.0])
+    module = GraphContrastiveLoss(4, name="image", form="cosine")
+    with torch.no_grad():
+        module.log_scale.fill_(math.log(3.0))
+        module.bias.fill_(-0.5)
+    got = module(user_emb, mask, pair_u, pair_v, label)["gcl_image_loss"]
+    terms = []
+    for u, v, y in zip(pair_u.tolist(), pair_v.tolist(), label.tolist()):
+        if not (mask[u] and mask[v]):
+            continue
+        cos = float(user_emb[u] @ user_emb[v] / (user_emb[u].norm() * user_emb[v].norm()))
+        p = 1 / (1 + math.exp(-(3.0 * cos - 0.5)))
+        terms.append(-(y * math.log(p) + (1 - y) * math.log(1 - p)))
+    assert float(got) == pytest.approx(sum(terms) / len(terms), rel=1e-5)
+    # one gradient step on the embeddings raises the cosine of a linked pair and lowers that of a negative pair
+    got.backward()
+    stepped = (user_emb - 0.5 * user_emb.grad).detach()
+
+    def cos(e, u, v):
+        return float(torch.nn.functional.cosine_similarity(e[u], e[v], dim=0))
+
+    assert cos(stepped, 0, 1) > cos(user_emb.detach(), 0, 1)
+    assert cos(stepped, 1, 2) < cos(user_emb.detach(), 1, 2)
+    with pytest.raises(ValueError, match="'mlp' or 'cosine'"):
+        GraphContrastiveLoss(4, form="dot")

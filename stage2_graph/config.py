@@ -273,9 +273,10 @@ class Stage2Config:
             (self.trainer.batch_size >= 1, "trainer.batch_size", "must be >= 1"),
             (self.trainer.num_nodes >= 1, "trainer.num_nodes", "must be >= 1"),
             (
-                len(self.trainer.fanouts) == self.model.num_layers,
+                self.trainer.batching == "full" or len(self.trainer.fanouts) == self.model.num_layers,
                 "trainer.fanouts",
-                f"must give one fan-out per layer (model.num_layers={self.model.num_layers})",
+                f"must give one fan-out per layer with batching=neighbor "
+                f"(model.num_layers={self.model.num_layers})",
             ),
             (
                 all(f == -1 or f >= 1 for f in self.trainer.fanouts),
@@ -283,7 +284,7 @@ class Stage2Config:
                 "must hold positive counts or -1 (all neighbours)",
             ),
             (
-                self.trainer.batching == "neighbor" or _processes(self.trainer) == 1,
+                self.trainer.batching == "neighbor" or processes(self.trainer) == 1,
                 "trainer.devices",
                 "more than one process needs trainer.batching=neighbor (full-batch training is one process)",
             ),
@@ -393,7 +394,7 @@ def _from_plain(cls: type, data: Any, where: str, prefix: str = "") -> Any:
         raise ConfigError(str(err).replace("config:", f"{where}:", 1)) from err
 
 
-def _processes(trainer: TrainerConfig) -> int:
+def processes(trainer: TrainerConfig) -> int:
     """Training processes the trainer section asks for (``devices`` x ``num_nodes``; 'auto' counts as one)."""
     devices = str(trainer.devices)
     if devices.isdigit():

@@ -16,7 +16,7 @@ whole propagated graph (a sampled subgraph does not hold every neighbour). Under
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 
 import lightning as L
 import torch
@@ -134,19 +134,28 @@ class NeighborBatches(Dataset):
 
 class NeighborDataModule(L.LightningDataModule):
     """Serves :class:`NeighborBatches` of the trainer's current epoch and this rank (reloaded every epoch:
-    the Trainer runs with ``reload_dataloaders_every_n_epochs=1``)."""
+    the Trainer runs with ``reload_dataloaders_every_n_epochs=1``). Picklable, for ``ddp_spawn``."""
 
-    def __init__(self, make_batches: Callable[[int, int, int], NeighborBatches]):
+    def __init__(
+        self,
+        structure: GraphStructure,
+        masking: MaskingDataset,
+        fanouts: Sequence[int],
+        batch_size: int,
+        seed: int,
+    ):
         super().__init__()
-        self.make_batches = make_batches
+        self.structure, self.masking = structure, masking
+        self.fanouts, self.batch_size, self.seed = list(fanouts), batch_size, seed
 
     def train_dataloader(self) -> DataLoader:
         trainer = self.trainer
         epoch = trainer.current_epoch if trainer is not None else 0
         rank, world = (trainer.global_rank, trainer.world_size) if trainer is not None else (0, 1)
-        return DataLoader(
-            self.make_batches(epoch, rank, world), batch_size=None, shuffle=False, num_workers=0
+        batches = NeighborBatches(
+            self.structure, self.masking, self.fanouts, self.batch_size, epoch, self.seed, rank, world
         )
+        return DataLoader(batches, batch_size=None, shuffle=False, num_workers=0)
 
 
 @torch.no_grad()

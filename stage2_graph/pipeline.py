@@ -15,10 +15,10 @@ from lightning.pytorch.strategies import DDPStrategy
 
 from cache import graph_file, write_graph_outputs
 from mmga_common.progress import StepProgress
-from stage2_graph.config import ConfigError, Stage2Config
+from stage2_graph.config import ConfigError, Stage2Config, processes
 from stage2_graph.data import MaskingDataset, Stage2DataModule, Stage2InputError, load_graph_inputs
 from stage2_graph.export import compute_graph_outputs
-from stage2_graph.minibatch import NeighborBatches, NeighborDataModule
+from stage2_graph.minibatch import NeighborDataModule
 from stage2_graph.system import LossHistory, Stage2System
 
 
@@ -88,7 +88,20 @@ def load_init_checkpoint(system: Stage2System, path: Path) -> None:
         ) from err
 
 
-def build_trainer(cfg: Stage2Config, out_dir: Path, history: LossHistory) -> tuple[L.Trainer, Path]:
+class SaveLastInWorkers(L.Callback):
+    """Saves ``last.ckpt`` inside the training processes: under ``ddp_spawn`` the caller's process gets back
+    the weights only (no optimizer state, step 0), so a checkpoint saved there could not resume."""
+
+    def __init__(self, path: Path):
+        self.path = path
+
+    def on_train_end(self, trainer, pl_module) -> None:
+        trainer.save_checkpoint(self.path, weights_only=False)
+
+
+def build_trainer(
+    cfg: Stage2Config, out_dir: Path, history: LossHistory, extra_callbacks: list | None = None
+) -> tuple[L.Trainer, Path]:
     """The Lightning Trainer for ``cfg`` and the folder of its CSV log."""
     trainer_cfg = cfg.trainer
     loggers: list = []
@@ -113,7 +126,7 @@ def build_trainer(cfg: Stage2Config, out_dir: Path, history: LossHistory) -> tup
         reload_dataloaders_every_n_epochs=1 if trainer_cfg.batching == "neighbor" else 0,
         precision=trainer_cfg.precision,
         logger=loggers or False,
-        callbacks=[checkpointing, history]
+        callbacks=[checkpointing, history, *(extra_callbacks or [])]
         + ([StepProgress("stage 2")] if trainer_cfg.enable_progress_bar else []),
         enable_progress_bar=trainer_cfg.enable_progress_bar,
         enable_model_summary=False,
@@ -173,18 +186,16 @@ def _run(cfg: Stage2Config) -> Stage2Result:
         seed=cfg.seed,
     )
     history = LossHistory()
-    trainer, log_dir = build_trainer(cfg, out_dir, history)
+    spawned = cfg.trainer.strategy == "ddp_spawn" and processes(cfg.trainer) > 1
+    trainer, log_dir = build_trainer(
+        cfg, out_dir, history, [SaveLastInWorkers(checkpoint_dir / "last.ckpt")] if spawned else []
+    )
     if trainer.is_global_zero:
         cfg.save(checkpoint_dir / "config.json")
     if cfg.trainer.batching == "neighbor":
-        tc = cfg.trainer
-
-        def make_batches(epoch: int, rank: int, world_size: int) -> NeighborBatches:
-            return NeighborBatches(
-                system.structure, dataset, tc.fanouts, tc.batch_size, epoch, cfg.seed, rank, world_size
-            )
-
-        datamodule: L.LightningDataModule = NeighborDataModule(make_batches)
+        datamodule: L.LightningDataModule = NeighborDataModule(
+            system.structure, dataset, cfg.trainer.fanouts, cfg.trainer.batch_size, cfg.seed
+        )
     else:
         datamodule = Stage2DataModule(dataset)
     start = time.perf_counter()
@@ -196,9 +207,14 @@ def _run(cfg: Stage2Config) -> Stage2Result:
         trainer.fit(system, datamodule=datamodule, ckpt_path=_resume_path(cfg, checkpoint_dir))
     fit_seconds = time.perf_counter() - start
     checkpoint = checkpoint_dir / "last.ckpt"
-    trainer.save_checkpoint(checkpoint, weights_only=False)
+    if not spawned:  # under ddp_spawn the workers saved it (SaveLastInWorkers)
+        trainer.save_checkpoint(checkpoint, weights_only=False)
 
     metrics = history.summary()
+    if spawned:  # the loss history stayed in the workers; their checkpoint knows the step
+        metrics = {
+            "steps_run": float(torch.load(checkpoint, map_location="cpu", weights_only=False)["global_step"])
+        }
     metrics["fit_seconds"] = fit_seconds
     if not trainer.is_global_zero:  # under ddp every rank gets here; rank 0 alone exports and writes
         cache_file = graph_file(cfg.cache_dir, cfg.round)

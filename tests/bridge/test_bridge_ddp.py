@@ -11,9 +11,12 @@ import pytest
 from bridge import stages
 from bridge.config import BridgeConfigError, build_config
 from bridge.paths import RunPaths
+from stage2_graph import ConfigError as Stage2ConfigError
 
 
 def _resolve(stage: str, overrides: list[str], tmp: Path):
+    if stage == "stage2":  # full-batch stage 2 is one process (a stage-2 config error otherwise)
+        overrides = [*overrides, "trainer.batching=neighbor"]
     cfg = build_config(**{stage: overrides})
     return stages.resolve_stage_config(stage, cfg, RunPaths(tmp).for_seed(0), tmp / "corpus", "mmga", 0, None)
 
@@ -32,3 +35,11 @@ def test_ddp_spawn_and_single_process_ddp_pass_through(stage, tmp_path):
     assert spawn.trainer.strategy == "ddp_spawn" and str(spawn.trainer.devices) == "2"
     single = _resolve(stage, ["trainer.devices=1", "trainer.strategy=ddp"], tmp_path)
     assert single.trainer.strategy == "ddp"
+
+
+def test_stage2_full_batch_on_two_processes_is_a_config_error(tmp_path):
+    with pytest.raises(Stage2ConfigError, match="more than one process needs trainer.batching=neighbor"):
+        stages.resolve_stage_config(
+            "stage2", build_config(stage2=["trainer.devices=2", "trainer.strategy=ddp_spawn"]),
+            RunPaths(tmp_path).for_seed(0), tmp_path / "corpus", "mmga", 0, None,
+        )  # fmt: skip

@@ -171,3 +171,33 @@ def test_neighbor_batching_under_ddp_with_two_cpu_processes(tiny_corpus, tmp_pat
     checkpoint = torch.load(out_dir / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=False)
     # 4 batches per epoch split over 2 ranks: 4 steps are 2 epochs (one process would need 1)
     assert checkpoint["global_step"] == 4 and checkpoint["epoch"] == 2
+
+
+@pytest.mark.slow
+def test_neighbor_batching_in_process_with_ddp_spawn(tiny_corpus, tmp_path):
+    """The bridge's route (in-process, 2 spawned workers); about 30 s. The workers save last.ckpt, the caller
+    exports from the weights Lightning hands back: the cache must equal a re-export of that checkpoint."""
+    from stage2_graph.infer import infer_graph_outputs
+
+    cfg = small_config(
+        tiny_corpus,
+        tmp_path / "cache",
+        tmp_path / "out",
+        use_modalities=False,
+        trainer={"max_steps": 4, "batching": "neighbor", "fanouts": [5, 5], "batch_size": 16, "devices": "2",
+                 "strategy": "ddp_spawn"},
+    )  # fmt: skip
+    result = run_stage2(cfg)
+    assert result.metrics["steps_run"] == 4
+    checkpoint = torch.load(result.checkpoint, map_location="cpu", weights_only=False)
+    assert checkpoint["global_step"] == 4 and checkpoint["epoch"] == 2 and checkpoint["optimizer_states"]
+    corpus = load_corpus(tiny_corpus)
+    written = read_graph_outputs(
+        cfg.cache_dir,
+        0,
+        fingerprint=corpus.fingerprint,
+        num_users=corpus.num_users,
+        num_edges=corpus.num_edges,
+    )
+    _, again = infer_graph_outputs(result.checkpoint, corpus.features, corpus.edges, corpus.fingerprint)
+    np.testing.assert_allclose(written.user_graph_emb, again.user_graph_emb, rtol=0, atol=1e-5)

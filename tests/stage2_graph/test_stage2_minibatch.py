@@ -201,3 +201,21 @@ def test_neighbor_batching_in_process_with_ddp_spawn(tiny_corpus, tmp_path):
     )
     _, again = infer_graph_outputs(result.checkpoint, corpus.features, corpus.edges, corpus.fingerprint)
     np.testing.assert_allclose(written.user_graph_emb, again.user_graph_emb, rtol=0, atol=1e-5)
+
+
+def test_batching_fields_are_checked_and_reach_the_cli():
+    from stage2_graph import ConfigError, Stage2Config
+    from stage2_graph.run import config_from_argv
+
+    base = {"corpus": "c", "cache_dir": "d"}
+    with pytest.raises(ConfigError, match="'trainer.fanouts' must give one fan-out per layer"):
+        Stage2Config.from_dict({**base, "trainer": {"batching": "neighbor", "fanouts": [10]}})
+    with pytest.raises(ConfigError, match="'trainer.fanouts' must hold positive counts or -1"):
+        Stage2Config.from_dict({**base, "trainer": {"batching": "neighbor", "fanouts": [10, 0]}})
+    with pytest.raises(ConfigError, match="'trainer.devices' more than one process needs trainer.batching"):
+        Stage2Config.from_dict({**base, "trainer": {"devices": "2"}})
+    cfg, _ = config_from_argv(["--corpus", "c", "--cache", "d", "--batching", "neighbor", "--fanouts", "-1", "5",
+                               "--batch-size", "64", "--strategy", "ddp_spawn", "--inference", "full"])  # fmt: skip
+    trainer = cfg.trainer
+    assert (trainer.batching, trainer.fanouts, trainer.batch_size) == ("neighbor", (-1, 5), 64)
+    assert (trainer.strategy, trainer.inference) == ("ddp_spawn", "full")

@@ -79,6 +79,8 @@ def build_parser() -> argparse.ArgumentParser:
     )
     loud.add_argument("--verbose", action="store_true",
                       help="print every stage and every (row, seed) evaluation, and third-party warnings")  # fmt: skip
+    parser.add_argument("--check-images", action="store_true",
+                        help="decode every image of --corpus fully before training (default: headers only)")  # fmt: skip
     parser.add_argument("--force", action="store_true",
                         help="recompute results made with another config or corpus instead of stopping")  # fmt: skip
     return parser
@@ -106,7 +108,9 @@ def main(argv: list[str] | None = None) -> int:
     # Imported only now, so that --help and flag errors do not wait for torch, Lightning and the encoders.
     from bridge.console import NORMAL, QUIET, VERBOSE, Console
     from bridge.evaluate import torch_threads
+    from bridge.lock import RunFolderLocked
     from bridge.manifest import ManifestConflict, ManifestError
+    from bridge.preflight import check_images, disk_full_message
     from bridge.runner import run_bridge
     from cache import CacheError
     from corpus import CorpusError
@@ -115,7 +119,7 @@ def main(argv: list[str] | None = None) -> int:
 
     user_errors = (
         BridgeConfigError, ManifestConflict, ManifestError, Stage1ConfigError, Stage2ConfigError, CorpusError,
-        CacheError,
+        CacheError, RunFolderLocked,
     )  # fmt: skip
     threads = args.threads if args.threads is not None else _env_threads()
     if threads < 1:
@@ -129,10 +133,18 @@ def main(argv: list[str] | None = None) -> int:
         with torch_threads(
             threads
         ):  # restored afterwards: main() may be called in-process (tests, notebooks)
+            if args.check_images:
+                check_images(cfg.corpus)
             console = Console(QUIET if args.quiet else VERBOSE if args.verbose else NORMAL)
             result = run_bridge(cfg, args.run_dir, force=args.force, jobs=jobs, console=console)
     except user_errors as err:
         print(f"error: {err}", file=sys.stderr)
+        return 2
+    except (OSError, RuntimeError) as err:
+        message = disk_full_message(err)  # a full disk is one clear error; the rerun resumes
+        if message is None:
+            raise
+        print(f"error: {message}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print(f"\ninterrupted; rerun the same command to continue from the last completed stage ({args.run_dir})",

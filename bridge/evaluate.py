@@ -28,7 +28,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from bridge import metrics
+from bridge import metrics, tasks
 from bridge.config import EvalConfig, HeadType
 
 
@@ -254,17 +254,19 @@ def evaluate_representation(
     if not np.isfinite(x).all():
         raise ValueError("the representation contains non-finite values")
     labels, fans, splits = np.asarray(labels), np.asarray(fans, dtype=np.float64), np.asarray(splits)
-    known_label = labels >= 0
-    known_fans = np.isfinite(fans) & (fans >= 0)
+    known = tasks.known_targets(labels, fans)
+    targets = {"topic": labels, "fans": np.log1p(np.where(known["fans"], fans, 0.0))}
+    # the bridge decided up front (bridge.tasks) that at least one task can be evaluated
+    skipped = tasks.unavailable_tasks(labels, fans, splits)
     # The heads' matrices are tiny (a few hundred rows): intra-op threads cost more than they save (measured
     # 5-25x slower with 2 threads on a busy 2-core machine), and one thread makes the sums' order, hence the
     # numbers, the same on every machine.
     with torch_threads(1):
         return {
-            "topic": _evaluate_task(x[known_label], labels[known_label], splits[known_label], "topic", cfg),
-            "fans": _evaluate_task(
-                x[known_fans], np.log1p(fans[known_fans]), splits[known_fans], "fans", cfg
-            ),
+            task: tasks.skipped_task(task, skipped[task])
+            if task in skipped
+            else _evaluate_task(x[known[task]], targets[task][known[task]], splits[known[task]], task, cfg)
+            for task in tasks.TASKS
         }
 
 

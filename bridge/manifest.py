@@ -18,13 +18,15 @@ import dataclasses
 import hashlib
 import json
 import math
-import os
-import tempfile
 from collections.abc import Callable, Mapping
 from datetime import datetime, timezone
 from enum import Enum
 from pathlib import Path
 from typing import Any
+
+from cache.atomic import atomic_write_bytes
+from cache.digest import content_digest as cache_content_digest
+from cache.types import CacheError
 
 MANIFEST_VERSION = 1
 
@@ -98,20 +100,50 @@ def config_diff(old: Any, new: Any, limit: int = 8) -> str:
 
 
 def write_json_atomic(path: Path, data: Any) -> None:
-    """Write JSON to a temporary file in the same folder, fsync it, and rename it over ``path``."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp", dir=path.parent)
+    """Write JSON to a temporary file in the same folder, fsync it, and rename it over ``path``
+    (a full disk raises :class:`cache.atomic.DiskFullError` naming ``path``)."""
+    atomic_write_bytes(Path(path), (json.dumps(data, indent=2, sort_keys=True) + "\n").encode())
+
+
+def content_digest(path: Path) -> str:
+    """A digest of what a file holds, for entries downstream to depend on: for a cache file, its datasets
+    and attributes except the write time (``created``), so a file rewritten with the same data keeps it;
+    for any other file, its sha256."""
+    if Path(path).suffix == ".h5":
+        try:
+            return cache_content_digest(path)
+        except CacheError:
+            pass
+    return file_sha256(path)
+
+
+def backup_path(path: Path) -> Path:
+    return Path(path).with_name(Path(path).name + ".bak")
+
+
+def _parse_manifest(raw: bytes, path: Path) -> dict[str, Any]:
     try:
-        with os.fdopen(fd, "w") as f:
-            json.dump(data, f, indent=2, sort_keys=True)
-            f.write("\n")
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+        data = json.loads(raw)
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        where = f", line {e.lineno}" if isinstance(e, json.JSONDecodeError) else ""
+        msg = e.msg if isinstance(e, json.JSONDecodeError) else str(e)
+        raise ManifestError(f"{path}{where}: not valid JSON ({msg}); use a new --run-dir") from None
+    if not isinstance(data, dict) or not isinstance(data.get("entries"), dict):
+        raise ManifestError(f"{path}: field 'entries' is missing; use a new --run-dir")
+    if data.get("version") != MANIFEST_VERSION:
+        raise ManifestError(
+            f"{path}: field 'version' is {data.get('version')!r}, this code writes {MANIFEST_VERSION}; "
+            "use a new --run-dir"
+        )
+    return data
+
+
+def _read_manifest(path: Path) -> dict[str, Any]:
+    try:
+        raw = Path(path).read_bytes()
+    except OSError as e:
+        raise ManifestError(f"{path}: cannot be read ({e.strerror}); use a new --run-dir") from None
+    return _parse_manifest(raw, path)
 
 
 class Manifest:
@@ -125,27 +157,44 @@ class Manifest:
     def base(self) -> Path:
         return self.path.parent
 
+    @property
+    def backup_path(self) -> Path:
+        return backup_path(self.path)
+
     @classmethod
-    def load(cls, path: Path) -> Manifest:
+    def load(cls, path: Path, log: Callable[[str], None] | None = print) -> Manifest:
+        """Read ``path``; when it is damaged, recover from the previous good manifest (``manifest.json.bak``),
+        saying so through ``log``. Raises :class:`ManifestError` only when neither can be read."""
         path = Path(path)
-        if not path.exists():
+        if not path.exists() and not backup_path(path).exists():
             return cls(path)
         try:
-            data = json.loads(path.read_text())
-        except json.JSONDecodeError as e:
-            raise ManifestError(
-                f"{path}, line {e.lineno}: not valid JSON ({e.msg}); delete it or use a new --run-dir"
-            ) from e
-        if not isinstance(data, dict) or not isinstance(data.get("entries"), dict):
-            raise ManifestError(f"{path}: field 'entries' is missing; delete it or use a new --run-dir")
-        if data.get("version") != MANIFEST_VERSION:
-            raise ManifestError(
-                f"{path}: field 'version' is {data.get('version')!r}, this code writes {MANIFEST_VERSION}; "
-                "use a new --run-dir"
-            )
-        return cls(path, data)
+            manifest = cls(path, _read_manifest(path))
+        except ManifestError as err:
+            try:
+                data = _read_manifest(backup_path(path))
+            except ManifestError:
+                raise err from None
+            if log is not None:
+                log(
+                    f"warning: {err}\nRecovered the previous good manifest from {backup_path(path)}: steps "
+                    "completed after it are checked again (and recomputed if their outputs do not match)."
+                )
+            manifest = cls(path, data)
+            manifest.save()
+            return manifest
+        return manifest
 
     def save(self) -> None:
+        """Rewrite the manifest atomically, keeping the previous good one as ``manifest.json.bak``."""
+        if self.path.is_file():
+            try:
+                previous = self.path.read_bytes()
+                _parse_manifest(previous, self.path)
+            except (OSError, ManifestError):
+                previous = None  # a damaged file is never made the backup
+            if previous is not None:
+                atomic_write_bytes(self.backup_path, previous)
         write_json_atomic(self.path, self.data)
 
     # --- corpus -------------------------------------------------------------------------------------------
@@ -153,7 +202,8 @@ class Manifest:
         """Record the run's corpus, or check it is the one the folder was made with."""
         old = self.data.get("corpus")
         new = {"path": to_jsonable(Path(corpus_path), self.base), "fingerprint": fingerprint}
-        if old and old.get("fingerprint") != fingerprint:
+        computed = [k for k in self.data["entries"] if not k.startswith("corpus/")]
+        if old and old.get("fingerprint") != fingerprint and computed:
             if not force:
                 raise ManifestConflict(
                     f"{self.base} was made from corpus {old.get('path')} (fingerprint "
@@ -173,7 +223,11 @@ class Manifest:
         entry = self.get(key)
         if entry is None:
             raise KeyError(f"manifest {self.path} has no entry {key!r}")
-        return digest({"config": entry["config"], "files": entry["files"]})
+        files = entry["files"]
+        if all("content" in rec for rec in files.values()) and files:
+            # content digests (not write times): a cache file repaired with the same data changes nothing
+            return digest({"config": entry["config"], "content": {k: r["content"] for k, r in files.items()}})
+        return digest({"config": entry["config"], "files": files})
 
     def is_complete(
         self,
@@ -243,7 +297,11 @@ class Manifest:
         for path in list(outputs.values()) + list((hash_files or {}).values()):
             path = Path(path)
             if path.is_file():
-                files[self._rel(path)] = {"size": path.stat().st_size, "sha256": file_sha256(path)}
+                files[self._rel(path)] = {
+                    "size": path.stat().st_size,
+                    "sha256": file_sha256(path),
+                    "content": content_digest(path),
+                }
             elif path.is_dir():
                 dirs.append(self._rel(path))
             else:

@@ -19,7 +19,7 @@ import torch
 import torch.nn.functional as F
 from torch_geometric.nn import GCNConv, SGConv
 
-from bridge import metrics
+from bridge import metrics, tasks
 from bridge.config import EvalConfig
 from bridge.evaluate import summarize, torch_threads
 
@@ -192,10 +192,13 @@ def evaluate_gcn(
     x = np.asarray(x)
     labels, fans, splits = np.asarray(labels), np.asarray(fans, dtype=np.float64), np.asarray(splits)
     edge_index = edge_index_of(edges)
-    known_fans = np.isfinite(fans) & (fans >= 0)
-    log_fans = np.log1p(np.where(known_fans, fans, 0.0))
+    known = tasks.known_targets(labels, fans)
+    targets = {"topic": labels, "fans": np.log1p(np.where(known["fans"], fans, 0.0))}
+    skipped = tasks.unavailable_tasks(labels, fans, splits)  # the same rule as the frozen-embedding heads
     with torch_threads(1):
         return {
-            "topic": _gcn_task(x, edge_index, labels, labels >= 0, splits, "topic", cfg),
-            "fans": _gcn_task(x, edge_index, log_fans, known_fans, splits, "fans", cfg),
+            task: tasks.skipped_task(task, skipped[task])
+            if task in skipped
+            else _gcn_task(x, edge_index, targets[task], known[task], splits, task, cfg)
+            for task in tasks.TASKS
         }

@@ -15,7 +15,7 @@ from typing import Any
 
 import numpy as np
 
-from bridge import metrics
+from bridge import metrics, tasks
 from bridge.config import BridgeConfig
 from bridge.manifest import Manifest, to_jsonable, write_json_atomic
 from bridge.paths import RunPaths
@@ -23,6 +23,7 @@ from bridge.plots import plot_loss_curves, plot_margins, plot_metrics_by_round, 
 from bridge.rows import GOAL_METRICS, Row, compared_rows, representation_blocks
 from bridge.verdict import over_seeds, paired_margins, verdict
 from cache import read_graph_outputs
+from cache.atomic import atomic_write_bytes
 from corpus import Corpus
 from corpus.synthetic import TRUTH_FILE, load_truth
 
@@ -38,7 +39,7 @@ COLUMNS = (
 
 def _fmt(stat: dict[str, Any]) -> str:
     if not np.isfinite(stat["mean"]):
-        return "n/a"
+        return "n/a"  # a skipped task or an undefined metric; tasks.report_notes says which and why
     return f"{stat['mean']:.3f} ± {stat['std']:.3f}"
 
 
@@ -58,6 +59,8 @@ def aggregate(
         }
         for task in ("topic", "fans"):
             agg[task] = {"n": per_seed[order[0]][task]["n"]}
+            if per_seed[order[0]][task].get("skipped"):
+                agg[task]["skipped"] = per_seed[order[0]][task]["skipped"]
             for metric, stat in per_seed[order[0]][task].items():
                 if not isinstance(stat, dict) or "mean" not in stat:
                     continue
@@ -350,6 +353,7 @@ def write_report(
         "",
         *_results_table(rows, agg),
         "",
+        *tasks.report_notes({name: next(iter(per_seed.values())) for name, per_seed in evaluated.items()}),
         "## MMGA against the baselines and peers",
         "",
         "Margin = MMGA's last round minus the other row for macro-F1, the other row minus MMGA for MAE, paired by "
@@ -417,5 +421,5 @@ def write_report(
         "```",
         "",
     ]
-    (out / "report.md").write_text("\n".join(md))
+    atomic_write_bytes(out / "report.md", "\n".join(md).encode())
     return report

@@ -21,16 +21,19 @@ from bridge import stages
 from bridge.config import BridgeConfig, BridgeConfigError, deep_merge
 from bridge.console import Console, estimate_seconds, minutes
 from bridge.evaluate import evaluate_representation
+from bridge.lock import holding_run_lock
 from bridge.manifest import Manifest
+from bridge.ownership import generate_owned
 from bridge.paths import RunPaths
 from bridge.peers import evaluate_gcn
 from bridge.report import write_report
 from bridge.rows import Row, report_rows, representation
 from bridge.schedule import build_chains, run_chains
+from bridge.tasks import check_corpus_can_finish
 from bridge.variants import run_variants
 from bridge.verdict import over_seeds
 from corpus import Corpus, load_corpus
-from corpus.synthetic import SyntheticConfig, generate
+from corpus.synthetic import SyntheticConfig
 
 # The embedded synthetic corpus generated when no --corpus is given (sized for the 10-minute default run).
 SYNTHETIC_DEFAULTS: dict[str, Any] = {"num_users": 1000}
@@ -92,7 +95,7 @@ def prepare_corpus(
                 f"[corpus] generating the synthetic corpus ({synth.num_users} users) into {corpus_dir}"
             )
             start = time.perf_counter()
-            generate(corpus_dir, synth, overwrite=True)
+            generate_owned(corpus_dir, synth, manifest, CORPUS_KEY)  # never removes files it did not write
             seconds = time.perf_counter() - start
             manifest.record(
                 CORPUS_KEY, recorded, "", outputs={"corpus": corpus_dir},
@@ -108,6 +111,7 @@ def prepare_corpus(
         f"[corpus] {corpus_dir}: {corpus.num_users} users, {corpus.num_posts} posts, {corpus.num_edges} edges "
         f"(loaded in {time.perf_counter() - start:.1f} s)"
     )
+    check_corpus_can_finish(corpus, console.always)  # before the corpus is recorded or anything trains
     manifest.bind_corpus(corpus_dir, corpus.fingerprint, force=force)
     return corpus, seconds
 
@@ -242,6 +246,7 @@ def header(cfg: BridgeConfig, paths: RunPaths, jobs: int) -> list[str]:
     return lines
 
 
+@holding_run_lock
 def run_bridge(
     cfg: BridgeConfig, run_dir: Path, force: bool = False, jobs: int = 1, console: Console | None = None
 ) -> BridgeResult:

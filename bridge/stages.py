@@ -24,7 +24,6 @@ its previous round's checkpoint, so the baselines get exactly as many training s
 from __future__ import annotations
 
 import json
-import shutil
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -33,6 +32,7 @@ from typing import Any
 
 from bridge.config import BridgeConfig, BridgeConfigError, deep_merge, nest
 from bridge.manifest import Manifest
+from bridge.ownership import clear_stage_dir
 from bridge.paths import RunPaths
 from bridge.variants import get_variant
 from cache import read_encoder_embeddings, read_graph_outputs
@@ -214,9 +214,7 @@ def needs_run(run: StageRun, manifest: Manifest, corpus: Corpus, force: bool = F
 def prepare(run: StageRun, manifest: Manifest) -> None:
     """Forget the stage's old entry and empty its output folder (leftovers of an interrupted attempt)."""
     manifest.forget(run.key)
-    out_dir = Path(run.config.out_dir)
-    if out_dir.exists():
-        shutil.rmtree(out_dir)
+    clear_stage_dir(Path(run.config.out_dir))  # refuses if it holds anything no stage writes
 
 
 @dataclass(frozen=True)

@@ -12,9 +12,10 @@ import sys
 import textwrap
 from pathlib import Path
 
+import h5py
 import numpy as np
 
-from cache.io import check_all_values, check_header, open_h5, rerun_advice
+from cache.io import check_all_values, check_header, open_h5, read_datasets, rerun_advice
 from cache.schema import (
     ATTR_KIND,
     ATTR_NUM_EDGES,
@@ -73,6 +74,20 @@ def _stats(arr: np.ndarray) -> str:
     return text
 
 
+def _member_line(h5, name: str, values: np.ndarray | None) -> str:
+    """One member of the file; links are named, never followed, and data is shown only once checked."""
+    link = h5.get(name, getlink=True)
+    if not isinstance(link, h5py.HardLink):
+        target = f" -> {link.filename}:{link.path}" if isinstance(link, h5py.ExternalLink) else ""
+        return f"    {name:<15} {type(link).__name__}{target} (not followed)"
+    obj = h5[name]
+    if not isinstance(obj, h5py.Dataset):
+        return f"    {name:<15} group (not part of the schema)"
+    chunks = fmt_shape(obj.chunks) if obj.chunks else "contiguous"
+    row = f"    {name:<15} {fmt_shape(obj.shape):<14} {str(obj.dtype):<8} chunks {chunks:<12}"
+    return row + (f" {_stats(values)}" if values is not None else "")
+
+
 def describe(path: Path, fingerprint: str | None, stats: bool, full_producer: bool) -> tuple[str, bool]:
     """A readable description of one cache file, and whether it passed the checks."""
     lines = [str(path)]
@@ -84,15 +99,18 @@ def describe(path: Path, fingerprint: str | None, stats: bool, full_producer: bo
         try:
             kind = str(h5.attrs.get("kind", ""))
             info = check_header(h5, path, kind, round_idx=None, fingerprint=fingerprint, num_users=None)
-            arrays = {spec.name: h5[spec.name][()] for spec in DATASETS[kind]}
+            arrays = read_datasets(h5, path, kind)
             check_all_values(kind, arrays, path, info.num_users, rerun_advice(kind, info.round))
             status, ok = (
                 "OK (schema, shapes, dtypes, values" + (", fingerprint)" if fingerprint else ")"),
                 True,
             )
         except CacheError as err:
-            status, ok = f"ERROR: {err}", False
-        attrs = dict(h5.attrs)
+            status, ok, arrays = f"ERROR: {err}", False, {}
+        try:
+            attrs = dict(h5.attrs)
+        except Exception as err:  # noqa: BLE001 - a crafted attribute h5py cannot decode
+            return f"{path}\n  ERROR: {status}; attributes unreadable ({err})", False
         order = [ATTR_KIND, ATTR_ROUND, ATTR_SCHEMA_VERSION, *REQUIRED_ATTRS, ATTR_NUM_EDGES, *sorted(attrs)]
         for key in dict.fromkeys(order):
             if key in attrs and key != ATTR_PRODUCER:
@@ -104,18 +122,13 @@ def describe(path: Path, fingerprint: str | None, stats: bool, full_producer: bo
         lines.append("  datasets:")
         known = [spec.name for spec in DATASETS.get(str(attrs.get(ATTR_KIND)), ())]
         for name in dict.fromkeys([n for n in known if n in h5] + sorted(h5)):
-            dset = h5[name]
-            chunks = fmt_shape(dset.chunks) if dset.chunks else "contiguous"
-            row = f"    {name:<15} {fmt_shape(dset.shape):<14} {str(dset.dtype):<8} chunks {chunks:<12}"
-            if stats:
-                row += f" {_stats(dset[()])}"
-            lines.append(row)
+            lines.append(_member_line(h5, name, arrays.get(name) if stats else None))
         producer = attrs.get(ATTR_PRODUCER)
         if producer is not None:
             lines.append("  producer config:")
             try:
                 parsed = json.loads(producer)
-            except ValueError:
+            except (TypeError, ValueError):
                 parsed = None
             if full_producer or parsed is None:
                 text = json.dumps(parsed, indent=2, sort_keys=True) if parsed is not None else str(producer)

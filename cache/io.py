@@ -19,6 +19,7 @@ from pathlib import Path
 import h5py
 import numpy as np
 
+from cache.atomic import atomic_write_bytes
 from cache.schema import (
     ATTR_CREATED,
     ATTR_FINGERPRINT,
@@ -85,31 +86,20 @@ def producer_json(producer, path: Path) -> str:
         ) from None
 
 
-def _fsync_path(path: Path, directory: bool = False) -> None:
-    fd = os.open(path, os.O_RDONLY | (os.O_DIRECTORY if directory else 0))
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
 @contextmanager
 def atomic_h5(path: Path) -> Iterator[h5py.File]:
-    """Yield an HDF5 file open for writing that appears at ``path`` only if the block completes."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f"{path.name}.tmp-{os.getpid()}-{secrets.token_hex(4)}")
-    try:
-        with h5py.File(tmp, "w") as h5:
-            yield h5
-        _fsync_path(tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-    try:
-        _fsync_path(path.parent, directory=True)
-    except OSError:  # some filesystems refuse to fsync a folder; the rename itself is still atomic
-        pass
+    """Yield an HDF5 file open for writing that appears at ``path`` only if the block completes.
+
+    The file is built in memory (HDF5's core driver, no backing store) and its image is then written with
+    :func:`cache.atomic.atomic_write_bytes`, so HDF5 itself never writes to the disk: a full disk is one
+    clean :class:`DiskFullError` instead of an HDF5 error cascade, and a crash leaves no partial file.
+    """
+    name = f"{path.name}.mem-{os.getpid()}-{secrets.token_hex(4)}"
+    with h5py.File(name, "w", driver="core", backing_store=False) as h5:
+        yield h5
+        h5.flush()
+        image = h5.id.get_file_image()
+    atomic_write_bytes(path, image)
 
 
 def _prepare(kind: str, payload, path: Path) -> tuple[dict[str, np.ndarray], dict[str, int]]:
@@ -233,41 +223,130 @@ def open_h5(path: str | Path, kind: str | None = None, round_idx: int | str = "r
         ) from None
 
 
+def _attr(attrs, name: str, want: type, path: Path):
+    """Attribute ``name`` as ``want`` (int or str), or ``CacheError`` when it has another type."""
+    value = attrs[name]
+    if isinstance(value, np.ndarray) and value.shape == ():
+        value = value[()]
+    if want is int:
+        if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, np.integer)):
+            raise CacheError(path, None, f"attribute {name!r} is {value!r}, not an integer: {MALFORMED}")
+        return int(value)
+    if isinstance(value, bytes):
+        try:
+            value = value.decode("utf-8")
+        except UnicodeDecodeError:
+            raise CacheError(path, None, f"attribute {name!r} is not UTF-8 text: {MALFORMED}") from None
+    if not isinstance(value, str):
+        raise CacheError(path, None, f"attribute {name!r} is {value!r}, not a string: {MALFORMED}")
+    return value
+
+
+MALFORMED = "it was not written by cache.io (damaged or crafted): delete it and rerun the stage that wrote it"
+
+
 def info_from_h5(h5: h5py.File, path: Path) -> CacheInfo:
+    try:
+        return _info_from_h5(h5, path)
+    except CacheError:
+        raise
+    except Exception as err:  # noqa: BLE001 - any other failure on a crafted file is "malformed"
+        raise CacheError(
+            path, None, f"has malformed attributes ({type(err).__name__}: {err}): {MALFORMED}"
+        ) from None
+
+
+def _info_from_h5(h5: h5py.File, path: Path) -> CacheInfo:
     attrs = h5.attrs
-    version = attrs.get(ATTR_SCHEMA_VERSION)
-    if version is None:
+    if ATTR_SCHEMA_VERSION not in attrs:
         raise CacheError(path, None, "has no schema_version attribute: it is not an MMGA cache file")
-    kind = str(attrs.get(ATTR_KIND, ""))
-    if int(version) != SCHEMA_VERSION:
-        advice = rerun_advice(kind, attrs.get(ATTR_ROUND, "r")) if kind in DATASETS else "regenerate it"
+    version = _attr(attrs, ATTR_SCHEMA_VERSION, int, path)
+    kind = _attr(attrs, ATTR_KIND, str, path) if ATTR_KIND in attrs else ""
+    if version != SCHEMA_VERSION:
+        round_hint = attrs.get(ATTR_ROUND, "r")
+        advice = rerun_advice(kind, round_hint) if kind in DATASETS else "regenerate it"
         raise CacheError(
             path,
             None,
-            f"has cache schema_version {int(version)} but this code reads schema_version {SCHEMA_VERSION}: {advice}",
+            f"has cache schema_version {version} but this code reads schema_version {SCHEMA_VERSION}: {advice}",
         )
     missing = [a for a in REQUIRED_ATTRS if a not in attrs]
     if missing or kind not in DATASETS:
         what = f"lacks attributes {missing}" if missing else f"has unknown kind {kind!r}"
         raise CacheError(path, None, f"{what}; it was not written by cache.io: delete it and rerun the stage")
     try:
-        producer = json.loads(attrs[ATTR_PRODUCER])
-    except (TypeError, ValueError) as err:
+        producer = json.loads(_attr(attrs, ATTR_PRODUCER, str, path))
+    except ValueError as err:
         raise CacheError(
             path, None, f"attribute 'producer' is not valid JSON ({err}): {rerun_advice(kind, 'r')}"
         ) from None
+    if not isinstance(producer, dict):
+        raise CacheError(path, None, f"attribute 'producer' is not a JSON object: {MALFORMED}")
+    num_users = _attr(attrs, ATTR_NUM_USERS, int, path)
+    num_edges = _attr(attrs, ATTR_NUM_EDGES, int, path) if ATTR_NUM_EDGES in attrs else None
+    if num_users < 0 or (num_edges is not None and num_edges < 0):
+        raise CacheError(path, None, f"attribute num_users / num_edges is negative: {MALFORMED}")
     return CacheInfo(
         path=path,
         kind=kind,
-        schema_version=int(version),
-        round=int(attrs[ATTR_ROUND]),
-        corpus_fingerprint=str(attrs[ATTR_FINGERPRINT]),
+        schema_version=version,
+        round=_attr(attrs, ATTR_ROUND, int, path),
+        corpus_fingerprint=_attr(attrs, ATTR_FINGERPRINT, str, path),
         producer=producer,
-        model=str(attrs[ATTR_MODEL]),
-        created=str(attrs[ATTR_CREATED]),
-        num_users=int(attrs[ATTR_NUM_USERS]),
-        num_edges=int(attrs[ATTR_NUM_EDGES]) if ATTR_NUM_EDGES in attrs else None,
+        model=_attr(attrs, ATTR_MODEL, str, path),
+        created=_attr(attrs, ATTR_CREATED, str, path),
+        num_users=num_users,
+        num_edges=num_edges,
     )
+
+
+def check_members(h5: h5py.File, path: Path, kind: str, advice: str) -> None:
+    """The file holds exactly the schema's datasets, each stored inside this file.
+
+    Refused: any member that is not a hard link (soft, external or dangling links), any extra member, a
+    dataset with external raw storage or a virtual dataset (both read other files), a filtered dataset, and
+    a dtype other than the schema's.
+    """
+    wanted = {spec.name for spec in DATASETS[kind]}
+    for name in h5:
+        link = h5.get(name, getlink=True)
+        if isinstance(link, h5py.ExternalLink):
+            raise CacheError(
+                path, name, f"is an external link to {link.filename}:{link.path}; a cache file must hold "
+                f"its own data (refusing to follow it): {MALFORMED}",
+            )  # fmt: skip
+        if not isinstance(link, h5py.HardLink):
+            raise CacheError(path, name, f"is a {type(link).__name__} (refusing to follow it): {MALFORMED}")
+        if name not in wanted:
+            raise CacheError(path, name, f"is not part of a {kind!r} cache file: {MALFORMED}")
+    for spec in DATASETS[kind]:
+        if spec.name not in h5:
+            raise CacheError(path, spec.name, f"is missing: {advice}")
+        dset = h5[spec.name]
+        if not isinstance(dset, h5py.Dataset):
+            raise CacheError(path, spec.name, f"is a group, not a dataset: {MALFORMED}")
+        if dset.is_virtual:
+            raise CacheError(path, spec.name, f"is a virtual dataset (it reads other files): {MALFORMED}")
+        if dset.external:
+            raise CacheError(
+                path, spec.name, f"uses external raw storage {dset.external[0][0]!r}: {MALFORMED}"
+            )
+        if dset.compression is not None or dset.id.get_create_plist().get_nfilters():
+            raise CacheError(path, spec.name, f"is compressed or filtered (cache.io never is): {MALFORMED}")
+        check_dtype(spec, dset.dtype, path, advice)
+
+
+def check_storage(h5: h5py.File, path: Path, kind: str, advice: str) -> None:
+    """Each dataset stores all the data its shape declares (cache.io writes every byte, uncompressed)."""
+    for spec in DATASETS[kind]:
+        dset = h5[spec.name]
+        declared = int(np.prod(dset.shape, dtype=np.float64) * dset.dtype.itemsize)
+        stored = dset.id.get_storage_size()
+        if stored < declared:
+            raise CacheError(
+                path, spec.name, f"declares shape {list(dset.shape)} ({declared} bytes) but the file stores "
+                f"only {stored} bytes of it (truncated or crafted): {advice}",
+            )  # fmt: skip
 
 
 def read_cache_info(path: str | Path) -> CacheInfo:
@@ -308,15 +387,32 @@ def check_header(
             None,
             f"cache belongs to corpus fingerprint {info.corpus_fingerprint} but the corpus is {fingerprint}: {advice}",
         )
-    for spec in DATASETS[kind]:
-        if spec.name not in h5 or not isinstance(h5[spec.name], h5py.Dataset):
-            raise CacheError(path, spec.name, f"is missing: {advice}")
-        check_dtype(spec, h5[spec.name].dtype, path, advice)
     sizes = {"N": info.num_users if num_users is None else num_users}
     if kind == KIND_GRAPH:
         sizes["E"] = info.num_edges if num_edges is None else num_edges
-    check_shapes(kind, {s.name: h5[s.name].shape for s in DATASETS[kind]}, sizes, path, advice)
+        if sizes["E"] is None:
+            raise CacheError(path, None, f"a graph file without attribute 'num_edges': {MALFORMED}")
+    try:
+        check_members(h5, path, kind, advice)
+        # shapes against the corpus (num_users / num_edges) before any data is read
+        check_shapes(kind, {s.name: h5[s.name].shape for s in DATASETS[kind]}, sizes, path, advice)
+        check_storage(h5, path, kind, advice)
+    except CacheError:
+        raise
+    except Exception as err:  # noqa: BLE001 - h5py raises KeyError/OSError/TypeError on crafted files
+        raise CacheError(path, None, f"is malformed ({type(err).__name__}: {err}): {MALFORMED}") from None
     return info
+
+
+def read_datasets(h5: h5py.File, path: Path, kind: str) -> dict[str, np.ndarray]:
+    """Every dataset of a header-checked file, as arrays; HDF5 read errors become ``CacheError``."""
+    arrays = {}
+    for spec in DATASETS[kind]:
+        try:
+            arrays[spec.name] = h5[spec.name][()]
+        except (OSError, RuntimeError, ValueError) as err:
+            raise CacheError(path, spec.name, f"cannot be read ({err}): {MALFORMED}") from None
+    return arrays
 
 
 def _read(kind: str, cache_dir, round_idx: int, fingerprint: str, num_users: int, num_edges: int | None):
@@ -331,7 +427,7 @@ def _read(kind: str, cache_dir, round_idx: int, fingerprint: str, num_users: int
             num_users=num_users,
             num_edges=num_edges,
         )
-        arrays = {spec.name: h5[spec.name][()] for spec in DATASETS[kind]}
+        arrays = read_datasets(h5, path, kind)
     check_all_values(kind, arrays, path, num_users, rerun_advice(kind, round_idx))
     return arrays
 

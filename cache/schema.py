@@ -25,6 +25,9 @@ KIND_ENCODERS = "encoders"
 KIND_GRAPH = "graph"
 KINDS = (KIND_ENCODERS, KIND_GRAPH)
 
+# The largest free width (Di, Dt, Dg, H) a file may declare: a bound on what a read allocates per row.
+MAX_WIDTH = 1 << 16
+
 # Root attributes every cache file carries.
 ATTR_SCHEMA_VERSION = "schema_version"
 ATTR_KIND = "kind"

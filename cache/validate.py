@@ -10,7 +10,7 @@ from pathlib import Path
 
 import numpy as np
 
-from cache.schema import DATASETS, MASKED_ROWS, DatasetSpec
+from cache.schema import DATASETS, MASKED_ROWS, MAX_WIDTH, DatasetSpec
 from cache.types import CacheError
 
 
@@ -97,6 +97,12 @@ def check_shapes(
                 if dim < 1:
                     raise CacheError(
                         path, spec.name, f"has shape {fmt_shape(shape)}: width {sym} is 0: {advice}"
+                    )
+                if dim > MAX_WIDTH:
+                    raise CacheError(
+                        path,
+                        spec.name,
+                        f"has shape {fmt_shape(shape)}: width {sym} is over {MAX_WIDTH}: {advice}",
                     )
             if dim != want:
                 what = {

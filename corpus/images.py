@@ -31,14 +31,15 @@ def check_images(
     max_pixels: int | None,
     mode: Literal["header", "decode", "exists"] = "header",
     progress: bool | None = None,
+    workers: int = 1,
 ) -> dict[str, int]:
     """Check each distinct image path once; return {relative path: size in bytes}.
 
     Rules: no absolute paths, drive letters, backslashes or ``..`` components; the real path (after
     resolving every symlink, in the folders and in the file itself) must lie inside the real corpus
     folder; the file must be a regular file. ``mode="header"`` also opens the header (format in
-    JPEG/PNG/WebP, ``width * height <= max_pixels``); ``"decode"`` decodes it fully.
-    Errors point at the first ``posts.jsonl`` line that references the path.
+    JPEG/PNG/WebP, ``width * height <= max_pixels``); ``"decode"`` decodes it fully, over ``workers``
+    processes when more than one. Errors point at the first ``posts.jsonl`` line that references the path.
     """
     if mode not in ("header", "decode", "exists"):
         raise ValueError(f"image_check must be 'header', 'decode' or 'exists', got {mode!r}")
@@ -51,6 +52,7 @@ def check_images(
     else:
         disable = not progress
     bar = tqdm(items, total=len(first_line), desc="checking images", unit="img", disable=disable)
+    pending: list[tuple[str, str, int]] = []  # (real path, rel, line) to decode in parallel
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", Image.DecompressionBombWarning)
         for rel, line in bar:
@@ -85,9 +87,45 @@ def check_images(
             if not stat.S_ISREG(st.st_mode):
                 raise fail("not a regular file")
             sizes[rel] = st.st_size
-            if mode != "exists":
+            if mode == "decode" and workers > 1:
+                pending.append((full, rel, line))
+            elif mode != "exists":
                 _check_header(full, max_pixels, mode == "decode", fail)
+    if pending:
+        _decode_parallel(pending, max_pixels, posts_name, workers, disable)
     return sizes
+
+
+class _Failed(Exception):
+    pass
+
+
+def _decode_one(item: tuple[str, int | None]) -> str | None:
+    """Decode one image in a worker; the error message, or None when it decodes."""
+    path, max_pixels = item
+
+    def fail(msg: str) -> _Failed:
+        return _Failed(msg)
+
+    try:
+        _check_header(path, max_pixels, True, fail)
+    except _Failed as err:
+        return str(err)
+    return None
+
+
+def _decode_parallel(pending: list, max_pixels: int | None, posts_name: str, workers: int, disable) -> None:
+    """Fully decode ``pending`` (path, rel, line) over ``workers`` processes; raise for the first failure
+    in file order, exactly as the sequential check would."""
+    from concurrent.futures import ProcessPoolExecutor
+
+    with ProcessPoolExecutor(max_workers=workers) as pool:
+        results = pool.map(_decode_one, [(full, max_pixels) for full, _, _ in pending], chunksize=64)
+        bar = tqdm(results, total=len(pending), desc="decoding images", unit="img", disable=disable)
+        errors = list(bar)
+    for (_, rel, line), msg in zip(pending, errors):
+        if msg is not None:
+            raise CorpusError(posts_name, line, "image", f"{msg}: {rel!r}")
 
 
 def _check_header(path: str, max_pixels: int | None, decode: bool, fail) -> None:

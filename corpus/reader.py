@@ -38,6 +38,7 @@ def load_corpus(
     max_image_pixels: int | None = DEFAULT_MAX_IMAGE_PIXELS,
     image_check: Literal["header", "decode", "exists"] = "header",
     progress: bool | None = None,
+    image_workers: int = 1,
 ) -> Corpus:
     """Read and validate the corpus folder ``root``.
 
@@ -52,6 +53,7 @@ def load_corpus(
             ``"decode"`` fully decodes each one (slow, catches truncated files up front); ``"exists"`` only
             checks that the file is there. Whatever the mode, ``Corpus.load_image`` names the file on failure.
         progress: show a progress bar for the image check (None: only for large corpora on a terminal).
+        image_workers: processes for ``image_check="decode"`` (1: in this process).
     """
     root = Path(root)
     if not root.is_dir():
@@ -69,8 +71,9 @@ def load_corpus(
     edges = _parse_edges(edges_bytes, user_index)
 
     sizes = check_images(
-        root, posts["images_first_line"], POSTS, max_image_pixels, image_check, progress=progress
-    )
+        root, posts["images_first_line"], POSTS, max_image_pixels, image_check, progress=progress,
+        workers=image_workers,
+    )  # fmt: skip
     for rel in sorted(sizes):
         digest.update(f"{rel}\0{sizes[rel]}\n".encode())
 
@@ -216,6 +219,12 @@ def _parse_users(data: bytes, min_labelled_per_class: int) -> dict:
     for uid, line in zip(user_ids, lines):
         if not uid.strip():
             raise CorpusError(USERS, line, "user_id", "empty user id")
+        if uid != uid.strip():
+            raise CorpusError(
+                USERS, line, "user_id",
+                f"user id {uid!r} has leading or trailing whitespace; remove it (posts.jsonl and edges.csv "
+                "refer to users by the exact id)",
+            )  # fmt: skip
         if uid in first_line:
             raise CorpusError(
                 USERS, line, "user_id", f"duplicate user id {uid!r} (first on line {first_line[uid]})"

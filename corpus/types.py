@@ -6,6 +6,7 @@ The field table lives in docs/architecture.md; this module is its single impleme
 from __future__ import annotations
 
 import csv
+import os
 from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
@@ -133,20 +134,36 @@ class Corpus:
         return None if rel is None else self.root / rel
 
     def load_image(self, post_idx: int) -> Image.Image:
-        """Decode the post's image as RGB. Raises CorpusError naming the file (and the posts.jsonl line)."""
+        """Decode the post's image as RGB. Raises CorpusError naming posts.jsonl, the line and the image.
+
+        Containment is checked again at open time (the real path must still be a regular file inside the
+        corpus folder), so an image swapped for a symlink after loading is not read from outside it.
+        """
         rel = self.post_image[post_idx]
         line = None if self.post_lines is None else int(self.post_lines[post_idx])
         if rel is None:
             raise CorpusError("posts.jsonl", line, "image", f"post {post_idx} has no image (image is null)")
-        path = self.root / rel
+        root_real = os.path.realpath(self.root)
+        real = os.path.realpath(os.path.join(root_real, rel))
+        if not real.startswith(root_real.rstrip(os.sep) + os.sep):
+            raise CorpusError(
+                "posts.jsonl",
+                line,
+                "image",
+                f"path now resolves outside the corpus folder to {real!r}: {rel!r}",
+            )
+        if not os.path.isfile(real):
+            raise CorpusError(
+                "posts.jsonl", line, "image", f"image file not found or not a regular file: {rel!r}"
+            )
         try:
-            with Image.open(path) as img:
+            with Image.open(real) as img:
                 width, height = img.size
                 if self.max_image_pixels is not None and width * height > self.max_image_pixels:
                     raise CorpusError(
-                        rel, None, None,
+                        "posts.jsonl", line, "image",
                         f"image is {width}x{height} = {width * height} pixels, over the limit of "
-                        f"{self.max_image_pixels} (max_image_pixels; referenced by posts.jsonl, line {line})",
+                        f"{self.max_image_pixels} (max_image_pixels): {rel!r}",
                     )  # fmt: skip
                 img.load()
                 return img.convert("RGB")
@@ -154,8 +171,8 @@ class Corpus:
             raise
         except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as err:
             raise CorpusError(
-                rel, None, None, f"cannot decode image (referenced by posts.jsonl, line {line}): {err}"
-            ) from err
+                "posts.jsonl", line, "image", f"cannot decode image ({type(err).__name__}: {err}): {rel!r}"
+            ) from None
 
     # ---- labels and splits -------------------------------------------------------------------------
     @property

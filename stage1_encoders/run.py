@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from cache import CacheError
+from cache.atomic import DiskFullError
 from corpus import CorpusError
 from mmga_common import quiet_third_party
 from stage1_encoders.config import ConfigError, Stage1Config, leaf_fields
@@ -130,7 +131,7 @@ def main(argv: list[str] | None = None) -> int:
 
     try:
         result = run_stage1(cfg)
-    except (ConfigError, CorpusError, CacheError) as err:
+    except (ConfigError, CorpusError, CacheError, DiskFullError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
     if result.global_rank != 0:

@@ -20,6 +20,7 @@ from lightning.pytorch.callbacks import Callback, ModelCheckpoint
 from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
 
 from cache import CacheError, encoder_file, read_cache_info, read_graph_outputs, write_encoder_embeddings
+from cache.checkpoint import SafeCheckpointIO
 from corpus import Corpus, load_corpus
 from mmga_common.progress import StepProgress
 from stage1_encoders.config import ConfigError, Stage1Config
@@ -246,6 +247,7 @@ def _trainer(cfg: Stage1Config, out_dir: Path, callbacks: list[Callback]) -> L.T
         callbacks=callbacks,
         default_root_dir=out_dir,
         deterministic=tc.deterministic,
+        plugins=[SafeCheckpointIO()],  # weights-only loads (also on resume) and atomic checkpoint writes
     )
 
 

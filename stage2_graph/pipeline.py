@@ -14,6 +14,7 @@ from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
 from lightning.pytorch.strategies import DDPStrategy
 
 from cache import graph_file, write_graph_outputs
+from cache.checkpoint import SafeCheckpointIO, load_checkpoint
 from mmga_common.progress import StepProgress
 from stage2_graph.config import ConfigError, Stage2Config, processes
 from stage2_graph.data import MaskingDataset, Stage2DataModule, Stage2InputError, load_graph_inputs
@@ -72,6 +73,8 @@ def _resume_path(cfg: Stage2Config, checkpoint_dir: Path) -> Path | None:
     path = Path(resume)
     if not path.is_file():
         raise ConfigError(f"field 'trainer.resume': checkpoint {path} not found")
+    # refuse a damaged or code-carrying file with a clean error before Lightning sees it
+    load_checkpoint(path)
     return path
 
 
@@ -79,7 +82,7 @@ def load_init_checkpoint(system: Stage2System, path: Path) -> None:
     """Copy the weights of a previous stage-2 checkpoint into ``system`` (optimizer state is not kept)."""
     if not Path(path).is_file():
         raise ConfigError(f"field 'init_checkpoint': {path} not found")
-    checkpoint = torch.load(path, map_location="cpu", weights_only=True)
+    checkpoint = load_checkpoint(path)
     try:
         system.load_state_dict(checkpoint["state_dict"], strict=True)
     except (KeyError, RuntimeError) as err:
@@ -137,6 +140,7 @@ def build_trainer(
         limit_val_batches=0,
         num_sanity_val_steps=0,
         default_root_dir=out_dir,
+        plugins=[SafeCheckpointIO()],  # weights-only loads (also on resume) and atomic checkpoint writes
     )
     log_dir = Path(loggers[0].log_dir) if trainer_cfg.csv_logger else out_dir
     return trainer, log_dir
@@ -212,9 +216,7 @@ def _run(cfg: Stage2Config) -> Stage2Result:
 
     metrics = history.summary()
     if spawned:  # the loss history stayed in the workers; their checkpoint knows the step
-        metrics = {
-            "steps_run": float(torch.load(checkpoint, map_location="cpu", weights_only=False)["global_step"])
-        }
+        metrics = {"steps_run": float(load_checkpoint(checkpoint)["global_step"])}
     metrics["fit_seconds"] = fit_seconds
     if not trainer.is_global_zero:  # under ddp every rank gets here; rank 0 alone exports and writes
         cache_file = graph_file(cfg.cache_dir, cfg.round)

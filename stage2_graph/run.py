@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from cache import CacheError
+from cache.atomic import DiskFullError
 from corpus import CorpusError
 from mmga_common import quiet_third_party
 from stage2_graph.config import ConfigError, Stage2Config
@@ -163,7 +164,7 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     try:
         result = run_stage2(cfg)
-    except (ConfigError, Stage2InputError, CacheError, CorpusError) as err:
+    except (ConfigError, Stage2InputError, CacheError, CorpusError, DiskFullError) as err:
         print(f"stage2_graph.run: error: {err}", file=sys.stderr)
         return 2
     if result.global_rank != 0:  # under ddp every rank returns here; rank 0 reports

@@ -25,9 +25,13 @@ def build_parser() -> argparse.ArgumentParser:
         "--overwrite", action="store_true", help="replace an earlier generator output in --out"
     )
     for f, flag, help_text in config_fields():
-        kind = {"int": int, "float": float}[f.type if isinstance(f.type, str) else f.type.__name__]
+        kind = {"int": int, "float": float, "str": str}[
+            f.type if isinstance(f.type, str) else f.type.__name__
+        ]
         default = f.default if f.default is not MISSING else None
-        parser.add_argument(flag, dest=f.name, type=kind, default=default, help=help_text)
+        parser.add_argument(
+            flag, dest=f.name, type=kind, default=default, choices=f.metadata.get("choices"), help=help_text
+        )
     return parser
 
 

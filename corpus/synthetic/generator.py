@@ -1,8 +1,12 @@
 """``generate``: write a synthetic corpus with planted structure (design: docs/corpus.md).
 
-Topic k = (visual factor k // T, textual factor k % T): a post's image shows only its visual factor and its
-caption only its textual factor, so neither modality alone identifies the topic. The ground truth goes to
-``_truth.npz`` (outside the documented format; the reader ignores it).
+Design 'shared' (default): a post's image and caption both show the post's topic, but each modality confuses
+some topic pairs: topics 2i and 2i+1 share an image pattern (told apart by the palette), topics sharing a caption
+vocabulary family are paired differently (told apart by a few specific words), and some users' images or
+captions do not show the difference at all. Design 'factorised' (the earlier one): topic k = (visual factor
+k // T, textual factor k % T), the image shows only the first and the caption only the second. Each user also
+has a secondary-interest topic: most off-topic posts are about it and most cross-topic edges go to users of it.
+The ground truth goes to ``_truth.npz`` (outside the documented format; the reader ignores it).
 """
 
 from __future__ import annotations
@@ -11,7 +15,6 @@ import io
 import json
 import multiprocessing
 import os
-import shutil
 import warnings
 import zipfile
 from dataclasses import asdict
@@ -20,6 +23,7 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
+from corpus.ownership import remove_generated
 from corpus.synthetic.config import SyntheticConfig
 from corpus.synthetic.graph import dcsbm_edges, pareto_theta
 from corpus.synthetic.render import render_chunk
@@ -61,9 +65,8 @@ def generate(out_dir: str | Path, cfg: SyntheticConfig | None = None, *, overwri
     existing = [name for name in OUTPUTS if (out / name).exists()]
     if existing and not overwrite:
         raise FileExistsError(f"{out} already holds {', '.join(existing)}; pass overwrite=True (--overwrite)")
-    for name in existing:
-        path = out / name
-        shutil.rmtree(path) if path.is_dir() else path.unlink()
+    if existing:
+        remove_generated(out)  # only files named like ours; refuses if anything else is there
     out.mkdir(parents=True, exist_ok=True)
 
     rng_users, rng_posts, rng_text, rng_graph, rng_stats = (
@@ -71,18 +74,26 @@ def generate(out_dir: str | Path, cfg: SyntheticConfig | None = None, *, overwri
     )
     truth = _users(cfg, rng_users)
     truth.update(_posts(cfg, truth, rng_posts))
+    specific_share = cfg.specific_word_share if cfg.design == "shared" else 0.0
     captions = make_captions(
-        truth["topic_text"][truth["post_topic"]], truth["post_quality"], truth["post_has_text"],
-        cfg.caption_words, cfg.topic_word_share, rng_text,
+        truth["topic_text"][truth["post_topic"]], truth["post_text_cue"], truth["post_quality"],
+        truth["post_has_text"], cfg.caption_words, cfg.topic_word_share, specific_share, rng_text,
     )  # fmt: skip
     theta = pareto_theta(cfg.num_users, cfg.degree_exponent, rng_graph)
     num_edges = _feasible_edges(cfg, truth["user_topic"])
+    topic, secondary = truth["user_topic"], truth["user_secondary"]
     edges = (
-        dcsbm_edges(truth["user_topic"], theta, num_edges, cfg.homophily, rng_graph)
+        dcsbm_edges(topic, theta, num_edges, cfg.homophily, rng_graph, secondary, cfg.cross_edge_affinity)
         if num_edges
         else np.zeros((0, 2), np.int64)
     )
-    truth.update(user_theta=theta, edges=edges)
+    a, b = edges[:, 0], edges[:, 1]
+    truth.update(
+        user_theta=theta,
+        edges=edges,
+        edge_same_topic=topic[a] == topic[b],
+        edge_secondary=(topic[a] != topic[b]) & ((secondary[a] == topic[b]) | (secondary[b] == topic[a])),
+    )
     truth.update(_stats_and_fans(cfg, truth, edges, rng_stats))
 
     user_ids = [f"u{i:0{max(5, len(str(cfg.num_users - 1)))}d}" for i in range(cfg.num_users)]
@@ -127,14 +138,36 @@ def _users(cfg: SyntheticConfig, rng: np.random.Generator) -> dict:
     no_post = kind < cfg.no_post_share
     few = ~no_post & (kind < cfg.no_post_share + cfg.few_post_share)
     n = np.where(no_post, 0, np.where(few, rng.integers(1, 3, cfg.num_users), n))
+    secondary = (topic + 1 + rng.integers(0, max(cfg.num_topics - 1, 1), cfg.num_users)) % cfg.num_topics
+    image_ambiguous = rng.random(cfg.num_users) < cfg.image_ambiguous_share
+    text_ambiguous = rng.random(cfg.num_users) < cfg.text_ambiguous_share
+    if cfg.design == "factorised":
+        visual, textual = k // cfg.num_text_factors, k % cfg.num_text_factors
+        image_ambiguous[:] = text_ambiguous[:] = False
+    else:
+        # Image twins {2i, 2i+1} and caption twins {2i+1, 2i+2 mod K} differ, so (image family, caption
+        # family) names the topic while each alone leaves a pair.
+        visual, textual = k // 2, ((k + 1) % cfg.num_topics) // 2
     return {
-        "topic_visual": k // cfg.num_text_factors,
-        "topic_text": k % cfg.num_text_factors,
+        "topic_visual": visual,
+        "topic_text": textual,
         "user_topic": topic,
+        "user_secondary": secondary,
+        "user_image_ambiguous": image_ambiguous,
+        "user_text_ambiguous": text_ambiguous,
         "user_quality": rng.normal(size=cfg.num_users),
         "user_activity": rng.normal(size=cfg.num_users),
         "user_num_posts": n.astype(np.int64),
     }
+
+
+def _random_member(family: np.ndarray, families: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """For each entry of ``family``, a uniformly random topic k with ``families[k] == family``."""
+    order = np.argsort(families, kind="stable")
+    counts = np.bincount(families)
+    starts = np.concatenate([[0], np.cumsum(counts)[:-1]])
+    pick = (rng.random(family.size) * counts[family]).astype(np.int64)
+    return order[starts[family] + pick]
 
 
 def _posts(cfg: SyntheticConfig, truth: dict, rng: np.random.Generator) -> dict:
@@ -144,21 +177,35 @@ def _posts(cfg: SyntheticConfig, truth: dict, rng: np.random.Generator) -> dict:
     own = truth["user_topic"][post_user]
     off = (rng.random(p) < cfg.off_topic_share) if k > 1 else np.zeros(p, dtype=bool)
     other = (own + 1 + rng.integers(0, max(k - 1, 1), p)) % k
+    other = np.where(rng.random(p) < cfg.secondary_share, truth["user_secondary"][post_user], other)
     post_topic = np.where(off, other, own)
+    # The cue that tells a topic from its twin follows the post's topic, or a random twin for ambiguous users.
+    visual_twin = _random_member(truth["topic_visual"][post_topic], truth["topic_visual"], rng)
+    text_twin = _random_member(truth["topic_text"][post_topic], truth["topic_text"], rng)
+    image_cue = np.where(truth["user_image_ambiguous"][post_user], visual_twin, post_topic)
+    text_cue = np.where(truth["user_text_ambiguous"][post_user], text_twin, post_topic)
     quality = _sigmoid(truth["user_quality"][post_user] + 0.3 * rng.normal(size=p))
     has_image = rng.random(p) >= cfg.no_image_share
     has_text = rng.random(p) >= cfg.empty_text_share
     visual = truth["topic_visual"][post_topic]
+    shared = cfg.design == "shared"
+    palette = image_cue % 2 if shared else np.full(p, -1, dtype=np.int64)
+    if shared:  # a family with one topic (odd K) has no twin to tell apart: random palette
+        single = np.bincount(truth["topic_visual"])[visual] == 1
+        palette = np.where(single, rng.integers(0, 2, p), palette)
     image_id = np.full(p, -1, dtype=np.int64)
     if cfg.image_pool == 0:
         image_id[has_image] = np.arange(int(has_image.sum()))
-        image_visual, image_quality = visual[has_image], quality[has_image]
+        image_visual, image_palette, image_quality = visual[has_image], palette[has_image], quality[has_image]
     else:
-        cells = cfg.num_visual_factors * QUALITY_BINS
+        palettes = 2 if shared else 1
+        cells = cfg.num_image_families * palettes * QUALITY_BINS
         pool = np.arange(cfg.image_pool)
-        image_visual = (pool % cells) // QUALITY_BINS
+        image_visual = (pool % cells) // (palettes * QUALITY_BINS)
+        image_palette = ((pool % cells) // QUALITY_BINS) % palettes if shared else np.full(pool.size, -1)
         image_quality = ((pool % cells) % QUALITY_BINS + 0.5) / QUALITY_BINS
-        cell = visual * QUALITY_BINS + np.minimum((quality * QUALITY_BINS).astype(np.int64), QUALITY_BINS - 1)
+        q_bin = np.minimum((quality * QUALITY_BINS).astype(np.int64), QUALITY_BINS - 1)
+        cell = (visual * palettes + np.maximum(palette, 0)) * QUALITY_BINS + q_bin
         per_cell = (cfg.image_pool - cell + cells - 1) // cells  # pool images i with i % cells == cell
         pick = cell + cells * (rng.random(p) * per_cell).astype(np.int64)
         image_id[has_image] = pick[has_image]
@@ -170,7 +217,11 @@ def _posts(cfg: SyntheticConfig, truth: dict, rng: np.random.Generator) -> dict:
         "post_has_image": has_image,
         "post_has_text": has_text,
         "post_image_id": image_id,
+        "post_image_cue": image_cue,
+        "post_text_cue": text_cue,
+        "post_palette": palette.astype(np.int64),
         "image_visual": image_visual.astype(np.int64),
+        "image_palette": image_palette.astype(np.int64),
         "image_quality": image_quality,
     }
 
@@ -188,7 +239,7 @@ def _stats_and_fans(cfg: SyntheticConfig, truth: dict, edges: np.ndarray, rng: n
     loads = rng.uniform(0.4, 1.0, cfg.num_stats) * rng.choice([-1.0, 1.0], cfg.num_stats)
     z = (
         loads[:, None] * activity
-        + 0.35 * topic_effect[:, truth["user_topic"]]
+        + cfg.stats_topic_effect * topic_effect[:, truth["user_topic"]]
         + 0.6 * rng.normal(size=(cfg.num_stats, n))
     )
     stats = np.round(np.exp(rng.uniform(0.0, 4.0, (cfg.num_stats, 1)) + 0.5 * z), 2).T  # [N, F], positive
@@ -254,9 +305,9 @@ def _write_edges(path: Path, user_ids: list[str], edges: np.ndarray, rng) -> Non
 def _render_all(
     out: Path, cfg: SyntheticConfig, image_paths: list[str], truth: dict, progress: bool | None
 ) -> int:
-    visual, quality = truth["image_visual"], truth["image_quality"]
+    visual, palette, quality = truth["image_visual"], truth["image_palette"], truth["image_quality"]
     tasks = [
-        (str(out), image_paths[s : s + CHUNK], visual[s : s + CHUNK], quality[s : s + CHUNK],
+        (str(out), image_paths[s : s + CHUNK], visual[s : s + CHUNK], palette[s : s + CHUNK], quality[s : s + CHUNK],
          (cfg.seed, _IMAGE_STREAM, s // CHUNK), cfg.image_size, cfg.image_noise)
         for s in range(0, len(image_paths), CHUNK)
     ]  # fmt: skip

@@ -1,5 +1,6 @@
-"""Rendering the synthetic images: the visual factor is a texture *pattern*; colours are random (so colour says
-nothing about the topic) and the user's content quality sets contrast and noise.
+"""Rendering the synthetic images: the image family is a texture *pattern*; the palette is either random (colour
+says nothing: design 'factorised') or warm / cool foreground on a grey background (design 'shared': the
+palette tells the two topics of a family apart); the user's content quality sets contrast and noise.
 
 Everything is vectorised over a chunk of images; each chunk has its own seed, so the bytes do not depend on
 how chunks are spread over worker processes.
@@ -18,17 +19,28 @@ PATTERNS = ("stripes", "rings", "checker", "diagonal", "spokes", "dots")
 _PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 
 
+WARM_FG = ((0.75, 1.0), (0.3, 0.6), (0.0, 0.2))  # (low, high) per RGB channel
+COOL_FG = ((0.0, 0.2), (0.4, 0.7), (0.75, 1.0))
+
+
 def render_images(
-    visual: np.ndarray, quality: np.ndarray, seed: tuple[int, ...], size: int, noise: float
+    visual: np.ndarray,
+    quality: np.ndarray,
+    seed: tuple[int, ...],
+    size: int,
+    noise: float,
+    palette: np.ndarray | None = None,
 ) -> np.ndarray:
     """Render one chunk.
 
     Args:
-        visual: int [B], visual factor (index into PATTERNS).
+        visual: int [B], image family (index into PATTERNS).
         quality: float [B] in [0, 1]; higher = more contrast, less noise.
         seed: entropy of this chunk's random stream.
         size: image side in pixels.
         noise: standard deviation of the pixel noise at quality 0.5 (pixel range [0, 1]).
+        palette: int [B] or None: -1 random colours, 0 warm, 1 cool foreground on a dark or light grey
+            background (None: all -1).
 
     Returns:
         uint8 [B, size, size, 3].
@@ -47,6 +59,15 @@ def render_images(
     fg = rng.uniform(0, 1, size=(b, 1, 1, 3)).astype(f32)
     bg = np.clip(1 - fg + rng.normal(0, 0.1, size=(b, 1, 1, 3)).astype(f32), 0, 1)
     pixel_noise = rng.standard_normal(size=(b, size, size, 3), dtype=f32)
+    if palette is not None and (palette >= 0).any():
+        unit = rng.random(size=(b, 1, 1, 3)).astype(f32)
+        grey = np.where(rng.random(size=(b, 1, 1, 1)) < 0.5, 0.05, 0.75) + 0.2 * rng.random(size=(b, 1, 1, 1))
+        for value, ranges in ((0, WARM_FG), (1, COOL_FG)):
+            sel = palette == value
+            low = np.array([r[0] for r in ranges], dtype=f32)
+            high = np.array([r[1] for r in ranges], dtype=f32)
+            fg[sel] = low + (high - low) * unit[sel]
+            bg[sel] = grey[sel].astype(f32)
 
     pattern = np.zeros((b, size, size), dtype=f32)
     kind = visual % len(PATTERNS)
@@ -113,8 +134,8 @@ def _chunk(kind: bytes, data: bytes) -> bytes:
 
 def render_chunk(task: tuple) -> int:
     """Render and write one chunk; returns the bytes written. ``task`` is picklable for worker processes."""
-    root, rel_paths, visual, quality, seed, size, noise = task
-    pixels = render_images(visual, quality, seed, size, noise)
+    root, rel_paths, visual, palette, quality, seed, size, noise = task
+    pixels = render_images(visual, quality, seed, size, noise, palette)
     written = 0
     root = Path(root)
     made: set[str] = set()

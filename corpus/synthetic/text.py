@@ -1,5 +1,9 @@
-"""Captions: words of the post's textual factor mixed with shared filler words, plus praise words whose
-frequency grows with the user's content quality. Real English words, so pretrained tokenizers see whole words."""
+"""Captions: words of the post's topic mixed with shared filler words, plus praise words whose frequency grows
+with the user's content quality. Real English words, so pretrained tokenizers see whole words.
+
+A caption's topic words come from a *family* vocabulary (``TEXT_FACTOR_WORDS``; with design 'shared' two topics,
+caption twins, share one) and, with probability ``specific_word_share``, from a topic-specific list
+(``TOPIC_WORDS``) that tells the twins apart."""
 
 from __future__ import annotations
 
@@ -18,6 +22,20 @@ TEXT_FACTOR_WORDS = (
      "algorithm", "server", "chip", "app", "coding", "drone", "battery", "network"),
     ("dress", "sneakers", "jacket", "outfit", "jewelry", "handbag", "denim", "runway",
      "boutique", "lipstick", "scarf", "boots", "style", "makeup", "designer", "sunglasses"),
+)  # fmt: skip
+TOPIC_WORDS = (
+    ("vegan", "tofu", "smoothie", "kale", "granola", "avocado"),
+    ("castle", "cathedral", "ruins", "gallery", "monument", "palace"),
+    ("camping", "tent", "campfire", "trail", "canyon", "forest"),
+    ("surfing", "waves", "kayak", "sailing", "diving", "snorkel"),
+    ("yoga", "meditation", "pilates", "stretching", "breathing", "balance"),
+    ("jazz", "saxophone", "trumpet", "blues", "swing", "orchestra"),
+    ("gaming", "console", "controller", "arcade", "esports", "joystick"),
+    ("camera", "lens", "tripod", "portrait", "shutter", "aperture"),
+    ("knitting", "pottery", "painting", "sketch", "canvas", "crafts"),
+    ("garden", "flowers", "tulips", "roses", "seeds", "greenhouse"),
+    ("puppy", "kitten", "dog", "cat", "parrot", "hamster"),
+    ("wedding", "bride", "ceremony", "bouquet", "vows", "reception"),
 )  # fmt: skip
 FILLER_WORDS = (
     "today", "my", "the", "a", "with", "so", "this", "is", "and", "new", "day", "time", "love", "friends",
@@ -38,30 +56,36 @@ QUALITY_WORDS = (
 
 
 def make_captions(
-    text_factor: np.ndarray,
+    family: np.ndarray,
+    specific: np.ndarray,
     quality: np.ndarray,
     has_text: np.ndarray,
     mean_words: float,
     topic_word_share: float,
+    specific_word_share: float,
     rng: np.random.Generator,
 ) -> list[str]:
     """One caption per post.
 
     Args:
-        text_factor: int [P], the post's textual factor (index into TEXT_FACTOR_WORDS).
+        family: int [P], the post's vocabulary family (index into TEXT_FACTOR_WORDS).
+        specific: int [P], index into TOPIC_WORDS of the post's topic-specific words (ignored when
+            ``specific_word_share`` is 0).
         quality: float [P] in [0, 1]; each of two praise-word slots is filled with probability ``0.6 * quality``.
         has_text: bool [P]; False gives "".
         mean_words: mean number of topic + filler words (at least 3).
-        topic_word_share: probability that a word comes from the textual factor's vocabulary.
+        topic_word_share: probability that a word is a topic word (family or specific).
+        specific_word_share: probability that a topic word comes from the specific list.
         rng: random stream.
 
     Returns:
         list of P strings.
     """
-    num_posts = text_factor.shape[0]
-    vocab = np.array(FILLER_WORDS + sum(TEXT_FACTOR_WORDS, ()) + QUALITY_WORDS)
+    num_posts = family.shape[0]
+    vocab = np.array(FILLER_WORDS + sum(TEXT_FACTOR_WORDS, ()) + QUALITY_WORDS + sum(TOPIC_WORDS, ()))
     n_filler, n_factor = len(FILLER_WORDS), len(TEXT_FACTOR_WORDS[0])
     quality_base = n_filler + n_factor * len(TEXT_FACTOR_WORDS)
+    specific_base, n_specific = quality_base + len(QUALITY_WORDS), len(TOPIC_WORDS[0])
 
     lengths = np.where(has_text, 3 + rng.poisson(max(mean_words - 3, 0), size=num_posts), 0)
     praise = np.where(has_text, rng.binomial(2, 0.6 * np.clip(quality, 0, 1)), 0)
@@ -70,9 +94,15 @@ def make_captions(
     is_topic = rng.random(slot_post.size) < topic_word_share
     word = np.where(
         is_topic,
-        n_filler + text_factor[slot_post] * n_factor + rng.integers(0, n_factor, slot_post.size),
+        n_filler + family[slot_post] * n_factor + rng.integers(0, n_factor, slot_post.size),
         rng.integers(0, n_filler, slot_post.size),
     )
+    if specific_word_share > 0:
+        is_specific = is_topic & (rng.random(slot_post.size) < specific_word_share)
+        specific_word = (
+            specific_base + specific[slot_post] * n_specific + rng.integers(0, n_specific, slot_post.size)
+        )
+        word = np.where(is_specific, specific_word, word)
     praise_word = quality_base + rng.integers(0, len(QUALITY_WORDS), int(praise.sum()))
     # Interleave: each post's words, then its praise words (one flat array in post order).
     ends = np.cumsum(total)

@@ -98,7 +98,14 @@ def test_gcn_learns_from_the_graph_and_selects_on_val_only(monkeypatch):
     assert again["topic"]["accuracy"]["mean"] == pytest.approx(1 - res["topic"]["accuracy"]["mean"])
 
 
-def test_gcn_names_a_missing_split():
+def test_gcn_skips_a_task_without_val_users_like_the_heads_do():
     x, edges, labels, fans, splits = _planted(60)
-    with pytest.raises(ValueError, match="no users with a known target in the val split"):
-        peers.evaluate_gcn(x, edges, labels, fans, np.where(splits == 1, 0, splits), CFG)
+    res = peers.evaluate_gcn(x, edges, labels, fans, np.where(splits == 1, 0, splits), CFG)
+    for task in ("topic", "fans"):
+        assert "val split" in res[task]["skipped"] and np.isnan(
+            res[task][next(iter(peers.tasks.METRICS[task]))]["mean"]
+        )
+    unlabelled = peers.evaluate_gcn(x, edges, np.full_like(labels, -1), fans, splits, CFG)
+    assert (
+        "no user has a known label" in unlabelled["topic"]["skipped"] and "skipped" not in unlabelled["fans"]
+    )

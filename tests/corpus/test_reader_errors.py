@@ -212,10 +212,10 @@ def test_truncated_image_fails_on_load_naming_the_file(make_corpus):
     corpus = load_corpus(root)  # the header is fine: the default check is cheap
     with pytest.raises(CorpusError) as info:
         corpus.load_image(2)
-    assert info.value.file == "images/x.png"
-    assert str(info.value).startswith(
-        "images/x.png: cannot decode image (referenced by posts.jsonl, line 1): "
-    )
+    # named like every other image error: posts.jsonl, the line, the field, then the image path
+    assert (info.value.file, info.value.line, info.value.field) == ("posts.jsonl", 1, "image")
+    assert str(info.value).startswith("posts.jsonl, line 1, field 'image': cannot decode image (OSError: ")
+    assert str(info.value).endswith(": 'images/x.png'")
     with pytest.raises(
         CorpusError, match=r"^posts.jsonl, line 1, field 'image': cannot decode image \(OSError: "
     ):
@@ -290,6 +290,6 @@ def test_load_image_enforces_the_pixel_limit_when_headers_were_not_checked(make_
     with pytest.raises(CorpusError) as info:
         corpus.load_image(0)  # y.jpg, 5x6
     assert str(info.value) == (
-        "images/sub/y.jpg: image is 5x6 = 30 pixels, over the limit of 20 (max_image_pixels; referenced by "
-        "posts.jsonl, line 2)"
+        "posts.jsonl, line 2, field 'image': image is 5x6 = 30 pixels, over the limit of 20 "
+        "(max_image_pixels): 'images/sub/y.jpg'"
     )

@@ -42,7 +42,7 @@ def best_single_factor_accuracy(factor: np.ndarray, target: np.ndarray) -> float
 def test_tiny_corpus_loads_and_matches_truth(tiny_corpus, tiny_corpus_loaded):
     corpus, truth = tiny_corpus_loaded, load_truth(tiny_corpus)
     assert corpus.num_users == 60
-    assert corpus.label_names == ["topic_0", "topic_1", "topic_2", "topic_3"]
+    assert corpus.label_names == [f"topic_{k}" for k in range(6)]
     np.testing.assert_array_equal(corpus.labels, truth["user_topic"])
     np.testing.assert_array_equal(corpus.fans, truth["user_fans"].astype(np.float64))
     np.testing.assert_array_equal(corpus.edges, truth["edges"])  # written shuffled, both orientations
@@ -76,6 +76,9 @@ def test_image_pool_shares_files(synthetic_corpus):
     has = truth["post_image_id"] >= 0
     post_visual = truth["topic_visual"][truth["post_topic"]]
     np.testing.assert_array_equal(truth["image_visual"][truth["post_image_id"][has]], post_visual[has])
+    np.testing.assert_array_equal(
+        truth["image_palette"][truth["post_image_id"][has]], truth["post_palette"][has]
+    )
 
 
 def test_labels_and_fans_can_be_left_empty(synthetic_corpus):
@@ -99,6 +102,14 @@ def test_same_seed_same_bytes_and_different_seed_differs(tmp_path):
     assert any(first[k] != other[k] for k in shared_images if k.startswith("images/"))
 
 
+@pytest.mark.parametrize(
+    "knobs", [{"image_pool": 48}, {"design": "factorised"}, {"topics": 5, "text_ambiguous_share": 0.9}]
+)
+def test_same_seed_same_bytes_for_other_knobs(tmp_path, knobs):
+    cfg = replace(SMALL, **knobs)
+    assert file_digests(generate(tmp_path / "a", cfg)) == file_digests(generate(tmp_path / "b", cfg))
+
+
 def test_bytes_do_not_depend_on_worker_processes(tmp_path, monkeypatch):
     cfg = replace(SMALL, num_users=30, avg_degree=4.0)
     in_process = file_digests(generate(tmp_path / "one", cfg))
@@ -120,7 +131,7 @@ def test_refuses_to_overwrite_without_flag(tmp_path):
 
 def test_tiny_corpus_lowers_a_too_dense_degree(tmp_path):
     with pytest.warns(
-        UserWarning, match=r"avg_degree 10.0 is too dense for 12 users at homophily 0.8; writing \d+ edges"
+        UserWarning, match=r"avg_degree 10.0 is too dense for 12 users at homophily 0.6; writing \d+ edges"
     ):
         root = generate(tmp_path, replace(SMALL, num_users=12))
     corpus = load_corpus(root, min_labelled_per_class=0)
@@ -132,6 +143,10 @@ def test_bad_knob_is_rejected():
         SyntheticConfig(homophily=1.5).check()
     with pytest.raises(ValueError, match="num_visual_factors must be in 1..6"):
         SyntheticConfig(num_visual_factors=7).check()
+    with pytest.raises(ValueError, match="design must be one of shared, factorised, got 'mixed'"):
+        SyntheticConfig(design="mixed").check()
+    with pytest.raises(ValueError, match=r"image_pool must be 0 or >= 24 \(one per image cell\), got 10"):
+        SyntheticConfig(image_pool=10).check()
 
 
 # ---- planted structure -------------------------------------------------------------------------------
@@ -157,9 +172,10 @@ def test_degrees_are_heavy_tailed_and_follow_theta():
     assert np.corrcoef(np.log(theta), np.log1p(degree))[0, 1] > 0.6
 
 
-def test_topic_needs_both_factors(synthetic_corpus):
-    """Neither the visual nor the textual factor alone tells the topic (best ~1/2 with 2x2); both do."""
-    root = synthetic_corpus(num_users=400, image_pool=64)
+def test_factorised_design_topic_needs_both_factors(synthetic_corpus):
+    """Design 'factorised': neither the visual nor the textual factor alone tells the topic (best ~1/2 with
+    2x2); both do."""
+    root = synthetic_corpus(num_users=400, image_pool=64, design="factorised", secondary_share=0.0)
     truth = load_truth(root)
     post_topic = truth["post_topic"]
     visual = truth["topic_visual"][post_topic]
@@ -184,8 +200,52 @@ def test_topic_needs_both_factors(synthetic_corpus):
     assert best_single_factor_accuracy(user_visual * 2 + user_textual, user_topic) > 0.9
 
 
-def test_captions_carry_only_the_textual_factor(synthetic_corpus):
+def test_shared_design_families_pair_topics_differently(synthetic_corpus):
+    """Design 'shared': image families and caption families each merge topic pairs, different pairs, so each
+    alone leaves a pair (best ~1/2 of the topics) and both name the topic; cues follow the post's topic except for
+    ambiguous users."""
+    root = synthetic_corpus(num_users=400, image_pool=64)
+    truth = load_truth(root)
+    visual, textual = truth["topic_visual"], truth["topic_text"]
+    np.testing.assert_array_equal(visual, [0, 0, 1, 1, 2, 2])
+    np.testing.assert_array_equal(textual, [0, 1, 1, 2, 2, 0])
+    post_topic = truth["post_topic"]
+    assert abs(best_single_factor_accuracy(visual[post_topic], post_topic) - 0.5) < 0.05
+    assert abs(best_single_factor_accuracy(textual[post_topic], post_topic) - 0.5) < 0.05
+    assert best_single_factor_accuracy(visual[post_topic] * 3 + textual[post_topic], post_topic) == 1.0
+    ambiguous_image = truth["user_image_ambiguous"][truth["post_user"]]
+    np.testing.assert_array_equal(truth["post_palette"][~ambiguous_image], post_topic[~ambiguous_image] % 2)
+    assert 0.4 < (truth["post_palette"][ambiguous_image] == post_topic[ambiguous_image] % 2).mean() < 0.6
+    ambiguous_text = truth["user_text_ambiguous"][truth["post_user"]]
+    cue = truth["post_text_cue"]
+    np.testing.assert_array_equal(cue[~ambiguous_text], post_topic[~ambiguous_text])
+    np.testing.assert_array_equal(textual[cue], textual[post_topic])  # a cue never leaves the caption family
+    # Off-topic posts are mostly about the user's secondary interest.
+    off = truth["post_off_topic"]
+    secondary = truth["user_secondary"][truth["post_user"]]
+    assert 0.15 < off.mean() < 0.25
+    assert (post_topic[off] == secondary[off]).mean() > 0.75
+    assert np.all(truth["user_secondary"] != truth["user_topic"])
+
+
+def test_shared_design_captions_carry_family_and_cue_words(synthetic_corpus):
+    from corpus.synthetic.text import TOPIC_WORDS
+
     root = synthetic_corpus(num_users=200, image_pool=32)
+    corpus, truth = load_corpus(root), load_truth(root)
+    family_of = {w: f for f, words in enumerate(TEXT_FACTOR_WORDS) for w in words}
+    cue_of = {w: k for k, words in enumerate(TOPIC_WORDS) for w in words}
+    family = truth["topic_text"][truth["post_topic"]]
+    for i, text in enumerate(corpus.post_text):
+        words = text.split()
+        assert {family_of[w] for w in words if w in family_of} <= {family[i]}
+        assert {cue_of[w] for w in words if w in cue_of} <= {truth["post_text_cue"][i]}
+    with_cue = [any(w in cue_of for w in t.split()) for t in corpus.post_text]
+    assert 0.5 < np.mean(with_cue) < 0.95
+
+
+def test_factorised_design_captions_carry_only_the_textual_factor(synthetic_corpus):
+    root = synthetic_corpus(num_users=200, image_pool=32, design="factorised")
     corpus, truth = load_corpus(root), load_truth(root)
     word_factor = {w: f for f, words in enumerate(TEXT_FACTOR_WORDS) for w in words}
     textual = truth["topic_text"][truth["post_topic"]]
@@ -210,7 +270,7 @@ def r_squared(x: np.ndarray, y: np.ndarray) -> float:
 
 def test_images_carry_the_visual_factor(synthetic_corpus):
     """A ridge probe on FFT magnitudes of the PNG files recovers the visual factor (the pattern): chance is 0.5."""
-    root = synthetic_corpus(num_users=150, seed=2, image_pool=400)
+    root = synthetic_corpus(num_users=150, seed=2, image_pool=400, design="factorised")
     corpus, truth = load_corpus(root), load_truth(root)
     paths = sorted({p for p in corpus.post_image if p is not None})
     feats = []
@@ -231,7 +291,7 @@ def test_images_carry_the_visual_factor(synthetic_corpus):
 def test_fans_need_more_than_statistics(synthetic_corpus):
     root = synthetic_corpus(num_users=600, image_pool=64)
     corpus, truth = load_corpus(root), load_truth(root)
-    log_fans = np.log(corpus.fans)
+    log_fans = np.log1p(corpus.fans)  # fans may be 0
     degree = np.bincount(corpus.edges.ravel(), minlength=corpus.num_users)
     rich = np.column_stack(
         [corpus.features, np.log1p(degree), truth["fans_neighbour"], truth["user_quality"]]
@@ -279,8 +339,10 @@ def test_cli_help_lists_every_knob(capsys):
     with pytest.raises(SystemExit):
         cli_main(["--help"])
     text = capsys.readouterr().out
-    for flag in ("--users", "--seed", "--homophily", "--image-pool", "--off-topic-share", "--workers"):
+    for flag in ("--users", "--seed", "--homophily", "--image-pool", "--off-topic-share", "--workers", "--design",
+                 "--topics", "--cross-edge-affinity", "--image-ambiguous-share"):  # fmt: skip
         assert flag in text
+    assert "{shared,factorised}" in text
 
 
 def test_png_encoder_round_trips_through_pillow():

@@ -8,7 +8,7 @@ TINY_MODEL = {
     "text_layers": 1,
     "text_heads": 2,
     "text_intermediate_size": 64,
-    "text_vocab_size": 200,
+    "text_vocab_size": 300,
     "max_text_length": 16,
 }
 

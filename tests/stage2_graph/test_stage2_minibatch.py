@@ -17,6 +17,7 @@ from test_stage2_objectives import N, make_inputs, make_system
 from test_stage2_run import small_config
 
 from cache import read_graph_outputs, read_producer
+from cache.checkpoint import load_checkpoint
 from corpus import load_corpus
 from stage2_graph import run_stage2
 from stage2_graph.data import MaskingDataset
@@ -145,7 +146,7 @@ def test_neighbor_fit_reloads_batches_each_epoch_and_writes_a_valid_cache(tiny_c
     assert read_producer(result.cache_file)["trainer"]["batching"] == "neighbor"
     assert result.metrics["steps_run"] == 8
     assert np.isfinite(result.metrics["loss_last"])
-    checkpoint = torch.load(result.checkpoint, map_location="cpu", weights_only=False)
+    checkpoint = load_checkpoint(result.checkpoint)
     assert checkpoint["global_step"] == 8 and checkpoint["epoch"] == 2  # 60 users / 16 = 4 batches per epoch
 
 
@@ -168,7 +169,7 @@ def test_neighbor_batching_under_ddp_with_two_cpu_processes(tiny_corpus, tmp_pat
         cache_dir, 0, fingerprint=corpus.fingerprint, num_users=corpus.num_users, num_edges=corpus.num_edges
     )
     assert np.isfinite(outputs.user_graph_emb).all()
-    checkpoint = torch.load(out_dir / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=False)
+    checkpoint = load_checkpoint(out_dir / "checkpoints" / "last.ckpt")
     # 4 batches per epoch split over 2 ranks: 4 steps are 2 epochs (one process would need 1)
     assert checkpoint["global_step"] == 4 and checkpoint["epoch"] == 2
 
@@ -189,7 +190,7 @@ def test_neighbor_batching_in_process_with_ddp_spawn(tiny_corpus, tmp_path):
     )  # fmt: skip
     result = run_stage2(cfg)
     assert result.metrics["steps_run"] == 4
-    checkpoint = torch.load(result.checkpoint, map_location="cpu", weights_only=False)
+    checkpoint = load_checkpoint(result.checkpoint)
     assert checkpoint["global_step"] == 4 and checkpoint["epoch"] == 2 and checkpoint["optimizer_states"]
     corpus = load_corpus(tiny_corpus)
     written = read_graph_outputs(

@@ -73,9 +73,13 @@ def logged(log_dir: Path, column: str) -> list[float]:
         return [float(row[column]) for row in csv.DictReader(handle) if row.get(column)]
 
 
-def test_fit_reduces_both_losses_and_writes_a_valid_cache(tiny_corpus, loaded, tmp_path):
+def test_fit_reduces_both_losses_and_writes_a_valid_cache(synthetic_corpus, tmp_path):
+    # The encoders are random here, so only X can predict held-out edges: use a corpus where it can (the
+    # earlier design's homophily and topic effect on X; the default design keeps X and edges apart on purpose).
+    root = synthetic_corpus(homophily=0.8, stats_topic_effect=0.35)
+    loaded = load_corpus(root)
     write_random_encoders(tmp_path / "cache", loaded)
-    cfg = small_config(tiny_corpus, tmp_path / "cache", tmp_path / "out")
+    cfg = small_config(root, tmp_path / "cache", tmp_path / "out")
     result = run_stage2(cfg)
 
     for term in ("feature_loss", "structure_loss"):

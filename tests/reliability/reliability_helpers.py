@@ -1,0 +1,72 @@
+"""Shared pieces of the reliability matrix: tiny bridge settings, corpus copies, file snapshots.
+
+Each test module is one block of the matrix in docs/reliability.md: a bad input or a fault, and the
+outcome it must have.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import shutil
+from pathlib import Path
+
+import pytest
+
+from bridge.config import BridgeConfig, EvalConfig
+
+TINY_STAGE1 = {
+    "model": {
+        "image_model": "mmga-vit-tiny",
+        "text_hidden_size": 32,
+        "text_layers": 1,
+        "text_heads": 2,
+        "text_intermediate_size": 64,
+        "text_vocab_size": 120,
+        "max_text_length": 12,
+    },
+    "losses": {"ita_dim": 16, "gcl_hidden_dim": 16},
+    "data": {"pairs_per_batch": 8, "export_batch_size": 128},
+    "optim": {"warmup_steps": 1},
+    "trainer": {"max_steps": 2, "enable_progress_bar": False},
+}
+TINY_STAGE2 = {
+    "model": {"hidden_dim": 16, "num_layers": 1},
+    "trainer": {"max_steps": 3, "enable_progress_bar": False, "log_every_n_steps": 1},
+}
+TINY_EVAL = EvalConfig(seeds=(0, 1), heads=("linear",), weight_decays=(1e-3,), max_epochs=40, patience=10)
+
+
+def tiny_config(corpus: Path | None, **kw) -> BridgeConfig:
+    """One round of MMGA only, with tiny stages: a run takes a few seconds."""
+    base = dict(
+        rounds=1,
+        seed=0,
+        seeds=1,
+        corpus=corpus,
+        stage1=TINY_STAGE1,
+        stage2=TINY_STAGE2,
+        eval=TINY_EVAL,
+        baselines=False,
+    )
+    return BridgeConfig(**{**base, **kw})
+
+
+def snapshot(folder: Path) -> dict[str, str]:
+    """{relative path: sha256} of every file below ``folder``."""
+    return {
+        p.relative_to(folder).as_posix(): hashlib.sha256(p.read_bytes()).hexdigest()
+        for p in sorted(folder.rglob("*"))
+        if p.is_file()
+    }
+
+
+@pytest.fixture
+def corpus_copy(tiny_corpus, tmp_path):
+    """Factory: a private copy of the 60-user tiny corpus, ``corpus_copy(name="c") -> Path``."""
+
+    def make(name: str = "corpus", dest: Path | None = None) -> Path:
+        target = dest if dest is not None else tmp_path / name
+        shutil.copytree(tiny_corpus, target)
+        return target
+
+    return make

@@ -79,7 +79,9 @@ class NeighborBatches(Dataset):
     ):
         masks = masking[(epoch, 0)]
         self.node_mask = masks["node_mask"]
-        edge_index, self.log_degree = _directed(structure.cpu(), masks["keep_edges"])
+        # The sampler runs on CPU, whatever device the structure's buffers are on.
+        edge_index, log_degree = _directed(structure, masks["keep_edges"].to(structure.row.device))
+        edge_index, self.log_degree = edge_index.cpu(), log_degree.cpu()
         num_nodes = structure.num_nodes
         # Only the loader's sampler and filtering are used: the seeds of each batch are chosen here.
         self.loader = NeighborLoader(

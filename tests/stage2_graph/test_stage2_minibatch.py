@@ -152,7 +152,7 @@ def test_neighbor_fit_reloads_batches_each_epoch_and_writes_a_valid_cache(tiny_c
 
 @pytest.mark.slow
 def test_neighbor_batching_under_ddp_with_two_cpu_processes(tiny_corpus, tmp_path):
-    """About 20-40 s on the 2-core machine: 2 extra processes import torch, Lightning and PyG."""
+    """9-33 s on the 2-core machine, by load: 2 extra processes import torch, Lightning and PyG."""
     cache_dir, out_dir = tmp_path / "cache", tmp_path / "out"
     command = [sys.executable, "-m", "stage2_graph.run", "--corpus", str(tiny_corpus), "--cache", str(cache_dir),
                "--round", "0", "--out", str(out_dir), "--no-use-modalities", "--max-steps", "4",
@@ -176,7 +176,7 @@ def test_neighbor_batching_under_ddp_with_two_cpu_processes(tiny_corpus, tmp_pat
 
 @pytest.mark.slow
 def test_neighbor_batching_in_process_with_ddp_spawn(tiny_corpus, tmp_path):
-    """The bridge's route (in-process, 2 spawned workers); about 30 s. The workers save last.ckpt, the caller
+    """The bridge's route (in-process, 2 spawned workers); 5-20 s. The workers save last.ckpt, the caller
     exports from the weights Lightning hands back: the cache must equal a re-export of that checkpoint."""
     from stage2_graph.infer import infer_graph_outputs
 

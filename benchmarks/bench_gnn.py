@@ -9,6 +9,8 @@ memory (VmHWM, peak resident set) is its own.
 
     python benchmarks/bench_gnn.py                       # everything, 2 threads
     python benchmarks/bench_gnn.py --skip-scaling --repeats 7
+    python benchmarks/bench_gnn.py --skip-layers --scaling-edges 1000000 --batching both --repeats 1
+                                                         # full batch against NeighborLoader mini-batches
 """
 
 from __future__ import annotations
@@ -32,7 +34,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from stage2_graph import GraphInputs, GraphStructure, MaskingDataset, MGateConv  # noqa: E402
 from stage2_graph.config import ModelConfig, ObjectiveConfig, OptimConfig  # noqa: E402
+from stage2_graph.export import compute_graph_outputs  # noqa: E402
 from stage2_graph.gate import uniform_gate  # noqa: E402
+from stage2_graph.minibatch import NeighborBatches  # noqa: E402
 from stage2_graph.system import Stage2System  # noqa: E402
 
 GATE_DIMS = (16, 64, 64)  # X statistics, image and text embedding widths fed to the gate
@@ -150,14 +154,12 @@ def _status_kib(field: str) -> int:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
 
 
-def epoch_worker(num_edges: int, repeats: int, threads: int) -> dict[str, float]:
-    """One size of the scaling study (run in a subprocess): default model, full training steps."""
-    torch.set_num_threads(threads)
-    baseline_kib = _status_kib("VmRSS")
+def _scaling_inputs(num_edges: int) -> GraphInputs:
+    """The scaling study's graph: nodes = edges / 10, random X, image and text (10% of users lack each)."""
     num_nodes = max(num_edges // 10, 100)
     generator = torch.Generator().manual_seed(0)
     masks = [torch.rand(num_nodes, generator=generator) > 0.1 for _ in range(2)]
-    inputs = GraphInputs(
+    return GraphInputs(
         features=torch.randn(num_nodes, GATE_DIMS[0], generator=generator),
         edges=random_edges(num_nodes, num_edges, seed=1),
         fingerprint="bench",
@@ -166,6 +168,14 @@ def epoch_worker(num_edges: int, repeats: int, threads: int) -> dict[str, float]
         ),
         modality_masks=tuple(masks),
     )
+
+
+def epoch_worker(num_edges: int, repeats: int, threads: int) -> dict[str, float]:
+    """One size of the scaling study (run in a subprocess): default model, full training steps."""
+    torch.set_num_threads(threads)
+    baseline_kib = _status_kib("VmRSS")
+    inputs = _scaling_inputs(num_edges)
+    num_nodes = inputs.num_nodes
     system = Stage2System(inputs, ModelConfig(), ObjectiveConfig(), OptimConfig())
     dataset = MaskingDataset(num_nodes, system.structure.edge_pairs, seed=0)
     optimizer = system.configure_optimizers()
@@ -185,7 +195,11 @@ def epoch_worker(num_edges: int, repeats: int, threads: int) -> dict[str, float]
     floor_adj = adj_t.set_value(uniform_gate(adj_t).view(-1), layout="csr")
     floor, x = SpmmLayer(64), torch.randn(num_nodes, 64, requires_grad=True)
     floor_seconds = median_time(lambda: floor(x, floor_adj).sum().backward(), repeats)
+    start = time.perf_counter()
+    compute_graph_outputs(system)  # the export's full-graph forward (no gradients), for the neighbor table
+    export_seconds = time.perf_counter() - start
     return {
+        "export_s": export_seconds,
         "edges": num_edges,
         "nodes": num_nodes,
         "epoch_s": seconds,
@@ -195,14 +209,112 @@ def epoch_worker(num_edges: int, repeats: int, threads: int) -> dict[str, float]
     }
 
 
+def neighbor_epoch_worker(
+    num_edges: int, repeats: int, threads: int, fanouts: list[int], batch_size: int, export: str
+) -> dict[str, float]:
+    """The same model and objectives trained by ``trainer.batching=neighbor`` (run in a subprocess): an epoch
+    is every mini-batch of ``NeighborBatches`` (masks, sampling, forward, losses, backward, optimizer step);
+    then the export's forward, full or layer-wise. Peak memory is this process's own."""
+    torch.set_num_threads(threads)
+    baseline_kib = _status_kib("VmRSS")
+    inputs = _scaling_inputs(num_edges)
+    system = Stage2System(inputs, ModelConfig(), ObjectiveConfig(), OptimConfig())
+    dataset = MaskingDataset(inputs.num_nodes, system.structure.edge_pairs, seed=0)
+    optimizer = system.configure_optimizers()
+    epoch_times, batches_per_epoch, batch_nodes, batch_edges = [], 0, [], []
+    for epoch in range(repeats):
+        start = time.perf_counter()
+        batches = NeighborBatches(system.structure, dataset, fanouts, batch_size, epoch=epoch)
+        for batch in batches:
+            optimizer.zero_grad()
+            system.compute_losses(batch)["loss"].backward()
+            optimizer.step()
+            batch_nodes.append(batch["n_id"].numel())
+            batch_edges.append(batch["edge_index"].shape[1])
+        epoch_times.append(time.perf_counter() - start)
+        batches_per_epoch = len(batches)
+    train_peak_kib = _status_kib("VmHWM")
+    start = time.perf_counter()
+    compute_graph_outputs(system, batch_size if export == "layerwise" else None)
+    export_seconds = time.perf_counter() - start
+    peak_kib = _status_kib("VmHWM")
+    return {
+        "edges": num_edges,
+        "nodes": inputs.num_nodes,
+        "epoch_s": statistics.median(epoch_times),
+        "batches": batches_per_epoch,
+        "mean_batch_nodes": statistics.mean(batch_nodes),
+        "mean_batch_edges": statistics.mean(batch_edges),
+        "export_s": export_seconds,
+        "train_peak_rss_mib": train_peak_kib / 1024,
+        "peak_rss_mib": peak_kib / 1024,
+        "peak_above_imports_mib": (peak_kib - baseline_kib) / 1024,
+        "train_peak_above_imports_mib": (train_peak_kib - baseline_kib) / 1024,
+    }
+
+
+def _run_worker(args, *extra: str) -> dict[str, float]:
+    command = [
+        sys.executable,
+        __file__,
+        "--repeats",
+        str(args.repeats),
+        "--threads",
+        str(args.threads),
+        *extra,
+    ]
+    out = subprocess.run(command, check=True, capture_output=True, text=True).stdout
+    return json.loads(out.strip().splitlines()[-1])
+
+
 def bench_scaling(args) -> list[dict[str, float]]:
-    rows = []
-    for num_edges in args.scaling_edges:
-        command = [sys.executable, __file__, "--worker", str(num_edges), "--repeats", str(args.repeats),
-                   "--threads", str(args.threads)]  # fmt: skip
-        out = subprocess.run(command, check=True, capture_output=True, text=True).stdout
-        rows.append(json.loads(out.strip().splitlines()[-1]))
-    return rows
+    return [_run_worker(args, "--worker", str(num_edges)) for num_edges in args.scaling_edges]
+
+
+def bench_neighbor(args) -> list[dict[str, float]]:
+    fanouts = [str(f) for f in args.fanouts]
+    return [
+        _run_worker(
+            args,
+            "--neighbor-worker",
+            str(num_edges),
+            "--fanouts",
+            *fanouts,
+            "--batch-size",
+            str(args.batch_size),
+            "--export",
+            args.export,
+        )  # fmt: skip
+        for num_edges in args.scaling_edges
+    ]
+
+
+def print_neighbor(args, rows: list[dict[str, float]], full_rows: list[dict[str, float]]) -> None:
+    print(
+        f"\nbatching=neighbor: fanouts {args.fanouts}, batch_size {args.batch_size} seed nodes (+ up to "
+        f"batch_size/4 held-out edges and negatives each), {args.export} export; one process per size"
+    )
+    full_by_edges = {row["edges"]: row for row in full_rows}
+    header = ("edges", "batches", "nodes/batch", "edges/batch", "epoch ms", "x full epoch", "export ms",
+              "full export ms", "train peak MiB", "above imports", "full peak MiB", "above imports")  # fmt: skip
+    print("  " + " ".join(f"{name:>14}" for name in header))
+    for row in rows:
+        full = full_by_edges.get(row["edges"])
+        values = (
+            f"{row['edges']:,}",
+            f"{row['batches']}",
+            f"{row['mean_batch_nodes']:,.0f}",
+            f"{row['mean_batch_edges']:,.0f}",
+            f"{row['epoch_s'] * 1e3:.1f}",
+            f"{row['epoch_s'] / full['epoch_s']:.1f}" if full else "-",
+            f"{row['export_s'] * 1e3:.1f}",
+            f"{full['export_s'] * 1e3:.1f}" if full else "-",
+            f"{row['train_peak_rss_mib']:.0f}",
+            f"{row['train_peak_above_imports_mib']:.0f}",
+            f"{full['peak_rss_mib']:.0f}" if full else "-",
+            f"{full['peak_above_imports_mib']:.0f}" if full else "-",
+        )
+        print("  " + " ".join(f"{value:>14}" for value in values))
 
 
 def main() -> None:
@@ -233,11 +345,36 @@ def main() -> None:
         default=[10_000, 30_000, 100_000, 300_000, 1_000_000],
         help="edge counts of the scaling study (nodes = edges / 10)",
     )
+    parser.add_argument(
+        "--batching",
+        choices=["full", "neighbor", "both"],
+        default="full",
+        help="scaling study of full-batch epochs, of neighbor-sampled mini-batch epochs, or both (default full)",
+    )
+    parser.add_argument(
+        "--fanouts", type=int, nargs="+", default=[10, 10], help="neighbor fan-outs (default 10 10)"
+    )
+    parser.add_argument(
+        "--batch-size", type=int, default=1024, help="neighbor seed nodes per batch (default 1024)"
+    )
+    parser.add_argument(
+        "--export",
+        choices=["layerwise", "full"],
+        default="layerwise",
+        help="neighbor: export forward (default layerwise)",
+    )
     parser.add_argument("--worker", type=int, help=argparse.SUPPRESS)
+    parser.add_argument("--neighbor-worker", type=int, help=argparse.SUPPRESS)
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     if args.worker is not None:
         print(json.dumps(epoch_worker(args.worker, args.repeats, args.threads)))
+        return
+    if args.neighbor_worker is not None:
+        row = neighbor_epoch_worker(
+            args.neighbor_worker, args.repeats, args.threads, args.fanouts, args.batch_size, args.export
+        )
+        print(json.dumps(row))
         return
 
     load = Path("/proc/loadavg").read_text().split()[:3] if Path("/proc/loadavg").exists() else ["?"]
@@ -274,8 +411,8 @@ def main() -> None:
             "\nepoch = one full-batch training step of the default model (nodes = edges / 10), one process per"
             " size;\nfloor = one plain SpMM layer's forward+backward at the same size (width 64)"
         )
-        rows = bench_scaling(args)
-        base = rows[0]
+        rows = bench_scaling(args) if args.batching in ("full", "both") else []
+        base = rows[0] if rows else None
         header = ("edges", "nodes", "epoch ms", "us/edge", "x time", "x edges", "floor ms", "epoch/floor",
                   "peak RSS MiB", "above imports")  # fmt: skip
         print("  " + " ".join(f"{name:>13}" for name in header))
@@ -293,6 +430,8 @@ def main() -> None:
                 f"{row['peak_above_imports_mib']:.0f}",
             )
             print("  " + " ".join(f"{value:>13}" for value in values))
+        if args.batching in ("neighbor", "both"):
+            print_neighbor(args, bench_neighbor(args), rows)
     load = Path("/proc/loadavg").read_text().split()[:3] if Path("/proc/loadavg").exists() else ["?"]
     print(f"\nload average after: {' '.join(load)} ({time.perf_counter() - start:.0f} s)")
 

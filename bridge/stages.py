@@ -94,6 +94,29 @@ def _check_overrides(stage: str, overrides: dict[str, Any]) -> None:
         )
 
 
+# --- issue 13: DDP from the bridge ---------------------------------------------------------------------
+RELAUNCHING_STRATEGIES = ("ddp", "ddp_find_unused_parameters_true")
+
+
+def _refuse_relaunching_ddp(stage: str, cfg: Any) -> None:
+    """Lightning's ``ddp`` re-launches the calling script once per rank: from here that is the whole bridge,
+    so only the spawning strategies can serve a stage the bridge calls in-process."""
+    trainer = cfg.trainer
+    devices = str(trainer.devices)
+    processes = int(devices) if devices.isdigit() else len([d for d in devices.split(",") if d.strip()])
+    processes *= int(getattr(trainer, "num_nodes", 1))
+    if getattr(trainer, "strategy", "auto") in RELAUNCHING_STRATEGIES and processes > 1:
+        raise BridgeConfigError(
+            f"{stage} override trainer.strategy={trainer.strategy} with {processes} processes: Lightning's ddp "
+            "re-launches the calling script per rank, which here would be the whole bridge; use "
+            f"--{stage} trainer.strategy=ddp_spawn, or run the stage's own CLI with --strategy ddp "
+            "(docs/performance.md)"
+        )
+
+
+# --- end issue 13 ---------------------------------------------------------------------------------------
+
+
 def resolve_stage_config(
     stage: str,
     bridge_cfg: BridgeConfig,
@@ -130,8 +153,11 @@ def resolve_stage_config(
     source = f"bridge config, section {stage} (config file and --{stage} overrides)"
     if stage == "stage1":
         data["edge_weight_round"] = round_idx - 1 if spec.feedback and round_idx > 0 else None
-        return Stage1Config.from_dict(data, source)
-    return Stage2Config.from_dict(data, source)
+        cfg = Stage1Config.from_dict(data, source)
+    else:
+        cfg = Stage2Config.from_dict(data, source)
+    _refuse_relaunching_ddp(stage, cfg)  # issue 13
+    return cfg
 
 
 def plan_stage(

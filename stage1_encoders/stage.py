@@ -90,6 +90,25 @@ class _Artifacts(Callback):
         checkpoint["stage1_tokenizer"] = self.tokenizer_json
 
 
+class _SaveFinalInWorkers(Callback):
+    """Saves the final checkpoint inside the training processes. Under ``ddp_spawn`` the caller's process
+    gets back the weights only (no optimizer state, step 0), so a checkpoint saved there could not resume."""
+
+    def __init__(self, path: Path):
+        self.path = path
+
+    def on_train_end(self, trainer, pl_module) -> None:
+        trainer.save_checkpoint(self.path, weights_only=False)
+
+
+SPAWN_STRATEGIES = ("ddp_spawn", "ddp_notebook")
+
+
+def _spawns_workers(cfg: Stage1Config) -> bool:
+    tc = cfg.trainer
+    return tc.strategy in SPAWN_STRATEGIES and tc.devices * tc.num_nodes > 1
+
+
 def load_stage1_checkpoint(path: Path) -> dict:
     if not Path(path).is_file():
         raise ConfigError(str(path), None, None, "checkpoint file not found")
@@ -334,7 +353,9 @@ def _fit(cfg: Stage1Config, parts: Stage1Parts) -> tuple[L.Trainer, _Artifacts, 
     ckpt_dir = cfg.out_dir / "checkpoints"
     config_dict = cfg.to_dict()
     artifacts = _Artifacts(config_dict, parts.tokenizer.backend_tokenizer.to_str())
-    trainer = _trainer(cfg, cfg.out_dir, [artifacts])
+    checkpoint = ckpt_dir / FINAL_CHECKPOINT
+    spawned = _spawns_workers(cfg)
+    trainer = _trainer(cfg, cfg.out_dir, [artifacts] + ([_SaveFinalInWorkers(checkpoint)] if spawned else []))
     if trainer.is_global_zero:
         ckpt_dir.mkdir(parents=True, exist_ok=True)
         (ckpt_dir / CONFIG_FILE).write_text(json.dumps(config_dict, indent=2) + "\n", encoding="utf-8")
@@ -345,8 +366,10 @@ def _fit(cfg: Stage1Config, parts: Stage1Parts) -> tuple[L.Trainer, _Artifacts, 
             "ignore", message=r".*isinstance\(treespec, LeafSpec\).*"
         )  # Lightning internals
         trainer.fit(parts.system, datamodule=parts.datamodule, ckpt_path=cfg.trainer.resume_from)
-    checkpoint = ckpt_dir / FINAL_CHECKPOINT
-    trainer.save_checkpoint(checkpoint, weights_only=False)  # full state: resumable with trainer.resume_from
+    if not spawned:
+        trainer.save_checkpoint(
+            checkpoint, weights_only=False
+        )  # full state: resumable with trainer.resume_from
     return trainer, artifacts, checkpoint
 
 
@@ -392,9 +415,16 @@ def _run(cfg: Stage1Config) -> Stage1Result:
     system = parts.system
     metrics = summarize_history(system.loss_history)
     metrics.update(
-        global_step=int(trainer.global_step),
+        # Under ddp_spawn this process's trainer never stepped; the workers' final checkpoint knows.
+        global_step=int(
+            load_stage1_checkpoint(checkpoint)["global_step"] if _spawns_workers(cfg) else trainer.global_step
+        ),
         train_seconds=train_seconds,
-        train_posts_per_second=artifacts.posts_seen / train_seconds if train_seconds > 0 else float("nan"),
+        train_posts_per_second=(  # the workers' post counts stay in the workers under ddp_spawn
+            artifacts.posts_seen / train_seconds
+            if train_seconds > 0 and not _spawns_workers(cfg)
+            else float("nan")
+        ),
         export_seconds=export_seconds,
         export_posts_per_second=corpus.num_posts / export_seconds if export_seconds > 0 else float("nan"),
         loss_terms=[name for name in LOSS_NAMES if system.weights[name] > 0],

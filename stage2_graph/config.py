@@ -24,6 +24,9 @@ MODALITY_INPUTS: tuple[str, ...] = ("image", "text")  # node-input blocks read f
 NormKind = Literal["none", "layer", "batch"]
 ActivationKind = Literal["relu", "gelu", "elu"]
 FeatureLossKind = Literal["mse", "smooth_l1"]
+BatchingKind = Literal["full", "neighbor"]
+InferenceKind = Literal["auto", "full", "layerwise"]
+StrategyKind = Literal["auto", "ddp", "ddp_spawn", "ddp_find_unused_parameters_true"]
 
 
 class ConfigError(ValueError):
@@ -121,12 +124,51 @@ class OptimConfig:
 
 @dataclass
 class TrainerConfig:
-    """Lightning Trainer settings (training is full-batch: one step per epoch)."""
+    """Lightning Trainer settings (full-batch: one step per epoch; neighbor: one step per mini-batch)."""
 
-    max_steps: int = field(default=200, metadata=_help("optimisation steps (= epochs: full-batch training)"))
+    max_steps: int = field(
+        default=200,
+        metadata=_help("optimisation steps (= epochs with batching=full, one per mini-batch otherwise)"),
+    )
     max_epochs: int = field(default=-1, metadata=_help("epoch limit; -1 = limited by max_steps only"))
     accelerator: str = field(default="auto", metadata=_help("Lightning accelerator: auto, cpu, gpu, ..."))
-    devices: str = field(default="1", metadata=_help("Lightning devices (full-batch training uses one)"))
+    devices: str = field(
+        default="1",
+        metadata=_help("Lightning devices (processes per node; more than one needs batching=neighbor)"),
+    )
+    num_nodes: int = field(default=1, metadata=_help("Lightning nodes (each runs `devices` processes)"))
+    strategy: StrategyKind = field(
+        default="auto",
+        metadata=_help(
+            "Lightning strategy; ddp re-launches the calling script per rank, ddp_spawn forks workers"
+        ),
+    )
+    batching: BatchingKind = field(
+        default="full",
+        metadata=_help(
+            "full: one step per epoch over the whole graph; neighbor: mini-batches of seed nodes with "
+            "PyG's NeighborLoader (fanouts per layer), for graphs that do not fit one process"
+        ),
+    )
+    fanouts: tuple[int, ...] = field(
+        default=(10, 10),
+        metadata=_help(
+            "neighbours sampled per node and layer (batching=neighbor; -1 = all); one per model layer"
+        ),
+    )
+    batch_size: int = field(
+        default=1024,
+        metadata=_help(
+            "seed nodes per mini-batch (batching=neighbor; each batch also seeds its share of pairs)"
+        ),
+    )
+    inference: InferenceKind = field(
+        default="auto",
+        metadata=_help(
+            "export: full = one forward over the whole graph; layerwise = one layer at a time over all nodes "
+            "in chunks of batch_size (PyG's layer-wise inference); auto = layerwise when batching=neighbor"
+        ),
+    )
     precision: str = field(default="32-true", metadata=_help("Lightning precision, e.g. 32-true, bf16-mixed"))
     checkpoint_every_n_steps: int = field(default=100, metadata=_help("save last.ckpt every N steps"))
     resume: str | None = field(
@@ -236,6 +278,24 @@ class Stage2Config:
             (self.objective.feature_weight >= 0, "objective.feature_weight", "must be >= 0"),
             (self.objective.structure_weight >= 0, "objective.structure_weight", "must be >= 0"),
             (self.trainer.max_steps >= 1, "trainer.max_steps", "must be >= 1"),
+            (self.trainer.batch_size >= 1, "trainer.batch_size", "must be >= 1"),
+            (self.trainer.num_nodes >= 1, "trainer.num_nodes", "must be >= 1"),
+            (
+                self.trainer.batching == "full" or len(self.trainer.fanouts) == self.model.num_layers,
+                "trainer.fanouts",
+                f"must give one fan-out per layer with batching=neighbor "
+                f"(model.num_layers={self.model.num_layers})",
+            ),
+            (
+                all(f == -1 or f >= 1 for f in self.trainer.fanouts),
+                "trainer.fanouts",
+                "must hold positive counts or -1 (all neighbours)",
+            ),
+            (
+                self.trainer.batching == "neighbor" or processes(self.trainer) == 1,
+                "trainer.devices",
+                "more than one process needs trainer.batching=neighbor (full-batch training is one process)",
+            ),
             (self.trainer.checkpoint_every_n_steps >= 1, "trainer.checkpoint_every_n_steps", "must be >= 1"),
             (
                 self.trainer.num_threads is None or self.trainer.num_threads >= 1,
@@ -340,6 +400,18 @@ def _from_plain(cls: type, data: Any, where: str, prefix: str = "") -> Any:
         return cls(**kwargs)
     except ConfigError as err:
         raise ConfigError(str(err).replace("config:", f"{where}:", 1)) from err
+
+
+def processes(trainer: TrainerConfig) -> int:
+    """Training processes the trainer section asks for (``devices`` x ``num_nodes``; 'auto' counts as one)."""
+    devices = str(trainer.devices)
+    if devices.isdigit():
+        count = int(devices)
+    elif "," in devices:
+        count = len([part for part in devices.split(",") if part.strip()])
+    else:
+        count = 1
+    return count * trainer.num_nodes
 
 
 def _coerce(hint: Any, value: Any, where: str, name: str) -> Any:

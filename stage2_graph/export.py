@@ -5,12 +5,15 @@ from __future__ import annotations
 import torch
 
 from cache import GraphOutputs
+from stage2_graph.minibatch import layerwise_forward
 from stage2_graph.system import Stage2System
 
 
 @torch.no_grad()
-def compute_graph_outputs(system: Stage2System) -> GraphOutputs:
-    """R^G and the gates from the full graph, no masking, eval mode.
+def compute_graph_outputs(system: Stage2System, layerwise_batch_size: int | None = None) -> GraphOutputs:
+    """R^G and the gates from the full graph, no masking, eval mode: one full forward, or with
+    ``layerwise_batch_size`` layer-wise inference over chunks of that many target nodes
+    (:func:`stage2_graph.minibatch.layerwise_forward`, the same values).
 
     R^G is the GNN's output followed by ``model.content_hops`` hops of the node-input content smoothed with the
     gate's edge relevance (``GraphEncoder.content_readout``; none with ``content_hops=0``).
@@ -26,9 +29,19 @@ def compute_graph_outputs(system: Stage2System) -> GraphOutputs:
     try:
         structure = system.structure
         adj_t, _ = structure.adj_t()
-        node_emb, gate = system.model(
-            system.features, adj_t, system.modalities, system.modality_masks, return_gate=True
-        )
+        if layerwise_batch_size is None:
+            node_emb, gate = system.model(
+                system.features, adj_t, system.modalities, system.modality_masks, return_gate=True
+            )
+        else:
+            node_emb, gate = layerwise_forward(
+                system.model,
+                system.features,
+                structure,
+                system.modalities,
+                system.modality_masks,
+                batch_size=layerwise_batch_size,
+            )
         if system.model.gate is None:
             relevance = torch.ones_like(gate)
         else:

@@ -175,15 +175,20 @@ class GraphEncoder(nn.Module):
         adj_t: SparseTensor,
         modalities: Sequence[Tensor] = (),
         modality_masks: Sequence[Tensor | None] | None = None,
+        log_degree: Tensor | None = None,
     ) -> Tensor:
-        """The concatenated node-input blocks ``[N, sum of block widths]`` (``x`` already masked)."""
+        """The concatenated node-input blocks ``[N, sum of block widths]`` (``x`` already masked).
+
+        ``log_degree [N]`` replaces the degree block computed from ``adj_t``: a sampled subgraph (mini-batch)
+        does not hold every node's neighbours, so the degree in the whole propagated graph is passed in."""
         masks = list(modality_masks) if modality_masks is not None else [None] * len(modalities)
         blocks = []
         for name in self.node_inputs:
             if name == "stats":
                 blocks.append(x)
             elif name == "degree":
-                blocks.append(node_log_degree(adj_t, x.dtype).view(-1, 1))
+                degree = node_log_degree(adj_t, x.dtype) if log_degree is None else log_degree.to(x.dtype)
+                blocks.append(degree.view(-1, 1))
             else:
                 index = MODALITY_INPUTS.index(name)
                 if index >= len(modalities):
@@ -289,16 +294,33 @@ class GraphEncoder(nn.Module):
         modality_masks: Sequence[Tensor | None] | None = None,
         node_mask: Tensor | None = None,
         return_gate: bool = False,
+        log_degree: Tensor | None = None,
     ) -> Tensor | tuple[Tensor, Tensor]:
         # Masked nodes' statistics are gone everywhere, including from the gate; their own image and
         # text stay (the target is X, which they do not contain; docs/stage2.md).
         x = self.masked_features(x, node_mask)
         gate = self.compute_gate(x, adj_t, modalities, modality_masks)
-        inputs = self.node_input(x, adj_t, modalities, modality_masks)
-        hidden = self.input_proj(inputs) if self.input_proj is not None else inputs
-        last = len(self.convs) - 1
-        for index, conv in enumerate(self.convs):
-            hidden = conv(self.dropout(hidden), adj_t, gate=gate)
-            if index < last:
-                hidden = self.activation(self.norms[index](hidden))
+        hidden = self.input_states(x, adj_t, modalities, modality_masks, log_degree)
+        for index in range(len(self.convs)):
+            hidden = self.layer(index, hidden, adj_t, gate)
         return (hidden, gate) if return_gate else hidden
+
+    def input_states(
+        self,
+        x: Tensor,
+        adj_t: SparseTensor,
+        modalities: Sequence[Tensor] = (),
+        modality_masks: Sequence[Tensor | None] | None = None,
+        log_degree: Tensor | None = None,
+    ) -> Tensor:
+        """``h^(0)`` ``[N, hidden_dim]`` (or the raw node inputs without ``input_proj``); ``x`` already masked."""
+        inputs = self.node_input(x, adj_t, modalities, modality_masks, log_degree)
+        return self.input_proj(inputs) if self.input_proj is not None else inputs
+
+    def layer(self, index: int, hidden: Tensor, adj_t: SparseTensor, gate: Tensor) -> Tensor:
+        """Layer ``index`` of the stack (dropout, gated propagation, then norm and activation unless last);
+        the same code serves the full forward and layer-wise inference."""
+        hidden = self.convs[index](self.dropout(hidden), adj_t, gate=gate)
+        if index < len(self.convs) - 1:
+            hidden = self.activation(self.norms[index](hidden))
+        return hidden

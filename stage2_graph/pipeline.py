@@ -11,13 +11,15 @@ import lightning as L
 import torch
 from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
+from lightning.pytorch.strategies import DDPStrategy
 
-from cache import write_graph_outputs
+from cache import graph_file, write_graph_outputs
 from cache.checkpoint import SafeCheckpointIO, load_checkpoint
 from mmga_common.progress import StepProgress
-from stage2_graph.config import ConfigError, Stage2Config
+from stage2_graph.config import ConfigError, Stage2Config, processes
 from stage2_graph.data import MaskingDataset, Stage2DataModule, Stage2InputError, load_graph_inputs
 from stage2_graph.export import compute_graph_outputs
+from stage2_graph.minibatch import NeighborDataModule
 from stage2_graph.system import LossHistory, Stage2System
 
 
@@ -29,6 +31,7 @@ class Stage2Result:
         checkpoint: the final Lightning checkpoint (``<out_dir>/checkpoints/last.ckpt``).
         cache_file: ``<cache_dir>/round_<r>/graph.h5``.
         log_dir: the Lightning CSV log folder (``metrics.csv`` has every loss term per logged step).
+        global_rank: this process's rank (0 without DDP; under ``ddp`` every rank returns, only rank 0 writes).
         metrics: ``<term>_first`` / ``<term>_last`` for ``loss``, ``feature_loss``, ``structure_loss``,
             ``structure_acc``, plus ``steps_run`` and ``fit_seconds``.
     """
@@ -37,6 +40,7 @@ class Stage2Result:
     cache_file: Path
     log_dir: Path
     metrics: dict[str, float] = field(default_factory=dict)
+    global_rank: int = 0
 
 
 def _devices(value: str) -> int | str | list[int]:
@@ -45,6 +49,18 @@ def _devices(value: str) -> int | str | list[int]:
     if "," in value:
         return [int(part) for part in value.split(",") if part.strip()]
     return value
+
+
+def _strategy(name: str) -> str | DDPStrategy:
+    """Lightning's strategy; DDP without per-step buffer broadcasts: the graph is held as buffers that every
+    rank reads from the same corpus and cache, and broadcasting them each step would cost O(N)."""
+    if name == "auto":
+        return name
+    return DDPStrategy(
+        start_method="spawn" if name == "ddp_spawn" else "popen",
+        find_unused_parameters=name == "ddp_find_unused_parameters_true",
+        broadcast_buffers=False,
+    )
 
 
 def _resume_path(cfg: Stage2Config, checkpoint_dir: Path) -> Path | None:
@@ -75,7 +91,20 @@ def load_init_checkpoint(system: Stage2System, path: Path) -> None:
         ) from err
 
 
-def build_trainer(cfg: Stage2Config, out_dir: Path, history: LossHistory) -> tuple[L.Trainer, Path]:
+class SaveLastInWorkers(L.Callback):
+    """Saves ``last.ckpt`` inside the training processes: under ``ddp_spawn`` the caller's process gets back
+    the weights only (no optimizer state, step 0), so a checkpoint saved there could not resume."""
+
+    def __init__(self, path: Path):
+        self.path = path
+
+    def on_train_end(self, trainer, pl_module) -> None:
+        trainer.save_checkpoint(self.path, weights_only=False)
+
+
+def build_trainer(
+    cfg: Stage2Config, out_dir: Path, history: LossHistory, extra_callbacks: list | None = None
+) -> tuple[L.Trainer, Path]:
     """The Lightning Trainer for ``cfg`` and the folder of its CSV log."""
     trainer_cfg = cfg.trainer
     loggers: list = []
@@ -94,9 +123,13 @@ def build_trainer(cfg: Stage2Config, out_dir: Path, history: LossHistory) -> tup
         max_epochs=trainer_cfg.max_epochs,
         accelerator=trainer_cfg.accelerator,
         devices=_devices(trainer_cfg.devices),
+        num_nodes=trainer_cfg.num_nodes,
+        strategy=_strategy(trainer_cfg.strategy),
+        # batching=neighbor draws new masks and batches every epoch
+        reload_dataloaders_every_n_epochs=1 if trainer_cfg.batching == "neighbor" else 0,
         precision=trainer_cfg.precision,
         logger=loggers or False,
-        callbacks=[checkpointing, history]
+        callbacks=[checkpointing, history, *(extra_callbacks or [])]
         + ([StepProgress("stage 2")] if trainer_cfg.enable_progress_bar else []),
         enable_progress_bar=trainer_cfg.enable_progress_bar,
         enable_model_summary=False,
@@ -136,7 +169,6 @@ def _run(cfg: Stage2Config) -> Stage2Result:
     graph = load_graph_inputs(Path(cfg.corpus), Path(cfg.cache_dir), cfg.round, cfg.needs_modalities)
     out_dir = cfg.resolved_out_dir
     checkpoint_dir = out_dir / "checkpoints"
-    cfg.save(checkpoint_dir / "config.json")
 
     system = Stage2System(
         graph,
@@ -158,19 +190,43 @@ def _run(cfg: Stage2Config) -> Stage2Result:
         seed=cfg.seed,
     )
     history = LossHistory()
-    trainer, log_dir = build_trainer(cfg, out_dir, history)
+    spawned = cfg.trainer.strategy == "ddp_spawn" and processes(cfg.trainer) > 1
+    trainer, log_dir = build_trainer(
+        cfg, out_dir, history, [SaveLastInWorkers(checkpoint_dir / "last.ckpt")] if spawned else []
+    )
+    if trainer.is_global_zero:
+        cfg.save(checkpoint_dir / "config.json")
+    if cfg.trainer.batching == "neighbor":
+        datamodule: L.LightningDataModule = NeighborDataModule(
+            system.structure, dataset, cfg.trainer.fanouts, cfg.trainer.batch_size, cfg.seed
+        )
+    else:
+        datamodule = Stage2DataModule(dataset)
     start = time.perf_counter()
     with warnings.catch_warnings():
         # Full-batch training has nothing to load in parallel, and logs every log_every_n_steps steps
         # across epochs of one batch, which Lightning's epoch-size warning does not know.
         warnings.filterwarnings("ignore", message=".*does not have many workers.*")
         warnings.filterwarnings("ignore", message=".*smaller than the logging interval.*")
-        trainer.fit(system, datamodule=Stage2DataModule(dataset), ckpt_path=_resume_path(cfg, checkpoint_dir))
+        trainer.fit(system, datamodule=datamodule, ckpt_path=_resume_path(cfg, checkpoint_dir))
     fit_seconds = time.perf_counter() - start
     checkpoint = checkpoint_dir / "last.ckpt"
-    trainer.save_checkpoint(checkpoint, weights_only=False)
+    if not spawned:  # under ddp_spawn the workers saved it (SaveLastInWorkers)
+        trainer.save_checkpoint(checkpoint, weights_only=False)
 
-    outputs = compute_graph_outputs(system)
+    metrics = history.summary()
+    if spawned:  # the loss history stayed in the workers; their checkpoint knows the step
+        metrics = {"steps_run": float(load_checkpoint(checkpoint)["global_step"])}
+    metrics["fit_seconds"] = fit_seconds
+    if not trainer.is_global_zero:  # under ddp every rank gets here; rank 0 alone exports and writes
+        cache_file = graph_file(cfg.cache_dir, cfg.round)
+        return Stage2Result(checkpoint, Path(cache_file), log_dir, metrics, int(trainer.global_rank))
+    layerwise = cfg.trainer.inference == "layerwise" or (
+        cfg.trainer.inference == "auto" and cfg.trainer.batching == "neighbor"
+    )
+    start = time.perf_counter()
+    outputs = compute_graph_outputs(system, cfg.trainer.batch_size if layerwise else None)
+    metrics["export_seconds"] = time.perf_counter() - start
     cache_file = write_graph_outputs(
         cfg.cache_dir,
         cfg.round,
@@ -179,8 +235,6 @@ def _run(cfg: Stage2Config) -> Stage2Result:
         producer=cfg.to_dict(),
         model=describe_model(cfg),
     )
-    metrics = history.summary()
-    metrics["fit_seconds"] = fit_seconds
     return Stage2Result(checkpoint=checkpoint, cache_file=Path(cache_file), log_dir=log_dir, metrics=metrics)
 
 

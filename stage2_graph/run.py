@@ -76,11 +76,14 @@ def _add_field(group: argparse._ArgumentGroup, flag: str, dest: str, hint: Any, 
     if origin is Literal:
         group.add_argument(flag, choices=list(typing.get_args(hint)), **kwargs)
         return
-    if origin is tuple:  # tuple[Literal[...], ...]: one or more of the choices
+    if origin is tuple:  # tuple[Literal[...], ...] (one or more of the choices) or tuple[int, ...]
         item = typing.get_args(hint)[0]
-        shown = f" (default: {' '.join(default)})" if isinstance(default, tuple) else ""
+        shown = f" (default: {' '.join(map(str, default))})" if isinstance(default, tuple) else ""
         kwargs["help"] = help_text + shown
-        group.add_argument(flag, nargs="+", choices=list(typing.get_args(item)), **kwargs)
+        if item is int:
+            group.add_argument(flag, nargs="+", type=int, metavar="INT", **kwargs)
+        else:
+            group.add_argument(flag, nargs="+", choices=list(typing.get_args(item)), **kwargs)
         return
     if origin is not None:  # X | None
         inner = next(arg for arg in typing.get_args(hint) if arg is not type(None))
@@ -164,6 +167,8 @@ def main(argv: list[str] | None = None) -> int:
     except (ConfigError, Stage2InputError, CacheError, CorpusError, DiskFullError) as err:
         print(f"stage2_graph.run: error: {err}", file=sys.stderr)
         return 2
+    if result.global_rank != 0:  # under ddp every rank returns here; rank 0 reports
+        return 0
     print(f"checkpoint: {result.checkpoint}")
     print(f"cache file: {result.cache_file}")
     print(f"logs:       {result.log_dir}")

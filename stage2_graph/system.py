@@ -13,6 +13,7 @@ from stage2_graph.adjacency import GraphStructure
 from stage2_graph.config import MODALITY_INPUTS, GateKind, ModelConfig, ObjectiveConfig, OptimConfig
 from stage2_graph.data import GraphInputs
 from stage2_graph.losses import FeatureReconstructionLoss, GateLinkLoss, StructureReconstructionLoss
+from stage2_graph.minibatch import sampled_adj_t
 from stage2_graph.model import GraphEncoder
 
 
@@ -110,14 +111,81 @@ class Stage2System(L.LightningModule):
         )
 
     def compute_losses(self, batch: dict[str, Tensor]) -> dict[str, Tensor]:
-        """Named losses of one step (and the weighted total under ``"loss"``)."""
+        """Named losses of one step (and the weighted total under ``"loss"``): a full-batch step's masks, or
+        a mini-batch of :class:`stage2_graph.minibatch.NeighborBatches` (it carries ``n_id``)."""
+        if "n_id" in batch:
+            return self.minibatch_losses(batch)
         node_emb = self(batch["keep_edges"], batch["node_mask"])
-        losses = self.feature_loss(node_emb, self.features, batch["node_mask"])
-        if batch["pos_pairs"].shape[1]:
-            losses.update(self.structure_loss(node_emb, batch["pos_pairs"], batch["neg_pairs"]))
+        return self.objective_losses(
+            node_emb,
+            self.features,
+            self.modalities,
+            self.modality_masks,
+            batch["node_mask"],
+            batch["node_mask"],
+            batch["pos_pairs"],
+            batch["neg_pairs"],
+        )
+
+    def minibatch_losses(self, batch: dict[str, Tensor]) -> dict[str, Tensor]:
+        """The objectives on one sampled subgraph: the model runs on the batch's own ``adj_t`` and gate inputs
+        (sliced by ``n_id``); the terms cover the batch's seed nodes and pairs (local ids)."""
+        node_emb, features, modalities, masks = self.minibatch_forward(batch)
+        return self.objective_losses(
+            node_emb,
+            features,
+            modalities,
+            masks,
+            batch["node_mask"],
+            batch["loss_mask"],
+            batch["pos_pairs"],
+            batch["neg_pairs"],
+        )
+
+    def minibatch_forward(
+        self, batch: dict[str, Tensor]
+    ) -> tuple[Tensor, Tensor, list[Tensor], list[Tensor]]:
+        """Embeddings ``[n, hidden_dim]`` of a sampled subgraph's nodes (exact for its seeds when every
+        neighbour was sampled), and the batch's gate inputs: X ``[n, F]``, modalities and their masks."""
+        n_id = batch["n_id"]
+        adj_t, _ = sampled_adj_t(batch["edge_index"], n_id.numel())
+        features = self.features.index_select(0, n_id)
+        modalities = [m.index_select(0, n_id) for m in self.modalities]
+        masks = [m.index_select(0, n_id) for m in self.modality_masks]
+        node_emb = self.model(
+            features, adj_t, modalities, masks, node_mask=batch["node_mask"], log_degree=batch["log_degree"]
+        )
+        return node_emb, features, modalities, masks
+
+    def objective_losses(
+        self,
+        node_emb: Tensor,
+        features: Tensor,
+        modalities: list[Tensor],
+        modality_masks: list[Tensor],
+        node_mask: Tensor,
+        loss_mask: Tensor,
+        pos_pairs: Tensor,
+        neg_pairs: Tensor,
+    ) -> dict[str, Tensor]:
+        """Feature loss on the rows of ``loss_mask``, structure and gate-link losses on the pairs."""
+        if bool(loss_mask.any()):
+            losses = self.feature_loss(node_emb, features, loss_mask)
+        else:  # a mini-batch whose seed share has no masked node
+            losses = {"feature_loss": node_emb.sum() * 0.0}
+        if pos_pairs.shape[1]:
+            losses.update(self.structure_loss(node_emb, pos_pairs, neg_pairs))
         else:
             losses["structure_loss"] = node_emb.new_zeros(())
-        losses.update(self.gate_link_losses(batch, node_emb))
+        losses.update(
+            self.gate_link_losses(
+                {"pos_pairs": pos_pairs, "neg_pairs": neg_pairs, "node_mask": node_mask},
+                node_emb,
+                features,
+                modalities,
+                modality_masks,
+            )
+        )
         losses["loss"] = (
             self.objective.feature_weight * losses["feature_loss"]
             + self.objective.structure_weight * losses["structure_loss"]
@@ -125,16 +193,28 @@ class Stage2System(L.LightningModule):
         )
         return losses
 
-    def gate_link_losses(self, batch: dict[str, Tensor], node_emb: Tensor) -> dict[str, Tensor]:
+    def gate_link_losses(
+        self,
+        batch: dict[str, Tensor],
+        node_emb: Tensor,
+        features: Tensor | None = None,
+        modalities: list[Tensor] | None = None,
+        modality_masks: list[Tensor] | None = None,
+    ) -> dict[str, Tensor]:
         """The gate's link prediction on the step's held-out edges and negatives (both directions);
-        zero for the uniform gate, without held-out edges, or with weight 0."""
+        zero for the uniform gate, without held-out edges, or with weight 0. The gate inputs default to the
+        whole graph's."""
         pos, neg = batch["pos_pairs"], batch["neg_pairs"]
         if self.model.gate is None or not pos.shape[1] or self.objective.gate_link_weight == 0:
             zero = node_emb.new_zeros(())
             return {"gate_link_loss": zero, "gate_link_acc": zero}
         pairs = torch.cat([pos, pos.flip(0), neg, neg.flip(0)], dim=1)
         logits = self.model.gate_pair_logits(
-            self.features, pairs, self.modalities, self.modality_masks, node_mask=batch["node_mask"]
+            self.features if features is None else features,
+            pairs,
+            self.modalities if modalities is None else modalities,
+            self.modality_masks if modality_masks is None else modality_masks,
+            node_mask=batch["node_mask"],
         )
         num_pos = 2 * pos.shape[1]
         return self.gate_link_loss(logits[:num_pos], logits[num_pos:])

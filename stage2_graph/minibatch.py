@@ -1,0 +1,211 @@
+"""Mini-batch training with PyG's ``NeighborLoader`` and layer-wise full-graph inference
+(``trainer.batching = "neighbor"``), for graphs whose full-batch step does not fit one process.
+
+Each epoch draws one set of masks (which users' X is masked, which edges are held out, the negatives) from a
+generator seeded by ``(seed, epoch)``, removes the held-out edges from the graph the loader samples from (so
+they never reach message passing), and splits the work into batches: batch ``b`` seeds its share of all
+nodes (the feature-masking term covers the masked ones among them) and its share of the held-out edges and
+negatives (the structure and gate-link terms; at most ``batch_size / 4`` of each, so that a batch seeds
+about ``2 x batch_size`` nodes, and different held-out edges are scored each epoch), and ``NeighborLoader`` samples ``fanouts[l]`` neighbours per
+node and hop around those seeds. The model then runs on the batch's own ``adj_t`` with the batch's gate
+inputs (X, image/text embeddings, masks sliced by the batch's node ids) and the nodes' log-degree in the
+whole propagated graph (a sampled subgraph does not hold every neighbour). Under DDP each rank takes every
+``world_size``-th batch (the same count on every rank).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+
+import lightning as L
+import torch
+from torch import Tensor
+from torch.utils.data import DataLoader, Dataset
+from torch_geometric.data import Data
+from torch_geometric.loader import NeighborLoader
+from torch_sparse import SparseTensor
+
+from stage2_graph.adjacency import GraphStructure
+from stage2_graph.data import MaskingDataset
+from stage2_graph.model import GraphEncoder, node_log_degree
+
+
+def sampled_adj_t(edge_index: Tensor, num_nodes: int) -> tuple[SparseTensor, Tensor]:
+    """A batch's ``adj_t`` (row = target) from its ``edge_index [2, e]`` (row 0 = source, PyG's convention),
+    and the position in ``edge_index`` of each CSR entry ``[e]``."""
+    order = torch.arange(edge_index.shape[1], device=edge_index.device)
+    adj_t = SparseTensor(
+        row=edge_index[1], col=edge_index[0], value=order, sparse_sizes=(num_nodes, num_nodes)
+    )
+    return adj_t.set_value(None, layout="csr"), adj_t.storage.value()
+
+
+def _directed(structure: GraphStructure, keep_edges: Tensor | None) -> tuple[Tensor, Tensor]:
+    """``edge_index [2, nnz]`` of the propagated graph (CSR order, row 0 = source) and ``log(1 + deg)`` ``[N]``."""
+    adj_t, _ = structure.adj_t(keep_edges)
+    edge_index = torch.stack([adj_t.storage.col(), adj_t.storage.row()])
+    return edge_index, node_log_degree(adj_t)
+
+
+class NeighborBatches(Dataset):
+    """One epoch's mini-batches on one rank (see the module docstring).
+
+    Args:
+        structure (GraphStructure): the whole graph.
+        masking (MaskingDataset): draws the epoch's masks (item ``(epoch, 0)``).
+        fanouts (Sequence[int]): neighbours per node and hop, one per layer (``-1`` = all).
+        batch_size (int): seed nodes per batch (each batch also seeds the endpoints of its pairs).
+        epoch (int): epoch index (masks and batch order depend on it and on ``seed``).
+        seed (int): base seed.
+        rank, world_size (int): this process's share of the batches.
+
+    Each item is a dict: ``n_id [n]`` (global ids; the ``num_seeds`` seeds first), ``edge_index [2, e]`` (local, row 0 =
+    source), ``log_degree [n]``, ``node_mask`` bool ``[n]`` (X masked), ``loss_mask`` bool ``[n]`` (masked
+    seed nodes of the batch's node share: the feature term's rows), ``pos_pairs [2, P_b]`` and
+    ``neg_pairs [2, Q_b]`` (local ids of the batch's held-out edges and negatives).
+    """
+
+    def __init__(
+        self,
+        structure: GraphStructure,
+        masking: MaskingDataset,
+        fanouts: Sequence[int],
+        batch_size: int,
+        epoch: int = 0,
+        seed: int = 0,
+        rank: int = 0,
+        world_size: int = 1,
+    ):
+        masks = masking[(epoch, 0)]
+        self.node_mask = masks["node_mask"]
+        # The sampler runs on CPU, whatever device the structure's buffers are on.
+        edge_index, log_degree = _directed(structure, masks["keep_edges"].to(structure.row.device))
+        edge_index, self.log_degree = edge_index.cpu(), log_degree.cpu()
+        num_nodes = structure.num_nodes
+        # Only the loader's sampler and filtering are used: the seeds of each batch are chosen here.
+        self.loader = NeighborLoader(
+            Data(edge_index=edge_index, num_nodes=num_nodes),
+            num_neighbors=list(fanouts),
+            batch_size=batch_size,
+        )
+        generator = torch.Generator().manual_seed((seed * 1_000_003 + epoch) * 7 + 1)
+        per_rank = math.ceil(math.ceil(num_nodes / batch_size) / world_size)
+        num_batches = max(1, per_rank) * world_size
+        pos, neg = masks["pos_pairs"], masks["neg_pairs"]
+        self.nodes = torch.randperm(num_nodes, generator=generator).tensor_split(num_batches)
+        # Each batch scores at most batch_size / 4 held-out edges and as many negatives, so that its seeds
+        # stay within about 2 x batch_size nodes; the edges held out this epoch still never reach messages.
+        cap = math.ceil(batch_size / 4)
+        pos = pos[:, torch.randperm(pos.shape[1], generator=generator)]
+        neg = neg[:, torch.randperm(neg.shape[1], generator=generator)]
+        self.pos = [chunk[:, :cap] for chunk in pos.tensor_split(num_batches, dim=1)]
+        self.neg = [chunk[:, :cap] for chunk in neg.tensor_split(num_batches, dim=1)]
+        self.mine = list(range(rank, num_batches, world_size))
+
+    def __len__(self) -> int:
+        return len(self.mine)
+
+    def __getitem__(self, index: int) -> dict[str, Tensor]:
+        b = self.mine[index]
+        nodes, pos, neg = self.nodes[b], self.pos[b], self.neg[b]
+        seeds = torch.unique(torch.cat([nodes, pos.reshape(-1), neg.reshape(-1)]))
+        return self.sample(seeds, nodes, pos, neg)
+
+    def sample(self, seeds: Tensor, nodes: Tensor, pos: Tensor, neg: Tensor) -> dict[str, Tensor]:
+        """The batch around sorted unique ``seeds`` (``nodes``, ``pos``, ``neg`` in global ids, within seeds)."""
+        out = self.loader.collate_fn(seeds)
+        data = out if self.loader.filter_per_worker else self.loader.filter_fn(out)
+        n_id = data.n_id
+        if not torch.equal(n_id[: seeds.numel()], seeds):
+            raise RuntimeError("NeighborLoader did not put the seed nodes first")
+        loss_mask = torch.zeros(n_id.numel(), dtype=torch.bool)
+        loss_mask[torch.searchsorted(seeds, nodes)] = True
+        node_mask = self.node_mask.index_select(0, n_id)
+        return {
+            "n_id": n_id,
+            "num_seeds": seeds.numel(),
+            "edge_index": data.edge_index,
+            "log_degree": self.log_degree.index_select(0, n_id),
+            "node_mask": node_mask,
+            "loss_mask": loss_mask & node_mask,
+            "pos_pairs": torch.searchsorted(seeds, pos.contiguous()),
+            "neg_pairs": torch.searchsorted(seeds, neg.contiguous()),
+        }
+
+
+class NeighborDataModule(L.LightningDataModule):
+    """Serves :class:`NeighborBatches` of the trainer's current epoch and this rank (reloaded every epoch:
+    the Trainer runs with ``reload_dataloaders_every_n_epochs=1``). Picklable, for ``ddp_spawn``."""
+
+    def __init__(
+        self,
+        structure: GraphStructure,
+        masking: MaskingDataset,
+        fanouts: Sequence[int],
+        batch_size: int,
+        seed: int,
+    ):
+        super().__init__()
+        self.structure, self.masking = structure, masking
+        self.fanouts, self.batch_size, self.seed = list(fanouts), batch_size, seed
+
+    def train_dataloader(self) -> DataLoader:
+        trainer = self.trainer
+        epoch = trainer.current_epoch if trainer is not None else 0
+        rank, world = (trainer.global_rank, trainer.world_size) if trainer is not None else (0, 1)
+        batches = NeighborBatches(
+            self.structure, self.masking, self.fanouts, self.batch_size, epoch, self.seed, rank, world
+        )
+        return DataLoader(batches, batch_size=None, shuffle=False, num_workers=0)
+
+
+@torch.no_grad()
+def layerwise_forward(
+    model: GraphEncoder,
+    features: Tensor,
+    structure: GraphStructure,
+    modalities: Sequence[Tensor] = (),
+    modality_masks: Sequence[Tensor | None] | None = None,
+    batch_size: int = 1024,
+) -> tuple[Tensor, Tensor]:
+    """R^G ``[N, hidden_dim]`` and the gate ``[nnz, H]`` of the whole graph (no masking), one layer at a time.
+
+    PyG's layer-wise inference: every layer's states of all nodes are kept (``[N, hidden_dim]``), and each
+    layer is computed for ``batch_size`` target nodes at a time over their 1-hop neighbourhood
+    (``NeighborLoader`` with all neighbours), so no batch ever holds more than one hop. The gate is made once
+    for the whole graph (it is an output, ``[nnz, H]``, in ``structure.adj_t()``'s CSR order) and sliced per
+    batch by edge id. Equals the full forward in eval mode (tested).
+    """
+    adj_t, _ = structure.adj_t()
+    gate = model.compute_gate(features, adj_t, modalities, modality_masks)
+    edge_index, log_degree = _directed(structure, None)
+    num_nodes = structure.num_nodes
+    chunks = torch.arange(num_nodes, device=features.device).split(batch_size)
+    masks = list(modality_masks) if modality_masks is not None else [None] * len(modalities)
+    hidden = torch.cat(
+        [
+            model.input_states(
+                features[chunk],
+                adj_t,
+                [m[chunk] for m in modalities],
+                [None if k is None else k[chunk] for k in masks],
+                log_degree[chunk],
+            )
+            for chunk in chunks
+        ]
+    )
+    loader = NeighborLoader(
+        Data(edge_index=edge_index.cpu(), num_nodes=num_nodes), num_neighbors=[-1], batch_size=batch_size
+    )
+    for index in range(len(model.convs)):
+        parts = []
+        for batch in loader:
+            n_id = batch.n_id.to(features.device)
+            local, position = sampled_adj_t(batch.edge_index.to(features.device), n_id.numel())
+            entry_gate = gate.index_select(0, batch.e_id.to(features.device).index_select(0, position))
+            parts.append(
+                model.layer(index, hidden.index_select(0, n_id), local, entry_gate)[: batch.batch_size]
+            )
+        hidden = torch.cat(parts)
+    return hidden, gate

@@ -88,6 +88,16 @@ ABLATIONS: dict[str, Variant] = {
             "MMGA with the uniform gate",
             stage2={"gate": "uniform", "use_modalities": True},
         ),
+        Variant(
+            "abl_additive_gate",
+            "MMGA with the literal (static) eq. 5 gate",
+            stage2={**MMGA.stage2, "model.gate_form": "additive"},
+        ),
+        Variant(
+            "abl_x_only_inputs",
+            "MMGA propagating X and degree only (the paper's literal node inputs)",
+            stage2={**MMGA.stage2, "model.node_inputs": ["stats", "degree"]},
+        ),
     )
 }
 

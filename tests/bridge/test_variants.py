@@ -58,6 +58,10 @@ def test_round_seeds_and_feedback():
     assert _resolve("abl_no_feedback", "stage1", round_idx=2)["edge_weight_round"] is None
     assert _resolve("abl_no_gcl", "stage1")["losses.gcl_image_weight"] == 0.0
     assert _resolve("abl_uniform_gate", "stage2")["gate"] == "uniform"
+    assert _resolve("abl_additive_gate", "stage2")["model.gate_form"] == "additive"
+    assert _resolve("abl_x_only_inputs", "stage2")["model.node_inputs"] == ["stats", "degree"]
+    assert set(ABLATIONS) == {"abl_no_gcl", "abl_no_feedback", "abl_uniform_gate", "abl_additive_gate",
+                              "abl_x_only_inputs"}  # fmt: skip
     assert _resolve("no_align", "stage2")["gate"] == "uniform"
     with pytest.raises(ValueError, match="no stage 1"):
         _resolve("graph_only", "stage1")

@@ -79,14 +79,17 @@ class InlineExecutor(Executor):
 
 
 def _call_stage_logged(stage: str, config: Any) -> stages.StageOutcome:
-    """Worker side: run the stage with its output captured into ``<out_dir>/stage.log``."""
+    """Run the stage with its output captured into ``<out_dir>/stage.log``.
+
+    The capture is at the file-descriptor level only (``dup2`` of 1 and 2): ``sys.stdout`` / ``sys.stderr`` stay
+    the same objects, so a logging handler a library creates during the stage (``logging.warning`` makes one on
+    first use) keeps pointing at the real stderr, not at the log file that is closed afterwards.
+    """
     out_dir = Path(config.out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    with (
-        open(out_dir / LOG_NAME, "w") as log,
-        contextlib.redirect_stdout(log),
-        contextlib.redirect_stderr(log),
-    ):
+    with open(out_dir / LOG_NAME, "w") as log:
+        sys.stdout.flush()
+        sys.stderr.flush()
         fd_out, fd_err = os.dup(1), os.dup(2)
         os.dup2(log.fileno(), 1)
         os.dup2(log.fileno(), 2)

@@ -78,15 +78,7 @@ def load_trained_system(
         raise Stage2InputError(
             f"{checkpoint}: this model reads stage 1's embeddings; pass them in the graph inputs"
         )
-    system = Stage2System(
-        graph,
-        cfg.model,
-        cfg.objective,
-        cfg.optim,
-        gate=cfg.gate,
-        use_modalities=cfg.use_modalities,
-        config=cfg.to_dict(),
-    )
+    system = Stage2System.from_config(graph, cfg)
     state = torch.load(checkpoint, map_location="cpu", weights_only=True)["state_dict"]
     try:
         system.load_state_dict(state, strict=True)

@@ -170,15 +170,7 @@ def _run(cfg: Stage2Config) -> Stage2Result:
     out_dir = cfg.resolved_out_dir
     checkpoint_dir = out_dir / "checkpoints"
 
-    system = Stage2System(
-        graph,
-        cfg.model,
-        cfg.objective,
-        cfg.optim,
-        gate=cfg.gate,
-        use_modalities=cfg.use_modalities,
-        config=cfg.to_dict(),
-    )
+    system = Stage2System.from_config(graph, cfg)
     if cfg.init_checkpoint is not None:
         load_init_checkpoint(system, Path(cfg.init_checkpoint))
     dataset = MaskingDataset(

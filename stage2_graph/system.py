@@ -10,7 +10,14 @@ from torch import Tensor
 from torch_sparse import SparseTensor
 
 from stage2_graph.adjacency import GraphStructure
-from stage2_graph.config import MODALITY_INPUTS, GateKind, ModelConfig, ObjectiveConfig, OptimConfig
+from stage2_graph.config import (
+    MODALITY_INPUTS,
+    GateKind,
+    ModelConfig,
+    ObjectiveConfig,
+    OptimConfig,
+    Stage2Config,
+)
 from stage2_graph.data import GraphInputs
 from stage2_graph.losses import FeatureReconstructionLoss, GateLinkLoss, StructureReconstructionLoss
 from stage2_graph.minibatch import sampled_adj_t
@@ -83,6 +90,12 @@ class Stage2System(L.LightningModule):
         for index, (embedding, mask) in enumerate(zip(modalities, modality_masks)):
             self.register_buffer(f"modality_{index}", embedding.float(), persistent=False)
             self.register_buffer(f"modality_mask_{index}", mask.bool(), persistent=False)
+
+    @classmethod
+    def from_config(cls, graph: GraphInputs, cfg: Stage2Config) -> Stage2System:
+        """The system a resolved stage-2 config describes, over ``graph`` (training and inference alike)."""
+        return cls(graph, cfg.model, cfg.objective, cfg.optim, gate=cfg.gate, use_modalities=cfg.use_modalities,
+                   config=cfg.to_dict())  # fmt: skip
 
     @property
     def modalities(self) -> list[Tensor]:

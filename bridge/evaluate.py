@@ -91,7 +91,8 @@ class BatchedHeads(torch.nn.Module):
         return sum(w.pow(2).sum(dim=(1, 2)) for w in self.weights)
 
 
-def _standardize(x: np.ndarray, train: np.ndarray) -> np.ndarray:
+def standardize(x: np.ndarray, train: np.ndarray) -> np.ndarray:
+    """``x`` standardized per column with the mean and std of the rows ``train`` (a constant column: std 1)."""
     mean = x[train].mean(axis=0)
     std = x[train].std(axis=0)
     std[std == 0] = 1.0
@@ -164,7 +165,7 @@ def _evaluate_task(
     for name, mask in (("train", train), ("val", val), ("test", test)):
         if mask.sum() == 0:
             raise ValueError(f"task {task}: no users with a known target in the {name} split")
-    x = _standardize(x.astype(np.float64), train).astype(np.float32)
+    x = standardize(x.astype(np.float64), train).astype(np.float32)
     xt = {s: torch.from_numpy(x[m]) for s, m in (("train", train), ("val", val), ("test", test))}
     if task == "topic":
         num_classes = int(y.max()) + 1

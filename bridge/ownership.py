@@ -16,6 +16,7 @@ import shutil
 from pathlib import Path
 
 from bridge.manifest import Manifest, ManifestConflict, file_sha256
+from bridge.paths import STAGE_LOG
 from corpus.ownership import (
     GENERATOR_RECORD,
     folder_files,
@@ -90,8 +91,7 @@ def generate_owned(corpus_dir: Path, synth: SyntheticConfig, manifest: Manifest,
 
 
 # What the stages write into their output folder (checkpoints, Lightning's CSV and TensorBoard logs).
-# stage.log: the stage's output, captured by bridge.schedule
-STAGE_DIR_ENTRIES = frozenset({"checkpoints", "logs", "tensorboard", "lightning_logs", "stage.log"})
+STAGE_DIR_ENTRIES = frozenset({"checkpoints", "logs", "tensorboard", "lightning_logs", STAGE_LOG})
 
 
 class StageFolderNotOwned(ManifestConflict):

@@ -23,6 +23,9 @@ from typing import Literal, get_args
 
 from bridge.variants import REGISTRY
 
+# A stage's captured stdout/stderr, in its stage folder (written by bridge.schedule, kept by bridge.ownership).
+STAGE_LOG = "stage.log"
+
 Stage = Literal["stage1", "stage2"]
 STAGES: tuple[str, ...] = get_args(Stage)
 

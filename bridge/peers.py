@@ -21,7 +21,7 @@ from torch_geometric.nn import GCNConv, SGConv
 
 from bridge import metrics, tasks
 from bridge.config import EvalConfig
-from bridge.evaluate import summarize, torch_threads
+from bridge.evaluate import standardize, summarize, torch_threads
 
 
 def edge_index_of(edges: np.ndarray) -> torch.Tensor:
@@ -30,19 +30,14 @@ def edge_index_of(edges: np.ndarray) -> torch.Tensor:
     return torch.cat([e.t(), e.flip(1).t()], dim=1)
 
 
-def _standardize_columns(x: np.ndarray, rows: np.ndarray | None = None) -> np.ndarray:
-    ref = x if rows is None else x[rows]
-    std = ref.std(0)
-    return (x - ref.mean(0)) / np.where(std > 0, std, 1.0)
-
-
 def sgc_features(x: np.ndarray, edges: np.ndarray, hops: int = 2) -> np.ndarray:
     """``[F || S F || ... || S^hops F]`` with F the column-standardized ``x [N, D]``; returns ``[N, (hops+1) D]``.
 
     ``S`` is SGC's normalized adjacency with self loops, applied by PyG's ``SGConv`` with its linear map set to
     the identity, so the propagation is exactly PyG's and has no parameters.
     """
-    feats = torch.from_numpy(_standardize_columns(np.asarray(x, dtype=np.float64)).astype(np.float32))
+    x = np.asarray(x, dtype=np.float64)
+    feats = torch.from_numpy(standardize(x, np.ones(len(x), dtype=bool)).astype(np.float32))
     edge_index = edge_index_of(edges)
     dim = feats.shape[1]
     out = [feats]
@@ -128,7 +123,7 @@ def _gcn_task(
     for name, mask in masks.items():
         if not mask.any():
             raise ValueError(f"task {task}: no users with a known target in the {name} split")
-    feats = torch.from_numpy(_standardize_columns(x.astype(np.float64), masks["train"]).astype(np.float32))
+    feats = torch.from_numpy(standardize(x.astype(np.float64), masks["train"]).astype(np.float32))
     idx = {name: torch.from_numpy(np.flatnonzero(mask)) for name, mask in masks.items()}
     if task == "topic":
         out_dim = int(y[known].max()) + 1

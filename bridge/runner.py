@@ -116,14 +116,19 @@ def prepare_corpus(
     return corpus, seconds
 
 
-def check_stage_configs(cfg: BridgeConfig, paths: RunPaths) -> None:
+def check_stage_configs(cfg: BridgeConfig, paths: RunPaths) -> dict[tuple[str, str], Any]:
     """Resolve every variant's round-0 stage configs before any work, so a bad ``--stage1`` / ``--stage2``
-    override fails in a second, naming the key, not after the corpus was generated."""
+    override fails in a second, naming the key, not after the corpus was generated. Returns them, keyed by
+    (variant, stage)."""
     corpus_dir = Path(cfg.corpus) if cfg.corpus is not None else paths.generated_corpus
     seeded = paths.for_seed(cfg.seed)
-    for variant in run_variants(cfg.baselines, cfg.ablations):
-        for stage in variant.stages:
-            stages.resolve_stage_config(stage, cfg, seeded, corpus_dir, variant.name, 0, None)
+    return {
+        (variant.name, stage): stages.resolve_stage_config(
+            stage, cfg, seeded, corpus_dir, variant.name, 0, None
+        )
+        for variant in run_variants(cfg.baselines, cfg.ablations)
+        for stage in variant.stages
+    }
 
 
 def run_stages(
@@ -215,12 +220,12 @@ def _mean_sd(values: list[float]) -> str:
     return f"{stat['mean']:.3f} ± {stat['std']:.3f}"
 
 
-def header(cfg: BridgeConfig, paths: RunPaths, jobs: int) -> list[str]:
-    """What the run will do and roughly how long it takes, and the one note on random ViT weights."""
+def header(cfg: BridgeConfig, paths: RunPaths, jobs: int, configs: dict[tuple[str, str], Any]) -> list[str]:
+    """What the run will do and roughly how long it takes, and the one note on random ViT weights.
+
+    ``configs``: the round-0 stage configs from :func:`check_stage_configs`."""
     variants = run_variants(cfg.baselines, cfg.ablations)
-    seeded = paths.for_seed(cfg.seed)
-    s1 = stages.resolve_stage_config("stage1", cfg, seeded, paths.generated_corpus, "mmga", 0, None)
-    s2 = stages.resolve_stage_config("stage2", cfg, seeded, paths.generated_corpus, "mmga", 0, None)
+    s1, s2 = configs[("mmga", "stage1")], configs[("mmga", "stage2")]
     stage1_runs = cfg.seeds * cfg.rounds * sum(v.has_stage1 for v in variants)
     stage2_runs = cfg.seeds * cfg.rounds * len(variants)
     rows = report_rows(cfg.rounds, cfg.baselines, cfg.ablations)
@@ -258,11 +263,11 @@ def run_bridge(
     start = time.perf_counter()
     load_start = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
     paths = RunPaths(Path(run_dir).resolve())
-    check_stage_configs(cfg, paths)
+    configs = check_stage_configs(cfg, paths)
     paths.run_dir.mkdir(parents=True, exist_ok=True)
     manifest = Manifest.load(paths.manifest)
     result = BridgeResult(run_dir=paths.run_dir, report=paths.report_dir / "report.md", metrics={})
-    for line in header(cfg, paths, jobs):
+    for line in header(cfg, paths, jobs, configs):
         console.info(line)
     corpus, corpus_seconds = prepare_corpus(cfg, paths, manifest, result, force, console)
     result.timings.append(

@@ -29,12 +29,10 @@ from bridge import stages
 from bridge.config import BridgeConfig
 from bridge.console import Console
 from bridge.manifest import Manifest
-from bridge.paths import RunPaths
+from bridge.paths import STAGE_LOG, RunPaths
 from bridge.variants import Variant
 from corpus import Corpus
 from mmga_common.noise import init_worker
-
-LOG_NAME = "stage.log"
 
 
 @dataclass
@@ -87,7 +85,7 @@ def _call_stage_logged(stage: str, config: Any) -> stages.StageOutcome:
     """
     out_dir = Path(config.out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    with open(out_dir / LOG_NAME, "w") as log:
+    with open(out_dir / STAGE_LOG, "w") as log:
         sys.stdout.flush()
         sys.stderr.flush()
         fd_out, fd_err = os.dup(1), os.dup(2)
@@ -151,7 +149,7 @@ def run_chains(
             chains_done += 1
             what = (f"{chain.ran} of {chain.total} stages run in {chain.seconds:.1f} s" if chain.ran
                     else "complete before, skipped")  # fmt: skip
-            console.info(f"[{chains_done}/{len(chains)}] seed {chain.seed} {chain.variant.name}: {what}")
+            console.info(f"[{chains_done}/{len(chains)}] {chain.name}: {what}")
 
     pending: deque[Chain] = deque(chains)
     running: dict[Future, tuple[Chain, stages.StageRun, Any]] = {}
@@ -184,7 +182,7 @@ def run_chains(
                     continue
                 recorded = stages.manifest_config(run, manifest)
                 stages.prepare(run, manifest)
-                console.detail(f"  {run.key} started (log: {Path(run.config.out_dir) / LOG_NAME})")
+                console.detail(f"  {run.key} started (log: {Path(run.config.out_dir) / STAGE_LOG})")
                 running[pool.submit(_call_stage_logged, run.stage, run.config)] = (chain, run, recorded)
             if not running:
                 continue
@@ -196,7 +194,7 @@ def run_chains(
                     if failure is None:
                         failure = err
                         console.always(
-                            f"{run.key} failed; its output is in {Path(run.config.out_dir) / LOG_NAME}"
+                            f"{run.key} failed; its output is in {Path(run.config.out_dir) / STAGE_LOG}"
                         )
                     continue
                 outcome = future.result()

@@ -265,14 +265,3 @@ def record(run: StageRun, manifest: Manifest, corpus: Corpus, outcome: StageOutc
         metrics=outcome.metrics,
         seconds=outcome.seconds,
     )
-
-
-def execute(run: StageRun, manifest: Manifest, corpus: Corpus, force: bool = False) -> tuple[bool, float]:
-    """Run one stage in this process unless its complete outputs exist; returns (ran, seconds)."""
-    if not needs_run(run, manifest, corpus, force):
-        return False, float(manifest.get(run.key).get("seconds") or 0.0)
-    recorded = manifest_config(run, manifest)
-    prepare(run, manifest)
-    outcome = call_stage(run.stage, run.config)
-    record(run, manifest, corpus, outcome, recorded)
-    return True, outcome.seconds

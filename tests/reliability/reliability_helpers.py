@@ -12,28 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from bridge.config import BridgeConfig, EvalConfig
-
-TINY_STAGE1 = {
-    "model": {
-        "image_model": "mmga-vit-tiny",
-        "text_hidden_size": 32,
-        "text_layers": 1,
-        "text_heads": 2,
-        "text_intermediate_size": 64,
-        "text_vocab_size": 120,
-        "max_text_length": 12,
-    },
-    "losses": {"ita_dim": 16, "gcl_hidden_dim": 16},
-    "data": {"pairs_per_batch": 8, "export_batch_size": 128},
-    "optim": {"warmup_steps": 1},
-    "trainer": {"max_steps": 2, "enable_progress_bar": False},
-}
-TINY_STAGE2 = {
-    "model": {"hidden_dim": 16, "num_layers": 1},
-    "trainer": {"max_steps": 3, "enable_progress_bar": False, "log_every_n_steps": 1},
-}
-TINY_EVAL = EvalConfig(seeds=(0, 1), heads=("linear",), weight_decays=(1e-3,), max_epochs=40, patience=10)
+from bridge.config import BridgeConfig
+from tests.bridge.bridge_tiny import TINY_EVAL, TINY_STAGE1, TINY_STAGE2
 
 
 def tiny_config(corpus: Path | None, **kw) -> BridgeConfig:

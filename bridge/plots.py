@@ -120,17 +120,32 @@ def tsne_2d(blocks: list[np.ndarray], seed: int = 0) -> np.ndarray:
     return TSNE(n_components=2, perplexity=perplexity, init="pca", random_state=seed).fit_transform(x)
 
 
+TSNE_MAX_USERS = 5000  # a map of more points shows nothing more, and t-SNE's cost grows with N log N
+
+
+def projection_sample(num_users: int, max_users: int = TSNE_MAX_USERS, seed: int = 0) -> np.ndarray:
+    """The users a t-SNE map shows: all of them up to ``max_users``, else a fixed random subset (sorted)."""
+    if num_users <= max_users:
+        return np.arange(num_users)
+    return np.sort(np.random.default_rng(seed).choice(num_users, size=max_users, replace=False))
+
+
 def plot_projections(panels: list[tuple[str, list[np.ndarray]]], corpus: Corpus, out: Path) -> None:
-    """Side-by-side t-SNE maps of several representations (each a list of blocks), coloured by topic."""
+    """Side-by-side t-SNE maps of several representations (each a list of blocks), coloured by topic.
+
+    Above ``TSNE_MAX_USERS`` users the maps show the same random subset of that many users (the title says so).
+    """
     fig, axes = plt.subplots(1, len(panels), figsize=(6.5 * len(panels), 6), squeeze=False)
     cmap = plt.cm.tab10 if len(corpus.label_names) <= 10 else plt.cm.tab20
-    unknown = corpus.labels < 0
+    shown = projection_sample(corpus.num_users)
+    labels = np.asarray(corpus.labels)[shown]
+    unknown = labels < 0
     for ax, (title, blocks) in zip(axes[0], panels):
-        xy = tsne_2d(blocks)
+        xy = tsne_2d([np.asarray(b)[shown] for b in blocks])
         if unknown.any():
             ax.scatter(xy[unknown, 0], xy[unknown, 1], s=6, c="lightgrey", label="unlabelled")
         for k, name in enumerate(corpus.label_names):
-            sel = corpus.labels == k
+            sel = labels == k
             ax.scatter(xy[sel, 0], xy[sel, 1], s=7, color=cmap(k % cmap.N), label=name)
         ax.set_title(title, fontsize=12)
         ax.set_xticks([])
@@ -138,7 +153,14 @@ def plot_projections(panels: list[tuple[str, list[np.ndarray]]], corpus: Corpus,
     axes[0][-1].legend(
         fontsize=10, markerscale=2.5, loc="center left", bbox_to_anchor=(1.0, 0.5), title="topic"
     )
-    fig.suptitle("t-SNE of the standardized blocks [R^G || R^T || R^I], coloured by topic", fontsize=13)
+    sampled = (
+        ""
+        if len(shown) == corpus.num_users
+        else f" ({len(shown):,} of {corpus.num_users:,} users, at random)"
+    )
+    fig.suptitle(
+        f"t-SNE of the standardized blocks [R^G || R^T || R^I], coloured by topic{sampled}", fontsize=13
+    )
     fig.tight_layout()
     fig.savefig(out, dpi=100)
     plt.close(fig)

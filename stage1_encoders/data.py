@@ -7,26 +7,45 @@ user's posts and the corpus edges.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import lightning as L
 import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset
+from torchvision.transforms import Compose, Normalize, ToTensor
 
 from corpus import Corpus
 from stage1_encoders.masking import mask_tokens, maskable_positions
 
 
+def split_to_tensor(image_transform) -> tuple[Callable | None, torch.Tensor | None, torch.Tensor | None]:
+    """Split a torchvision ``Compose([..., ToTensor, Normalize])`` (open_clip's preprocessing) into its PIL part
+    and the normalisation's ``(mean, std)`` as [1, C, 1, 1] tensors, so images can be kept as uint8 and
+    normalised a batch at a time. ``(None, None, None)`` for any other transform (then it runs per image)."""
+    steps = list(getattr(image_transform, "transforms", []))
+    if len(steps) < 2 or not isinstance(steps[-2], ToTensor) or not isinstance(steps[-1], Normalize):
+        return None, None, None
+    norm = steps[-1]
+    mean = torch.as_tensor(norm.mean, dtype=torch.float32).view(1, -1, 1, 1)
+    std = torch.as_tensor(norm.std, dtype=torch.float32).view(1, -1, 1, 1)
+    return Compose(steps[:-2]), mean, std
+
+
 class PostPreprocessor:
     """Turns posts into model inputs: captions -> token ids, images -> normalised pixel tensors.
 
-    Decoding and transforming an image costs far more than encoding it with a small ViT, and training
-    draws each post many times, so transformed images are kept in memory up to ``image_cache_mb``
-    (per process; a DataLoader worker has its own).
+    Decoding and resizing an image costs far more than encoding it with a small ViT, and training draws each
+    post many times, so decoded images are kept in memory up to ``image_cache_mb`` (per process; a DataLoader
+    worker has its own). The cache is keyed by image file, so posts that share one (reposts) decode it once,
+    and it holds the resized uint8 pixels (a quarter of float32); torchvision's ``ToTensor`` + ``Normalize``
+    then run on the whole batch, with the same float operations, so the pixels equal the per-image transform's
+    bit for bit. A transform of another shape runs per image and its float output is cached instead.
 
     Args:
         corpus: the corpus. tokenizer: a ``PreTrainedTokenizerFast``. image_transform: PIL -> [3, H, W]
         (open_clip's preprocessing of the image tower). image_size: (H, W). max_length: token limit.
-        image_cache_mb: memory for transformed images (0 = no cache).
+        image_cache_mb: memory for decoded images (0 = no cache).
     """
 
     def __init__(
@@ -44,7 +63,8 @@ class PostPreprocessor:
         self.image_size = tuple(image_size)
         self.max_length = max_length
         self.image_cache_bytes = int(image_cache_mb * 2**20)
-        self._image_cache: dict[int, torch.Tensor] = {}
+        self._pil_stage, self._mean, self._std = split_to_tensor(image_transform)
+        self._image_cache: dict[str, torch.Tensor] = {}
         self._cached_bytes = 0
 
     def texts(self, post_idx: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
@@ -65,15 +85,27 @@ class PostPreprocessor:
         """float32 [I, 3, H, W] pixels of the images of ``post_idx``."""
         if len(post_idx) == 0:
             return torch.zeros(0, 3, *self.image_size)
-        return torch.stack([self._image(int(i)) for i in post_idx])
+        pixels = torch.stack([self._image(int(i)) for i in post_idx])
+        if self._pil_stage is None:
+            return pixels
+        return pixels.to(torch.float32).div(255).sub_(self._mean).div_(self._std)  # ToTensor, Normalize
 
     def _image(self, post: int) -> torch.Tensor:
-        pixels = self._image_cache.get(post)
+        key = self.corpus.post_image[post]
+        pixels = self._image_cache.get(key)
         if pixels is None:
-            pixels = self.image_transform(self.corpus.load_image(post))
+            image = self.corpus.load_image(post)
+            if self._pil_stage is None:
+                pixels = self.image_transform(image)
+            else:  # ToTensor's layout before its float conversion: uint8 [C, H, W]
+                resized = self._pil_stage(image)
+                if resized.mode not in ("RGB", "L"):  # ToTensor would not divide these by 255
+                    raise ValueError(f"post {post}: the image transform gave a {resized.mode} image, not RGB")
+                pixels = torch.from_numpy(np.array(resized, dtype=np.uint8, copy=True))
+                pixels = pixels.view(pixels.shape[0], pixels.shape[1], -1).permute(2, 0, 1).contiguous()
             size = pixels.numel() * pixels.element_size()
             if self._cached_bytes + size <= self.image_cache_bytes:
-                self._image_cache[post] = pixels
+                self._image_cache[key] = pixels
                 self._cached_bytes += size
         return pixels
 

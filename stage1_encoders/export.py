@@ -73,6 +73,13 @@ class _PostBatches(Dataset):
         }
 
 
+def _own_rows(emb: torch.Tensor) -> np.ndarray:
+    """float32 numpy rows in their own memory. An encoder's output is often a view (the text encoder's is
+    ``hidden[:, 0]`` of ``[B, L, H]``); keeping the view would keep the whole batch's hidden states alive,
+    L times the embedding's size, for every batch until the export ends."""
+    return emb.float().cpu().clone().numpy()
+
+
 @torch.no_grad()
 def encode_posts(
     image_encoder: ImageEncoder,
@@ -101,11 +108,11 @@ def encode_posts(
         ):
             if len(item["image_post"]):
                 image_post.append(item["image_post"])
-                image_emb.append(image_encoder(item["pixel_values"].to(device)).float().cpu().numpy())
+                image_emb.append(_own_rows(image_encoder(item["pixel_values"].to(device))))
             if len(item["text_post"]):
                 text_post.append(item["text_post"])
                 ids, mask = item["input_ids"].to(device), item["attention_mask"].to(device)
-                text_emb.append(text_encoder(ids, mask).float().cpu().numpy())
+                text_emb.append(_own_rows(text_encoder(ids, mask)))
     finally:
         image_encoder.train(modes[0])
         text_encoder.train(modes[1])

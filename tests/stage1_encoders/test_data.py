@@ -144,3 +144,58 @@ def test_batch_negatives_are_unlinked_pairs_of_batch_users(tiny_parts):
         assert a != b and (min(a, b), max(a, b)) not in edges
     torch.manual_seed(3)
     assert plain(list(range(10)))["num_users"] == batch["num_users"]  # no extra users to encode
+
+
+def test_batched_normalisation_equals_the_per_image_transform_bit_for_bit(tiny_parts):
+    from stage1_encoders.data import PostPreprocessor, split_to_tensor
+
+    corpus, transform = tiny_parts.corpus, tiny_parts.image_encoder.image_transform()
+    pil_stage, mean, std = split_to_tensor(transform)
+    # open_clip's Compose([..., ToTensor, Normalize])
+    assert pil_stage is not None and mean.shape == (1, 3, 1, 1)
+    posts = np.flatnonzero(corpus.post_has_image)[:40]
+    reference = torch.stack([transform(corpus.load_image(int(p))) for p in posts])
+    for cache_mb in (0.0, 64.0):  # decoded each time, and from the uint8 cache on the second call
+        prep = PostPreprocessor(
+            corpus, tiny_parts.tokenizer, transform, tiny_parts.prep.image_size, 16, cache_mb
+        )
+        for _ in range(2):
+            got = prep.images(posts)
+            assert got.dtype == torch.float32
+            assert torch.equal(got, reference)
+
+
+def test_image_cache_is_keyed_by_file_so_reposts_decode_once(tiny_parts):
+    from stage1_encoders.data import PostPreprocessor
+
+    corpus = tiny_parts.corpus
+    posts = np.flatnonzero(corpus.post_has_image)[:6]
+    shared = corpus.post_image[int(posts[0])]
+    reposted = type("Reposted", (), {})()  # the same corpus, with every image post pointing at one file
+    reposted.post_image = [shared] * corpus.num_posts
+    reposted.load_image = lambda post: corpus.load_image(int(posts[0]))
+    prep = PostPreprocessor(reposted, tiny_parts.tokenizer, tiny_parts.image_encoder.image_transform(),
+                            tiny_parts.prep.image_size, 16, image_cache_mb=64.0)  # fmt: skip
+    calls = []
+    original = reposted.load_image
+    reposted.load_image = lambda post: calls.append(post) or original(post)
+    pixels = prep.images(posts)
+    assert len(calls) == 1  # six posts, one file, one decode
+    assert torch.equal(pixels, pixels[:1].expand_as(pixels))
+
+
+def test_a_transform_of_another_shape_runs_per_image(tiny_parts):
+    from stage1_encoders.data import PostPreprocessor, split_to_tensor
+
+    corpus = tiny_parts.corpus
+    transform = tiny_parts.image_encoder.image_transform()
+
+    def custom(image):  # not a Compose: no batching possible, the output is used as it is
+        return transform(image) * 2.0
+
+    assert split_to_tensor(custom) == (None, None, None)
+    posts = np.flatnonzero(corpus.post_has_image)[:5]
+    prep = PostPreprocessor(corpus, tiny_parts.tokenizer, custom, tiny_parts.prep.image_size, 16, 64.0)
+    expected = torch.stack([transform(corpus.load_image(int(p))) * 2.0 for p in posts])
+    assert torch.equal(prep.images(posts), expected)
+    assert torch.equal(prep.images(posts), expected)  # cached float rows

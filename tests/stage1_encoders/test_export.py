@@ -84,3 +84,13 @@ def test_export_pools_every_post_per_user(tiny_parts):
             np.testing.assert_allclose(emb.user_image_emb[user], want, rtol=1e-4, atol=1e-5)
     tiny_parts.image_encoder.train()
     tiny_parts.text_encoder.train()
+
+
+def test_exported_rows_do_not_keep_the_encoders_hidden_states_alive():
+    from stage1_encoders.export import _own_rows
+
+    hidden = torch.randn(8, 32, 16)  # [B, L, H]; the text encoder returns the view hidden[:, 0]
+    rows = _own_rows(hidden[:, 0])
+    assert np.array_equal(rows, hidden[:, 0].numpy()) and rows.dtype == np.float32
+    assert not np.shares_memory(rows, hidden.numpy())  # its own 8 x 16 floats
+    assert np.shares_memory(hidden[:, 0].numpy(), hidden.numpy())  # a plain .numpy() kept all of [B, L, H]

@@ -174,3 +174,11 @@ def test_overrides_and_config_file(tmp_path):
         build_config(bad_eval)
     with pytest.raises(ConfigError, match="rounds"):
         build_config(rounds=0)
+
+
+def test_config_file_sets_the_preset_and_eval_scalars_become_lists(tmp_path):
+    cfg_file = _write(tmp_path / "cfg.yaml", "preset: real\neval:\n  seeds: 4\n  weight_decays: [1e-3]\n")
+    cfg = build_config(cfg_file)
+    assert cfg.preset == "real" and cfg.eval.seeds == (4,) and cfg.eval.weight_decays == (0.001,)
+    with pytest.raises(ConfigError, match=r"cfg.yaml, field 'eval.sgc_hops': must be >= 1, got 0"):
+        build_config(cfg_file, eval_overrides=["sgc_hops=0"])

@@ -30,8 +30,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from corpus import load_corpus  # noqa: E402
 from corpus.synthetic import SyntheticConfig, generate  # noqa: E402
+from mmga_common.config import deep_merge  # noqa: E402
 from stage1_encoders import Stage1Config, run_stage1  # noqa: E402
-from stage1_encoders.config import merge_dicts  # noqa: E402
 from stage1_encoders.export import export_user_embeddings  # noqa: E402
 from stage1_encoders.stage import build_parts  # noqa: E402
 
@@ -53,7 +53,7 @@ def make_config(corpus: Path, work: Path, args, **trainer) -> Stage1Config:
         "trainer": {"enable_progress_bar": False, **trainer},
     }
     if args.config is not None:
-        data = merge_dicts(json.loads(Path(args.config).read_text()), data)
+        data = deep_merge(json.loads(Path(args.config).read_text()), data)
     return Stage1Config.from_dict(data)
 
 

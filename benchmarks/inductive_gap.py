@@ -33,11 +33,12 @@ sys.path.insert(0, str(REPO))
 
 from bridge.config import build_config  # noqa: E402
 from bridge.embed import load_run  # noqa: E402
-from bridge.evaluate import evaluate_representation, torch_threads  # noqa: E402
+from bridge.evaluate import evaluate_representation  # noqa: E402
 from bridge.holdout import held_out_splits, holdout_mask, write_user_subset  # noqa: E402
 from bridge.runner import run_bridge, synthetic_config  # noqa: E402
 from corpus import load_corpus  # noqa: E402
 from corpus.synthetic import generate  # noqa: E402
+from mmga_common.threads import torch_threads  # noqa: E402
 
 TARGETS = {"topic_macro_f1": 0.03, "fans_mae": 0.03}
 

@@ -21,8 +21,9 @@ if __package__ in (None, ""):
     sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != _here]
     sys.path.insert(0, str(_here.parent))
 
-from bridge.config import BridgeConfigError, build_config  # noqa: E402
+from bridge.config import build_config  # noqa: E402
 from mmga_common import quiet_third_party  # noqa: E402
+from mmga_common.config import ConfigError  # noqa: E402
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -107,26 +108,21 @@ def main(argv: list[str] | None = None) -> int:
             stage1=args.stage1, stage2=args.stage2, eval_overrides=args.eval_overrides, synthetic=args.synthetic,
             baselines=False if args.skip_baselines else None, ablations=True if args.ablations else None,
         )  # fmt: skip
-    except BridgeConfigError as err:
+    except ConfigError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
     quiet_third_party(verbose=args.verbose)
     # Imported only now, so that --help and flag errors do not wait for torch, Lightning and the encoders.
     from bridge.console import NORMAL, QUIET, VERBOSE, Console
-    from bridge.evaluate import torch_threads
     from bridge.lock import RunFolderLocked
     from bridge.manifest import ManifestConflict, ManifestError
     from bridge.preflight import check_images, disk_full_message
     from bridge.runner import run_bridge
     from cache import CacheError
     from corpus import CorpusError
-    from stage1_encoders import ConfigError as Stage1ConfigError
-    from stage2_graph import ConfigError as Stage2ConfigError
+    from mmga_common.threads import torch_threads
 
-    user_errors = (
-        BridgeConfigError, ManifestConflict, ManifestError, Stage1ConfigError, Stage2ConfigError, CorpusError,
-        CacheError, RunFolderLocked,
-    )  # fmt: skip
+    user_errors = (ConfigError, ManifestConflict, ManifestError, CorpusError, CacheError, RunFolderLocked)
     threads = args.threads if args.threads is not None else _env_threads()
     if threads < 1:
         print(f"error: --threads must be >= 1, got {threads}", file=sys.stderr)

@@ -366,15 +366,14 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: --threads must be >= 1, got {args.threads}", file=sys.stderr)
         return 2
     _quiet_third_party()
-    from bridge.evaluate import torch_threads
     from bridge.manifest import ManifestError
     from cache import CacheError
     from corpus import CorpusError
-    from stage1_encoders import ConfigError as Stage1ConfigError
-    from stage2_graph import ConfigError as Stage2ConfigError
+    from mmga_common.config import ConfigError
+    from mmga_common.threads import torch_threads
     from stage2_graph import Stage2InputError
 
-    user_errors = (EmbedError, ManifestError, CorpusError, CacheError, Stage1ConfigError, Stage2ConfigError,
+    user_errors = (EmbedError, ManifestError, CorpusError, CacheError, ConfigError,
                    Stage2InputError)  # fmt: skip
     try:
         with torch_threads(args.threads):

@@ -19,8 +19,6 @@ Tasks:
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator
-from contextlib import contextmanager
 from itertools import product
 from typing import Any, Literal
 
@@ -30,6 +28,7 @@ import torch.nn.functional as F
 
 from bridge import metrics, tasks
 from bridge.config import EvalConfig, HeadType
+from mmga_common.threads import torch_threads
 
 
 class BatchedHeads(torch.nn.Module):
@@ -269,14 +268,3 @@ def evaluate_representation(
             else _evaluate_task(x[known[task]], targets[task][known[task]], splits[known[task]], task, cfg)
             for task in tasks.TASKS
         }
-
-
-@contextmanager
-def torch_threads(count: int) -> Iterator[None]:
-    """Run the block with ``count`` torch intra-op threads, then restore the previous number (also on errors)."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(count)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(before)

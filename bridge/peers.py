@@ -21,7 +21,8 @@ from torch_geometric.nn import GCNConv, SGConv
 
 from bridge import metrics, tasks
 from bridge.config import EvalConfig
-from bridge.evaluate import standardize, summarize, torch_threads
+from bridge.evaluate import standardize, summarize
+from mmga_common.threads import torch_threads
 
 
 def edge_index_of(edges: np.ndarray) -> torch.Tensor:

@@ -11,14 +11,14 @@ from __future__ import annotations
 
 import os
 import time
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
 import torch
 
 from bridge import stages
-from bridge.config import BridgeConfig, BridgeConfigError, deep_merge
+from bridge.config import BridgeConfig
 from bridge.console import Console, estimate_seconds, minutes
 from bridge.evaluate import evaluate_representation
 from bridge.lock import holding_run_lock
@@ -34,6 +34,7 @@ from bridge.variants import run_variants
 from bridge.verdict import over_seeds
 from corpus import Corpus, load_corpus
 from corpus.synthetic import SyntheticConfig
+from mmga_common.config import ConfigError, deep_merge, from_dict
 
 # The embedded synthetic corpus generated when no --corpus is given (sized for the 10-minute default run).
 SYNTHETIC_DEFAULTS: dict[str, Any] = {"num_users": 1000}
@@ -54,16 +55,14 @@ class BridgeResult:
 
 def synthetic_config(cfg: BridgeConfig) -> SyntheticConfig:
     """The generator's knobs: the bridge's defaults with the user's ``synthetic`` section on top."""
-    knobs = deep_merge(SYNTHETIC_DEFAULTS, cfg.synthetic)
-    known = {f.name for f in fields(SyntheticConfig)}
-    for name in knobs:
-        if name not in known:
-            raise BridgeConfigError(f"synthetic: unknown knob '{name}' (known: {', '.join(sorted(known))})")
-    synth = SyntheticConfig(**knobs)
+    source = "bridge config"
+    synth = from_dict(
+        SyntheticConfig, deep_merge(SYNTHETIC_DEFAULTS, cfg.synthetic), source, prefix="synthetic."
+    )
     try:
         synth.check()
     except ValueError as err:
-        raise BridgeConfigError(f"synthetic: {err}") from err
+        raise ConfigError(source, None, "synthetic", str(err)) from err
     return synth
 
 

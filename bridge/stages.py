@@ -30,13 +30,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from bridge.config import BridgeConfig, BridgeConfigError, deep_merge, nest
+from bridge.config import BridgeConfig
 from bridge.manifest import Manifest
 from bridge.ownership import clear_stage_dir
 from bridge.paths import RunPaths
 from bridge.variants import get_variant
 from cache import read_encoder_embeddings, read_graph_outputs
 from corpus import Corpus
+from mmga_common.config import ConfigError, deep_merge, nest
 from stage1_encoders import Stage1Config, run_stage1
 from stage2_graph import Stage2Config, run_stage2
 
@@ -66,7 +67,12 @@ def preset_defaults(name: str) -> dict[str, dict[str, Any]]:
     path = PRESET_DIR / f"{name}.json"
     if not path.is_file():
         known = sorted(p.stem for p in PRESET_DIR.glob("*.json"))
-        raise BridgeConfigError(f"unknown preset {name!r}; the presets are {', '.join(known)} ({PRESET_DIR})")
+        raise ConfigError(
+            "bridge config",
+            None,
+            "preset",
+            f"unknown preset {name!r}; the presets are {', '.join(known)} ({PRESET_DIR})",
+        )
     return json.loads(path.read_text())
 
 
@@ -88,9 +94,12 @@ class StageRun:
 def _check_overrides(stage: str, overrides: dict[str, Any]) -> None:
     taken = sorted(set(overrides) & set(BRIDGE_FIELDS[stage]))
     if taken:
-        raise BridgeConfigError(
-            f"{stage} override of '{taken[0]}': the bridge sets {', '.join(BRIDGE_FIELDS[stage])} for each variant "
-            "and round (use --corpus, --run-dir, --seed instead)"
+        raise ConfigError(
+            "bridge config",
+            None,
+            f"{stage}.{taken[0]}",
+            f"the bridge sets {', '.join(BRIDGE_FIELDS[stage])} for "
+            "each variant and round (use --corpus, --run-dir, --seed instead)",
         )
 
 
@@ -106,11 +115,14 @@ def _refuse_relaunching_ddp(stage: str, cfg: Any) -> None:
     processes = int(devices) if devices.isdigit() else len([d for d in devices.split(",") if d.strip()])
     processes *= int(getattr(trainer, "num_nodes", 1))
     if getattr(trainer, "strategy", "auto") in RELAUNCHING_STRATEGIES and processes > 1:
-        raise BridgeConfigError(
-            f"{stage} override trainer.strategy={trainer.strategy} with {processes} processes: Lightning's ddp "
+        raise ConfigError(
+            "bridge config",
+            None,
+            f"{stage}.trainer.strategy",
+            f"{trainer.strategy} with {processes} processes: Lightning's ddp "
             "re-launches the calling script per rank, which here would be the whole bridge; use "
             f"--{stage} trainer.strategy=ddp_spawn, or run the stage's own CLI with --strategy ddp "
-            "(docs/performance.md)"
+            "(docs/performance.md)",
         )
 
 

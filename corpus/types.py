@@ -14,6 +14,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
+from mmga_common.config import located
+
 SPLIT_NAMES = ("train", "val", "test")
 
 
@@ -30,12 +32,7 @@ class CorpusError(ValueError):
         self.line = line
         self.field = field
         self.msg = msg
-        where = [self.file]
-        if line is not None:
-            where.append(f"line {line}")
-        if field is not None:
-            where.append(f"field '{field}'")
-        super().__init__(f"{', '.join(where)}: {msg}")
+        super().__init__(located(self.file, line, field, msg))
 
     def __reduce__(self):
         return (type(self), (self.file, self.line, self.field, self.msg))

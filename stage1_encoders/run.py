@@ -8,43 +8,14 @@ from __future__ import annotations
 
 import argparse
 import sys
-import typing
 from pathlib import Path
-from typing import Any, Literal
 
 from cache import CacheError
 from cache.atomic import DiskFullError
 from corpus import CorpusError
 from mmga_common import quiet_third_party
-from stage1_encoders.config import ConfigError, Stage1Config, leaf_fields
-
-_NONE_WORDS = ("none", "null")
-
-
-def _flag(dotted: str, metadata: dict) -> str:
-    return metadata.get("flag") or "--" + dotted.rsplit(".", 1)[-1].replace("_", "-")
-
-
-def _scalar_parser(tp: Any):
-    """argparse ``type=`` for a leaf type (``none``/``null`` give None for optional fields)."""
-    args = typing.get_args(tp)
-    optional = type(None) in args
-    inner = [a for a in args if a is not type(None)]
-    base = inner[0] if optional and len(inner) == 1 else tp
-
-    def parse(text: str):
-        if optional and text.lower() in _NONE_WORDS:
-            return None
-        if base is int:
-            return int(text)
-        if base is float:
-            return float(text)
-        if base is Path:
-            return Path(text)
-        return text
-
-    parse.__name__ = getattr(base, "__name__", "value")
-    return parse
+from mmga_common.config import add_arguments, flags, overrides_from_args
+from stage1_encoders.config import ConfigError, Stage1Config
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -63,56 +34,14 @@ def build_parser() -> argparse.ArgumentParser:
         type=Path,
         help="JSON or YAML file with the config sections (model, losses, data, optim, trainer)",
     )
-    groups: dict[str, argparse._ArgumentGroup] = {}
-    for dotted, field, tp in leaf_fields():
-        section = dotted.split(".")[0] if "." in dotted else "run"
-        if section not in groups:
-            groups[section] = parser.add_argument_group(section)
-        group = groups[section]
-        help_text = field.metadata.get("help", "")
-        if field.metadata.get("required"):
-            help_text += " (required)"
-        else:
-            help_text += f" [default: {_default_of(dotted)}]"
-        kwargs: dict[str, Any] = {"dest": dotted, "help": help_text}
-        origin = typing.get_origin(tp)
-        if tp is bool:
-            kwargs["action"] = argparse.BooleanOptionalAction
-        elif origin is Literal:
-            kwargs["choices"] = list(typing.get_args(tp))
-        elif origin is list:
-            (item,) = typing.get_args(tp)
-            kwargs["nargs"] = "*"
-            kwargs["choices"] = list(typing.get_args(item))
-        else:
-            kwargs["type"] = _scalar_parser(tp)
-            kwargs["metavar"] = dotted.rsplit(".", 1)[-1].upper()
-        group.add_argument(_flag(dotted, field.metadata), **kwargs)
+    add_arguments(parser, Stage1Config)
     return parser
-
-
-def _default_of(dotted: str) -> Any:
-    value: Any = Stage1Config(corpus=Path("."), cache_dir=Path(".")).to_dict()
-    for part in dotted.split("."):
-        value = value[part]
-    return "none" if value is None else value
-
-
-def _nested(flat: dict[str, Any]) -> dict:
-    out: dict = {}
-    for dotted, value in flat.items():
-        node = out
-        *parents, leaf = dotted.split(".")
-        for part in parents:
-            node = node.setdefault(part, {})
-        node[leaf] = str(value) if isinstance(value, Path) else value
-    return out
 
 
 def config_from_args(argv: list[str] | None = None) -> Stage1Config:
     args = vars(build_parser().parse_args(argv))
     config_file = args.pop("config", None)
-    overrides = _nested(args)
+    overrides = overrides_from_args(args)
     if config_file is not None:
         return Stage1Config.from_file(config_file, overrides)
     return Stage1Config.from_dict(overrides, source="command line")
@@ -123,8 +52,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         cfg = config_from_args(argv)
     except ConfigError as err:
-        flags = {dotted: _flag(dotted, f.metadata) for dotted, f, _ in leaf_fields()}
-        hint = f" (flag {flags[err.field]})" if err.field in flags else ""
+        flag = flags(Stage1Config).get(err.field or "")
+        hint = f" (flag {flag})" if flag else ""
         print(f"error: {err}{hint}", file=sys.stderr)
         return 2
     from stage1_encoders.stage import run_stage1  # heavy imports only once the flags are fine

@@ -23,6 +23,7 @@ from cache import CacheError, encoder_file, read_cache_info, read_graph_outputs,
 from cache.checkpoint import SafeCheckpointIO
 from corpus import Corpus, load_corpus
 from mmga_common.progress import StepProgress
+from mmga_common.threads import torch_threads
 from stage1_encoders.config import ConfigError, Stage1Config
 from stage1_encoders.data import PairBatchCollator, PostPreprocessor, Stage1DataModule
 from stage1_encoders.encoders import build_image_encoder, build_text_encoder
@@ -319,13 +320,8 @@ def build_parts(
 def run_stage1(cfg: Stage1Config) -> Stage1Result:
     """Train stage 1 for ``cfg.round`` and write ``<cache>/round_<R>/encoders.h5``; see ``Stage1Result``."""
     cfg = Stage1Config.from_dict(cfg.to_dict(), source="Stage1Config")  # type and range checks
-    threads = torch.get_num_threads()
-    if cfg.trainer.num_threads is not None:
-        torch.set_num_threads(cfg.trainer.num_threads)
-    try:
+    with torch_threads(cfg.trainer.num_threads):
         return _run(cfg)
-    finally:
-        torch.set_num_threads(threads)
 
 
 def _prepare(cfg: Stage1Config) -> tuple[Corpus, Stage1Parts]:

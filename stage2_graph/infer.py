@@ -39,9 +39,11 @@ def read_checkpoint_config(checkpoint: Path) -> Stage2Config:
     if not stored or "state_dict" not in payload:
         raise Stage2InputError(f"{checkpoint}: not a stage-2 checkpoint (no state_dict / stage2_config)")
     try:
-        cfg = Stage2Config.from_dict(stored, where=f"{checkpoint} (stored stage2_config)")
+        cfg = Stage2Config.from_dict(stored, source=f"{checkpoint} (stored stage2_config)")
     except ConfigError as err:
-        raise ConfigError(f"{err} (a checkpoint from another version of stage 2?)") from None
+        raise ConfigError(
+            err.source, err.line, err.field, f"{err.msg} (a checkpoint from another version of stage 2?)"
+        ) from None
     return cfg
 
 

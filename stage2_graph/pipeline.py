@@ -8,7 +8,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import lightning as L
-import torch
 from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
 from lightning.pytorch.strategies import DDPStrategy
@@ -16,6 +15,7 @@ from lightning.pytorch.strategies import DDPStrategy
 from cache import graph_file, write_graph_outputs
 from cache.checkpoint import SafeCheckpointIO, load_checkpoint
 from mmga_common.progress import StepProgress
+from mmga_common.threads import torch_threads
 from stage2_graph.config import ConfigError, Stage2Config, processes
 from stage2_graph.data import MaskingDataset, Stage2DataModule, Stage2InputError, load_graph_inputs
 from stage2_graph.export import compute_graph_outputs
@@ -72,7 +72,7 @@ def _resume_path(cfg: Stage2Config, checkpoint_dir: Path) -> Path | None:
         return last if last.is_file() else None
     path = Path(resume)
     if not path.is_file():
-        raise ConfigError(f"field 'trainer.resume': checkpoint {path} not found")
+        raise ConfigError("config", None, "trainer.resume", f"checkpoint {path} not found")
     # refuse a damaged or code-carrying file with a clean error before Lightning sees it
     load_checkpoint(path)
     return path
@@ -81,7 +81,7 @@ def _resume_path(cfg: Stage2Config, checkpoint_dir: Path) -> Path | None:
 def load_init_checkpoint(system: Stage2System, path: Path) -> None:
     """Copy the weights of a previous stage-2 checkpoint into ``system`` (optimizer state is not kept)."""
     if not Path(path).is_file():
-        raise ConfigError(f"field 'init_checkpoint': {path} not found")
+        raise ConfigError("config", None, "init_checkpoint", f"{path} not found")
     checkpoint = load_checkpoint(path)
     try:
         system.load_state_dict(checkpoint["state_dict"], strict=True)
@@ -154,13 +154,8 @@ def run_stage2(cfg: Stage2Config) -> Stage2Result:
     resolved config as ``<out_dir>/checkpoints/config.json`` and in the cache file's ``producer`` attribute.
     """
     cfg.validate()
-    threads = torch.get_num_threads()
-    if cfg.trainer.num_threads is not None:
-        torch.set_num_threads(cfg.trainer.num_threads)
-    try:
+    with torch_threads(cfg.trainer.num_threads):
         return _run(cfg)
-    finally:
-        torch.set_num_threads(threads)
 
 
 def _run(cfg: Stage2Config) -> Stage2Result:

@@ -6,11 +6,11 @@ import argparse
 import os
 import sys
 import time
-from dataclasses import MISSING
 from pathlib import Path
 
-from corpus.synthetic.config import SyntheticConfig, config_fields
+from corpus.synthetic.config import SyntheticConfig
 from corpus.synthetic.generator import generate
+from mmga_common.config import add_arguments, from_dict, overrides_from_args
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -18,20 +18,12 @@ def build_parser() -> argparse.ArgumentParser:
         prog="python -m corpus.synthetic",
         description="Write a synthetic social-media corpus (users.csv, posts.jsonl, edges.csv, images/) with "
         "planted topic, graph and fans structure; ground truth goes to _truth.npz. See docs/corpus.md.",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
     parser.add_argument("--out", type=Path, required=True, help="output folder")
     parser.add_argument(
         "--overwrite", action="store_true", help="replace an earlier generator output in --out"
     )
-    for f, flag, help_text in config_fields():
-        kind = {"int": int, "float": float, "str": str}[
-            f.type if isinstance(f.type, str) else f.type.__name__
-        ]
-        default = f.default if f.default is not MISSING else None
-        parser.add_argument(
-            flag, dest=f.name, type=kind, default=default, choices=f.metadata.get("choices"), help=help_text
-        )
+    add_arguments(parser, SyntheticConfig, top="generator knobs (docs/corpus.md)")
     return parser
 
 
@@ -44,7 +36,7 @@ def disk_usage(root: Path) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    cfg = SyntheticConfig(**{f.name: getattr(args, f.name) for f, _, _ in config_fields()})
+    cfg = from_dict(SyntheticConfig, overrides_from_args(args, skip=("out", "overwrite")), "command line")
     start = time.perf_counter()
     try:
         out = generate(args.out, cfg, overwrite=args.overwrite)

@@ -2,73 +2,79 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field, fields
+import typing
+from dataclasses import dataclass
+from typing import Literal
 
-DESIGNS = ("shared", "factorised")
+from mmga_common.config import config_field
+
+Design = Literal["shared", "factorised"]
+DESIGNS: tuple[str, ...] = typing.get_args(Design)
 MAX_SHARED_TOPICS = 12
-
-
-def _knob(default, help: str, flag: str | None = None, choices: tuple[str, ...] | None = None):
-    return field(default=default, metadata={"help": help, "flag": flag, "choices": choices})
 
 
 @dataclass
 class SyntheticConfig:
-    num_users: int = _knob(2000, "number of users", flag="--users")
-    seed: int = _knob(0, "random seed: the same seed (and knobs) gives byte-identical files")
-    design: str = _knob(
+    num_users: int = config_field(2000, "number of users", flag="--users")
+    seed: int = config_field(0, "random seed: the same seed (and knobs) gives byte-identical files")
+    design: Design = config_field(
         "shared",
         "'shared': a post's image and caption show the same topic, each modality confuses other topic pairs; "
         "'factorised' (the earlier design): topic = (visual factor, textual factor), image shows only the first",
-        choices=DESIGNS,
     )
-    topics: int = _knob(6, "number of topics with design 'shared' (2..12)")
-    num_visual_factors: int = _knob(
+    topics: int = config_field(6, "number of topics with design 'shared' (2..12)")
+    num_visual_factors: int = config_field(
         2, "design 'factorised': values of the visual factor (image pattern), 1..6"
     )
-    num_text_factors: int = _knob(
+    num_text_factors: int = config_field(
         2, "design 'factorised': values of the textual factor (caption vocabulary), 1..6"
     )
-    image_ambiguous_share: float = _knob(
+    image_ambiguous_share: float = config_field(
         0.35, "design 'shared': share of users whose images do not tell their topic from its image twin"
     )
-    text_ambiguous_share: float = _knob(
+    text_ambiguous_share: float = config_field(
         0.35, "design 'shared': share of users whose captions do not tell their topic from its caption twin"
     )
-    specific_word_share: float = _knob(
+    specific_word_share: float = config_field(
         0.4, "design 'shared': share of a caption's topic words that are topic-specific (not twin-shared)"
     )
-    posts_per_user: float = _knob(8.0, "mean posts of a user with posts (heavy-tailed, at least 1)")
-    no_post_share: float = _knob(0.05, "share of users without any post")
-    few_post_share: float = _knob(0.10, "share of users with only 1 or 2 posts")
-    off_topic_share: float = _knob(0.20, "share of posts about another topic than the user's")
-    secondary_share: float = _knob(
+    posts_per_user: float = config_field(8.0, "mean posts of a user with posts (heavy-tailed, at least 1)")
+    no_post_share: float = config_field(0.05, "share of users without any post")
+    few_post_share: float = config_field(0.10, "share of users with only 1 or 2 posts")
+    off_topic_share: float = config_field(0.20, "share of posts about another topic than the user's")
+    secondary_share: float = config_field(
         0.8, "share of off-topic posts about the user's secondary-interest topic (the rest: a random topic)"
     )
-    no_image_share: float = _knob(0.10, "share of posts without an image")
-    empty_text_share: float = _knob(0.10, "share of posts with an empty caption")
-    caption_words: float = _knob(10.0, "mean caption length in words, praise words excluded")
-    topic_word_share: float = _knob(
+    no_image_share: float = config_field(0.10, "share of posts without an image")
+    empty_text_share: float = config_field(0.10, "share of posts with an empty caption")
+    caption_words: float = config_field(10.0, "mean caption length in words, praise words excluded")
+    topic_word_share: float = config_field(
         0.35, "share of caption words taken from the post topic's vocabulary (the rest: shared filler words)"
     )
-    image_size: int = _knob(32, "image side in pixels")
-    image_noise: float = _knob(0.15, "pixel noise (std, pixel range [0, 1]) at medium quality")
-    image_pool: int = _knob(0, "0: one PNG per post with an image; M > 0: render M images shared by posts")
-    avg_degree: float = _knob(10.0, "mean degree of the mutual-follow graph (edges = users * avg_degree / 2)")
-    homophily: float = _knob(0.6, "share of edges between users of the same topic")
-    cross_edge_affinity: float = _knob(
+    image_size: int = config_field(32, "image side in pixels")
+    image_noise: float = config_field(0.15, "pixel noise (std, pixel range [0, 1]) at medium quality")
+    image_pool: int = config_field(
+        0, "0: one PNG per post with an image; M > 0: render M images shared by posts"
+    )
+    avg_degree: float = config_field(
+        10.0, "mean degree of the mutual-follow graph (edges = users * avg_degree / 2)"
+    )
+    homophily: float = config_field(0.6, "share of edges between users of the same topic")
+    cross_edge_affinity: float = config_field(
         0.8, "share of cross-topic edges that go to a user of the first user's secondary-interest topic"
     )
-    degree_exponent: float = _knob(
+    degree_exponent: float = config_field(
         2.5, "power-law exponent of the degree propensities (heavier tail when lower)"
     )
-    num_stats: int = _knob(6, "number of per-user statistic columns (X)")
-    stats_topic_effect: float = _knob(
+    num_stats: int = config_field(6, "number of per-user statistic columns (X)")
+    stats_topic_effect: float = config_field(
         0.15, "strength of the topic effect in X (activity loads 0.4-1, noise 0.6)"
     )
-    unlabelled_share: float = _knob(0.0, "share of users whose label is left empty")
-    fans_unknown_share: float = _knob(0.0, "share of users whose fans count is left empty")
-    workers: int = _knob(0, "processes rendering images (0: all CPU cores; small corpora render in-process)")
+    unlabelled_share: float = config_field(0.0, "share of users whose label is left empty")
+    fans_unknown_share: float = config_field(0.0, "share of users whose fans count is left empty")
+    workers: int = config_field(
+        0, "processes rendering images (0: all CPU cores; small corpora render in-process)"
+    )
 
     @property
     def num_topics(self) -> int:
@@ -118,9 +124,3 @@ class SyntheticConfig:
             raise ValueError(f"degree_exponent must be > 1, got {self.degree_exponent}")
         if self.num_stats < 0 or self.workers < 0 or self.stats_topic_effect < 0:
             raise ValueError("num_stats, stats_topic_effect and workers must be >= 0")
-
-
-def config_fields():
-    """(field, CLI flag, help) for every knob."""
-    for f in fields(SyntheticConfig):
-        yield f, f.metadata.get("flag") or "--" + f.name.replace("_", "-"), f.metadata.get("help", "")

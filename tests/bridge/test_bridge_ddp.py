@@ -9,9 +9,9 @@ from pathlib import Path
 import pytest
 
 from bridge import stages
-from bridge.config import BridgeConfigError, build_config
+from bridge.config import build_config
 from bridge.paths import RunPaths
-from stage2_graph import ConfigError as Stage2ConfigError
+from mmga_common.config import ConfigError
 
 
 def _resolve(stage: str, overrides: list[str], tmp: Path):
@@ -23,7 +23,7 @@ def _resolve(stage: str, overrides: list[str], tmp: Path):
 
 @pytest.mark.parametrize("stage", ["stage1", "stage2"])
 def test_relaunching_ddp_is_refused_with_the_strategy_to_use(stage, tmp_path):
-    with pytest.raises(BridgeConfigError) as err:
+    with pytest.raises(ConfigError) as err:
         _resolve(stage, ["trainer.devices=2", "trainer.strategy=ddp"], tmp_path)
     assert f"use --{stage} trainer.strategy=ddp_spawn" in str(err.value)
     assert "re-launches the calling script" in str(err.value)
@@ -38,7 +38,7 @@ def test_ddp_spawn_and_single_process_ddp_pass_through(stage, tmp_path):
 
 
 def test_stage2_full_batch_on_two_processes_is_a_config_error(tmp_path):
-    with pytest.raises(Stage2ConfigError, match="more than one process needs trainer.batching=neighbor"):
+    with pytest.raises(ConfigError, match="more than one process needs trainer.batching=neighbor"):
         stages.resolve_stage_config(
             "stage2", build_config(stage2=["trainer.devices=2", "trainer.strategy=ddp_spawn"]),
             RunPaths(tmp_path).for_seed(0), tmp_path / "corpus", "mmga", 0, None,

@@ -12,10 +12,11 @@ import pytest
 
 from bridge import stages
 from bridge.alternate import main
-from bridge.config import BridgeConfig, BridgeConfigError
+from bridge.config import BridgeConfig
 from bridge.manifest import Manifest, ManifestConflict
 from bridge.paths import RunPaths
 from bridge.runner import BridgeResult, prepare_corpus, run_bridge
+from mmga_common.config import ConfigError
 from tests.bridge.bridge_tiny import TINY_EVAL, TINY_STAGE1, TINY_STAGE2
 
 REPO = Path(__file__).resolve().parents[2]
@@ -258,7 +259,7 @@ def test_cli_rejects_bridge_owned_fields(tiny_corpus, tmp_path, capsys):
     code = main(["--corpus", str(tiny_corpus), "--run-dir", str(tmp_path), "--stage1", "round=3"])
     assert code == 2
     assert "the bridge sets" in capsys.readouterr().err
-    with pytest.raises(BridgeConfigError, match="KEY=VALUE"):
+    with pytest.raises(ConfigError, match="KEY=VALUE"):
         from bridge.config import build_config
 
         build_config(stage2=["gate"])

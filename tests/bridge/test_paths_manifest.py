@@ -6,9 +6,10 @@ from pathlib import Path
 
 import pytest
 
-from bridge.config import BridgeConfigError, build_config, nest, parse_override
+from bridge.config import build_config
 from bridge.manifest import Manifest, ManifestConflict, ManifestError, config_diff, to_jsonable
 from bridge.paths import RunPaths
+from mmga_common.config import ConfigError, nest, parse_override
 
 
 def test_run_paths_layout(tmp_path):
@@ -151,7 +152,7 @@ def test_overrides_and_config_file(tmp_path):
     assert parse_override("optim.lr=1e-3", "--stage1") == ("optim.lr", 0.001)
     assert parse_override("model.image_pretrained=null", "--stage1") == ("model.image_pretrained", None)
     assert parse_override("seeds=[0, 1]", "--eval") == ("seeds", [0, 1])
-    with pytest.raises(BridgeConfigError, match="KEY=VALUE"):
+    with pytest.raises(ConfigError, match="KEY=VALUE"):
         parse_override("trainer.max_steps", "--stage1")
     assert nest({"a.b": 1, "a": {"c": 2}}) == {"a": {"b": 1, "c": 2}}
 
@@ -166,10 +167,18 @@ def test_overrides_and_config_file(tmp_path):
     assert build_config(cfg_file, rounds=4).rounds == 4
 
     bad = _write(tmp_path / "bad.yaml", "rounds: 2\nstage3:\n  x: 1\n")
-    with pytest.raises(BridgeConfigError, match=r"bad.yaml, line 2: unknown section 'stage3'"):
+    with pytest.raises(ConfigError, match=r"bad.yaml, line 2, field 'stage3': unknown section"):
         build_config(bad)
     bad_eval = _write(tmp_path / "bad_eval.json", '{\n "eval": {"seedz": [1]}\n}')
-    with pytest.raises(BridgeConfigError, match=r"bad_eval.json, line 2: unknown field 'eval.seedz'"):
+    with pytest.raises(ConfigError, match=r"bad_eval.json, line 2, field 'eval.seedz': unknown field"):
         build_config(bad_eval)
-    with pytest.raises(BridgeConfigError, match="rounds"):
+    with pytest.raises(ConfigError, match="rounds"):
         build_config(rounds=0)
+
+
+def test_config_file_sets_the_preset_and_eval_scalars_become_lists(tmp_path):
+    cfg_file = _write(tmp_path / "cfg.yaml", "preset: real\neval:\n  seeds: 4\n  weight_decays: [1e-3]\n")
+    cfg = build_config(cfg_file)
+    assert cfg.preset == "real" and cfg.eval.seeds == (4,) and cfg.eval.weight_decays == (0.001,)
+    with pytest.raises(ConfigError, match=r"cfg.yaml, field 'eval.sgc_hops': must be >= 1, got 0"):
+        build_config(cfg_file, eval_overrides=["sgc_hops=0"])

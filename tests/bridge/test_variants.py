@@ -19,7 +19,7 @@ from bridge.runner import run_bridge
 from bridge.variants import ABLATIONS, REGISTRY, Variant, run_variants
 from corpus import load_corpus
 from corpus.synthetic import TRUTH_FILE
-from stage2_graph import ConfigError as Stage2ConfigError
+from mmga_common.config import ConfigError
 
 
 def _flat(d, prefix=""):
@@ -95,13 +95,32 @@ def test_rows_and_compared_rows():
                                                                  "mmga_text", "mmga_image"]  # fmt: skip
 
 
-def test_a_bad_stage_override_fails_before_any_work(tmp_path):
-    cfg = BridgeConfig(rounds=1, seeds=1, stage2={"model": {"hidden_dimm": 8}})
+@pytest.mark.parametrize(
+    "stage,overrides,message",
+    [
+        ("stage2", {"model": {"hidden_dimm": 8}}, "field 'model.hidden_dimm': unknown field"),
+        ("stage1", {"optim": {"lr": "fast"}}, "field 'optim.lr': expected float, got 'fast'"),
+        ("stage1", {"trainer": {"max_stepz": 5}}, r"field 'trainer.max_stepz': unknown field \(did you mean"),
+    ],
+)
+def test_a_bad_stage_override_fails_before_any_work(tmp_path, stage, overrides, message):
+    cfg = BridgeConfig(rounds=1, seeds=1, **{stage: overrides})
     start = time.perf_counter()
-    with pytest.raises(Stage2ConfigError, match="hidden_dimm"):
+    with pytest.raises(ConfigError, match=message):
         run_bridge(cfg, tmp_path / "run")
     assert time.perf_counter() - start < 5
     assert not (tmp_path / "run" / "corpus").exists()  # nothing was generated
+
+
+def test_a_bad_stage_override_on_the_command_line_names_the_key(tmp_path, capsys):
+    from bridge.alternate import main
+
+    start = time.perf_counter()
+    assert main(["--run-dir", str(tmp_path / "run"), "--stage1", "losses.gcl_wieght=0.5"]) == 2
+    err = capsys.readouterr().err
+    assert "field 'losses.gcl_wieght': unknown field" in err and "section stage1" in err
+    assert time.perf_counter() - start < 5
+    assert not (tmp_path / "run" / "corpus").exists()
 
 
 def test_edge_diagnostic_falls_back_to_labels(tiny_corpus, tmp_path):
@@ -121,8 +140,6 @@ def test_edge_diagnostic_falls_back_to_labels(tiny_corpus, tmp_path):
 
 
 def test_presets_are_files_and_an_unknown_one_is_named(tmp_path):
-    from bridge.config import BridgeConfigError
-
     paths = RunPaths(tmp_path).for_seed(0)
     real = stages.resolve_stage_config(
         "stage1", BridgeConfig(preset="real"), paths, tmp_path, "mmga", 0, None
@@ -130,5 +147,5 @@ def test_presets_are_files_and_an_unknown_one_is_named(tmp_path):
     assert real.model.text_model == "minilm" and real.optim.lr == 5e-5
     default = stages.resolve_stage_config("stage1", BridgeConfig(), paths, tmp_path, "mmga", 0, None)
     assert default.model.text_model == "tiny" and default.trainer.max_steps == 150
-    with pytest.raises(BridgeConfigError, match="unknown preset 'huge'; the presets are default, real"):
+    with pytest.raises(ConfigError, match="unknown preset 'huge'; the presets are default, real"):
         stages.resolve_stage_config("stage1", BridgeConfig(preset="huge"), paths, tmp_path, "mmga", 0, None)

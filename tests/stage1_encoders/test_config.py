@@ -7,7 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from stage1_encoders.config import ConfigError, Stage1Config, leaf_fields
+from mmga_common.config import flag_of, leaf_fields
+from stage1_encoders.config import ConfigError, Stage1Config
 from stage1_encoders.run import build_parser, config_from_args, main
 
 
@@ -56,9 +57,8 @@ def test_range_and_type_checks():
 
 def test_every_field_has_a_flag_with_help():
     help_text = build_parser().format_help()
-    for dotted, field, _ in leaf_fields():
-        flag = field.metadata.get("flag") or "--" + dotted.rsplit(".", 1)[-1].replace("_", "-")
-        assert flag in help_text, dotted
+    for dotted, field, _ in leaf_fields(Stage1Config):
+        assert flag_of(dotted, field) in help_text, dotted
         assert field.metadata.get("help"), dotted
 
 

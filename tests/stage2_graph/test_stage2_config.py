@@ -37,32 +37,41 @@ def test_yaml_file_with_overrides(tmp_path):
 @pytest.mark.parametrize(
     "data,message",
     [
-        ({"model": {"hiden_dim": 3}}, "unknown field 'model.hiden_dim'"),
-        ({"gate": "attention"}, "field 'gate' must be one of ['mgate', 'uniform']"),
-        ({"model": {"heads": 3}}, "field 'model.heads' must divide model.hidden_dim=64"),
-        ({"trainer": {"max_steps": "ten"}}, "field 'trainer.max_steps' must be int"),
-        ({"use_modalities": "yes"}, "field 'use_modalities' must be bool"),
-        ({"model": {"node_inputs": ["stats", "video"]}}, "field 'model.node_inputs' must be one of"),
-        ({"model": {"node_inputs": "stats"}}, "field 'model.node_inputs' must be a list"),
-        ({"model": {"node_inputs": []}}, "field 'model.node_inputs' must name at least one block"),
-        ({"model": {"node_inputs": ["stats", "stats"]}}, "field 'model.node_inputs' must not repeat"),
+        (
+            {"model": {"hiden_dim": 3}},
+            "field 'model.hiden_dim': unknown field (did you mean 'model.hidden_dim'?)",
+        ),
+        ({"gate": "attention"}, "field 'gate': expected one of 'mgate', 'uniform', got 'attention'"),
+        ({"model": {"heads": 3}}, "field 'model.heads': must divide model.hidden_dim=64"),
+        ({"trainer": {"max_steps": "ten"}}, "field 'trainer.max_steps': expected int, got 'ten'"),
+        ({"use_modalities": "yes"}, "field 'use_modalities': expected bool, got 'yes'"),
+        (
+            {"model": {"node_inputs": ["stats", "video"]}},
+            "field 'model.node_inputs': expected a list of one of",
+        ),
+        (
+            {"model": {"node_inputs": "stats"}},
+            "field 'model.node_inputs': expected a list of one of 'stats', 'degree', 'image', 'text', got 'stats'",
+        ),
+        ({"model": {"node_inputs": []}}, "field 'model.node_inputs': must name at least one block"),
+        ({"model": {"node_inputs": ["stats", "stats"]}}, "field 'model.node_inputs': must not repeat"),
         (
             {"use_modalities": False, "model": {"node_inputs": ["image"]}},
-            "field 'model.node_inputs' has no block left with use_modalities=false",
+            "field 'model.node_inputs': has no block left with use_modalities=false",
         ),
-        ({"model": {"gate_form": "dot"}}, "field 'model.gate_form' must be one of"),
-        ({"model": {"degree_input": True}}, "unknown field 'model.degree_input'"),
+        ({"model": {"gate_form": "dot"}}, "field 'model.gate_form': expected one of"),
+        ({"model": {"degree_input": True}}, "field 'model.degree_input': unknown field"),
     ],
 )
 def test_errors_name_source_and_field(data, message):
     with pytest.raises(ConfigError) as err:
-        Stage2Config.from_dict({"corpus": "c", "cache_dir": "k", **data}, where="my.yaml")
-    assert str(err.value).startswith("my.yaml: ")
+        Stage2Config.from_dict({"corpus": "c", "cache_dir": "k", **data}, source="my.yaml")
+    assert str(err.value).startswith("my.yaml, field ")
     assert message in str(err.value)
 
 
 def test_missing_required_field_and_bad_file(tmp_path):
-    with pytest.raises(ConfigError, match="required field 'cache_dir' is missing"):
+    with pytest.raises(ConfigError, match="field 'cache_dir': required field is missing"):
         Stage2Config.from_dict({"corpus": "c"})
     bad = tmp_path / "bad.json"
     bad.write_text('{"corpus": "c",\n "round": }')
@@ -98,4 +107,4 @@ def test_cli_help_lists_every_field(capsys):
 def test_cli_rejects_bad_values(capsys):
     with pytest.raises(SystemExit):
         config_from_argv(["--corpus", "c", "--cache", "k", "--heads", "5"])
-    assert "field 'model.heads' must divide" in capsys.readouterr().err
+    assert "field 'model.heads': must divide" in capsys.readouterr().err

@@ -209,11 +209,11 @@ def test_batching_fields_are_checked_and_reach_the_cli():
     from stage2_graph.run import config_from_argv
 
     base = {"corpus": "c", "cache_dir": "d"}
-    with pytest.raises(ConfigError, match="'trainer.fanouts' must give one fan-out per layer"):
+    with pytest.raises(ConfigError, match="'trainer.fanouts': must give one fan-out per layer"):
         Stage2Config.from_dict({**base, "trainer": {"batching": "neighbor", "fanouts": [10]}})
-    with pytest.raises(ConfigError, match="'trainer.fanouts' must hold positive counts or -1"):
+    with pytest.raises(ConfigError, match="'trainer.fanouts': must hold positive counts or -1"):
         Stage2Config.from_dict({**base, "trainer": {"batching": "neighbor", "fanouts": [10, 0]}})
-    with pytest.raises(ConfigError, match="'trainer.devices' more than one process needs trainer.batching"):
+    with pytest.raises(ConfigError, match="'trainer.devices': more than one process needs trainer.batching"):
         Stage2Config.from_dict({**base, "trainer": {"devices": "2"}})
     cfg, _ = config_from_argv(["--corpus", "c", "--cache", "d", "--batching", "neighbor", "--fanouts", "-1", "5",
                                "--batch-size", "64", "--strategy", "ddp_spawn", "--inference", "full"])  # fmt: skip

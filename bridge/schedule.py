@@ -76,7 +76,7 @@ class InlineExecutor(Executor):
         return future
 
 
-def _call_stage_logged(stage: str, config: Any) -> stages.StageOutcome:
+def _call_stage_logged(stage: str, config: Any, corpus: Corpus | None = None) -> stages.StageOutcome:
     """Run the stage with its output captured into ``<out_dir>/stage.log``.
 
     The capture is at the file-descriptor level only (``dup2`` of 1 and 2): ``sys.stdout`` / ``sys.stderr`` stay
@@ -92,7 +92,7 @@ def _call_stage_logged(stage: str, config: Any) -> stages.StageOutcome:
         os.dup2(log.fileno(), 1)
         os.dup2(log.fileno(), 2)
         try:
-            return stages.call_stage(stage, config)
+            return stages.call_stage(stage, config, corpus)
         finally:
             sys.stdout.flush()
             sys.stderr.flush()
@@ -183,7 +183,13 @@ def run_chains(
                 recorded = stages.manifest_config(run, manifest)
                 stages.prepare(run, manifest)
                 console.detail(f"  {run.key} started (log: {Path(run.config.out_dir) / STAGE_LOG})")
-                running[pool.submit(_call_stage_logged, run.stage, run.config)] = (chain, run, recorded)
+                # In this process the stage reuses the bridge's corpus; a worker loads its own once.
+                shared = corpus if isinstance(pool, InlineExecutor) else None
+                running[pool.submit(_call_stage_logged, run.stage, run.config, shared)] = (
+                    chain,
+                    run,
+                    recorded,
+                )
             if not running:
                 continue
             finished, _ = wait(running, return_when=FIRST_COMPLETED)

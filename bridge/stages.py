@@ -23,6 +23,7 @@ its previous round's checkpoint, so the baselines get exactly as many training s
 
 from __future__ import annotations
 
+import functools
 import json
 import time
 from collections.abc import Callable
@@ -36,7 +37,7 @@ from bridge.ownership import clear_stage_dir
 from bridge.paths import RunPaths
 from bridge.variants import get_variant
 from cache import read_encoder_embeddings, read_graph_outputs
-from corpus import Corpus
+from corpus import Corpus, load_corpus
 from mmga_common.config import ConfigError, deep_merge, nest
 from stage1_encoders import Stage1Config, run_stage1
 from stage2_graph import Stage2Config, run_stage2
@@ -238,6 +239,12 @@ def prepare(run: StageRun, manifest: Manifest) -> None:
     clear_stage_dir(Path(run.config.out_dir))  # refuses if it holds anything no stage writes
 
 
+@functools.lru_cache(maxsize=1)
+def process_corpus(root: str) -> Corpus:
+    """The corpus of ``root`` loaded once per process (a worker runs many stages on one corpus)."""
+    return load_corpus(root, progress=False)
+
+
 @dataclass(frozen=True)
 class StageOutcome:
     """What one stage call produced (picklable: it comes back from a worker process)."""
@@ -249,10 +256,12 @@ class StageOutcome:
     seconds: float
 
 
-def call_stage(stage: str, config: Any) -> StageOutcome:
-    """Run one stage's public entry in this process."""
+def call_stage(stage: str, config: Any, corpus: Corpus | None = None) -> StageOutcome:
+    """Run one stage's public entry in this process, on ``corpus`` if given (the bridge's own, loaded once)
+    or else on this process's copy of ``config.corpus`` (a worker loads it once for all its stages)."""
     start = time.perf_counter()
-    result = run_stage1(config) if stage == "stage1" else run_stage2(config)
+    corpus = corpus if corpus is not None else process_corpus(str(config.corpus))
+    result = run_stage1(config, corpus) if stage == "stage1" else run_stage2(config, corpus)
     seconds = time.perf_counter() - start
     log_dir = getattr(result, "log_dir", None)
     return StageOutcome(

@@ -11,6 +11,7 @@ from __future__ import annotations
 import csv
 import hashlib
 import io
+import os
 import warnings
 from itertools import repeat
 from pathlib import Path
@@ -104,6 +105,19 @@ def load_corpus(
         feature_std=users["feature_std"],
         max_image_pixels=max_image_pixels,
     )
+
+
+def reuse_or_load(root: str | Path, corpus: Corpus | None = None, **load_kwargs) -> Corpus:
+    """``corpus`` when it was loaded from the folder ``root``, else ``load_corpus(root, **load_kwargs)``.
+
+    The stages take an already loaded ``Corpus`` this way, so a caller running many stages on one corpus (the
+    bridge) reads and validates it once. A corpus of another folder is refused rather than silently used.
+    """
+    if corpus is None:
+        return load_corpus(root, **load_kwargs)
+    if os.path.realpath(corpus.root) != os.path.realpath(root):
+        raise ValueError(f"the corpus passed in was loaded from {corpus.root}, but the config names {root}")
+    return corpus
 
 
 def _read_bytes(root: Path, name: str, digest) -> bytes:

@@ -21,7 +21,7 @@ from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
 
 from cache import CacheError, encoder_file, read_cache_info, read_graph_outputs, write_encoder_embeddings
 from cache.checkpoint import SafeCheckpointIO
-from corpus import Corpus, load_corpus
+from corpus import Corpus, reuse_or_load
 from mmga_common.progress import StepProgress
 from mmga_common.threads import torch_threads
 from stage1_encoders.config import ConfigError, Stage1Config
@@ -317,16 +317,19 @@ def build_parts(
     return Stage1Parts(tokenizer, system, prep, datamodule)
 
 
-def run_stage1(cfg: Stage1Config) -> Stage1Result:
-    """Train stage 1 for ``cfg.round`` and write ``<cache>/round_<R>/encoders.h5``; see ``Stage1Result``."""
+def run_stage1(cfg: Stage1Config, corpus: Corpus | None = None) -> Stage1Result:
+    """Train stage 1 for ``cfg.round`` and write ``<cache>/round_<R>/encoders.h5``; see ``Stage1Result``.
+
+    ``corpus``: the corpus of ``cfg.corpus`` if the caller has it loaded already (it is read once per run then).
+    """
     cfg = Stage1Config.from_dict(cfg.to_dict(), source="Stage1Config")  # type and range checks
     with torch_threads(cfg.trainer.num_threads):
-        return _run(cfg)
+        return _run(cfg, corpus)
 
 
-def _prepare(cfg: Stage1Config) -> tuple[Corpus, Stage1Parts]:
+def _prepare(cfg: Stage1Config, corpus: Corpus | None) -> tuple[Corpus, Stage1Parts]:
     """Load and check the corpus, cache and checkpoint; build the parts (weights loaded when continuing)."""
-    corpus = load_corpus(cfg.corpus)
+    corpus = reuse_or_load(cfg.corpus, corpus)
     if corpus.num_edges == 0:
         raise ConfigError(
             str(cfg.corpus), None, "edges", "the corpus has no edges: stage 1 samples user pairs from them"
@@ -397,10 +400,10 @@ def _export(cfg: Stage1Config, corpus: Corpus, parts: Stage1Parts, trainer: L.Tr
     return Path(cache_path)
 
 
-def _run(cfg: Stage1Config) -> Stage1Result:
+def _run(cfg: Stage1Config, corpus: Corpus | None) -> Stage1Result:
     cfg.out_dir = cfg.resolved_out_dir()
     L.seed_everything(cfg.seed, workers=True, verbose=False)
-    corpus, parts = _prepare(cfg)
+    corpus, parts = _prepare(cfg, corpus)
     started = time.perf_counter()
     trainer, artifacts, checkpoint = _fit(cfg, parts)
     train_seconds = time.perf_counter() - started

@@ -19,7 +19,7 @@ from torch import Tensor
 from torch.utils.data import DataLoader, Dataset, Sampler
 
 from cache import CacheError, encoder_file, read_cache_info, read_encoder_embeddings
-from corpus import load_corpus
+from corpus import Corpus, reuse_or_load
 
 STAGE1_COMMAND = "python -m stage1_encoders.run --corpus {corpus} --cache {cache} --round {round}"
 
@@ -55,14 +55,18 @@ class GraphInputs:
         return tuple(t.shape[1] for t in self.modalities)
 
 
-def load_graph_inputs(corpus_dir: Path, cache_dir: Path, round_idx: int, use_modalities: bool) -> GraphInputs:
+def load_graph_inputs(
+    corpus_dir: Path, cache_dir: Path, round_idx: int, use_modalities: bool, corpus: Corpus | None = None
+) -> GraphInputs:
     """Read X and the edges from the corpus and, if ``use_modalities``, stage 1's embeddings of the round.
+
+    ``corpus``: the corpus of ``corpus_dir`` if the caller has it loaded already (else it is read here).
 
     Raises:
         Stage2InputError: stage 1's embeddings for the round are missing (names the command to run).
         CacheError: the embeddings belong to another corpus or are damaged (says what to do).
     """
-    corpus = load_corpus(corpus_dir, image_check="exists", progress=False)
+    corpus = reuse_or_load(corpus_dir, corpus, image_check="exists", progress=False)
     features = torch.from_numpy(corpus.features.astype("float32", copy=False))
     edges = torch.from_numpy(corpus.edges.astype("int64", copy=False))
     path = encoder_file(cache_dir, round_idx)

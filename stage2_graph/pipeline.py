@@ -14,6 +14,7 @@ from lightning.pytorch.strategies import DDPStrategy
 
 from cache import graph_file, write_graph_outputs
 from cache.checkpoint import SafeCheckpointIO, load_checkpoint
+from corpus import Corpus
 from mmga_common.progress import StepProgress
 from mmga_common.threads import torch_threads
 from stage2_graph.config import ConfigError, Stage2Config, processes
@@ -146,7 +147,7 @@ def build_trainer(
     return trainer, log_dir
 
 
-def run_stage2(cfg: Stage2Config) -> Stage2Result:
+def run_stage2(cfg: Stage2Config, corpus: Corpus | None = None) -> Stage2Result:
     """Train the graph encoder on ``cfg.corpus`` and write R^G and the gates to the round's cache.
 
     Reads X and the edges from the corpus and, when ``cfg.use_modalities`` and the gate or the node inputs
@@ -155,13 +156,13 @@ def run_stage2(cfg: Stage2Config) -> Stage2Result:
     """
     cfg.validate()
     with torch_threads(cfg.trainer.num_threads):
-        return _run(cfg)
+        return _run(cfg, corpus)
 
 
-def _run(cfg: Stage2Config) -> Stage2Result:
+def _run(cfg: Stage2Config, corpus: Corpus | None) -> Stage2Result:
     L.seed_everything(cfg.seed, workers=True, verbose=False)
     # Stage 1's embeddings are read only if the gate or the node inputs use them.
-    graph = load_graph_inputs(Path(cfg.corpus), Path(cfg.cache_dir), cfg.round, cfg.needs_modalities)
+    graph = load_graph_inputs(Path(cfg.corpus), Path(cfg.cache_dir), cfg.round, cfg.needs_modalities, corpus)
     out_dir = cfg.resolved_out_dir
     checkpoint_dir = out_dir / "checkpoints"
 

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 
+import corpus.reader as corpus_reader
 from bridge import stages
 from bridge.alternate import main
 from bridge.config import BridgeConfig
@@ -34,6 +35,7 @@ class StageSpy:
 
     def __init__(self, monkeypatch, fail_once: str | None = None):
         self.calls: list[str] = []
+        self.corpora: list = []  # the Corpus object each call got
         self.fail_once = fail_once
         self._run1, self._run2 = stages.run_stage1, stages.run_stage2
         monkeypatch.setattr(stages, "run_stage1", self.stage1)
@@ -43,17 +45,19 @@ class StageSpy:
         variant_dir = Path(cfg.cache_dir).parent
         return f"{variant_dir.parent.name}/{variant_dir.name}/round_{cfg.round}/{stage}"
 
-    def stage1(self, cfg):
+    def stage1(self, cfg, corpus=None):
         self.calls.append(self._key(cfg, "stage1"))
-        return self._run1(cfg)
+        self.corpora.append(corpus)
+        return self._run1(cfg, corpus)
 
-    def stage2(self, cfg):
+    def stage2(self, cfg, corpus=None):
         key = self._key(cfg, "stage2")
         self.calls.append(key)
+        self.corpora.append(corpus)
         if key == self.fail_once:
             self.fail_once = None
             raise KeyboardInterrupt("simulated Ctrl-C inside stage 2")
-        return self._run2(cfg)
+        return self._run2(cfg, corpus)
 
 
 @pytest.fixture(scope="module")
@@ -61,12 +65,19 @@ def reference_run(tiny_corpus, tmp_path_factory):
     """One uninterrupted 2-round run with baselines (shared by the checks below)."""
     mp = pytest.MonkeyPatch()
     spy = StageSpy(mp)
+    loads = []
+    real_load = corpus_reader.load_corpus
+    mp.setattr(corpus_reader, "load_corpus", lambda *a, **k: loads.append(a) or real_load(*a, **k))
     run_dir = tmp_path_factory.mktemp("bridge_ref")
     try:
         result = run_bridge(tiny_config(tiny_corpus), run_dir)
     finally:
         mp.undo()
+    REFERENCE_LOADS[:] = [loads, spy.corpora]
     return result, spy.calls, run_dir
+
+
+REFERENCE_LOADS: list = []  # (load_corpus calls, the Corpus each stage call got) of the reference run
 
 
 def test_two_round_run_writes_report_and_wires_the_rounds(reference_run):
@@ -159,6 +170,24 @@ def test_two_round_run_writes_report_and_wires_the_rounds(reference_run):
         cfg(f"seed_0/{v}/round_1/stage2")["trainer"]["max_steps"] for v in ("mmga", "no_align", "graph_only")
     }
     assert steps == {3}
+
+
+def test_the_corpus_is_read_once_per_run_and_shared_by_every_stage(reference_run):
+    _, calls, _ = reference_run
+    loads, corpora = REFERENCE_LOADS
+    assert len(calls) == 10  # mmga and no_align 2 rounds, graph_only 1, 2 stages each; all in this process
+    assert corpora[0] is not None and all(c is corpora[0] for c in corpora)  # one object, passed in
+    assert (
+        len(loads) == 0
+    )  # the stages did not read the corpus again (the bridge's own load is in bridge.runner)
+
+
+def test_a_stage_refuses_a_corpus_of_another_folder(tiny_corpus_loaded, tmp_path):
+    from corpus import reuse_or_load
+
+    with pytest.raises(ValueError, match="loaded from .* but the config names"):
+        reuse_or_load(tmp_path, tiny_corpus_loaded)
+    assert reuse_or_load(tiny_corpus_loaded.root, tiny_corpus_loaded) is tiny_corpus_loaded
 
 
 def test_rerun_skips_everything_and_detects_changes(reference_run, tiny_corpus, monkeypatch):

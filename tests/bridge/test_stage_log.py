@@ -16,7 +16,7 @@ def test_stage_output_is_captured_and_logging_still_works_afterwards(tmp_path):
         from types import SimpleNamespace
         from bridge import schedule, stages
 
-        def fake_stage(stage, config):
+        def fake_stage(stage, config, corpus=None):
             print("from the stage", flush=True)
             logging.warning("first use of logging: the root logger gets its handler now")
             return "done"

@@ -10,7 +10,6 @@ import pytest
 import torch
 from stage1_test_utils import TINY_MODEL, GuardedCorpus
 
-import stage1_encoders.stage as stage_module
 from cache import (
     GraphOutputs,
     read_encoder_embeddings,
@@ -47,13 +46,10 @@ def round0(tiny_corpus, tmp_path_factory):
     """Round 0 on the tiny corpus, with a corpus that fails on any label/fans/split access."""
     root = tmp_path_factory.mktemp("stage1_round0")
     cfg = tiny_config(tiny_corpus, root / "cache", root / "out0")
-    patch = pytest.MonkeyPatch()
-    patch.setattr(stage_module, "load_corpus", lambda path: GuardedCorpus(load_corpus(path)))
     threads = torch.get_num_threads()
-    try:
-        result = run_stage1(cfg)  # trainer.num_threads defaults to 1 during the run ...
-    finally:
-        patch.undo()
+    result = run_stage1(
+        cfg, GuardedCorpus(load_corpus(tiny_corpus))
+    )  # trainer.num_threads is 1 during the run ...
     assert torch.get_num_threads() == threads  # ... and the caller's setting comes back
     return cfg, result, root
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 import string
 from collections import Counter
 from collections.abc import Iterable
+from itertools import islice
 
 from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, processors
 from transformers import AutoTokenizer, PreTrainedTokenizerFast
@@ -27,6 +28,21 @@ def wrap_tokenizer(backend: Tokenizer, max_length: int) -> PreTrainedTokenizerFa
     return PreTrainedTokenizerFast(tokenizer_object=backend, model_max_length=max_length, **SPECIAL_TOKENS)
 
 
+def word_counts(texts: Iterable[str], normalizer, pre_tokenizer, chunk: int = 10_000) -> Counter:
+    """How often each word of ``texts`` occurs, as the normaliser and pre-tokenizer split them.
+
+    Both act per character or split at whitespace, so one call over captions joined by newlines equals one call
+    per caption; ``chunk`` captions go in each call, so the list of (word, span) tuples held at once stays small
+    (over a paper-size corpus's 2 million captions it would be some 20 million tuples).
+    """
+    counts: Counter = Counter()
+    it = iter(texts)
+    while batch := list(islice(it, chunk)):
+        words = pre_tokenizer.pre_tokenize_str(normalizer.normalize_str("\n".join(batch)))
+        counts.update(word for word, _ in words)
+    return counts
+
+
 def train_wordpiece(texts: Iterable[str], vocab_size: int, max_length: int) -> PreTrainedTokenizerFast:
     """A lower-cased BERT WordPiece tokenizer (``[CLS] text [SEP]``) whose vocabulary is learnt from ``texts``.
 
@@ -38,9 +54,7 @@ def train_wordpiece(texts: Iterable[str], vocab_size: int, max_length: int) -> P
     """
     normalizer = normalizers.BertNormalizer(lowercase=True)
     pre_tokenizer = pre_tokenizers.BertPreTokenizer()
-    # both act per character / split at whitespace, so one call over the joined captions equals one per caption
-    words = pre_tokenizer.pre_tokenize_str(normalizer.normalize_str("\n".join(texts)))
-    counts = Counter(word for word, _ in words)
+    counts = word_counts(texts, normalizer, pre_tokenizer)
     alphabet = sorted({char for word in counts for char in word} | set(BASIC_CHARACTERS))
     vocab = [*SPECIAL_TOKENS.values(), *alphabet, *(f"##{char}" for char in alphabet)]
     room = max(vocab_size - len(vocab), 0)

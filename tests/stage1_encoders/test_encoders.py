@@ -102,3 +102,19 @@ def test_minilm_preset_loads_real_weights_and_embeds_meaningfully(offline, caplo
     sim = emb @ emb.t()
     assert sim[0, 1] > sim[0, 2] and sim[0, 1] > sim[0, 3]
     assert sim[2, 3] > sim[2, 0] and sim[2, 3] > sim[2, 1]
+
+
+def test_word_counts_in_chunks_equal_one_pass_over_all_captions(tiny_parts):
+    from collections import Counter
+
+    from tokenizers import normalizers, pre_tokenizers
+
+    from stage1_encoders.tokenizer import word_counts
+
+    norm, pre = normalizers.BertNormalizer(lowercase=True), pre_tokenizers.BertPreTokenizer()
+    captions = [t for t in tiny_parts.corpus.post_text if t.strip()] + ["Ünïcode, punct-uation!", "a  b\tc"]
+    whole = Counter(w for w, _ in pre.pre_tokenize_str(norm.normalize_str("\n".join(captions))))
+    for chunk in (1, 3, 7, len(captions), 10 * len(captions)):
+        assert word_counts(captions, norm, pre, chunk=chunk) == whole
+    assert word_counts(iter(captions), norm, pre, chunk=5) == whole  # any iterable
+    assert word_counts([], norm, pre) == Counter()

@@ -52,7 +52,7 @@ def test_crash_mid_write_leaves_no_file(tmp_path, monkeypatch):
     assert calls == ["user_image_emb", "user_text_emb"]  # the crash really came mid-write
     assert not encoder_file(tmp_path, 0).exists()
     folder = encoder_file(tmp_path, 0).parent
-    # the file is built in memory: a failed write never touched the folder, or left nothing in it
+    # a failed write removes its temporary file: the folder is left as it was (empty, or not made yet)
     assert not folder.exists() or list(folder.iterdir()) == []
 
 
@@ -84,8 +84,8 @@ def test_failed_rename_keeps_the_old_file(tmp_path, monkeypatch):
 
 @pytest.mark.parametrize("old_file", [False, True])
 def test_process_killed_mid_write_leaves_no_valid_looking_file(tmp_path, old_file):
-    """A hard kill (no cleanup runs) leaves at most a ``*.h5.tmp-*`` file, which no reader opens (the file
-    is built in memory, so a kill while HDF5 writes leaves nothing on disk)."""
+    """A hard kill (no cleanup runs) leaves at most a ``*.h5.tmp-*`` file, which no reader opens: HDF5 and
+    the data writes only ever touch the temporary file, which is renamed into place only when complete."""
     if old_file:
         write(tmp_path, seed=0)
     script = textwrap.dedent(

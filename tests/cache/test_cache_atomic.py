@@ -118,3 +118,23 @@ def test_process_killed_mid_write_leaves_no_valid_looking_file(tmp_path, old_fil
     else:
         with pytest.raises(CacheError, match="no such cache file: run stage 1 for round 0 first"):
             read_encoder_embeddings(tmp_path, 0, fingerprint=FINGERPRINT, num_users=N)
+
+
+def test_enospc_inside_hdf5_is_one_disk_full_error(tmp_path, monkeypatch):
+    """HDF5 writes the metadata into the temporary file itself; its ENOSPC (h5py raises OSError with the
+    errno) is the same DiskFullError as one in the data writes, and leaves no temporary file."""
+    import errno
+
+    from cache.atomic import DiskFullError
+
+    real = h5py.Group.create_dataset
+
+    def create_dataset(self, name, *args, **kwargs):
+        if name == "user_text_emb":
+            raise OSError(errno.ENOSPC, "Unable to extend file properly, errno = 28")
+        return real(self, name, *args, **kwargs)
+
+    monkeypatch.setattr(h5py.Group, "create_dataset", create_dataset)
+    with pytest.raises(DiskFullError, match=r"encoders\.h5: no space left on device \(.* needed"):
+        write(tmp_path, seed=0)
+    assert list(encoder_file(tmp_path, 0).parent.iterdir()) == []

@@ -1,10 +1,11 @@
 """Temp-then-rename writes of whole files, with a full disk turned into one clear error.
 
 Every file the project writes for a later step to read (cache files, checkpoints, the manifest, the report)
-goes through :func:`atomic_write_bytes`: the bytes go to ``<name>.tmp-<pid>-<random>`` in the same folder,
-are fsynced and then ``os.replace``d onto the final name, so the final name holds either the previous
-complete file or the new complete one. When the file system is full (ENOSPC, or EDQUOT for a quota), the
-temporary file is removed and :class:`DiskFullError` names the path and the space the write needed.
+goes through :func:`atomic_file` (or :func:`atomic_write_bytes`, its form for a bytes object): the file is
+made as ``<name>.tmp-<pid>-<random>`` in the same folder, fsynced and then ``os.replace``d onto the final
+name, so the final name holds either the previous complete file or the new complete one. When the file
+system is full (ENOSPC, or EDQUOT for a quota), the temporary file is removed and :class:`DiskFullError`
+names the path and the space the write needed.
 """
 
 from __future__ import annotations
@@ -13,6 +14,8 @@ import errno
 import os
 import secrets
 import shutil
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 # errnos that mean "no room for this write"
@@ -87,23 +90,31 @@ def _write_all(fd: int, data: bytes | memoryview) -> None:
         view = view[written:]
 
 
-def atomic_write_bytes(path: str | Path, data: bytes | memoryview) -> Path:
-    """Write ``data`` to ``path`` through a fsynced temporary file in the same folder and a rename.
+def write_at(fd: int, offset: int, data: bytes | memoryview) -> None:
+    """Write ``data`` at byte ``offset`` of ``fd`` (e.g. a dataset's bytes into a temporary cache file)."""
+    os.lseek(fd, offset, os.SEEK_SET)
+    _write_all(fd, data)
 
-    Raises :class:`DiskFullError` (an ``OSError``) when the file system is full; any failure removes the
-    temporary file and leaves what was under ``path`` before untouched.
+
+@contextmanager
+def atomic_file(path: str | Path, size: int) -> Iterator[Path]:
+    """Yield a temporary path beside ``path`` for the block to create; on success, publish it as ``path``.
+
+    When the block completes, the file is fsynced, ``os.replace``d onto ``path`` and the folder fsynced.
+    ``size`` (the bytes the file will take) is checked against the free space first. Any failure removes
+    the temporary file and leaves what was under ``path`` untouched; a full disk (in the block or in the
+    fsync) raises :class:`DiskFullError`.
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    size = len(memoryview(data).cast("B"))
     free = free_bytes(path.parent)
     if free is not None and size > free:
         raise DiskFullError(path, size, free)
     tmp = path.with_name(f"{path.name}.tmp-{os.getpid()}-{secrets.token_hex(4)}")
     try:
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+        yield tmp
+        fd = os.open(tmp, os.O_RDONLY)
         try:
-            _write_all(fd, data)
             os.fsync(fd)
         finally:
             os.close(fd)
@@ -114,4 +125,19 @@ def atomic_write_bytes(path: str | Path, data: bytes | memoryview) -> Path:
             raise DiskFullError(path, size, free_bytes(path.parent)) from None
         raise
     _fsync_dir(path.parent)
+
+
+def atomic_write_bytes(path: str | Path, data: bytes | memoryview) -> Path:
+    """Write ``data`` to ``path`` through a fsynced temporary file in the same folder and a rename.
+
+    Raises :class:`DiskFullError` (an ``OSError``) when the file system is full; any failure removes the
+    temporary file and leaves what was under ``path`` before untouched.
+    """
+    path = Path(path)
+    with atomic_file(path, len(memoryview(data).cast("B"))) as tmp:
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+        try:
+            _write_all(fd, data)
+        finally:
+            os.close(fd)
     return path

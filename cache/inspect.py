@@ -99,8 +99,8 @@ def describe(path: Path, fingerprint: str | None, stats: bool, full_producer: bo
         try:
             kind = str(h5.attrs.get("kind", ""))
             info = check_header(h5, path, kind, round_idx=None, fingerprint=fingerprint, num_users=None)
-            arrays = read_datasets(h5, path, kind)
-            check_all_values(kind, arrays, path, info.num_users, rerun_advice(kind, info.round))
+            arrays, scans = read_datasets(h5, path, kind)
+            check_all_values(kind, arrays, path, info.num_users, rerun_advice(kind, info.round), scans)
             status, ok = (
                 "OK (schema, shapes, dtypes, values" + (", fingerprint)" if fingerprint else ")"),
                 True,

@@ -1,8 +1,8 @@
 """Write and read cache files: atomic writes, fully checked reads.
 
-A write goes to ``<final name>.tmp-<pid>-<random>`` in the same folder, is flushed and fsynced, then
-``os.replace``d onto the final name (and the folder fsynced), so a crash leaves either the old file or
-no file under the final name, never a half-written one. A failed write removes its temporary file.
+A write goes to ``<final name>.tmp-<pid>-<random>`` in the same folder, is fsynced, then ``os.replace``d
+onto the final name (and the folder fsynced), so a crash leaves either the old file or no file under the
+final name, never a half-written one. A failed write removes its temporary file.
 """
 
 from __future__ import annotations
@@ -10,16 +10,14 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
-import secrets
-from collections.abc import Iterator
-from contextlib import contextmanager
 from datetime import datetime, timezone
 from pathlib import Path
 
 import h5py
 import numpy as np
 
-from cache.atomic import atomic_write_bytes
+from cache.atomic import atomic_file, write_at
+from cache.raw import ALIGN_INTERVAL, ALIGN_THRESHOLD, contiguous_dcpl, contiguous_offset, map_dataset
 from cache.schema import (
     ATTR_CREATED,
     ATTR_FINGERPRINT,
@@ -33,21 +31,23 @@ from cache.schema import (
     DATASETS,
     KIND_ENCODERS,
     KIND_GRAPH,
+    MASKED_ROWS,
     PRODUCER_COMMAND,
     REQUIRED_ATTRS,
     SCHEMA_VERSION,
     STAGE_NAME,
     cache_file,
-    chunk_shape,
 )
 from cache.types import CacheError, CacheInfo, EncoderEmbeddings, GraphOutputs
 from cache.validate import (
+    ValueScan,
     check_dtype,
     check_masked_rows,
     check_shapes,
     check_symmetric,
     check_values,
     coerce_dtype,
+    scan_array,
     to_numpy,
 )
 
@@ -86,20 +86,44 @@ def producer_json(producer, path: Path) -> str:
         ) from None
 
 
-@contextmanager
-def atomic_h5(path: Path) -> Iterator[h5py.File]:
-    """Yield an HDF5 file open for writing that appears at ``path`` only if the block completes.
+# Room for the HDF5 metadata beside the data in the free-space check (a few KiB in practice).
+METADATA_BYTES = 1 << 20
 
-    The file is built in memory (HDF5's core driver, no backing store) and its image is then written with
-    :func:`cache.atomic.atomic_write_bytes`, so HDF5 itself never writes to the disk: a full disk is one
-    clean :class:`DiskFullError` instead of an HDF5 error cascade, and a crash leaves no partial file.
+
+def write_h5(path: Path, kind: str, attrs: dict, arrays: dict[str, np.ndarray]) -> None:
+    """Write a checked payload as the cache file ``path`` through :func:`cache.atomic.atomic_file`.
+
+    HDF5 writes only the metadata (attributes, dataset headers) into the temporary file; the datasets are
+    created contiguous with their space allocated (large ones page-aligned), and their bytes are then
+    written at their offsets straight from the arrays (:mod:`cache.raw`). Reopening the file before it is
+    published checks that HDF5 finished its part and that the data sits where HDF5 will read it.
     """
-    name = f"{path.name}.mem-{os.getpid()}-{secrets.token_hex(4)}"
-    with h5py.File(name, "w", driver="core", backing_store=False) as h5:
-        yield h5
-        h5.flush()
-        image = h5.id.get_file_image()
-    atomic_write_bytes(path, image)
+    size = sum(arr.nbytes for arr in arrays.values()) + METADATA_BYTES
+    with atomic_file(path, size) as tmp:
+        offsets = {}
+        with h5py.File(
+            tmp, "w-", alignment_threshold=ALIGN_THRESHOLD, alignment_interval=ALIGN_INTERVAL
+        ) as h5:
+            h5.attrs.update(attrs)
+            for spec in DATASETS[kind]:
+                arr = arrays[spec.name]
+                dset = h5.create_dataset(spec.name, shape=arr.shape, dtype=arr.dtype, dcpl=contiguous_dcpl())
+                dset.attrs["doc"] = spec.doc
+                offsets[spec.name] = dset.id.get_offset()
+        fd = os.open(tmp, os.O_WRONLY)
+        try:
+            for name, offset in offsets.items():
+                if arrays[name].nbytes:
+                    write_at(fd, offset, memoryview(arrays[name].reshape(-1).view(np.uint8)))
+        finally:
+            os.close(fd)
+        with h5py.File(tmp, "r", locking=False) as h5:
+            placed = {name: contiguous_offset(h5[name]) for name in offsets}
+        expected = {name: off if arrays[name].nbytes else None for name, off in offsets.items()}
+        if placed != expected:
+            raise CacheError(
+                path, None, f"HDF5 placed the datasets at {placed}, not {expected}; {WRITE_ADVICE}"
+            )
 
 
 def _prepare(kind: str, payload, path: Path) -> tuple[dict[str, np.ndarray], dict[str, int]]:
@@ -124,12 +148,22 @@ def _prepare(kind: str, payload, path: Path) -> tuple[dict[str, np.ndarray], dic
 
 
 def check_all_values(
-    kind: str, arrays: dict[str, np.ndarray], path: Path, num_users: int, advice: str
+    kind: str,
+    arrays: dict[str, np.ndarray],
+    path: Path,
+    num_users: int,
+    advice: str,
+    scans: dict[str, ValueScan] | None = None,
 ) -> None:
+    """Every value check of a payload; ``scans`` holds datasets' bounds already gathered (by a read)."""
+    scans = dict(scans or {})
     for spec in DATASETS[kind]:
-        check_values(spec, arrays[spec.name], path, num_users, advice)
+        if spec.name not in scans:
+            zero_mask = ~arrays[MASKED_ROWS[spec.name]] if spec.name in MASKED_ROWS else None
+            scans[spec.name] = scan_array(spec, arrays[spec.name], zero_mask)
+        check_values(spec, arrays[spec.name], path, num_users, advice, scans[spec.name])
     if kind == KIND_ENCODERS:
-        check_masked_rows(arrays, path, advice)
+        check_masked_rows(arrays, path, advice, scans)
     else:
         check_symmetric(arrays["edge_index"], num_users, path, advice)
 
@@ -153,14 +187,7 @@ def _write(kind: str, cache_dir, round_idx: int, payload, fingerprint: str, prod
     }
     if kind == KIND_GRAPH:
         attrs[ATTR_NUM_EDGES] = sizes["E"]
-    with atomic_h5(path) as h5:
-        h5.attrs.update(attrs)
-        for spec in DATASETS[kind]:
-            arr = arrays[spec.name]
-            dset = h5.create_dataset(
-                spec.name, data=arr, chunks=chunk_shape(arr.shape, arr.dtype, spec.row_axis)
-            )
-            dset.attrs["doc"] = spec.doc
+    write_h5(path, kind, attrs, arrays)
     return path
 
 
@@ -404,15 +431,37 @@ def check_header(
     return info
 
 
-def read_datasets(h5: h5py.File, path: Path, kind: str) -> dict[str, np.ndarray]:
-    """Every dataset of a header-checked file, as arrays; HDF5 read errors become ``CacheError``."""
-    arrays = {}
-    for spec in DATASETS[kind]:
+def read_datasets(h5: h5py.File, path: Path, kind: str) -> tuple[dict[str, np.ndarray], dict[str, ValueScan]]:
+    """Every dataset of a header-checked file, as arrays, and the scans of their values for the checks.
+
+    Contiguous datasets are mapped copy-on-write from HDF5's own open file (:mod:`cache.raw`): no copy is
+    made, the arrays are writable, and writes to them stay in memory. The scan then brings every byte in, a
+    block of rows at a time. Others (chunked files from before the contiguous layout, empty datasets) are
+    read through h5py. HDF5 read errors and data past the end of the file become ``CacheError``.
+    """
+    arrays: dict[str, np.ndarray] = {}
+    scans: dict[str, ValueScan] = {}
+    fd = h5.id.get_vfd_handle()
+    # masks first, so an embedding's rows that must be zero are known when it is scanned
+    for spec in sorted(DATASETS[kind], key=lambda s: s.name in MASKED_ROWS):
+        dset = h5[spec.name]
         try:
-            arrays[spec.name] = h5[spec.name][()]
+            offset = contiguous_offset(dset)
+            arr = None
+            if offset is not None:
+                arr = map_dataset(fd, offset, dset.shape, dset.dtype, copy_on_write=True)
+            if arr is None:
+                arr = dset[()]
+        except EOFError as err:
+            raise CacheError(
+                path, spec.name, f"lies past the end of the file ({err}; truncated or crafted): {MALFORMED}"
+            ) from None
         except (OSError, RuntimeError, ValueError) as err:
             raise CacheError(path, spec.name, f"cannot be read ({err}): {MALFORMED}") from None
-    return arrays
+        mask = arrays.get(MASKED_ROWS.get(spec.name, ""))
+        arrays[spec.name] = arr
+        scans[spec.name] = scan_array(spec, arr, None if mask is None else ~mask)
+    return arrays, scans
 
 
 def _read(kind: str, cache_dir, round_idx: int, fingerprint: str, num_users: int, num_edges: int | None):
@@ -427,9 +476,9 @@ def _read(kind: str, cache_dir, round_idx: int, fingerprint: str, num_users: int
             num_users=num_users,
             num_edges=num_edges,
         )
-        arrays = read_datasets(h5, path, kind)
-    check_all_values(kind, arrays, path, num_users, rerun_advice(kind, round_idx))
-    return arrays
+        arrays, scans = read_datasets(h5, path, kind)
+    check_all_values(kind, arrays, path, num_users, rerun_advice(kind, round_idx), scans)
+    return {spec.name: arrays[spec.name] for spec in DATASETS[kind]}
 
 
 def read_encoder_embeddings(

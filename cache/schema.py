@@ -1,4 +1,4 @@
-"""The cache format: file layout, dataset names, dtypes, shapes, attributes and chunking, in one place.
+"""The cache format: file layout, dataset names, dtypes, shapes, attributes and storage layout, in one place.
 
 A cache is a folder with one subfolder per round::
 
@@ -11,7 +11,6 @@ Shapes are written with symbolic sizes: ``N`` users, ``E`` undirected corpus edg
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -56,10 +55,13 @@ PRODUCER_COMMAND = {
 }
 STAGE_NAME = {KIND_ENCODERS: "stage 1", KIND_GRAPH: "stage 2"}
 
-# Chunks are blocks of whole rows (along ``row_axis``) of about this many bytes, kept in [MIN, MAX].
-CHUNK_TARGET_BYTES = 128 * 1024
-CHUNK_MIN_BYTES = 10 * 1024
-CHUNK_MAX_BYTES = 1024 * 1024
+# Storage layout. Every dataset is written contiguous and uncompressed, its file space allocated when it is
+# created (HDF5's H5D_CONTIGUOUS, H5D_ALLOC_TIME_EARLY), so its bytes are one run at ``H5Dget_offset``:
+# a write or a full read is a single pass over them, and a lazy read maps them. Files written before this
+# layout (chunked row blocks of 10 KiB to 1 MiB, same schema version) read through h5py as before.
+# The checks of a read (and of a write's input) run on blocks of whole rows about this large, each while it
+# is still in the CPU's L2 cache after it was read, instead of as separate passes over the whole array.
+SCAN_BLOCK_BYTES = 512 * 1024
 
 
 @dataclass(frozen=True)
@@ -68,7 +70,7 @@ class DatasetSpec:
 
     ``shape`` holds ints (fixed sizes) and names: ``"N"``, ``"E"`` and ``"2E"`` are checked against the
     corpus; any other name is a free width >= 1. ``row_axis`` is the axis that grows with users or edges,
-    along which the dataset is chunked and lazily sliced. ``kind`` says which checks apply:
+    along which it is lazily sliced. ``kind`` says which checks apply:
     ``"float"`` (finite float32), ``"mask"`` (bool) or ``"index"`` (int64 user indices in [0, N)).
     """
 
@@ -175,21 +177,3 @@ def cache_file(cache_dir: str | Path, round_idx: int, kind: str) -> Path:
     if kind == KIND_GRAPH:
         return graph_file(cache_dir, round_idx)
     raise ValueError(f"unknown cache kind {kind!r}; expected one of {KINDS}")
-
-
-def chunk_shape(shape: tuple[int, ...], dtype: np.dtype, row_axis: int = 0) -> tuple[int, ...] | None:
-    """Chunk shape: whole rows along ``row_axis``, about ``CHUNK_TARGET_BYTES`` per chunk.
-
-    A chunk lies in [10 KiB, 1 MiB] unless the whole dataset is under 10 KiB (one chunk holds all of it)
-    or a single row is over 1 MiB (one row per chunk). ``None`` for an empty dataset (stored contiguous).
-    """
-    if any(s == 0 for s in shape):
-        return None
-    rows = shape[row_axis]
-    row_bytes = math.prod(s for i, s in enumerate(shape) if i != row_axis) * np.dtype(dtype).itemsize
-    chunk_rows = max(1, min(rows, CHUNK_TARGET_BYTES // row_bytes))
-    if chunk_rows * row_bytes < CHUNK_MIN_BYTES:
-        chunk_rows = min(rows, -(-CHUNK_MIN_BYTES // row_bytes))
-    while chunk_rows > 1 and chunk_rows * row_bytes > CHUNK_MAX_BYTES:
-        chunk_rows //= 2
-    return tuple(chunk_rows if i == row_axis else s for i, s in enumerate(shape))

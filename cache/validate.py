@@ -6,11 +6,13 @@ what to do (on a write: nothing was written; on a read: how to recreate the file
 
 from __future__ import annotations
 
+import math
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
 
-from cache.schema import DATASETS, MASKED_ROWS, MAX_WIDTH, DatasetSpec
+from cache.schema import DATASETS, MASKED_ROWS, MAX_WIDTH, SCAN_BLOCK_BYTES, DatasetSpec
 from cache.types import CacheError
 
 
@@ -116,12 +118,88 @@ def check_shapes(
     return bound
 
 
-def check_values(spec: DatasetSpec, arr: np.ndarray, path: Path, num_users: int, advice: str) -> None:
-    """Finiteness and range checks of one dataset's values."""
+class ValueScan:
+    """What the value checks need to know about one dataset, gathered block by block of rows.
+
+    Fed as a read brings the blocks in (or over an array in memory), so each block is looked at while it
+    is in the CPU cache. For floats that only have to be finite, ``finite`` comes from the block's sum,
+    one pass: a NaN or inf makes it non-finite, and when an overflow of large finite values does, the
+    block's min and max decide. For the rest, ``low``/``high`` are the min and max (NaN-propagating; bool
+    masks as bytes, so a byte other than 0/1 shows). ``masked_nonzero`` says whether a row that must be zero
+    (``MASKED_ROWS``) is not. On a failure the checks look at the whole array again to say exactly where.
+    """
+
+    def __init__(self, spec: DatasetSpec) -> None:
+        self.bounds = spec.kind != "float" or spec.unit_interval
+        self.finite = True
+        self.low = None
+        self.high = None
+        self.masked_nonzero = False
+
+    def update(self, block: np.ndarray, zero_rows: np.ndarray | None = None) -> None:
+        """Fold in ``block`` (rows of the dataset); ``zero_rows``: indices of its rows that must be zero.
+
+        Call under ``np.errstate(invalid="ignore", over="ignore")``: a sum may overflow or meet inf - inf.
+        """
+        if not block.size:
+            return
+        if self.bounds:
+            values = block.view(np.uint8) if block.dtype == np.bool_ else block
+            low, high = values.min(), values.max()
+            self.low = low if self.low is None else np.minimum(self.low, low)
+            self.high = high if self.high is None else np.maximum(self.high, high)
+        elif self.finite and not np.isfinite(np.einsum("i->", block.reshape(-1))):
+            self.finite = bool(np.isfinite(block.min()) and np.isfinite(block.max()))
+        if zero_rows is not None and zero_rows.size and not self.masked_nonzero:
+            self.masked_nonzero = bool(block.take(zero_rows, axis=0).any())
+
+
+def row_blocks(
+    shape: tuple[int, ...], itemsize: int, zero_mask: np.ndarray | None = None
+) -> Iterator[tuple[int, int, np.ndarray | None]]:
+    """Blocks of whole rows (axis 0) of about ``SCAN_BLOCK_BYTES``: ``(lo, hi, zero_rows)`` for each.
+
+    ``zero_rows`` are the indices, within the block, of the rows where ``zero_mask`` [R] is True (``None``
+    without a mask).
+    """
+    rows = shape[0] if shape else 1
+    row_bytes = itemsize * math.prod(shape[1:])
+    step = max(1, SCAN_BLOCK_BYTES // max(1, row_bytes))
+    starts = np.arange(0, rows, step)
+    zero_idx = cuts = None
+    if zero_mask is not None:
+        zero_idx = np.flatnonzero(zero_mask)
+        cuts = np.searchsorted(zero_idx, np.r_[starts, rows])
+    for k, lo in enumerate(starts.tolist()):
+        hi = min(rows, lo + step)
+        yield lo, hi, None if zero_idx is None else zero_idx[cuts[k] : cuts[k + 1]] - lo
+
+
+def scan_array(spec: DatasetSpec, arr: np.ndarray, zero_mask: np.ndarray | None = None) -> ValueScan:
+    """A :class:`ValueScan` of a whole array in memory; ``zero_mask`` [R] marks rows that must be zero."""
+    scan = ValueScan(spec)
+    flat = arr.reshape(1, -1) if arr.ndim == 0 else arr
+    with np.errstate(invalid="ignore", over="ignore"):
+        for lo, hi, zero_rows in row_blocks(flat.shape, flat.dtype.itemsize, zero_mask):
+            scan.update(flat[lo:hi], zero_rows)
+    return scan
+
+
+def check_values(
+    spec: DatasetSpec,
+    arr: np.ndarray,
+    path: Path,
+    num_users: int,
+    advice: str,
+    scan: ValueScan | None = None,
+) -> None:
+    """Finiteness and range checks of one dataset's values (``scan``: its bounds, when already known)."""
+    if scan is None:
+        scan = scan_array(spec, arr)
+    low, high = (scan.low, scan.high) if arr.size and scan.bounds else (0, 0)
     if spec.kind == "float":
-        # min and max propagate NaN and show inf, and are much cheaper than a full isfinite mask.
-        low, high = (arr.min(), arr.max()) if arr.size else (0.0, 0.0)
-        if not (np.isfinite(low) and np.isfinite(high)):
+        # min and max propagate NaN and show inf; a sum shows both in one pass (see ValueScan)
+        if not (scan.finite and np.isfinite(low) and np.isfinite(high)):
             bad = np.argwhere(~np.isfinite(arr))
             raise CacheError(
                 path,
@@ -132,18 +210,32 @@ def check_values(spec: DatasetSpec, arr: np.ndarray, path: Path, num_users: int,
             raise CacheError(
                 path, spec.name, f"values must lie in [0, 1] but span [{low:.6g}, {high:.6g}]: {advice}"
             )
-    elif spec.kind == "index" and arr.size and (arr.min() < 0 or arr.max() >= num_users):
+    elif spec.kind == "mask" and high > 1:
         raise CacheError(
             path,
             spec.name,
-            f"holds user indices in [{arr.min()}, {arr.max()}] but there are {num_users} users: {advice}",
+            f"holds bytes other than 0 and 1 (up to {int(high)}); it is not a bool mask: {advice}",
+        )
+    elif spec.kind == "index" and arr.size and (low < 0 or high >= num_users):
+        raise CacheError(
+            path,
+            spec.name,
+            f"holds user indices in [{low}, {high}] but there are {num_users} users: {advice}",
         )
 
 
-def check_masked_rows(arrays: dict[str, np.ndarray], path: Path, advice: str) -> None:
-    """Users without a modality (mask False) must have a zero embedding row."""
+def check_masked_rows(
+    arrays: dict[str, np.ndarray], path: Path, advice: str, scans: dict[str, ValueScan] | None = None
+) -> None:
+    """Users without a modality (mask False) must have a zero embedding row.
+
+    ``scans``, when given, say per embedding whether any such row is non-zero, so the rows are only
+    gathered again to name the first offender.
+    """
     for emb_name, mask_name in MASKED_ROWS.items():
         if emb_name not in arrays:
+            continue
+        if scans is not None and emb_name in scans and not scans[emb_name].masked_nonzero:
             continue
         mask = arrays[mask_name]
         masked_rows = arrays[emb_name][~mask]

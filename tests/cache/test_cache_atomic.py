@@ -52,7 +52,7 @@ def test_crash_mid_write_leaves_no_file(tmp_path, monkeypatch):
     assert calls == ["user_image_emb", "user_text_emb"]  # the crash really came mid-write
     assert not encoder_file(tmp_path, 0).exists()
     folder = encoder_file(tmp_path, 0).parent
-    # the file is built in memory: a failed write never touched the folder, or left nothing in it
+    # a failed write removes its temporary file: the folder is left as it was (empty, or not made yet)
     assert not folder.exists() or list(folder.iterdir()) == []
 
 
@@ -84,8 +84,8 @@ def test_failed_rename_keeps_the_old_file(tmp_path, monkeypatch):
 
 @pytest.mark.parametrize("old_file", [False, True])
 def test_process_killed_mid_write_leaves_no_valid_looking_file(tmp_path, old_file):
-    """A hard kill (no cleanup runs) leaves at most a ``*.h5.tmp-*`` file, which no reader opens (the file
-    is built in memory, so a kill while HDF5 writes leaves nothing on disk)."""
+    """A hard kill (no cleanup runs) leaves at most a ``*.h5.tmp-*`` file, which no reader opens: HDF5 and
+    the data writes only ever touch the temporary file, which is renamed into place only when complete."""
     if old_file:
         write(tmp_path, seed=0)
     script = textwrap.dedent(
@@ -118,3 +118,23 @@ def test_process_killed_mid_write_leaves_no_valid_looking_file(tmp_path, old_fil
     else:
         with pytest.raises(CacheError, match="no such cache file: run stage 1 for round 0 first"):
             read_encoder_embeddings(tmp_path, 0, fingerprint=FINGERPRINT, num_users=N)
+
+
+def test_enospc_inside_hdf5_is_one_disk_full_error(tmp_path, monkeypatch):
+    """HDF5 writes the metadata into the temporary file itself; its ENOSPC (h5py raises OSError with the
+    errno) is the same DiskFullError as one in the data writes, and leaves no temporary file."""
+    import errno
+
+    from cache.atomic import DiskFullError
+
+    real = h5py.Group.create_dataset
+
+    def create_dataset(self, name, *args, **kwargs):
+        if name == "user_text_emb":
+            raise OSError(errno.ENOSPC, "Unable to extend file properly, errno = 28")
+        return real(self, name, *args, **kwargs)
+
+    monkeypatch.setattr(h5py.Group, "create_dataset", create_dataset)
+    with pytest.raises(DiskFullError, match=r"encoders\.h5: no space left on device \(.* needed"):
+        write(tmp_path, seed=0)
+    assert list(encoder_file(tmp_path, 0).parent.iterdir()) == []

@@ -50,12 +50,12 @@ def test_inspect_folder_lists_every_round(tmp_path, capsys):
     assert "  status              OK (schema, shapes, dtypes, values, fingerprint)" in first
     n_img = int(emb.image_mask.sum())
     assert (
-        f"    image_mask      [50]           bool     chunks [50]         True {n_img} / False {50 - n_img}"
+        f"    image_mask      [50]           bool     chunks contiguous   True {n_img} / False {50 - n_img}"
         in first
     )
     img = emb.user_image_emb
     stats = f"min {img.min():.4g}  max {img.max():.4g}  mean {img.mean():.4g}"
-    assert f"    user_image_emb  [50, 32]       float32  chunks [50, 32]     {stats}" in first
+    assert f"    user_image_emb  [50, 32]       float32  chunks contiguous   {stats}" in first
     assert '    model.vision = "vit-tiny"\n    model.width = 32\n' in first
     assert (
         "  num_edges           120" in blocks[1] and "    edge_index      [2, 240]       int64" in blocks[1]

@@ -1,4 +1,4 @@
-"""Chunking, lazy row reads equal to full reads, pickling, and DataLoader workers."""
+"""Storage layout, files in the older chunked layout, lazy reads equal to full reads, pickling, workers."""
 
 from __future__ import annotations
 
@@ -11,9 +11,9 @@ import pytest
 from cache_payloads import FINGERPRINT, PRODUCER, random_encoders
 
 from cache import CacheError, LazyEmbeddings, encoder_file, read_encoder_embeddings, write_encoder_embeddings
-from cache.schema import CHUNK_MAX_BYTES, CHUNK_MIN_BYTES, chunk_shape
+from cache.raw import ALIGN_INTERVAL, ALIGN_THRESHOLD, map_dataset
 
-N = 3000  # several chunks of the 64-float rows below (512 rows each)
+N = 3000  # several blocks of the 64-float rows below, in the scans and in the old chunked layout
 
 
 @pytest.fixture
@@ -22,36 +22,79 @@ def enc_path(tmp_path):
     return write_encoder_embeddings(tmp_path, 0, emb, fingerprint=FINGERPRINT, producer=PRODUCER), emb
 
 
-@pytest.mark.parametrize(
-    "shape, row_axis",
-    [
-        ((60000, 256), 0),
-        ((60000,), 0),
-        ((2, 2_000_000), 1),
-        ((2_000_000, 4), 0),
-        ((10, 600_000), 0),
-        ((100, 8), 0),
-    ],
-)
-def test_chunks_are_row_blocks_of_10k_to_1m(shape, row_axis):
-    chunks = chunk_shape(shape, np.dtype(np.float32), row_axis)
-    assert all(c == s for i, (c, s) in enumerate(zip(chunks, shape)) if i != row_axis)  # whole rows
-    nbytes = int(np.prod(chunks)) * 4
-    total = int(np.prod(shape)) * 4
-    row = total // shape[row_axis]
-    if total < CHUNK_MIN_BYTES:
-        assert chunks == shape
-    elif row > CHUNK_MAX_BYTES:
-        assert chunks[row_axis] == 1
-    else:
-        assert CHUNK_MIN_BYTES <= nbytes <= CHUNK_MAX_BYTES, (chunks, nbytes)
+def rechunk(path, rows: int = 512) -> None:
+    """Rewrite ``path`` in the layout files had before the contiguous one: chunked row blocks."""
+    old = path.with_name("old.h5")
+    with h5py.File(path) as src, h5py.File(old, "w") as dst:
+        dst.attrs.update(src.attrs)
+        for name in src:
+            data = src[name][()]
+            chunks = (min(rows, data.shape[0]), *data.shape[1:])
+            dst.create_dataset(name, data=data, chunks=chunks).attrs.update(src[name].attrs)
+    os.replace(old, path)
 
 
-def test_written_files_use_those_chunks(enc_path):
-    path, _ = enc_path
+def test_written_files_are_contiguous_page_aligned_raw_bytes(enc_path):
+    path, emb = enc_path
     with h5py.File(path) as h5:
-        assert h5["user_image_emb"].chunks == chunk_shape((N, 64), np.dtype(np.float32))
-        assert h5["user_image_emb"].chunks[0] < N
+        for name, arr in vars(emb).items():
+            dset = h5[name]
+            assert dset.chunks is None and dset.compression is None
+            offset = dset.id.get_offset()
+            if arr.nbytes >= ALIGN_THRESHOLD:
+                assert offset % ALIGN_INTERVAL == 0, (name, offset)
+            raw = np.fromfile(path, dtype=arr.dtype, count=arr.size, offset=offset).reshape(arr.shape)
+            assert np.array_equal(raw, arr), name  # the bytes at the offset are the array, as HDF5 reads it
+            assert np.array_equal(dset[()], arr), name
+
+
+def test_chunked_files_from_before_read_the_same(enc_path):
+    path, emb = enc_path
+    rechunk(path)
+    with h5py.File(path) as h5:
+        assert h5["user_image_emb"].chunks == (512, 64)
+    back = read_encoder_embeddings(path.parent.parent, 0, fingerprint=FINGERPRINT, num_users=N)
+    for name, arr in vars(emb).items():
+        assert np.array_equal(getattr(back, name), arr), name
+    lazy = LazyEmbeddings(path, "user_image_emb")
+    rows = np.random.default_rng(1).integers(0, N, 200)
+    assert np.array_equal(lazy[rows], emb.user_image_emb[rows])
+    assert np.array_equal(lazy[100:900], emb.user_image_emb[100:900])
+    assert lazy._mapped is None and lazy._file is not None  # read through h5py, chunk by chunk
+    lazy.close()
+    with h5py.File(path, "r+") as h5:
+        h5["user_text_emb"][2000, 3] = np.inf
+    with pytest.raises(
+        CacheError, match=r"dataset 'user_text_emb': has 1 NaN/inf values \(first at index \(2000, 3\)\)"
+    ):
+        read_encoder_embeddings(path.parent.parent, 0, fingerprint=FINGERPRINT, num_users=N)
+
+
+def test_read_arrays_are_writable_and_outlive_a_rewrite(enc_path):
+    path, emb = enc_path
+    back = read_encoder_embeddings(path.parent.parent, 0, fingerprint=FINGERPRINT, num_users=N)
+    assert back.user_image_emb.flags.writeable and back.image_mask.flags.writeable
+    back.user_image_emb[0] = 7.0  # copy-on-write: stays in this process
+    again = read_encoder_embeddings(path.parent.parent, 0, fingerprint=FINGERPRINT, num_users=N)
+    assert np.array_equal(again.user_image_emb, emb.user_image_emb)
+    write_encoder_embeddings(
+        path.parent.parent, 0, random_encoders(N, seed=5, dims=(64, 16)), fingerprint=FINGERPRINT, producer={}
+    )  # replaces the file by rename: arrays mapped from the old one keep the old data
+    assert np.array_equal(again.user_text_emb, emb.user_text_emb)
+    assert np.array_equal(back.user_image_emb[1:], emb.user_image_emb[1:])
+
+
+def test_a_dataset_past_the_end_of_the_file_is_refused(enc_path):
+    path, _ = enc_path
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        with pytest.raises(EOFError, match="the file ends before byte"):
+            map_dataset(fd, os.fstat(fd).st_size - 8, (4,), np.dtype(np.float32), copy_on_write=True)
+        assert map_dataset(
+            fd, os.fstat(fd).st_size - 16, (4,), np.dtype(np.float32), copy_on_write=False
+        ).shape == (4,)
+    finally:
+        os.close(fd)
 
 
 def test_lazy_reads_equal_the_full_read(enc_path):
@@ -99,11 +142,11 @@ def test_lazy_checks_header_at_construction_and_rows_when_read(enc_path):
 def test_lazy_opens_nothing_until_used_and_pickles_after_use(enc_path):
     path, emb = enc_path
     lazy = LazyEmbeddings(path, "user_text_emb")
-    assert lazy._file is None  # no handle held after __init__
+    assert lazy._file is None and lazy._mapped is None  # no handle held after __init__
     first = lazy[[1, 2999]]
-    assert lazy._file is not None
+    assert lazy._mapped is not None
     clone = pickle.loads(pickle.dumps(lazy))
-    assert clone._file is None
+    assert clone._file is None and clone._mapped is None
     assert np.array_equal(clone[[1, 2999]], first)
     assert np.array_equal(first, emb.user_text_emb[[1, 2999]])
     clone.close()

@@ -14,8 +14,9 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from sklearn.metrics import roc_auc_score
 
-from bridge import metrics, tasks
+from bridge import tasks
 from bridge.config import BridgeConfig
 from bridge.manifest import Manifest, to_jsonable, write_json_atomic
 from bridge.paths import RunPaths
@@ -139,7 +140,9 @@ def edge_weight_diagnostics(
                 w = graph.edge_weight.astype(np.float64)[rows]
                 per_seed.append(
                     {
-                        "auc_same_topic": metrics.roc_auc(same, w),
+                        "auc_same_topic": roc_auc_score(same, w)
+                        if 0 < same.sum() < len(same)
+                        else float("nan"),
                         "mean_same": float(w[same].mean()) if same.any() else float("nan"),
                         "mean_cross": float(w[~same].mean()) if (~same).any() else float("nan"),
                         "std": float(w.std()),

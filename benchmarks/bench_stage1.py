@@ -82,8 +82,8 @@ def plain_loop(parts, data: list[dict], clip: float | None) -> float:
         optimizer.step()
         scheduler.step()
         optimizer.zero_grad(set_to_none=True)
-        if system.ita_loss is not None:
-            system.ita_loss.clamp_logit_scale()
+        if system.ita_head is not None:
+            system.ita_head.clamp_logit_scale()
         for name, value in {**losses, "loss": loss}.items():
             system.loss_history[name].append(float(value.detach()))  # the same bookkeeping as training_step
     return time.perf_counter() - started

@@ -25,6 +25,8 @@ from typing import Any, Literal
 import numpy as np
 import torch
 import torch.nn.functional as F
+from scipy.stats import spearmanr
+from sklearn.metrics import accuracy_score, f1_score, mean_absolute_error
 
 from bridge import metrics, tasks
 from bridge.config import EvalConfig, HeadType
@@ -194,9 +196,9 @@ def _evaluate_task(
         val_pred, test_pred = predict(model, "val"), predict(model, "test")
         for g, (wd, seed) in enumerate(grid):
             if task == "topic":
-                score = -metrics.macro_f1(y[val], val_pred[g])
+                score = -f1_score(y[val], val_pred[g], average="macro", zero_division=0.0)
             else:
-                score = metrics.mae(y[val], val_pred[g])
+                score = mean_absolute_error(y[val], val_pred[g])
             candidates.append((head, wd, seed, score, test_pred[g]))
 
     per_seed: dict[str, list[float]] = {}
@@ -207,13 +209,13 @@ def _evaluate_task(
         chosen.append({"seed": seed, "head": head, "weight_decay": wd, "val_score": abs(score)})
         if task == "topic":
             scores = {
-                "accuracy": metrics.accuracy(y[test], pred),
-                "macro_f1": metrics.macro_f1(y[test], pred),
+                "accuracy": accuracy_score(y[test], pred),
+                "macro_f1": f1_score(y[test], pred, average="macro", zero_division=0.0),
             }
         else:
             scores = {
-                "mae": metrics.mae(y[test], pred),
-                "spearman": metrics.spearman(y[test], pred),
+                "mae": mean_absolute_error(y[test], pred),
+                "spearman": spearmanr(y[test], pred).statistic,
                 "bucket_accuracy": metrics.bucket_accuracy(y[test], pred, edges),
             }
         for k, v in scores.items():

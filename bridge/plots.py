@@ -12,14 +12,8 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
-from bridge.paths import RunPaths  # noqa: E402
 from bridge.rows import COMPARED_ROWS, GOAL_METRICS, Row  # noqa: E402
 from corpus import Corpus  # noqa: E402
-
-
-def _find_metrics_csv(stage_dir: Path) -> Path | None:
-    found = sorted(stage_dir.rglob("metrics.csv"), key=lambda p: p.stat().st_mtime)
-    return found[-1] if found else None
 
 
 def read_loss_curves(csv_path: Path) -> dict[str, tuple[np.ndarray, np.ndarray]]:
@@ -37,17 +31,21 @@ def read_loss_curves(csv_path: Path) -> dict[str, tuple[np.ndarray, np.ndarray]]
     return {k: (np.asarray(s), np.asarray(v)) for k, (s, v) in curves.items()}
 
 
-def plot_loss_curves(paths: RunPaths, rounds: int, out: Path, variant: str = "mmga") -> bool:
-    """Loss terms of both stages of ``variant`` over its rounds (steps continue across rounds)."""
+def plot_loss_curves(log_dirs: dict[str, list[Path | None]], out: Path, variant: str = "mmga") -> bool:
+    """Loss terms of both stages of ``variant`` over its rounds (steps continue across rounds).
+
+    ``log_dirs``: per stage (``"stage1"``, ``"stage2"``) the Lightning CSV log folder of each round, as the
+    stage's result named it (``metrics.csv`` inside), or None where there is none. True when any curve was drawn.
+    """
     fig, axes = plt.subplots(1, 2, figsize=(12, 4))
     any_curve = False
     for ax, stage in zip(axes, ("stage1", "stage2")):
         offset = 0.0
         lowest = float("inf")
         lines: dict[str, Any] = {}
-        for r in range(rounds):
-            csv_path = _find_metrics_csv(paths.stage_dir(variant, r, stage))
-            if csv_path is None:
+        for r, log_dir in enumerate(log_dirs.get(stage, [])):
+            csv_path = None if log_dir is None else Path(log_dir) / "metrics.csv"
+            if csv_path is None or not csv_path.is_file():
                 continue
             curves = read_loss_curves(csv_path)
             last = offset

@@ -14,8 +14,9 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from sklearn.metrics import roc_auc_score
 
-from bridge import metrics, tasks
+from bridge import tasks
 from bridge.config import BridgeConfig
 from bridge.manifest import Manifest, to_jsonable, write_json_atomic
 from bridge.paths import RunPaths
@@ -139,7 +140,9 @@ def edge_weight_diagnostics(
                 w = graph.edge_weight.astype(np.float64)[rows]
                 per_seed.append(
                     {
-                        "auc_same_topic": metrics.roc_auc(same, w),
+                        "auc_same_topic": roc_auc_score(same, w)
+                        if 0 < same.sum() < len(same)
+                        else float("nan"),
                         "mean_same": float(w[same].mean()) if same.any() else float("nan"),
                         "mean_cross": float(w[~same].mean()) if (~same).any() else float("nan"),
                         "std": float(w.std()),
@@ -180,14 +183,13 @@ def _diagnostics_lines(diag: dict | None) -> list[str]:
     return [*lines, ""]
 
 
-def _results_table(rows: list[Row], agg: dict[str, Any]) -> list[str]:
+def _results_table(report_rows: dict[str, Any]) -> list[str]:
     head = "| row | inputs | dim | " + " | ".join(c[2] for c in COLUMNS) + " |"
     lines = [head, "|" + "---|" * (3 + len(COLUMNS))]
-    for row in rows:
-        res = agg[row.name]
+    for name, res in report_rows.items():
         cells = [_fmt(res[task][metric]) for task, metric, _, _ in COLUMNS]
         lines.append(
-            f"| {row.label} (`{row.name}`) | {row.inputs} | {res.get('dim', '')} | "
+            f"| {res['label']} (`{name}`) | {res['inputs']} | {res.get('dim', '')} | "
             + " | ".join(cells)
             + " |"
         )
@@ -269,6 +271,63 @@ def write_report(
     """
     out = paths.report_dir
     out.mkdir(parents=True, exist_ok=True)
+    report = compute_report(
+        cfg, paths, manifest, corpus, rows, evaluated, timings, total_seconds, environment
+    )
+    has_losses = write_plots(report, cfg, paths, manifest, corpus, rows)
+    write_json_atomic(out / "metrics.json", report)
+    atomic_write_bytes(out / "report.md", render_markdown(report, cfg, paths, has_losses).encode())
+    return report
+
+
+def write_plots(
+    report: dict[str, Any],
+    cfg: BridgeConfig,
+    paths: RunPaths,
+    manifest: Manifest,
+    corpus: Corpus,
+    rows: list[Row],
+) -> bool:
+    """The report's PNG plots into ``paths.report_dir``; True when there were loss curves to draw. The loss
+    curves come from the log folders the manifest recorded for the first training seed's MMGA stages."""
+    out = paths.report_dir
+    first = paths.for_seed(cfg.training_seeds[0])
+    final = [r for r in rows if r.group == "mmga"][-1]
+    plot_metrics_by_round(rows, report["rows"], out / "metrics_by_round.png")
+    log_dirs = {
+        stage: [_recorded_log_dir(manifest, first.stage_key("mmga", r, stage)) for r in range(cfg.rounds)]
+        for stage in ("stage1", "stage2")
+    }
+    has_losses = plot_loss_curves(log_dirs, out / "loss_curves.png")
+    plot_margins(report["comparison"], out / "margins.png")
+    by_name = {r.name: r for r in rows}
+    panels = [(f"MMGA round {final.round}", representation_blocks(final, corpus, first))]
+    if "no_align" in by_name:
+        panels.append(("no alignment", representation_blocks(by_name["no_align"], corpus, first)))
+    plot_projections(panels, corpus, out / "embedding_tsne.png")
+    return has_losses
+
+
+def _recorded_log_dir(manifest: Manifest, key: str) -> Path | None:
+    """The log folder the stage's result named, as the manifest recorded it (None when not recorded)."""
+    if manifest.get(key) is None:
+        return None
+    return manifest.outputs(key).get("log_dir")
+
+
+def compute_report(
+    cfg: BridgeConfig,
+    paths: RunPaths,
+    manifest: Manifest,
+    corpus: Corpus,
+    rows: list[Row],
+    evaluated: dict[str, dict[Any, Any]],
+    timings: list[dict[str, Any]],
+    total_seconds: float,
+    environment: dict[str, Any] | None = None,
+) -> dict[str, Any]:
+    """metrics.json's content: per row its spec and aggregated metrics, the comparison and verdict, the edge-weight
+    diagnostics, timings, environment and the resolved configs. Writes nothing."""
     seeds = cfg.training_seeds
     agg = aggregate(rows, evaluated, seeds)
     comp = comparison(rows, agg)
@@ -278,15 +337,6 @@ def write_report(
         for key in (first.stage_key("mmga", 0, "stage1"), first.stage_key("mmga", 0, "stage2"))
         if manifest.get(key) is not None
     }
-    final = [r for r in rows if r.group == "mmga"][-1]
-    plot_metrics_by_round(rows, agg, out / "metrics_by_round.png")
-    has_losses = plot_loss_curves(first, cfg.rounds, out / "loss_curves.png")
-    plot_margins(comp, out / "margins.png")
-    by_name = {r.name: r for r in rows}
-    panels = [(f"MMGA round {final.round}", representation_blocks(final, corpus, first))]
-    if "no_align" in by_name:
-        panels.append(("no alignment", representation_blocks(by_name["no_align"], corpus, first)))
-    plot_projections(panels, corpus, out / "embedding_tsne.png")
     corpus_info = {
         "path": str(corpus.root),
         "fingerprint": corpus.fingerprint,
@@ -297,7 +347,7 @@ def write_report(
     }
     variants = tuple(dict.fromkeys(r.variant for r in rows if r.variant is not None and "graph" in r.parts))
     diagnostics = edge_weight_diagnostics(corpus, paths, cfg.rounds, variants, seeds)
-    report = {
+    return {
         "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "corpus": corpus_info,
         "training_seeds": list(seeds),
@@ -319,9 +369,14 @@ def write_report(
         "environment": environment or {},
         "config": {"bridge": to_jsonable(cfg), "stages": stage_configs},
     }
-    write_json_atomic(out / "metrics.json", report)
 
-    n = agg[rows[0].name]
+
+def render_markdown(report: dict[str, Any], cfg: BridgeConfig, paths: RunPaths, has_losses: bool) -> str:
+    """report.md from metrics.json's content (``compute_report``) and the config that made it."""
+    seeds = report["training_seeds"]
+    corpus, comp, stage_configs = report["corpus"], report["comparison"], report["config"]["stages"]
+    first = paths.for_seed(seeds[0])
+    n = next(iter(report["rows"].values()))
     steps1 = stage_configs.get(first.stage_key("mmga", 0, "stage1"), {}).get("trainer", {}).get("max_steps")
     steps2 = stage_configs.get(first.stage_key("mmga", 0, "stage2"), {}).get("trainer", {}).get("max_steps")
     head_seeds = ", ".join(str(s) for s in cfg.eval.seeds)
@@ -334,14 +389,14 @@ def write_report(
     md = [
         "# MMGA bridge report",
         "",
-        f"Run folder `{paths.run_dir}`; corpus `{corpus.root}` ({corpus.num_users} users, {corpus.num_posts} posts, "
-        f"{corpus.num_edges} edges, {len(corpus.label_names)} topics, fingerprint `{corpus.fingerprint[:12]}`); "
+        f"Run folder `{paths.run_dir}`; corpus `{corpus['path']}` ({corpus['users']} users, {corpus['posts']} posts, "
+        f"{corpus['edges']} edges, {corpus['topics']} topics, fingerprint `{corpus['fingerprint'][:12]}`); "
         f"{cfg.rounds} round(s), training seeds {', '.join(str(s) for s in seeds)}; {platform.node()}, "
         f"{report['created']}.",
         "",
         "## Verdict",
         "",
-        *[f"- {line}" for line in verdict_lines(comp)],
+        *[f"- {line}" for line in report["verdict"]],
         "",
         "## Results (test split)",
         "",
@@ -351,9 +406,11 @@ def write_report(
         f"{n['topic']['n']['test']} train/val/test users, fans: {n['fans']['n']['train']}/{n['fans']['n']['val']}/"
         f"{n['fans']['n']['test']}).",
         "",
-        *_results_table(rows, agg),
+        *_results_table(report["rows"]),
         "",
-        *tasks.report_notes({name: next(iter(per_seed.values())) for name, per_seed in evaluated.items()}),
+        *tasks.report_notes(
+            {name: next(iter(row["per_seed"].values())) for name, row in report["rows"].items()}
+        ),
         "## MMGA against the baselines and peers",
         "",
         "Margin = MMGA's last round minus the other row for macro-F1, the other row minus MMGA for MAE, paired by "
@@ -395,7 +452,7 @@ def write_report(
             else []
         ),
         "",
-        *_diagnostics_lines(diagnostics),
+        *_diagnostics_lines(report["edge_weight_diagnostics"]),
         "## Plots",
         "",
         "![metrics by round](metrics_by_round.png)",
@@ -411,9 +468,9 @@ def write_report(
         "",
         "## Timings",
         "",
-        *_timing_table(timings, total_seconds),
+        *_timing_table(report["timings"], report["wall_seconds"]),
         "",
-        *_environment_lines(environment),
+        *_environment_lines(report["environment"]),
         "## Resolved configuration",
         "",
         "```json",
@@ -421,5 +478,4 @@ def write_report(
         "```",
         "",
     ]
-    atomic_write_bytes(out / "report.md", "\n".join(md).encode())
-    return report
+    return "\n".join(md)

@@ -28,7 +28,7 @@ from stage1_encoders.config import ConfigError, Stage1Config
 from stage1_encoders.data import PairBatchCollator, PostPreprocessor, Stage1DataModule
 from stage1_encoders.encoders import build_image_encoder, build_text_encoder
 from stage1_encoders.export import export_user_embeddings
-from stage1_encoders.system import LOSS_NAMES, Stage1System
+from stage1_encoders.system import HEAD_NAMES, LOSS_NAMES, Stage1System, upgrade_legacy_state_dict
 from stage1_encoders.tokenizer import build_tokenizer
 
 log = logging.getLogger(__name__)
@@ -138,22 +138,29 @@ def _check_architecture(cfg: Stage1Config, payload: dict, path: Path) -> None:
 
 
 def _load_weights(system: Stage1System, payload: dict, path: Path) -> None:
-    """Encoder weights must all be there; loss heads are taken when present (a head for a loss that was
-    switched off in the previous round starts fresh)."""
-    state = payload["state_dict"]
-    try:
-        missing, unexpected = system.load_state_dict(state, strict=False)
-    except RuntimeError as err:
-        raise ConfigError(str(path), None, None, f"weights do not fit the configured model: {err}") from None
-    encoder_missing = [k for k in missing if k.startswith(("image_encoder.", "text_encoder."))]
+    """Load the checkpoint's weights strictly. A head is taken whole or not at all: one for a loss switched off
+    now is dropped, and one for a loss that was off in the previous round starts fresh. Checkpoints from before
+    the heads moved out of the losses are renamed on the way in."""
+    state = upgrade_legacy_state_dict(payload["state_dict"])
+    encoder_missing = [
+        k for k in system.state_dict() if k.startswith(("image_encoder.", "text_encoder.")) and k not in state
+    ]
     if encoder_missing:
         raise ConfigError(
             str(path), None, None, f"checkpoint lacks encoder weights, e.g. {encoder_missing[:3]}"
         )
-    if missing:
-        log.info("stage 1: heads not in %s start fresh: %s", path, sorted({k.split(".")[0] for k in missing}))
-    if unexpected:
-        log.info("stage 1: checkpoint heads not used now: %s", sorted({k.split(".")[0] for k in unexpected}))
+    built = {name for name in HEAD_NAMES if getattr(system, name) is not None}
+    stored = {k.split(".")[0] for k in state if k.split(".")[0] in HEAD_NAMES}
+    if stored - built:
+        log.info("stage 1: checkpoint heads not used now: %s", sorted(stored - built))
+        state = {k: v for k, v in state.items() if k.split(".")[0] not in stored - built}
+    if built - stored:
+        log.info("stage 1: heads not in %s start fresh: %s", path, sorted(built - stored))
+        state.update({k: v for k, v in system.state_dict().items() if k.split(".")[0] in built - stored})
+    try:
+        system.load_state_dict(state)
+    except RuntimeError as err:
+        raise ConfigError(str(path), None, None, f"weights do not fit the configured model: {err}") from None
 
 
 def _check_cache_belongs(cfg: Stage1Config, corpus: Corpus) -> None:

@@ -1,5 +1,6 @@
 """The Lightning system: which losses, their weights, optimisation and logging. The computation lives in the
-encoders (``stage1_encoders.encoders``) and the loss modules (``stage1_encoders.losses``)."""
+encoders (``stage1_encoders.encoders``), the heads (``stage1_encoders.heads``: ITA projections and logit scale,
+GCL pair classifiers) and the parameter-free loss modules (``stage1_encoders.losses``)."""
 
 from __future__ import annotations
 
@@ -10,10 +11,28 @@ import torch
 
 from stage1_encoders.config import TextFeatureInput
 from stage1_encoders.encoders import ImageEncoder, TextEncoder
-from stage1_encoders.losses import GraphContrastiveLoss, ITALoss, MLMLoss
+from stage1_encoders.heads import ITAHead, PairClassifier
+from stage1_encoders.losses import GraphContrastiveLoss, ITALoss, MLMLoss, usable_pairs
 from stage1_encoders.pooling import mean_by_user
 
 LOSS_NAMES = ("mlm_loss", "ita_loss", "gcl_image_loss", "gcl_text_loss")
+HEAD_NAMES = ("ita_head", "gcl_image_head", "gcl_text_head")
+# Checkpoints written before the heads moved out of the losses named them after their loss.
+_LEGACY_HEAD_PREFIXES = {
+    "ita_loss.": "ita_head.",
+    "gcl_image_loss.": "gcl_image_head.",
+    "gcl_text_loss.": "gcl_text_head.",
+}
+
+
+def upgrade_legacy_state_dict(state: dict) -> dict:
+    """``state`` with the head keys of an older checkpoint (``ita_loss.*``, ``gcl_<modality>_loss.*``, when the
+    losses owned the heads) renamed to the heads' names (``ita_head.*``, ``gcl_<modality>_head.*``)."""
+    out = {}
+    for key, value in state.items():
+        old = next((prefix for prefix in _LEGACY_HEAD_PREFIXES if key.startswith(prefix)), None)
+        out[key if old is None else _LEGACY_HEAD_PREFIXES[old] + key[len(old) :]] = value
+    return out
 
 
 class Stage1System(L.LightningModule):
@@ -59,22 +78,22 @@ class Stage1System(L.LightningModule):
             "gcl_image_loss": gcl_image_weight,
             "gcl_text_loss": gcl_text_weight,
         }
-        self.mlm_loss = MLMLoss(label_smoothing) if lm_weight > 0 else None
-        self.ita_loss = (
-            ITALoss(image_encoder.dim, text_encoder.dim, ita_dim, init_temperature, max_logit_scale)
+        # heads are created in this order (ITA, GCL image, GCL text): it fixes the random initialisation
+        self.ita_head = (
+            ITAHead(image_encoder.dim, text_encoder.dim, ita_dim, init_temperature, max_logit_scale)
             if ita_weight > 0
             else None
         )
-        self.gcl_image_loss = (
-            GraphContrastiveLoss(image_encoder.dim, gcl_hidden_dim, "image", gcl_form)
-            if gcl_image_weight > 0
-            else None
+        self.gcl_image_head = (
+            PairClassifier(image_encoder.dim, gcl_hidden_dim, gcl_form) if gcl_image_weight > 0 else None
         )
-        self.gcl_text_loss = (
-            GraphContrastiveLoss(text_encoder.dim, gcl_hidden_dim, "text", gcl_form)
-            if gcl_text_weight > 0
-            else None
+        self.gcl_text_head = (
+            PairClassifier(text_encoder.dim, gcl_hidden_dim, gcl_form) if gcl_text_weight > 0 else None
         )
+        self.mlm_loss = MLMLoss(label_smoothing) if lm_weight > 0 else None
+        self.ita_loss = ITALoss() if ita_weight > 0 else None
+        self.gcl_image_loss = GraphContrastiveLoss("image") if gcl_image_weight > 0 else None
+        self.gcl_text_loss = GraphContrastiveLoss("text") if gcl_text_weight > 0 else None
         self.text_feature_input = text_feature_input
         self.lr, self.head_lr_scale, self.weight_decay = lr, head_lr_scale, weight_decay
         self.warmup_steps, self.min_lr_ratio = warmup_steps, min_lr_ratio
@@ -117,15 +136,28 @@ class Stage1System(L.LightningModule):
             and image_emb is not None
             and len(batch["ita_text_row"]) >= 2
         ):
-            losses.update(self.ita_loss(image_emb[batch["ita_image_row"]], text_emb[batch["ita_text_row"]]))
-        pairs = (batch["pair_u"], batch["pair_v"], batch["pair_label"], batch["pair_weight"])
+            features = self.ita_head(image_emb[batch["ita_image_row"]], text_emb[batch["ita_text_row"]])
+            losses.update(self.ita_loss(*features))
         if self.gcl_image_loss is not None and image_emb is not None:
-            user_emb, user_mask = mean_by_user(image_emb, batch["image_post_user"], num_users)
-            losses.update(self.gcl_image_loss(user_emb, user_mask, *pairs))
+            losses.update(self._gcl("image", image_emb, batch["image_post_user"], num_users, batch))
         if self.gcl_text_loss is not None and text_emb is not None:
-            user_emb, user_mask = mean_by_user(text_emb, batch["text_post_user"], num_users)
-            losses.update(self.gcl_text_loss(user_emb, user_mask, *pairs))
+            losses.update(self._gcl("text", text_emb, batch["text_post_user"], num_users, batch))
         return losses
+
+    def _gcl(
+        self, modality: str, post_emb: torch.Tensor, post_user: torch.Tensor, num_users: int, batch: dict
+    ) -> dict[str, torch.Tensor]:
+        """GCL on one modality over the batch's pairs whose two users have it; {} when no pair does."""
+        user_emb, user_mask = mean_by_user(post_emb, post_user, num_users)
+        usable = usable_pairs(user_mask, batch["pair_u"], batch["pair_v"])
+        if not bool(usable.any()):
+            return {}
+        weight = batch["pair_weight"]
+        logits = getattr(self, f"gcl_{modality}_head")(
+            user_emb, batch["pair_u"][usable], batch["pair_v"][usable]
+        )
+        loss = getattr(self, f"gcl_{modality}_loss")
+        return loss(logits, batch["pair_label"][usable], None if weight is None else weight[usable])
 
     def total_loss(self, losses: dict[str, torch.Tensor]) -> torch.Tensor:
         return sum(self.weights[name] * value for name, value in losses.items())
@@ -146,22 +178,26 @@ class Stage1System(L.LightningModule):
                 batch_size=batch_size,
             )
             self.loss_history[name].append(float(value.detach()))
-        if self.ita_loss is not None:
+        if self.ita_head is not None:
             self.log(
                 "train/logit_scale",
-                self.ita_loss.logit_scale.detach().exp(),
+                self.ita_head.logit_scale.detach().exp(),
                 on_step=True,
                 batch_size=batch_size,
             )
         return total
 
     def on_train_batch_end(self, outputs, batch, batch_idx) -> None:
-        if self.ita_loss is not None:
-            self.ita_loss.clamp_logit_scale()
+        if self.ita_head is not None:
+            self.ita_head.clamp_logit_scale()
+
+    def on_load_checkpoint(self, checkpoint: dict) -> None:
+        # Lightning loads the state dict strictly right after this hook (trainer.resume_from)
+        checkpoint["state_dict"] = upgrade_legacy_state_dict(checkpoint["state_dict"])
 
     def heads(self) -> list[torch.nn.Module]:
-        """The loss modules that own parameters (ITA projections and logit scale, GCL pair classifiers)."""
-        return [m for m in (self.ita_loss, self.gcl_image_loss, self.gcl_text_loss) if m is not None]
+        """The heads built for the losses in use (ITA projections and logit scale, GCL pair classifiers)."""
+        return [m for m in (self.ita_head, self.gcl_image_head, self.gcl_text_head) if m is not None]
 
     def build_optimizer(self, total_steps: int):
         """AdamW (decay on matrices only; the loss heads at ``lr * head_lr_scale``) and a per-step schedule:

@@ -7,7 +7,6 @@ from typing import Any
 import lightning as L
 import torch
 from torch import Tensor
-from torch_sparse import SparseTensor
 
 from stage2_graph.adjacency import GraphStructure
 from stage2_graph.config import (
@@ -105,15 +104,11 @@ class Stage2System(L.LightningModule):
     def modality_masks(self) -> list[Tensor]:
         return [getattr(self, f"modality_mask_{index}") for index in range(self.num_modalities)]
 
-    def message_passing_adj(self, keep_edges: Tensor | None = None) -> tuple[SparseTensor, Tensor]:
-        """The adjacency a step propagates over (held-out edges removed) and its entries' edge ids."""
-        return self.structure.adj_t(keep_edges)
-
     def forward(
         self, keep_edges: Tensor | None = None, node_mask: Tensor | None = None, return_gate: bool = False
     ) -> Tensor | tuple[Tensor, Tensor]:
         """Node embeddings ``[N, hidden_dim]`` over the graph minus held-out edges, X masked at ``node_mask``."""
-        adj_t, _ = self.message_passing_adj(keep_edges)
+        adj_t, _ = self.structure.adj_t(keep_edges)  # held-out edges removed
         return self.model(
             self.features,
             adj_t,

@@ -326,3 +326,23 @@ def test_two_training_seeds_in_two_workers_match_the_in_process_run(reference_ru
     assert log.is_file()
     comp = {c["against"]: c for c in result.metrics["comparison"]}
     assert len(comp["stats_x"]["fans_mae"]["margins"]) == 2
+
+
+def test_loss_curves_come_from_the_log_folders_the_manifest_recorded(reference_run, tmp_path):
+    from bridge.plots import plot_loss_curves
+    from bridge.report import _recorded_log_dir
+
+    _, _, run_dir = reference_run
+    paths = RunPaths(run_dir)
+    manifest = Manifest.load(paths.manifest)
+    for r in (0, 1):
+        for stage in ("stage1", "stage2"):
+            log_dir = _recorded_log_dir(manifest, f"seed_0/mmga/round_{r}/{stage}")
+            assert (log_dir / "metrics.csv").is_file(), (r, stage)
+    assert "![loss curves (seed 0)](loss_curves.png)" in (paths.report_dir / "report.md").read_text()
+    # only the named folders are read: a newer CSV elsewhere does not count, a folder without one draws nothing
+    decoy = tmp_path / "decoy"
+    decoy.mkdir()
+    (decoy / "metrics.csv").write_text("step,train/loss\n0,1.0\n")
+    assert not plot_loss_curves({"stage1": [tmp_path, None], "stage2": []}, tmp_path / "a.png")
+    assert plot_loss_curves({"stage1": [decoy]}, tmp_path / "b.png")

@@ -1,61 +1,34 @@
-"""Downstream metric functions against scikit-learn / SciPy and hand-computed values; the batched heads."""
+"""Bucket accuracy and the scikit-learn / SciPy conventions the evaluation relies on; the batched heads."""
+
+import warnings
 
 import numpy as np
 import pytest
 import torch
-from scipy.stats import rankdata, spearmanr
-from sklearn.metrics import accuracy_score, f1_score, mean_absolute_error, roc_auc_score
+from scipy.stats import spearmanr
+from sklearn.metrics import f1_score
 
 from bridge import metrics
 from bridge.evaluate import BatchedHeads, EvalConfig, evaluate_representation
 
 
-def test_macro_f1_known_value():
-    # class 0: tp=1 fp=0 fn=1 -> 2/3; class 1: tp=1 fp=1 fn=0 -> 2/3; class 2: tp=0 fp=0 fn=0... absent
-    y_true = np.array([0, 0, 1])
-    y_pred = np.array([0, 1, 1])
-    assert metrics.macro_f1(y_true, y_pred) == pytest.approx(2 / 3)
-    # a predicted class that never occurs counts as F1 = 0 in the mean
-    assert metrics.macro_f1(np.array([0, 0]), np.array([0, 2])) == pytest.approx((2 / 3 + 0) / 2)
+def test_macro_f1_convention_known_values():
+    # the call evaluate.py and peers.py make; class 0: tp=1 fp=0 fn=1 -> 2/3; class 1: tp=1 fp=1 fn=0 -> 2/3
+    def macro_f1(y_true, y_pred):
+        return f1_score(y_true, y_pred, average="macro", zero_division=0.0)
+
+    assert macro_f1(np.array([0, 0, 1]), np.array([0, 1, 1])) == pytest.approx(2 / 3)
+    # a predicted class that never occurs counts as F1 = 0 in the mean, and raises no warning
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert macro_f1(np.array([0, 0]), np.array([0, 2])) == pytest.approx((2 / 3 + 0) / 2)
 
 
-@pytest.mark.parametrize("seed", range(5))
-def test_classification_metrics_match_sklearn(seed):
-    rng = np.random.default_rng(seed)
-    y_true = rng.integers(0, 6, 200)
-    y_pred = np.where(rng.random(200) < 0.5, y_true, rng.integers(0, 7, 200))
-    assert metrics.macro_f1(y_true, y_pred) == pytest.approx(
-        f1_score(y_true, y_pred, average="macro"), abs=1e-12
-    )
-    assert metrics.accuracy(y_true, y_pred) == pytest.approx(accuracy_score(y_true, y_pred))
-
-
-@pytest.mark.parametrize("seed", range(5))
-def test_regression_metrics_match_scipy(seed):
-    rng = np.random.default_rng(seed)
-    x = np.round(rng.normal(size=150), 1)  # rounding makes ties
-    y = np.round(x + rng.normal(size=150), 1)
-    assert metrics.spearman(x, y) == pytest.approx(spearmanr(x, y).statistic, abs=1e-12)
-    assert metrics.mae(x, y) == pytest.approx(mean_absolute_error(x, y))
-    np.testing.assert_allclose(metrics.rankdata_average(x), rankdata(x))
-
-
-@pytest.mark.parametrize("seed", range(3))
-def test_roc_auc_matches_sklearn(seed):
-    rng = np.random.default_rng(seed)
-    positive = rng.random(300) < 0.3
-    scores = np.round(positive * 0.5 + rng.normal(size=300), 1)  # ties included
-    assert metrics.roc_auc(positive, scores) == pytest.approx(roc_auc_score(positive, scores), abs=1e-12)
-    assert metrics.roc_auc(np.array([True, False]), np.array([1.0, 0.0])) == 1.0
-    assert np.isnan(metrics.roc_auc(np.array([True, True]), np.array([1.0, 0.0])))
-
-
-def test_spearman_edge_cases():
-    assert metrics.spearman(np.array([1.0, 2.0, 3.0]), np.array([10.0, 20.0, 30.0])) == pytest.approx(1.0)
-    assert metrics.spearman(np.array([1.0, 2.0, 3.0]), np.array([3.0, 2.0, 1.0])) == pytest.approx(-1.0)
-    assert np.isnan(metrics.spearman(np.array([1.0, 1.0, 1.0]), np.array([1.0, 2.0, 3.0])))
-    with pytest.raises(ValueError, match="length mismatch"):
-        metrics.spearman(np.zeros(3), np.zeros(4))
+def test_spearman_convention_known_values():
+    assert spearmanr([1.0, 2.0, 3.0], [10.0, 20.0, 30.0]).statistic == pytest.approx(1.0)
+    assert spearmanr([1.0, 2.0, 3.0], [3.0, 2.0, 1.0]).statistic == pytest.approx(-1.0)
+    # ties get average ranks: x ranks 1.5 1.5 3, y ranks 1 2 3 -> r = 0.866...
+    assert spearmanr([1.0, 1.0, 2.0], [1.0, 2.0, 3.0]).statistic == pytest.approx(np.sqrt(3) / 2)
 
 
 def test_buckets():

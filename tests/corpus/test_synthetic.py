@@ -345,8 +345,9 @@ def test_cli_help_lists_every_knob(capsys):
     assert "{shared,factorised}" in text
 
 
-def test_png_encoder_round_trips_through_pillow():
+def test_png_encoder_round_trips_through_pillow_uncompressed():
     import io
+    import zlib
 
     from corpus.synthetic.render import encode_png, render_images
 
@@ -354,6 +355,10 @@ def test_png_encoder_round_trips_through_pillow():
     for px in pixels:
         data = encode_png(px)
         assert data == encode_png(px.copy())  # deterministic
+        # no metadata chunks, and the image data is stored, not compressed: zlib header 0x78 0x01 (level 0)
+        assert data[12:16] == b"IHDR" and data[37:41] == b"IDAT" and data[-8:-4] == b"IEND"
+        idat = data[41 : 41 + int.from_bytes(data[33:37], "big")]
+        assert idat[:2] == b"\x78\x01" and len(zlib.decompress(idat)) == 24 * (1 + 3 * 24)
         with Image.open(io.BytesIO(data)) as img:
             img.load()
             assert (img.format, img.mode, img.size) == ("PNG", "RGB", (24, 24))

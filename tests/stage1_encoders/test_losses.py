@@ -1,4 +1,4 @@
-"""Each stage-1 loss against a naive reference (loops / dense formulas) on small tensors."""
+"""Each stage-1 loss (with its head) against a naive reference (loops / dense formulas) on small tensors."""
 
 from __future__ import annotations
 
@@ -7,7 +7,8 @@ import math
 import pytest
 import torch
 
-from stage1_encoders.losses import GraphContrastiveLoss, ITALoss, MLMLoss
+from stage1_encoders.heads import ITAHead, PairClassifier
+from stage1_encoders.losses import GraphContrastiveLoss, ITALoss, MLMLoss, usable_pairs
 from stage1_encoders.pooling import mean_by_user
 
 
@@ -59,70 +60,88 @@ def _ita_inputs(q=6, di=5, dt=7):
     return torch.randn(q, di, generator=gen), torch.randn(q, dt, generator=gen)
 
 
+def ita(head: ITAHead, image: torch.Tensor, text: torch.Tensor) -> torch.Tensor:
+    return ITALoss()(*head(image, text))["ita_loss"]
+
+
 def test_ita_loss_matches_loop_reference():
     image, text = _ita_inputs()
-    loss = ITALoss(5, 7, embed_dim=4, init_temperature=0.1)
-    got = loss(image, text)["ita_loss"]
-    image_z = torch.nn.functional.normalize(loss.image_proj(image), dim=-1)
-    text_z = torch.nn.functional.normalize(loss.text_proj(text), dim=-1)
+    head = ITAHead(5, 7, embed_dim=4, init_temperature=0.1)
+    got = ita(head, image, text)
+    image_z = torch.nn.functional.normalize(head.image_proj(image), dim=-1)
+    text_z = torch.nn.functional.normalize(head.text_proj(text), dim=-1)
     want = naive_ita(image_z, text_z, torch.tensor(10.0))
     torch.testing.assert_close(got, want)
 
 
 def test_ita_temperature_gradient_matches_reference_and_finite_difference():
     image, text = _ita_inputs()
-    loss = ITALoss(5, 7, embed_dim=4, init_temperature=0.2)
-    loss(image, text)["ita_loss"].backward()
-    got = loss.logit_scale.grad.clone()
+    head = ITAHead(5, 7, embed_dim=4, init_temperature=0.2)
+    ita(head, image, text).backward()
+    got = head.logit_scale.grad.clone()
 
     with torch.no_grad():
-        image_z = torch.nn.functional.normalize(loss.image_proj(image), dim=-1)
-        text_z = torch.nn.functional.normalize(loss.text_proj(text), dim=-1)
-    tau = loss.logit_scale.detach().clone().requires_grad_(True)
+        image_z = torch.nn.functional.normalize(head.image_proj(image), dim=-1)
+        text_z = torch.nn.functional.normalize(head.text_proj(text), dim=-1)
+    tau = head.logit_scale.detach().clone().requires_grad_(True)
     naive_ita(image_z, text_z, tau.exp()).backward()
     torch.testing.assert_close(got, tau.grad)
 
     h = 1e-3
     with torch.no_grad():
-        base = loss.logit_scale.item()
-        loss.logit_scale.fill_(base + h)
-        up = loss(image, text)["ita_loss"].item()
-        loss.logit_scale.fill_(base - h)
-        down = loss(image, text)["ita_loss"].item()
+        base = head.logit_scale.item()
+        head.logit_scale.fill_(base + h)
+        up = ita(head, image, text).item()
+        head.logit_scale.fill_(base - h)
+        down = ita(head, image, text).item()
     assert got.item() == pytest.approx((up - down) / (2 * h), rel=1e-2, abs=1e-4)
     assert got.item() != 0.0
 
 
 def test_ita_logit_scale_starts_at_inverse_temperature_and_is_clamped():
-    loss = ITALoss(3, 3, init_temperature=0.07, max_logit_scale=100.0)
-    assert loss.logit_scale.exp().item() == pytest.approx(1 / 0.07)
+    head = ITAHead(3, 3, init_temperature=0.07, max_logit_scale=100.0)
+    assert head.logit_scale.exp().item() == pytest.approx(1 / 0.07)
     with torch.no_grad():
-        loss.logit_scale.fill_(10.0)
-    loss.clamp_logit_scale()
-    assert loss.logit_scale.item() == pytest.approx(math.log(100.0))
+        head.logit_scale.fill_(10.0)
+    head.clamp_logit_scale()
+    assert head.logit_scale.item() == pytest.approx(math.log(100.0))
     with torch.no_grad():
-        loss.logit_scale.fill_(-3.0)
-    loss.clamp_logit_scale()
-    assert loss.logit_scale.item() == 0.0
+        head.logit_scale.fill_(-3.0)
+    head.clamp_logit_scale()
+    assert head.logit_scale.item() == 0.0
 
 
 def test_ita_gradient_reaches_both_projections_and_inputs():
     image, text = _ita_inputs()
     image.requires_grad_(True)
     text.requires_grad_(True)
-    loss = ITALoss(5, 7, embed_dim=4)
-    loss(image, text)["ita_loss"].backward()
-    for tensor in (image, text, loss.image_proj.weight, loss.text_proj.weight):
+    head = ITAHead(5, 7, embed_dim=4)
+    ita(head, image, text).backward()
+    for tensor in (image, text, head.image_proj.weight, head.text_proj.weight):
         assert tensor.grad is not None and tensor.grad.abs().sum() > 0
 
 
-def naive_gcl(module, user_emb, user_mask, pair_u, pair_v, label, weight):
+def test_losses_own_no_parameters():
+    for loss in (MLMLoss(), ITALoss(), GraphContrastiveLoss("text")):
+        assert list(loss.parameters()) == [] and list(loss.buffers()) == []
+
+
+def gcl(head, name, user_emb, user_mask, pair_u, pair_v, label, weight=None):
+    """What ``Stage1System`` does for one modality: the usable pairs, the head's logits, the loss."""
+    usable = usable_pairs(user_mask, pair_u, pair_v)
+    if not bool(usable.any()):
+        return {}
+    logits = head(user_emb, pair_u[usable], pair_v[usable])
+    return GraphContrastiveLoss(name)(logits, label[usable], None if weight is None else weight[usable])
+
+
+def naive_gcl(head, user_emb, user_mask, pair_u, pair_v, label, weight):
     terms = []
     for u, v, y, w in zip(pair_u.tolist(), pair_v.tolist(), label.tolist(), weight.tolist()):
         if not (user_mask[u] and user_mask[v]):
             continue
         x = torch.cat([user_emb[u], user_emb[v]])
-        lin1, _, lin2 = module.mlp
+        lin1, _, lin2 = head.mlp
         hidden = torch.clamp(lin1.weight @ x + lin1.bias, min=0)
         p = torch.sigmoid(lin2.weight @ hidden + lin2.bias)[0]
         terms.append(-w * (y * torch.log(p) + (1 - y) * torch.log(1 - p)))
@@ -137,39 +156,33 @@ def test_gcl_matches_loop_reference_with_weights_and_missing_users():
     pair_v = torch.tensor([1, 3, 0, 5, 0, 2, 4])
     label = torch.tensor([1.0, 1.0, 1.0, 0.0, 0.0, 0.0, 1.0])
     weight = torch.tensor([0.5, 2.0, 1.0, 1.0, 1.0, 1.0, 0.0])
-    module = GraphContrastiveLoss(4, hidden_dim=3, name="text")
-    got = module(user_emb, user_mask, pair_u, pair_v, label, weight)
+    head = PairClassifier(4, hidden_dim=3)
+    got = gcl(head, "text", user_emb, user_mask, pair_u, pair_v, label, weight)
     assert set(got) == {"gcl_text_loss"}
     torch.testing.assert_close(
-        got["gcl_text_loss"], naive_gcl(module, user_emb, user_mask, pair_u, pair_v, label, weight)
+        got["gcl_text_loss"], naive_gcl(head, user_emb, user_mask, pair_u, pair_v, label, weight)
     )
-    unweighted = module(user_emb, user_mask, pair_u, pair_v, label)["gcl_text_loss"]
+    unweighted = gcl(head, "text", user_emb, user_mask, pair_u, pair_v, label)["gcl_text_loss"]
     torch.testing.assert_close(
-        unweighted, naive_gcl(module, user_emb, user_mask, pair_u, pair_v, label, torch.ones(7))
+        unweighted, naive_gcl(head, user_emb, user_mask, pair_u, pair_v, label, torch.ones(7))
     )
 
 
 def test_gcl_weight_scales_positive_gradient():
     user_emb = torch.randn(2, 3)
-    module = GraphContrastiveLoss(3, hidden_dim=4)
+    head = PairClassifier(3, hidden_dim=4)
     args = (user_emb, torch.tensor([True, True]), torch.tensor([0]), torch.tensor([1]), torch.tensor([1.0]))
-    module(*args, torch.tensor([1.0]))["gcl_image_loss"].backward()
-    grad_one = module.mlp[2].weight.grad.clone()
-    module.zero_grad()
-    module(*args, torch.tensor([3.0]))["gcl_image_loss"].backward()
-    torch.testing.assert_close(module.mlp[2].weight.grad, 3 * grad_one)
+    gcl(head, "image", *args, torch.tensor([1.0]))["gcl_image_loss"].backward()
+    grad_one = head.mlp[2].weight.grad.clone()
+    head.zero_grad()
+    gcl(head, "image", *args, torch.tensor([3.0]))["gcl_image_loss"].backward()
+    torch.testing.assert_close(head.mlp[2].weight.grad, 3 * grad_one)
 
 
-def test_gcl_returns_nothing_without_usable_pairs():
-    module = GraphContrastiveLoss(3)
-    out = module(
-        torch.randn(2, 3),
-        torch.tensor([True, False]),
-        torch.tensor([0]),
-        torch.tensor([1]),
-        torch.tensor([1.0]),
-    )
-    assert out == {}
+def test_usable_pairs_need_both_users():
+    mask = torch.tensor([True, False, True])
+    got = usable_pairs(mask, torch.tensor([0, 0, 1, 2]), torch.tensor([2, 1, 2, 0]))
+    assert got.tolist() == [True, False, False, True]
 
 
 def test_mean_by_user_matches_loop():
@@ -192,11 +205,11 @@ def test_cosine_gcl_matches_a_loop_and_pulls_linked_users_together():
     mask = torch.tensor([True, True, True, False, True])
     pair_u, pair_v = torch.tensor([0, 1, 2, 3, 4]), torch.tensor([1, 2, 4, 0, 0])
     label = torch.tensor([1.0, 0.0, 1.0, 1.0, 0.0])
-    module = GraphContrastiveLoss(4, name="image", form="cosine")
+    head = PairClassifier(4, form="cosine")
     with torch.no_grad():
-        module.log_scale.fill_(math.log(3.0))
-        module.bias.fill_(-0.5)
-    got = module(user_emb, mask, pair_u, pair_v, label)["gcl_image_loss"]
+        head.log_scale.fill_(math.log(3.0))
+        head.bias.fill_(-0.5)
+    got = gcl(head, "image", user_emb, mask, pair_u, pair_v, label)["gcl_image_loss"]
     terms = []
     for u, v, y in zip(pair_u.tolist(), pair_v.tolist(), label.tolist()):
         if not (mask[u] and mask[v]):
@@ -215,4 +228,4 @@ def test_cosine_gcl_matches_a_loop_and_pulls_linked_users_together():
     assert cos(stepped, 0, 1) > cos(user_emb.detach(), 0, 1)
     assert cos(stepped, 1, 2) < cos(user_emb.detach(), 1, 2)
     with pytest.raises(ValueError, match="'mlp' or 'cosine'"):
-        GraphContrastiveLoss(4, form="dot")
+        PairClassifier(4, form="dot")

@@ -18,6 +18,7 @@ from cache import (
 )
 from corpus import load_corpus
 from stage1_encoders import Stage1Config, run_stage1
+from stage1_encoders.config import ConfigError
 from stage1_encoders.run import main
 from stage1_encoders.stage import read_edge_weight
 
@@ -190,3 +191,41 @@ def test_cli_trains_and_prints_where_it_wrote(round0, capsys, tmp_path):
     assert f"checkpoint {tmp_path / 'out' / 'checkpoints' / 'final.ckpt'}" in out
     assert f"cache file {tmp_path / 'cache' / 'round_4' / 'encoders.h5'}" in out
     assert any((tmp_path / "out" / "tensorboard").iterdir())
+
+
+def test_checkpoint_loads_strictly_and_old_head_names_still_load(round0, tiny_corpus_loaded):
+    cfg0, result0, _ = round0
+    payload = torch.load(result0.checkpoint, map_location="cpu", weights_only=True)
+    state = payload["state_dict"]
+    assert {k.split(".")[0] for k in state} == {
+        "image_encoder", "text_encoder", "ita_head", "gcl_image_head", "gcl_text_head",
+    }  # fmt: skip
+
+    def loaded(state_dict, **losses):
+        cfg = tiny_config(
+            cfg0.corpus, cfg0.cache_dir, cfg0.out_dir, losses={"ita_dim": 16, "gcl_hidden_dim": 16, **losses}
+        )
+        system = stage_module.build_parts(cfg, tiny_corpus_loaded, payload).system
+        stage_module._load_weights(system, {**payload, "state_dict": state_dict}, result0.checkpoint)
+        return system.state_dict()
+
+    # a checkpoint from when the losses owned the heads (``ita_loss.*``, ``gcl_image_loss.*``, ...)
+    heads = ("ita_head.", "gcl_image_head.", "gcl_text_head.")
+    legacy = {(k.replace("_head.", "_loss.", 1) if k.startswith(heads) else k): v for k, v in state.items()}
+    assert any(k.startswith("ita_loss.") for k in legacy)
+    got = loaded(legacy)
+    assert got.keys() == state.keys() and all(torch.equal(got[k], state[k]) for k in state)
+    # a head whose loss is off now is dropped; a head the checkpoint lacks starts fresh
+    assert not any(k.startswith("gcl_text_head.") for k in loaded(state, gcl_text_weight=0.0))
+    without_ita = {k: v for k, v in state.items() if not k.startswith("ita_head.")}
+    assert torch.equal(
+        loaded(without_ita)["gcl_image_head.mlp.0.weight"], state["gcl_image_head.mlp.0.weight"]
+    )
+    # anything else that does not fit is an error, not silently skipped
+    with pytest.raises(
+        ConfigError, match=r"(?s)weights do not fit the configured model.*Unexpected.*ita_head.extra"
+    ):
+        loaded({**state, "ita_head.extra": torch.zeros(1)})
+    encoder_key = next(k for k in state if k.startswith("text_encoder."))
+    with pytest.raises(ConfigError, match="checkpoint lacks encoder weights"):
+        loaded({k: v for k, v in state.items() if k != encoder_key})

@@ -68,7 +68,7 @@ def test_masked_features_are_hidden_everywhere(gate):
 def test_gate_sees_masked_features_through_the_mask_token():
     system = make_system(make_inputs())
     node_mask = make_batch(system)["node_mask"]
-    adj_t, _ = system.message_passing_adj()
+    adj_t, _ = system.structure.adj_t()
     with torch.no_grad():
         _, gate = system(node_mask=node_mask, return_gate=True)
         masked_x = torch.where(node_mask.unsqueeze(-1), system.model.mask_token, system.features)
@@ -132,14 +132,14 @@ def test_held_out_edges_never_reach_message_passing():
     system = make_system(inputs)
     batch = make_batch(system)
     used = []
-    original = system.message_passing_adj
+    original = system.structure.adj_t
 
     def spy(keep_edges=None):
         adj_t, edge_id = original(keep_edges)
         used.append(adj_t)
         return adj_t, edge_id
 
-    system.message_passing_adj = spy
+    system.structure.adj_t = spy
     system.compute_losses(batch)
     assert len(used) == 1
     row, col, _ = used[0].coo()

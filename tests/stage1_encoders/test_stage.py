@@ -18,6 +18,7 @@ from cache import (
 )
 from corpus import load_corpus
 from stage1_encoders import Stage1Config, run_stage1
+from stage1_encoders import stage as stage_module
 from stage1_encoders.config import ConfigError
 from stage1_encoders.run import main
 from stage1_encoders.stage import read_edge_weight

@@ -263,12 +263,11 @@ def call_stage(stage: str, config: Any, corpus: Corpus | None = None) -> StageOu
     corpus = corpus if corpus is not None else process_corpus(str(config.corpus))
     result = run_stage1(config, corpus) if stage == "stage1" else run_stage2(config, corpus)
     seconds = time.perf_counter() - start
-    log_dir = getattr(result, "log_dir", None)
     return StageOutcome(
         checkpoint=Path(result.checkpoint),
         cache_file=Path(result.cache_file),
-        log_dir=Path(log_dir) if log_dir is not None else None,
-        metrics=getattr(result, "metrics", None),
+        log_dir=Path(result.log_dir),
+        metrics=result.metrics,
         seconds=seconds,
     )
 

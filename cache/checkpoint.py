@@ -6,7 +6,7 @@ live here. ``torch.load`` with ``weights_only=False`` runs whatever the pickle s
 itself, Lightning's resume path included. Every checkpoint read therefore passes ``weights_only=True``
 explicitly: :func:`load_checkpoint` for our own reads, :class:`SafeCheckpointIO` for Lightning's (given to
 both stages' Trainers as a plugin), which also writes every checkpoint through a temporary file and a
-rename (:func:`cache.atomic.atomic_write_bytes`), so a full disk never leaves a partial ``final.ckpt``.
+rename (:func:`cache.atomic.atomic_write_bytes`), so a full disk never leaves a partial ``last.ckpt``.
 """
 
 from __future__ import annotations

@@ -3,6 +3,9 @@
 - ``mmga_common.config``: the one config layer (``ConfigError``, JSON/YAML loading, deep merge, typed
   dataclass <-> dict with bounds in field metadata, dotted ``KEY=VALUE`` overrides, dataclass -> argparse);
 - ``mmga_common.threads``: ``torch_threads``, torch's thread count for one block, restored afterwards;
+- ``mmga_common.layout``: the one layout of a stage's output folder (``checkpoints/last.ckpt``,
+  ``checkpoints/config.json``, ``logs/``, default ``runs/<stage>/round_<R>``) and ``StageResult``, what both
+  stages return;
 - ``mmga_common.noise``: quieting third-party noise at the entry points;
 - ``mmga_common.progress``: the one step-based progress display both stages' Lightning trainers use.
 

@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Literal
 
 from mmga_common.config import ConfigError, TypedConfig, check_bounds, config_field
+from mmga_common.layout import default_out_dir
 
 TextModel = Literal["tiny", "minilm", "pretrained"]
 Accelerator = Literal["cpu", "gpu", "cuda", "mps", "auto"]
@@ -210,7 +211,7 @@ class Stage1Config(TypedConfig):
     trainer: TrainerConfig = field(default_factory=TrainerConfig)
 
     def resolved_out_dir(self) -> Path:
-        return self.out_dir if self.out_dir is not None else Path("runs") / "stage1" / f"round{self.round}"
+        return self.out_dir if self.out_dir is not None else default_out_dir("stage1", self.round)
 
     def validate(self, source: str = "config", lines: dict[str, int] | None = None) -> None:
         """The metadata bounds of every field, then the checks that involve several fields."""

@@ -44,7 +44,7 @@ def _load_prefixed(module: torch.nn.Module, state: dict, prefix: str, path: Path
 
 
 def load_trained_encoders(checkpoint: Path) -> TrainedEncoders:
-    """Rebuild the encoders and tokenizer from a stage-1 checkpoint (``final.ckpt``) and load its weights.
+    """Rebuild the encoders and tokenizer from a stage-1 checkpoint (``last.ckpt``) and load its weights.
 
     The architecture comes from the checkpoint's own ``stage1_config``; no weights are downloaded.
 

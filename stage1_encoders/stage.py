@@ -10,7 +10,7 @@ import json
 import logging
 import time
 import warnings
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import lightning as L
@@ -22,6 +22,7 @@ from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
 from cache import CacheError, encoder_file, read_cache_info, read_graph_outputs, write_encoder_embeddings
 from cache.checkpoint import SafeCheckpointIO
 from corpus import Corpus, reuse_or_load
+from mmga_common.layout import LOG_DIR, StageResult, checkpoint_path, config_path
 from mmga_common.progress import StepProgress
 from mmga_common.threads import torch_threads
 from stage1_encoders.config import ConfigError, Stage1Config
@@ -33,8 +34,6 @@ from stage1_encoders.tokenizer import build_tokenizer
 
 log = logging.getLogger(__name__)
 
-CONFIG_FILE = "stage1_config.json"
-FINAL_CHECKPOINT = "final.ckpt"
 # Architecture fields that must match between a checkpoint and the config continuing from it.
 _ARCH_FIELDS = (
     "image_model",
@@ -48,26 +47,7 @@ _ARCH_FIELDS = (
 )
 
 
-@dataclass
-class Stage1Result:
-    """What ``run_stage1`` wrote.
-
-    Attributes:
-        checkpoint: the final Lightning checkpoint (``init_checkpoint`` of the next round).
-        cache_file: ``<cache>/round_<R>/encoders.h5``.
-        log_dir: Lightning CSV logs (``metrics.csv``: every loss term per step).
-        metrics: per loss term ``{"first", "last", "first_mean", "last_mean", "steps"}`` (the means over the
-            first and last 10% of steps, 1-20 steps), plus timings and throughputs.
-        config_file: the resolved config saved beside the checkpoint.
-        global_rank: this process's rank (0 without DDP; under ``ddp`` every rank returns a result).
-    """
-
-    checkpoint: Path
-    cache_file: Path
-    log_dir: Path
-    metrics: dict = field(default_factory=dict)
-    config_file: Path | None = None
-    global_rank: int = 0
+Stage1Result = StageResult  # what run_stage1 returns (mmga_common.layout)
 
 
 class _Artifacts(Callback):
@@ -221,7 +201,7 @@ def _trainer(cfg: Stage1Config, out_dir: Path, callbacks: list[Callback]) -> L.T
     tc = cfg.trainer
     loggers = []
     if "csv" in tc.loggers:
-        loggers.append(CSVLogger(save_dir=out_dir, name="logs", version=""))
+        loggers.append(CSVLogger(save_dir=out_dir, name=LOG_DIR, version=""))
     if "tensorboard" in tc.loggers:
         loggers.append(TensorBoardLogger(save_dir=out_dir, name="tensorboard", version=""))
     if tc.checkpoint_every_n_steps is not None:
@@ -356,15 +336,15 @@ def _prepare(cfg: Stage1Config, corpus: Corpus | None) -> tuple[Corpus, Stage1Pa
 
 def _fit(cfg: Stage1Config, parts: Stage1Parts) -> tuple[L.Trainer, _Artifacts, Path]:
     """Save config and tokenizer, train, save the final checkpoint."""
-    ckpt_dir = cfg.out_dir / "checkpoints"
+    ckpt_dir = checkpoint_path(cfg.out_dir).parent
     config_dict = cfg.to_dict()
     artifacts = _Artifacts(config_dict, parts.tokenizer.backend_tokenizer.to_str())
-    checkpoint = ckpt_dir / FINAL_CHECKPOINT
+    checkpoint = checkpoint_path(cfg.out_dir)
     spawned = _spawns_workers(cfg)
     trainer = _trainer(cfg, cfg.out_dir, [artifacts] + ([_SaveFinalInWorkers(checkpoint)] if spawned else []))
     if trainer.is_global_zero:
         ckpt_dir.mkdir(parents=True, exist_ok=True)
-        (ckpt_dir / CONFIG_FILE).write_text(json.dumps(config_dict, indent=2) + "\n", encoding="utf-8")
+        config_path(cfg.out_dir).write_text(json.dumps(config_dict, indent=2) + "\n", encoding="utf-8")
         parts.tokenizer.save_pretrained(ckpt_dir / "tokenizer")
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message=".*does not have many workers.*")
@@ -438,8 +418,8 @@ def _run(cfg: Stage1Config, corpus: Corpus | None) -> Stage1Result:
     return Stage1Result(
         checkpoint=checkpoint,
         cache_file=cache_path,
-        log_dir=cfg.out_dir / "logs",
+        log_dir=cfg.out_dir / LOG_DIR,
         metrics=metrics,
-        config_file=cfg.out_dir / "checkpoints" / CONFIG_FILE,
+        config_file=config_path(cfg.out_dir),
         global_rank=int(trainer.global_rank),
     )

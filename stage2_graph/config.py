@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Literal
 
 from mmga_common.config import ConfigError, TypedConfig, check_bounds, config_field
+from mmga_common.layout import default_out_dir
 
 GateKind = Literal["mgate", "uniform"]
 GateNormalization = Literal["sigmoid", "softmax"]
@@ -197,7 +198,7 @@ class Stage2Config(TypedConfig):
         """The folder for checkpoints and logs."""
         if self.out_dir is not None:
             return Path(self.out_dir)
-        return Path("runs") / "stage2" / f"round_{self.round}"
+        return default_out_dir("stage2", self.round)
 
     def validate(self, source: str = "config", lines: dict[str, int] | None = None) -> None:
         """Raise ``ConfigError`` naming the field for values outside their bounds or that do not fit together."""

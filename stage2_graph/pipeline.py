@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import time
 import warnings
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import lightning as L
@@ -15,6 +14,7 @@ from lightning.pytorch.strategies import DDPStrategy
 from cache import graph_file, write_graph_outputs
 from cache.checkpoint import SafeCheckpointIO, load_checkpoint
 from corpus import Corpus
+from mmga_common.layout import CHECKPOINT_FILE, LOG_DIR, StageResult, checkpoint_path, config_path
 from mmga_common.progress import StepProgress
 from mmga_common.threads import torch_threads
 from stage2_graph.config import ConfigError, Stage2Config, processes
@@ -23,25 +23,7 @@ from stage2_graph.export import compute_graph_outputs
 from stage2_graph.minibatch import NeighborDataModule
 from stage2_graph.system import LossHistory, Stage2System
 
-
-@dataclass
-class Stage2Result:
-    """What one stage-2 run wrote.
-
-    Attributes:
-        checkpoint: the final Lightning checkpoint (``<out_dir>/checkpoints/last.ckpt``).
-        cache_file: ``<cache_dir>/round_<r>/graph.h5``.
-        log_dir: the Lightning CSV log folder (``metrics.csv`` has every loss term per logged step).
-        global_rank: this process's rank (0 without DDP; under ``ddp`` every rank returns, only rank 0 writes).
-        metrics: ``<term>_first`` / ``<term>_last`` for ``loss``, ``feature_loss``, ``structure_loss``,
-            ``structure_acc``, plus ``steps_run`` and ``fit_seconds``.
-    """
-
-    checkpoint: Path
-    cache_file: Path
-    log_dir: Path
-    metrics: dict[str, float] = field(default_factory=dict)
-    global_rank: int = 0
+Stage2Result = StageResult  # what run_stage2 returns (mmga_common.layout)
 
 
 def _devices(value: str) -> int | str | list[int]:
@@ -69,7 +51,7 @@ def _resume_path(cfg: Stage2Config, checkpoint_dir: Path) -> Path | None:
     if resume is None:
         return None
     if resume == "last":
-        last = checkpoint_dir / "last.ckpt"
+        last = checkpoint_dir / CHECKPOINT_FILE
         return last if last.is_file() else None
     path = Path(resume)
     if not path.is_file():
@@ -110,11 +92,11 @@ def build_trainer(
     trainer_cfg = cfg.trainer
     loggers: list = []
     if trainer_cfg.csv_logger:
-        loggers.append(CSVLogger(out_dir, name="logs"))
+        loggers.append(CSVLogger(out_dir, name=LOG_DIR))
     if trainer_cfg.tensorboard_logger:
         loggers.append(TensorBoardLogger(out_dir, name="tensorboard"))
     checkpointing = ModelCheckpoint(
-        dirpath=out_dir / "checkpoints",
+        dirpath=checkpoint_path(out_dir).parent,
         save_last=True,
         save_top_k=0,
         every_n_train_steps=trainer_cfg.checkpoint_every_n_steps,
@@ -164,7 +146,7 @@ def _run(cfg: Stage2Config, corpus: Corpus | None) -> Stage2Result:
     # Stage 1's embeddings are read only if the gate or the node inputs use them.
     graph = load_graph_inputs(Path(cfg.corpus), Path(cfg.cache_dir), cfg.round, cfg.needs_modalities, corpus)
     out_dir = cfg.resolved_out_dir
-    checkpoint_dir = out_dir / "checkpoints"
+    checkpoint_dir = checkpoint_path(out_dir).parent
 
     system = Stage2System.from_config(graph, cfg)
     if cfg.init_checkpoint is not None:
@@ -180,10 +162,10 @@ def _run(cfg: Stage2Config, corpus: Corpus | None) -> Stage2Result:
     history = LossHistory()
     spawned = cfg.trainer.strategy == "ddp_spawn" and processes(cfg.trainer) > 1
     trainer, log_dir = build_trainer(
-        cfg, out_dir, history, [SaveLastInWorkers(checkpoint_dir / "last.ckpt")] if spawned else []
+        cfg, out_dir, history, [SaveLastInWorkers(checkpoint_path(out_dir))] if spawned else []
     )
     if trainer.is_global_zero:
-        cfg.save(checkpoint_dir / "config.json")
+        cfg.save(config_path(out_dir))
     if cfg.trainer.batching == "neighbor":
         datamodule: L.LightningDataModule = NeighborDataModule(
             system.structure, dataset, cfg.trainer.fanouts, cfg.trainer.batch_size, cfg.seed
@@ -198,7 +180,7 @@ def _run(cfg: Stage2Config, corpus: Corpus | None) -> Stage2Result:
         warnings.filterwarnings("ignore", message=".*smaller than the logging interval.*")
         trainer.fit(system, datamodule=datamodule, ckpt_path=_resume_path(cfg, checkpoint_dir))
     fit_seconds = time.perf_counter() - start
-    checkpoint = checkpoint_dir / "last.ckpt"
+    checkpoint = checkpoint_path(out_dir)
     if not spawned:  # under ddp_spawn the workers saved it (SaveLastInWorkers)
         trainer.save_checkpoint(checkpoint, weights_only=False)
 
@@ -208,7 +190,14 @@ def _run(cfg: Stage2Config, corpus: Corpus | None) -> Stage2Result:
     metrics["fit_seconds"] = fit_seconds
     if not trainer.is_global_zero:  # under ddp every rank gets here; rank 0 alone exports and writes
         cache_file = graph_file(cfg.cache_dir, cfg.round)
-        return Stage2Result(checkpoint, Path(cache_file), log_dir, metrics, int(trainer.global_rank))
+        return StageResult(
+            checkpoint=checkpoint,
+            cache_file=Path(cache_file),
+            log_dir=log_dir,
+            metrics=metrics,
+            config_file=config_path(out_dir),
+            global_rank=int(trainer.global_rank),
+        )
     layerwise = cfg.trainer.inference == "layerwise" or (
         cfg.trainer.inference == "auto" and cfg.trainer.batching == "neighbor"
     )
@@ -223,7 +212,13 @@ def _run(cfg: Stage2Config, corpus: Corpus | None) -> Stage2Result:
         producer=cfg.to_dict(),
         model=describe_model(cfg),
     )
-    return Stage2Result(checkpoint=checkpoint, cache_file=Path(cache_file), log_dir=log_dir, metrics=metrics)
+    return StageResult(
+        checkpoint=checkpoint,
+        cache_file=Path(cache_file),
+        log_dir=log_dir,
+        metrics=metrics,
+        config_file=config_path(out_dir),
+    )
 
 
 def describe_model(cfg: Stage2Config) -> str:

@@ -146,3 +146,17 @@ def test_torch_threads_restores_the_count_also_on_errors():
     assert torch.get_num_threads() == before
     with torch_threads(None):
         assert torch.get_num_threads() == before
+
+
+def test_both_stages_share_one_output_layout_and_result_type(tmp_path):
+    from mmga_common.layout import StageResult, checkpoint_path, config_path, default_out_dir
+    from stage1_encoders import Stage1Config, Stage1Result
+    from stage2_graph import Stage2Config, Stage2Result
+
+    assert Stage1Result is StageResult and Stage2Result is StageResult
+    assert checkpoint_path(tmp_path) == tmp_path / "checkpoints" / "last.ckpt"
+    assert config_path(tmp_path) == tmp_path / "checkpoints" / "config.json"
+    one = Stage1Config.from_dict({"corpus": str(tmp_path), "cache_dir": str(tmp_path), "round": 2})
+    two = Stage2Config.from_dict({"corpus": str(tmp_path), "cache_dir": str(tmp_path), "round": 2})
+    assert one.resolved_out_dir() == default_out_dir("stage1", 2) == Path("runs/stage1/round_2")
+    assert two.resolved_out_dir == default_out_dir("stage2", 2)

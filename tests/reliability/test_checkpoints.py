@@ -117,11 +117,11 @@ def test_stage2_init_checkpoint_is_read_weights_only(tmp_path):
 
 def test_safe_checkpoint_io_round_trip(tmp_path):
     state = {"state_dict": {"w": torch.arange(6.0).reshape(2, 3)}, "global_step": 7, "name": "x"}
-    path = tmp_path / "checkpoints" / "final.ckpt"
+    path = tmp_path / "checkpoints" / "last.ckpt"
     SafeCheckpointIO().save_checkpoint(state, path)
     back = load_checkpoint(path)
     assert back["global_step"] == 7 and torch.equal(back["state_dict"]["w"], state["state_dict"]["w"])
-    assert [p.name for p in path.parent.iterdir()] == ["final.ckpt"]  # no temporary file left
+    assert [p.name for p in path.parent.iterdir()] == ["last.ckpt"]  # no temporary file left
 
 
 def test_missing_checkpoint_is_a_clean_error(tmp_path):

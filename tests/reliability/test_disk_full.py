@@ -4,7 +4,7 @@
 |---|---|
 | ENOSPC while writing a cache file | `DiskFullError` naming the path and the bytes needed; the old file (or none) under the final name, no temporary file |
 | not enough free space for a cache file (checked first) | `DiskFullError` before anything is written |
-| ENOSPC while writing a checkpoint (`SafeCheckpointIO`) | `DiskFullError`; no partial `final.ckpt` |
+| ENOSPC while writing a checkpoint (`SafeCheckpointIO`) | `DiskFullError`; no partial `last.ckpt` |
 | ENOSPC during a bridge run's `encoders.h5` write | exit 2, one `error:` line naming `encoders.h5`, no traceback; the rerun resumes to the metrics of an uninterrupted run |
 | a real full file system (a small tmpfs, root only; slow) | exit 2, no partial file under a final name; after making room the rerun finishes |
 """
@@ -83,13 +83,13 @@ def test_too_little_free_space_is_refused_before_writing(tmp_path, monkeypatch):
 
 
 def test_enospc_in_a_checkpoint_write(tmp_path, monkeypatch):
-    path = tmp_path / "checkpoints" / "final.ckpt"
+    path = tmp_path / "checkpoints" / "last.ckpt"
     SafeCheckpointIO().save_checkpoint({"state_dict": {"w": torch.zeros(3)}}, path)
-    fail_writes_to(monkeypatch, "final.ckpt")
-    with pytest.raises(DiskFullError, match="final.ckpt: no space left on device"):
+    fail_writes_to(monkeypatch, "last.ckpt")
+    with pytest.raises(DiskFullError, match="last.ckpt: no space left on device"):
         SafeCheckpointIO().save_checkpoint({"state_dict": {"w": torch.ones(1000)}}, path)
     assert torch.equal(load_checkpoint(path)["state_dict"]["w"], torch.zeros(3))  # the previous one, whole
-    assert [p.name for p in path.parent.iterdir()] == ["final.ckpt"]
+    assert [p.name for p in path.parent.iterdir()] == ["last.ckpt"]
 
 
 def _config_file(tmp_path: Path, corpus: Path) -> Path:
@@ -179,7 +179,7 @@ def test_real_full_file_system(corpus_copy, tmp_path):
         assert "no space left on device" in full.stderr and "Traceback" not in full.stderr
         for ckpt in run.rglob("*.ckpt"):
             load_checkpoint(ckpt)  # nothing partial under a final name
-        assert "final.ckpt: no space left on device" in full.stderr  # 256 KiB: the stage-1 checkpoint fails
+        assert "last.ckpt: no space left on device" in full.stderr  # 256 KiB: the stage-1 checkpoint fails
         assert not list(run.rglob("*.tmp-*"))
         subprocess.run(["mount", "-o", "remount,size=200m", str(mount)], check=True)
         again = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True)

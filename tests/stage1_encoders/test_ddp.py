@@ -54,7 +54,7 @@ def test_cli_ddp_two_processes_trains_and_exports_like_one_process(tiny_corpus, 
     assert "distributed_backend=gloo" in done.stderr + done.stdout
     assert "All distributed processes registered. Starting with 2 processes" in done.stderr + done.stdout
     assert f"cache file {cache_dir / 'round_0' / 'encoders.h5'}" in done.stdout
-    _assert_export_matches_one_process(tiny_corpus, cache_dir, out_dir / "checkpoints" / "final.ckpt")
+    _assert_export_matches_one_process(tiny_corpus, cache_dir, out_dir / "checkpoints" / "last.ckpt")
 
 
 def test_in_process_ddp_spawn_trains_and_exports_like_one_process(tiny_corpus, tmp_path):

@@ -189,7 +189,7 @@ def test_cli_trains_and_prints_where_it_wrote(round0, capsys, tmp_path):
                  "--out", str(tmp_path / "out"), "--config", str(config)])  # fmt: skip
     assert code == 0
     out = capsys.readouterr().out
-    assert f"checkpoint {tmp_path / 'out' / 'checkpoints' / 'final.ckpt'}" in out
+    assert f"checkpoint {tmp_path / 'out' / 'checkpoints' / 'last.ckpt'}" in out
     assert f"cache file {tmp_path / 'cache' / 'round_4' / 'encoders.h5'}" in out
     assert any((tmp_path / "out" / "tensorboard").iterdir())
 

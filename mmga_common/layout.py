@@ -1,0 +1,55 @@
+"""The one on-disk layout of a stage's output folder, and the one result type both stages return.
+
+    <out_dir>/checkpoints/last.ckpt     the final Lightning checkpoint (the next round's init_checkpoint)
+    <out_dir>/checkpoints/config.json   the resolved config (also in the cache file's producer attribute)
+    <out_dir>/logs/...                  Lightning's CSV (and TensorBoard) logs
+
+Without an explicit ``out_dir`` a stage writes to ``runs/<stage>/round_<R>``, the same ``round_<R>`` folder name
+the cache and the bridge use.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+CHECKPOINT_DIR = "checkpoints"
+CHECKPOINT_FILE = "last.ckpt"
+CONFIG_FILE = "config.json"
+LOG_DIR = "logs"
+
+
+def default_out_dir(stage: str, round_idx: int) -> Path:
+    """``runs/<stage>/round_<R>``: where a stage writes when its config names no ``out_dir``."""
+    return Path("runs") / stage / f"round_{round_idx}"
+
+
+def checkpoint_path(out_dir: Path) -> Path:
+    """``<out_dir>/checkpoints/last.ckpt``."""
+    return Path(out_dir) / CHECKPOINT_DIR / CHECKPOINT_FILE
+
+
+def config_path(out_dir: Path) -> Path:
+    """``<out_dir>/checkpoints/config.json``."""
+    return Path(out_dir) / CHECKPOINT_DIR / CONFIG_FILE
+
+
+@dataclass
+class StageResult:
+    """What one stage run wrote; both stages return it.
+
+    Attributes:
+        checkpoint: the final Lightning checkpoint (``checkpoint_path(out_dir)``).
+        cache_file: the round's cache file (``encoders.h5`` or ``graph.h5``).
+        log_dir: the Lightning CSV log folder (``metrics.csv``: every loss term per logged step).
+        metrics: the stage's loss summary, timings and throughputs (docs/stage1.md, docs/stage2.md).
+        config_file: the resolved config saved beside the checkpoint (``config_path(out_dir)``).
+        global_rank: this process's rank (0 without DDP; under ``ddp`` every rank returns, rank 0 writes).
+    """
+
+    checkpoint: Path
+    cache_file: Path
+    log_dir: Path
+    metrics: dict = field(default_factory=dict)
+    config_file: Path | None = None
+    global_rank: int = 0

@@ -188,37 +188,33 @@ def _run(cfg: Stage2Config, corpus: Corpus | None) -> Stage2Result:
     if spawned:  # the loss history stayed in the workers; their checkpoint knows the step
         metrics = {"steps_run": float(load_checkpoint(checkpoint)["global_step"])}
     metrics["fit_seconds"] = fit_seconds
+    result = StageResult(
+        checkpoint=checkpoint,
+        cache_file=Path(graph_file(cfg.cache_dir, cfg.round)),
+        log_dir=log_dir,
+        metrics=metrics,
+        config_file=config_path(out_dir),
+        global_rank=int(trainer.global_rank),
+    )
     if not trainer.is_global_zero:  # under ddp every rank gets here; rank 0 alone exports and writes
-        cache_file = graph_file(cfg.cache_dir, cfg.round)
-        return StageResult(
-            checkpoint=checkpoint,
-            cache_file=Path(cache_file),
-            log_dir=log_dir,
-            metrics=metrics,
-            config_file=config_path(out_dir),
-            global_rank=int(trainer.global_rank),
-        )
+        return result
     layerwise = cfg.trainer.inference == "layerwise" or (
         cfg.trainer.inference == "auto" and cfg.trainer.batching == "neighbor"
     )
     start = time.perf_counter()
     outputs = compute_graph_outputs(system, cfg.trainer.batch_size if layerwise else None)
     metrics["export_seconds"] = time.perf_counter() - start
-    cache_file = write_graph_outputs(
-        cfg.cache_dir,
-        cfg.round,
-        outputs,
-        fingerprint=graph.fingerprint,
-        producer=cfg.to_dict(),
-        model=describe_model(cfg),
+    result.cache_file = Path(
+        write_graph_outputs(
+            cfg.cache_dir,
+            cfg.round,
+            outputs,
+            fingerprint=graph.fingerprint,
+            producer=cfg.to_dict(),
+            model=describe_model(cfg),
+        )
     )
-    return StageResult(
-        checkpoint=checkpoint,
-        cache_file=Path(cache_file),
-        log_dir=log_dir,
-        metrics=metrics,
-        config_file=config_path(out_dir),
-    )
+    return result
 
 
 def describe_model(cfg: Stage2Config) -> str:

@@ -37,19 +37,18 @@ import psutil
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from bench_synthetic import PAPER, disk  # noqa: E402  (this folder is on sys.path when run as a script)
+
 from corpus.synthetic import SyntheticConfig  # noqa: E402
 
-PAPER_USERS = 60_000
-# 0.85 * 39 + 0.10 * 1.5 ~ 33.3 posts per user; avg_degree 33.34 -> 60,000 * 33.34 / 2 = 1,000,200 edges.
-DENSITY = dict(posts_per_user=39.0, avg_degree=33.34)
-PAPER_IMAGE_POOL = 100_000
+PAPER_USERS = PAPER["num_users"]  # bench_synthetic's paper knobs: 60,000 users, ~2M posts, ~1M edges
 
 
 def corpus_knobs(users: int) -> dict:
     """The synthetic knobs of a paper-density corpus with ``users`` users."""
     cells = 4 * SyntheticConfig().num_image_families * 2  # the pool's minimum (one image per cell)
-    pool = max(cells, round(PAPER_IMAGE_POOL * users / PAPER_USERS))
-    return dict(num_users=users, image_pool=pool, **DENSITY)
+    pool = max(cells, round(PAPER["image_pool"] * users / PAPER_USERS))
+    return {**PAPER, "num_users": users, "image_pool": pool}
 
 
 class PeakMemory:
@@ -118,16 +117,6 @@ def run_measured(cmd: list[str], log: Path) -> dict:
         "peak_tree_rss": max(usage.ru_maxrss * 1024, sampler.peak_tree),
         "memory_timeline": sampler.timeline,
     }
-
-
-def disk_bytes(root: Path) -> int:
-    """Bytes allocated on disk below ``root``."""
-    total = 0
-    for folder, _, names in os.walk(root):
-        for name in names:
-            st = os.lstat(os.path.join(folder, name))
-            total += st.st_blocks * 512
-    return total
 
 
 def ensure_corpus(folder: Path, users: int, log: Path) -> dict:
@@ -215,8 +204,8 @@ def one_size(users: int, root: Path, threads: int) -> dict:
         "peak_rss": measured["peak_rss"],
         "peak_tree_rss": measured["peak_tree_rss"],
         "memory_timeline": measured["memory_timeline"],
-        "corpus_disk": disk_bytes(corpus_dir),
-        "run_disk": disk_bytes(run_dir),
+        "corpus_disk": disk(corpus_dir)[2],
+        "run_disk": disk(run_dir)[2],
         "load_before": load_before,
         "load_after": os.getloadavg(),
         **corpus_sizes(text),

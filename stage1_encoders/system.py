@@ -4,10 +4,9 @@ GCL pair classifiers) and the parameter-free loss modules (``stage1_encoders.los
 
 from __future__ import annotations
 
-import math
-
 import lightning as L
 import torch
+from transformers import get_cosine_with_min_lr_schedule_with_warmup
 
 from stage1_encoders.config import TextFeatureInput
 from stage1_encoders.encoders import ImageEncoder, TextEncoder
@@ -192,7 +191,7 @@ class Stage1System(L.LightningModule):
             self.ita_head.clamp_logit_scale()
 
     def on_load_checkpoint(self, checkpoint: dict) -> None:
-        # Lightning loads the state dict strictly right after this hook (trainer.resume_from)
+        # Lightning loads the state dict strictly right after this hook (trainer.resume)
         checkpoint["state_dict"] = upgrade_legacy_state_dict(checkpoint["state_dict"])
 
     def heads(self) -> list[torch.nn.Module]:
@@ -200,8 +199,9 @@ class Stage1System(L.LightningModule):
         return [m for m in (self.ita_head, self.gcl_image_head, self.gcl_text_head) if m is not None]
 
     def build_optimizer(self, total_steps: int):
-        """AdamW (decay on matrices only; the loss heads at ``lr * head_lr_scale``) and a per-step schedule:
-        linear warm-up, then cosine to ``min_lr_ratio`` of the peak at ``total_steps``."""
+        """AdamW (decay on matrices only; the loss heads at ``lr * head_lr_scale``) and transformers' per-step
+        schedule: linear warm-up from 0 over ``warmup_steps``, then cosine to ``min_lr_ratio`` of the peak at
+        ``total_steps``."""
         groups = []
         for modules, lr in (
             ((self.image_encoder, self.text_encoder), self.lr),
@@ -215,16 +215,13 @@ class Stage1System(L.LightningModule):
                 {"params": no_decay, "weight_decay": 0.0, "lr": lr},
             ]
         optimizer = torch.optim.AdamW([g for g in groups if g["params"]], lr=self.lr)
-        total = max(int(total_steps), 1)
-        warmup, floor = self.warmup_steps, self.min_lr_ratio
-
-        def lr_factor(step: int) -> float:
-            if step < warmup:
-                return (step + 1) / warmup
-            progress = min((step - warmup) / max(total - warmup, 1), 1.0)
-            return floor + (1.0 - floor) * 0.5 * (1.0 + math.cos(math.pi * progress))
-
-        return optimizer, torch.optim.lr_scheduler.LambdaLR(optimizer, lr_factor)
+        scheduler = get_cosine_with_min_lr_schedule_with_warmup(
+            optimizer,
+            num_warmup_steps=self.warmup_steps,
+            num_training_steps=max(int(total_steps), 1),
+            min_lr_rate=self.min_lr_ratio,
+        )
+        return optimizer, scheduler
 
     def configure_optimizers(self):
         optimizer, scheduler = self.build_optimizer(self.trainer.estimated_stepping_batches)

@@ -33,7 +33,7 @@ from corpus.synthetic import SyntheticConfig, generate  # noqa: E402
 from mmga_common.config import deep_merge  # noqa: E402
 from stage1_encoders import Stage1Config, run_stage1  # noqa: E402
 from stage1_encoders.export import export_user_embeddings  # noqa: E402
-from stage1_encoders.stage import build_parts  # noqa: E402
+from stage1_encoders.parts import build_parts  # noqa: E402
 
 
 def corpus_dir(args, work: Path) -> Path:

@@ -15,8 +15,9 @@ File layout (every section optional)::
 
 Precedence: the bridge's defaults < the config file < command-line flags (``--stage1 key=value``, ...).
 Reading, merging and the ``KEY=VALUE`` overrides are ``mmga_common.config``'s. Stage sections are kept as
-nested dicts of overrides here; ``bridge.stages`` turns them into each stage's typed config for every variant
-and round, and ``bridge.runner.check_stage_configs`` does so for round 0 before any work starts.
+nested dicts of overrides here; ``bridge.stages.stage_template`` turns them into each variant's typed stage config
+(``bridge.runner.check_stage_configs`` builds them all before any work starts), and each round's config is
+``dataclasses.replace`` of that template with the fields only the bridge sets.
 """
 
 from __future__ import annotations

@@ -23,6 +23,7 @@ its previous round's checkpoint, so the baselines get exactly as many training s
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import json
 import time
@@ -39,6 +40,7 @@ from bridge.variants import get_variant
 from cache import read_encoder_embeddings, read_graph_outputs
 from corpus import Corpus, load_corpus
 from mmga_common.config import ConfigError, deep_merge, nest
+from mmga_common.trainer import RELAUNCHING_STRATEGIES
 from stage1_encoders import Stage1Config, run_stage1
 from stage2_graph import Stage2Config, run_stage2
 
@@ -104,30 +106,38 @@ def _check_overrides(stage: str, overrides: dict[str, Any]) -> None:
         )
 
 
-# --- issue 13: DDP from the bridge ---------------------------------------------------------------------
-RELAUNCHING_STRATEGIES = ("ddp", "ddp_find_unused_parameters_true")
-
-
 def _refuse_relaunching_ddp(stage: str, cfg: Any) -> None:
     """Lightning's ``ddp`` re-launches the calling script once per rank: from here that is the whole bridge,
     so only the spawning strategies can serve a stage the bridge calls in-process."""
     trainer = cfg.trainer
-    devices = str(trainer.devices)
-    processes = int(devices) if devices.isdigit() else len([d for d in devices.split(",") if d.strip()])
-    processes *= int(getattr(trainer, "num_nodes", 1))
-    if getattr(trainer, "strategy", "auto") in RELAUNCHING_STRATEGIES and processes > 1:
+    if trainer.strategy in RELAUNCHING_STRATEGIES and trainer.processes() > 1:
         raise ConfigError(
             "bridge config",
             None,
             f"{stage}.trainer.strategy",
-            f"{trainer.strategy} with {processes} processes: Lightning's ddp "
+            f"{trainer.strategy} with {trainer.processes()} processes: Lightning's ddp "
             "re-launches the calling script per rank, which here would be the whole bridge; use "
             f"--{stage} trainer.strategy=ddp_spawn, or run the stage's own CLI with --strategy ddp "
             "(docs/performance.md)",
         )
 
 
-# --- end issue 13 ---------------------------------------------------------------------------------------
+def stage_template(stage: str, bridge_cfg: BridgeConfig, variant: str) -> Any:
+    """The typed config of ``stage`` for ``variant``: the preset, the user's overrides and the variant's settings,
+    validated. The per-run fields only the bridge sets (``BRIDGE_FIELDS``) hold placeholders until
+    ``resolve_stage_config`` replaces them; building every variant's templates is the bridge's early check."""
+    spec = get_variant(variant)
+    if stage == "stage1" and not spec.has_stage1:
+        raise ValueError(f"the {variant} variant has no stage 1")
+    overrides = bridge_cfg.stage1 if stage == "stage1" else bridge_cfg.stage2
+    _check_overrides(stage, overrides)
+    data = deep_merge(preset_defaults(bridge_cfg.preset).get(stage, {}), overrides)
+    data = deep_merge(data, nest((spec.stage1 if stage == "stage1" else spec.stage2) or {}))
+    data.update(corpus=".", cache_dir=".")  # placeholders (required fields)
+    source = f"bridge config, section {stage} (config file and --{stage} overrides)"
+    cfg = (Stage1Config if stage == "stage1" else Stage2Config).from_dict(data, source)
+    _refuse_relaunching_ddp(stage, cfg)
+    return cfg
 
 
 def resolve_stage_config(
@@ -139,38 +149,21 @@ def resolve_stage_config(
     round_idx: int,
     init_checkpoint: Path | None,
 ) -> Any:
-    """The typed config of ``stage`` for ``variant`` in round ``round_idx`` of the training seed of ``paths``
-    (see the module docstring)."""
-    spec = get_variant(variant)
-    overrides = bridge_cfg.stage1 if stage == "stage1" else bridge_cfg.stage2
-    _check_overrides(stage, overrides)
-    data = deep_merge(preset_defaults(bridge_cfg.preset).get(stage, {}), overrides)
-    if stage == "stage1":
-        if not spec.has_stage1:
-            raise ValueError(f"the {variant} variant has no stage 1")
-        data = deep_merge(data, nest(spec.stage1 or {}))
-    else:
-        data = deep_merge(data, nest(spec.stage2))
+    """The typed config of ``stage`` for ``variant`` in round ``round_idx`` of the training seed of ``paths``:
+    ``dataclasses.replace`` of the variant's template with the per-run fields (see the module docstring)."""
     seed = paths.seed if paths.seed is not None else bridge_cfg.seed
-    data = deep_merge(
-        data,
-        {
-            "corpus": str(corpus_dir),
-            "cache_dir": str(paths.cache_dir(variant)),
-            "round": round_idx,
-            "out_dir": str(paths.stage_dir(variant, round_idx, stage)),
-            "init_checkpoint": str(init_checkpoint) if init_checkpoint is not None else None,
-            "seed": seed + ROUND_SEED_STRIDE * round_idx,
-        },
-    )
-    source = f"bridge config, section {stage} (config file and --{stage} overrides)"
+    per_run: dict[str, Any] = {
+        "corpus": Path(corpus_dir),
+        "cache_dir": Path(paths.cache_dir(variant)),
+        "round": round_idx,
+        "out_dir": Path(paths.stage_dir(variant, round_idx, stage)),
+        "init_checkpoint": Path(init_checkpoint) if init_checkpoint is not None else None,
+        "seed": seed + ROUND_SEED_STRIDE * round_idx,
+    }
     if stage == "stage1":
-        data["edge_weight_round"] = round_idx - 1 if spec.feedback and round_idx > 0 else None
-        cfg = Stage1Config.from_dict(data, source)
-    else:
-        cfg = Stage2Config.from_dict(data, source)
-    _refuse_relaunching_ddp(stage, cfg)  # issue 13
-    return cfg
+        feedback = get_variant(variant).feedback and round_idx > 0
+        per_run["edge_weight_round"] = round_idx - 1 if feedback else None
+    return dataclasses.replace(stage_template(stage, bridge_cfg, variant), **per_run)
 
 
 def plan_stage(
@@ -266,7 +259,7 @@ def call_stage(stage: str, config: Any, corpus: Corpus | None = None) -> StageOu
     return StageOutcome(
         checkpoint=Path(result.checkpoint),
         cache_file=Path(result.cache_file),
-        log_dir=Path(result.log_dir),
+        log_dir=None if result.log_dir is None else Path(result.log_dir),
         metrics=result.metrics,
         seconds=seconds,
     )

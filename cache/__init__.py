@@ -1,9 +1,14 @@
 """The on-disk formats shared by the stages: one HDF5 file per stage and round, written atomically.
 
-See docs/cache.md for the format and ``python -m cache.inspect --help`` to look inside a cache.
+Also the safety rules of the stages' checkpoint files (``cache.checkpoint``: weights-only reads, atomic writes) and
+the one ownership check (``check_owner``: a cache file belongs to one corpus fingerprint). See docs/cache.md for the
+format and ``python -m cache.inspect --help`` to look inside a cache.
+
+Imports no other package of the project; the stages and the bridge import it (it is where the stages meet).
 """
 
 from cache.io import (
+    check_owner,
     read_cache_info,
     read_encoder_embeddings,
     read_graph_outputs,
@@ -23,6 +28,7 @@ __all__ = [
     "GraphOutputs",
     "LazyEmbeddings",
     "cache_file",
+    "check_owner",
     "encoder_file",
     "graph_file",
     "read_cache_info",

@@ -387,6 +387,26 @@ def read_producer(path: str | Path) -> dict:
     return read_cache_info(path).producer
 
 
+def check_owner(path: str | Path, fingerprint: str) -> None:
+    """Refuse, before any work, a cache file at ``path`` that was made for another corpus: a stage about to write
+    ``path`` (or to read the round it belongs to) calls this with its corpus's fingerprint. No file, or a damaged
+    one (the stage's write replaces it): nothing to refuse. Raises ``CacheError`` naming both fingerprints."""
+    path = Path(path)
+    if not path.exists():
+        return
+    try:
+        info = read_cache_info(path)
+    except CacheError:
+        return
+    if info.corpus_fingerprint != fingerprint:
+        raise CacheError(
+            path,
+            None,
+            f"belongs to corpus fingerprint {info.corpus_fingerprint}, not to this corpus ({fingerprint}): "
+            "use another --cache folder for this corpus",
+        )
+
+
 def check_header(
     h5: h5py.File,
     path: Path,

@@ -2,6 +2,8 @@
 
 - ``mmga_common.config``: the one config layer (``ConfigError``, JSON/YAML loading, deep merge, typed
   dataclass <-> dict with bounds in field metadata, dotted ``KEY=VALUE`` overrides, dataclass -> argparse);
+- ``mmga_common.trainer``: the ``trainer`` section both stages' configs share (``TrainerConfig``), the Lightning
+  Trainer builder and ``fit_and_save`` (final, resumable ``last.ckpt``);
 - ``mmga_common.threads``: ``torch_threads``, torch's thread count for one block, restored afterwards;
 - ``mmga_common.layout``: the one layout of a stage's output folder (``checkpoints/last.ckpt``,
   ``checkpoints/config.json``, ``logs/``, default ``runs/<stage>/round_<R>``) and ``StageResult``, what both
@@ -10,7 +12,8 @@
 - ``mmga_common.progress``: the one step-based progress display both stages' Lightning trainers use.
 
 May import nothing from the project (corpus, cache, the stages and the bridge may all import it); only the
-standard library, PyYAML (config), torch (threads, imported when used) and Lightning and tqdm (progress).
+standard library, PyYAML (config), torch (threads, imported when used) and Lightning and tqdm (progress, and the trainer
+when one is built).
 """
 
 from mmga_common.noise import quiet_third_party

@@ -2,7 +2,7 @@
 
     <out_dir>/checkpoints/last.ckpt     the final Lightning checkpoint (the next round's init_checkpoint)
     <out_dir>/checkpoints/config.json   the resolved config (also in the cache file's producer attribute)
-    <out_dir>/logs/...                  Lightning's CSV (and TensorBoard) logs
+    <out_dir>/logs/version_<k>/         Lightning's CSV log of each fit (metrics.csv); TensorBoard in tensorboard/
 
 Without an explicit ``out_dir`` a stage writes to ``runs/<stage>/round_<R>``, the same ``round_<R>`` folder name
 the cache and the bridge use.
@@ -41,7 +41,8 @@ class StageResult:
     Attributes:
         checkpoint: the final Lightning checkpoint (``checkpoint_path(out_dir)``).
         cache_file: the round's cache file (``encoders.h5`` or ``graph.h5``).
-        log_dir: the Lightning CSV log folder (``metrics.csv``: every loss term per logged step).
+        log_dir: the Lightning CSV log folder of this fit (``metrics.csv``: every loss term per logged step), or
+            ``None`` when the csv logger is off.
         metrics: the stage's loss summary, timings and throughputs (docs/stage1.md, docs/stage2.md).
         config_file: the resolved config saved beside the checkpoint (``config_path(out_dir)``).
         global_rank: this process's rank (0 without DDP; under ``ddp`` every rank returns, rank 0 writes).
@@ -49,7 +50,7 @@ class StageResult:
 
     checkpoint: Path
     cache_file: Path
-    log_dir: Path
+    log_dir: Path | None
     metrics: dict = field(default_factory=dict)
     config_file: Path | None = None
     global_rank: int = 0

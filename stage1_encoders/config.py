@@ -14,12 +14,10 @@ from typing import Literal
 
 from mmga_common.config import ConfigError, TypedConfig, check_bounds, config_field
 from mmga_common.layout import default_out_dir
+from mmga_common.trainer import Accelerator
+from mmga_common.trainer import TrainerConfig as BaseTrainerConfig
 
 TextModel = Literal["tiny", "minilm", "pretrained"]
-Accelerator = Literal["cpu", "gpu", "cuda", "mps", "auto"]
-Strategy = Literal["auto", "ddp", "ddp_spawn", "ddp_notebook", "ddp_find_unused_parameters_true"]
-Precision = Literal["32-true", "bf16-mixed", "16-mixed", "bf16-true", "64-true"]
-LoggerName = Literal["csv", "tensorboard"]
 EdgeWeightNormalize = Literal["mean", "none"]
 TextFeatureInput = Literal["masked", "clean"]
 GclForm = Literal["mlp", "cosine"]
@@ -148,34 +146,13 @@ class OptimConfig:
 
 
 @dataclass
-class TrainerConfig:
-    max_steps: int = config_field(400, "optimizer steps to train (-1 = use max_epochs)", ge=-1)
-    max_epochs: int | None = config_field(
-        None, "epochs over the corpus edges (used when max_steps = -1)", ge=1
-    )
+class TrainerConfig(BaseTrainerConfig):
+    """The shared Lightning trainer section (``mmga_common.trainer``) with stage 1's defaults, plus gradient
+    accumulation."""
+
+    max_steps: int = config_field(400, "optimizer steps to train (-1 = limited by max_epochs only)", ge=-1)
     accelerator: Accelerator = config_field("cpu", "Lightning accelerator")
-    devices: int = config_field(1, "devices (processes) per node", ge=1)
-    num_nodes: int = config_field(1, "nodes", ge=1)
-    strategy: Strategy = config_field(
-        "auto", "Lightning strategy; ddp re-launches the calling script per rank, ddp_spawn forks workers"
-    )
-    precision: Precision = config_field("32-true", "Lightning precision, e.g. bf16-mixed")
-    accumulate_grad_batches: int = config_field(1, "batches per optimizer step", ge=1)
-    gradient_clip_val: float | None = config_field(
-        1.0, "clip gradient norm to this (none = no clipping)", gt=0.0
-    )
     log_every_n_steps: int = config_field(1, "log the loss terms every n steps", ge=1)
-    enable_progress_bar: bool = config_field(True, "show Lightning's progress bar")
-    loggers: list[LoggerName] = config_field(
-        ["csv"], "loggers to write under <out>/logs: csv and/or tensorboard"
-    )
-    checkpoint_every_n_steps: int | None = config_field(
-        None, "also keep a checkpoint every n steps (the final one is always saved)", ge=1
-    )
-    resume_from: Path | None = config_field(
-        None, "Lightning checkpoint to resume this same run from (optimizer and step too)"
-    )
-    deterministic: bool = config_field(False, "ask torch for deterministic algorithms")
     num_threads: int | None = config_field(
         1,
         "torch intra-op CPU threads during this run, restored afterwards (none = torch's default). 1 is as fast "
@@ -183,6 +160,7 @@ class TrainerConfig:
         "(or none) for larger models",
         ge=1,
     )
+    accumulate_grad_batches: int = config_field(1, "batches per optimizer step", ge=1)
 
 
 @dataclass
@@ -193,7 +171,7 @@ class Stage1Config(TypedConfig):
     )
     round: int = config_field(0, "round index R (0 = first)", ge=0)
     out_dir: Path | None = config_field(
-        None, "folder for checkpoints and logs; none = runs/stage1/round<R>", flag="--out"
+        None, "folder for checkpoints and logs; none = runs/stage1/round_<R>", flag="--out"
     )
     init_checkpoint: Path | None = config_field(
         None, "stage-1 checkpoint of the previous round to continue from (weights only; tokenizer reused)"
@@ -238,7 +216,4 @@ class Stage1Config(TypedConfig):
             fail("losses", "every loss weight is 0: nothing to train")
         if 1.0 / self.losses.init_temperature > self.losses.max_logit_scale:
             fail("losses.init_temperature", "1/init_temperature exceeds max_logit_scale")
-        if self.trainer.max_steps == 0:
-            fail("trainer.max_steps", "must be >= 1, or -1 to train for max_epochs")
-        if self.trainer.max_steps == -1 and self.trainer.max_epochs is None:
-            fail("trainer.max_epochs", "max_steps = -1 needs max_epochs")
+        self.trainer.check(source, lines)

@@ -13,11 +13,12 @@ import torch
 
 from cache import EncoderEmbeddings
 from corpus import Corpus
+from mmga_common.trainer import upgrade_stored_config
+from stage1_encoders.checkpoint import load_stage1_checkpoint
 from stage1_encoders.config import ConfigError, Stage1Config
 from stage1_encoders.data import PostPreprocessor
 from stage1_encoders.encoders import ImageEncoder, TextEncoder, build_image_encoder, build_text_encoder
 from stage1_encoders.export import export_user_embeddings
-from stage1_encoders.stage import load_stage1_checkpoint
 from stage1_encoders.tokenizer import build_tokenizer
 
 
@@ -55,7 +56,9 @@ def load_trained_encoders(checkpoint: Path) -> TrainedEncoders:
     checkpoint = Path(checkpoint)
     payload = load_stage1_checkpoint(checkpoint)
     try:
-        cfg = Stage1Config.from_dict(payload["stage1_config"], source=f"{checkpoint} (stored stage1_config)")
+        cfg = Stage1Config.from_dict(
+            upgrade_stored_config(payload["stage1_config"]), source=f"{checkpoint} (stored stage1_config)"
+        )
     except ConfigError as err:
         raise ConfigError(
             err.source, err.line, err.field, f"{err.msg} (a checkpoint from another version of stage 1?)"

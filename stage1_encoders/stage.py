@@ -7,47 +7,92 @@ export every user's pooled embeddings and write them to the cache for the config
 from __future__ import annotations
 
 import json
-import logging
 import time
-import warnings
-from dataclasses import dataclass
 from pathlib import Path
 
 import lightning as L
 import numpy as np
 import torch
-from lightning.pytorch.callbacks import Callback, ModelCheckpoint
-from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
+from lightning.pytorch.callbacks import Callback
 
-from cache import CacheError, encoder_file, read_cache_info, read_graph_outputs, write_encoder_embeddings
+from cache import (
+    CacheError,
+    check_owner,
+    encoder_file,
+    graph_file,
+    read_graph_outputs,
+    write_encoder_embeddings,
+)
 from cache.checkpoint import SafeCheckpointIO
 from corpus import Corpus, reuse_or_load
-from mmga_common.layout import LOG_DIR, StageResult, checkpoint_path, config_path
-from mmga_common.progress import StepProgress
+from mmga_common.layout import StageResult, checkpoint_path, config_path
 from mmga_common.threads import torch_threads
+from mmga_common.trainer import build_trainer, csv_log_dir, fit_and_save
+from stage1_encoders.checkpoint import check_architecture, load_stage1_checkpoint, load_weights
 from stage1_encoders.config import ConfigError, Stage1Config
-from stage1_encoders.data import PairBatchCollator, PostPreprocessor, Stage1DataModule
-from stage1_encoders.encoders import build_image_encoder, build_text_encoder
 from stage1_encoders.export import export_user_embeddings
-from stage1_encoders.system import HEAD_NAMES, LOSS_NAMES, Stage1System, upgrade_legacy_state_dict
-from stage1_encoders.tokenizer import build_tokenizer
-
-log = logging.getLogger(__name__)
-
-# Architecture fields that must match between a checkpoint and the config continuing from it.
-_ARCH_FIELDS = (
-    "image_model",
-    "text_model",
-    "text_name_or_path",
-    "text_hidden_size",
-    "text_layers",
-    "text_heads",
-    "text_intermediate_size",
-    "text_vocab_size",
-)
-
+from stage1_encoders.parts import Stage1Parts, build_parts
+from stage1_encoders.system import LOSS_NAMES
 
 Stage1Result = StageResult  # what run_stage1 returns (mmga_common.layout)
+
+
+def run_stage1(cfg: Stage1Config, corpus: Corpus | None = None) -> Stage1Result:
+    """Train stage 1 for ``cfg.round`` and write ``<cache>/round_<R>/encoders.h5``; see ``StageResult``.
+
+    ``corpus``: the corpus of ``cfg.corpus`` if the caller has it loaded already (it is read once per run then).
+    """
+    cfg = Stage1Config.from_dict(cfg.to_dict(), source="Stage1Config")  # type and range checks
+    cfg.out_dir, tc = cfg.resolved_out_dir(), cfg.trainer
+    with torch_threads(tc.num_threads):
+        L.seed_everything(cfg.seed, workers=True, verbose=False)
+        # Inputs: the corpus, stage 2's edge weights of an earlier round, the checkpoint to continue from.
+        corpus = reuse_or_load(cfg.corpus, corpus)
+        if corpus.num_edges == 0:
+            raise ConfigError(
+                str(cfg.corpus), None, "edges", "the corpus has no edges: stage 1 samples user pairs"
+            )
+        check_owner(encoder_file(cfg.cache_dir, cfg.round), corpus.fingerprint)  # before any training
+        edge_weight = read_edge_weight(cfg, corpus)
+        resume = tc.resume_path(cfg.out_dir)
+        source = resume or cfg.init_checkpoint
+        payload = None if source is None else load_stage1_checkpoint(source)
+        if payload is not None:
+            check_architecture(cfg, payload, source)
+        # The system: tokenizer, encoders, heads and data; the previous round's weights when continuing.
+        parts = build_parts(cfg, corpus, payload, edge_weight)
+        if cfg.init_checkpoint is not None and resume is None:
+            load_weights(parts.system, payload, cfg.init_checkpoint)
+        # Fit, then the final (resumable) checkpoint.
+        artifacts = _Artifacts(cfg.to_dict(), parts.tokenizer.backend_tokenizer.to_str())
+        trainer = build_trainer(
+            tc,
+            cfg.out_dir,
+            "stage 1",
+            checkpoint_io=SafeCheckpointIO(),
+            callbacks=[artifacts],
+            accumulate_grad_batches=tc.accumulate_grad_batches,
+        )
+        if trainer.is_global_zero:
+            _save_config(cfg, parts)
+        started = time.perf_counter()
+        checkpoint = fit_and_save(trainer, tc, parts.system, parts.datamodule, cfg.out_dir)
+        train_seconds = time.perf_counter() - started
+        # Export every user's embeddings and write the round's cache file.
+        started = time.perf_counter()
+        cache_file = _export(cfg, corpus, parts, trainer)
+        export_seconds = time.perf_counter() - started
+    metrics = _metrics(
+        cfg, parts, trainer, artifacts, checkpoint, train_seconds, export_seconds, corpus.num_posts
+    )
+    return Stage1Result(
+        checkpoint=checkpoint,
+        cache_file=cache_file,
+        log_dir=csv_log_dir(trainer),
+        metrics=metrics,
+        config_file=config_path(cfg.out_dir),
+        global_rank=int(trainer.global_rank),
+    )
 
 
 class _Artifacts(Callback):
@@ -71,92 +116,6 @@ class _Artifacts(Callback):
         checkpoint["stage1_tokenizer"] = self.tokenizer_json
 
 
-class _SaveFinalInWorkers(Callback):
-    """Saves the final checkpoint inside the training processes. Under ``ddp_spawn`` the caller's process
-    gets back the weights only (no optimizer state, step 0), so a checkpoint saved there could not resume."""
-
-    def __init__(self, path: Path):
-        self.path = path
-
-    def on_train_end(self, trainer, pl_module) -> None:
-        trainer.save_checkpoint(self.path, weights_only=False)
-
-
-SPAWN_STRATEGIES = ("ddp_spawn", "ddp_notebook")
-
-
-def _spawns_workers(cfg: Stage1Config) -> bool:
-    tc = cfg.trainer
-    return tc.strategy in SPAWN_STRATEGIES and tc.devices * tc.num_nodes > 1
-
-
-def load_stage1_checkpoint(path: Path) -> dict:
-    if not Path(path).is_file():
-        raise ConfigError(str(path), None, None, "checkpoint file not found")
-    try:
-        payload = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as err:  # noqa: BLE001 - any unpickling failure means "not our checkpoint"
-        raise ConfigError(str(path), None, None, f"cannot read the checkpoint: {err}") from None
-    if "state_dict" not in payload or "stage1_config" not in payload:
-        raise ConfigError(
-            str(path), None, None, "is not a stage-1 checkpoint (no state_dict / stage1_config)"
-        )
-    return payload
-
-
-def _check_architecture(cfg: Stage1Config, payload: dict, path: Path) -> None:
-    stored = payload["stage1_config"].get("model", {})
-    for name in _ARCH_FIELDS:
-        if name in stored and stored[name] != getattr(cfg.model, name):
-            raise ConfigError(
-                "config",
-                None,
-                f"model.{name}",
-                f"is {getattr(cfg.model, name)!r} but checkpoint {path} was trained with {stored[name]!r}; "
-                "a round continues with the same architecture",
-            )
-
-
-def _load_weights(system: Stage1System, payload: dict, path: Path) -> None:
-    """Load the checkpoint's weights strictly. A head is taken whole or not at all: one for a loss switched off
-    now is dropped, and one for a loss that was off in the previous round starts fresh. Checkpoints from before
-    the heads moved out of the losses are renamed on the way in."""
-    state = upgrade_legacy_state_dict(payload["state_dict"])
-    encoder_missing = [
-        k for k in system.state_dict() if k.startswith(("image_encoder.", "text_encoder.")) and k not in state
-    ]
-    if encoder_missing:
-        raise ConfigError(
-            str(path), None, None, f"checkpoint lacks encoder weights, e.g. {encoder_missing[:3]}"
-        )
-    built = {name for name in HEAD_NAMES if getattr(system, name) is not None}
-    stored = {k.split(".")[0] for k in state if k.split(".")[0] in HEAD_NAMES}
-    if stored - built:
-        log.info("stage 1: checkpoint heads not used now: %s", sorted(stored - built))
-        state = {k: v for k, v in state.items() if k.split(".")[0] not in stored - built}
-    if built - stored:
-        log.info("stage 1: heads not in %s start fresh: %s", path, sorted(built - stored))
-        state.update({k: v for k, v in system.state_dict().items() if k.split(".")[0] in built - stored})
-    try:
-        system.load_state_dict(state)
-    except RuntimeError as err:
-        raise ConfigError(str(path), None, None, f"weights do not fit the configured model: {err}") from None
-
-
-def _check_cache_belongs(cfg: Stage1Config, corpus: Corpus) -> None:
-    """Refuse, before training, to write into a cache made for another corpus."""
-    path = encoder_file(cfg.cache_dir, cfg.round)
-    if path.exists():
-        info = read_cache_info(path)
-        if info.corpus_fingerprint != corpus.fingerprint:
-            raise CacheError(
-                path,
-                None,
-                f"belongs to corpus fingerprint {info.corpus_fingerprint}, not to {cfg.corpus} "
-                f"({corpus.fingerprint}): use another --cache folder for this corpus",
-            )
-
-
 def read_edge_weight(cfg: Stage1Config, corpus: Corpus) -> np.ndarray | None:
     """float32 [E] weights of the GCL positives from stage 2's cache, or None."""
     if cfg.edge_weight_round is None:
@@ -173,7 +132,7 @@ def read_edge_weight(cfg: Stage1Config, corpus: Corpus) -> np.ndarray | None:
         mean = float(weight.mean()) if weight.size else 0.0
         if mean <= 0:
             raise CacheError(
-                encoder_file(cfg.cache_dir, cfg.edge_weight_round).with_name("graph.h5"),
+                graph_file(cfg.cache_dir, cfg.edge_weight_round),
                 "edge_weight",
                 "every edge weight is 0: GCL positives would vanish",
             )
@@ -197,166 +156,12 @@ def summarize_history(history: dict[str, list[float]]) -> dict:
     return out
 
 
-def _trainer(cfg: Stage1Config, out_dir: Path, callbacks: list[Callback]) -> L.Trainer:
-    tc = cfg.trainer
-    loggers = []
-    if "csv" in tc.loggers:
-        loggers.append(CSVLogger(save_dir=out_dir, name=LOG_DIR, version=""))
-    if "tensorboard" in tc.loggers:
-        loggers.append(TensorBoardLogger(save_dir=out_dir, name="tensorboard", version=""))
-    if tc.checkpoint_every_n_steps is not None:
-        callbacks.append(
-            ModelCheckpoint(
-                dirpath=out_dir / "checkpoints",
-                filename="step{step:06d}",
-                every_n_train_steps=tc.checkpoint_every_n_steps,
-                save_top_k=-1,
-                auto_insert_metric_name=False,
-            )
-        )
-    if tc.enable_progress_bar:
-        callbacks.append(StepProgress("stage 1"))
-    max_epochs = tc.max_epochs if tc.max_epochs is not None else -1
-    return L.Trainer(
-        max_steps=tc.max_steps,
-        max_epochs=max_epochs if tc.max_steps > 0 or tc.max_epochs is not None else None,
-        accelerator=tc.accelerator,
-        devices=tc.devices,
-        num_nodes=tc.num_nodes,
-        strategy=tc.strategy,
-        precision=tc.precision,
-        accumulate_grad_batches=tc.accumulate_grad_batches,
-        gradient_clip_val=tc.gradient_clip_val,
-        log_every_n_steps=tc.log_every_n_steps,
-        enable_progress_bar=tc.enable_progress_bar,
-        enable_model_summary=False,
-        enable_checkpointing=tc.checkpoint_every_n_steps is not None,
-        logger=loggers or False,
-        callbacks=callbacks,
-        default_root_dir=out_dir,
-        deterministic=tc.deterministic,
-        plugins=[SafeCheckpointIO()],  # weights-only loads (also on resume) and atomic checkpoint writes
-    )
-
-
-@dataclass
-class Stage1Parts:
-    """Everything a stage-1 fit needs, built from a config (shared by ``run_stage1`` and the benchmark)."""
-
-    tokenizer: object
-    system: Stage1System
-    prep: PostPreprocessor
-    datamodule: Stage1DataModule
-
-
-def build_parts(
-    cfg: Stage1Config, corpus: Corpus, payload: dict | None = None, edge_weight: np.ndarray | None = None
-) -> Stage1Parts:
-    """Tokenizer, encoders, system and data for ``cfg``. With ``payload`` (a stage-1 checkpoint) the tokenizer
-    comes from it and the encoders are built without downloading weights (the checkpoint supplies them)."""
-    tokenizer = build_tokenizer(
-        cfg.model, corpus.post_text, None if payload is None else payload.get("stage1_tokenizer")
-    )
-    image_encoder = build_image_encoder(
-        cfg.model.image_model, cfg.model.image_pretrained, load_weights=payload is None
-    )
-    text_encoder = build_text_encoder(cfg.model, tokenizer, load_weights=payload is None)
-    lc, oc = cfg.losses, cfg.optim
-    system = Stage1System(
-        image_encoder,
-        text_encoder,
-        lm_weight=lc.lm_weight,
-        ita_weight=lc.ita_weight,
-        gcl_image_weight=lc.gcl_image_weight,
-        gcl_text_weight=lc.gcl_text_weight,
-        label_smoothing=lc.label_smoothing,
-        ita_dim=lc.ita_dim,
-        init_temperature=lc.init_temperature,
-        max_logit_scale=lc.max_logit_scale,
-        gcl_hidden_dim=lc.gcl_hidden_dim,
-        gcl_form=lc.gcl_form,
-        text_feature_input=lc.text_feature_input,
-        lr=oc.lr,
-        head_lr_scale=oc.head_lr_scale,
-        weight_decay=oc.weight_decay,
-        warmup_steps=oc.warmup_steps,
-        min_lr_ratio=oc.min_lr_ratio,
-    )
-    prep = PostPreprocessor(
-        corpus,
-        tokenizer,
-        image_encoder.image_transform(),
-        image_encoder.preprocess_cfg["size"],
-        cfg.model.max_text_length,
-        image_cache_mb=cfg.data.image_cache_mb,
-    )
-    collator = PairBatchCollator(
-        corpus,
-        prep,
-        negatives_per_positive=cfg.data.negatives_per_positive,
-        batch_negatives_per_positive=cfg.data.batch_negatives_per_positive,
-        posts_per_user=cfg.data.posts_per_user,
-        mlm=lc.lm_weight > 0,
-        mlm_probability=lc.mlm_probability,
-        edge_weight=edge_weight,
-    )
-    datamodule = Stage1DataModule(collator, corpus.num_edges, cfg.data.pairs_per_batch, cfg.data.num_workers)
-    return Stage1Parts(tokenizer, system, prep, datamodule)
-
-
-def run_stage1(cfg: Stage1Config, corpus: Corpus | None = None) -> Stage1Result:
-    """Train stage 1 for ``cfg.round`` and write ``<cache>/round_<R>/encoders.h5``; see ``Stage1Result``.
-
-    ``corpus``: the corpus of ``cfg.corpus`` if the caller has it loaded already (it is read once per run then).
-    """
-    cfg = Stage1Config.from_dict(cfg.to_dict(), source="Stage1Config")  # type and range checks
-    with torch_threads(cfg.trainer.num_threads):
-        return _run(cfg, corpus)
-
-
-def _prepare(cfg: Stage1Config, corpus: Corpus | None) -> tuple[Corpus, Stage1Parts]:
-    """Load and check the corpus, cache and checkpoint; build the parts (weights loaded when continuing)."""
-    corpus = reuse_or_load(cfg.corpus, corpus)
-    if corpus.num_edges == 0:
-        raise ConfigError(
-            str(cfg.corpus), None, "edges", "the corpus has no edges: stage 1 samples user pairs from them"
-        )
-    _check_cache_belongs(cfg, corpus)
-    edge_weight = read_edge_weight(cfg, corpus)
-    payload = None
-    source = cfg.trainer.resume_from or cfg.init_checkpoint
-    if source is not None:
-        payload = load_stage1_checkpoint(source)
-        _check_architecture(cfg, payload, source)
-    parts = build_parts(cfg, corpus, payload, edge_weight)
-    if cfg.init_checkpoint is not None and cfg.trainer.resume_from is None:
-        _load_weights(parts.system, payload, cfg.init_checkpoint)
-    return corpus, parts
-
-
-def _fit(cfg: Stage1Config, parts: Stage1Parts) -> tuple[L.Trainer, _Artifacts, Path]:
-    """Save config and tokenizer, train, save the final checkpoint."""
+def _save_config(cfg: Stage1Config, parts: Stage1Parts) -> None:
+    """The resolved config and the tokenizer beside the checkpoint (they are inside every checkpoint too)."""
     ckpt_dir = checkpoint_path(cfg.out_dir).parent
-    config_dict = cfg.to_dict()
-    artifacts = _Artifacts(config_dict, parts.tokenizer.backend_tokenizer.to_str())
-    checkpoint = checkpoint_path(cfg.out_dir)
-    spawned = _spawns_workers(cfg)
-    trainer = _trainer(cfg, cfg.out_dir, [artifacts] + ([_SaveFinalInWorkers(checkpoint)] if spawned else []))
-    if trainer.is_global_zero:
-        ckpt_dir.mkdir(parents=True, exist_ok=True)
-        config_path(cfg.out_dir).write_text(json.dumps(config_dict, indent=2) + "\n", encoding="utf-8")
-        parts.tokenizer.save_pretrained(ckpt_dir / "tokenizer")
-    with warnings.catch_warnings():
-        warnings.filterwarnings("ignore", message=".*does not have many workers.*")
-        warnings.filterwarnings(
-            "ignore", message=r".*isinstance\(treespec, LeafSpec\).*"
-        )  # Lightning internals
-        trainer.fit(parts.system, datamodule=parts.datamodule, ckpt_path=cfg.trainer.resume_from)
-    if not spawned:
-        trainer.save_checkpoint(
-            checkpoint, weights_only=False
-        )  # full state: resumable with trainer.resume_from
-    return trainer, artifacts, checkpoint
+    ckpt_dir.mkdir(parents=True, exist_ok=True)
+    config_path(cfg.out_dir).write_text(json.dumps(cfg.to_dict(), indent=2) + "\n", encoding="utf-8")
+    parts.tokenizer.save_pretrained(ckpt_dir / "tokenizer")
 
 
 def _export(cfg: Stage1Config, corpus: Corpus, parts: Stage1Parts, trainer: L.Trainer) -> Path:
@@ -387,39 +192,21 @@ def _export(cfg: Stage1Config, corpus: Corpus, parts: Stage1Parts, trainer: L.Tr
     return Path(cache_path)
 
 
-def _run(cfg: Stage1Config, corpus: Corpus | None) -> Stage1Result:
-    cfg.out_dir = cfg.resolved_out_dir()
-    L.seed_everything(cfg.seed, workers=True, verbose=False)
-    corpus, parts = _prepare(cfg, corpus)
-    started = time.perf_counter()
-    trainer, artifacts, checkpoint = _fit(cfg, parts)
-    train_seconds = time.perf_counter() - started
-    started = time.perf_counter()
-    cache_path = _export(cfg, corpus, parts, trainer)
-    export_seconds = time.perf_counter() - started
-
-    system = parts.system
-    metrics = summarize_history(system.loss_history)
+def _metrics(cfg, parts, trainer, artifacts, checkpoint, train_seconds, export_seconds, num_posts) -> dict:
+    """The loss summary, the step reached, timings and throughputs (docs/stage1.md)."""
+    spawned = cfg.trainer.spawns_workers
+    metrics = summarize_history(parts.system.loss_history)
     metrics.update(
         # Under ddp_spawn this process's trainer never stepped; the workers' final checkpoint knows.
         global_step=int(
-            load_stage1_checkpoint(checkpoint)["global_step"] if _spawns_workers(cfg) else trainer.global_step
+            load_stage1_checkpoint(checkpoint)["global_step"] if spawned else trainer.global_step
         ),
         train_seconds=train_seconds,
         train_posts_per_second=(  # the workers' post counts stay in the workers under ddp_spawn
-            artifacts.posts_seen / train_seconds
-            if train_seconds > 0 and not _spawns_workers(cfg)
-            else float("nan")
+            artifacts.posts_seen / train_seconds if train_seconds > 0 and not spawned else float("nan")
         ),
         export_seconds=export_seconds,
-        export_posts_per_second=corpus.num_posts / export_seconds if export_seconds > 0 else float("nan"),
-        loss_terms=[name for name in LOSS_NAMES if system.weights[name] > 0],
+        export_posts_per_second=num_posts / export_seconds if export_seconds > 0 else float("nan"),
+        loss_terms=[name for name in LOSS_NAMES if parts.system.weights[name] > 0],
     )
-    return Stage1Result(
-        checkpoint=checkpoint,
-        cache_file=cache_path,
-        log_dir=cfg.out_dir / LOG_DIR,
-        metrics=metrics,
-        config_file=config_path(cfg.out_dir),
-        global_rank=int(trainer.global_rank),
-    )
+    return metrics

@@ -1,7 +1,10 @@
 """Stage 2 of MMGA: the multimodal-mixture GNN with M-Gate, pre-trained by feature and structure masking.
 
-Public entry: ``run_stage2(Stage2Config(...)) -> Stage2Result`` (also ``python -m stage2_graph.run``).
+Public entry: ``run_stage2(cfg, corpus=None) -> StageResult`` (also ``python -m stage2_graph.run``).
 See docs/stage2.md.
+
+May import ``corpus``, ``cache`` and ``mmga_common``; never ``stage1_encoders`` (the stages meet through ``cache``) or
+``bridge``.
 """
 
 from stage2_graph.adjacency import GraphStructure

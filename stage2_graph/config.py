@@ -13,6 +13,7 @@ from typing import Literal
 
 from mmga_common.config import ConfigError, TypedConfig, check_bounds, config_field
 from mmga_common.layout import default_out_dir
+from mmga_common.trainer import TrainerConfig as BaseTrainerConfig
 
 GateKind = Literal["mgate", "uniform"]
 GateNormalization = Literal["sigmoid", "softmax"]
@@ -24,7 +25,6 @@ ActivationKind = Literal["relu", "gelu", "elu"]
 FeatureLossKind = Literal["mse", "smooth_l1"]
 BatchingKind = Literal["full", "neighbor"]
 InferenceKind = Literal["auto", "full", "layerwise"]
-StrategyKind = Literal["auto", "ddp", "ddp_spawn", "ddp_find_unused_parameters_true"]
 
 
 @dataclass
@@ -103,20 +103,25 @@ class OptimConfig:
 
 
 @dataclass
-class TrainerConfig:
-    """Lightning Trainer settings (full-batch: one step per epoch; neighbor: one step per mini-batch)."""
+class TrainerConfig(BaseTrainerConfig):
+    """The shared Lightning trainer section (``mmga_common.trainer``) with stage 2's defaults, plus batching
+    (full-batch: one step per epoch; neighbor: one step per mini-batch) and the export's inference mode."""
 
     max_steps: int = config_field(
-        200, "optimisation steps (= epochs with batching=full, one per mini-batch otherwise)", ge=1
+        200,
+        "optimisation steps (= epochs with batching=full, one per mini-batch otherwise; -1 = limited by "
+        "max_epochs only)",
+        ge=-1,
     )
-    max_epochs: int = config_field(-1, "epoch limit; -1 = limited by max_steps only")
-    accelerator: str = config_field("auto", "Lightning accelerator: auto, cpu, gpu, ...")
     devices: str = config_field(
-        "1", "Lightning devices (processes per node; more than one needs batching=neighbor)"
+        "1",
+        "Lightning devices per node: a count, a list like 0,1, or auto (more than one needs batching=neighbor)",
     )
-    num_nodes: int = config_field(1, "Lightning nodes (each runs `devices` processes)", ge=1)
-    strategy: StrategyKind = config_field(
-        "auto", "Lightning strategy; ddp re-launches the calling script per rank, ddp_spawn forks workers"
+    checkpoint_every_n_steps: int | None = config_field(
+        100,
+        "also save <out>/checkpoints/last.ckpt every n steps, so that a crashed run can resume "
+        "(none = only at the end)",
+        ge=1,
     )
     batching: BatchingKind = config_field(
         "full",
@@ -133,20 +138,6 @@ class TrainerConfig:
         "auto",
         "export: full = one forward over the whole graph; layerwise = one layer at a time over all nodes "
         "in chunks of batch_size (PyG's layer-wise inference); auto = layerwise when batching=neighbor",
-    )
-    precision: str = config_field("32-true", "Lightning precision, e.g. 32-true, bf16-mixed")
-    checkpoint_every_n_steps: int = config_field(100, "save last.ckpt every N steps", ge=1)
-    resume: str | None = config_field(
-        None, "resume training from this checkpoint, or 'last': out_dir's last.ckpt if any"
-    )
-    enable_progress_bar: bool = config_field(True, "show a progress bar")
-    csv_logger: bool = config_field(True, "write Lightning CSV logs (each loss term)")
-    tensorboard_logger: bool = config_field(False, "also write TensorBoard logs")
-    log_every_n_steps: int = config_field(10, "logging interval in steps")
-    gradient_clip_val: float | None = config_field(1.0, "gradient norm clipping; 'none' = off")
-    deterministic: bool = config_field(False, "ask torch for deterministic kernels")
-    num_threads: int | None = config_field(
-        None, "torch CPU threads during the run, restored afterwards (none = torch's own choice)", ge=1
     )
 
 
@@ -203,6 +194,7 @@ class Stage2Config(TypedConfig):
     def validate(self, source: str = "config", lines: dict[str, int] | None = None) -> None:
         """Raise ``ConfigError`` naming the field for values outside their bounds or that do not fit together."""
         check_bounds(self, source, lines)
+        self.trainer.check(source, lines)
         checks = [
             (
                 self.model.hidden_dim % self.model.heads == 0,
@@ -232,7 +224,7 @@ class Stage2Config(TypedConfig):
                 "must hold positive counts or -1 (all neighbours)",
             ),
             (
-                self.trainer.batching == "neighbor" or processes(self.trainer) == 1,
+                self.trainer.batching == "neighbor" or self.trainer.processes() == 1,
                 "trainer.devices",
                 "more than one process needs trainer.batching=neighbor (full-batch training is one process)",
             ),
@@ -240,15 +232,3 @@ class Stage2Config(TypedConfig):
         for ok, name, message in checks:
             if not ok:
                 raise ConfigError(source, (lines or {}).get(name), name, message)
-
-
-def processes(trainer: TrainerConfig) -> int:
-    """Training processes the trainer section asks for (``devices`` x ``num_nodes``; 'auto' counts as one)."""
-    devices = str(trainer.devices)
-    if devices.isdigit():
-        count = int(devices)
-    elif "," in devices:
-        count = len([part for part in devices.split(",") if part.strip()])
-    else:
-        count = 1
-    return count * trainer.num_nodes

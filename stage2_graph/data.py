@@ -18,7 +18,7 @@ import torch
 from torch import Tensor
 from torch.utils.data import DataLoader, Dataset, Sampler
 
-from cache import CacheError, encoder_file, read_cache_info, read_encoder_embeddings
+from cache import CacheError, check_owner, encoder_file, read_encoder_embeddings
 from corpus import Corpus, reuse_or_load
 
 STAGE1_COMMAND = "python -m stage1_encoders.run --corpus {corpus} --cache {cache} --round {round}"
@@ -73,13 +73,10 @@ def load_graph_inputs(
     command = STAGE1_COMMAND.format(corpus=corpus_dir, cache=cache_dir, round=round_idx)
     if not use_modalities:
         # The embeddings are not read, but a cache of another corpus is still refused.
-        if Path(path).is_file():
-            info = read_cache_info(path)
-            if info.corpus_fingerprint != corpus.fingerprint:
-                raise Stage2InputError(
-                    f"{path}: this cache belongs to corpus fingerprint {info.corpus_fingerprint}, not to "
-                    f"{corpus_dir} ({corpus.fingerprint}); use a new --cache folder"
-                )
+        try:
+            check_owner(path, corpus.fingerprint)
+        except CacheError as err:
+            raise Stage2InputError(str(err)) from None
         return GraphInputs(features, edges, corpus.fingerprint)
     if not Path(path).is_file():
         raise Stage2InputError(

@@ -13,6 +13,7 @@ import numpy as np
 import torch
 
 from cache import EncoderEmbeddings, GraphOutputs
+from mmga_common.trainer import upgrade_stored_config
 from stage2_graph.config import ConfigError, Stage2Config
 from stage2_graph.data import GraphInputs, Stage2InputError
 from stage2_graph.export import compute_graph_outputs
@@ -39,7 +40,9 @@ def read_checkpoint_config(checkpoint: Path) -> Stage2Config:
     if not stored or "state_dict" not in payload:
         raise Stage2InputError(f"{checkpoint}: not a stage-2 checkpoint (no state_dict / stage2_config)")
     try:
-        cfg = Stage2Config.from_dict(stored, source=f"{checkpoint} (stored stage2_config)")
+        cfg = Stage2Config.from_dict(
+            upgrade_stored_config(stored), source=f"{checkpoint} (stored stage2_config)"
+        )
     except ConfigError as err:
         raise ConfigError(
             err.source, err.line, err.field, f"{err.msg} (a checkpoint from another version of stage 2?)"

@@ -17,6 +17,7 @@ from cache_payloads import FINGERPRINT, PRODUCER, random_encoders, random_graph
 from cache import (
     SCHEMA_VERSION,
     CacheError,
+    check_owner,
     encoder_file,
     graph_file,
     read_cache_info,
@@ -350,3 +351,18 @@ def test_cache_error_pickles():
 
     err = pickle.loads(pickle.dumps(CacheError("a.h5", "gate", "bad")))
     assert (str(err), err.file, err.dataset, err.msg) == ("a.h5, dataset 'gate': bad", "a.h5", "gate", "bad")
+
+
+def test_check_owner_refuses_only_a_readable_file_of_another_corpus(tmp_path):
+    path = encoder_file(tmp_path, 0)
+    check_owner(path, "anything")  # no file yet
+    write_enc(tmp_path)
+    check_owner(path, FINGERPRINT)  # the same corpus
+    with pytest.raises(CacheError) as err:
+        check_owner(path, "abc123")
+    assert str(err.value) == (
+        f"{path}: belongs to corpus fingerprint {FINGERPRINT}, not to this corpus (abc123): "
+        "use another --cache folder for this corpus"
+    )
+    path.write_bytes(path.read_bytes()[:100])  # damaged: the stage's write will replace it
+    check_owner(path, "abc123")

@@ -5,7 +5,7 @@ test here) cannot turn pickle execution back on, also on Lightning's resume path
 
 | input | reader | expected outcome |
 |---|---|---|
-| checkpoint with a pickle payload | `cache.checkpoint.load_checkpoint`, Lightning's `strategy.load_checkpoint` (both stages' Trainers), stage 1 `--init-checkpoint`/`--resume-from`, stage 2 `--init-checkpoint`/`--resume` | clean error, the payload never runs |
+| checkpoint with a pickle payload | `cache.checkpoint.load_checkpoint`, Lightning's `strategy.load_checkpoint` (both stages' Trainers), stage 1 `--init-checkpoint`/`--resume`, stage 2 `--init-checkpoint`/`--resume` | clean error, the payload never runs |
 | random bytes | the same readers | clean error naming the file, no traceback |
 | a real checkpoint written by `SafeCheckpointIO` | `load_checkpoint` | loads (round trip) |
 """
@@ -19,12 +19,12 @@ import pytest
 import torch
 
 from cache.checkpoint import CheckpointError, SafeCheckpointIO, load_checkpoint
+from mmga_common.trainer import build_trainer
+from stage1_encoders.checkpoint import load_stage1_checkpoint
 from stage1_encoders.config import ConfigError as Stage1ConfigError
-from stage1_encoders.stage import load_stage1_checkpoint
 from stage2_graph.config import ConfigError as Stage2ConfigError
 from stage2_graph.config import Stage2Config
-from stage2_graph.pipeline import _resume_path, build_trainer
-from stage2_graph.system import LossHistory
+from stage2_graph.pipeline import run_stage2
 
 
 class Payload:
@@ -65,30 +65,30 @@ def _stage2_cfg(tmp_path: Path, resume: str | None = None) -> Stage2Config:
 
 
 def _lightning_stage2(path: Path, tmp_path: Path) -> None:
-    trainer, _ = build_trainer(_stage2_cfg(tmp_path), tmp_path / "out", LossHistory())
+    cfg = _stage2_cfg(tmp_path)
+    trainer = build_trainer(cfg.trainer, tmp_path / "out", "stage 2", checkpoint_io=SafeCheckpointIO())
     assert isinstance(trainer.strategy.checkpoint_io, SafeCheckpointIO)
     trainer.strategy.load_checkpoint(path)  # what trainer.fit(ckpt_path=path) calls
 
 
 def _lightning_stage1(path: Path, tmp_path: Path) -> None:
     from stage1_encoders.config import Stage1Config
-    from stage1_encoders.stage import _trainer
 
     cfg = Stage1Config.from_dict({"corpus": str(tmp_path), "cache_dir": str(tmp_path / "cache")}, "test")
-    trainer = _trainer(cfg, tmp_path / "out", [])
+    trainer = build_trainer(cfg.trainer, tmp_path / "out", "stage 1", checkpoint_io=SafeCheckpointIO())
     assert isinstance(trainer.strategy.checkpoint_io, SafeCheckpointIO)
     trainer.strategy.load_checkpoint(path)
 
 
 READERS = {
     "cache.checkpoint.load_checkpoint": (lambda p, t: load_checkpoint(p), CheckpointError),
-    "stage 1 --init-checkpoint / --resume-from (own read)": (
+    "stage 1 --init-checkpoint / --resume (own read)": (
         lambda p, t: load_stage1_checkpoint(p),
         Stage1ConfigError,
     ),
     "stage 1 resume through Lightning": (_lightning_stage1, CheckpointError),
-    "stage 2 --resume (checked before Lightning)": (
-        lambda p, t: _resume_path(_stage2_cfg(t, str(p)), t),
+    "stage 2 --resume (checked before any work)": (
+        lambda p, t: run_stage2(_stage2_cfg(t, str(p))),
         CheckpointError,
     ),
     "stage 2 resume through Lightning": (_lightning_stage2, CheckpointError),
@@ -126,4 +126,4 @@ def test_safe_checkpoint_io_round_trip(tmp_path):
 
 def test_missing_checkpoint_is_a_clean_error(tmp_path):
     with pytest.raises(Stage2ConfigError, match="not found"):
-        _resume_path(_stage2_cfg(tmp_path, str(tmp_path / "nope.ckpt")), tmp_path)
+        _stage2_cfg(tmp_path, str(tmp_path / "nope.ckpt")).trainer.resume_path(tmp_path)

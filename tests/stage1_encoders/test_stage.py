@@ -18,8 +18,9 @@ from cache import (
 )
 from corpus import load_corpus
 from stage1_encoders import Stage1Config, run_stage1
-from stage1_encoders import stage as stage_module
+from stage1_encoders.checkpoint import load_weights
 from stage1_encoders.config import ConfigError
+from stage1_encoders.parts import build_parts
 from stage1_encoders.run import main
 from stage1_encoders.stage import read_edge_weight
 
@@ -206,8 +207,8 @@ def test_checkpoint_loads_strictly_and_old_head_names_still_load(round0, tiny_co
         cfg = tiny_config(
             cfg0.corpus, cfg0.cache_dir, cfg0.out_dir, losses={"ita_dim": 16, "gcl_hidden_dim": 16, **losses}
         )
-        system = stage_module.build_parts(cfg, tiny_corpus_loaded, payload).system
-        stage_module._load_weights(system, {**payload, "state_dict": state_dict}, result0.checkpoint)
+        system = build_parts(cfg, tiny_corpus_loaded, payload).system
+        load_weights(system, {**payload, "state_dict": state_dict}, result0.checkpoint)
         return system.state_dict()
 
     # a checkpoint from when the losses owned the heads (``ita_loss.*``, ``gcl_image_loss.*``, ...)

@@ -1,0 +1,267 @@
+"""The one Lightning trainer layer both stages use: ``TrainerConfig`` (the ``trainer`` section of their configs),
+``build_trainer`` and ``fit_and_save``.
+
+Each stage subclasses ``TrainerConfig`` only to change defaults and to add what is its own (stage 1's
+``accumulate_grad_batches``, stage 2's mini-batching); names, types, meanings, the log folder, the checkpoint
+file and how a run resumes are the same for both. Lightning is imported when a trainer is built, so that
+reading a config stays light (the CLIs' ``--help``).
+"""
+
+from __future__ import annotations
+
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+from mmga_common.config import ConfigError, config_field
+from mmga_common.layout import CHECKPOINT_DIR, LOG_DIR, checkpoint_path
+
+Accelerator = Literal["auto", "cpu", "gpu", "cuda", "mps"]
+Strategy = Literal["auto", "ddp", "ddp_spawn", "ddp_notebook", "ddp_find_unused_parameters_true"]
+Precision = Literal["32-true", "bf16-mixed", "16-mixed", "bf16-true", "64-true"]
+LoggerName = Literal["csv", "tensorboard"]
+
+SPAWN_STRATEGIES = ("ddp_spawn", "ddp_notebook")  # workers started from inside the call
+RELAUNCHING_STRATEGIES = (
+    "ddp",
+    "ddp_find_unused_parameters_true",
+)  # Lightning re-launches the script per rank
+TENSORBOARD_DIR = "tensorboard"
+
+# Lightning warnings that say nothing useful about these trainers (filtered around fit only).
+_QUIET_FIT_WARNINGS = (
+    ".*does not have many workers.*",  # the loaders are in-memory samplers, workers would only add overhead
+    ".*smaller than the logging interval.*",  # full-batch stage 2: one batch per epoch, logged across epochs
+    r".*isinstance\(treespec, LeafSpec\).*",  # Lightning internals
+)
+
+
+@dataclass
+class TrainerConfig:
+    """Lightning Trainer settings shared by both stages (each stage's subclass sets its own defaults)."""
+
+    max_steps: int = config_field(200, "optimizer steps to train (-1 = limited by max_epochs only)", ge=-1)
+    max_epochs: int | None = config_field(None, "epoch limit (none = limited by max_steps only)", ge=1)
+    accelerator: Accelerator = config_field("auto", "Lightning accelerator")
+    devices: str = config_field("1", "Lightning devices per node: a count, a list like 0,1, or auto")
+    num_nodes: int = config_field(1, "nodes (each runs `devices` processes)", ge=1)
+    strategy: Strategy = config_field(
+        "auto", "Lightning strategy; ddp re-launches the calling script per rank, ddp_spawn forks workers"
+    )
+    precision: Precision = config_field("32-true", "Lightning precision, e.g. bf16-mixed")
+    gradient_clip_val: float | None = config_field(
+        1.0, "clip the gradient norm to this (none = no clipping)", gt=0.0
+    )
+    log_every_n_steps: int = config_field(10, "log the loss terms every n steps", ge=1)
+    enable_progress_bar: bool = config_field(True, "show the step progress")
+    loggers: list[LoggerName] = config_field(
+        ["csv"], "loggers: csv (<out>/logs/version_<k>/metrics.csv) and/or tensorboard (<out>/tensorboard)"
+    )
+    checkpoint_every_n_steps: int | None = config_field(
+        None,
+        "also save <out>/checkpoints/last.ckpt every n steps, so that a crashed run can resume "
+        "(none = only at the end)",
+        ge=1,
+    )
+    resume: str | None = config_field(
+        None,
+        "resume this same run (weights, optimizer, step) from a Lightning checkpoint file, or 'last': "
+        "<out>/checkpoints/last.ckpt if there is one (else start fresh)",
+    )
+    deterministic: bool = config_field(False, "ask torch for deterministic algorithms")
+    num_threads: int | None = config_field(
+        None, "torch intra-op CPU threads during the run, restored afterwards (none = torch's default)", ge=1
+    )
+
+    def processes(self) -> int:
+        """Training processes asked for: ``devices`` x ``num_nodes`` ('auto' counts as one)."""
+        devices = str(self.devices).strip()
+        if devices.isdigit():
+            count = int(devices)
+        elif "," in devices:
+            count = len([part for part in devices.split(",") if part.strip()])
+        else:
+            count = 1
+        return count * self.num_nodes
+
+    @property
+    def spawns_workers(self) -> bool:
+        """Whether training runs in worker processes started by the call (``ddp_spawn``, ``ddp_notebook``): the
+        caller then gets the weights back, but not the optimizer state, the step or the loss history."""
+        return self.strategy in SPAWN_STRATEGIES and self.processes() > 1
+
+    def check(
+        self, source: str = "config", lines: dict[str, int] | None = None, prefix: str = "trainer."
+    ) -> None:
+        """The checks that involve several trainer fields (bounds are checked by the config layer)."""
+        lines = lines or {}
+
+        def fail(name: str, msg: str) -> None:
+            raise ConfigError(source, lines.get(prefix + name), prefix + name, msg)
+
+        devices = str(self.devices).strip()
+        if not devices or not (
+            devices == "auto" or all(part.strip().isdigit() for part in devices.split(",") if part.strip())
+        ):
+            fail("devices", f"expected a count, a list like 0,1, or auto; got {devices!r}")
+        if self.max_steps == 0:
+            fail("max_steps", "must be >= 1, or -1 to train for max_epochs")
+        if self.max_steps == -1 and self.max_epochs is None:
+            fail("max_epochs", "max_steps = -1 needs max_epochs")
+
+    def resume_path(self, out_dir: Path) -> Path | None:
+        """The checkpoint to resume from: ``resume`` as a file, or for 'last' ``out_dir``'s last.ckpt when it
+        exists; ``None`` for a fresh start. A named file that is missing is a ``ConfigError``."""
+        if self.resume is None:
+            return None
+        if self.resume == "last":
+            last = checkpoint_path(out_dir)
+            return last if last.is_file() else None
+        path = Path(self.resume)
+        if not path.is_file():
+            raise ConfigError("config", None, "trainer.resume", f"checkpoint {path} not found")
+        return path
+
+
+def upgrade_stored_config(stored: dict) -> dict:
+    """A stage config saved (in a checkpoint) before both stages shared ``TrainerConfig``, in today's trainer keys:
+    stage 1's ``resume_from`` is ``resume``, stage 2's ``csv_logger``/``tensorboard_logger`` are ``loggers`` and its
+    ``max_epochs: -1`` is ``None``. Today's configs come back unchanged (a copy)."""
+    trainer = dict(stored.get("trainer") or {})
+    if "resume_from" in trainer:
+        trainer["resume"] = trainer.pop("resume_from")
+    if "csv_logger" in trainer or "tensorboard_logger" in trainer:
+        csv, tensorboard = trainer.pop("csv_logger", True), trainer.pop("tensorboard_logger", False)
+        trainer["loggers"] = ["csv"] * bool(csv) + ["tensorboard"] * bool(tensorboard)
+    if trainer.get("max_epochs") == -1:
+        trainer["max_epochs"] = None
+    return {**stored, "trainer": trainer} if "trainer" in stored else dict(stored)
+
+
+def _strategy(name: str) -> Any:
+    """Lightning's strategy for ``name``. DDP runs without per-step buffer broadcasts: neither stage has buffers
+    that training changes (stage 2 holds the graph as buffers that every rank reads from the same corpus and
+    cache, and broadcasting those each step would cost O(N))."""
+    if name == "auto":
+        return name
+    from lightning.pytorch.strategies import DDPStrategy
+
+    start = {"ddp_spawn": "spawn", "ddp_notebook": "fork"}.get(name, "popen")
+    return DDPStrategy(
+        start_method=start,
+        find_unused_parameters=name == "ddp_find_unused_parameters_true",
+        broadcast_buffers=False,
+    )
+
+
+def _devices(value: str) -> int | str | list[int]:
+    value = str(value).strip()
+    if value.isdigit():
+        return int(value)
+    if "," in value:
+        return [int(part) for part in value.split(",") if part.strip()]
+    return value
+
+
+def _save_in_workers_callback(path: Path) -> Any:
+    import lightning as L
+
+    class SaveFinalInWorkers(L.Callback):
+        """Under a spawning strategy the caller's process gets back the weights only (no optimizer state,
+        step 0), so a checkpoint saved there could not resume: the workers save it."""
+
+        def on_train_end(self, trainer, pl_module) -> None:
+            trainer.save_checkpoint(path, weights_only=False)
+
+    return SaveFinalInWorkers()
+
+
+def csv_log_dir(trainer: Any) -> Path | None:
+    """The folder of this fit's CSV log, ``<out>/logs/version_<k>`` with ``metrics.csv`` (every logged loss term
+    per step) inside; ``None`` when the csv logger is off."""
+    from lightning.pytorch.loggers import CSVLogger
+
+    for logger in trainer.loggers:
+        if isinstance(logger, CSVLogger):
+            return Path(logger.log_dir)
+    return None
+
+
+def build_trainer(
+    tc: TrainerConfig,
+    out_dir: Path,
+    name: str,
+    *,
+    checkpoint_io: Any,
+    callbacks: list | None = None,
+    **trainer_kwargs: Any,
+) -> Any:
+    """The Lightning Trainer for ``tc`` writing under ``out_dir``: CSV logs in ``<out>/logs/version_<k>``
+    (TensorBoard in ``<out>/tensorboard/version_<k>``; each fit, a resumed one too, gets the next ``k``, as
+    Lightning numbers them, so that no fit's log replaces another's), ``<out>/checkpoints/last.ckpt`` every ``checkpoint_every_n_steps`` (and at the end,
+    from the workers under a spawning strategy) and a step progress display named ``name``.
+
+    ``checkpoint_io``: Lightning's checkpoint plugin; the stages pass ``cache.checkpoint.SafeCheckpointIO()``
+    (weights-only loads, also on resume, and atomic writes: the checkpoint format belongs to ``cache``, which this
+    neutral package does not import). ``trainer_kwargs``: the stage's own Trainer arguments."""
+    import lightning as L
+    from lightning.pytorch.callbacks import ModelCheckpoint
+    from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
+
+    from mmga_common.progress import StepProgress
+
+    out_dir = Path(out_dir)
+    loggers: list = []
+    if "csv" in tc.loggers:
+        loggers.append(CSVLogger(save_dir=out_dir, name=LOG_DIR))
+    if "tensorboard" in tc.loggers:
+        loggers.append(TensorBoardLogger(save_dir=out_dir, name=TENSORBOARD_DIR))
+    callbacks = list(callbacks or [])
+    if tc.checkpoint_every_n_steps is not None:
+        callbacks.append(
+            ModelCheckpoint(
+                dirpath=out_dir / CHECKPOINT_DIR,
+                save_last=True,
+                save_top_k=0,
+                every_n_train_steps=tc.checkpoint_every_n_steps,
+            )
+        )
+    if tc.spawns_workers:
+        callbacks.append(_save_in_workers_callback(checkpoint_path(out_dir)))
+    if tc.enable_progress_bar:
+        callbacks.append(StepProgress(name))
+    return L.Trainer(
+        max_steps=tc.max_steps,
+        max_epochs=tc.max_epochs if tc.max_epochs is not None else -1,
+        accelerator=tc.accelerator,
+        devices=_devices(tc.devices),
+        num_nodes=tc.num_nodes,
+        strategy=_strategy(tc.strategy),
+        precision=tc.precision,
+        gradient_clip_val=tc.gradient_clip_val,
+        log_every_n_steps=tc.log_every_n_steps,
+        enable_progress_bar=tc.enable_progress_bar,
+        enable_model_summary=False,
+        enable_checkpointing=tc.checkpoint_every_n_steps is not None,
+        logger=loggers or False,
+        callbacks=callbacks,
+        default_root_dir=out_dir,
+        deterministic=tc.deterministic,
+        plugins=[checkpoint_io],
+        **trainer_kwargs,
+    )
+
+
+def fit_and_save(trainer: Any, tc: TrainerConfig, module: Any, datamodule: Any, out_dir: Path) -> Path:
+    """``trainer.fit`` (resuming per ``tc.resume``), then the full final checkpoint (weights, optimizer, loop
+    state: resumable) at ``<out>/checkpoints/last.ckpt``, which it returns. Under a spawning strategy the workers
+    saved it already."""
+    with warnings.catch_warnings():
+        for message in _QUIET_FIT_WARNINGS:
+            warnings.filterwarnings("ignore", message=message)
+        trainer.fit(module, datamodule=datamodule, ckpt_path=tc.resume_path(out_dir))
+    checkpoint = checkpoint_path(out_dir)
+    if not tc.spawns_workers:
+        trainer.save_checkpoint(checkpoint, weights_only=False)
+    return checkpoint

@@ -1,11 +1,12 @@
 """Benchmark of the M-Gate layer against a plain torch-sparse SpMM layer (the floor) and PyG's GATConv and
 GATv2Conv (the peers; GATv2Conv is the pair-aware one).
 
-One synthetic graph (default: 60,000 nodes, 600,000 undirected edges, width 64); one forward+backward of
-each layer (the M-Gate in its pair-aware default form "cosine", and in the "additive" and "gatv2" forms), median of a few repeats taken in turns, on a fixed number of threads; prints times and ratios. Then the
-epoch time (one full-batch training step of the default stage-2 model: masks, adjacency, forward, both
-losses, backward, optimizer) from 1e4 to 1e6 edges, each size in its own subprocess so that its peak
-memory (VmHWM, peak resident set) is its own.
+One synthetic graph (default: 60,000 nodes, 600,000 undirected edges, width 64); one forward+backward of each
+layer (the M-Gate in its pair-aware default form "cosine", and in the "additive" and "gatv2" forms, its gate
+computed by an MGate within the step, as the model does once per pass), median of a few repeats taken in
+turns, on a fixed number of threads; prints times and ratios. Then the epoch time (one full-batch training
+step of the default stage-2 model: masks, adjacency, forward, both losses, backward, optimizer) from 1e4 to
+1e6 edges, each size in its own subprocess so that its peak memory (VmHWM, peak resident set) is its own.
 
     python benchmarks/bench_gnn.py                       # everything, 2 threads
     python benchmarks/bench_gnn.py --skip-scaling --repeats 7
@@ -35,7 +36,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from stage2_graph import GraphInputs, GraphStructure, MaskingDataset, MGateConv  # noqa: E402
 from stage2_graph.config import ModelConfig, ObjectiveConfig, OptimConfig  # noqa: E402
 from stage2_graph.export import compute_graph_outputs  # noqa: E402
-from stage2_graph.gate import uniform_gate  # noqa: E402
+from stage2_graph.gate import MGate, uniform_gate  # noqa: E402
 from stage2_graph.minibatch import NeighborBatches  # noqa: E402
 from stage2_graph.system import Stage2System  # noqa: E402
 
@@ -103,18 +104,13 @@ def bench_layers(args) -> dict[str, float]:
     gate_features = torch.randn(num_nodes, GATE_DIMS[0])
     modality_masks = [torch.rand(num_nodes) > 0.1, torch.rand(num_nodes) > 0.1]
     modalities = [torch.randn(num_nodes, d) * m[:, None] for d, m in zip(GATE_DIMS[1:], modality_masks)]
-    gate_args = (gate_features, modalities, modality_masks)
+    gate_args = (gate_features, adj_t, modalities, modality_masks)
 
-    def mgate(heads: int, normalization: str = "sigmoid", form: str = "cosine") -> MGateConv:
-        return MGateConv(
-            width,
-            width,
-            heads=heads,
-            gate_feature_dim=GATE_DIMS[0],
-            modality_dims=GATE_DIMS[1:],
-            gate_normalization=normalization,
-            gate_form=form,
-        )
+    def mgate(heads: int, normalization: str = "sigmoid", form: str = "cosine") -> Callable[[], Tensor]:
+        """One M-Gate layer step: the gate from an :class:`MGate`, then the layer with it (both timed)."""
+        gate = MGate(GATE_DIMS[0], GATE_DIMS[1:], heads, normalization, form=form)
+        conv = MGateConv(width, width, heads=heads)
+        return lambda: conv(x, adj_t, gate(*gate_args))
 
     floor = SpmmLayer(width)
     floor_adj = adj_t.set_value(uniform_gate(adj_t).view(-1), layout="csr")
@@ -124,16 +120,15 @@ def bench_layers(args) -> dict[str, float]:
     gatv2_form_layer, softmax_layer = mgate(args.heads, form="gatv2"), mgate(args.heads, "softmax")
     forwards = {
         "floor_spmm": lambda: floor(x, floor_adj),
-        "mgate": lambda: pair_layer(x, adj_t, *gate_args),
+        "mgate": pair_layer,
         "gatv2conv": lambda: gatv2(x, edge_index),
-        "mgate_additive": lambda: additive_layer(x, adj_t, *gate_args),
-        "mgate_gatv2": lambda: gatv2_form_layer(x, adj_t, *gate_args),
+        "mgate_additive": additive_layer,
+        "mgate_gatv2": gatv2_form_layer,
         "gatconv": lambda: gat(x, edge_index),
-        "mgate_softmax": lambda: softmax_layer(x, adj_t, *gate_args),
+        "mgate_softmax": softmax_layer,
     }
     if args.heads == 1:
-        four_heads = mgate(4)
-        forwards["mgate_4_heads"] = lambda: four_heads(x, adj_t, *gate_args)
+        forwards["mgate_4_heads"] = mgate(4)
 
     def step(forward):
         def run():

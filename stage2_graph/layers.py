@@ -2,66 +2,43 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-
 import torch
 from torch import Tensor, nn
 from torch_sparse import SparseTensor
 
-from stage2_graph.config import GateForm, GateNormalization
-from stage2_graph.gate import MGate
 from stage2_graph.ops import gated_spmm
 
 
 class MGateConv(nn.Module):
-    r"""Gated residual propagation (MMGA eq. 6) with the M-Gate of eq. 4-5.
+    r"""Gated residual propagation (MMGA eq. 6) with a precomputed gate (the M-Gate of eq. 4-5).
 
     .. math::
         h'_u = R\, h_u + \sum_{v \in N(u)} a^{(k)}_{uv} \, \big(W h_v\big)^{(k)} + b
 
     where head :math:`k` owns the channel slice :math:`(k)` of :math:`W h_v` (``out_channels / heads``
-    channels), :math:`a^{(k)}_{uv}` is the M-Gate value of edge :math:`v \to u` (see :class:`MGate`),
-    and :math:`R` is the identity when ``in_channels == out_channels`` (the node keeps itself through the
-    residual, so ``adj_t`` has no self loops) and a linear map otherwise. The sum is one sparse-dense
-    product per head with the gate values on ``adj_t``'s edges; the gate is computed once per call.
+    channels), :math:`a^{(k)}_{uv}` is the gate value of edge :math:`v \to u`, and :math:`R` is the
+    identity when ``in_channels == out_channels`` (the node keeps itself through the residual, so ``adj_t``
+    has no self loops) and a linear map otherwise. The sum is one sparse-dense product per head with the
+    gate values on ``adj_t``'s edges.
+
+    The layer has no gate parameters: the gate is computed outside it and passed to ``forward``, e.g. by an
+    :class:`MGate` (``MGate(...)(features, adj_t, modalities, modality_masks)``, once per pass and shared by
+    every layer of a stack, as :class:`GraphEncoder` does) or :func:`uniform_gate` (mean aggregation).
 
     Args:
         in_channels (int): width of ``x``.
         out_channels (int): width of the output; divisible by ``heads``.
         heads (int, optional): gate heads. (default: ``1``)
-        gate_feature_dim (int, optional): width ``F`` of the statistics X fed to the gate; the layer then owns
-            an :class:`MGate`. ``None``: the gate must be passed to ``forward`` (shared across layers, or the
-            uniform baseline). (default: ``None``)
-        modality_dims (Sequence[int], optional): widths of the modality embeddings fed to the gate, e.g.
-            ``(D_i, D_t)``. (default: ``()``)
-        gate_normalization (str, optional): ``"sigmoid"`` or ``"softmax"``. (default: ``"sigmoid"``)
-        negative_slope (float, optional): LeakyReLU slope of the softmax and gatv2 gates. (default: ``0.2``)
-        gate_form (str, optional): ``"additive"`` (eq. 5, static), ``"cosine"`` or ``"gatv2"`` (pair-aware);
-            see :class:`MGate`. (default: ``"cosine"``)
-        gate_rank (int, optional): rank of the cosine projections / gatv2 hidden width. (default: ``8``)
         bias (bool, optional): add a learnable bias. (default: ``True``)
 
     Shapes:
         - **input:** node states ``x [N, in_channels]``, ``adj_t`` ``SparseTensor [N, N]``
-          (row = target), gate inputs ``gate_features [N, F]`` and ``modalities [N, D_k]`` with bool
-          ``modality_masks [N]``, or a precomputed
-          ``gate [nnz, heads]`` (or ``[nnz, 1]``, shared by all heads) in ``adj_t``'s CSR order
-        - **output:** ``[N, out_channels]`` (and the gate ``[nnz, H]`` when ``return_gate=True``)
+          (row = target), ``gate [nnz, heads]`` (or ``[nnz, 1]``, shared by all heads) in ``adj_t``'s
+          CSR order
+        - **output:** ``[N, out_channels]`` (and the gate as passed when ``return_gate=True``)
     """
 
-    def __init__(
-        self,
-        in_channels: int,
-        out_channels: int,
-        heads: int = 1,
-        gate_feature_dim: int | None = None,
-        modality_dims: Sequence[int] = (),
-        gate_normalization: GateNormalization = "sigmoid",
-        negative_slope: float = 0.2,
-        gate_form: GateForm = "cosine",
-        gate_rank: int = 8,
-        bias: bool = True,
-    ):
+    def __init__(self, in_channels: int, out_channels: int, heads: int = 1, bias: bool = True):
         super().__init__()
         if out_channels % heads != 0:
             raise ValueError(f"out_channels={out_channels} must be divisible by heads={heads}")
@@ -72,19 +49,6 @@ class MGateConv(nn.Module):
         self.lin_root = (
             nn.Linear(in_channels, out_channels, bias=False) if in_channels != out_channels else None
         )
-        self.gate = (
-            MGate(
-                gate_feature_dim,
-                modality_dims,
-                heads,
-                gate_normalization,
-                negative_slope,
-                gate_form,
-                gate_rank,
-            )
-            if gate_feature_dim is not None
-            else None
-        )
         self.bias = nn.Parameter(torch.empty(out_channels)) if bias else None
         self.reset_parameters()
 
@@ -92,33 +56,20 @@ class MGateConv(nn.Module):
         self.lin.reset_parameters()
         if self.lin_root is not None:
             self.lin_root.reset_parameters()
-        if self.gate is not None:
-            self.gate.reset_parameters()
         if self.bias is not None:
             nn.init.zeros_(self.bias)
 
     def forward(
-        self,
-        x: Tensor,
-        adj_t: SparseTensor,
-        gate_features: Tensor | None = None,
-        modalities: Sequence[Tensor] = (),
-        modality_masks: Sequence[Tensor | None] | None = None,
-        gate: Tensor | None = None,
-        return_gate: bool = False,
+        self, x: Tensor, adj_t: SparseTensor, gate: Tensor, return_gate: bool = False
     ) -> Tensor | tuple[Tensor, Tensor]:
-        # Per-node work first: projections (and the gate's per-node scores inside MGate).
+        if gate.dim() != 2 or gate.shape[0] != adj_t.nnz() or gate.shape[1] not in (1, self.heads):
+            raise ValueError(
+                f"gate must be [nnz, 1] or [nnz, {self.heads}] with nnz={adj_t.nnz()} (adj_t's entries), "
+                f"got {tuple(gate.shape)}"
+            )
+        # Per-node work first (projections), per-edge work last: one gated SpMM per head on its slice.
         messages = self.lin(x)
         out = x if self.lin_root is None else self.lin_root(x)
-        if gate is None:
-            if self.gate is None or gate_features is None:
-                raise ValueError(
-                    "MGateConv needs gate_features (with gate_feature_dim set) or a precomputed gate"
-                )
-            gate = self.gate(gate_features, adj_t, modalities, modality_masks)
-        if gate.dim() != 2 or gate.shape[1] not in (1, self.heads):
-            raise ValueError(f"gate must be [nnz, 1] or [nnz, {self.heads}], got {tuple(gate.shape)}")
-        # Per-edge work last: one gated SpMM per head on its channel slice.
         out = out + self.propagate(adj_t, messages, gate)
         if self.bias is not None:
             out = out + self.bias
@@ -134,7 +85,4 @@ class MGateConv(nn.Module):
         return torch.stack(outs, dim=1).view(num_nodes, channels)
 
     def __repr__(self) -> str:
-        gate = "none" if self.gate is None else f"{self.gate.form}, {self.gate.normalization}"
-        return (
-            f"{type(self).__name__}({self.in_channels}, {self.out_channels}, heads={self.heads}, gate={gate})"
-        )
+        return f"{type(self).__name__}({self.in_channels}, {self.out_channels}, heads={self.heads})"

@@ -1,5 +1,6 @@
 """Straightforward references for the M-Gate layer: dense matrices with explicit per-edge concatenation,
-and the same rule written on PyG's ``MessagePassing``. Both read the parameters of an ``MGateConv``."""
+and the same rule written on PyG's ``MessagePassing``. Both read the parameters of an ``MGateConv`` and of
+the ``MGate`` whose gate it propagates with."""
 
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ from torch_geometric.nn import MessagePassing
 from torch_geometric.utils import degree
 from torch_geometric.utils import softmax as pyg_softmax
 
-from stage2_graph import MGateConv
+from stage2_graph import MGate, MGateConv
 
 
 def random_graph(num_nodes: int, num_edges: int, num_isolated: int, seed: int) -> Tensor:
@@ -25,21 +26,21 @@ def random_graph(num_nodes: int, num_edges: int, num_isolated: int, seed: int) -
     return torch.tensor(sorted(pairs), dtype=torch.long)
 
 
-def with_placeholders(conv: MGateConv, inputs: list[Tensor], masks: list[Tensor]) -> list[Tensor]:
+def with_placeholders(gate: MGate, inputs: list[Tensor], masks: list[Tensor]) -> list[Tensor]:
     """``[X, R^I, R^T]`` with missing-modality rows replaced by the gate's placeholders (a 0/1 blend)."""
     out = [inputs[0]]
-    for tensor, mask, placeholder in zip(inputs[1:], masks, conv.gate.placeholders):
+    for tensor, mask, placeholder in zip(inputs[1:], masks, gate.placeholders):
         keep = mask.to(tensor.dtype).unsqueeze(-1)
         out.append(keep * tensor + (1 - keep) * placeholder.unsqueeze(0))
     return out
 
 
-def paper_order_weight(conv: MGateConv, dims: list[int]) -> Tensor:
+def paper_order_weight(gate: MGate, dims: list[int]) -> Tensor:
     """``W [H', 2 sum(dims)]`` acting on ``X_u || X_v || R^I_u || R^T_u || R^I_v || R^T_v`` (eq. 4);
     ``H' = H`` (additive, cosine) or ``H r`` (gatv2)."""
-    half = conv.gate.lin.weight.shape[0] // 2
-    target = conv.gate.lin.weight[:half].split(dims, dim=1)
-    source = conv.gate.lin.weight[half:].split(dims, dim=1)
+    half = gate.lin.weight.shape[0] // 2
+    target = gate.lin.weight[:half].split(dims, dim=1)
+    source = gate.lin.weight[half:].split(dims, dim=1)
     return torch.cat([target[0], source[0], *target[1:], *source[1:]], dim=1)
 
 
@@ -49,7 +50,7 @@ def unit(vectors: Tensor, eps: float = 1e-12) -> Tensor:
 
 
 def edge_scores(
-    gate,
+    gate: MGate,
     weight: Tensor,
     concatenated: Tensor,
     blocks_u: list[Tensor],
@@ -75,27 +76,29 @@ def edge_scores(
 
 
 def dense_reference(
-    conv: MGateConv, x: Tensor, edges: Tensor, inputs: list[Tensor], masks: list[Tensor]
+    conv: MGateConv, gate: MGate, x: Tensor, edges: Tensor, inputs: list[Tensor], masks: list[Tensor]
 ) -> tuple[Tensor, Tensor]:
-    """Output ``[N, C]`` and the gate ``[nnz, H]`` (entries in (target, source) row-major order).
+    """Output ``[N, C]`` of ``conv`` propagating with ``gate``'s values, and those values ``[nnz, H]``
+    (entries in (target, source) row-major order).
 
-    ``inputs`` is ``[X, R^I, R^T]``, ``masks`` the modality masks ``[image_mask, text_mask]``.
+    ``inputs`` is ``[X, R^I, R^T]`` (the gate's inputs), ``masks`` the modality masks
+    ``[image_mask, text_mask]``.
     """
     num_nodes = x.shape[0]
-    heads, normalization = conv.heads, conv.gate.normalization
+    heads, normalization = conv.heads, gate.normalization
     adjacency = torch.zeros(num_nodes, num_nodes, dtype=torch.bool)
     adjacency[edges[:, 0], edges[:, 1]] = True
     adjacency[edges[:, 1], edges[:, 0]] = True
     target, source = adjacency.nonzero().t()  # row-major: sorted by target u, then source v
-    gate_x, *modalities = with_placeholders(conv, inputs, masks)
+    gate_x, *modalities = with_placeholders(gate, inputs, masks)
     concatenated = torch.cat(
         [gate_x[target], gate_x[source]] + [m[target] for m in modalities] + [m[source] for m in modalities],
         dim=1,
     )
-    weight = paper_order_weight(conv, [t.shape[1] for t in inputs])
+    weight = paper_order_weight(gate, [t.shape[1] for t in inputs])
     both = [None] + [mask[target] & mask[source] for mask in masks]
     logits = edge_scores(
-        conv.gate, weight, concatenated, [t[target] for t in inputs], [t[source] for t in inputs], both
+        gate, weight, concatenated, [t[target] for t in inputs], [t[source] for t in inputs], both
     )
     dense_gate = torch.zeros(heads, num_nodes, num_nodes, dtype=x.dtype)
     if normalization == "sigmoid":
@@ -109,7 +112,7 @@ def dense_reference(
         scores = torch.full((heads, num_nodes, num_nodes), float("-inf"), dtype=x.dtype)
         scores = scores.index_put((torch.arange(heads).repeat_interleave(len(target)),
                                    target.repeat(heads), source.repeat(heads)),
-                                  F.leaky_relu(logits, conv.gate.negative_slope).t().reshape(-1))  # fmt: skip
+                                  F.leaky_relu(logits, gate.negative_slope).t().reshape(-1))  # fmt: skip
         dense_gate = torch.nan_to_num(torch.softmax(scores, dim=-1), nan=0.0)
     messages = x @ conv.lin.weight.t()
     channels = conv.out_channels // heads
@@ -124,14 +127,15 @@ def dense_reference(
 class PygMGate(MessagePassing):
     """The same update rule on PyG's ``MessagePassing`` (edge-level concatenation in ``message``)."""
 
-    def __init__(self, conv: MGateConv):
+    def __init__(self, conv: MGateConv, gate: MGate):
         super().__init__(aggr="add", node_dim=0)
         self.conv = conv
+        self.gate = gate
 
     def forward(self, x: Tensor, edge_index: Tensor, inputs: list[Tensor], masks: list[Tensor]) -> Tensor:
         conv = self.conv
         self.dims = [t.shape[1] for t in inputs]
-        gate_inputs = torch.cat(with_placeholders(conv, inputs, masks), dim=1)
+        gate_inputs = torch.cat(with_placeholders(self.gate, inputs, masks), dim=1)
         raw = torch.cat(inputs, dim=1)
         present = torch.stack([torch.ones_like(masks[0]), *masks], dim=1).to(x.dtype)
         messages = (x @ conv.lin.weight.t()).view(x.shape[0], conv.heads, -1)
@@ -154,7 +158,7 @@ class PygMGate(MessagePassing):
         ptr,
         size_i,
     ) -> Tensor:
-        gate = self.conv.gate
+        gate = self.gate
         half = gate.lin.weight.shape[0] // 2
         weight = torch.cat([gate.lin.weight[:half], gate.lin.weight[half:]], dim=1)
         both = [None] + [(k_i[:, m] * k_j[:, m]).bool() for m in range(1, k_i.shape[1])]

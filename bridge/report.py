@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import platform
+from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -254,42 +255,51 @@ def _timing_table(timings: list[dict[str, Any]], total: float) -> list[str]:
     return lines
 
 
-def write_report(
-    cfg: BridgeConfig,
-    paths: RunPaths,
-    manifest: Manifest,
-    corpus: Corpus,
-    rows: list[Row],
-    evaluated: dict[str, dict[Any, Any]],
-    timings: list[dict[str, Any]],
-    total_seconds: float,
-    environment: dict[str, Any] | None = None,
-) -> dict[str, Any]:
-    """Write report.md, metrics.json and the plots into ``paths.report_dir``; returns metrics.json's content.
+@dataclass(frozen=True)
+class ReportInputs:
+    """What a finished run hands to its report (built once by ``bridge.runner.run_bridge``).
 
-    ``evaluated``: ``{row: {training seed (None for X): evaluation}}`` as ``bridge.runner.evaluate_rows`` gives.
+    Attributes:
+        cfg: the bridge configuration the run used.
+        paths: the run's folder layout; the report goes into ``paths.report_dir``.
+        manifest: the run's manifest, read for the stages' resolved configs and their log folders.
+        corpus: the corpus every row was trained and evaluated on.
+        rows: the report rows in report order (``bridge.rows.report_rows``).
+        evaluated: ``{row: {training seed (None for X): evaluation}}`` as ``bridge.runner.evaluate_rows`` gives.
+        timings: one ``{"step", "seconds", "ran_now"}`` per step, in the order the run met them.
+        total_seconds: this invocation's wall time.
+        environment: torch threads, jobs, CPU count and load averages; None when not measured (metrics.json
+            then records ``{}``).
     """
-    out = paths.report_dir
+
+    cfg: BridgeConfig
+    paths: RunPaths
+    manifest: Manifest
+    corpus: Corpus
+    rows: list[Row]
+    evaluated: dict[str, dict[Any, Any]]
+    timings: list[dict[str, Any]]
+    total_seconds: float
+    environment: dict[str, Any] | None = None
+
+
+def write_report(inputs: ReportInputs) -> dict[str, Any]:
+    """Write report.md, metrics.json and the plots into ``inputs.paths.report_dir``; returns metrics.json's
+    content."""
+    out = inputs.paths.report_dir
     out.mkdir(parents=True, exist_ok=True)
-    report = compute_report(
-        cfg, paths, manifest, corpus, rows, evaluated, timings, total_seconds, environment
-    )
-    has_losses = write_plots(report, cfg, paths, manifest, corpus, rows)
+    report = compute_report(inputs)
+    has_losses = write_plots(report, inputs)
     write_json_atomic(out / "metrics.json", report)
-    atomic_write_bytes(out / "report.md", render_markdown(report, cfg, paths, has_losses).encode())
+    markdown = render_markdown(report, inputs.cfg, inputs.paths, has_losses)
+    atomic_write_bytes(out / "report.md", markdown.encode())
     return report
 
 
-def write_plots(
-    report: dict[str, Any],
-    cfg: BridgeConfig,
-    paths: RunPaths,
-    manifest: Manifest,
-    corpus: Corpus,
-    rows: list[Row],
-) -> bool:
-    """The report's PNG plots into ``paths.report_dir``; True when there were loss curves to draw. The loss
+def write_plots(report: dict[str, Any], inputs: ReportInputs) -> bool:
+    """The report's PNG plots into ``inputs.paths.report_dir``; True when there were loss curves to draw. The loss
     curves come from the log folders the manifest recorded for the first training seed's MMGA stages."""
+    cfg, paths, manifest, corpus, rows = inputs.cfg, inputs.paths, inputs.manifest, inputs.corpus, inputs.rows
     out = paths.report_dir
     first = paths.for_seed(cfg.training_seeds[0])
     final = [r for r in rows if r.group == "mmga"][-1]
@@ -315,27 +325,18 @@ def _recorded_log_dir(manifest: Manifest, key: str) -> Path | None:
     return manifest.outputs(key).get("log_dir")
 
 
-def compute_report(
-    cfg: BridgeConfig,
-    paths: RunPaths,
-    manifest: Manifest,
-    corpus: Corpus,
-    rows: list[Row],
-    evaluated: dict[str, dict[Any, Any]],
-    timings: list[dict[str, Any]],
-    total_seconds: float,
-    environment: dict[str, Any] | None = None,
-) -> dict[str, Any]:
+def compute_report(inputs: ReportInputs) -> dict[str, Any]:
     """metrics.json's content: per row its spec and aggregated metrics, the comparison and verdict, the edge-weight
     diagnostics, timings, environment and the resolved configs. Writes nothing."""
+    cfg, paths, corpus, rows = inputs.cfg, inputs.paths, inputs.corpus, inputs.rows
     seeds = cfg.training_seeds
-    agg = aggregate(rows, evaluated, seeds)
+    agg = aggregate(rows, inputs.evaluated, seeds)
     comp = comparison(rows, agg)
     first = paths.for_seed(seeds[0])
     stage_configs = {
-        key: manifest.get(key)["config"]["config"]
+        key: inputs.manifest.get(key)["config"]["config"]
         for key in (first.stage_key("mmga", 0, "stage1"), first.stage_key("mmga", 0, "stage2"))
-        if manifest.get(key) is not None
+        if inputs.manifest.get(key) is not None
     }
     corpus_info = {
         "path": str(corpus.root),
@@ -364,29 +365,31 @@ def compute_report(
         "comparison": comp,
         "verdict": verdict_lines(comp),
         "edge_weight_diagnostics": diagnostics,
-        "timings": timings,
-        "wall_seconds": total_seconds,
-        "environment": environment or {},
+        "timings": inputs.timings,
+        "wall_seconds": inputs.total_seconds,
+        "environment": inputs.environment or {},
         "config": {"bridge": to_jsonable(cfg), "stages": stage_configs},
     }
 
 
 def render_markdown(report: dict[str, Any], cfg: BridgeConfig, paths: RunPaths, has_losses: bool) -> str:
     """report.md from metrics.json's content (``compute_report``) and the config that made it."""
-    seeds = report["training_seeds"]
-    corpus, comp, stage_configs = report["corpus"], report["comparison"], report["config"]["stages"]
-    first = paths.for_seed(seeds[0])
-    n = next(iter(report["rows"].values()))
-    steps1 = stage_configs.get(first.stage_key("mmga", 0, "stage1"), {}).get("trainer", {}).get("max_steps")
-    steps2 = stage_configs.get(first.stage_key("mmga", 0, "stage2"), {}).get("trainer", {}).get("max_steps")
-    head_seeds = ", ".join(str(s) for s in cfg.eval.seeds)
-    one_seed = (
-        " With one training seed no training spread is measured: the verdict then only says whether the margin "
-        "is positive. Use `--seeds 3` or more for a verdict that means something."
-        if len(seeds) == 1
-        else ""
-    )
     md = [
+        *_intro_lines(report, cfg, paths),
+        *_results_lines(report, cfg),
+        *_comparison_lines(report),
+        *_method_lines(report, cfg, paths),
+        *_diagnostics_lines(report["edge_weight_diagnostics"]),
+        *_plot_lines(report["training_seeds"], has_losses),
+        *_timing_and_config_lines(report),
+    ]
+    return "\n".join(md)
+
+
+def _intro_lines(report: dict[str, Any], cfg: BridgeConfig, paths: RunPaths) -> list[str]:
+    """The title, what was run where, and the verdict sentences."""
+    seeds, corpus = report["training_seeds"], report["corpus"]
+    return [
         "# MMGA bridge report",
         "",
         f"Run folder `{paths.run_dir}`; corpus `{corpus['path']}` ({corpus['users']} users, {corpus['posts']} posts, "
@@ -398,6 +401,15 @@ def render_markdown(report: dict[str, Any], cfg: BridgeConfig, paths: RunPaths, 
         "",
         *[f"- {line}" for line in report["verdict"]],
         "",
+    ]
+
+
+def _results_lines(report: dict[str, Any], cfg: BridgeConfig) -> list[str]:
+    """The results table with how its numbers were averaged and the splits, then the tasks' notes."""
+    seeds = report["training_seeds"]
+    n = next(iter(report["rows"].values()))
+    head_seeds = ", ".join(str(s) for s in cfg.eval.seeds)
+    return [
         "## Results (test split)",
         "",
         f"Mean ± sample std over {len(seeds)} training seed(s) ({', '.join(str(s) for s in seeds)}): every row "
@@ -411,6 +423,18 @@ def render_markdown(report: dict[str, Any], cfg: BridgeConfig, paths: RunPaths, 
         *tasks.report_notes(
             {name: next(iter(row["per_seed"].values())) for name, row in report["rows"].items()}
         ),
+    ]
+
+
+def _comparison_lines(report: dict[str, Any]) -> list[str]:
+    """MMGA's margins over each compared row, with how the verdict is reached."""
+    one_seed = (
+        " With one training seed no training spread is measured: the verdict then only says whether the margin "
+        "is positive. Use `--seeds 3` or more for a verdict that means something."
+        if len(report["training_seeds"]) == 1
+        else ""
+    )
+    return [
         "## MMGA against the baselines and peers",
         "",
         "Margin = MMGA's last round minus the other row for macro-F1, the other row minus MMGA for MAE, paired by "
@@ -419,8 +443,18 @@ def render_markdown(report: dict[str, Any], cfg: BridgeConfig, paths: RunPaths, 
         "of the per-seed margins; behind by the mirrored rule; otherwise not measurably different."
         + one_seed,
         "",
-        *_comparison_table(comp),
+        *_comparison_table(report["comparison"]),
         "",
+    ]
+
+
+def _method_lines(report: dict[str, Any], cfg: BridgeConfig, paths: RunPaths) -> list[str]:
+    """How the rows were made: the downstream heads, the tasks, the variants' rounds and steps, the peers."""
+    stage_configs = report["config"]["stages"]
+    first = paths.for_seed(report["training_seeds"][0])
+    steps1 = stage_configs.get(first.stage_key("mmga", 0, "stage1"), {}).get("trainer", {}).get("max_steps")
+    steps2 = stage_configs.get(first.stage_key("mmga", 0, "stage2"), {}).get("trainer", {}).get("max_steps")
+    return [
         "## How the rows were made",
         "",
         "- Downstream heads (the fine-tuning stage) are trained on frozen embeddings; the GNN is not fine-tuned. "
@@ -452,7 +486,12 @@ def render_markdown(report: dict[str, Any], cfg: BridgeConfig, paths: RunPaths, 
             else []
         ),
         "",
-        *_diagnostics_lines(report["edge_weight_diagnostics"]),
+    ]
+
+
+def _plot_lines(seeds: list[int], has_losses: bool) -> list[str]:
+    """The plots ``write_plots`` drew (loss curves only when there were logs)."""
+    return [
         "## Plots",
         "",
         "![metrics by round](metrics_by_round.png)",
@@ -466,6 +505,12 @@ def render_markdown(report: dict[str, Any], cfg: BridgeConfig, paths: RunPaths, 
         "",
         f"![t-SNE of MMGA's and no-alignment's user embeddings (seed {seeds[0]})](embedding_tsne.png)",
         "",
+    ]
+
+
+def _timing_and_config_lines(report: dict[str, Any]) -> list[str]:
+    """The timings, the machine they were measured on, and the resolved configuration as JSON."""
+    return [
         "## Timings",
         "",
         *_timing_table(report["timings"], report["wall_seconds"]),
@@ -478,4 +523,3 @@ def render_markdown(report: dict[str, Any], cfg: BridgeConfig, paths: RunPaths, 
         "```",
         "",
     ]
-    return "\n".join(md)

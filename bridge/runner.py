@@ -26,7 +26,7 @@ from bridge.manifest import Manifest
 from bridge.ownership import generate_owned
 from bridge.paths import RunPaths
 from bridge.peers import evaluate_gcn
-from bridge.report import write_report
+from bridge.report import ReportInputs, write_report
 from bridge.rows import Row, report_rows, representation
 from bridge.schedule import build_chains, run_chains
 from bridge.tasks import check_corpus_can_finish
@@ -278,15 +278,16 @@ def run_bridge(
         "load_average_1min_start": load_start,
         "load_average_1min_end": os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan"),
     }
-    result.metrics = write_report(
-        cfg,
-        paths,
-        manifest,
-        corpus,
-        rows,
-        evaluated,
-        result.timings,
-        time.perf_counter() - start,
-        environment,
+    inputs = ReportInputs(
+        cfg=cfg,
+        paths=paths,
+        manifest=manifest,
+        corpus=corpus,
+        rows=rows,
+        evaluated=evaluated,
+        timings=result.timings,
+        total_seconds=time.perf_counter() - start,
+        environment=environment,
     )
+    result.metrics = write_report(inputs)
     return result

@@ -13,6 +13,7 @@ import hashlib
 import io
 import os
 import warnings
+from dataclasses import dataclass
 from itertools import repeat
 from pathlib import Path
 from typing import Literal
@@ -63,7 +64,7 @@ def load_corpus(
 
     users_bytes = _read_bytes(root, USERS, digest)
     users = _parse_users(users_bytes, min_labelled_per_class)
-    user_index = {uid: i for i, uid in enumerate(users["user_ids"])}
+    user_index = {uid: i for i, uid in enumerate(users.user_ids)}
 
     posts_bytes = _read_bytes(root, POSTS, digest)
     posts = read_posts(posts_bytes, user_index, POSTS)
@@ -78,20 +79,20 @@ def load_corpus(
     for rel in sorted(sizes):
         digest.update(f"{rel}\0{sizes[rel]}\n".encode())
 
-    if users["splits"] is None:
-        splits = stratified_split(users["labels"], seed=split_seed)
+    if users.splits is None:
+        splits = stratified_split(users.labels, seed=split_seed)
         split_source = f"seeded-stratified-60/20/20(seed={split_seed})"
     else:
-        splits, split_source = users["splits"], USERS
+        splits, split_source = users.splits, USERS
 
     return Corpus(
         root=root,
-        user_ids=users["user_ids"],
-        features=users["features"],
-        feature_names=users["feature_names"],
-        labels=users["labels"],
-        label_names=users["label_names"],
-        fans=users["fans"],
+        user_ids=users.user_ids,
+        features=users.features,
+        feature_names=users.feature_names,
+        labels=users.labels,
+        label_names=users.label_names,
+        fans=users.fans,
         splits=splits,
         edges=edges,
         post_offsets=posts["offsets"],
@@ -101,8 +102,8 @@ def load_corpus(
         split_source=split_source,
         post_ids=posts["post_ids"],
         post_lines=posts["lines"],
-        feature_mean=users["feature_mean"],
-        feature_std=users["feature_std"],
+        feature_mean=users.feature_mean,
+        feature_std=users.feature_std,
         max_image_pixels=max_image_pixels,
     )
 
@@ -220,15 +221,38 @@ def _parse_numeric(
     return out
 
 
-def _parse_users(data: bytes, min_labelled_per_class: int) -> dict:
+@dataclass
+class _UserTable:
+    """What ``users.csv`` holds, parsed and checked (X standardized; ``splits`` None without a split column)."""
+
+    user_ids: list[str]
+    features: np.ndarray
+    feature_names: list[str]
+    feature_mean: np.ndarray
+    feature_std: np.ndarray
+    labels: np.ndarray
+    label_names: list[str]
+    fans: np.ndarray
+    splits: np.ndarray | None
+
+
+def _parse_users(data: bytes, min_labelled_per_class: int) -> _UserTable:
     header, rows, lines = _read_csv(data, USERS)
     if "user_id" not in header:
         raise CorpusError(USERS, 1, "user_id", "required column missing from the header")
     if not rows:
         raise CorpusError(USERS, None, None, "no users (only a header)")
     columns = dict(zip(header, zip(*rows)))
+    user_ids = _parse_user_ids(list(columns["user_id"]), lines)
+    feature_names = [h for h in header if h not in RESERVED_COLUMNS]
+    features, mean, std = _standardized_features(columns, feature_names, lines)
+    labels, label_names = _parse_labels(columns.get("label"), lines, min_labelled_per_class)
+    fans = _parse_fans(columns["fans"], lines) if "fans" in columns else np.full(len(rows), np.nan)
+    splits = _parse_split_column(columns["split"], lines) if "split" in columns else None
+    return _UserTable(user_ids, features, feature_names, mean, std, labels, label_names, fans, splits)
 
-    user_ids = list(columns["user_id"])
+
+def _parse_user_ids(user_ids: list[str], lines: list[int]) -> list[str]:
     first_line: dict[str, int] = {}
     for uid, line in zip(user_ids, lines):
         if not uid.strip():
@@ -244,9 +268,14 @@ def _parse_users(data: bytes, min_labelled_per_class: int) -> dict:
                 USERS, line, "user_id", f"duplicate user id {uid!r} (first on line {first_line[uid]})"
             )
         first_line[uid] = line
+    return user_ids
 
-    feature_names = [h for h in header if h not in RESERVED_COLUMNS]
-    raw = np.zeros((len(rows), len(feature_names)))
+
+def _standardized_features(
+    columns: dict, feature_names: list[str], lines: list[int]
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """X standardized per column (mean 0, std 1; a constant column is 0), and the means and deviations."""
+    raw = np.zeros((len(lines), len(feature_names)))
     for j, col in enumerate(feature_names):
         raw[:, j] = _parse_numeric(columns[col], lines, USERS, col, allow_empty=False)
     with np.errstate(over="ignore", invalid="ignore"):
@@ -258,43 +287,30 @@ def _parse_users(data: bytes, min_labelled_per_class: int) -> dict:
     if bad.any():
         col = feature_names[int(np.flatnonzero(bad)[0])]
         raise CorpusError(USERS, None, col, "values too large to standardize (overflow); rescale the column")
+    return features, mean, std
 
-    labels, label_names = _parse_labels(columns.get("label"), lines, min_labelled_per_class)
-    fans = np.full(len(rows), np.nan)
-    if "fans" in columns:
-        fans = _parse_numeric(columns["fans"], lines, USERS, "fans", allow_empty=True)
-        bad = np.isfinite(fans) & ((fans < 0) | (fans != np.round(fans)))
-        if bad.any():
-            i = int(np.flatnonzero(bad)[0])
+
+def _parse_fans(values, lines: list[int]) -> np.ndarray:
+    fans = _parse_numeric(values, lines, USERS, "fans", allow_empty=True)
+    bad = np.isfinite(fans) & ((fans < 0) | (fans != np.round(fans)))
+    if bad.any():
+        i = int(np.flatnonzero(bad)[0])
+        raise CorpusError(USERS, lines[i], "fans", f"must be a non-negative integer, got {values[i]!r}")
+    return fans
+
+
+def _parse_split_column(values, lines: list[int]) -> np.ndarray:
+    codes = {name: k for k, name in enumerate(SPLIT_NAMES)}
+    stripped = [v.strip() for v in values]
+    for v, line in zip(stripped, lines):
+        if v not in codes:
             raise CorpusError(
-                USERS, lines[i], "fans", f"must be a non-negative integer, got {columns['fans'][i]!r}"
+                USERS,
+                line,
+                "split",
+                f"must be train, val or test, got {v!r} (drop the column for a seeded split)",
             )
-
-    splits = None
-    if "split" in columns:
-        codes = {name: k for k, name in enumerate(SPLIT_NAMES)}
-        values = [v.strip() for v in columns["split"]]
-        for v, line in zip(values, lines):
-            if v not in codes:
-                raise CorpusError(
-                    USERS,
-                    line,
-                    "split",
-                    f"must be train, val or test, got {v!r} (drop the column for a seeded split)",
-                )
-        splits = np.array([codes[v] for v in values], dtype=np.int8)
-
-    return {
-        "user_ids": user_ids,
-        "features": features,
-        "feature_names": feature_names,
-        "feature_mean": mean,
-        "feature_std": std,
-        "labels": labels,
-        "label_names": label_names,
-        "fans": fans,
-        "splits": splits,
-    }
+    return np.array([codes[v] for v in stripped], dtype=np.int8)
 
 
 def _parse_labels(values, lines: list[int], min_per_class: int) -> tuple[np.ndarray, list[str]]:

@@ -22,6 +22,7 @@ if __package__ in (None, ""):
     sys.path.insert(0, str(_here.parent))
 
 from bridge.config import build_config  # noqa: E402
+from bridge.stages import check_stage_configs  # noqa: E402
 from mmga_common import quiet_third_party  # noqa: E402
 from mmga_common.config import ConfigError  # noqa: E402
 
@@ -108,6 +109,9 @@ def main(argv: list[str] | None = None) -> int:
             stage1=args.stage1, stage2=args.stage2, eval_overrides=args.eval_overrides, synthetic=args.synthetic,
             baselines=False if args.skip_baselines else None, ablations=True if args.ablations else None,
         )  # fmt: skip
+        check_stage_configs(
+            cfg
+        )  # every variant's typed stage configs: a bad key fails here, in well under a second
     except ConfigError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2

@@ -115,17 +115,6 @@ def prepare_corpus(
     return corpus, seconds
 
 
-def check_stage_configs(cfg: BridgeConfig) -> dict[tuple[str, str], Any]:
-    """Every variant's typed stage configs (``bridge.stages.stage_template``), built before any work, so a bad
-    ``--stage1`` / ``--stage2`` override fails in a second, naming the key, not after the corpus was generated.
-    Keyed by (variant, stage); each round's config is ``dataclasses.replace`` of these."""
-    return {
-        (variant.name, stage): stages.stage_template(stage, cfg, variant.name)
-        for variant in run_variants(cfg.baselines, cfg.ablations)
-        for stage in variant.stages
-    }
-
-
 def run_stages(
     cfg: BridgeConfig,
     paths: RunPaths,
@@ -218,7 +207,7 @@ def _mean_sd(values: list[float]) -> str:
 def header(cfg: BridgeConfig, paths: RunPaths, jobs: int, configs: dict[tuple[str, str], Any]) -> list[str]:
     """What the run will do and roughly how long it takes, and the one note on random ViT weights.
 
-    ``configs``: the stage configs from :func:`check_stage_configs`."""
+    ``configs``: the stage configs from :func:`bridge.stages.check_stage_configs`."""
     variants = run_variants(cfg.baselines, cfg.ablations)
     s1, s2 = configs[("mmga", "stage1")], configs[("mmga", "stage2")]
     stage1_runs = cfg.seeds * cfg.rounds * sum(v.has_stage1 for v in variants)
@@ -258,7 +247,7 @@ def run_bridge(
     start = time.perf_counter()
     load_start = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
     paths = RunPaths(Path(run_dir).resolve())
-    configs = check_stage_configs(cfg)
+    configs = stages.check_stage_configs(cfg)
     paths.run_dir.mkdir(parents=True, exist_ok=True)
     manifest = Manifest.load(paths.manifest)
     result = BridgeResult(run_dir=paths.run_dir, report=paths.report_dir / "report.md", metrics={})

@@ -36,13 +36,13 @@ from bridge.config import BridgeConfig
 from bridge.manifest import Manifest
 from bridge.ownership import clear_stage_dir
 from bridge.paths import RunPaths
-from bridge.variants import get_variant
+from bridge.variants import get_variant, run_variants
 from cache import read_encoder_embeddings, read_graph_outputs
 from corpus import Corpus, load_corpus
 from mmga_common.config import ConfigError, deep_merge, nest
 from mmga_common.trainer import RELAUNCHING_STRATEGIES
-from stage1_encoders import Stage1Config, run_stage1
-from stage2_graph import Stage2Config, run_stage2
+from stage1_encoders.config import Stage1Config
+from stage2_graph.config import Stage2Config
 
 # Fields the bridge sets per variant and round; a user override of one of them is an error.
 BRIDGE_FIELDS = {
@@ -122,6 +122,21 @@ def _refuse_relaunching_ddp(stage: str, cfg: Any) -> None:
         )
 
 
+def run_stage1(cfg: Stage1Config, corpus: Corpus | None = None) -> Any:
+    """``stage1_encoders.run_stage1``, imported on the first call: torch, Lightning and the encoders are not
+    needed to check configs."""
+    from stage1_encoders import run_stage1 as run
+
+    return run(cfg, corpus)
+
+
+def run_stage2(cfg: Stage2Config, corpus: Corpus | None = None) -> Any:
+    """``stage2_graph.run_stage2``, imported on the first call."""
+    from stage2_graph import run_stage2 as run
+
+    return run(cfg, corpus)
+
+
 def stage_template(stage: str, bridge_cfg: BridgeConfig, variant: str) -> Any:
     """The typed config of ``stage`` for ``variant``: the preset, the user's overrides and the variant's settings,
     validated. The per-run fields only the bridge sets (``BRIDGE_FIELDS``) hold placeholders until
@@ -138,6 +153,17 @@ def stage_template(stage: str, bridge_cfg: BridgeConfig, variant: str) -> Any:
     cfg = (Stage1Config if stage == "stage1" else Stage2Config).from_dict(data, source)
     _refuse_relaunching_ddp(stage, cfg)
     return cfg
+
+
+def check_stage_configs(cfg: BridgeConfig) -> dict[tuple[str, str], Any]:
+    """Every variant's typed stage configs (``bridge.stages.stage_template``), built before any work, so a bad
+    ``--stage1`` / ``--stage2`` override fails before any work (``bridge/alternate.py`` calls this before it imports torch), naming the key.
+    Keyed by (variant, stage); each round's config is ``dataclasses.replace`` of these."""
+    return {
+        (variant.name, stage): stage_template(stage, cfg, variant.name)
+        for variant in run_variants(cfg.baselines, cfg.ablations)
+        for stage in variant.stages
+    }
 
 
 def resolve_stage_config(

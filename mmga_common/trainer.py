@@ -164,19 +164,6 @@ def _devices(value: str) -> int | str | list[int]:
     return value
 
 
-def _save_in_workers_callback(path: Path) -> Any:
-    import lightning as L
-
-    class SaveFinalInWorkers(L.Callback):
-        """Under a spawning strategy the caller's process gets back the weights only (no optimizer state,
-        step 0), so a checkpoint saved there could not resume: the workers save it."""
-
-        def on_train_end(self, trainer, pl_module) -> None:
-            trainer.save_checkpoint(path, weights_only=False)
-
-    return SaveFinalInWorkers()
-
-
 def csv_log_dir(trainer: Any) -> Path | None:
     """The folder of this fit's CSV log, ``<out>/logs/version_<k>`` with ``metrics.csv`` (every logged loss term
     per step) inside; ``None`` when the csv logger is off."""
@@ -209,6 +196,7 @@ def build_trainer(
     from lightning.pytorch.callbacks import ModelCheckpoint
     from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
 
+    from mmga_common.callbacks import SaveFinalInWorkers
     from mmga_common.progress import StepProgress
 
     out_dir = Path(out_dir)
@@ -228,7 +216,7 @@ def build_trainer(
             )
         )
     if tc.spawns_workers:
-        callbacks.append(_save_in_workers_callback(checkpoint_path(out_dir)))
+        callbacks.append(SaveFinalInWorkers(checkpoint_path(out_dir)))
     if tc.enable_progress_bar:
         callbacks.append(StepProgress(name))
     return L.Trainer(

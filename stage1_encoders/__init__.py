@@ -3,10 +3,18 @@ per-user image and text embeddings to the cache (docs/stage1.md). Public entry: 
 (also ``python -m stage1_encoders.run``).
 
 May import ``corpus``, ``cache`` and ``mmga_common``; never ``stage2_graph`` (the stages meet through ``cache``) or
-``bridge``.
+``bridge``. ``run_stage1`` is imported on first use, so that reading a config (``stage1_encoders.config``) does not
+import torch, Lightning and the encoders.
 """
 
 from stage1_encoders.config import ConfigError, Stage1Config
-from stage1_encoders.stage import Stage1Result, run_stage1
 
 __all__ = ["ConfigError", "Stage1Config", "Stage1Result", "run_stage1"]
+
+
+def __getattr__(name: str):
+    if name in ("Stage1Result", "run_stage1"):
+        from stage1_encoders import stage
+
+        return getattr(stage, name)
+    raise AttributeError(f"module 'stage1_encoders' has no attribute {name!r}")

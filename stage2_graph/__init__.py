@@ -7,7 +7,6 @@ May import ``corpus``, ``cache`` and ``mmga_common``; never ``stage1_encoders`` 
 ``bridge``.
 """
 
-from stage2_graph.adjacency import GraphStructure
 from stage2_graph.config import (
     ConfigError,
     ModelConfig,
@@ -16,12 +15,35 @@ from stage2_graph.config import (
     Stage2Config,
     TrainerConfig,
 )
-from stage2_graph.data import GraphInputs, MaskingDataset, Stage2InputError, load_graph_inputs
-from stage2_graph.gate import GateTerms, MGate, uniform_gate
-from stage2_graph.layers import MGateConv
-from stage2_graph.losses import FeatureReconstructionLoss, GateLinkLoss, StructureReconstructionLoss
-from stage2_graph.model import GraphEncoder
-from stage2_graph.pipeline import Stage2Result, run_stage2
+
+# The rest imports torch, torch-sparse and Lightning: imported on first use, so that reading a config
+# (``stage2_graph.config``) and the CLI's --help stay light.
+_LAZY = {
+    "GraphStructure": "stage2_graph.adjacency",
+    "GraphInputs": "stage2_graph.data",
+    "MaskingDataset": "stage2_graph.data",
+    "Stage2InputError": "stage2_graph.data",
+    "load_graph_inputs": "stage2_graph.data",
+    "GateTerms": "stage2_graph.gate",
+    "MGate": "stage2_graph.gate",
+    "uniform_gate": "stage2_graph.gate",
+    "MGateConv": "stage2_graph.layers",
+    "FeatureReconstructionLoss": "stage2_graph.losses",
+    "GateLinkLoss": "stage2_graph.losses",
+    "StructureReconstructionLoss": "stage2_graph.losses",
+    "GraphEncoder": "stage2_graph.model",
+    "Stage2Result": "stage2_graph.pipeline",
+    "run_stage2": "stage2_graph.pipeline",
+}
+
+
+def __getattr__(name: str):
+    if name in _LAZY:
+        import importlib
+
+        return getattr(importlib.import_module(_LAZY[name]), name)
+    raise AttributeError(f"module 'stage2_graph' has no attribute {name!r}")
+
 
 __all__ = [
     "ConfigError",

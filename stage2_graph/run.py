@@ -16,8 +16,6 @@ from corpus import CorpusError
 from mmga_common import quiet_third_party
 from mmga_common.config import add_arguments, overrides_from_args
 from stage2_graph.config import ConfigError, Stage2Config
-from stage2_graph.data import Stage2InputError
-from stage2_graph.pipeline import run_stage2
 
 _SECTION_TITLES = {
     "model": "model (the graph encoder)",
@@ -84,6 +82,9 @@ def main(argv: list[str] | None = None) -> int:
     if args.print_config:
         print(json.dumps(cfg.to_dict(), indent=2))
         return 0
+    from stage2_graph.data import Stage2InputError  # heavy imports only once the flags are fine
+    from stage2_graph.pipeline import run_stage2
+
     try:
         result = run_stage2(cfg)
     except (ConfigError, Stage2InputError, CacheError, CorpusError, DiskFullError) as err:

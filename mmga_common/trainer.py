@@ -23,10 +23,8 @@ Precision = Literal["32-true", "bf16-mixed", "16-mixed", "bf16-true", "64-true"]
 LoggerName = Literal["csv", "tensorboard"]
 
 SPAWN_STRATEGIES = ("ddp_spawn", "ddp_notebook")  # workers started from inside the call
-RELAUNCHING_STRATEGIES = (
-    "ddp",
-    "ddp_find_unused_parameters_true",
-)  # Lightning re-launches the script per rank
+# Lightning re-launches the calling script once per rank:
+RELAUNCHING_STRATEGIES = ("ddp", "ddp_find_unused_parameters_true")
 TENSORBOARD_DIR = "tensorboard"
 
 # Lightning warnings that say nothing useful about these trainers (filtered around fit only).
@@ -186,8 +184,9 @@ def build_trainer(
 ) -> Any:
     """The Lightning Trainer for ``tc`` writing under ``out_dir``: CSV logs in ``<out>/logs/version_<k>``
     (TensorBoard in ``<out>/tensorboard/version_<k>``; each fit, a resumed one too, gets the next ``k``, as
-    Lightning numbers them, so that no fit's log replaces another's), ``<out>/checkpoints/last.ckpt`` every ``checkpoint_every_n_steps`` (and at the end,
-    from the workers under a spawning strategy) and a step progress display named ``name``.
+    Lightning numbers them, so that no fit's log replaces another's), ``<out>/checkpoints/last.ckpt`` every
+    ``checkpoint_every_n_steps`` (and at the end, from the workers under a spawning strategy) and a step progress
+    display named ``name``.
 
     ``checkpoint_io``: Lightning's checkpoint plugin; the stages pass ``cache.checkpoint.SafeCheckpointIO()``
     (weights-only loads, also on resume, and atomic writes: the checkpoint format belongs to ``cache``, which this

@@ -50,7 +50,10 @@ def run_stage1(cfg: Stage1Config, corpus: Corpus | None = None) -> Stage1Result:
         corpus = reuse_or_load(cfg.corpus, corpus)
         if corpus.num_edges == 0:
             raise ConfigError(
-                str(cfg.corpus), None, "edges", "the corpus has no edges: stage 1 samples user pairs"
+                str(cfg.corpus),
+                None,
+                "edges",
+                "the corpus has no edges: stage 1 samples user pairs from them",
             )
         check_owner(encoder_file(cfg.cache_dir, cfg.round), corpus.fingerprint)  # before any training
         edge_weight = read_edge_weight(cfg, corpus)

@@ -53,6 +53,27 @@ class BridgeResult:
     skipped: list[str] = field(default_factory=list)  # manifest keys found complete
 
 
+@dataclass
+class BridgeRun:
+    """What every step of one bridge invocation shares; ``run_bridge`` builds it once.
+
+    Attributes:
+        cfg: the resolved bridge configuration.
+        paths: the run folder's layout.
+        manifest: the run's manifest (what is complete, with which inputs).
+        result: what this invocation ran, skipped and timed so far (filled in as it goes).
+        force: recompute what is complete.
+        console: where progress goes (its verbosity).
+    """
+
+    cfg: BridgeConfig
+    paths: RunPaths
+    manifest: Manifest
+    result: BridgeResult
+    force: bool = False
+    console: Console = field(default_factory=Console)
+
+
 def synthetic_config(cfg: BridgeConfig) -> SyntheticConfig:
     """The generator's knobs: the bridge's defaults with the user's ``synthetic`` section on top."""
     source = "bridge config"
@@ -66,73 +87,59 @@ def synthetic_config(cfg: BridgeConfig) -> SyntheticConfig:
     return synth
 
 
-def prepare_corpus(
-    cfg: BridgeConfig,
-    paths: RunPaths,
-    manifest: Manifest,
-    result: BridgeResult,
-    force: bool,
-    console: Console | None = None,
-) -> tuple[Corpus, float]:
+def prepare_corpus(run: BridgeRun) -> tuple[Corpus, float]:
     """Load ``--corpus``, or generate the synthetic corpus into the run folder once (manifest key
     ``corpus/generate``) and load it."""
-    console = console or Console()
     seconds = 0.0
-    if cfg.corpus is not None:
-        corpus_dir = Path(cfg.corpus)
+    if run.cfg.corpus is not None:
+        corpus_dir = Path(run.cfg.corpus)
     else:
-        corpus_dir = paths.generated_corpus
-        synth = synthetic_config(cfg)
+        corpus_dir = run.paths.generated_corpus
+        synth = synthetic_config(run.cfg)
         recorded = {"synthetic": asdict(synth)}
         names = ("users.csv", "posts.jsonl", "edges.csv")
-        if manifest.is_complete(CORPUS_KEY, recorded, "", force=force):
-            console.detail(f"[corpus] {corpus_dir} already generated (skipped)")
-            result.skipped.append(CORPUS_KEY)
-            seconds = float(manifest.get(CORPUS_KEY).get("seconds") or 0.0)
+        if run.manifest.is_complete(CORPUS_KEY, recorded, "", force=run.force):
+            run.console.detail(f"[corpus] {corpus_dir} already generated (skipped)")
+            run.result.skipped.append(CORPUS_KEY)
+            seconds = float(run.manifest.get(CORPUS_KEY).get("seconds") or 0.0)
         else:
-            console.detail(
+            run.console.detail(
                 f"[corpus] generating the synthetic corpus ({synth.num_users} users) into {corpus_dir}"
             )
             start = time.perf_counter()
-            generate_owned(corpus_dir, synth, manifest, CORPUS_KEY)  # never removes files it did not write
+            generate_owned(
+                corpus_dir, synth, run.manifest, CORPUS_KEY
+            )  # never removes files it did not write
             seconds = time.perf_counter() - start
-            manifest.record(
+            run.manifest.record(
                 CORPUS_KEY, recorded, "", outputs={"corpus": corpus_dir},
                 hash_files={n: corpus_dir / n for n in names}, seconds=seconds,
             )  # fmt: skip
-            result.ran.append(CORPUS_KEY)
-            console.info(
+            run.result.ran.append(CORPUS_KEY)
+            run.console.info(
                 f"[corpus] generated the synthetic corpus ({synth.num_users} users) in {seconds:.1f} s"
             )
     start = time.perf_counter()
     corpus = load_corpus(corpus_dir)
-    console.info(
+    run.console.info(
         f"[corpus] {corpus_dir}: {corpus.num_users} users, {corpus.num_posts} posts, {corpus.num_edges} edges "
         f"(loaded in {time.perf_counter() - start:.1f} s)"
     )
-    check_corpus_can_finish(corpus, console.always)  # before the corpus is recorded or anything trains
-    manifest.bind_corpus(corpus_dir, corpus.fingerprint, force=force)
+    check_corpus_can_finish(corpus, run.console.always)  # before the corpus is recorded or anything trains
+    run.manifest.bind_corpus(corpus_dir, corpus.fingerprint, force=run.force)
     return corpus, seconds
 
 
-def run_stages(
-    cfg: BridgeConfig,
-    paths: RunPaths,
-    manifest: Manifest,
-    corpus: Corpus,
-    result: BridgeResult,
-    force: bool,
-    jobs: int = 1,
-    console: Console | None = None,
-) -> None:
+def run_stages(run: BridgeRun, corpus: Corpus, jobs: int = 1) -> None:
     """Every (training seed, variant)'s rounds; each stage is skipped when its complete outputs exist."""
+    cfg, result = run.cfg, run.result
     chains = build_chains(cfg.training_seeds, run_variants(cfg.baselines, cfg.ablations), cfg.rounds)
 
     def on_step(key: str, ran: bool, seconds: float) -> None:
         (result.ran if ran else result.skipped).append(key)
         result.timings.append({"step": key, "seconds": seconds, "ran_now": ran})
 
-    run_chains(cfg, paths, manifest, corpus, chains, force, jobs, console or Console(), on_step)
+    run_chains(cfg, run.paths, run.manifest, corpus, chains, run.force, jobs, run.console, on_step)
 
 
 def _evaluate_one(row: Row, corpus: Corpus, paths: RunPaths, cfg: BridgeConfig) -> dict[str, Any]:
@@ -145,54 +152,45 @@ def _evaluate_one(row: Row, corpus: Corpus, paths: RunPaths, cfg: BridgeConfig) 
     return out
 
 
-def evaluate_rows(
-    cfg: BridgeConfig,
-    paths: RunPaths,
-    manifest: Manifest,
-    corpus: Corpus,
-    result: BridgeResult,
-    force: bool,
-    console: Console | None = None,
-) -> tuple[list[Row], dict[str, Any]]:
+def evaluate_rows(run: BridgeRun, corpus: Corpus) -> tuple[list[Row], dict[str, Any]]:
     """Evaluate every report row for every training seed (cached in the manifest like the stages).
 
     Returns the rows and ``{row: {seed: evaluation}}`` (rows without a trained variant, X, under the key None).
     """
-    console = console or Console()
-    rows = report_rows(cfg.rounds, cfg.baselines, cfg.ablations)
+    rows = report_rows(run.cfg.rounds, run.cfg.baselines, run.cfg.ablations)
     evaluated: dict[str, dict[int | None, Any]] = {}
-    jobs = [(row, seed) for row in rows for seed in (cfg.training_seeds if row.seeded else (None,))]
+    jobs = [(row, seed) for row in rows for seed in (run.cfg.training_seeds if row.seeded else (None,))]
     for i, (row, seed) in enumerate(jobs, 1):
-        seed_paths = paths.for_seed(seed) if seed is not None else paths
+        seed_paths = run.paths.for_seed(seed) if seed is not None else run.paths
         key = seed_paths.eval_key(row.name, row.round)
         recorded = {
             "row": row.spec(),
-            "eval": cfg.eval,
-            "inputs": {dep: manifest.entry_digest(dep) for dep in row.depends_on(seed_paths)},
+            "eval": run.cfg.eval,
+            "inputs": {dep: run.manifest.entry_digest(dep) for dep in row.depends_on(seed_paths)},
         }
-        if manifest.is_complete(key, recorded, corpus.fingerprint, force=force):
-            out = manifest.get(key)["metrics"]
-            seconds = float(manifest.get(key).get("seconds") or 0.0)
-            result.skipped.append(key)
+        if run.manifest.is_complete(key, recorded, corpus.fingerprint, force=run.force):
+            out = run.manifest.get(key)["metrics"]
+            seconds = float(run.manifest.get(key).get("seconds") or 0.0)
+            run.result.skipped.append(key)
             ran = False
         else:
             start = time.perf_counter()
-            out = _evaluate_one(row, corpus, seed_paths, cfg)
+            out = _evaluate_one(row, corpus, seed_paths, run.cfg)
             seconds = time.perf_counter() - start
-            manifest.record(key, recorded, corpus.fingerprint, metrics=out, seconds=seconds)
-            result.ran.append(key)
+            run.manifest.record(key, recorded, corpus.fingerprint, metrics=out, seconds=seconds)
+            run.result.ran.append(key)
             ran = True
         evaluated.setdefault(row.name, {})[seed] = out
-        result.timings.append({"step": key, "seconds": seconds, "ran_now": ran})
+        run.result.timings.append({"step": key, "seconds": seconds, "ran_now": ran})
         topic, fans = out["topic"], out["fans"]
-        console.detail(
+        run.console.detail(
             f"  [eval {i}/{len(jobs)}] {row.name:18s} {'' if seed is None else f'seed {seed}':8s} topic macro-F1 "
             f"{topic['macro_f1']['mean']:.3f}  fans MAE {fans['mae']['mean']:.3f}{'' if ran else '  (cached)'}"
         )
-        if seed is None or seed == cfg.training_seeds[-1]:
+        if seed is None or seed == run.cfg.training_seeds[-1]:
             f1 = [v["topic"]["macro_f1"]["mean"] for v in evaluated[row.name].values()]
             mae = [v["fans"]["mae"]["mean"] for v in evaluated[row.name].values()]
-            console.info(
+            run.console.info(
                 f"[eval] {row.name:18s} topic macro-F1 {_mean_sd(f1)}   fans MAE {_mean_sd(mae)}"
                 + ("" if row.seeded else "   (no training seed)")
             )
@@ -253,12 +251,13 @@ def run_bridge(
     result = BridgeResult(run_dir=paths.run_dir, report=paths.report_dir / "report.md", metrics={})
     for line in header(cfg, paths, jobs, configs):
         console.info(line)
-    corpus, corpus_seconds = prepare_corpus(cfg, paths, manifest, result, force, console)
+    run = BridgeRun(cfg, paths, manifest, result, force, console)
+    corpus, corpus_seconds = prepare_corpus(run)
     result.timings.append(
         {"step": CORPUS_KEY, "seconds": corpus_seconds, "ran_now": CORPUS_KEY in result.ran}
     )
-    run_stages(cfg, paths, manifest, corpus, result, force, jobs, console)
-    rows, evaluated = evaluate_rows(cfg, paths, manifest, corpus, result, force, console)
+    run_stages(run, corpus, jobs)
+    rows, evaluated = evaluate_rows(run, corpus)
     environment = {
         "torch_threads": torch.get_num_threads(),
         "jobs": jobs,

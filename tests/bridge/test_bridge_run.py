@@ -16,7 +16,7 @@ from bridge.alternate import main
 from bridge.config import BridgeConfig
 from bridge.manifest import Manifest, ManifestConflict
 from bridge.paths import RunPaths
-from bridge.runner import BridgeResult, prepare_corpus, run_bridge
+from bridge.runner import BridgeResult, BridgeRun, prepare_corpus, run_bridge
 from mmga_common.config import ConfigError
 from tests.bridge.bridge_tiny import TINY_EVAL, TINY_STAGE1, TINY_STAGE2
 
@@ -272,16 +272,16 @@ def test_generated_corpus_is_made_once(tmp_path):
     paths = RunPaths(tmp_path)
     manifest = Manifest.load(paths.manifest)
     res = BridgeResult(run_dir=tmp_path, report=tmp_path / "r", metrics={})
-    corpus, _ = prepare_corpus(cfg, paths, manifest, res, force=False)
+    corpus, _ = prepare_corpus(BridgeRun(cfg, paths, manifest, res))
     assert corpus.num_users == 30 and corpus.root == paths.generated_corpus
     mtime = (paths.generated_corpus / "users.csv").stat().st_mtime_ns
     res2 = BridgeResult(run_dir=tmp_path, report=tmp_path / "r", metrics={})
-    corpus2, _ = prepare_corpus(cfg, paths, Manifest.load(paths.manifest), res2, force=False)
+    corpus2, _ = prepare_corpus(BridgeRun(cfg, paths, Manifest.load(paths.manifest), res2))
     assert res2.skipped == ["corpus/generate"] and corpus2.fingerprint == corpus.fingerprint
     assert (paths.generated_corpus / "users.csv").stat().st_mtime_ns == mtime
     other = BridgeConfig(rounds=1, synthetic={"num_users": 31, "workers": 1})
     with pytest.raises(ManifestConflict, match="num_users: 30 -> 31"):
-        prepare_corpus(other, paths, Manifest.load(paths.manifest), res2, force=False)
+        prepare_corpus(BridgeRun(other, paths, Manifest.load(paths.manifest), res2))
 
 
 def test_cli_rejects_bridge_owned_fields(tiny_corpus, tmp_path, capsys):

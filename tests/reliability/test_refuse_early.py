@@ -23,7 +23,7 @@ from bridge.alternate import main
 from bridge.evaluate import evaluate_representation
 from bridge.manifest import Manifest
 from bridge.paths import RunPaths
-from bridge.runner import BridgeResult, prepare_corpus, run_bridge
+from bridge.runner import BridgeResult, BridgeRun, prepare_corpus, run_bridge
 from corpus import CorpusError, load_corpus
 
 
@@ -104,10 +104,10 @@ def test_self_loop_only_edges_do_not_bind_the_run_folder(corpus_copy, tmp_path):
     paths.run_dir.mkdir()
     result = BridgeResult(run_dir=paths.run_dir, report=paths.report_dir / "report.md", metrics={})
     with pytest.warns(UserWarning), pytest.raises(CorpusError, match="edges.csv: the corpus has no edges"):
-        prepare_corpus(cfg, paths, Manifest.load(paths.manifest), result, force=False)
+        prepare_corpus(BridgeRun(cfg, paths, Manifest.load(paths.manifest), result))
     assert Manifest.load(paths.manifest).data["corpus"] is None  # nothing recorded
     (root / "edges.csv").write_text(good_edges)
-    corpus, _ = prepare_corpus(cfg, paths, Manifest.load(paths.manifest), result, force=False)  # no --force
+    corpus, _ = prepare_corpus(BridgeRun(cfg, paths, Manifest.load(paths.manifest), result))  # no --force
     assert Manifest.load(paths.manifest).data["corpus"]["fingerprint"] == corpus.fingerprint
 
 

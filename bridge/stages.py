@@ -156,9 +156,9 @@ def stage_template(stage: str, bridge_cfg: BridgeConfig, variant: str) -> Any:
 
 
 def check_stage_configs(cfg: BridgeConfig) -> dict[tuple[str, str], Any]:
-    """Every variant's typed stage configs (``bridge.stages.stage_template``), built before any work, so a bad
-    ``--stage1`` / ``--stage2`` override fails before any work (``bridge/alternate.py`` calls this before it imports torch), naming the key.
-    Keyed by (variant, stage); each round's config is ``dataclasses.replace`` of these."""
+    """Every variant's typed stage configs (``stage_template``), keyed by (variant, stage): a bad ``--stage1`` /
+    ``--stage2`` override fails here, naming the key, before any work (``bridge/alternate.py`` calls this before
+    it imports torch). Each round's config is ``dataclasses.replace`` of these."""
     return {
         (variant.name, stage): stage_template(stage, cfg, variant.name)
         for variant in run_variants(cfg.baselines, cfg.ablations)

@@ -25,8 +25,6 @@ from typing import Any, Literal
 import numpy as np
 import torch
 import torch.nn.functional as F
-from scipy.stats import spearmanr
-from sklearn.metrics import accuracy_score, f1_score, mean_absolute_error
 
 from bridge import metrics, tasks
 from bridge.config import EvalConfig, HeadType
@@ -172,6 +170,7 @@ def _evaluate_task(
         num_classes = int(y.max()) + 1
         yt = {s: torch.from_numpy(y[m].astype(np.int64)) for s, m in (("train", train), ("val", val))}
         out_dim = num_classes
+        edges = None  # fans buckets only
     else:
         mu, sd = float(y[train].mean()), float(y[train].std()) or 1.0
         yt = {
@@ -195,10 +194,7 @@ def _evaluate_task(
         )  # fmt: skip
         val_pred, test_pred = predict(model, "val"), predict(model, "test")
         for g, (wd, seed) in enumerate(grid):
-            if task == "topic":
-                score = -f1_score(y[val], val_pred[g], average="macro", zero_division=0.0)
-            else:
-                score = mean_absolute_error(y[val], val_pred[g])
+            score = metrics.selection_score(task, y[val], val_pred[g])
             candidates.append((head, wd, seed, score, test_pred[g]))
 
     per_seed: dict[str, list[float]] = {}
@@ -207,18 +203,7 @@ def _evaluate_task(
         # ties keep the earlier (simpler head, smaller weight decay) candidate
         head, wd, _, score, pred = min((c for c in candidates if c[2] == seed), key=lambda c: c[3])
         chosen.append({"seed": seed, "head": head, "weight_decay": wd, "val_score": abs(score)})
-        if task == "topic":
-            scores = {
-                "accuracy": accuracy_score(y[test], pred),
-                "macro_f1": f1_score(y[test], pred, average="macro", zero_division=0.0),
-            }
-        else:
-            scores = {
-                "mae": mean_absolute_error(y[test], pred),
-                "spearman": spearmanr(y[test], pred).statistic,
-                "bucket_accuracy": metrics.bucket_accuracy(y[test], pred, edges),
-            }
-        for k, v in scores.items():
+        for k, v in metrics.task_scores(task, y[test], pred, edges).items():
             per_seed.setdefault(k, []).append(v)
     result: dict[str, Any] = {name: summarize(values) for name, values in per_seed.items()}
     result["chosen"] = chosen

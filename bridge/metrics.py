@@ -1,15 +1,18 @@
-"""Fans bucket accuracy: the one downstream metric scikit-learn and SciPy lack, built on them.
+"""The scores of each downstream task, from scikit-learn and SciPy, and fans bucket accuracy, the one metric
+they lack (built on them).
 
-Everything else is called directly: ``sklearn.metrics.accuracy_score``, ``f1_score(average="macro",
-zero_division=0.0)`` (the mean over the classes present in ``y_true`` or ``y_pred``; a class never predicted
-counts as F1 = 0), ``mean_absolute_error``, ``roc_auc_score`` and ``scipy.stats.spearmanr`` (average ranks for
-ties, ``nan`` for constant input).
+``task_scores`` and ``selection_score`` are the one place that says which metric each task reports and selects
+on, for the linear/MLP heads (``bridge.evaluate``) and the GCN peer (``bridge.peers``) alike:
+``sklearn.metrics.accuracy_score``, ``f1_score(average="macro", zero_division=0.0)`` (the mean over the classes
+present in ``y_true`` or ``y_pred``; a class never predicted counts as F1 = 0), ``mean_absolute_error`` and
+``scipy.stats.spearmanr`` (average ranks for ties, ``nan`` for constant input).
 """
 
 from __future__ import annotations
 
 import numpy as np
-from sklearn.metrics import accuracy_score
+from scipy.stats import spearmanr
+from sklearn.metrics import accuracy_score, f1_score, mean_absolute_error
 
 
 def quantile_edges(train_values: np.ndarray, num_buckets: int) -> np.ndarray:
@@ -30,3 +33,28 @@ def bucketize(values: np.ndarray, edges: np.ndarray) -> np.ndarray:
 def bucket_accuracy(y_true: np.ndarray, y_pred: np.ndarray, edges: np.ndarray) -> float:
     """Accuracy of the predicted quantile bucket against the true one. ``y_true, y_pred``: ``[N]``."""
     return float(accuracy_score(bucketize(y_true, edges), bucketize(y_pred, edges)))
+
+
+def selection_score(task: str, y_true: np.ndarray, y_pred: np.ndarray) -> float:
+    """What model selection on the validation split minimises: minus the macro-F1 (``task="topic"``), or the MAE
+    (``"fans"``). ``y_true, y_pred``: ``[N]``."""
+    if task == "topic":
+        return -f1_score(y_true, y_pred, average="macro", zero_division=0.0)
+    return mean_absolute_error(y_true, y_pred)
+
+
+def task_scores(
+    task: str, y_true: np.ndarray, y_pred: np.ndarray, edges: np.ndarray | None = None
+) -> dict[str, float]:
+    """The test scores a task reports: topic accuracy and macro-F1; fans MAE, Spearman and bucket accuracy
+    (``edges``, fans only: the train quantile edges of ``quantile_edges``). ``y_true, y_pred``: ``[N]``."""
+    if task == "topic":
+        return {
+            "accuracy": accuracy_score(y_true, y_pred),
+            "macro_f1": f1_score(y_true, y_pred, average="macro", zero_division=0.0),
+        }
+    return {
+        "mae": mean_absolute_error(y_true, y_pred),
+        "spearman": spearmanr(y_true, y_pred).statistic,
+        "bucket_accuracy": bucket_accuracy(y_true, y_pred, edges),
+    }

@@ -17,8 +17,6 @@ from typing import Any, Literal
 import numpy as np
 import torch
 import torch.nn.functional as F
-from scipy.stats import spearmanr
-from sklearn.metrics import accuracy_score, f1_score, mean_absolute_error
 from torch_geometric.nn import GCNConv, SGConv
 
 from bridge import metrics, tasks
@@ -130,6 +128,7 @@ def _gcn_task(
     idx = {name: torch.from_numpy(np.flatnonzero(mask)) for name, mask in masks.items()}
     if task == "topic":
         out_dim = int(y[known].max()) + 1
+        edges = None  # fans buckets only
         target = torch.from_numpy(np.where(known, y, 0).astype(np.int64))
     else:
         mu, sd = float(y[masks["train"]].mean()), float(y[masks["train"]].std()) or 1.0
@@ -149,11 +148,7 @@ def _gcn_task(
         for wd in cfg.gcn_weight_decays:
             _, out, epochs = _train_gcn(feats, edge_index, target, idx, task, out_dim, seed, wd, cfg)
             val_pred = predict(out, "val")
-            score = (
-                -f1_score(y_val, val_pred, average="macro", zero_division=0.0)
-                if task == "topic"
-                else mean_absolute_error(y_val, val_pred)
-            )
+            score = metrics.selection_score(task, y_val, val_pred)
             if best is None or score < best[0]:
                 best = (score, wd, epochs, out)
         score, wd, epochs, out = best
@@ -161,18 +156,7 @@ def _gcn_task(
         chosen.append(
             {"seed": seed, "head": "gcn", "weight_decay": wd, "epochs": epochs, "val_score": abs(score)}
         )
-        if task == "topic":
-            scores = {
-                "accuracy": accuracy_score(y_test, pred),
-                "macro_f1": f1_score(y_test, pred, average="macro", zero_division=0.0),
-            }
-        else:
-            scores = {
-                "mae": mean_absolute_error(y_test, pred),
-                "spearman": spearmanr(y_test, pred).statistic,
-                "bucket_accuracy": metrics.bucket_accuracy(y_test, pred, edges),
-            }
-        for k, v in scores.items():
+        for k, v in metrics.task_scores(task, y_test, pred, edges).items():
             per_seed.setdefault(k, []).append(v)
     result: dict[str, Any] = {name: summarize(values) for name, values in per_seed.items()}
     result["chosen"] = chosen

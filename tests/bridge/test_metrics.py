@@ -22,6 +22,15 @@ def test_macro_f1_convention_known_values():
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         assert macro_f1(np.array([0, 0]), np.array([0, 2])) == pytest.approx((2 / 3 + 0) / 2)
+    # what the evaluation selects on and reports
+    assert metrics.selection_score("topic", np.array([0, 0, 1]), np.array([0, 1, 1])) == pytest.approx(-2 / 3)
+    assert metrics.selection_score("fans", np.array([1.0, 2.0]), np.array([2.0, 4.0])) == pytest.approx(1.5)
+    topic = metrics.task_scores("topic", np.array([0, 0, 1]), np.array([0, 1, 1]))
+    assert topic == pytest.approx({"accuracy": 2 / 3, "macro_f1": 2 / 3})
+    y_true, y_pred = np.array([0.0, 3.0, 5.0, 9.0]), np.array([1.0, 4.0, 4.0, 8.0])
+    fans = metrics.task_scores("fans", y_true, y_pred, np.array([2.25, 4.5, 6.75]))
+    # ranks 1 2 3 4 against 1 2.5 2.5 4 -> r = 4.5 / sqrt(5 * 4.5) = 3 / sqrt(10); buckets 0,1,2,3 vs 0,1,1,3
+    assert fans == pytest.approx({"mae": 1.0, "spearman": 3 / np.sqrt(10), "bucket_accuracy": 0.75})
 
 
 def test_spearman_convention_known_values():

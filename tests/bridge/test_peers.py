@@ -7,7 +7,7 @@ import pytest
 import torch
 from torch_geometric.nn import SGConv
 
-from bridge import peers
+from bridge import metrics, peers
 from bridge.config import EvalConfig
 
 EDGES = np.array([[0, 1], [1, 2], [2, 3], [0, 2]])  # node 4 is isolated
@@ -74,13 +74,13 @@ def test_gcn_learns_from_the_graph_and_selects_on_val_only(monkeypatch):
     x, edges, labels, fans, splits = _planted()
     test_sizes = {"topic": int((splits == 2).sum())}
     calls: list[int] = []
-    real_f1 = peers.f1_score
+    real_f1 = metrics.f1_score
 
     def spy_f1(y_true, y_pred, **kwargs):
         calls.append(len(y_true))
         return real_f1(y_true, y_pred, **kwargs)
 
-    monkeypatch.setattr(peers, "f1_score", spy_f1)
+    monkeypatch.setattr(metrics, "f1_score", spy_f1)  # the one call both evaluations make
     res = peers.evaluate_gcn(x, edges, labels, fans, splits, CFG)
     # val scores: 2 seeds x 2 weight decays; test: once per seed
     n_val, n_test = int((splits == 1).sum()), test_sizes["topic"]

@@ -240,14 +240,16 @@ def build_trainer(
     )
 
 
-def fit_and_save(trainer: Any, tc: TrainerConfig, module: Any, datamodule: Any, out_dir: Path) -> Path:
-    """``trainer.fit`` (resuming per ``tc.resume``), then the full final checkpoint (weights, optimizer, loop
-    state: resumable) at ``<out>/checkpoints/last.ckpt``, which it returns. Under a spawning strategy the workers
-    saved it already."""
+def fit_and_save(
+    trainer: Any, tc: TrainerConfig, module: Any, datamodule: Any, out_dir: Path, resume: Path | None
+) -> Path:
+    """``trainer.fit`` (from ``resume``, the stage's ``tc.resume_path(out_dir)``, or fresh when ``None``), then
+    the full final checkpoint (weights, optimizer, loop state: resumable) at ``<out>/checkpoints/last.ckpt``,
+    which it returns. Under a spawning strategy the workers saved it already."""
     with warnings.catch_warnings():
         for message in _QUIET_FIT_WARNINGS:
             warnings.filterwarnings("ignore", message=message)
-        trainer.fit(module, datamodule=datamodule, ckpt_path=tc.resume_path(out_dir))
+        trainer.fit(module, datamodule=datamodule, ckpt_path=resume)
     checkpoint = checkpoint_path(out_dir)
     if not tc.spawns_workers:
         trainer.save_checkpoint(checkpoint, weights_only=False)

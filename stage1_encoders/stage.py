@@ -79,7 +79,7 @@ def run_stage1(cfg: Stage1Config, corpus: Corpus | None = None) -> Stage1Result:
         if trainer.is_global_zero:
             _save_config(cfg, parts)
         started = time.perf_counter()
-        checkpoint = fit_and_save(trainer, tc, parts.system, parts.datamodule, cfg.out_dir)
+        checkpoint = fit_and_save(trainer, tc, parts.system, parts.datamodule, cfg.out_dir, resume)
         train_seconds = time.perf_counter() - started
         # Export every user's embeddings and write the round's cache file.
         started = time.perf_counter()

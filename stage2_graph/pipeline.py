@@ -74,7 +74,7 @@ def run_stage2(cfg: Stage2Config, corpus: Corpus | None = None) -> Stage2Result:
         if trainer.is_global_zero:
             cfg.save(config_path(out_dir))
         start = time.perf_counter()
-        checkpoint = fit_and_save(trainer, tc, system, build_datamodule(cfg, system), out_dir)
+        checkpoint = fit_and_save(trainer, tc, system, build_datamodule(cfg, system), out_dir, resume)
         metrics = history.summary()
         if tc.spawns_workers:  # the loss history stayed in the workers; their checkpoint knows the step
             metrics = {"steps_run": float(load_checkpoint(checkpoint)["global_step"])}

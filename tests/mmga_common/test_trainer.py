@@ -178,7 +178,7 @@ class _Data(L.LightningDataModule):
 def _fit(tmp_path: Path, **fields) -> tuple[L.Trainer, Path]:
     tc = TrainerConfig(accelerator="cpu", enable_progress_bar=False, log_every_n_steps=1, **fields)
     trainer = build_trainer(tc, tmp_path, "x", checkpoint_io=SafeCheckpointIO())
-    return trainer, fit_and_save(trainer, tc, _Line(), _Data(), tmp_path)
+    return trainer, fit_and_save(trainer, tc, _Line(), _Data(), tmp_path, tc.resume_path(tmp_path))
 
 
 def test_fit_saves_a_resumable_last_checkpoint_and_resume_last_continues(tmp_path):

@@ -31,11 +31,12 @@ import numpy as np
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from bridge.config import build_config  # noqa: E402
-from bridge.embed import load_run  # noqa: E402
-from bridge.evaluate import evaluate_representation  # noqa: E402
-from bridge.holdout import held_out_splits, holdout_mask, write_user_subset  # noqa: E402
-from bridge.runner import run_bridge, synthetic_config  # noqa: E402
+from bridge.evaluation.heads import evaluate_representation  # noqa: E402
+from bridge.inference import load_run  # noqa: E402
+from bridge.inference.holdout import held_out_splits, holdout_mask, write_user_subset  # noqa: E402
+from bridge.rounds.config import build_config  # noqa: E402
+from bridge.rounds.corpus import synthetic_config  # noqa: E402
+from bridge.rounds.runner import run_bridge  # noqa: E402
 from corpus import load_corpus  # noqa: E402
 from corpus.synthetic import generate  # noqa: E402
 from mmga_common.threads import torch_threads  # noqa: E402
@@ -62,8 +63,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 def score(x: np.ndarray, full, splits: np.ndarray, eval_cfg) -> dict[str, float]:
     metrics = evaluate_representation(x, full.labels, full.fans, splits, eval_cfg)
     return {
-        "topic_macro_f1": metrics["topic"]["macro_f1"]["mean"],
-        "fans_mae": metrics["fans"]["mae"]["mean"],
+        "topic_macro_f1": metrics.topic["macro_f1"].mean,
+        "fans_mae": metrics.fans["mae"].mean,
     }
 
 

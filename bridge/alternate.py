@@ -4,7 +4,8 @@
     python -m bridge.alternate --rounds 3 --run-dir runs/exp1 --stage1 trainer.max_steps=100
 
 Rerunning the same command skips every stage whose complete outputs exist. The work itself is done by
-``bridge.runner.run_bridge``; this module only maps flags onto a ``BridgeConfig``.
+``bridge.rounds.runner.run_bridge``; this module maps flags onto a ``BridgeConfig``, builds every variant's typed stage
+configs (a bad key fails in well under a second) and takes the run folder's lock, all before torch is imported.
 """
 
 from __future__ import annotations
@@ -21,8 +22,9 @@ if __package__ in (None, ""):
     sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != _here]
     sys.path.insert(0, str(_here.parent))
 
-from bridge.config import build_config  # noqa: E402
-from bridge.stages import check_stage_configs  # noqa: E402
+from bridge.rounds.config import build_config  # noqa: E402
+from bridge.rounds.stages import check_stage_configs  # noqa: E402
+from bridge.runfolder.lock import RunFolderLocked, RunFolderUnwritable, run_lock  # noqa: E402
 from mmga_common import quiet_third_party  # noqa: E402
 from mmga_common.config import ConfigError  # noqa: E402
 
@@ -46,7 +48,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--stage2", action="append", default=[], metavar="KEY=VALUE",
                         help="stage 2 config override, dotted keys, repeatable (e.g. model.heads=2)")  # fmt: skip
     parser.add_argument("--eval", dest="eval_overrides", action="append", default=[], metavar="KEY=VALUE",
-                        help="evaluation override, repeatable (e.g. seeds=[0,1,2,3,4])")  # fmt: skip
+                        help="evaluation override, repeatable (e.g. head_seeds=[0,1,2,3,4])")  # fmt: skip
     parser.add_argument("--synthetic", action="append", default=[], metavar="KEY=VALUE",
                         help="synthetic corpus knob when --corpus is not given (e.g. num_users=2000)")  # fmt: skip
     parser.add_argument(
@@ -81,6 +83,12 @@ def build_parser() -> argparse.ArgumentParser:
         "running, a stage-2 step was measured 5-8x slower. Raise it on a dedicated many-core machine.",
     )  # fmt: skip
     parser.add_argument("--skip-baselines", action="store_true", help="run and report MMGA (and X) only")
+    _add_output_flags(parser)
+    return parser
+
+
+def _add_output_flags(parser: argparse.ArgumentParser) -> None:
+    """How much the run prints, the image check and --force."""
     loud = parser.add_mutually_exclusive_group()
     loud.add_argument(
         "--quiet", action="store_true", help="print only errors, the verdict and where the report is"
@@ -91,7 +99,6 @@ def build_parser() -> argparse.ArgumentParser:
                         help="decode every image of --corpus fully before training (default: headers only)")  # fmt: skip
     parser.add_argument("--force", action="store_true",
                         help="recompute results made with another config or corpus instead of stopping")  # fmt: skip
-    return parser
 
 
 def _env_threads() -> int:
@@ -99,6 +106,24 @@ def _env_threads() -> int:
         return max(1, int(os.environ.get("OMP_NUM_THREADS") or 1))
     except ValueError:
         return 1
+
+
+def _jobs_and_threads(args: argparse.Namespace) -> tuple[int, int]:
+    threads = args.threads if args.threads is not None else _env_threads()
+    if threads < 1:
+        raise ConfigError("command line", None, "--threads", f"must be >= 1, got {threads}")
+    jobs = args.jobs if args.jobs is not None else max(1, min(4, (os.cpu_count() or 1) // threads))
+    if jobs < 1:
+        raise ConfigError("command line", None, "--jobs", f"must be >= 1, got {jobs}")
+    return jobs, threads
+
+
+def _closing_lines(metrics: dict, seeds: int) -> list[str]:
+    """The verdict, or with one training seed the plain statement that no spread was measured."""
+    if seeds == 1:
+        return ["one training seed: no spread measured, so no verdict (use --seeds 3 or more); the scores are in "
+                "the report"]  # fmt: skip
+    return list(metrics.get("verdict", []))
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -109,32 +134,27 @@ def main(argv: list[str] | None = None) -> int:
             stage1=args.stage1, stage2=args.stage2, eval_overrides=args.eval_overrides, synthetic=args.synthetic,
             baselines=False if args.skip_baselines else None, ablations=True if args.ablations else None,
         )  # fmt: skip
-        check_stage_configs(
-            cfg
-        )  # every variant's typed stage configs: a bad key fails here, in well under a second
-    except ConfigError as err:
+        templates = check_stage_configs(cfg)  # every variant's typed stage configs, each built once
+        jobs, threads = _jobs_and_threads(args)
+        with run_lock(args.run_dir.resolve()):  # first, before torch: a busy folder is refused at once
+            return _run(args, cfg, templates, jobs, threads)
+    except (ConfigError, RunFolderLocked, RunFolderUnwritable) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
+
+
+def _run(args: argparse.Namespace, cfg, templates, jobs: int, threads: int) -> int:
+    """The run itself, holding the run folder's lock; the heavy imports happen here."""
     quiet_third_party(verbose=args.verbose)
-    # Imported only now, so that --help and flag errors do not wait for torch, Lightning and the encoders.
-    from bridge.console import NORMAL, QUIET, VERBOSE, Console
-    from bridge.lock import RunFolderLocked
-    from bridge.manifest import ManifestConflict, ManifestError
-    from bridge.preflight import check_images, disk_full_message
-    from bridge.runner import run_bridge
+    from bridge.rounds.console import NORMAL, QUIET, VERBOSE, Console
+    from bridge.rounds.preflight import check_images, disk_full_message
+    from bridge.rounds.runner import run_bridge
+    from bridge.runfolder import ManifestConflict, ManifestError
     from cache import CacheError
     from corpus import CorpusError
     from mmga_common.threads import torch_threads
 
-    user_errors = (ConfigError, ManifestConflict, ManifestError, CorpusError, CacheError, RunFolderLocked)
-    threads = args.threads if args.threads is not None else _env_threads()
-    if threads < 1:
-        print(f"error: --threads must be >= 1, got {threads}", file=sys.stderr)
-        return 2
-    jobs = args.jobs if args.jobs is not None else max(1, min(4, (os.cpu_count() or 1) // threads))
-    if jobs < 1:
-        print(f"error: --jobs must be >= 1, got {jobs}", file=sys.stderr)
-        return 2
+    user_errors = (ConfigError, ManifestConflict, ManifestError, CorpusError, CacheError)
     try:
         with torch_threads(
             threads
@@ -142,7 +162,9 @@ def main(argv: list[str] | None = None) -> int:
             if args.check_images:
                 check_images(cfg.corpus)
             console = Console(QUIET if args.quiet else VERBOSE if args.verbose else NORMAL)
-            result = run_bridge(cfg, args.run_dir, force=args.force, jobs=jobs, console=console)
+            result = run_bridge(
+                cfg, args.run_dir, force=args.force, jobs=jobs, console=console, templates=templates
+            )
     except user_errors as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
@@ -157,7 +179,7 @@ def main(argv: list[str] | None = None) -> int:
               file=sys.stderr)  # fmt: skip
         return 130
     print()
-    for line in result.metrics.get("verdict", []):
+    for line in _closing_lines(result.metrics, cfg.seeds):
         print(line)
     print(f"Report: {result.report}")
     return 0

@@ -50,11 +50,6 @@ def read_checkpoint_config(checkpoint: Path) -> Stage2Config:
     return cfg
 
 
-def needs_modalities(cfg: Stage2Config) -> bool:
-    """Whether the model reads stage 1's embeddings (the uniform gate and the X-only variant do not)."""
-    return cfg.use_modalities and cfg.gate == "mgate"
-
-
 def graph_inputs(
     features: np.ndarray,
     edges: np.ndarray,
@@ -79,7 +74,7 @@ def load_trained_system(
 ) -> Stage2System:
     """The stage-2 system of ``checkpoint`` over ``graph``, its weights loaded strictly, in eval mode."""
     cfg = cfg or read_checkpoint_config(checkpoint)
-    if needs_modalities(cfg) and not graph.modalities:
+    if cfg.needs_modalities and not graph.modalities:
         raise Stage2InputError(
             f"{checkpoint}: this model reads stage 1's embeddings; pass them in the graph inputs"
         )
@@ -105,6 +100,6 @@ def infer_graph_outputs(
 ) -> tuple[Stage2Config, GraphOutputs]:
     """R^G ``[N, hidden_dim]`` and the gates of a trained stage 2 on the graph (X, edges), no gradients."""
     cfg = read_checkpoint_config(checkpoint)
-    graph = graph_inputs(features, edges, fingerprint, encoder_embeddings if needs_modalities(cfg) else None)
+    graph = graph_inputs(features, edges, fingerprint, encoder_embeddings if cfg.needs_modalities else None)
     system = load_trained_system(checkpoint, graph, cfg)
     return cfg, compute_graph_outputs(system)

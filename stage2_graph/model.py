@@ -243,9 +243,9 @@ class GraphEncoder(nn.Module):
         mean over the user and its neighbours that have the block:
 
         .. math::
-            F^{(k)}_u = rac{\mu^{(k-1)}_u F^{(k-1)}_u + \sum_{v \in N(u)} w_{uv}\, \mu^{(k-1)}_v F^{(k-1)}_v}
+            F^{(k)}_u = \frac{\mu^{(k-1)}_u F^{(k-1)}_u + \sum_{v \in N(u)} w_{uv}\, \mu^{(k-1)}_v F^{(k-1)}_v}
                              {\mu^{(k-1)}_u + \sum_{v \in N(u)} w_{uv}\, \mu^{(k-1)}_v},
-            \qquad \mu^{(k)}_u = [	ext{denominator} > 0]
+            \qquad \mu^{(k)}_u = [\text{denominator} > 0]
 
         with :math:`w_{uv} \in [0, 1]` the gate's relevance of the edge (mean over heads; 1 for the uniform
         gate, which makes this SGC's mean smoothing). Returns ``[N, hops * sum of block widths]``:

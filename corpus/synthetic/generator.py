@@ -102,6 +102,7 @@ def generate(out_dir: str | Path, cfg: SyntheticConfig | None = None, *, overwri
     _write_posts(out / "posts.jsonl", user_ids, truth, captions, image_paths)
     _write_edges(out / "edges.csv", user_ids, edges, rng_graph)
     _render_all(out, cfg, image_paths, truth, progress)
+    truth["user_id"] = np.asarray(user_ids)  # keys the per-user truth by id: users.csv rows may be reordered
     _write_npz(out / TRUTH_FILE, truth)
     knobs = {k: v for k, v in asdict(cfg).items() if k != "workers"}  # workers do not change the bytes
     (out / CONFIG_FILE).write_text(json.dumps(knobs, indent=2, sort_keys=True) + "\n")

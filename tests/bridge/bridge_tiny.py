@@ -1,7 +1,7 @@
 """Tiny stage and evaluation settings for bridge runs in tests (a run takes seconds); shared by the bridge,
 embed and reliability tests."""
 
-from bridge.config import EvalConfig
+from bridge.evaluation.config import EvalConfig
 
 TINY_STAGE1 = {
     "model": {
@@ -22,4 +22,17 @@ TINY_STAGE2 = {
     "model": {"hidden_dim": 16, "num_layers": 1},
     "trainer": {"max_steps": 3, "enable_progress_bar": False, "log_every_n_steps": 1},
 }
-TINY_EVAL = EvalConfig(seeds=(0, 1), heads=("linear",), weight_decays=(1e-3,), max_epochs=40, patience=10)
+TINY_EVAL = EvalConfig(
+    head_seeds=(0, 1), heads=("linear",), weight_decays=(1e-3,), max_epochs=40, patience=10
+)
+
+
+def resolve_stage(stage, cfg, paths, corpus_dir, variant, round_idx=0, init_checkpoint=None):
+    """The resolved config of one stage run through the public API: every variant's templates built once
+    (ablations included, so any registered variant resolves), then ``StageTemplates.resolve``."""
+    import dataclasses
+
+    from bridge.rounds import stages
+
+    templates = stages.check_stage_configs(dataclasses.replace(cfg, ablations=True))
+    return templates.resolve(paths.stage_key(variant, round_idx, stage), corpus_dir, paths, init_checkpoint)

@@ -1,4 +1,4 @@
-"""``python -m bridge.compare``: statistics over runs that differ only in their training seed."""
+"""``python -m bridge.report.compare``: statistics over finished runs, and MMGA's margins with the verdict over runs."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from bridge.compare import CompareError, main, summarize_runs
+from bridge.report.compare import CompareError, main, summarize_runs
 
 
 def fake_metrics(f1: dict[str, float], mae: dict[str, float]) -> dict:
@@ -46,7 +46,10 @@ def test_cli_prints_tables_and_names_a_missing_file(tmp_path, capsys):
     assert main([str(tmp_path / "a"), str(tmp_path / "b")]) == 0
     out = capsys.readouterr().out
     assert "| `no_align` | 0.920 ± 0.028 |" in out
-    assert "| `no_align` | +0.050 / -0.020 (1 of 2) | +0.050 / -0.030 (1 of 2) |" in out
+    assert (
+        "| `no_align` | +0.050 / -0.020 (1 of 2: not measurably) | +0.050 / -0.030 (1 of 2: not measurably) |"
+        in out
+    )
     assert main([str(tmp_path / "a"), str(tmp_path / "missing")]) == 2
     assert f"{tmp_path / 'missing' / 'report' / 'metrics.json'}: no metrics.json" in capsys.readouterr().err
 

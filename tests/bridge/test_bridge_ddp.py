@@ -8,17 +8,17 @@ from pathlib import Path
 
 import pytest
 
-from bridge import stages
-from bridge.config import build_config
-from bridge.paths import RunPaths
+from bridge.rounds.config import build_config
+from bridge.runfolder.paths import RunPaths
 from mmga_common.config import ConfigError
+from tests.bridge.bridge_tiny import resolve_stage
 
 
 def _resolve(stage: str, overrides: list[str], tmp: Path):
     if stage == "stage2":  # full-batch stage 2 is one process (a stage-2 config error otherwise)
         overrides = [*overrides, "trainer.batching=neighbor"]
     cfg = build_config(**{stage: overrides})
-    return stages.resolve_stage_config(stage, cfg, RunPaths(tmp).for_seed(0), tmp / "corpus", "mmga", 0, None)
+    return resolve_stage(stage, cfg, RunPaths(tmp).for_seed(0), tmp / "corpus", "mmga", 0, None)
 
 
 @pytest.mark.parametrize("stage", ["stage1", "stage2"])
@@ -39,7 +39,7 @@ def test_ddp_spawn_and_single_process_ddp_pass_through(stage, tmp_path):
 
 def test_stage2_full_batch_on_two_processes_is_a_config_error(tmp_path):
     with pytest.raises(ConfigError, match="more than one process needs trainer.batching=neighbor"):
-        stages.resolve_stage_config(
+        resolve_stage(
             "stage2", build_config(stage2=["trainer.devices=2", "trainer.strategy=ddp_spawn"]),
             RunPaths(tmp_path).for_seed(0), tmp_path / "corpus", "mmga", 0, None,
         )  # fmt: skip

@@ -11,12 +11,14 @@ from pathlib import Path
 import pytest
 
 import corpus.reader as corpus_reader
-from bridge import stages
 from bridge.alternate import main
-from bridge.config import BridgeConfig
-from bridge.manifest import Manifest, ManifestConflict
-from bridge.paths import RunPaths
-from bridge.runner import BridgeResult, BridgeRun, prepare_corpus, run_bridge
+from bridge.rounds import stages
+from bridge.rounds.config import BridgeConfig
+from bridge.rounds.context import BridgeResult, BridgeRun
+from bridge.rounds.corpus import prepare_corpus
+from bridge.rounds.runner import run_bridge
+from bridge.runfolder.manifest import Manifest, ManifestConflict
+from bridge.runfolder.paths import RunPaths
 from mmga_common.config import ConfigError
 from tests.bridge.bridge_tiny import TINY_EVAL, TINY_STAGE1, TINY_STAGE2
 
@@ -135,18 +137,18 @@ def test_two_round_run_writes_report_and_wires_the_rounds(reference_run):
     manifest = Manifest.load(paths.manifest)
 
     def cfg(key):
-        return manifest.get(key)["config"]["config"]
+        return manifest.entry(key).config["config"]
 
     assert cfg("seed_0/mmga/round_0/stage1")["init_checkpoint"] is None
     assert cfg("seed_0/mmga/round_0/stage1")["edge_weight_round"] is None
     assert cfg("seed_0/mmga/round_1/stage1")["edge_weight_round"] == 0
     assert (
         cfg("seed_0/mmga/round_1/stage1")["init_checkpoint"]
-        == "$RUN/" + manifest.get("seed_0/mmga/round_0/stage1")["outputs"]["checkpoint"]
+        == "$RUN/" + manifest.data["entries"]["seed_0/mmga/round_0/stage1"]["outputs"]["checkpoint"]
     )
     assert (
         cfg("seed_0/mmga/round_1/stage2")["init_checkpoint"]
-        == "$RUN/" + manifest.get("seed_0/mmga/round_0/stage2")["outputs"]["checkpoint"]
+        == "$RUN/" + manifest.data["entries"]["seed_0/mmga/round_0/stage2"]["outputs"]["checkpoint"]
     )
     assert (
         cfg("seed_0/mmga/round_1/stage2")["cache_dir"]
@@ -272,11 +274,11 @@ def test_generated_corpus_is_made_once(tmp_path):
     paths = RunPaths(tmp_path)
     manifest = Manifest.load(paths.manifest)
     res = BridgeResult(run_dir=tmp_path, report=tmp_path / "r", metrics={})
-    corpus, _ = prepare_corpus(BridgeRun(cfg, paths, manifest, res))
+    corpus = prepare_corpus(BridgeRun(cfg, paths, manifest, res))
     assert corpus.num_users == 30 and corpus.root == paths.generated_corpus
     mtime = (paths.generated_corpus / "users.csv").stat().st_mtime_ns
     res2 = BridgeResult(run_dir=tmp_path, report=tmp_path / "r", metrics={})
-    corpus2, _ = prepare_corpus(BridgeRun(cfg, paths, Manifest.load(paths.manifest), res2))
+    corpus2 = prepare_corpus(BridgeRun(cfg, paths, Manifest.load(paths.manifest), res2))
     assert res2.skipped == ["corpus/generate"] and corpus2.fingerprint == corpus.fingerprint
     assert (paths.generated_corpus / "users.csv").stat().st_mtime_ns == mtime
     other = BridgeConfig(rounds=1, synthetic={"num_users": 31, "workers": 1})
@@ -289,7 +291,7 @@ def test_cli_rejects_bridge_owned_fields(tiny_corpus, tmp_path, capsys):
     assert code == 2
     assert "the bridge sets" in capsys.readouterr().err
     with pytest.raises(ConfigError, match="KEY=VALUE"):
-        from bridge.config import build_config
+        from bridge.rounds.config import build_config
 
         build_config(stage2=["gate"])
 
@@ -304,10 +306,19 @@ def test_script_entry_point_runs_from_a_plain_checkout():
     assert "--rounds" in out.stdout and "--stage1" in out.stdout
 
 
-def test_two_training_seeds_in_two_workers_match_the_in_process_run(reference_run, tiny_corpus, tmp_path):
+def test_two_training_seeds_in_two_workers_match_the_in_process_run(
+    reference_run, tiny_corpus, tmp_path, monkeypatch
+):
     reference, _, _ = reference_run
-    cfg = tiny_config(tiny_corpus, rounds=1, seeds=2, baselines=False)
+    built = []
+    real_template = stages.stage_template
+    monkeypatch.setattr(
+        stages, "stage_template", lambda *a, **k: built.append(a[:3:2]) or real_template(*a, **k)
+    )
+    cfg = tiny_config(tiny_corpus, rounds=2, seeds=2, baselines=False)
     result = run_bridge(cfg, tmp_path, jobs=2)
+    # each (stage, variant) template is built once per run, however many rounds and seeds use it
+    assert sorted(built) == [("stage1", "mmga"), ("stage2", "mmga")]
     rows = result.metrics["rows"]
     assert result.metrics["training_seeds"] == [0, 1]
     # seed 0 in a worker process equals seed 0 trained in this process (round 0 is the same in both runs)
@@ -322,15 +333,16 @@ def test_two_training_seeds_in_two_workers_match_the_in_process_run(reference_ru
         rows["mmga_round_0"]["per_seed"][s]["fans"]["mae"]["mean"] for s in ("0", "1")
     ]
     # a worker's output goes to its stage folder, not to the terminal
-    log = RunPaths(tmp_path).for_seed(1).stage_dir("mmga", 0, "stage2") / "stage.log"
+    paths = RunPaths(tmp_path)
+    log = paths.stage_dir(paths.for_seed(1).stage_key("mmga", 0, "stage2")) / "stage.log"
     assert log.is_file()
     comp = {c["against"]: c for c in result.metrics["comparison"]}
     assert len(comp["stats_x"]["fans_mae"]["margins"]) == 2
 
 
 def test_loss_curves_come_from_the_log_folders_the_manifest_recorded(reference_run, tmp_path):
-    from bridge.plots import plot_loss_curves
-    from bridge.report import _recorded_log_dir
+    from bridge.report.plots import plot_loss_curves
+    from bridge.report.write import _recorded_log_dir
 
     _, _, run_dir = reference_run
     paths = RunPaths(run_dir)

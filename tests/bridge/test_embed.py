@@ -14,10 +14,12 @@ import pytest
 import torch
 
 import bridge
-from bridge.embed import EmbedError, load_run, main
-from bridge.holdout import holdout_mask, write_user_subset
-from bridge.manifest import Manifest, file_sha256
-from bridge.runner import run_bridge
+from bridge.embed import main
+from bridge.inference import EmbedError, load_run
+from bridge.inference.holdout import holdout_mask, write_user_subset
+from bridge.rounds.runner import run_bridge
+from bridge.runfolder.manifest import Manifest
+from bridge.runfolder.records import file_sha256
 from cache import read_encoder_embeddings, read_graph_outputs
 from corpus import CorpusError, load_corpus
 from stage1_encoders import ConfigError as Stage1ConfigError
@@ -228,8 +230,8 @@ def test_checkpoints_of_another_version_are_refused(trained, tmp_path, capsys):
 
 def test_small_inductive_gap_scoring(trained, tiny_corpus, tiny_corpus_loaded):
     """The benchmark's scoring on the tiny run: heads fit on training users, scored on the held-out users."""
-    from bridge.evaluate import evaluate_representation
-    from bridge.holdout import held_out_splits
+    from bridge.evaluation.heads import evaluate_representation
+    from bridge.inference.holdout import held_out_splits
     from tests.bridge.test_bridge_run import TINY_EVAL
 
     run_dir, train_dir, held = trained
@@ -243,5 +245,5 @@ def test_small_inductive_gap_scoring(trained, tiny_corpus, tiny_corpus_loaded):
 
     _, emb = load_run(run_dir).embed(tiny_corpus)
     metrics = evaluate_representation(emb, full.labels, full.fans, splits, TINY_EVAL)
-    assert metrics["topic"]["n"]["test"] == int(held.sum())
-    assert 0.0 <= metrics["topic"]["macro_f1"]["mean"] <= 1.0 and np.isfinite(metrics["fans"]["mae"]["mean"])
+    assert metrics.topic.n["test"] == int(held.sum())
+    assert 0.0 <= metrics.topic["macro_f1"].mean <= 1.0 and np.isfinite(metrics.fans["mae"].mean)

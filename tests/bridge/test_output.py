@@ -7,6 +7,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 REPO = Path(__file__).resolve().parents[2]
 
 NOISE = (
@@ -29,11 +31,12 @@ TINY = [
     "--stage1", "model.max_text_length=12", "--stage1", "losses.ita_dim=16", "--stage1", "losses.gcl_hidden_dim=16",
     "--stage1", "data.pairs_per_batch=8", "--stage1", "trainer.max_steps=2", "--stage1", "optim.warmup_steps=1",
     "--stage2", "model.hidden_dim=16", "--stage2", "model.num_layers=1", "--stage2", "trainer.max_steps=3",
-    "--eval", "seeds=[0]", "--eval", "weight_decays=[0.001]", "--eval", "max_epochs=20",
+    "--eval", "head_seeds=[0]", "--eval", "weight_decays=[0.001]", "--eval", "max_epochs=20",
     "--eval", "gcn_max_epochs=20", "--eval", "gcn_weight_decays=[0.001]",
 ]  # fmt: skip
 
 
+@pytest.mark.slow  # a full 2-round, 2-seed run in a fresh interpreter
 def test_default_output_is_short_and_free_of_third_party_noise(tiny_corpus, tmp_path):
     env = {k: v for k, v in os.environ.items() if not k.startswith("PYTHONWARNINGS")}
     out = subprocess.run(

@@ -6,9 +6,10 @@ from pathlib import Path
 
 import pytest
 
-from bridge.config import build_config
-from bridge.manifest import Manifest, ManifestConflict, ManifestError, config_diff, to_jsonable
-from bridge.paths import RunPaths
+from bridge.rounds.config import build_config
+from bridge.runfolder.manifest import Manifest, ManifestConflict, ManifestError
+from bridge.runfolder.paths import RunPaths
+from bridge.runfolder.records import config_diff, to_jsonable
 from mmga_common.config import ConfigError, nest, parse_override
 
 
@@ -18,31 +19,34 @@ def test_run_paths_layout(tmp_path):
     assert paths.generated_corpus == tmp_path / "corpus"
     assert paths.report_dir == tmp_path / "report"
     assert paths.cache_dir("mmga") == tmp_path / "mmga" / "cache"
-    assert paths.stage1_dir("no_align", 2) == tmp_path / "no_align" / "round_2" / "stage1"
-    assert paths.stage2_dir("graph_only", 0) == tmp_path / "graph_only" / "round_0" / "stage2"
-    assert paths.stage_key("mmga", 1, "stage2") == "mmga/round_1/stage2"
+    assert (
+        paths.stage_dir(paths.stage_key("no_align", 2, "stage1"))
+        == tmp_path / "no_align" / "round_2" / "stage1"
+    )
+    assert str(paths.stage_key("mmga", 1, "stage2")) == "mmga/round_1/stage2"
     seeded = paths.for_seed(2)
     assert seeded.cache_dir("mmga") == tmp_path / "seed_2" / "mmga" / "cache"
-    assert seeded.stage1_dir("abl_no_gcl", 0) == tmp_path / "seed_2" / "abl_no_gcl" / "round_0" / "stage1"
-    assert seeded.stage_key("mmga", 1, "stage2") == "seed_2/mmga/round_1/stage2"
-    assert seeded.eval_key("no_align", 2) == "eval/seed_2/no_align/round_2"
+    key = seeded.stage_key("abl_no_gcl", 0, "stage1")
+    assert paths.stage_dir(key) == tmp_path / "seed_2" / "abl_no_gcl" / "round_0" / "stage1"
+    assert str(seeded.stage_key("mmga", 1, "stage2")) == "seed_2/mmga/round_1/stage2"
+    assert str(seeded.eval_key("no_align", 2)) == "eval/seed_2/no_align/round_2"
     assert seeded.manifest == paths.manifest and seeded.report_dir == paths.report_dir
     with pytest.raises(ValueError, match="training seed"):
         paths.for_seed(-1)
     # every (variant, round, stage) folder is distinct
     dirs = {
-        paths.stage_dir(v, r, s)
+        paths.stage_dir(paths.stage_key(v, r, s))
         for v in ("mmga", "no_align", "graph_only")
         for r in range(3)
         for s in ("stage1", "stage2")
     }
     assert len(dirs) == 18
-    with pytest.raises(ValueError, match="unknown variant"):
-        paths.cache_dir("mmgaa")
+    with pytest.raises(ValueError, match="variant must be a name"):
+        paths.stage_key("mmga/../x", 0, "stage1")
     with pytest.raises(ValueError, match="round must be"):
-        paths.stage1_dir("mmga", -1)
+        paths.stage_key("mmga", -1, "stage1")
     with pytest.raises(ValueError, match="unknown stage"):
-        paths.stage_dir("mmga", 0, "stage3")
+        paths.stage_key("mmga", 0, "stage3")
 
 
 @dataclass
@@ -73,9 +77,9 @@ def test_manifest_complete_skip_and_reload(tmp_path):
     # a fresh load sees the same entry; paths in the config are stored relative to the run folder
     m2 = Manifest.load(tmp_path / "manifest.json")
     assert m2.is_complete("a", cfg, "fp")
-    assert m2.get("a")["config"]["out_dir"] == "$RUN/mmga/round_0/stage1"
+    assert m2.entry("a").config["out_dir"] == "$RUN/mmga/round_0/stage1"
     assert m2.outputs("a")["checkpoint"] == ckpt
-    assert m2.get("a")["metrics"] == {"loss": 1.5}
+    assert m2.entry("a").metrics == {"loss": 1.5}
     # a validator that fails makes it incomplete (e.g. an unreadable cache file)
     assert not m2.is_complete("a", cfg, "fp", validate=lambda outputs: (_ for _ in ()).throw(OSError("bad")))
 
@@ -104,7 +108,7 @@ def test_manifest_conflicts_and_force(tmp_path):
         m.is_complete("mmga/round_0/stage1", _Cfg(tmp_path / "s", steps=10), "other")
     # --force forgets the entry (it will be recomputed), on disk too
     assert not m.is_complete("mmga/round_0/stage1", _Cfg(tmp_path / "s", steps=20), "fp", force=True)
-    assert Manifest.load(m.path).get("mmga/round_0/stage1") is None
+    assert Manifest.load(m.path).entry("mmga/round_0/stage1") is None
 
 
 def test_manifest_corpus_binding(tmp_path):
@@ -115,7 +119,7 @@ def test_manifest_corpus_binding(tmp_path):
     with pytest.raises(ManifestConflict, match="new --run-dir, or --force"):
         m.bind_corpus(tmp_path / "other", "bbb")
     m.bind_corpus(tmp_path / "other", "bbb", force=True)
-    assert m.get("x") is None and m.data["corpus"]["fingerprint"] == "bbb"
+    assert m.entry("x") is None and m.data["corpus"]["fingerprint"] == "bbb"
 
 
 def test_manifest_written_atomically_and_bad_file_named(tmp_path):
@@ -151,19 +155,19 @@ def test_overrides_and_config_file(tmp_path):
     assert parse_override("trainer.max_steps=10", "--stage1") == ("trainer.max_steps", 10)
     assert parse_override("optim.lr=1e-3", "--stage1") == ("optim.lr", 0.001)
     assert parse_override("model.image_pretrained=null", "--stage1") == ("model.image_pretrained", None)
-    assert parse_override("seeds=[0, 1]", "--eval") == ("seeds", [0, 1])
+    assert parse_override("head_seeds=[0, 1]", "--eval") == ("head_seeds", [0, 1])
     with pytest.raises(ConfigError, match="KEY=VALUE"):
         parse_override("trainer.max_steps", "--stage1")
     assert nest({"a.b": 1, "a": {"c": 2}}) == {"a": {"b": 1, "c": 2}}
 
     cfg_file = _write(
         tmp_path / "cfg.yaml",
-        "rounds: 2\nstage1:\n  trainer: {max_steps: 5}\n  optim.lr: 0.01\neval:\n  seeds: [1, 2]\n",
+        "rounds: 2\nstage1:\n  trainer: {max_steps: 5}\n  optim.lr: 0.01\neval:\n  head_seeds: [1, 2]\n",
     )
     cfg = build_config(cfg_file, stage1=["trainer.max_steps=7"], rounds=None)
     assert cfg.rounds == 2
     assert cfg.stage1 == {"trainer": {"max_steps": 7}, "optim": {"lr": 0.01}}  # the command line wins
-    assert cfg.eval.seeds == (1, 2)
+    assert cfg.eval.head_seeds == (1, 2)
     assert build_config(cfg_file, rounds=4).rounds == 4
 
     bad = _write(tmp_path / "bad.yaml", "rounds: 2\nstage3:\n  x: 1\n")
@@ -177,8 +181,16 @@ def test_overrides_and_config_file(tmp_path):
 
 
 def test_config_file_sets_the_preset_and_eval_scalars_become_lists(tmp_path):
-    cfg_file = _write(tmp_path / "cfg.yaml", "preset: real\neval:\n  seeds: 4\n  weight_decays: [1e-3]\n")
+    cfg_file = _write(
+        tmp_path / "cfg.yaml", "preset: real\neval:\n  head_seeds: 4\n  weight_decays: [1e-3]\n"
+    )
     cfg = build_config(cfg_file)
-    assert cfg.preset == "real" and cfg.eval.seeds == (4,) and cfg.eval.weight_decays == (0.001,)
+    assert cfg.preset == "real" and cfg.eval.head_seeds == (4,) and cfg.eval.weight_decays == (0.001,)
     with pytest.raises(ConfigError, match=r"cfg.yaml, field 'eval.sgc_hops': must be >= 1, got 0"):
         build_config(cfg_file, eval_overrides=["sgc_hops=0"])
+
+
+@pytest.mark.parametrize("flag, value", [("rounds", 1_000_000_000), ("seeds", 1_000_000)])
+def test_absurd_rounds_and_seeds_are_refused(flag, value):
+    with pytest.raises(ConfigError, match=f"field '{flag}'.*<= 100"):
+        build_config(**{flag: value})

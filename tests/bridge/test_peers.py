@@ -7,8 +7,9 @@ import pytest
 import torch
 from torch_geometric.nn import SGConv
 
-from bridge import metrics, peers
-from bridge.config import EvalConfig
+from bridge.evaluation import metrics, peers
+from bridge.evaluation.config import EvalConfig
+from bridge.evaluation.results import METRICS
 
 EDGES = np.array([[0, 1], [1, 2], [2, 3], [0, 2]])  # node 4 is isolated
 
@@ -67,7 +68,7 @@ def _planted(n: int = 240, seed: int = 0):
     return x, np.array(sorted(edges)), labels, fans, splits
 
 
-CFG = EvalConfig(seeds=(0, 1), gcn_max_epochs=200, gcn_patience=10, gcn_weight_decays=(5e-4, 5e-3))
+CFG = EvalConfig(head_seeds=(0, 1), gcn_max_epochs=200, gcn_patience=10, gcn_weight_decays=(5e-4, 5e-3))
 
 
 def test_gcn_learns_from_the_graph_and_selects_on_val_only(monkeypatch):
@@ -85,27 +86,23 @@ def test_gcn_learns_from_the_graph_and_selects_on_val_only(monkeypatch):
     # val scores: 2 seeds x 2 weight decays; test: once per seed
     n_val, n_test = int((splits == 1).sum()), test_sizes["topic"]
     assert calls.count(n_test) == 2 and calls.count(n_val) == 4
-    assert res["topic"]["macro_f1"]["mean"] > 0.9  # the graph makes the communities easy
-    assert res["fans"]["mae"]["mean"] < 0.8
-    assert [c["head"] for c in res["topic"]["chosen"]] == ["gcn", "gcn"]
-    assert all(c["epochs"] < CFG.gcn_max_epochs for c in res["topic"]["chosen"])  # early stopping stopped it
+    assert res.topic["macro_f1"].mean > 0.9  # the graph makes the communities easy
+    assert res.fans["mae"].mean < 0.8
+    assert [c.head for c in res.topic.chosen] == ["gcn", "gcn"]
+    assert all(c.epochs < CFG.gcn_max_epochs for c in res.topic.chosen)  # early stopping stopped it
 
     # changing the test labels changes nothing that was chosen: selection never sees test
     flipped = labels.copy()
     flipped[splits == 2] = 1 - flipped[splits == 2]
     again = peers.evaluate_gcn(x, edges, flipped, fans, splits, CFG)
-    assert again["topic"]["chosen"] == res["topic"]["chosen"]
-    assert again["topic"]["accuracy"]["mean"] == pytest.approx(1 - res["topic"]["accuracy"]["mean"])
+    assert again.topic.chosen == res.topic.chosen
+    assert again.topic["accuracy"].mean == pytest.approx(1 - res.topic["accuracy"].mean)
 
 
 def test_gcn_skips_a_task_without_val_users_like_the_heads_do():
     x, edges, labels, fans, splits = _planted(60)
     res = peers.evaluate_gcn(x, edges, labels, fans, np.where(splits == 1, 0, splits), CFG)
     for task in ("topic", "fans"):
-        assert "val split" in res[task]["skipped"] and np.isnan(
-            res[task][next(iter(peers.tasks.METRICS[task]))]["mean"]
-        )
+        assert "val split" in res[task].skipped and np.isnan(res[task][METRICS[task][0]].mean)
     unlabelled = peers.evaluate_gcn(x, edges, np.full_like(labels, -1), fans, splits, CFG)
-    assert (
-        "no user has a known label" in unlabelled["topic"]["skipped"] and "skipped" not in unlabelled["fans"]
-    )
+    assert "no user has a known label" in unlabelled.topic.skipped and unlabelled.fans.skipped is None

@@ -2,7 +2,7 @@
 
 import numpy as np
 
-from bridge.plots import TSNE_MAX_USERS, projection_sample
+from bridge.report.plots import TSNE_MAX_USERS, projection_sample
 
 
 def test_small_corpus_shows_every_user():

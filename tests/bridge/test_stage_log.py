@@ -14,7 +14,7 @@ def test_stage_output_is_captured_and_logging_still_works_afterwards(tmp_path):
     script = textwrap.dedent(f"""
         import logging, sys
         from types import SimpleNamespace
-        from bridge import schedule, stages
+        from bridge.rounds import schedule, stages
 
         def fake_stage(stage, config, corpus=None):
             print("from the stage", flush=True)

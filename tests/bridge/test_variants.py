@@ -10,16 +10,17 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from bridge import stages
-from bridge.config import BridgeConfig
-from bridge.paths import RunPaths
-from bridge.report import _edge_topics
-from bridge.rows import compared_rows, report_rows
-from bridge.runner import run_bridge
+from bridge.evaluation.rows import compared_rows, report_rows
+from bridge.report.diagnostics import edge_topics
+from bridge.rounds import stages
+from bridge.rounds.config import BridgeConfig
+from bridge.rounds.runner import run_bridge
+from bridge.runfolder.paths import RunPaths
 from bridge.variants import ABLATIONS, REGISTRY, Variant, run_variants
 from corpus import load_corpus
 from corpus.synthetic import TRUTH_FILE
 from mmga_common.config import ConfigError
+from tests.bridge.bridge_tiny import resolve_stage
 
 
 def _flat(d, prefix=""):
@@ -35,21 +36,24 @@ def _flat(d, prefix=""):
 def _resolve(name: str, stage: str, round_idx: int = 1, tmp: Path = Path("/tmp/x")):
     cfg = BridgeConfig(seed=0)
     paths = RunPaths(tmp).for_seed(3)
-    return _flat(
-        stages.resolve_stage_config(stage, cfg, paths, tmp / "corpus", name, round_idx, None).to_dict()
-    )
+    return _flat(resolve_stage(stage, cfg, paths, tmp / "corpus", name, round_idx, None).to_dict())
 
 
 @pytest.mark.parametrize("name", sorted(set(REGISTRY) - {"mmga", "graph_only"}))
-def test_each_variant_differs_from_mmga_only_where_it_says(name):
+def test_each_variant_differs_from_mmga_exactly_where_it_says(name):
     spec = REGISTRY[name]
     for stage in ("stage1", "stage2"):
         mmga, other = _resolve("mmga", stage), _resolve(name, stage)
         diff = {k for k in mmga if mmga[k] != other[k] and not k.endswith(("out_dir", "cache_dir"))}
-        named = set(_flat(stages.nest((spec.stage1 if stage == "stage1" else spec.stage2) or {})))
+        overrides = _flat(stages.nest((spec.stage1 if stage == "stage1" else spec.stage2) or {}))
+        named = set(overrides)
         if stage == "stage1" and not spec.feedback:
             named.add("edge_weight_round")  # feedback off: no edge weights read in round 1
-        assert diff <= named, (stage, diff - named)
+        assert diff <= named, (stage, diff - named)  # nothing changed that the variant does not name
+        # ... and every field it names holds the variant's value (an override that is dropped fails here)
+        for key, value in overrides.items():
+            expected = list(value) if isinstance(value, tuple) else value
+            assert other[key] == expected, (stage, key)
 
 
 def test_round_seeds_and_feedback():
@@ -71,7 +75,10 @@ def test_a_new_option_is_an_ablation_in_one_line(monkeypatch):
     extra = Variant(
         "abl_two_layers", "MMGA with two layers", stage2={**REGISTRY["mmga"].stage2, "model.num_layers": 3}
     )
-    monkeypatch.setitem(REGISTRY, extra.name, extra)
+    monkeypatch.setitem(ABLATIONS, extra.name, extra)  # one line in ABLATIONS ...
+    monkeypatch.setitem(REGISTRY, extra.name, extra)  # (the registry is built from it at import)
+    assert extra.name in [v.name for v in run_variants(False, True)]  # ... trains it with --ablations
+    assert extra.name in [r.name for r in report_rows(2, ablations=True)]  # ... and reports it
     assert _resolve("abl_two_layers", "stage2")["model.num_layers"] == 3
 
 
@@ -125,13 +132,15 @@ def test_a_bad_stage_override_on_the_command_line_names_the_key(tmp_path, capsys
 
 def test_edge_diagnostic_falls_back_to_labels(tiny_corpus, tmp_path):
     with_truth = load_corpus(tiny_corpus)
-    rows, same, source = _edge_topics(with_truth)
+    judged = edge_topics(with_truth)
+    rows, same, source = judged.rows, judged.same, judged.source
     assert source == "generator truth" and len(rows) == with_truth.num_edges
     copy = tmp_path / "c"
     shutil.copytree(tiny_corpus, copy)
     (copy / TRUTH_FILE).unlink()
     plain = load_corpus(copy)
-    rows, same, source = _edge_topics(plain)
+    judged = edge_topics(plain)
+    rows, same, source = judged.rows, judged.same, judged.source
     assert source.startswith("labels of labelled users")
     lab = plain.labels
     expected = np.flatnonzero((lab[plain.edges[:, 0]] >= 0) & (lab[plain.edges[:, 1]] >= 0))
@@ -141,11 +150,9 @@ def test_edge_diagnostic_falls_back_to_labels(tiny_corpus, tmp_path):
 
 def test_presets_are_files_and_an_unknown_one_is_named(tmp_path):
     paths = RunPaths(tmp_path).for_seed(0)
-    real = stages.resolve_stage_config(
-        "stage1", BridgeConfig(preset="real"), paths, tmp_path, "mmga", 0, None
-    )
+    real = resolve_stage("stage1", BridgeConfig(preset="real"), paths, tmp_path, "mmga", 0, None)
     assert real.model.text_model == "minilm" and real.optim.lr == 5e-5
-    default = stages.resolve_stage_config("stage1", BridgeConfig(), paths, tmp_path, "mmga", 0, None)
+    default = resolve_stage("stage1", BridgeConfig(), paths, tmp_path, "mmga", 0, None)
     assert default.model.text_model == "tiny" and default.trainer.max_steps == 150
     with pytest.raises(ConfigError, match="unknown preset 'huge'; the presets are default, real"):
-        stages.resolve_stage_config("stage1", BridgeConfig(preset="huge"), paths, tmp_path, "mmga", 0, None)
+        resolve_stage("stage1", BridgeConfig(preset="huge"), paths, tmp_path, "mmga", 0, None)

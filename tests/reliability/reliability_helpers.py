@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from bridge.config import BridgeConfig
+from bridge.rounds.config import BridgeConfig
 from tests.bridge.bridge_tiny import TINY_EVAL, TINY_STAGE1, TINY_STAGE2
 
 

@@ -22,8 +22,9 @@ import pytest
 from reliability_helpers import snapshot
 
 from bridge.alternate import main
-from bridge.manifest import Manifest
-from bridge.ownership import CorpusFolderNotOwned, StageFolderNotOwned, clear_stage_dir, generate_owned
+from bridge.rounds.corpus import CorpusFolderNotOwned, generate_owned
+from bridge.runfolder.manifest import Manifest
+from bridge.runfolder.ownership import StageFolderNotOwned, clear_stage_dir
 from corpus.ownership import MARKER_FILE, read_marker
 from corpus.synthetic import SyntheticConfig, generate
 

@@ -18,12 +18,18 @@ import numpy as np
 import pytest
 from reliability_helpers import tiny_config
 
-from bridge import report, tasks
 from bridge.alternate import main
-from bridge.evaluate import evaluate_representation
-from bridge.manifest import Manifest
-from bridge.paths import RunPaths
-from bridge.runner import BridgeResult, BridgeRun, prepare_corpus, run_bridge
+from bridge.evaluation import tasks
+from bridge.evaluation.heads import evaluate_representation
+from bridge.evaluation.results import Evaluation, Stat, TaskScores
+from bridge.evaluation.rows import report_rows
+from bridge.report import markdown
+from bridge.report.summary import summarize_row
+from bridge.rounds.context import BridgeResult, BridgeRun
+from bridge.rounds.corpus import prepare_corpus
+from bridge.rounds.runner import run_bridge
+from bridge.runfolder.manifest import Manifest
+from bridge.runfolder.paths import RunPaths
 from corpus import CorpusError, load_corpus
 
 
@@ -80,7 +86,7 @@ def test_tasks_are_decided_up_front(corpus_copy, column, value, task, reason):
     x = np.random.default_rng(0).standard_normal((corpus.num_users, 4))
     if len(skipped) < len(tasks.TASKS):
         evaluated = evaluate_representation(x, corpus.labels, corpus.fans, corpus.splits)
-        assert evaluated[task]["skipped"] == reason
+        assert evaluated[task].skipped == reason
 
 
 def test_no_val_rows_is_refused_before_training(corpus_copy, tmp_path, capsys):
@@ -107,7 +113,7 @@ def test_self_loop_only_edges_do_not_bind_the_run_folder(corpus_copy, tmp_path):
         prepare_corpus(BridgeRun(cfg, paths, Manifest.load(paths.manifest), result))
     assert Manifest.load(paths.manifest).data["corpus"] is None  # nothing recorded
     (root / "edges.csv").write_text(good_edges)
-    corpus, _ = prepare_corpus(BridgeRun(cfg, paths, Manifest.load(paths.manifest), result))  # no --force
+    corpus = prepare_corpus(BridgeRun(cfg, paths, Manifest.load(paths.manifest), result))  # no --force
     assert Manifest.load(paths.manifest).data["corpus"]["fingerprint"] == corpus.fingerprint
 
 
@@ -127,15 +133,19 @@ def test_trailing_space_in_a_user_id_is_blamed_on_users_csv(corpus_copy):
     assert "'u00003 ' has leading or trailing whitespace" in str(info.value)
 
 
+def _image_row():
+    (row,) = [r for r in report_rows(1, baselines=False) if r.name == "mmga_image"]
+    return row
+
+
 def test_undefined_metric_prints_n_a_with_the_reason():
-    nan = {"mean": float("nan"), "std": float("nan"), "values": [float("nan")] * 2}
-    ok = {"mean": 0.5, "std": 0.0, "values": [0.5, 0.5]}
-    evaluated = {
-        "mmga_image": {"topic": {"accuracy": ok, "macro_f1": ok}, "fans": {"mae": ok, "spearman": nan}},
-    }
-    assert report._fmt(nan) == "n/a"
-    assert report._fmt(ok) == "0.500 ± 0.000"
-    notes = "\n".join(tasks.report_notes(evaluated))
+    nan, ok = Stat(float("nan"), float("nan"), (float("nan"),) * 2), Stat(0.5, 0.0, (0.5, 0.5))
+    topic = TaskScores("topic", {"accuracy": ok, "macro_f1": ok}, n={"train": 1, "val": 1, "test": 1})
+    fans = TaskScores("fans", {"mae": ok, "spearman": nan}, n={"train": 1, "val": 1, "test": 1})
+    summary = summarize_row(_image_row(), {0: Evaluation(topic, fans, 4)}, (0,))
+    assert markdown.fmt(summary.metric("fans", "spearman")) == "n/a"
+    assert markdown.fmt(summary.metric("topic", "accuracy")) == "0.500 ± 0.000"
+    notes = "\n".join(markdown.task_notes({"mmga_image": summary}))
     assert "n/a for `mmga_image` fans spearman: the metric is undefined there" in notes
     assert "constant representation" in notes
 
@@ -143,6 +153,7 @@ def test_undefined_metric_prints_n_a_with_the_reason():
 def test_constant_representation_gives_nan_spearman_and_is_explained(tiny_corpus_loaded):
     c = tiny_corpus_loaded
     x = np.zeros((c.num_users, 3))  # what R^I is on a corpus without images
-    evaluated = {"mmga_image": evaluate_representation(x, c.labels, c.fans, c.splits)}
-    assert not np.isfinite(evaluated["mmga_image"]["fans"]["spearman"]["mean"])
-    assert "`mmga_image` fans spearman" in "\n".join(tasks.report_notes(evaluated))
+    evaluation = evaluate_representation(x, c.labels, c.fans, c.splits)
+    assert not np.isfinite(evaluation.fans["spearman"].mean)
+    summary = summarize_row(_image_row(), {0: evaluation}, (0,))
+    assert "`mmga_image` fans spearman" in "\n".join(markdown.task_notes({"mmga_image": summary}))

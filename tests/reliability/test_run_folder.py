@@ -26,13 +26,14 @@ from reliability_helpers import tiny_config
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "cache"))
 
 from bridge.alternate import main
-from bridge.lock import LOCK_FILE, RunFolderLocked, run_lock
-from bridge.manifest import Manifest, ManifestError, content_digest, file_sha256
-from bridge.runner import run_bridge
+from bridge.rounds.runner import run_bridge
+from bridge.runfolder.lock import LOCK_FILE, RunFolderLocked, run_lock
+from bridge.runfolder.manifest import Manifest, ManifestError
+from bridge.runfolder.records import content_digest, file_sha256
 from cache import graph_file
 
 REPO = Path(__file__).resolve().parents[2]
-HOLD = "import sys, time; from bridge.lock import run_lock\nwith run_lock(sys.argv[1]):\n    print('locked', flush=True); time.sleep(120)"
+HOLD = "import sys, time; from bridge.runfolder.lock import run_lock\nwith run_lock(sys.argv[1]):\n    print('locked', flush=True); time.sleep(120)"
 
 
 def _holder(run_dir: Path) -> subprocess.Popen:
@@ -119,8 +120,8 @@ def test_damaged_manifest_is_recovered_from_its_backup(tmp_path, capsys, damage)
     path.write_bytes(damage)
     m = Manifest.load(path)
     assert "Recovered the previous good manifest from" in capsys.readouterr().out
-    assert m.get("a") is not None  # the backup holds the state before the last save
-    assert Manifest.load(path).get("a") is not None  # and the recovered state was saved
+    assert m.entry("a") is not None  # the backup holds the state before the last save
+    assert Manifest.load(path).entry("a") is not None  # and the recovered state was saved
 
 
 def test_manifest_and_backup_both_damaged_is_an_error(tmp_path):

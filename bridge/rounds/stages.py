@@ -28,15 +28,14 @@ import functools
 import json
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from bridge.config import BridgeConfig
-from bridge.manifest import Manifest
-from bridge.ownership import clear_stage_dir
-from bridge.paths import RunPaths
-from bridge.variants import get_variant, run_variants
+from bridge.rounds.config import BridgeConfig
+from bridge.runfolder import Manifest, RunPaths, StageKey
+from bridge.runfolder.ownership import clear_stage_dir
+from bridge.variants import Variant, get_variant, run_variants
 from cache import read_encoder_embeddings, read_graph_outputs
 from corpus import Corpus, load_corpus
 from mmga_common.config import ConfigError, deep_merge, nest
@@ -62,7 +61,7 @@ BRIDGE_FIELDS = {
 # The bridge's defaults, sized so that the default run (`python bridge/alternate.py --rounds 3`: 3 variants x 3
 # rounds x 3 training seeds) fits in 10 minutes on a 2-core CPU; user overrides (config file, --stage1/--stage2)
 # win over them.
-PRESET_DIR = Path(__file__).with_name("presets")
+PRESET_DIR = Path(__file__).resolve().parent.parent / "presets"  # bridge/presets/ (package data)
 
 
 def preset_defaults(name: str) -> dict[str, dict[str, Any]]:
@@ -84,14 +83,19 @@ ROUND_SEED_STRIDE = 1000  # round r of training seed s uses seed s + 1000 * r
 
 @dataclass(frozen=True)
 class StageRun:
-    """One stage of one variant and round: its manifest key, resolved config and what it depends on."""
+    """One stage of one variant, round and training seed: its typed key, resolved config and what it reads."""
 
-    variant: str
-    round: int
-    stage: str
-    key: str
+    key: StageKey
     config: Any  # Stage1Config | Stage2Config
-    depends_on: tuple[str, ...]
+    depends_on: tuple[StageKey, ...]
+
+    @property
+    def stage(self) -> str:
+        return self.key.stage
+
+    @property
+    def round(self) -> int:
+        return self.key.round
 
 
 def _check_overrides(stage: str, overrides: dict[str, Any]) -> None:
@@ -137,16 +141,18 @@ def run_stage2(cfg: Stage2Config, corpus: Corpus | None = None) -> Any:
     return run(cfg, corpus)
 
 
-def stage_template(stage: str, bridge_cfg: BridgeConfig, variant: str) -> Any:
+def stage_template(stage: str, bridge_cfg: BridgeConfig, variant: str,
+                   preset: dict[str, dict[str, Any]] | None = None) -> Any:  # fmt: skip
     """The typed config of ``stage`` for ``variant``: the preset, the user's overrides and the variant's settings,
     validated. The per-run fields only the bridge sets (``BRIDGE_FIELDS``) hold placeholders until
-    ``resolve_stage_config`` replaces them; building every variant's templates is the bridge's early check."""
+    :meth:`StageTemplates.resolve` replaces them. ``preset``: the preset's sections, if already read."""
     spec = get_variant(variant)
     if stage == "stage1" and not spec.has_stage1:
         raise ValueError(f"the {variant} variant has no stage 1")
     overrides = bridge_cfg.stage1 if stage == "stage1" else bridge_cfg.stage2
     _check_overrides(stage, overrides)
-    data = deep_merge(preset_defaults(bridge_cfg.preset).get(stage, {}), overrides)
+    preset = preset if preset is not None else preset_defaults(bridge_cfg.preset)
+    data = deep_merge(preset.get(stage, {}), overrides)
     data = deep_merge(data, nest((spec.stage1 if stage == "stage1" else spec.stage2) or {}))
     data.update(corpus=".", cache_dir=".")  # placeholders (required fields)
     source = f"bridge config, section {stage} (config file and --{stage} overrides)"
@@ -155,67 +161,76 @@ def stage_template(stage: str, bridge_cfg: BridgeConfig, variant: str) -> Any:
     return cfg
 
 
-def check_stage_configs(cfg: BridgeConfig) -> dict[tuple[str, str], Any]:
-    """Every variant's typed stage configs (``stage_template``), keyed by (variant, stage): a bad ``--stage1`` /
-    ``--stage2`` override fails here, naming the key, before any work (``bridge/alternate.py`` calls this before
-    it imports torch). Each round's config is ``dataclasses.replace`` of these."""
-    return {
-        (variant.name, stage): stage_template(stage, cfg, variant.name)
-        for variant in run_variants(cfg.baselines, cfg.ablations)
+@dataclass(frozen=True)
+class StageTemplates:
+    """Every variant's typed stage configs of one run, built once (:func:`check_stage_configs`): a bad
+    ``--stage1`` / ``--stage2`` override fails there, naming the key, before any work. Each round's config is
+    ``dataclasses.replace`` of a template with the per-run fields (:meth:`resolve`)."""
+
+    variants: tuple[Variant, ...]
+    configs: dict[tuple[str, str], Any] = field(default_factory=dict)
+
+    def template(self, variant: str, stage: str) -> Any:
+        if (variant, stage) not in self.configs:
+            if stage == "stage1" and not get_variant(variant).has_stage1:
+                raise ValueError(f"the {variant} variant has no stage 1")
+            raise KeyError(f"no {stage} template for variant {variant!r}: it is not one this run trains")
+        return self.configs[(variant, stage)]
+
+    def resolve(self, key: StageKey, corpus_dir: Path, paths: RunPaths, init_checkpoint: Path | None) -> Any:
+        """The typed config of stage run ``key``: its template with the fields only the bridge sets (corpus,
+        cache and output folders, round, checkpoint to continue from, seed, feedback round)."""
+        paths = paths.for_key(key)
+        per_run: dict[str, Any] = {
+            "corpus": Path(corpus_dir),
+            "cache_dir": Path(paths.cache_dir(key.variant)),
+            "round": key.round,
+            "out_dir": Path(paths.stage_dir(key)),
+            "init_checkpoint": Path(init_checkpoint) if init_checkpoint is not None else None,
+            "seed": stage_seed(key),
+        }
+        if key.stage == "stage1":
+            feedback = get_variant(key.variant).feedback and key.round > 0
+            per_run["edge_weight_round"] = key.round - 1 if feedback else None
+        return dataclasses.replace(self.template(key.variant, key.stage), **per_run)
+
+
+def stage_seed(key: StageKey) -> int:
+    """The seed a stage run trains with: training seed ``s`` runs round ``r`` with ``s + 1000 r``."""
+    if key.seed is None:
+        raise ValueError(f"{key}: a stage run needs a training seed")
+    return key.seed + ROUND_SEED_STRIDE * key.round
+
+
+def check_stage_configs(cfg: BridgeConfig) -> StageTemplates:
+    """Every variant's typed stage configs (:func:`stage_template`), each built once: a bad override fails here,
+    naming the key, before any work (``bridge/alternate.py`` calls this before it imports torch)."""
+    preset = preset_defaults(cfg.preset)
+    variants = run_variants(cfg.baselines, cfg.ablations)
+    configs = {
+        (variant.name, stage): stage_template(stage, cfg, variant.name, preset)
+        for variant in variants
         for stage in variant.stages
     }
+    return StageTemplates(variants, configs)
 
 
-def resolve_stage_config(
-    stage: str,
-    bridge_cfg: BridgeConfig,
-    paths: RunPaths,
-    corpus_dir: Path,
-    variant: str,
-    round_idx: int,
-    init_checkpoint: Path | None,
-) -> Any:
-    """The typed config of ``stage`` for ``variant`` in round ``round_idx`` of the training seed of ``paths``:
-    ``dataclasses.replace`` of the variant's template with the per-run fields (see the module docstring)."""
-    seed = paths.seed if paths.seed is not None else bridge_cfg.seed
-    per_run: dict[str, Any] = {
-        "corpus": Path(corpus_dir),
-        "cache_dir": Path(paths.cache_dir(variant)),
-        "round": round_idx,
-        "out_dir": Path(paths.stage_dir(variant, round_idx, stage)),
-        "init_checkpoint": Path(init_checkpoint) if init_checkpoint is not None else None,
-        "seed": seed + ROUND_SEED_STRIDE * round_idx,
-    }
-    if stage == "stage1":
-        feedback = get_variant(variant).feedback and round_idx > 0
-        per_run["edge_weight_round"] = round_idx - 1 if feedback else None
-    return dataclasses.replace(stage_template(stage, bridge_cfg, variant), **per_run)
-
-
-def plan_stage(
-    stage: str,
-    bridge_cfg: BridgeConfig,
-    paths: RunPaths,
-    corpus_dir: Path,
-    variant: str,
-    round_idx: int,
-    manifest: Manifest,
-) -> StageRun:
-    """Build the :class:`StageRun` of one stage; its upstream entries must already be complete."""
-    key = paths.stage_key(variant, round_idx, stage)
-    depends_on: list[str] = []
+def plan_stage(key: StageKey, templates: StageTemplates, paths: RunPaths, corpus_dir: Path,
+               manifest: Manifest) -> StageRun:  # fmt: skip
+    """The :class:`StageRun` of stage run ``key``; the entries it reads must already be complete."""
+    depends_on: list[StageKey] = []
     init_checkpoint = None
-    if round_idx > 0:
-        prev = paths.stage_key(variant, round_idx - 1, stage)
+    if key.round > 0:
+        prev = key.of_round(key.round - 1)
         depends_on.append(prev)
         init_checkpoint = manifest.outputs(prev)["checkpoint"]
-    spec = get_variant(variant)
-    if stage == "stage1" and spec.feedback and round_idx > 0:
-        depends_on.append(paths.stage_key(variant, round_idx - 1, "stage2"))  # its edge weights
-    if stage == "stage2" and spec.has_stage1:
-        depends_on.append(paths.stage_key(variant, round_idx, "stage1"))  # this round's embeddings
-    cfg = resolve_stage_config(stage, bridge_cfg, paths, corpus_dir, variant, round_idx, init_checkpoint)
-    return StageRun(variant, round_idx, stage, key, cfg, tuple(depends_on))
+    spec = get_variant(key.variant)
+    if key.stage == "stage1" and spec.feedback and key.round > 0:
+        depends_on.append(key.of_round(key.round - 1).of_stage("stage2"))  # its edge weights
+    if key.stage == "stage2" and spec.has_stage1:
+        depends_on.append(key.of_stage("stage1"))  # this round's embeddings
+    cfg = templates.resolve(key, corpus_dir, paths, init_checkpoint)
+    return StageRun(key, cfg, tuple(depends_on))
 
 
 def _validator(run: StageRun, corpus: Corpus) -> Callable[[dict[str, Path]], None]:

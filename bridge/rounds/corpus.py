@@ -1,4 +1,4 @@
-"""Remove only what the bridge wrote: the generated corpus, and stage output folders.
+"""The run's corpus: ``--corpus`` loaded, or the embedded synthetic corpus generated into the run folder once.
 
 Generating the synthetic corpus into a run folder never removes a file the bridge did not write.
 
@@ -12,11 +12,16 @@ that is ours is cleared file by file, and only of the files the generator wrote.
 from __future__ import annotations
 
 import secrets
-import shutil
+import time
+from dataclasses import asdict
 from pathlib import Path
+from typing import Any
 
-from bridge.manifest import Manifest, ManifestConflict, file_sha256
-from bridge.paths import STAGE_LOG
+from bridge.evaluation.tasks import check_corpus_can_finish
+from bridge.rounds.config import BridgeConfig
+from bridge.rounds.context import BridgeRun
+from bridge.runfolder import CORPUS_KEY, Manifest, ManifestConflict
+from corpus import Corpus, load_corpus
 from corpus.ownership import (
     GENERATOR_RECORD,
     folder_files,
@@ -26,8 +31,11 @@ from corpus.ownership import (
     write_marker,
 )
 from corpus.synthetic import SyntheticConfig, generate
+from mmga_common.config import ConfigError, deep_merge, from_dict
 
 TOKEN_KEY = "generated_corpus_token"
+# The embedded synthetic corpus generated when no --corpus is given (sized for the 10-minute default run).
+SYNTHETIC_DEFAULTS: dict[str, Any] = {"num_users": 1000}
 
 
 class CorpusFolderNotOwned(ManifestConflict):
@@ -36,14 +44,10 @@ class CorpusFolderNotOwned(ManifestConflict):
 
 def _matches_manifest(corpus_dir: Path, manifest: Manifest, corpus_key: str) -> bool:
     """A marker-less folder from before markers: every file the manifest hashed is unchanged."""
-    entry = manifest.get(corpus_key)
-    if not entry or not entry.get("files") or not (corpus_dir / GENERATOR_RECORD).is_file():
+    entry = manifest.entry(corpus_key)
+    if entry is None or not entry.files or not (corpus_dir / GENERATOR_RECORD).is_file():
         return False
-    for rel, rec in entry["files"].items():
-        path = manifest.base / rel
-        if not path.is_file() or path.stat().st_size != rec["size"] or file_sha256(path) != rec["sha256"]:
-            return False
-    return True
+    return manifest.intact(corpus_key)
 
 
 def check_owned(corpus_dir: Path, manifest: Manifest, corpus_key: str) -> set[str]:
@@ -90,26 +94,54 @@ def generate_owned(corpus_dir: Path, synth: SyntheticConfig, manifest: Manifest,
     return corpus_dir
 
 
-# What the stages write into their output folder (checkpoints, Lightning's CSV and TensorBoard logs).
-STAGE_DIR_ENTRIES = frozenset({"checkpoints", "logs", "tensorboard", "lightning_logs", STAGE_LOG})
+def synthetic_config(cfg: BridgeConfig) -> SyntheticConfig:
+    """The generator's knobs: the bridge's defaults with the user's ``synthetic`` section on top."""
+    source = "bridge config"
+    synth = from_dict(
+        SyntheticConfig, deep_merge(SYNTHETIC_DEFAULTS, cfg.synthetic), source, prefix="synthetic."
+    )
+    try:
+        synth.check()
+    except ValueError as err:
+        raise ConfigError(source, None, "synthetic", str(err)) from err
+    return synth
 
 
-class StageFolderNotOwned(ManifestConflict):
-    """A stage output folder holds something no stage writes."""
+def _generate(run: BridgeRun) -> Path:
+    """Generate the synthetic corpus into the run folder once (manifest key ``corpus/generate``)."""
+    corpus_dir = run.paths.generated_corpus
+    synth = synthetic_config(run.cfg)
+    recorded = {"synthetic": asdict(synth)}
+    if run.manifest.is_complete(CORPUS_KEY, recorded, "", force=run.force):
+        run.console.detail(f"[corpus] {corpus_dir} already generated (skipped)")
+        run.note_step(CORPUS_KEY, False, run.manifest.entry(CORPUS_KEY).seconds)
+        return corpus_dir
+    run.console.detail(
+        f"[corpus] generating the synthetic corpus ({synth.num_users} users) into {corpus_dir}"
+    )
+    start = time.perf_counter()
+    generate_owned(corpus_dir, synth, run.manifest, CORPUS_KEY)  # never removes files it did not write
+    seconds = time.perf_counter() - start
+    names = ("users.csv", "posts.jsonl", "edges.csv")
+    run.manifest.record(
+        CORPUS_KEY, recorded, "", outputs={"corpus": corpus_dir},
+        hash_files={n: corpus_dir / n for n in names}, seconds=seconds,
+    )  # fmt: skip
+    run.note_step(CORPUS_KEY, True, seconds)
+    run.console.info(f"[corpus] generated the synthetic corpus ({synth.num_users} users) in {seconds:.1f} s")
+    return corpus_dir
 
 
-def clear_stage_dir(out_dir: Path) -> None:
-    """Remove a stage's output folder (leftovers of an interrupted attempt) when it holds only what the
-    stages write; otherwise refuse, naming what is there, and remove nothing."""
-    out_dir = Path(out_dir)
-    if not out_dir.exists():
-        return
-    if out_dir.is_symlink() or not out_dir.is_dir():
-        raise StageFolderNotOwned(f"{out_dir} is not a folder the bridge made; refusing to remove it")
-    foreign = sorted(p.name for p in out_dir.iterdir() if p.name not in STAGE_DIR_ENTRIES or p.is_symlink())
-    if foreign:
-        raise StageFolderNotOwned(
-            f"{out_dir} holds {', '.join(foreign[:3])}, which no stage writes; refusing to remove the folder "
-            "before rerunning the stage. Move those files away and rerun."
-        )
-    shutil.rmtree(out_dir)
+def prepare_corpus(run: BridgeRun) -> Corpus:
+    """Load ``--corpus``, or generate the synthetic corpus into the run folder once and load it; refuse a corpus
+    the run cannot finish on before it is recorded or anything trains."""
+    corpus_dir = Path(run.cfg.corpus) if run.cfg.corpus is not None else _generate(run)
+    start = time.perf_counter()
+    corpus = load_corpus(corpus_dir)
+    run.console.info(
+        f"[corpus] {corpus_dir}: {corpus.num_users} users, {corpus.num_posts} posts, {corpus.num_edges} edges "
+        f"(loaded in {time.perf_counter() - start:.1f} s)"
+    )
+    check_corpus_can_finish(corpus, run.console.always)
+    run.manifest.bind_corpus(corpus_dir, corpus.fingerprint, force=run.force)
+    return corpus

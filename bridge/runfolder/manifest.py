@@ -1,6 +1,7 @@
 """A JSON manifest of what a bridge run completed, so that a rerun skips finished work.
 
-Each entry is keyed like ``"mmga/round_1/stage2"`` and records the resolved config it ran with (which includes
+Each entry is keyed by a typed key (``bridge.runfolder.keys``: ``"seed_0/mmga/round_1/stage2"``,
+``"eval/seed_0/no_align/round_2"``) and records the resolved config it ran with (which includes
 digests of the entries it read from, so a change upstream invalidates everything downstream), the corpus
 fingerprint, its output files with their sizes and sha256, its metrics and its wall time. The file is
 rewritten atomically (temporary file + rename) after each completed entry, so a crash or Ctrl-C leaves
@@ -14,21 +15,26 @@ folder or ``--force`` (which drops the conflicting entry and recomputes it).
 
 from __future__ import annotations
 
-import dataclasses
-import hashlib
 import json
-import math
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass, field
 from datetime import datetime, timezone
-from enum import Enum
 from pathlib import Path
 from typing import Any
 
+from bridge.runfolder.keys import EvalKey, StageKey
+from bridge.runfolder.records import (
+    FileRecord,
+    config_diff,
+    digest,
+    resolve_run_relative,
+    run_relative,
+    to_jsonable,
+)
 from cache.atomic import atomic_write_bytes
-from cache.digest import content_digest as cache_content_digest
-from cache.types import CacheError
 
 MANIFEST_VERSION = 1
+Key = str | StageKey | EvalKey
 
 
 class ManifestError(RuntimeError):
@@ -39,82 +45,33 @@ class ManifestConflict(RuntimeError):
     """The run folder holds results made with another config or corpus than the one requested."""
 
 
-def to_jsonable(value: Any, base: Path | None = None) -> Any:
-    """Turn a (nested) config into plain JSON types: dataclasses and mappings to dicts, tuples to lists,
-    paths to strings (paths below ``base`` become ``"$RUN/<relative>"`` so a moved run folder still matches)."""
-    if dataclasses.is_dataclass(value) and not isinstance(value, type):
-        return {f.name: to_jsonable(getattr(value, f.name), base) for f in dataclasses.fields(value)}
-    if isinstance(value, Mapping):
-        return {str(k): to_jsonable(v, base) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [to_jsonable(v, base) for v in value]
-    if isinstance(value, Path):
-        if base is not None:
-            try:
-                return "$RUN/" + value.resolve().relative_to(base.resolve()).as_posix()
-            except ValueError:
-                pass
-        return str(value)
-    if isinstance(value, Enum):
-        return to_jsonable(value.value, base)
-    if isinstance(value, float) and not math.isfinite(value):
-        return repr(value)
-    if value is None or isinstance(value, bool | int | float | str):
-        return value
-    if hasattr(value, "item"):  # numpy / torch scalars
-        return to_jsonable(value.item(), base)
-    return repr(value)
+@dataclass(frozen=True)
+class Entry:
+    """One completed step as the manifest recorded it.
 
+    Attributes:
+        config: the JSON of what it ran with (the resolved config and digests of its inputs).
+        fingerprint: the corpus fingerprint it ran on ("" for steps that read no corpus).
+        outputs: named output paths (files or folders), resolved against the run folder.
+        files: the recorded files (run-relative names) with their size and hashes.
+        dirs: the recorded output folders (run-relative names).
+        metrics: what the step reported (JSON).
+        seconds: its wall time.
+    """
 
-def digest(value: Any) -> str:
-    """sha256 of the canonical JSON of an already JSON-able value."""
-    return hashlib.sha256(json.dumps(value, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
-
-
-def file_sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
-
-
-def _flatten(value: Any, prefix: str = "") -> dict[str, Any]:
-    if isinstance(value, dict):
-        out: dict[str, Any] = {}
-        for k, v in value.items():
-            out.update(_flatten(v, f"{prefix}.{k}" if prefix else str(k)))
-        return out or {prefix: {}}
-    return {prefix: value}
-
-
-def config_diff(old: Any, new: Any, limit: int = 8) -> str:
-    """A short human-readable list of the dotted keys whose values differ."""
-    a, b = _flatten(old), _flatten(new)
-    lines = []
-    for key in sorted(set(a) | set(b)):
-        if a.get(key, "<absent>") != b.get(key, "<absent>"):
-            lines.append(f"  {key}: {a.get(key, '<absent>')!r} -> {b.get(key, '<absent>')!r}")
-    more = f"\n  ... and {len(lines) - limit} more" if len(lines) > limit else ""
-    return "\n".join(lines[:limit]) + more
+    config: Any
+    fingerprint: str
+    outputs: dict[str, Path]
+    files: dict[str, FileRecord] = field(default_factory=dict)
+    dirs: tuple[str, ...] = ()
+    metrics: Any = None
+    seconds: float = 0.0
 
 
 def write_json_atomic(path: Path, data: Any) -> None:
     """Write JSON to a temporary file in the same folder, fsync it, and rename it over ``path``
     (a full disk raises :class:`cache.atomic.DiskFullError` naming ``path``)."""
     atomic_write_bytes(Path(path), (json.dumps(data, indent=2, sort_keys=True) + "\n").encode())
-
-
-def content_digest(path: Path) -> str:
-    """A digest of what a file holds, for entries downstream to depend on: for a cache file, its datasets
-    and attributes except the write time (``created``), so a file rewritten with the same data keeps it;
-    for any other file, its sha256."""
-    if Path(path).suffix == ".h5":
-        try:
-            return cache_content_digest(path)
-        except CacheError:
-            pass
-    return file_sha256(path)
 
 
 def backup_path(path: Path) -> Path:
@@ -201,7 +158,7 @@ class Manifest:
     def bind_corpus(self, corpus_path: Path, fingerprint: str, force: bool = False) -> None:
         """Record the run's corpus, or check it is the one the folder was made with."""
         old = self.data.get("corpus")
-        new = {"path": to_jsonable(Path(corpus_path), self.base), "fingerprint": fingerprint}
+        new = {"path": run_relative(Path(corpus_path), self.base), "fingerprint": fingerprint}
         computed = [k for k in self.data["entries"] if not k.startswith("corpus/")]
         if old and old.get("fingerprint") != fingerprint and computed:
             if not force:
@@ -214,24 +171,67 @@ class Manifest:
         self.data["corpus"] = new
         self.save()
 
-    # --- entries ------------------------------------------------------------------------------------------
-    def get(self, key: str) -> dict[str, Any] | None:
-        return self.data["entries"].get(key)
+    @property
+    def corpus_path(self) -> Path | None:
+        """The corpus folder the run was made from (resolved against the run folder), or None."""
+        recorded = (self.data.get("corpus") or {}).get("path")
+        return None if not recorded else resolve_run_relative(str(recorded), self.base)
 
-    def entry_digest(self, key: str) -> str:
+    @property
+    def corpus_fingerprint(self) -> str | None:
+        return (self.data.get("corpus") or {}).get("fingerprint")
+
+    # --- entries ------------------------------------------------------------------------------------------
+    def entry(self, key: Key) -> Entry | None:
+        """The completed step ``key``, typed; None when the manifest has no such entry."""
+        raw = self.data["entries"].get(str(key))
+        if raw is None:
+            return None
+        return Entry(
+            config=raw.get("config"),
+            fingerprint=raw.get("fingerprint", ""),
+            outputs={name: self._resolve(p) for name, p in raw.get("outputs", {}).items()},
+            files={rel: FileRecord.from_json(rec) for rel, rec in raw.get("files", {}).items()},
+            dirs=tuple(raw.get("dirs", ())),
+            metrics=raw.get("metrics"),
+            seconds=float(raw.get("seconds") or 0.0),
+        )
+
+    def keys(self) -> Iterator[str]:
+        return iter(list(self.data["entries"]))
+
+    def stage_keys(self) -> list[StageKey]:
+        """Every recorded stage run, parsed."""
+        return [k for k in map(StageKey.parse, self.keys()) if k is not None]
+
+    def eval_keys(self) -> list[EvalKey]:
+        """Every recorded evaluation, parsed."""
+        return [k for k in map(EvalKey.parse, self.keys()) if k is not None]
+
+    def entry_digest(self, key: Key) -> str:
         """A digest of a recorded entry's config and output hashes, for downstream entries to depend on."""
-        entry = self.get(key)
-        if entry is None:
-            raise KeyError(f"manifest {self.path} has no entry {key!r}")
-        files = entry["files"]
+        raw = self.data["entries"].get(str(key))
+        if raw is None:
+            raise KeyError(f"manifest {self.path} has no entry {str(key)!r}")
+        files = raw["files"]
         if all("content" in rec for rec in files.values()) and files:
             # content digests (not write times): a cache file repaired with the same data changes nothing
-            return digest({"config": entry["config"], "content": {k: r["content"] for k, r in files.items()}})
-        return digest({"config": entry["config"], "files": files})
+            return digest({"config": raw["config"], "content": {k: r["content"] for k, r in files.items()}})
+        return digest({"config": raw["config"], "files": files})
+
+    def intact(self, key: Key) -> bool:
+        """True when ``key`` is recorded and every file it recorded still matches its record (size and sha256)
+        and every folder it recorded is still there: the one "outputs unchanged" check."""
+        entry = self.entry(key)
+        if entry is None:
+            return False
+        if any(not rec.matches(self._resolve(rel)) for rel, rec in entry.files.items()):
+            return False
+        return all(self._resolve(rel).is_dir() for rel in entry.dirs)
 
     def is_complete(
         self,
-        key: str,
+        key: Key,
         config: Any,
         fingerprint: str,
         force: bool = False,
@@ -242,46 +242,41 @@ class Manifest:
         Raises :class:`ManifestConflict` when it completed with another config or corpus, unless ``force``,
         which forgets the entry. Outputs that are gone or changed make the entry incomplete (it reruns).
         """
-        entry = self.get(key)
+        entry = self.entry(key)
         if entry is None:
             return False
         config = to_jsonable(config, self.base)
-        if entry.get("config") != config or entry.get("fingerprint") != fingerprint:
+        if entry.config != config or entry.fingerprint != fingerprint:
             if force:
                 self.forget(key)
                 return False
             what = (
-                f"the corpus changed (fingerprint {str(entry.get('fingerprint'))[:12]} -> {fingerprint[:12]})"
-                if entry.get("fingerprint") != fingerprint
-                else "its config changed:\n" + config_diff(entry.get("config"), config)
+                f"the corpus changed (fingerprint {str(entry.fingerprint)[:12]} -> {fingerprint[:12]})"
+                if entry.fingerprint != fingerprint
+                else "its config changed:\n" + config_diff(entry.config, config)
             )
             raise ManifestConflict(
                 f"{self.path}: {key} was completed before, but {what}\n"
                 "Use a new --run-dir to keep both, or --force to recompute it (and what depends on it)."
             )
-        outputs = self.outputs(key)
-        for rel, rec in entry.get("files", {}).items():
-            path = self._resolve(rel)
-            if not path.is_file() or path.stat().st_size != rec["size"] or file_sha256(path) != rec["sha256"]:
-                return False
-        if any(not self._resolve(rel).is_dir() for rel in entry.get("dirs", [])):
+        if not self.intact(key):
             return False
         if validate is not None:
             try:
-                validate(outputs)
+                validate(entry.outputs)
             except Exception:
                 return False
         return True
 
-    def outputs(self, key: str) -> dict[str, Path]:
-        entry = self.get(key)
+    def outputs(self, key: Key) -> dict[str, Path]:
+        entry = self.entry(key)
         if entry is None:
-            raise KeyError(f"manifest {self.path} has no entry {key!r}")
-        return {name: self._resolve(p) for name, p in entry.get("outputs", {}).items()}
+            raise KeyError(f"manifest {self.path} has no entry {str(key)!r}")
+        return entry.outputs
 
     def record(
         self,
-        key: str,
+        key: Key,
         config: Any,
         fingerprint: str,
         outputs: Mapping[str, Path] | None = None,
@@ -297,16 +292,12 @@ class Manifest:
         for path in list(outputs.values()) + list((hash_files or {}).values()):
             path = Path(path)
             if path.is_file():
-                files[self._rel(path)] = {
-                    "size": path.stat().st_size,
-                    "sha256": file_sha256(path),
-                    "content": content_digest(path),
-                }
+                files[self._rel(path)] = FileRecord.of(path).to_json()
             elif path.is_dir():
                 dirs.append(self._rel(path))
             else:
                 raise FileNotFoundError(f"{key}: output {path} does not exist, cannot record it as complete")
-        self.data["entries"][key] = {
+        self.data["entries"][str(key)] = {
             "config": to_jsonable(config, self.base),
             "fingerprint": fingerprint,
             "outputs": {name: self._rel(Path(p)) for name, p in outputs.items()},
@@ -318,8 +309,8 @@ class Manifest:
         }
         self.save()
 
-    def forget(self, key: str) -> None:
-        if self.data["entries"].pop(key, None) is not None:
+    def forget(self, key: Key) -> None:
+        if self.data["entries"].pop(str(key), None) is not None:
             self.save()
 
     # --- paths relative to the run folder -----------------------------------------------------------------

@@ -12,8 +12,14 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
-from bridge.rows import COMPARED_ROWS, GOAL_METRICS, Row  # noqa: E402
+from bridge.evaluation.rows import COMPARED_ROWS, GOAL_METRICS, Row  # noqa: E402
+from bridge.report.summary import Comparison, RowSummary  # noqa: E402
 from corpus import Corpus  # noqa: E402
+
+
+def literal(text: str) -> str:
+    """``text`` as matplotlib should draw it: a topic label is data, never mathtext (``$`` stays a dollar)."""
+    return str(text).replace("$", r"\$")
 
 
 def read_loss_curves(csv_path: Path) -> dict[str, tuple[np.ndarray, np.ndarray]]:
@@ -74,19 +80,21 @@ def plot_loss_curves(log_dirs: dict[str, list[Path | None]], out: Path, variant:
     return any_curve
 
 
-def plot_metrics_by_round(rows: list[Row], evaluated: dict[str, Any], out: Path) -> None:
+def plot_metrics_by_round(rows: list[Row], summaries: dict[str, RowSummary], out: Path) -> None:
     """MMGA's topic macro-F1 and fans MAE per round, with the baselines as horizontal lines."""
     mmga = [r for r in rows if r.group == "mmga"]
     fig, axes = plt.subplots(1, 2, figsize=(11, 4))
     for ax, (task, metric, higher) in zip(axes, GOAL_METRICS):
-        means = [evaluated[r.name][task][metric]["mean"] for r in mmga]
-        stds = [evaluated[r.name][task][metric]["std"] for r in mmga]
+        means = [summaries[r.name].metric(task, metric).mean for r in mmga]
+        stds = [summaries[r.name].metric(task, metric).std for r in mmga]
         ax.errorbar(
             [r.round for r in mmga], means, yerr=stds, marker="o", color="black", label="MMGA", capsize=3
         )
         for i, name in enumerate(COMPARED_ROWS):
-            if name in evaluated:
-                ax.axhline(evaluated[name][task][metric]["mean"], ls="--", lw=1, color=f"C{i}", label=name)
+            if name in summaries:
+                ax.axhline(
+                    summaries[name].metric(task, metric).mean, ls="--", lw=1, color=f"C{i}", label=name
+                )
         ax.set_xlabel("round")
         ax.set_xticks([r.round for r in mmga])
         ax.set_title(f"{task} {metric} (test, {'higher' if higher else 'lower'} is better)")
@@ -144,7 +152,7 @@ def plot_projections(panels: list[tuple[str, list[np.ndarray]]], corpus: Corpus,
             ax.scatter(xy[unknown, 0], xy[unknown, 1], s=6, c="lightgrey", label="unlabelled")
         for k, name in enumerate(corpus.label_names):
             sel = labels == k
-            ax.scatter(xy[sel, 0], xy[sel, 1], s=7, color=cmap(k % cmap.N), label=name)
+            ax.scatter(xy[sel, 0], xy[sel, 1], s=7, color=cmap(k % cmap.N), label=literal(name))
         ax.set_title(title, fontsize=12)
         ax.set_xticks([])
         ax.set_yticks([])
@@ -164,20 +172,24 @@ def plot_projections(panels: list[tuple[str, list[np.ndarray]]], corpus: Corpus,
     plt.close(fig)
 
 
-def plot_margins(comp: list[dict[str, Any]], out: Path) -> None:
+_VERDICT_COLOR = {"ahead": "tab:green", "behind": "tab:red"}
+
+
+def plot_margins(comp: list[Comparison], out: Path) -> None:
     """MMGA's margin over each compared row (mean ± sd over training seeds, dots = single seeds), per metric."""
     keys = (("topic_macro_f1", "topic macro-F1"), ("fans_mae", "fans MAE"))
     fig, axes = plt.subplots(1, 2, figsize=(12, 0.45 * len(comp) + 2.0))
-    names = [c["against"] for c in comp]
+    names = [c.against for c in comp]
     y = np.arange(len(names))
     for ax, (key, label) in zip(axes, keys):
-        means = np.array([c[key]["margin"] for c in comp])
-        sds = np.array([c[key]["margin_std"] for c in comp])
-        colors = ["tab:green" if c[key]["verdict"] == "ahead" else "tab:red" if c[key]["verdict"] == "behind"
-                  else "tab:grey" for c in comp]  # fmt: skip
+        means = np.array([c.margins[key].stat.mean for c in comp])
+        sds = np.array([c.margins[key].stat.std for c in comp])
+        colors = [_VERDICT_COLOR.get(c.margins[key].verdict, "tab:grey") for c in comp]
         ax.barh(y, means, xerr=sds, color=colors, alpha=0.75, capsize=3)
         for i, c in enumerate(comp):
-            ax.scatter(c[key]["margins"], [i] * len(c[key]["margins"]), s=12, color="black", zorder=3)
+            ax.scatter(
+                c.margins[key].margins, [i] * len(c.margins[key].margins), s=12, color="black", zorder=3
+            )
         ax.axvline(0, color="black", lw=0.8)
         ax.set_yticks(y)
         ax.set_yticklabels(names if ax is axes[0] else [], fontsize=10)

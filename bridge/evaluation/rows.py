@@ -22,8 +22,7 @@ from typing import Any, Literal
 
 import numpy as np
 
-from bridge.paths import RunPaths
-from bridge.peers import sgc_features
+from bridge.runfolder import RunPaths, StageKey
 from bridge.variants import ABLATIONS
 from cache import read_encoder_embeddings, read_graph_outputs
 from corpus import Corpus
@@ -75,7 +74,7 @@ class Row:
         """True when the row is trained once per training seed (every row that reads a trained variant)."""
         return self.variant is not None
 
-    def depends_on(self, paths: RunPaths) -> tuple[str, ...]:
+    def depends_on(self, paths: RunPaths) -> tuple[StageKey, ...]:
         """Manifest keys of the stage runs whose outputs this row reads."""
         if self.variant is None:
             return ()
@@ -174,5 +173,7 @@ def representation(row: Row, corpus: Corpus, paths: RunPaths, sgc_hops: int = 2)
     ``peer_gcn`` row's input features are returned as they are (``bridge.peers.evaluate_gcn`` trains on them)."""
     x = np.concatenate(representation_blocks(row, corpus, paths), axis=1)
     if row.peer == "sgc":
+        from bridge.evaluation.peers import sgc_features  # torch and PyG, only when a peer row is built
+
         x = sgc_features(x, corpus.edges, hops=sgc_hops).astype(np.float32)
     return x

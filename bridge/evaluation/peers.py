@@ -3,7 +3,7 @@
 - ``peer_sgc`` (Wu et al. 2019, SGC): a parameter-free K-hop propagation of the no-alignment encoders'
   features ``F = [R^T || R^I || X]`` (each column standardized over all users), ``[F || S F || ... || S^K F]`` with
   ``S = D^-1/2 (A + I) D^-1/2`` computed by PyG's ``SGConv`` (its linear map fixed to the identity); then the
-  standard frozen-embedding heads of :mod:`bridge.evaluate`.
+  standard frozen-embedding heads of :mod:`bridge.evaluation.heads`.
 - ``peer_gcn`` (Kipf & Welling 2017, the supervised recipe of SimTeG / GLEM / MAGB): a 2-layer PyG ``GCNConv``
   network trained end to end on each downstream task's train split over the same frozen ``F``, early-stopped on
   val, weight decay chosen on val, test scored once per head seed. It spends the labels inside the graph model,
@@ -12,16 +12,17 @@
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Literal
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 from torch_geometric.nn import GCNConv, SGConv
 
-from bridge import metrics, tasks
-from bridge.config import EvalConfig
-from bridge.evaluate import standardize, summarize
+from bridge.evaluation.config import EvalConfig
+from bridge.evaluation.heads import standardize
+from bridge.evaluation.loop import Candidate, TaskTargets, evaluate_tasks, select_and_score
+from bridge.evaluation.results import Evaluation, TaskScores
 from mmga_common.threads import torch_threads
 
 
@@ -111,57 +112,22 @@ def _train_gcn(
     return best_val, best_out, epochs
 
 
-def _gcn_task(
-    x: np.ndarray,
-    edge_index: torch.Tensor,
-    y: np.ndarray,
-    known: np.ndarray,
-    splits: np.ndarray,
-    task: Literal["topic", "fans"],
-    cfg: EvalConfig,
-) -> dict[str, Any]:
-    masks = {name: known & (splits == code) for name, code in (("train", 0), ("val", 1), ("test", 2))}
-    for name, mask in masks.items():
-        if not mask.any():
-            raise ValueError(f"task {task}: no users with a known target in the {name} split")
-    feats = torch.from_numpy(standardize(x.astype(np.float64), masks["train"]).astype(np.float32))
-    idx = {name: torch.from_numpy(np.flatnonzero(mask)) for name, mask in masks.items()}
-    if task == "topic":
-        out_dim = int(y[known].max()) + 1
-        edges = None  # fans buckets only
-        target = torch.from_numpy(np.where(known, y, 0).astype(np.int64))
-    else:
-        mu, sd = float(y[masks["train"]].mean()), float(y[masks["train"]].std()) or 1.0
-        out_dim = 1
-        target = torch.from_numpy(np.where(known, (y - mu) / sd, 0.0).astype(np.float32))
-        edges = metrics.quantile_edges(y[masks["train"]], cfg.fans_buckets)
-    y_val, y_test = y[masks["val"]], y[masks["test"]]
-
-    def predict(out: torch.Tensor, split: str) -> np.ndarray:
-        o = out[idx[split]].numpy()
-        return o.argmax(-1) if task == "topic" else o[:, 0].astype(np.float64) * sd + mu
-
-    per_seed: dict[str, list[float]] = {}
-    chosen = []
-    for seed in cfg.seeds:
-        best = None  # (val score, lower is better; weight decay; epochs; the best epoch's outputs)
+def _gcn_candidates(
+    x: np.ndarray, edge_index: torch.Tensor, targets: TaskTargets, cfg: EvalConfig
+) -> TaskScores:
+    """One GCN per head seed and weight decay on one task; val chooses the weight decay per head seed."""
+    feats = torch.from_numpy(standardize(x.astype(np.float64), targets.masks["train"]).astype(np.float32))
+    idx = {name: torch.from_numpy(np.flatnonzero(mask)) for name, mask in targets.masks.items()}
+    target = torch.from_numpy(targets.standardized())
+    candidates = []
+    for seed in cfg.head_seeds:
         for wd in cfg.gcn_weight_decays:
-            _, out, epochs = _train_gcn(feats, edge_index, target, idx, task, out_dim, seed, wd, cfg)
-            val_pred = predict(out, "val")
-            score = metrics.selection_score(task, y_val, val_pred)
-            if best is None or score < best[0]:
-                best = (score, wd, epochs, out)
-        score, wd, epochs, out = best
-        pred = predict(out, "test")  # test is scored once, with the model val chose
-        chosen.append(
-            {"seed": seed, "head": "gcn", "weight_decay": wd, "epochs": epochs, "val_score": abs(score)}
-        )
-        for k, v in metrics.task_scores(task, y_test, pred, edges).items():
-            per_seed.setdefault(k, []).append(v)
-    result: dict[str, Any] = {name: summarize(values) for name, values in per_seed.items()}
-    result["chosen"] = chosen
-    result["n"] = {name: int(mask.sum()) for name, mask in masks.items()}
-    return result
+            _, out, epochs = _train_gcn(
+                feats, edge_index, target, idx, targets.task, targets.out_dim, seed, wd, cfg
+            )
+            val_pred, test_pred = (targets.decode(out[idx[s]].numpy()) for s in ("val", "test"))
+            candidates.append(Candidate(seed, "gcn", wd, val_pred, test_pred, epochs))
+    return select_and_score(targets, candidates, cfg.head_seeds)
 
 
 def evaluate_gcn(
@@ -171,23 +137,17 @@ def evaluate_gcn(
     fans: np.ndarray,
     splits: np.ndarray,
     cfg: EvalConfig | None = None,
-) -> dict[str, Any]:
-    """Train and score ``peer_gcn`` on both tasks; same result layout as ``evaluate_representation``.
+) -> Evaluation:
+    """Train and score ``peer_gcn`` on both tasks; the same :class:`Evaluation` as the frozen-embedding heads.
 
     Every user is a node (unlabelled ones still pass messages); only train-split users with a known target
     enter the loss, val picks the epoch and the weight decay, and test is scored once per head seed.
     """
     cfg = cfg or EvalConfig()
     x = np.asarray(x)
-    labels, fans, splits = np.asarray(labels), np.asarray(fans, dtype=np.float64), np.asarray(splits)
     edge_index = edge_index_of(edges)
-    known = tasks.known_targets(labels, fans)
-    targets = {"topic": labels, "fans": np.log1p(np.where(known["fans"], fans, 0.0))}
-    skipped = tasks.unavailable_tasks(labels, fans, splits)  # the same rule as the frozen-embedding heads
     with torch_threads(1):
-        return {
-            task: tasks.skipped_task(task, skipped[task])
-            if task in skipped
-            else _gcn_task(x, edge_index, targets[task], known[task], splits, task, cfg)
-            for task in tasks.TASKS
-        }
+        scores = evaluate_tasks(
+            labels, fans, splits, cfg.fans_buckets, lambda t: _gcn_candidates(x, edge_index, t, cfg)
+        )
+    return Evaluation(scores["topic"], scores["fans"], int(x.shape[1]))

@@ -13,20 +13,11 @@ no training spread was measured.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any, Literal
+from typing import Literal
 
 import numpy as np
 
 Verdict = Literal["ahead", "behind", "not measurably", "n/a"]
-
-
-def over_seeds(values: Sequence[float]) -> dict[str, Any]:
-    """Mean, sample standard deviation (0 for one value) and the values, ignoring nothing: a NaN stays NaN."""
-    arr = np.asarray(list(values), dtype=np.float64)
-    if len(arr) == 0:
-        return {"mean": float("nan"), "std": float("nan"), "values": []}
-    std = float(arr.std(ddof=1)) if len(arr) > 1 else 0.0
-    return {"mean": float(arr.mean()), "std": std, "values": [float(v) for v in arr]}
 
 
 def verdict(margins: Sequence[float]) -> Verdict:

@@ -12,32 +12,20 @@ Layout of a run folder (``RunPaths(run_dir)``)::
       report/                          report.md, metrics.json, plots
 
 ``RunPaths(run_dir)`` holds the run-level paths; ``.for_seed(s)`` gives the paths of one training seed (its
-variant folders, and manifest keys prefixed ``seed_<s>/``). Variants are listed in ``bridge.variants``.
+variant folders, and the typed manifest keys of ``bridge.runfolder.keys`` carrying the seed). A
+:class:`~bridge.runfolder.keys.StageKey` says where its stage's outputs live: ``paths.stage_dir(key)``.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Literal, get_args
 
-from bridge.variants import REGISTRY
+from bridge.runfolder.keys import EvalKey, Stage, StageKey, seed_prefix
 
-# A stage's captured stdout/stderr, in its stage folder (written by bridge.schedule, kept by bridge.ownership).
+# A stage's captured stdout/stderr, in its stage folder (written by bridge.rounds.schedule, kept by
+# bridge.runfolder.ownership).
 STAGE_LOG = "stage.log"
-
-Stage = Literal["stage1", "stage2"]
-STAGES: tuple[str, ...] = get_args(Stage)
-
-
-def _check_variant(variant: str) -> None:
-    if variant not in REGISTRY:
-        raise ValueError(f"unknown variant {variant!r}; expected one of {tuple(REGISTRY)}")
-
-
-def _check_round(round_idx: int) -> None:
-    if not isinstance(round_idx, int) or round_idx < 0:
-        raise ValueError(f"round must be an int >= 0, got {round_idx!r}")
 
 
 @dataclass(frozen=True)
@@ -57,12 +45,8 @@ class RunPaths:
         return replace(self, seed=seed)
 
     @property
-    def _prefix(self) -> str:
-        return "" if self.seed is None else f"seed_{self.seed}/"
-
-    @property
     def seed_dir(self) -> Path:
-        return self.run_dir if self.seed is None else self.run_dir / f"seed_{self.seed}"
+        return self.run_dir / seed_prefix(self.seed) if self.seed is not None else self.run_dir
 
     @property
     def manifest(self) -> Path:
@@ -78,7 +62,6 @@ class RunPaths:
         return self.run_dir / "report"
 
     def variant_dir(self, variant: str) -> Path:
-        _check_variant(variant)
         return self.seed_dir / variant
 
     def cache_dir(self, variant: str) -> Path:
@@ -86,31 +69,20 @@ class RunPaths:
         return self.variant_dir(variant) / "cache"
 
     def round_dir(self, variant: str, round_idx: int) -> Path:
-        _check_round(round_idx)
         return self.variant_dir(variant) / f"round_{round_idx}"
 
-    def stage_dir(self, variant: str, round_idx: int, stage: str) -> Path:
-        """Checkpoints and logs of ``stage`` ("stage1" or "stage2") in round ``round_idx``."""
-        if stage not in STAGES:
-            raise ValueError(f"unknown stage {stage!r}; expected one of {STAGES}")
-        return self.round_dir(variant, round_idx) / stage
+    def stage_key(self, variant: str, round_idx: int, stage: Stage) -> StageKey:
+        """The manifest key of one stage run of this training seed, e.g. ``seed_0/mmga/round_1/stage2``."""
+        return StageKey(variant, round_idx, stage, self.seed)
 
-    def stage1_dir(self, variant: str, round_idx: int) -> Path:
-        return self.stage_dir(variant, round_idx, "stage1")
+    def eval_key(self, row: str, round_idx: int | None = None) -> EvalKey:
+        """The manifest key of one evaluated report row of this training seed."""
+        return EvalKey(row, self.seed, round_idx)
 
-    def stage2_dir(self, variant: str, round_idx: int) -> Path:
-        return self.stage_dir(variant, round_idx, "stage2")
+    def stage_dir(self, key: StageKey) -> Path:
+        """Checkpoints and logs of the stage run ``key`` (its seed's folder, whatever this object's seed)."""
+        return self.for_key(key).round_dir(key.variant, key.round) / key.stage
 
-    def stage_key(self, variant: str, round_idx: int, stage: str) -> str:
-        """The manifest key of one stage run, e.g. ``"seed_0/mmga/round_1/stage2"``."""
-        _check_variant(variant)
-        _check_round(round_idx)
-        if stage not in STAGES:
-            raise ValueError(f"unknown stage {stage!r}; expected one of {STAGES}")
-        return f"{self._prefix}{variant}/round_{round_idx}/{stage}"
-
-    def eval_key(self, row: str, round_idx: int | None = None) -> str:
-        """The manifest key of one evaluated report row, e.g. ``"eval/seed_0/no_align/round_2"``; rows that
-        read the last round carry it, so that a longer run (more ``--rounds``) evaluates them anew."""
-        key = f"eval/{self._prefix}{row}"
-        return key if round_idx is None else f"{key}/round_{round_idx}"
+    def for_key(self, key: StageKey | EvalKey) -> RunPaths:
+        """The paths of the training seed ``key`` belongs to."""
+        return replace(self, seed=key.seed)

@@ -1,4 +1,4 @@
-"""The paper's fine-tuning stage on frozen user embeddings: topic classification and fans prediction.
+"""Linear and MLP heads on frozen user embeddings (the linear probe): topic classification and fans prediction.
 
 For one representation ``x [N, D]`` (e.g. ``[R^G || R^T || R^I]``) and each task, small torch heads are fitted on
 the train split only (inputs standardized with train statistics), early-stopped on the val split, and the
@@ -20,14 +20,15 @@ from __future__ import annotations
 
 import math
 from itertools import product
-from typing import Any, Literal
+from typing import Literal
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
-from bridge import metrics, tasks
-from bridge.config import EvalConfig, HeadType
+from bridge.evaluation.config import EvalConfig, HeadType
+from bridge.evaluation.loop import Candidate, TaskTargets, evaluate_tasks, select_and_score
+from bridge.evaluation.results import Evaluation, TaskScores
 from mmga_common.threads import torch_threads
 
 
@@ -157,70 +158,36 @@ def _fit_heads(
     return model
 
 
-def _evaluate_task(
-    x: np.ndarray, y: np.ndarray, splits: np.ndarray, task: Literal["topic", "fans"], cfg: EvalConfig
-) -> dict[str, Any]:
-    train, val, test = (splits == 0), (splits == 1), (splits == 2)
-    for name, mask in (("train", train), ("val", val), ("test", test)):
-        if mask.sum() == 0:
-            raise ValueError(f"task {task}: no users with a known target in the {name} split")
-    x = standardize(x.astype(np.float64), train).astype(np.float32)
-    xt = {s: torch.from_numpy(x[m]) for s, m in (("train", train), ("val", val), ("test", test))}
-    if task == "topic":
-        num_classes = int(y.max()) + 1
-        yt = {s: torch.from_numpy(y[m].astype(np.int64)) for s, m in (("train", train), ("val", val))}
-        out_dim = num_classes
-        edges = None  # fans buckets only
-    else:
-        mu, sd = float(y[train].mean()), float(y[train].std()) or 1.0
-        yt = {
-            s: torch.from_numpy(((y[m] - mu) / sd).astype(np.float32))
-            for s, m in (("train", train), ("val", val))
-        }
-        out_dim = 1
-        edges = metrics.quantile_edges(y[train], cfg.fans_buckets)
+def _evaluate_heads(x: np.ndarray, targets: TaskTargets, cfg: EvalConfig) -> TaskScores:
+    """Every head type x weight decay x head seed of ``cfg`` on one task; val chooses per head seed."""
+    rows = targets.known  # the heads see the users with a known target only
+    masks = {name: mask[rows] for name, mask in targets.masks.items()}
+    x = standardize(x[rows].astype(np.float64), masks["train"]).astype(np.float32)
+    y = targets.standardized()[rows]
+    xt = {split: torch.from_numpy(x[mask]) for split, mask in masks.items()}
+    yt = {split: torch.from_numpy(y[masks[split]]) for split in ("train", "val")}
 
     def predict(model: BatchedHeads, split: str) -> np.ndarray:
         with torch.no_grad():
-            out = model(xt[split]).numpy()
-        return out.argmax(-1) if task == "topic" else out[..., 0].astype(np.float64) * sd + mu
+            return targets.decode(model(xt[split]).numpy())
 
-    grid = list(product(cfg.weight_decays, cfg.seeds))
-    candidates = []  # (head, weight_decay, seed, val_score (lower is better), test predictions)
+    grid = list(product(cfg.weight_decays, cfg.head_seeds))
+    candidates = []
     for head in cfg.heads:
         model = _fit_heads(
-            xt["train"], yt["train"], xt["val"], yt["val"], task, out_dim, head,
+            xt["train"], yt["train"], xt["val"], yt["val"], targets.task, targets.out_dim, head,
             [wd for wd, _ in grid], [s for _, s in grid], cfg,
         )  # fmt: skip
         val_pred, test_pred = predict(model, "val"), predict(model, "test")
-        for g, (wd, seed) in enumerate(grid):
-            score = metrics.selection_score(task, y[val], val_pred[g])
-            candidates.append((head, wd, seed, score, test_pred[g]))
-
-    per_seed: dict[str, list[float]] = {}
-    chosen = []
-    for seed in cfg.seeds:
-        # ties keep the earlier (simpler head, smaller weight decay) candidate
-        head, wd, _, score, pred = min((c for c in candidates if c[2] == seed), key=lambda c: c[3])
-        chosen.append({"seed": seed, "head": head, "weight_decay": wd, "val_score": abs(score)})
-        for k, v in metrics.task_scores(task, y[test], pred, edges).items():
-            per_seed.setdefault(k, []).append(v)
-    result: dict[str, Any] = {name: summarize(values) for name, values in per_seed.items()}
-    result["chosen"] = chosen
-    result["n"] = {"train": int(train.sum()), "val": int(val.sum()), "test": int(test.sum())}
-    return result
-
-
-def summarize(values: list[float]) -> dict[str, Any]:
-    """Mean, sample standard deviation (0 for a single value) and the values themselves."""
-    arr = np.asarray(values, dtype=np.float64)
-    std = float(arr.std(ddof=1)) if len(arr) > 1 else 0.0
-    return {"mean": float(arr.mean()), "std": std, "values": [float(v) for v in arr]}
+        candidates += [
+            Candidate(seed, head, wd, val_pred[g], test_pred[g]) for g, (wd, seed) in enumerate(grid)
+        ]
+    return select_and_score(targets, candidates, cfg.head_seeds)
 
 
 def evaluate_representation(
     x: np.ndarray, labels: np.ndarray, fans: np.ndarray, splits: np.ndarray, cfg: EvalConfig | None = None
-) -> dict[str, Any]:
+) -> Evaluation:
     """Fit and score the topic and fans heads on one frozen representation.
 
     Args:
@@ -229,7 +196,7 @@ def evaluate_representation(
         fans: follower counts ``[N]``, nan = unknown (excluded from the fans task).
         splits: ``[N]`` with 0 train, 1 val, 2 test.
 
-    Returns ``{"topic": {...}, "fans": {...}}``, each metric as ``{"mean", "std", "values"}`` over seeds.
+    Returns the :class:`Evaluation` (each metric a :class:`Stat` over the head seeds).
     """
     cfg = cfg or EvalConfig()
     x = np.asarray(x)
@@ -240,18 +207,9 @@ def evaluate_representation(
         )
     if not np.isfinite(x).all():
         raise ValueError("the representation contains non-finite values")
-    labels, fans, splits = np.asarray(labels), np.asarray(fans, dtype=np.float64), np.asarray(splits)
-    known = tasks.known_targets(labels, fans)
-    targets = {"topic": labels, "fans": np.log1p(np.where(known["fans"], fans, 0.0))}
-    # the bridge decided up front (bridge.tasks) that at least one task can be evaluated
-    skipped = tasks.unavailable_tasks(labels, fans, splits)
     # The heads' matrices are tiny (a few hundred rows): intra-op threads cost more than they save (measured
     # 5-25x slower with 2 threads on a busy 2-core machine), and one thread makes the sums' order, hence the
     # numbers, the same on every machine.
     with torch_threads(1):
-        return {
-            task: tasks.skipped_task(task, skipped[task])
-            if task in skipped
-            else _evaluate_task(x[known[task]], targets[task][known[task]], splits[known[task]], task, cfg)
-            for task in tasks.TASKS
-        }
+        scores = evaluate_tasks(labels, fans, splits, cfg.fans_buckets, lambda t: _evaluate_heads(x, t, cfg))
+    return Evaluation(scores["topic"], scores["fans"], int(x.shape[1]))

@@ -1,11 +1,11 @@
-"""Compare finished runs that differ only in their training seed: the spread the report's ± cannot show.
+"""Compare finished runs, e.g. the same config at other ``--seed`` values or on another machine: the spread
+between whole runs, which one run's report (mean ± sd over its own training seeds) cannot show.
 
-A run's report gives, per row, the mean ± std over the downstream heads' seeds; every representation in it comes
-from one training run. This reads several runs' ``report/metrics.json`` (e.g. ``--seed 0``, ``1``, ``2`` into
-three run folders) and prints, per row, the mean and sample std over the runs of topic macro-F1 and fans MAE,
-and MMGA's last-round margin over each baseline in every run (positive = MMGA ahead).
+Reads several runs' ``report/metrics.json`` and prints, per row, the mean and sample std over the runs of each
+run's headline scores (topic macro-F1, fans MAE), and MMGA's last-round margin over each compared row in every
+run (positive = MMGA ahead) with the seed-aware verdict of ``bridge.evaluation.verdict`` applied over runs.
 
-    python -m bridge.compare runs/seed0 runs/seed1 runs/seed2
+    python -m bridge.report.compare runs/seed0 runs/seed5 runs/seed10
 """
 
 from __future__ import annotations
@@ -16,10 +16,10 @@ import sys
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
-from bridge.paths import RunPaths
-from bridge.rows import COMPARED_ROWS, GOAL_METRICS, report_rows
+from bridge.evaluation.results import Stat
+from bridge.evaluation.rows import COMPARED_ROWS, GOAL_METRICS, report_rows
+from bridge.evaluation.verdict import paired_margins, verdict
+from bridge.runfolder import RunPaths
 
 _LABELS = {("topic", "macro_f1"): "topic macro-F1", ("fans", "mae"): "fans MAE"}
 
@@ -71,21 +71,17 @@ def summarize_runs(runs: dict[str, dict[str, Any]]) -> dict[str, Any]:
     for row in order:
         out_rows[row] = {}
         for task, metric, _ in GOAL_METRICS:
-            values = np.array([_value(m, row, task, metric) for m in runs.values()])
-            std = float(values.std(ddof=1)) if len(values) > 1 else 0.0
-            out_rows[row][f"{task}_{metric}"] = {"mean": float(values.mean()), "std": std,
-                                                 "values": values.tolist()}  # fmt: skip
+            values = [_value(m, row, task, metric) for m in runs.values()]
+            out_rows[row][f"{task}_{metric}"] = Stat.of(values).to_json()
     margins: dict[str, Any] = {}
     for other in COMPARED_ROWS:
         if other not in common:
             continue
         margins[other] = {}
         for task, metric, higher in GOAL_METRICS:
-            per_run = []
-            for m in runs.values():
-                a, b = _value(m, final, task, metric), _value(m, other, task, metric)
-                per_run.append(a - b if higher else b - a)
-            margins[other][f"{task}_{metric}"] = per_run
+            mmga = [_value(m, final, task, metric) for m in runs.values()]
+            others = [_value(m, other, task, metric) for m in runs.values()]
+            margins[other][f"{task}_{metric}"] = paired_margins(mmga, others, higher)
     return {"runs": list(runs), "final": final, "rows": out_rows, "margins": margins}
 
 
@@ -102,21 +98,22 @@ def markdown(summary: dict[str, Any]) -> str:
     for row, stats in summary["rows"].items():
         cells = [f"{stats[k]['mean']:.3f} ± {stats[k]['std']:.3f}" for k, _ in keys]
         lines.append(f"| `{row}` | " + " | ".join(cells) + " |")
-    lines += ["", f"`{final}` vs | " + " | ".join(f"{label} margin per run (ahead in)" for _, label in keys) + " |",
+    lines += ["", f"`{final}` vs | " + " | ".join(f"{label} margin per run (ahead in: verdict)" for _, label in keys) + " |",
               "|---|" + "---|" * len(keys)]  # fmt: skip
     for other, per_metric in summary["margins"].items():
         cells = []
         for key, _ in keys:
             values = per_metric[key]
             ahead = sum(v > 0 for v in values)
-            cells.append(" / ".join(f"{v:+.3f}" for v in values) + f" ({ahead} of {len(values)})")
+            word = verdict(values)
+            cells.append(" / ".join(f"{v:+.3f}" for v in values) + f" ({ahead} of {len(values)}: {word})")
         lines.append(f"| `{other}` | " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
-        prog="python -m bridge.compare",
+        prog="python -m bridge.report.compare",
         description=__doc__,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )

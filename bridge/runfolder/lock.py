@@ -18,6 +18,7 @@ from typing import TypeVar
 LOCK_FILE = "run.lock"
 
 F = TypeVar("F", bound=Callable)
+_HELD: set[Path] = set()  # run folders whose lock this process holds: taking it again is a no-op
 
 
 class RunFolderLocked(RuntimeError):
@@ -32,13 +33,36 @@ class RunFolderLocked(RuntimeError):
         )
 
 
+class RunFolderUnwritable(RuntimeError):
+    """The run folder cannot be created or written (a read-only mount, no permission, a file in the way)."""
+
+    def __init__(self, run_dir: Path, err: OSError):
+        self.run_dir = Path(run_dir)
+        super().__init__(
+            f"{self.run_dir}: cannot write the run folder ({err.strerror or err}); use a --run-dir on a writable "
+            "disk (results, checkpoints and the manifest are written there)"
+        )
+
+
 @contextmanager
 def run_lock(run_dir: str | Path) -> Iterator[Path]:
-    """Hold the exclusive lock of ``run_dir`` (created if needed) for the block; fail at once if taken."""
+    """Hold the exclusive lock of ``run_dir`` (created if needed) for the block; fail at once if taken.
+
+    Raises:
+        RunFolderLocked: another process holds the lock.
+        RunFolderUnwritable: the folder cannot be created, or its lock file cannot be opened for writing.
+    """
     run_dir = Path(run_dir)
-    run_dir.mkdir(parents=True, exist_ok=True)
+    held = run_dir.resolve()
+    if held in _HELD:  # this process holds it already (the CLI locks before it imports the rest)
+        yield run_dir / LOCK_FILE
+        return
     path = run_dir / LOCK_FILE
-    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    except OSError as err:
+        raise RunFolderUnwritable(run_dir, err) from None
     try:
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -47,7 +71,11 @@ def run_lock(run_dir: str | Path) -> Iterator[Path]:
             raise RunFolderLocked(run_dir, holder) from None
         os.ftruncate(fd, 0)
         os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
-        yield path
+        _HELD.add(held)
+        try:
+            yield path
+        finally:
+            _HELD.discard(held)
     finally:
         os.close(fd)  # releases the lock; the file stays (removing it would race with a waiting run)
 

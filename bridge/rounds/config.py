@@ -10,13 +10,13 @@ File layout (every section optional)::
     synthetic: {num_users: 800}            # SyntheticConfig fields, for the generated default corpus
     stage1: {trainer: {max_steps: 40}}     # Stage1Config fields (nested or dotted keys)
     stage2: {trainer.max_steps: 60}        # Stage2Config fields
-    eval: {seeds: [0, 1, 2]}               # EvalConfig fields
+    eval: {head_seeds: [0, 1, 2]}          # EvalConfig fields (the downstream heads' seeds, ...)
     baselines: true
 
 Precedence: the bridge's defaults < the config file < command-line flags (``--stage1 key=value``, ...).
 Reading, merging and the ``KEY=VALUE`` overrides are ``mmga_common.config``'s. Stage sections are kept as
-nested dicts of overrides here; ``bridge.stages.stage_template`` turns them into each variant's typed stage config
-(``bridge.runner.check_stage_configs`` builds them all before any work starts), and each round's config is
+nested dicts of overrides here; ``bridge.rounds.stages.stage_template`` turns them into each variant's typed stage config
+(``bridge.rounds.stages.check_stage_configs`` builds them all, once, before any work starts), and each round's config is
 ``dataclasses.replace`` of that template with the fields only the bridge sets.
 """
 
@@ -26,8 +26,9 @@ import dataclasses
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
+from bridge.evaluation.config import EvalConfig
 from mmga_common.config import (
     ConfigError,
     check_bounds,
@@ -39,48 +40,16 @@ from mmga_common.config import (
     set_dotted,
 )
 
-HeadType = Literal["linear", "mlp"]
-
-
-@dataclass(frozen=True)
-class EvalConfig:
-    """Downstream heads and their selection grid."""
-
-    seeds: tuple[int, ...] = (0, 1, 2)
-    heads: tuple[HeadType, ...] = ("linear",)
-    weight_decays: tuple[float, ...] = (1e-4, 1e-3, 1e-2, 1e-1)
-    hidden: int = 64
-    dropout: float = 0.2
-    lr: float = 1e-2
-    max_epochs: int = 300
-    patience: int = 25
-    fans_buckets: int = config_field(5, "quantile buckets of the fans task", ge=2)
-    # the peer rows (bridge.peers)
-    sgc_hops: int = config_field(2, "propagation hops of the SGC peer", ge=1)
-    gcn_hidden: int = 64
-    gcn_dropout: float = 0.5
-    gcn_lr: float = 1e-2
-    gcn_weight_decays: tuple[float, ...] = (5e-4, 5e-3)
-    gcn_max_epochs: int = 300
-    gcn_patience: int = 30
-
-    def __post_init__(self) -> None:
-        check_bounds(self)
-        for name in ("seeds", "gcn_weight_decays"):
-            if not getattr(self, name):
-                raise ConfigError("config", None, name, "must list at least one value")
-        for h in self.heads:
-            if h not in typing.get_args(HeadType):
-                raise ConfigError("config", None, "heads", f"unknown head {h!r}; expected 'linear' or 'mlp'")
-
 
 @dataclass(frozen=True)
 class BridgeConfig:
     """Everything one bridge run needs besides its run folder."""
 
-    rounds: int = config_field(3, "rounds of stage 1 -> stage 2", ge=1)
+    rounds: int = config_field(3, "rounds of stage 1 -> stage 2 (at most 100: each round trains every variant)", ge=1,
+                               le=100)  # fmt: skip
     seed: int = config_field(0, "first training seed", ge=0)
-    seeds: int = config_field(3, "training seeds: every variant is trained with seed, seed+1, ...", ge=1)
+    seeds: int = config_field(3, "training seeds: every variant is trained with seed, seed+1, ... (at most 100)",
+                              ge=1, le=100)  # fmt: skip
     preset: str = "default"
     corpus: Path | None = None
     synthetic: dict[str, Any] = field(default_factory=dict)

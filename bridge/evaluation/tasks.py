@@ -10,15 +10,11 @@ be evaluated, or whose graph has no edges, is refused before anything is trained
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any
 
 import numpy as np
 
+from bridge.evaluation.results import SPLITS, TASKS
 from corpus import Corpus, CorpusError
-
-TASKS = ("topic", "fans")
-SPLITS = ("train", "val", "test")
-METRICS = {"topic": ("accuracy", "macro_f1"), "fans": ("mae", "spearman", "bucket_accuracy")}
 
 
 def known_targets(labels: np.ndarray, fans: np.ndarray) -> dict[str, np.ndarray]:
@@ -67,38 +63,3 @@ def check_corpus_can_finish(corpus: Corpus, log: Callable[[str], None] = print) 
     for task, why in skipped.items():
         log(f"[tasks] {task}: skipped ({why}); its metrics will read n/a")
     return skipped
-
-
-def skipped_task(task: str, reason: str) -> dict[str, Any]:
-    """The metrics entry of a task that was not evaluated: every metric ``nan``, with the reason."""
-    nan = {"mean": float("nan"), "std": float("nan"), "values": []}
-    return {
-        "skipped": reason,
-        "chosen": [],
-        "n": {s: 0 for s in SPLITS},
-        **{m: dict(nan) for m in METRICS[task]},
-    }
-
-
-def report_notes(evaluated: dict[str, Any]) -> list[str]:
-    """Lines under the results table that explain each ``n/a``."""
-    notes = []
-    first = next(iter(evaluated.values()), {})
-    for task in TASKS:
-        reason = first.get(task, {}).get("skipped")
-        if reason:
-            notes.append(f"- `{task}`: n/a, the task was skipped: {reason}.")
-    undefined = sorted(
-        f"`{row}` {task} {metric}"
-        for row, res in evaluated.items()
-        for task in TASKS
-        if not res.get(task, {}).get("skipped")
-        for metric in METRICS[task]
-        if metric in res.get(task, {}) and not np.isfinite(res[task][metric]["mean"])
-    )
-    if undefined:
-        notes.append(
-            f"- n/a for {', '.join(undefined)}: the metric is undefined there, e.g. Spearman when the heads "
-            "predict one value for every user (a constant representation, such as R^I on a corpus without images)."
-        )
-    return [*notes, ""] if notes else []

@@ -1,0 +1,266 @@
+"""``report.md``: the verdict, the results table, the comparison, how the rows were made, the diagnostics, the
+plots, and at the end the timings and the resolved configuration; rendered from the typed report."""
+
+from __future__ import annotations
+
+import json
+import platform
+from typing import Any
+
+import numpy as np
+
+from bridge.evaluation.results import METRICS, TASKS
+from bridge.report.build import RunFacts, RunReport
+from bridge.report.summary import Comparison, RowSummary, SeedStat
+
+# (task, metric, label) of the results table's columns
+COLUMNS = (
+    ("topic", "accuracy", "topic acc"),
+    ("topic", "macro_f1", "topic macro-F1"),
+    ("fans", "mae", "fans MAE"),
+    ("fans", "spearman", "fans Spearman"),
+    ("fans", "bucket_accuracy", "fans bucket acc"),
+)
+VERDICT_WORD = {"ahead": "**ahead**", "behind": "behind", "not measurably": "not measurably", "n/a": "n/a"}
+
+
+def fmt(stat: SeedStat) -> str:
+    if not np.isfinite(stat.mean):
+        return "n/a"  # a skipped task or an undefined metric; task_notes says which and why
+    return f"{stat.mean:.3f} ± {stat.std:.3f}"
+
+
+def render_markdown(report: RunReport, facts: RunFacts, has_losses: bool) -> str:
+    """report.md from the typed report and the facts of the run that made it."""
+    md = [
+        *_intro_lines(report, facts),
+        *_results_lines(report, facts),
+        *_comparison_lines(report),
+        *_method_lines(report, facts),
+        *diagnostics_lines(report.diagnostics),
+        *_plot_lines(report.training_seeds, has_losses),
+        *_timing_and_config_lines(report),
+    ]
+    return "\n".join(md)
+
+
+def _intro_lines(report: RunReport, facts: RunFacts) -> list[str]:
+    seeds, corpus = report.training_seeds, report.corpus
+    return [
+        "# MMGA bridge report",
+        "",
+        f"Run folder `{facts.run_dir}`; corpus `{corpus['path']}` ({corpus['users']} users, {corpus['posts']} posts, "
+        f"{corpus['edges']} edges, {corpus['topics']} topics, fingerprint `{corpus['fingerprint'][:12]}`); "
+        f"{facts.rounds} round(s), training seeds {', '.join(str(s) for s in seeds)}; {platform.node()}, "
+        f"{report.created}.",
+        "",
+        "## Verdict",
+        "",
+        *[f"- {line}" for line in report.verdict],
+        "",
+    ]
+
+
+def _results_table(rows: dict[str, RowSummary]) -> list[str]:
+    head = "| row | inputs | dim | " + " | ".join(label for _, _, label in COLUMNS) + " |"
+    lines = [head, "|" + "---|" * (3 + len(COLUMNS))]
+    for name, summary in rows.items():
+        cells = [fmt(summary.metric(task, metric)) for task, metric, _ in COLUMNS]
+        row = summary.row
+        lines.append(
+            f"| {row.label} (`{name}`) | {row.inputs} | {summary.dim or ''} | " + " | ".join(cells) + " |"
+        )
+    return lines
+
+
+def task_notes(rows: dict[str, RowSummary]) -> list[str]:
+    """Lines under the results table that explain each ``n/a``."""
+    notes = []
+    first = next(iter(rows.values()), None)
+    for task in TASKS:
+        reason = None if first is None else first.tasks[task].skipped
+        if reason:
+            notes.append(f"- `{task}`: n/a, the task was skipped: {reason}.")
+    undefined = sorted(
+        f"`{name}` {task} {metric}"
+        for name, summary in rows.items()
+        for task in TASKS
+        if not summary.tasks[task].skipped
+        for metric in METRICS[task]
+        if metric in summary.tasks[task].metrics
+        and not np.isfinite(next(iter(summary.per_seed.values())).task(task)[metric].mean)
+    )
+    if undefined:
+        notes.append(
+            f"- n/a for {', '.join(undefined)}: the metric is undefined there, e.g. Spearman when the heads "
+            "predict one value for every user (a constant representation, such as R^I on a corpus without images)."
+        )
+    return [*notes, ""] if notes else []
+
+
+def _results_lines(report: RunReport, facts: RunFacts) -> list[str]:
+    seeds = report.training_seeds
+    n = next(iter(report.rows.values())).tasks
+    topic, fans = n["topic"].n, n["fans"].n
+    head_seeds = ", ".join(str(s) for s in facts.eval.head_seeds)
+    return [
+        "## Results (test split)",
+        "",
+        f"Mean ± sample std over {len(seeds)} training seed(s) ({', '.join(str(s) for s in seeds)}): every row "
+        f"but X is trained once per seed, and each seed's score is the mean over the downstream heads' seeds "
+        f"({head_seeds}). Every row uses the same splits (topic: {topic['train']}/{topic['val']}/{topic['test']} "
+        f"train/val/test users, fans: {fans['train']}/{fans['val']}/{fans['test']}).",
+        "",
+        *_results_table(report.rows),
+        "",
+        *task_notes(report.rows),
+    ]
+
+
+def _comparison_table(comparisons: list[Comparison]) -> list[str]:
+    lines = [
+        "| MMGA (last round) vs | topic macro-F1 margin (mean ± sd) | per seed | verdict | fans MAE margin "
+        "(mean ± sd) | per seed | verdict |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for c in comparisons:
+        cells = []
+        for key in ("topic_macro_f1", "fans_mae"):
+            m = c.margins[key]
+            stat = m.stat
+            cells += [
+                f"{stat.mean:+.3f} ± {stat.std:.3f} ({m.mmga:.3f} vs {m.other:.3f})",
+                " / ".join(f"{v:+.3f}" for v in m.margins),
+                VERDICT_WORD[m.verdict],
+            ]
+        lines.append(f"| `{c.against}` | " + " | ".join(cells) + " |")
+    return lines
+
+
+def _comparison_lines(report: RunReport) -> list[str]:
+    one_seed = (
+        " With one training seed no training spread is measured: the verdict then only says whether the margin "
+        "is positive. Use `--seeds 3` or more for a verdict that means something."
+        if len(report.training_seeds) == 1
+        else ""
+    )
+    return [
+        "## MMGA against the baselines and peers",
+        "",
+        "Margin = MMGA's last round minus the other row for macro-F1, the other row minus MMGA for MAE, paired by "
+        "training seed: positive means MMGA is ahead. The last round is compared (not the best one on test). "
+        "Verdict: **ahead** when the margin is positive for every training seed or its mean exceeds twice the sd "
+        "of the per-seed margins; behind by the mirrored rule; otherwise not measurably different."
+        + one_seed,
+        "",
+        *_comparison_table(report.comparison),
+        "",
+    ]
+
+
+def _method_lines(report: RunReport, facts: RunFacts) -> list[str]:
+    """How the rows were made: the heads, the tasks, the variants (their own descriptions), the peers."""
+    ev = facts.eval
+    mlp = f" (MLP hidden width {ev.hidden}, dropout {ev.dropout})" if "mlp" in ev.heads else ""
+    variants = "; ".join(f"`{v.name}`: {v.label}" for v in facts.variants)
+    return [
+        "## How the rows were made",
+        "",
+        "- Downstream heads (the linear probe) are trained on frozen embeddings; the GNN is not fine-tuned. "
+        f"Heads: {' and '.join(ev.heads)}{mlp}, weight decay in {list(ev.weight_decays)}, Adam lr {ev.lr}, at most "
+        f"{ev.max_epochs} full-batch epochs with early stopping (patience {ev.patience}) on val; head type and "
+        "weight decay chosen per seed on val (macro-F1 for topic, MAE for fans); inputs standardized with train "
+        "statistics. Test is scored once per seed with the chosen head.",
+        "- Topic: softmax classifier, accuracy and macro-F1. Fans: regression on log(1 + fans) (Huber loss on "
+        f"standardized targets); MAE in log(1 + fans) units, Spearman, and accuracy over {ev.fans_buckets} "
+        "buckets cut at the train quantiles. Users with an unknown label / fans are left out of that task.",
+        f"- Every variant runs {facts.rounds} round(s) with the same per-round steps (stage 1: "
+        f"{facts.stage_steps.get('stage1')}, stage 2: {facts.stage_steps.get('stage2')}), each round continuing from "
+        f"the previous round's checkpoints, so the baselines get as many training steps as MMGA. Variants: "
+        f"{variants}. `image_only` / `text_only`: the no-alignment encoders' R^I / R^T. `mmga_*` parts: MMGA's "
+        "own blocks.",
+        f"- Peers (PyG layers over the no-alignment encoders' [R^T || R^I || X]): `peer_sgc` = "
+        f"[F || SF || ... || S^{ev.sgc_hops}F] with SGC's normalized adjacency S (PyG `SGConv`, no parameters), "
+        "then the same heads; `peer_gcn` = a 2-layer PyG `GCNConv` network trained on each task's train split "
+        f"(hidden {ev.gcn_hidden}, dropout {ev.gcn_dropout}, Adam lr {ev.gcn_lr}, weight decay in "
+        f"{list(ev.gcn_weight_decays)} chosen on val, early stopping on val loss with patience {ev.gcn_patience}), "
+        "test scored once per head seed. `peer_gcn` spends the labels inside the graph model: it is the ceiling a "
+        "user reaches with the same encoders.",
+        "",
+    ]
+
+
+def diagnostics_lines(diag: dict[str, Any] | None) -> list[str]:
+    if diag is None:
+        return []
+    note = [f"Note: {diag['note']}.", ""] if diag.get("note") else []
+    lines = [
+        "## Diagnostics: do stage 2's edge weights see topics?",
+        "",
+        *note,
+        f"Topics from the {diag['source']}: {diag['edges_judged']} edges judged, {diag['same_topic_share']:.0%} of "
+        "them join users of the same topic. ROC AUC of the edge weight (mean over heads and directions) for telling "
+        "same-topic from cross-topic edges, mean ± sd over training seeds: 0.5 = the weights carry no topic "
+        "information; the uniform gate's weights depend on degrees only. These are the weights stage 1 reads in the "
+        "next round. Stages 1 and 2 never read labels: this is a diagnostic, not an input.",
+        "",
+        "| variant | round | AUC | mean weight same-topic | mean weight cross-topic |",
+        "|---|---|---|---|---|",
+    ]
+    for variant, rounds in diag["variants"].items():
+        for r, d in enumerate(rounds):
+            auc = d["auc_same_topic"]
+            cell = "n/a" if not np.isfinite(auc["mean"]) else f"{auc['mean']:.3f} ± {auc['std']:.3f}"
+            lines.append(f"| {variant} | {r} | {cell} | {d['mean_same']:.4f} | {d['mean_cross']:.4f} |")
+    return [*lines, ""]
+
+
+def _plot_lines(seeds: tuple[int, ...], has_losses: bool) -> list[str]:
+    return [
+        "## Plots",
+        "",
+        "![metrics by round](metrics_by_round.png)",
+        "",
+        *(
+            [f"![loss curves (seed {seeds[0]})](loss_curves.png)", ""]
+            if has_losses
+            else ["(no Lightning CSV logs found for loss curves)", ""]
+        ),
+        "![MMGA's margin over each compared row](margins.png)",
+        "",
+        f"![t-SNE of MMGA's and no-alignment's user embeddings (seed {seeds[0]})](embedding_tsne.png)",
+        "",
+    ]
+
+
+def _timing_and_config_lines(report: RunReport) -> list[str]:
+    env = report.environment
+    machine = (
+        [
+            f"Measured with {env.get('torch_threads')} torch thread(s) on {env.get('cpu_count')} CPU core(s); "
+            f"1-minute load average {env.get('load_average_1min_start', float('nan')):.1f} at the start and "
+            f"{env.get('load_average_1min_end', float('nan')):.1f} at the end (other jobs on the machine slow every "
+            "step down). The wall time excludes Python's start-up and imports.",
+            "",
+        ]
+        if env
+        else []
+    )
+    timings = ["| step | seconds | when |", "|---|---|---|"]
+    for t in report.timings:
+        when = "this invocation" if t["ran_now"] else "earlier run"
+        timings.append(f"| {t['step']} | {t['seconds']:.1f} | {when} |")
+    timings.append(f"| **this invocation, wall time** | {report.wall_seconds:.1f} | |")
+    return [
+        "## Timings",
+        "",
+        *timings,
+        "",
+        *machine,
+        "## Resolved configuration",
+        "",
+        "```json",
+        json.dumps(report.config, indent=2, sort_keys=True),
+        "```",
+        "",
+    ]

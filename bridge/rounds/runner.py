@@ -1,0 +1,123 @@
+"""The round loop as a library: corpus, every variant's rounds, evaluation, report (CLI: ``bridge.alternate``).
+
+Every variant is trained once per training seed (``--seeds``). Round r of MMGA: stage 1 continues from round r-1's
+encoder checkpoint and (from round 1 on) weights its graph-contrastive positives by the edge weights stage 2 wrote
+in round r-1, exporting R^I and R^T to round r's cache; stage 2 continues from round r-1's GNN checkpoint, reads
+round r's embeddings and writes R^G, the gates and the edge weights to round r's cache. The baselines run the same
+rounds and steps (see ``bridge.rounds.stages``). Each step is recorded in the run's manifest; a rerun skips the
+complete ones.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from pathlib import Path
+
+from bridge.report import ReportInputs, RunFacts, write_report
+from bridge.rounds.config import BridgeConfig
+from bridge.rounds.console import Console, estimate_seconds, minutes
+from bridge.rounds.context import BridgeResult, BridgeRun
+from bridge.rounds.corpus import SYNTHETIC_DEFAULTS, prepare_corpus
+from bridge.rounds.evaluate import evaluate_rows
+from bridge.rounds.schedule import run_chains
+from bridge.rounds.stages import StageTemplates, check_stage_configs
+from bridge.runfolder import Manifest, RunPaths, run_lock, to_jsonable
+from mmga_common.config import deep_merge
+
+
+def header(cfg: BridgeConfig, paths: RunPaths, jobs: int, templates: StageTemplates) -> list[str]:
+    """What the run will do and roughly how long it takes, and the one note on random ViT weights."""
+    from bridge.evaluation.rows import report_rows
+
+    variants = templates.variants
+    s1, s2 = templates.template("mmga", "stage1"), templates.template("mmga", "stage2")
+    stage1_runs = cfg.seeds * cfg.rounds * sum(v.has_stage1 for v in variants)
+    stage2_runs = cfg.seeds * cfg.rounds * len(variants)
+    rows = report_rows(cfg.rounds, cfg.baselines, cfg.ablations)
+    evaluations = sum(cfg.seeds if r.seeded else 1 for r in rows)
+    users = (
+        int(deep_merge(SYNTHETIC_DEFAULTS, cfg.synthetic).get("num_users", 0)) if cfg.corpus is None else 1000
+    )
+    eta = estimate_seconds(users, stage1_runs, stage2_runs, evaluations, jobs, s1.trainer.max_steps,
+                           s2.trainer.max_steps)  # fmt: skip
+    lines = [
+        f"MMGA bridge: {len(variants)} variant(s) ({', '.join(v.name for v in variants)}) x {cfg.rounds} round(s) "
+        f"x {cfg.seeds} training seed(s) ({', '.join(str(s) for s in cfg.training_seeds)}) = {stage1_runs} stage-1 "
+        f"and {stage2_runs} stage-2 runs, then {evaluations} evaluations; {jobs} job(s).",
+        f"  run folder {paths.run_dir}; roughly {minutes(eta)} on a 2-core CPU"
+        + (" for a 1,000-user corpus" if cfg.corpus is not None else "")
+        + " (a rerun skips what is complete).",
+    ]
+    if not s1.model.image_pretrained:
+        lines.append(
+            f"  The ViT ({s1.model.image_model}) starts from random weights; for pretrained ones pass "
+            "--stage1 model.image_model=NAME --stage1 model.image_pretrained=TAG_OR_FILE (an open_clip name and tag)."
+        )
+    return lines
+
+
+def run_facts(cfg: BridgeConfig, paths: RunPaths, templates: StageTemplates) -> RunFacts:
+    """What the report needs to know of this run."""
+    return RunFacts(
+        run_dir=paths.run_dir,
+        rounds=cfg.rounds,
+        training_seeds=cfg.training_seeds,
+        eval=cfg.eval,
+        variants=templates.variants,
+        config_json=to_jsonable(cfg),
+        stage_steps={
+            stage: templates.template("mmga", stage).trainer.max_steps for stage in ("stage1", "stage2")
+        },
+    )
+
+
+def _load_average() -> float:
+    return os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
+
+
+def run_bridge(cfg: BridgeConfig, run_dir: Path, force: bool = False, jobs: int = 1, console: Console | None = None,
+               templates: StageTemplates | None = None) -> BridgeResult:  # fmt: skip
+    """Run (or resume) everything: corpus, every (training seed, variant)'s rounds, evaluation, report.
+
+    ``jobs``: worker processes for the stage chains (1 = everything in this process); results do not depend on it.
+    ``templates``: the typed stage configs of :func:`check_stage_configs`, if the caller built them already.
+    Holds the run folder's lock throughout (the command line takes it before anything else).
+    """
+    import torch
+
+    with run_lock(Path(run_dir).resolve()):
+        console = console or Console()
+        start, load_start = time.perf_counter(), _load_average()
+        paths = RunPaths(Path(run_dir).resolve())
+        templates = templates if templates is not None else check_stage_configs(cfg)
+        paths.run_dir.mkdir(parents=True, exist_ok=True)
+        manifest = Manifest.load(paths.manifest)
+        result = BridgeResult(run_dir=paths.run_dir, report=paths.report_dir / "report.md", metrics={})
+        for line in header(cfg, paths, jobs, templates):
+            console.info(line)
+        run = BridgeRun(cfg, paths, manifest, result, force, console)
+        corpus = prepare_corpus(run)
+        run_chains(run, corpus, templates, jobs)
+        rows, evaluated = evaluate_rows(run, corpus)
+        environment = {
+            "torch_threads": torch.get_num_threads(),
+            "jobs": jobs,
+            "cpu_count": os.cpu_count(),
+            # other jobs on the machine change the timings a lot: the 1-minute load average says how busy it was
+            "load_average_1min_start": load_start,
+            "load_average_1min_end": _load_average(),
+        }
+        inputs = ReportInputs(
+            facts=run_facts(cfg, paths, templates),
+            paths=paths,
+            manifest=manifest,
+            corpus=corpus,
+            rows=rows,
+            evaluated=evaluated,
+            timings=result.timings,
+            total_seconds=time.perf_counter() - start,
+            environment=environment,
+        )
+        result.metrics = write_report(inputs)
+        return result

@@ -1,0 +1,81 @@
+"""How the orchestration plans stages: typed keys, what each stage reads (its dependencies and checkpoint), the
+seeds it trains with, and the chains' order."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from bridge.rounds import stages
+from bridge.rounds.config import BridgeConfig
+from bridge.rounds.schedule import build_chains
+from bridge.runfolder import Manifest, RunPaths, StageKey
+from bridge.variants import REGISTRY
+
+
+@pytest.fixture()
+def planned(tmp_path):
+    """A manifest that recorded round 0 of seed 1 for every variant, and the templates of a run."""
+    paths = RunPaths(tmp_path).for_seed(1)
+    manifest = Manifest(tmp_path / "manifest.json")
+    for variant in ("mmga", "no_align", "graph_only"):
+        for stage in REGISTRY[variant].stages:
+            key = paths.stage_key(variant, 0, stage)
+            ckpt = paths.stage_dir(key) / "checkpoints" / "last.ckpt"
+            ckpt.parent.mkdir(parents=True)
+            ckpt.write_bytes(str(key).encode())
+            manifest.record(key, {"k": str(key)}, "fp", outputs={"checkpoint": ckpt})
+    return paths, manifest, stages.check_stage_configs(BridgeConfig(rounds=2))
+
+
+def _plan(planned, variant, round_idx, stage):
+    paths, manifest, templates = planned
+    return stages.plan_stage(
+        paths.stage_key(variant, round_idx, stage), templates, paths, Path("/corpus"), manifest
+    )
+
+
+def test_round_zero_reads_nothing_but_its_own_round(planned):
+    run = _plan(planned, "mmga", 0, "stage1")
+    assert run.key == StageKey("mmga", 0, "stage1", seed=1) and run.depends_on == ()
+    assert run.config.init_checkpoint is None and run.config.edge_weight_round is None
+    assert run.config.seed == 1 and run.config.round == 0
+    assert _plan(planned, "mmga", 0, "stage2").depends_on == (StageKey("mmga", 0, "stage1", seed=1),)
+
+
+def test_later_rounds_continue_and_mmga_reads_the_edge_weights(planned):
+    paths, _, _ = planned
+    run = _plan(planned, "mmga", 1, "stage1")
+    assert run.depends_on == (StageKey("mmga", 0, "stage1", seed=1), StageKey("mmga", 0, "stage2", seed=1))
+    assert run.config.edge_weight_round == 0 and run.config.seed == 1 + stages.ROUND_SEED_STRIDE
+    assert (
+        run.config.init_checkpoint
+        == paths.stage_dir(StageKey("mmga", 0, "stage1", 1)) / "checkpoints" / "last.ckpt"
+    )
+    assert run.config.out_dir == paths.stage_dir(run.key) and run.config.cache_dir == paths.cache_dir("mmga")
+    # no_align has no feedback: round 1 of stage 1 reads only its own previous round
+    no_align = _plan(planned, "no_align", 1, "stage1")
+    assert no_align.depends_on == (StageKey("no_align", 0, "stage1", seed=1),)
+    assert no_align.config.edge_weight_round is None
+    # graph_only has no stage 1: its stage 2 reads only its own previous round
+    assert _plan(planned, "graph_only", 1, "stage2").depends_on == (
+        StageKey("graph_only", 0, "stage2", seed=1),
+    )
+
+
+def test_a_stage_run_needs_a_training_seed():
+    with pytest.raises(ValueError, match="needs a training seed"):
+        stages.stage_seed(StageKey("mmga", 0, "stage1"))
+
+
+def test_chains_run_each_variants_rounds_in_order():
+    chains = build_chains((0, 1), (REGISTRY["mmga"], REGISTRY["graph_only"]), rounds=2)
+    assert [c.name for c in chains] == [
+        "seed 0 mmga",
+        "seed 0 graph_only",
+        "seed 1 mmga",
+        "seed 1 graph_only",
+    ]
+    assert list(chains[0].steps) == [(0, "stage1"), (0, "stage2"), (1, "stage1"), (1, "stage2")]
+    assert list(chains[1].steps) == [(0, "stage2"), (1, "stage2")] and chains[1].total == 2

@@ -7,7 +7,7 @@
    transductive reference); the same rounds, steps and training seeds.
 3. Embed the full corpus with the first run's last-round models (``bridge.embed``, no training), so the held-out
    users are embedded inductively, their edges to the training users included.
-4. For both runs fit the standard heads (``bridge.evaluate``) on the same training users' [R^G || R^T || R^I]
+4. For both runs fit the standard heads (``bridge.evaluation.heads``) on the same training users' [R^G || R^T || R^I]
    (train / val = the training corpus's split; its test users join train) and score them on the held-out users.
 
     python benchmarks/inductive_gap.py --out runs/inductive_gap                  # 1,000 users, default steps

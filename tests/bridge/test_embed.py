@@ -247,3 +247,47 @@ def test_small_inductive_gap_scoring(trained, tiny_corpus, tiny_corpus_loaded):
     metrics = evaluate_representation(emb, full.labels, full.fans, splits, TINY_EVAL)
     assert metrics.topic.n["test"] == int(held.sum())
     assert 0.0 <= metrics.topic["macro_f1"].mean <= 1.0 and np.isfinite(metrics.fans["mae"].mean)
+
+
+def test_exports_parquet_npz_and_pyg_data(trained, tmp_path):
+    from bridge.export import main as export_main
+    from bridge.inference.exports import read_parquet_blocks, to_pyg_data
+
+    run_dir, train_dir, _ = trained
+    run = load_run(run_dir)
+    ids, own = run.embeddings()
+    assert export_main(["--run-dir", str(run_dir), "--out", str(tmp_path / "own.parquet")]) == 0
+    user_ids, blocks, meta = read_parquet_blocks(tmp_path / "own.parquet")
+    assert user_ids == ids and meta["variant"] == "mmga" and meta["round"] == run.round
+    np.testing.assert_array_equal(
+        np.concatenate([blocks["graph"], blocks["text"], blocks["image"]], axis=1), own
+    )
+    assert export_main(["--run-dir", str(run_dir), "--out", str(tmp_path / "own.npz")]) == 0
+    np.testing.assert_array_equal(np.load(tmp_path / "own.npz")["embeddings"], own)
+    assert (
+        export_main(["--run-dir", str(run_dir), "--out", str(run_dir / "inside.parquet")]) == 2
+    )  # run-owned
+
+    corpus = load_corpus(train_dir)
+    data = to_pyg_data(own, corpus)
+    assert data.num_nodes == corpus.num_users and data.edge_index.shape == (2, 2 * corpus.num_edges)
+    assert (
+        int(data.train_mask.sum()) == int((corpus.splits == 0).sum())
+        and data.y.tolist() == corpus.labels.tolist()
+    )
+    with pytest.raises(ValueError, match=r"embeddings must be \[N="):
+        to_pyg_data(own[:-1], corpus)
+
+
+def test_embed_writes_parquet_for_new_users(trained, tiny_corpus, tmp_path):
+    from bridge.inference.exports import read_parquet_blocks
+
+    run_dir, _, _ = trained
+    out = tmp_path / "new.parquet"
+    assert main(["--run-dir", str(run_dir), "--corpus", str(tiny_corpus), "--out", str(out)]) == 0
+    user_ids, blocks, meta = read_parquet_blocks(out)
+    _, emb = load_run(run_dir).embed(tiny_corpus)
+    assert len(user_ids) == len(emb) and meta["corpus_fingerprint"] == load_corpus(tiny_corpus).fingerprint
+    np.testing.assert_allclose(
+        np.concatenate([blocks[b] for b in ("graph", "text", "image")], axis=1), emb, atol=1e-5
+    )

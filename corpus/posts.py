@@ -8,7 +8,7 @@ from operator import itemgetter
 
 import numpy as np
 
-from corpus.fileio import decode_utf8
+from corpus.fileio import decode_utf8, nfc, shown_id
 from corpus.types import CorpusError
 
 _MISSING = object()
@@ -104,10 +104,16 @@ def read_posts(data: bytes, user_index: dict[str, int], name: str) -> dict:
             bad = _first_bad(values, ok)
             raise CorpusError(name, line_nos[bad], field, f"must be {wanted}; {_describe(values[bad])}")
 
+    for field, values in (("user_id", uids), ("text", texts), ("image", images)):
+        _refuse_lone_surrogates(values, field, line_nos, name)
+    if not all(map(str.isascii, uids)):
+        uids = list(map(nfc, uids))
     user_of_post = np.fromiter(map(user_index.get, uids, repeat(-1)), dtype=np.int64, count=len(uids))
     if (user_of_post < 0).any():
         i = int(np.flatnonzero(user_of_post < 0)[0])
-        raise CorpusError(name, line_nos[i], "user_id", f"unknown user id {uids[i]!r} (not in users.csv)")
+        raise CorpusError(
+            name, line_nos[i], "user_id", f"unknown user id {shown_id(uids[i])} (not in users.csv)"
+        )
 
     post_ids = _read_post_ids(records, line_nos, name)
     # Dict insertion order = first reference in file order, so image errors come in file order.
@@ -133,6 +139,27 @@ def read_posts(data: bytes, user_index: dict[str, int], name: str) -> dict:
         "lines": lines,
         "images_first_line": images_first_line,
     }
+
+
+def _refuse_lone_surrogates(values: list, field: str, line_nos: list[int], name: str) -> None:
+    """``CorpusError`` for the first string holding a lone UTF-16 surrogate (JSON's ``"\\ud800"``), which is
+    not text: it cannot be encoded to UTF-8, and would crash the tokenizer or the cache writer later."""
+    try:
+        "".join(filter(None, values)).encode("utf-8")  # one C-level pass over the column (None: no image)
+        return
+    except UnicodeEncodeError:
+        pass
+    for value, line in zip(values, line_nos):
+        if type(value) is not str:
+            continue
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError as err:
+            raise CorpusError(
+                name, line, field,
+                f"holds a lone UTF-16 surrogate {ascii(value[err.start])} at character {err.start}, which is not "
+                "text (a JSON \\u escape of half a surrogate pair); fix the escape or remove it",
+            ) from None  # fmt: skip
 
 
 def _read_post_ids(records: list[dict], line_nos: list[int], name: str) -> list[str | None] | None:

@@ -34,8 +34,7 @@ DEFAULT_SOURCE = "config"
 # above anything a 24 GB machine or a large GPU box can run, so they never refuse a real run, but a typo such
 # as ``num_layers=1000000000`` fails at once instead of in an out-of-memory crash after seconds of work.
 SANITY_LIMIT = (
-    "a sanity limit, far above what any machine can train; a larger value could only end in an out-of-memory "
-    "crash (docs/reliability.md)"
+    "a sanity limit: no machine could train a larger value, which would only end in an out-of-memory crash"
 )
 
 
@@ -241,7 +240,7 @@ def check_bounds(
             if key in f.metadata and not ok(value, f.metadata[key]):
                 why = f" ({f.metadata['why']})" if "why" in f.metadata else ""
                 raise ConfigError(
-                    source, lines.get(dotted), dotted, f"must be {symbol} {f.metadata[key]}, got {value}{why}"
+                    source, lines.get(dotted), dotted, f"must be {symbol} {f.metadata[key]}{why}, got {value}"
                 )
 
 

@@ -70,5 +70,8 @@ def first_unwritable(folders: dict[str | Path, str]) -> str | None:
         try:
             check_writable(folder)
         except OSError as err:
-            return explain_os_error(err, option) or f"cannot write {folder}: {err}; choose another path with {option}"
+            return (
+                explain_os_error(err, option)
+                or f"cannot write {folder}: {err}; choose another path with {option}"
+            )
     return None

@@ -88,7 +88,9 @@ class LossConfig:
     max_logit_scale: float = config_field(
         100.0, "ITA logit scale is clamped to [1, this] after each step, as in CLIP", ge=1.0
     )
-    gcl_hidden_dim: int = config_field(64, "hidden width of the GCL pair classifier MLP(R_u || R_v)", ge=1, **at_most(65536))
+    gcl_hidden_dim: int = config_field(
+        64, "hidden width of the GCL pair classifier MLP(R_u || R_v)", ge=1, **at_most(65536)
+    )
     gcl_form: GclForm = config_field(
         "mlp",
         "GCL pair score: mlp = the paper's eq. 7, MLP(R_u || R_v); cosine = s cos(R_u, R_v) + b (two "
@@ -108,9 +110,13 @@ class LossConfig:
 
 @dataclass
 class DataConfig:
-    pairs_per_batch: int = config_field(16, "positive user pairs (corpus edges) per batch", ge=1, **at_most(65536))
+    pairs_per_batch: int = config_field(
+        16, "positive user pairs (corpus edges) per batch", ge=1, **at_most(65536)
+    )
     negatives_per_positive: float = config_field(
-        1.0, "negative (non-linked) pairs sampled uniformly over all users per positive pair", ge=0.0,
+        1.0,
+        "negative (non-linked) pairs sampled uniformly over all users per positive pair",
+        ge=0.0,
         **at_most(1000),
     )
     batch_negatives_per_positive: float = config_field(
@@ -123,14 +129,18 @@ class DataConfig:
     posts_per_user: int = config_field(
         2, "posts sampled per user in a batch (fewer if the user has fewer)", ge=1, **at_most(4096)
     )
-    num_workers: int = config_field(0, "DataLoader worker processes for training and export", ge=0, **at_most(1024))
+    num_workers: int = config_field(
+        0, "DataLoader worker processes for training and export", ge=0, **at_most(1024)
+    )
     image_cache_mb: float = config_field(
         512.0,
         "memory (MiB, per process) for transformed images, reused across steps and by the export; 0 = off",
         ge=0.0,
         **at_most(1_048_576),
     )
-    export_batch_size: int = config_field(512, "posts per batch when encoding every post for the cache", ge=1, **at_most(65536))
+    export_batch_size: int = config_field(
+        512, "posts per batch when encoding every post for the cache", ge=1, **at_most(65536)
+    )
 
 
 @dataclass
@@ -154,7 +164,8 @@ class TrainerConfig(BaseTrainerConfig):
     """The shared Lightning trainer section (``mmga_common.trainer``) with stage 1's defaults, plus gradient
     accumulation."""
 
-    max_steps: int = config_field(400, "optimizer steps to train (-1 = limited by max_epochs only)", ge=-1, **at_most(100_000_000)
+    max_steps: int = config_field(
+        400, "optimizer steps to train (-1 = limited by max_epochs only)", ge=-1, **at_most(100_000_000)
     )
     accelerator: Accelerator = config_field("cpu", "Lightning accelerator")
     log_every_n_steps: int = config_field(1, "log the loss terms every n steps", ge=1)

@@ -135,7 +135,8 @@ class TrainerConfig(BaseTrainerConfig):
         (10, 10), "neighbours sampled per node and layer (batching=neighbor; -1 = all); one per model layer"
     )
     batch_size: int = config_field(
-        1024, "seed nodes per mini-batch (batching=neighbor; each batch also seeds its share of pairs)",
+        1024,
+        "seed nodes per mini-batch (batching=neighbor; each batch also seeds its share of pairs)",
         ge=1,
         **at_most(1 << 30),
     )

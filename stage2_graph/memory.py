@@ -75,8 +75,8 @@ def _meminfo_available(path: Path) -> int | None:
     return None
 
 
-def _gib(num: int) -> str:
-    return f"{num / 2**30:.1f} GiB"
+def _size(num: int) -> str:
+    return f"{num / 2**30:.1f} GiB" if num >= 2**30 else f"{num / 2**20:.1f} MiB"
 
 
 def memory_problem(needed: int, available: int | None) -> str | None:
@@ -85,7 +85,7 @@ def memory_problem(needed: int, available: int | None) -> str | None:
     if available is None or needed <= available or os.environ.get(SKIP_ENV, "") not in ("", "0"):
         return None
     return (
-        f"stage 2 needs at least {_gib(needed)} of memory for this graph and model, but only {_gib(available)} "
+        f"stage 2 needs at least {_size(needed)} of memory for this graph and model, but only {_size(available)} "
         "is available; use smaller model.hidden_dim / model.num_layers, trainer.batching=neighbor, or a larger "
         f"machine (set {SKIP_ENV}=1 to skip this check)"
     )

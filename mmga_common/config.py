@@ -238,7 +238,7 @@ def check_bounds(
             continue
         for key, (symbol, ok) in _BOUNDS.items():
             if key in f.metadata and not ok(value, f.metadata[key]):
-                why = f" ({f.metadata['why']})" if "why" in f.metadata else ""
+                why = f" ({f.metadata['why']})" if "why" in f.metadata and key in ("le", "lt") else ""
                 raise ConfigError(
                     source, lines.get(dotted), dotted, f"must be {symbol} {f.metadata[key]}{why}, got {value}"
                 )

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from itertools import repeat
 from operator import itemgetter
 
@@ -12,6 +13,7 @@ from corpus.fileio import decode_utf8, nfc, shown_id
 from corpus.types import CorpusError
 
 _MISSING = object()
+_SURROGATE_ESCAPE = re.compile(r"\\u[dD][89a-fA-F]")  # a JSON escape of a UTF-16 surrogate, paired or not
 
 
 _JSON_TYPES = {type(None): "null", bool: "boolean", int: "number", float: "number", str: "string",
@@ -86,7 +88,8 @@ def read_posts(data: bytes, user_index: dict[str, int], name: str) -> dict:
     ``lines`` int64 [P] (1-based line in the file), ``images_first_line`` {relative path: first line}.
     Blank lines are skipped; extra keys in an object are allowed and ignored.
     """
-    records, line_nos = _parse_lines(decode_utf8(data, name), name)
+    text = decode_utf8(data, name)
+    records, line_nos = _parse_lines(text, name)
     if not set(map(type, records)) <= {dict}:
         bad = _first_bad(records, lambda r: type(r) is dict)
         raise CorpusError(name, line_nos[bad], None, f"expected a JSON object; {_describe(records[bad])}")
@@ -104,8 +107,9 @@ def read_posts(data: bytes, user_index: dict[str, int], name: str) -> dict:
             bad = _first_bad(values, ok)
             raise CorpusError(name, line_nos[bad], field, f"must be {wanted}; {_describe(values[bad])}")
 
-    for field, values in (("user_id", uids), ("text", texts), ("image", images)):
-        _refuse_lone_surrogates(values, field, line_nos, name)
+    if _SURROGATE_ESCAPE.search(text):  # only a JSON escape can make a lone surrogate: one C-level scan
+        for field, values in (("user_id", uids), ("text", texts), ("image", images)):
+            _refuse_lone_surrogates(values, field, line_nos, name)
     if not all(map(str.isascii, uids)):
         uids = list(map(nfc, uids))
     user_of_post = np.fromiter(map(user_index.get, uids, repeat(-1)), dtype=np.int64, count=len(uids))

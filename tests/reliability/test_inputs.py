@@ -117,6 +117,15 @@ def test_lone_surrogate_in_a_caption_is_refused_at_read_time(corpus_copy):
     )
 
 
+def test_an_escaped_surrogate_pair_is_text(corpus_copy):
+    root = corpus_copy()
+    lines = (root / "posts.jsonl").read_text().split("\n")
+    lines[3] = lines[3].replace('"text": "', '"text": "\\ud83d\\ude00 ', 1)  # an emoji, as JSON escapes it
+    (root / "posts.jsonl").write_text("\n".join(lines))
+    corpus, _ = _load(root)
+    assert any(text.startswith("\U0001f600 ") for text in corpus.post_text)
+
+
 # --- numbers ---------------------------------------------------------------------------------------------
 
 

@@ -143,6 +143,12 @@ def describe(path: Path, fingerprint: str | None, stats: bool, full_producer: bo
     return "\n".join(lines), ok
 
 
+def _shown_path(path: Path, limit: int = 200) -> str:
+    """``path`` for a message, shortened in the middle when longer than ``limit`` characters."""
+    text = str(path)
+    return text if len(text) <= limit else f"{text[: limit // 2]}...{text[-limit // 2 :]}"
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="python -m cache.inspect",
@@ -160,16 +166,23 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--no-stats", action="store_true", help="skip min/max/mean (faster on large caches)")
     args = parser.parse_args(argv)
 
-    if not args.path.exists():
-        print(f"{args.path}: no such file or folder", file=sys.stderr)
+    try:  # a path the OS refuses (too long, a loop of links, no permission) is one line, not a traceback
+        if not args.path.exists():
+            print(f"{args.path}: no such file or folder", file=sys.stderr)
+            return 2
+        files, stale = find_files(args.path)
+    except OSError as err:
+        print(f"{_shown_path(args.path)}: cannot read: {err.strerror or err}", file=sys.stderr)
         return 2
-    files, stale = find_files(args.path)
     if not files:
         print(f"{args.path}: no cache files (*.h5) found", file=sys.stderr)
         return 2
     all_ok = True
     for path in files:
-        text, ok = describe(path, args.fingerprint, not args.no_stats, args.producer)
+        try:
+            text, ok = describe(path, args.fingerprint, not args.no_stats, args.producer)
+        except OSError as err:  # e.g. unreadable, or removed while we looked
+            text, ok = f"{path}\n  ERROR: cannot read: {err.strerror or err}", False
         all_ok &= ok
         print(text, end="\n\n")
     for path in stale:

@@ -3,15 +3,17 @@
 from __future__ import annotations
 
 import json
+import re
 from itertools import repeat
 from operator import itemgetter
 
 import numpy as np
 
-from corpus.fileio import decode_utf8
+from corpus.fileio import decode_utf8, nfc, shown_id
 from corpus.types import CorpusError
 
 _MISSING = object()
+_SURROGATE_ESCAPE = re.compile(r"\\u[dD][89a-fA-F]")  # a JSON escape of a UTF-16 surrogate, paired or not
 
 
 _JSON_TYPES = {type(None): "null", bool: "boolean", int: "number", float: "number", str: "string",
@@ -86,7 +88,8 @@ def read_posts(data: bytes, user_index: dict[str, int], name: str) -> dict:
     ``lines`` int64 [P] (1-based line in the file), ``images_first_line`` {relative path: first line}.
     Blank lines are skipped; extra keys in an object are allowed and ignored.
     """
-    records, line_nos = _parse_lines(decode_utf8(data, name), name)
+    text = decode_utf8(data, name)
+    records, line_nos = _parse_lines(text, name)
     if not set(map(type, records)) <= {dict}:
         bad = _first_bad(records, lambda r: type(r) is dict)
         raise CorpusError(name, line_nos[bad], None, f"expected a JSON object; {_describe(records[bad])}")
@@ -104,10 +107,17 @@ def read_posts(data: bytes, user_index: dict[str, int], name: str) -> dict:
             bad = _first_bad(values, ok)
             raise CorpusError(name, line_nos[bad], field, f"must be {wanted}; {_describe(values[bad])}")
 
+    if _SURROGATE_ESCAPE.search(text):  # only a JSON escape can make a lone surrogate: one C-level scan
+        for field, values in (("user_id", uids), ("text", texts), ("image", images)):
+            _refuse_lone_surrogates(values, field, line_nos, name)
+    if not all(map(str.isascii, uids)):
+        uids = list(map(nfc, uids))
     user_of_post = np.fromiter(map(user_index.get, uids, repeat(-1)), dtype=np.int64, count=len(uids))
     if (user_of_post < 0).any():
         i = int(np.flatnonzero(user_of_post < 0)[0])
-        raise CorpusError(name, line_nos[i], "user_id", f"unknown user id {uids[i]!r} (not in users.csv)")
+        raise CorpusError(
+            name, line_nos[i], "user_id", f"unknown user id {shown_id(uids[i])} (not in users.csv)"
+        )
 
     post_ids = _read_post_ids(records, line_nos, name)
     # Dict insertion order = first reference in file order, so image errors come in file order.
@@ -133,6 +143,27 @@ def read_posts(data: bytes, user_index: dict[str, int], name: str) -> dict:
         "lines": lines,
         "images_first_line": images_first_line,
     }
+
+
+def _refuse_lone_surrogates(values: list, field: str, line_nos: list[int], name: str) -> None:
+    """``CorpusError`` for the first string holding a lone UTF-16 surrogate (JSON's ``"\\ud800"``), which is
+    not text: it cannot be encoded to UTF-8, and would crash the tokenizer or the cache writer later."""
+    try:
+        "".join(filter(None, values)).encode("utf-8")  # one C-level pass over the column (None: no image)
+        return
+    except UnicodeEncodeError:
+        pass
+    for value, line in zip(values, line_nos):
+        if type(value) is not str:
+            continue
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError as err:
+            raise CorpusError(
+                name, line, field,
+                f"holds a lone UTF-16 surrogate {ascii(value[err.start])} at character {err.start}, which is not "
+                "text (a JSON \\u escape of half a surrogate pair); fix the escape or remove it",
+            ) from None  # fmt: skip
 
 
 def _read_post_ids(records: list[dict], line_nos: list[int], name: str) -> list[str | None] | None:

@@ -12,6 +12,7 @@ import csv
 import hashlib
 import io
 import os
+import re
 import warnings
 from dataclasses import dataclass
 from itertools import repeat
@@ -20,7 +21,7 @@ from typing import Literal
 
 import numpy as np
 
-from corpus.fileio import decode_utf8
+from corpus.fileio import decode_utf8, nfc, shown_id
 from corpus.images import check_images
 from corpus.posts import read_posts
 from corpus.splits import stratified_split
@@ -30,6 +31,16 @@ USERS, POSTS, EDGES = "users.csv", "posts.jsonl", "edges.csv"
 RESERVED_COLUMNS = ("user_id", "label", "fans", "split")
 FORMAT_TAG = b"mmga-corpus-v1"
 DEFAULT_MAX_IMAGE_PIXELS = 50_000_000
+# A statistic must fit float32, where the stages compute (3.4e38); larger values are typos or overflows.
+MAX_STATISTIC = float(np.finfo(np.float32).max)
+# A fans count above this (more than the world's population) is almost surely a data error: it is kept, with a
+# CorpusWarning, since a single such user dominates the fans regression's error (docs/corpus.md).
+FANS_WARN_ABOVE = 1e10
+# A plain decimal numeral: ASCII digits, optional sign, point and exponent; no '_' separators, no other scripts'
+# digits (Python's float() accepts '1_000', Arabic-Indic and full-width digits).
+_PLAIN_NUMBER = r"[ \t]*[+-]?(?:[0-9]+\.?[0-9]*|\.[0-9]+)(?:[eE][+-]?[0-9]+)?[ \t]*"
+_PLAIN_NUMBERS = re.compile(rf"(?:{_PLAIN_NUMBER}\n)*{_PLAIN_NUMBER}")
+_NON_FINITE_WORDS = {"nan", "+nan", "-nan", "inf", "+inf", "-inf", "infinity", "+infinity", "-infinity"}
 
 
 def load_corpus(
@@ -84,6 +95,7 @@ def load_corpus(
         split_source = f"seeded-stratified-60/20/20(seed={split_seed})"
     else:
         splits, split_source = users.splits, USERS
+    _warn_topics_without_train_users(users.labels, users.label_names, splits)
 
     return Corpus(
         root=root,
@@ -134,6 +146,8 @@ def _read_bytes(root: Path, name: str, digest) -> bytes:
 def _read_csv(data: bytes, name: str) -> tuple[list[str], list[list[str]], list[int]]:
     """Header, data rows and the 1-based line of each row; blank lines are skipped."""
     text = decode_utf8(data, name)
+    if name == EDGES:  # only ids there: the whole text in NFC at once (commas and newlines are unchanged)
+        text = nfc(text)
     if '"' not in text and "\r" not in text:
         return _read_plain_csv(text, name)
     reader = csv.reader(io.StringIO(text, newline=""))
@@ -205,20 +219,34 @@ def _parse_numeric(
         i = int(np.flatnonzero(empty)[0])
         raise CorpusError(name, lines[i], column, "missing value (empty); every statistic must be a number")
     out = np.full(arr.shape[0], np.nan)
-    try:
-        out[~empty] = arr[~empty].astype(np.float64)
-    except ValueError:
+    given = [values[i] for i in np.flatnonzero(~empty)] if empty.any() else list(values)
+    joined = "\n".join(given)
+    if joined.count("\n") != len(given) - 1 or not _PLAIN_NUMBERS.fullmatch(joined):  # one C-level match
         for i in np.flatnonzero(~empty):
-            try:
-                float(values[i])
-            except ValueError:
-                raise CorpusError(name, lines[i], column, f"not a number: {values[i]!r}") from None
-        raise
+            _check_plain_number(values[i], name, lines[i], column)
+    out[~empty] = arr[~empty].astype(np.float64)
     bad = ~empty & ~np.isfinite(out)
     if bad.any():
         i = int(np.flatnonzero(bad)[0])
         raise CorpusError(name, lines[i], column, f"not a finite number: {values[i]!r}")
     return out
+
+
+def _check_plain_number(value: str, name: str, line: int, column: str) -> None:
+    """``CorpusError`` unless ``value`` is a plain decimal numeral (see ``_PLAIN_NUMBER``)."""
+    if re.fullmatch(_PLAIN_NUMBER, value):
+        return
+    if value.strip().lower() in _NON_FINITE_WORDS:
+        raise CorpusError(name, line, column, f"not a finite number: {value!r}")
+    try:
+        float(value)
+    except ValueError:
+        raise CorpusError(name, line, column, f"not a number: {value!r}") from None
+    raise CorpusError(
+        name, line, column,
+        f"not a plain decimal number: {value!r} (escaped: {ascii(value)}); write ASCII digits 0-9, with no "
+        "'_' separators and no other scripts' digits",
+    )  # fmt: skip
 
 
 @dataclass
@@ -252,9 +280,12 @@ def _parse_users(data: bytes, min_labelled_per_class: int) -> _UserTable:
     return _UserTable(user_ids, features, feature_names, mean, std, labels, label_names, fans, splits)
 
 
-def _parse_user_ids(user_ids: list[str], lines: list[int]) -> list[str]:
+def _parse_user_ids(raw_ids: list[str], lines: list[int]) -> list[str]:
+    """The ids in NFC; an empty id, white space around one and duplicates (NFC-equal ones too) are errors."""
+    user_ids = [nfc(uid) for uid in raw_ids]
     first_line: dict[str, int] = {}
-    for uid, line in zip(user_ids, lines):
+    first_raw: dict[str, str] = {}
+    for raw, uid, line in zip(raw_ids, user_ids, lines):
         if not uid.strip():
             raise CorpusError(USERS, line, "user_id", "empty user id")
         if uid != uid.strip():
@@ -264,10 +295,14 @@ def _parse_user_ids(user_ids: list[str], lines: list[int]) -> list[str]:
                 "refer to users by the exact id)",
             )  # fmt: skip
         if uid in first_line:
+            same = "" if raw == first_raw[uid] else (
+                f"; {ascii(raw)} and {ascii(first_raw[uid])} are the same text in Unicode NFC"
+            )  # fmt: skip
             raise CorpusError(
-                USERS, line, "user_id", f"duplicate user id {uid!r} (first on line {first_line[uid]})"
+                USERS, line, "user_id", f"duplicate user id {uid!r} (first on line {first_line[uid]}){same}"
             )
         first_line[uid] = line
+        first_raw[uid] = raw
     return user_ids
 
 
@@ -278,6 +313,14 @@ def _standardized_features(
     raw = np.zeros((len(lines), len(feature_names)))
     for j, col in enumerate(feature_names):
         raw[:, j] = _parse_numeric(columns[col], lines, USERS, col, allow_empty=False)
+        big = np.abs(raw[:, j]) > MAX_STATISTIC
+        if big.any():
+            i = int(np.flatnonzero(big)[0])
+            raise CorpusError(
+                USERS, lines[i], col,
+                f"value {columns[col][i].strip()} is beyond float32's range (|x| <= {MAX_STATISTIC:.3g}), where "
+                "the stages compute; rescale the column (e.g. log1p)",
+            )  # fmt: skip
     with np.errstate(over="ignore", invalid="ignore"):
         mean = raw.mean(axis=0)
         std = raw.std(axis=0)
@@ -285,8 +328,13 @@ def _standardized_features(
         features = np.where(std > 0, (raw - mean) / safe_std, 0.0).astype(np.float32)
     bad = ~np.isfinite(mean) | ~np.isfinite(std) | ~np.isfinite(features).all(axis=0)
     if bad.any():
-        col = feature_names[int(np.flatnonzero(bad)[0])]
-        raise CorpusError(USERS, None, col, "values too large to standardize (overflow); rescale the column")
+        j = int(np.flatnonzero(bad)[0])
+        i = int(np.argmax(np.abs(raw[:, j])))  # the largest value is the one that overflows
+        raise CorpusError(
+            USERS, lines[i], feature_names[j],
+            f"values too large to standardize (overflow; largest {columns[feature_names[j]][i].strip()} on this "
+            "line); rescale the column (e.g. log1p)",
+        )  # fmt: skip
     return features, mean, std
 
 
@@ -296,6 +344,16 @@ def _parse_fans(values, lines: list[int]) -> np.ndarray:
     if bad.any():
         i = int(np.flatnonzero(bad)[0])
         raise CorpusError(USERS, lines[i], "fans", f"must be a non-negative integer, got {values[i]!r}")
+    huge = np.isfinite(fans) & (fans > FANS_WARN_ABOVE)
+    if huge.any():
+        i = int(np.flatnonzero(huge)[0])
+        warnings.warn(
+            f"{USERS}, line {lines[i]}, field 'fans': {values[i].strip()} fans is above {FANS_WARN_ABOVE:.0e} "
+            f"(more than the world's population), a likely data error kept as is ({int(huge.sum())} such "
+            "user(s)); one such value dominates the fans regression's error",
+            CorpusWarning,
+            stacklevel=4,
+        )
     return fans
 
 
@@ -316,7 +374,7 @@ def _parse_split_column(values, lines: list[int]) -> np.ndarray:
 def _parse_labels(values, lines: list[int], min_per_class: int) -> tuple[np.ndarray, list[str]]:
     if values is None:
         return np.full(len(lines), -1, dtype=np.int64), []
-    stripped = [v.strip() for v in values]
+    stripped = [nfc(v.strip()) for v in values]
     label_names = sorted({v for v in stripped if v})
     code = {name: k for k, name in enumerate(label_names)}
     labels = np.array([code.get(v, -1) for v in stripped], dtype=np.int64)
@@ -343,13 +401,30 @@ def _parse_labels(values, lines: list[int], min_per_class: int) -> tuple[np.ndar
     return labels, label_names
 
 
+def _warn_topics_without_train_users(labels: np.ndarray, label_names: list[str], splits: np.ndarray) -> None:
+    """A ``CorpusWarning`` naming each topic that has labelled users but none in the train split: the
+    downstream classifier never sees it, so its val/test users are always wrong."""
+    if not label_names:
+        return
+    k = len(label_names)
+    labelled = labels >= 0
+    per_split = [np.bincount(labels[labelled & (splits == s)], minlength=k) for s in range(len(SPLIT_NAMES))]
+    for c in np.flatnonzero((per_split[0] == 0) & (per_split[1] + per_split[2] > 0)):
+        warnings.warn(
+            f"{USERS}: topic {label_names[c]!r} has no users in the train split ({int(per_split[1][c])} in val, "
+            f"{int(per_split[2][c])} in test); the topic classifier can never predict it",
+            CorpusWarning,
+            stacklevel=3,
+        )
+
+
 def _edge_columns(data: bytes) -> tuple[list[str], list[str], list[str], list[int] | None]:
-    """Header, src ids, dst ids and line numbers (None: line i + 2) of ``edges.csv``.
+    """Header, src ids, dst ids and line numbers (None: line i + 2) of ``edges.csv`` (ids in NFC).
 
     A plain file (no quotes, no carriage returns, no blank lines, one comma a line) is split in two C-level
     calls instead of one ``split`` per line: 10x faster at a million edges.
     """
-    text = decode_utf8(data, EDGES)
+    text = nfc(decode_utf8(data, EDGES))
     head, _, body = text.partition("\n")
     if body.endswith("\n"):
         body = body[:-1]
@@ -378,7 +453,7 @@ def _parse_edges(data: bytes, user_index: dict[str, int]) -> np.ndarray:
     for field, idx, ids in (("src", src, src_ids), ("dst", dst, dst_ids)):
         if (idx < 0).any():
             i = int(np.flatnonzero(idx < 0)[0])
-            raise CorpusError(EDGES, lines[i], field, f"unknown user id {ids[i]!r} (not in {USERS})")
+            raise CorpusError(EDGES, lines[i], field, f"unknown user id {shown_id(ids[i])} (not in {USERS})")
     loops = src == dst
     if loops.any():
         first = lines[int(np.flatnonzero(loops)[0])]

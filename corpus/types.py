@@ -14,6 +14,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
+from corpus.pixels import to_rgb
 from mmga_common.config import located
 
 SPLIT_NAMES = ("train", "val", "test")
@@ -131,7 +132,8 @@ class Corpus:
         return None if rel is None else self.root / rel
 
     def load_image(self, post_idx: int) -> Image.Image:
-        """Decode the post's image as RGB. Raises CorpusError naming posts.jsonl, the line and the image.
+        """Decode the post's image as 8-bit RGB (16-bit and float images are scaled by range, not clipped:
+        ``corpus.pixels.to_rgb``). Raises CorpusError naming posts.jsonl, the line and the image.
 
         Containment is checked again at open time (the real path must still be a regular file inside the
         corpus folder), so an image swapped for a symlink after loading is not read from outside it.
@@ -163,7 +165,7 @@ class Corpus:
                         f"{self.max_image_pixels} (max_image_pixels): {rel!r}",
                     )  # fmt: skip
                 img.load()
-                return img.convert("RGB")
+                return to_rgb(img)
         except CorpusError:
             raise
         except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as err:

@@ -30,6 +30,18 @@ import yaml
 
 DEFAULT_SOURCE = "config"
 
+# Why the upper bounds of sizes (layers, widths, sequence lengths, steps, batch sizes) exist: they are set far
+# above anything a 24 GB machine or a large GPU box can run, so they never refuse a real run, but a typo such
+# as ``num_layers=1000000000`` fails at once instead of in an out-of-memory crash after seconds of work.
+SANITY_LIMIT = (
+    "a sanity limit: no machine could train a larger value, which would only end in an out-of-memory crash"
+)
+
+
+def at_most(limit: int | float) -> dict[str, Any]:
+    """``config_field`` metadata for a sanity upper bound: ``config_field(2, "layers", ge=1, **at_most(256))``."""
+    return {"le": limit, "why": SANITY_LIMIT}
+
 
 class ConfigError(ValueError):
     """A bad configuration value: ``"cfg.yaml, line 4, field 'trainer.precision': expected one of ..."``.
@@ -226,8 +238,9 @@ def check_bounds(
             continue
         for key, (symbol, ok) in _BOUNDS.items():
             if key in f.metadata and not ok(value, f.metadata[key]):
+                why = f" ({f.metadata['why']})" if "why" in f.metadata and key in ("le", "lt") else ""
                 raise ConfigError(
-                    source, lines.get(dotted), dotted, f"must be {symbol} {f.metadata[key]}, got {value}"
+                    source, lines.get(dotted), dotted, f"must be {symbol} {f.metadata[key]}{why}, got {value}"
                 )
 
 
@@ -276,12 +289,34 @@ def deep_merge(base: dict[str, Any], override: dict[str, Any]) -> dict[str, Any]
     return out
 
 
+class _DuplicateKey(Exception):
+    def __init__(self, line: int | None, key: str, first: int | None):
+        self.line, self.key, self.first = line, key, first
+
+
 def _node_lines(node: yaml.Node | None, prefix: str, out: dict[str, int]) -> None:
+    """Fill ``out`` with {dotted key: 1-based line}; a key given twice in one mapping is ``_DuplicateKey``."""
     if isinstance(node, yaml.MappingNode):
+        seen: dict[Any, int] = {}
         for key_node, value_node in node.value:
             dotted = f"{prefix}{key_node.value}"
-            out[dotted] = key_node.start_mark.line + 1
+            line = key_node.start_mark.line + 1
+            key = key_node.value if isinstance(key_node, yaml.ScalarNode) else id(key_node)
+            if key in seen:
+                raise _DuplicateKey(line, dotted, seen[key])
+            seen[key] = line
+            out[dotted] = line
             _node_lines(value_node, f"{dotted}.", out)
+
+
+def _refuse_duplicate_json_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    """``json.loads``'s ``object_pairs_hook``: a key given twice in one object is ``_DuplicateKey`` (no line)."""
+    out: dict[str, Any] = {}
+    for key, value in pairs:
+        if key in out:
+            raise _DuplicateKey(None, key, None)
+        out[key] = value
+    return out
 
 
 class _YamlLoader(yaml.SafeLoader):
@@ -304,8 +339,14 @@ def load_file(path: str | Path) -> tuple[dict[str, Any], dict[str, int]]:
     if suffix not in (".json", ".yaml", ".yml"):
         raise ConfigError(str(path), None, None, "config file must end in .json, .yaml or .yml")
     text = path.read_text(encoding="utf-8")
+    json_duplicate: _DuplicateKey | None = None
     try:
-        data = json.loads(text) if suffix == ".json" else yaml.load(text, Loader=_YamlLoader)  # noqa: S506
+        if suffix == ".json":
+            data = json.loads(text, object_pairs_hook=_refuse_duplicate_json_keys)
+        else:
+            data = yaml.load(text, Loader=_YamlLoader)  # noqa: S506 - a SafeLoader subclass
+    except _DuplicateKey as dup:
+        json_duplicate, data = dup, None  # located below, from the composed node tree
     except json.JSONDecodeError as err:
         raise ConfigError(str(path), err.lineno, None, f"invalid JSON: {err.msg}") from None
     except yaml.YAMLError as err:
@@ -313,16 +354,27 @@ def load_file(path: str | Path) -> tuple[dict[str, Any], dict[str, int]]:
         raise ConfigError(
             str(path), None if mark is None else mark.line + 1, None, f"invalid YAML: {err}"
         ) from None
-    if data is None:
-        data = {}
-    if not isinstance(data, dict):
-        raise ConfigError(str(path), 1, None, "the top level must be a mapping of config sections")
     lines: dict[str, int] = {}
     try:  # JSON is (nearly) YAML: the YAML composer gives the line of every key in both
         _node_lines(yaml.compose(text, Loader=yaml.SafeLoader), "", lines)
     except yaml.YAMLError:
         pass
+    except _DuplicateKey as dup:
+        _duplicate_error(path, dup)
+    if json_duplicate is not None:  # JSON that YAML could not compose: json's own finding, without a line
+        _duplicate_error(path, json_duplicate)
+    if data is None:
+        data = {}
+    if not isinstance(data, dict):
+        raise ConfigError(str(path), 1, None, "the top level must be a mapping of config sections")
     return data, lines
+
+
+def _duplicate_error(path: Path, dup: _DuplicateKey) -> None:
+    first = f" (first on line {dup.first})" if dup.first is not None else ""
+    raise ConfigError(
+        str(path), dup.line, dup.key, f"key given twice{first}; a config file must name each key once"
+    )
 
 
 def parse_value(text: str) -> Any:
@@ -448,7 +500,9 @@ def add_arguments(
                 groups[title] = parser.add_argument_group(title)
             group = groups[title]
         default = _default(f)
-        required = " (required)" if default is dataclasses.MISSING else f" (default: {_shown(default)})"
+        required = " (required)" if default is dataclasses.MISSING else f" (default: {_shown(default)}"
+        if default is not dataclasses.MISSING:
+            required += f"; at most {f.metadata['le']})" if "why" in f.metadata else ")"
         kwargs: dict[str, Any] = {
             "dest": dotted,
             "default": argparse.SUPPRESS,

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
-from mmga_common.config import ConfigError, config_field
+from mmga_common.config import ConfigError, at_most, config_field
 from mmga_common.layout import CHECKPOINT_DIR, LOG_DIR, checkpoint_path
 
 Accelerator = Literal["auto", "cpu", "gpu", "cuda", "mps"]
@@ -39,8 +39,12 @@ _QUIET_FIT_WARNINGS = (
 class TrainerConfig:
     """Lightning Trainer settings shared by both stages (each stage's subclass sets its own defaults)."""
 
-    max_steps: int = config_field(200, "optimizer steps to train (-1 = limited by max_epochs only)", ge=-1)
-    max_epochs: int | None = config_field(None, "epoch limit (none = limited by max_steps only)", ge=1)
+    max_steps: int = config_field(
+        200, "optimizer steps to train (-1 = limited by max_epochs only)", ge=-1, **at_most(100_000_000)
+    )
+    max_epochs: int | None = config_field(
+        None, "epoch limit (none = limited by max_steps only)", ge=1, **at_most(100_000_000)
+    )
     accelerator: Accelerator = config_field("auto", "Lightning accelerator")
     devices: str = config_field("1", "Lightning devices per node: a count, a list like 0,1, or auto")
     num_nodes: int = config_field(1, "nodes (each runs `devices` processes)", ge=1)

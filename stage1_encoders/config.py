@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
-from mmga_common.config import ConfigError, TypedConfig, check_bounds, config_field
+from mmga_common.config import ConfigError, TypedConfig, at_most, check_bounds, config_field
 from mmga_common.layout import default_out_dir
 from mmga_common.trainer import Accelerator
 from mmga_common.trainer import TrainerConfig as BaseTrainerConfig
@@ -42,15 +42,16 @@ class ModelConfig:
     text_name_or_path: str | None = config_field(
         None, "hub name or local folder, used when text_model=pretrained"
     )
-    text_hidden_size: int = config_field(64, "tiny BERT: hidden size", ge=1)
-    text_layers: int = config_field(2, "tiny BERT: number of layers", ge=1)
-    text_heads: int = config_field(2, "tiny BERT: attention heads", ge=1)
-    text_intermediate_size: int = config_field(128, "tiny BERT: feed-forward width", ge=1)
+    text_hidden_size: int = config_field(64, "tiny BERT: hidden size", ge=1, **at_most(16384))
+    text_layers: int = config_field(2, "tiny BERT: number of layers", ge=1, **at_most(256))
+    text_heads: int = config_field(2, "tiny BERT: attention heads", ge=1, **at_most(256))
+    text_intermediate_size: int = config_field(128, "tiny BERT: feed-forward width", ge=1, **at_most(65536))
     text_vocab_size: int = config_field(
         2000,
         "tiny BERT: WordPiece vocabulary size: special tokens, characters (always all of them), then the most "
         "frequent caption words",
         ge=30,
+        **at_most(1_000_000),
     )
     text_dropout: float = config_field(
         0.0,
@@ -59,7 +60,7 @@ class ModelConfig:
         lt=1.0,
     )
     max_text_length: int = config_field(
-        32, "captions are truncated to this many tokens (incl. [CLS] and [SEP])", ge=3
+        32, "captions are truncated to this many tokens (incl. [CLS] and [SEP])", ge=3, **at_most(65536)
     )
 
 
@@ -80,14 +81,16 @@ class LossConfig:
         lt=1.0,
     )
     label_smoothing: float = config_field(0.1, "label smoothing of the MLM cross-entropy", ge=0.0, lt=1.0)
-    ita_dim: int = config_field(64, "dimension of the shared image-text space of ITA", ge=1)
+    ita_dim: int = config_field(64, "dimension of the shared image-text space of ITA", ge=1, **at_most(16384))
     init_temperature: float = config_field(
         0.07, "initial ITA temperature (learnable; logit scale = 1/temperature)", gt=0.0
     )
     max_logit_scale: float = config_field(
         100.0, "ITA logit scale is clamped to [1, this] after each step, as in CLIP", ge=1.0
     )
-    gcl_hidden_dim: int = config_field(64, "hidden width of the GCL pair classifier MLP(R_u || R_v)", ge=1)
+    gcl_hidden_dim: int = config_field(
+        64, "hidden width of the GCL pair classifier MLP(R_u || R_v)", ge=1, **at_most(65536)
+    )
     gcl_form: GclForm = config_field(
         "mlp",
         "GCL pair score: mlp = the paper's eq. 7, MLP(R_u || R_v); cosine = s cos(R_u, R_v) + b (two "
@@ -107,26 +110,37 @@ class LossConfig:
 
 @dataclass
 class DataConfig:
-    pairs_per_batch: int = config_field(16, "positive user pairs (corpus edges) per batch", ge=1)
+    pairs_per_batch: int = config_field(
+        16, "positive user pairs (corpus edges) per batch", ge=1, **at_most(65536)
+    )
     negatives_per_positive: float = config_field(
-        1.0, "negative (non-linked) pairs sampled uniformly over all users per positive pair", ge=0.0
+        1.0,
+        "negative (non-linked) pairs sampled uniformly over all users per positive pair",
+        ge=0.0,
+        **at_most(1000),
     )
     batch_negatives_per_positive: float = config_field(
         0.0,
         "extra negative pairs per positive, sampled uniformly among the users already in the batch "
         "(more GCL pairs at no encoder cost)",
         ge=0.0,
+        **at_most(1000),
     )
     posts_per_user: int = config_field(
-        2, "posts sampled per user in a batch (fewer if the user has fewer)", ge=1
+        2, "posts sampled per user in a batch (fewer if the user has fewer)", ge=1, **at_most(4096)
     )
-    num_workers: int = config_field(0, "DataLoader worker processes for training and export", ge=0)
+    num_workers: int = config_field(
+        0, "DataLoader worker processes for training and export", ge=0, **at_most(1024)
+    )
     image_cache_mb: float = config_field(
         512.0,
         "memory (MiB, per process) for transformed images, reused across steps and by the export; 0 = off",
         ge=0.0,
+        **at_most(1_048_576),
     )
-    export_batch_size: int = config_field(512, "posts per batch when encoding every post for the cache", ge=1)
+    export_batch_size: int = config_field(
+        512, "posts per batch when encoding every post for the cache", ge=1, **at_most(65536)
+    )
 
 
 @dataclass
@@ -141,7 +155,7 @@ class OptimConfig:
     weight_decay: float = config_field(
         0.01, "AdamW weight decay (matrices only; biases, norms and the logit scale are exempt)", ge=0.0
     )
-    warmup_steps: int = config_field(20, "linear warm-up steps", ge=0)
+    warmup_steps: int = config_field(20, "linear warm-up steps", ge=0, **at_most(100_000_000))
     min_lr_ratio: float = config_field(0.1, "cosine decay ends at lr * this at the last step", ge=0.0, le=1.0)
 
 
@@ -150,7 +164,9 @@ class TrainerConfig(BaseTrainerConfig):
     """The shared Lightning trainer section (``mmga_common.trainer``) with stage 1's defaults, plus gradient
     accumulation."""
 
-    max_steps: int = config_field(400, "optimizer steps to train (-1 = limited by max_epochs only)", ge=-1)
+    max_steps: int = config_field(
+        400, "optimizer steps to train (-1 = limited by max_epochs only)", ge=-1, **at_most(100_000_000)
+    )
     accelerator: Accelerator = config_field("cpu", "Lightning accelerator")
     log_every_n_steps: int = config_field(1, "log the loss terms every n steps", ge=1)
     num_threads: int | None = config_field(
@@ -159,8 +175,9 @@ class TrainerConfig(BaseTrainerConfig):
         "as 2 for the tiny presets on an idle 2-core machine and several times faster on a busy one; raise it "
         "(or none) for larger models",
         ge=1,
+        **at_most(4096),
     )
-    accumulate_grad_batches: int = config_field(1, "batches per optimizer step", ge=1)
+    accumulate_grad_batches: int = config_field(1, "batches per optimizer step", ge=1, **at_most(65536))
 
 
 @dataclass

@@ -15,6 +15,7 @@ from cache.atomic import DiskFullError
 from corpus import CorpusError
 from mmga_common import quiet_third_party
 from mmga_common.config import add_arguments, flags, overrides_from_args
+from mmga_common.writable import explain_os_error, first_unwritable
 from stage1_encoders.config import ConfigError, Stage1Config
 
 
@@ -56,12 +57,22 @@ def main(argv: list[str] | None = None) -> int:
         hint = f" (flag {flag})" if flag else ""
         print(f"error: {err}{hint}", file=sys.stderr)
         return 2
+    unwritable = first_unwritable({cfg.resolved_out_dir(): "--out", cfg.cache_dir: "--cache"})
+    if unwritable is not None:  # before any work: a read-only, forbidden or full place
+        print(f"error: {unwritable}", file=sys.stderr)
+        return 2
     from stage1_encoders.stage import run_stage1  # heavy imports only once the flags are fine
 
     try:
         result = run_stage1(cfg)
     except (ConfigError, CorpusError, CacheError, DiskFullError) as err:
         print(f"error: {err}", file=sys.stderr)
+        return 2
+    except OSError as err:  # the environment, later in the run (e.g. a log write on a disk that filled up)
+        message = explain_os_error(err)
+        if message is None:
+            raise
+        print(f"error: {message}", file=sys.stderr)
         return 2
     if result.global_rank != 0:
         return 0

@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
-from mmga_common.config import ConfigError, TypedConfig, check_bounds, config_field
+from mmga_common.config import SANITY_LIMIT, ConfigError, TypedConfig, at_most, check_bounds, config_field
 from mmga_common.layout import default_out_dir
 from mmga_common.trainer import TrainerConfig as BaseTrainerConfig
 
@@ -25,15 +25,16 @@ ActivationKind = Literal["relu", "gelu", "elu"]
 FeatureLossKind = Literal["mse", "smooth_l1"]
 BatchingKind = Literal["full", "neighbor"]
 InferenceKind = Literal["auto", "full", "layerwise"]
+MAX_FANOUT = 1_000_000  # neighbours sampled per node and layer (trainer.fanouts); -1 takes them all
 
 
 @dataclass
 class ModelConfig:
     """The graph encoder: input projection, M-Gate, and the stack of propagation layers."""
 
-    hidden_dim: int = config_field(64, "width of node states and of R^G", gt=0)
-    num_layers: int = config_field(2, "number of propagation layers (eq. 6)", ge=1)
-    heads: int = config_field(1, "gate heads; each weighs its own slice of channels", ge=1)
+    hidden_dim: int = config_field(64, "width of node states and of R^G", gt=0, **at_most(16384))
+    num_layers: int = config_field(2, "number of propagation layers (eq. 6)", ge=1, **at_most(1024))
+    heads: int = config_field(1, "gate heads; each weighs its own slice of channels", ge=1, **at_most(256))
     dropout: float = config_field(0.1, "dropout on node states before each layer", ge=0.0, lt=1.0)
     norm: NormKind = config_field("layer", "normalisation after each hidden layer")
     activation: ActivationKind = config_field("gelu", "nonlinearity after each hidden layer")
@@ -61,6 +62,7 @@ class ModelConfig:
         "R^G also carries the node-input content (X, R^I, R^T) smoothed over 1..K hops with the learned "
         "gate as edge weights (parameter-free, after training); 0: R^G is the GNN's output only (the paper)",
         ge=0,
+        **at_most(1024),
     )
     gate_normalization: GateNormalization = config_field(
         "sigmoid",
@@ -84,7 +86,7 @@ class ObjectiveConfig:
     edge_mask_ratio: float = config_field(
         0.2, "share of undirected edges held out of message passing in each step", gt=0.0, lt=1.0
     )
-    negative_ratio: float = config_field(1.0, "negative pairs per held-out edge", gt=0.0)
+    negative_ratio: float = config_field(1.0, "negative pairs per held-out edge", gt=0.0, **at_most(1000))
     feature_loss: FeatureLossKind = config_field("mse", "regression loss on masked features")
     gate_link_weight: float = config_field(
         1.0,
@@ -112,6 +114,7 @@ class TrainerConfig(BaseTrainerConfig):
         "optimisation steps (= epochs with batching=full, one per mini-batch otherwise; -1 = limited by "
         "max_epochs only)",
         ge=-1,
+        **at_most(100_000_000),
     )
     devices: str = config_field(
         "1",
@@ -132,7 +135,10 @@ class TrainerConfig(BaseTrainerConfig):
         (10, 10), "neighbours sampled per node and layer (batching=neighbor; -1 = all); one per model layer"
     )
     batch_size: int = config_field(
-        1024, "seed nodes per mini-batch (batching=neighbor; each batch also seeds its share of pairs)", ge=1
+        1024,
+        "seed nodes per mini-batch (batching=neighbor; each batch also seeds its share of pairs)",
+        ge=1,
+        **at_most(1 << 30),
     )
     inference: InferenceKind = config_field(
         "auto",
@@ -222,6 +228,11 @@ class Stage2Config(TypedConfig):
                 all(f == -1 or f >= 1 for f in self.trainer.fanouts),
                 "trainer.fanouts",
                 "must hold positive counts or -1 (all neighbours)",
+            ),
+            (
+                all(f <= MAX_FANOUT for f in self.trainer.fanouts),
+                "trainer.fanouts",
+                f"must each be <= {MAX_FANOUT} (-1 takes all neighbours; {SANITY_LIMIT})",
             ),
             (
                 self.trainer.batching == "neighbor" or self.trainer.processes() == 1,

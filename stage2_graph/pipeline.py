@@ -14,8 +14,15 @@ from mmga_common.layout import StageResult, config_path
 from mmga_common.threads import torch_threads
 from mmga_common.trainer import build_trainer, csv_log_dir, fit_and_save
 from stage2_graph.config import ConfigError, Stage2Config
-from stage2_graph.data import MaskingDataset, Stage2DataModule, Stage2InputError, load_graph_inputs
+from stage2_graph.data import (
+    GraphInputs,
+    MaskingDataset,
+    Stage2DataModule,
+    Stage2InputError,
+    load_graph_inputs,
+)
 from stage2_graph.export import compute_graph_outputs
+from stage2_graph.memory import available_bytes, estimate_training_bytes, memory_problem
 from stage2_graph.minibatch import NeighborDataModule
 from stage2_graph.system import LossHistory, Stage2System
 
@@ -54,6 +61,7 @@ def run_stage2(cfg: Stage2Config, corpus: Corpus | None = None) -> Stage2Result:
             Path(cfg.corpus), Path(cfg.cache_dir), cfg.round, cfg.needs_modalities, corpus
         )
         check_owner(graph_file(cfg.cache_dir, cfg.round), graph.fingerprint)  # before any training
+        check_memory(cfg, graph)  # a graph too large for this machine: refused before the model is built
         # The system, and the previous round's weights when continuing.
         system = Stage2System.from_config(graph, cfg)
         if cfg.init_checkpoint is not None:
@@ -101,6 +109,24 @@ def run_stage2(cfg: Stage2Config, corpus: Corpus | None = None) -> Stage2Result:
         config_file=config_path(out_dir),
         global_rank=int(trainer.global_rank),
     )
+
+
+def check_memory(cfg: Stage2Config, graph: GraphInputs) -> None:
+    """``Stage2InputError`` when the lower bound of training memory (``stage2_graph.memory``) exceeds what the
+    machine has free."""
+    input_dim = graph.features.shape[1] + 1 + sum(graph.modality_dims)  # X, degree, image and text
+    needed = estimate_training_bytes(
+        graph.num_nodes,
+        int(graph.edges.shape[0]),
+        input_dim,
+        cfg.model.hidden_dim,
+        cfg.model.num_layers,
+        cfg.model.heads,
+        full_batch=cfg.trainer.batching == "full",
+    )
+    problem = memory_problem(needed, available_bytes(cfg.trainer.accelerator))
+    if problem is not None:
+        raise Stage2InputError(problem)
 
 
 def build_datamodule(cfg: Stage2Config, system: Stage2System) -> L.LightningDataModule:

@@ -15,6 +15,7 @@ from cache.atomic import DiskFullError
 from corpus import CorpusError
 from mmga_common import quiet_third_party
 from mmga_common.config import add_arguments, overrides_from_args
+from mmga_common.writable import explain_os_error, first_unwritable
 from stage2_graph.config import ConfigError, Stage2Config
 
 _SECTION_TITLES = {
@@ -82,6 +83,10 @@ def main(argv: list[str] | None = None) -> int:
     if args.print_config:
         print(json.dumps(cfg.to_dict(), indent=2))
         return 0
+    unwritable = first_unwritable({cfg.resolved_out_dir: "--out", cfg.cache_dir: "--cache"})
+    if unwritable is not None:  # before any work: a read-only, forbidden or full place
+        print(f"stage2_graph.run: error: {unwritable}", file=sys.stderr)
+        return 2
     from stage2_graph.data import Stage2InputError  # heavy imports only once the flags are fine
     from stage2_graph.pipeline import run_stage2
 
@@ -89,6 +94,12 @@ def main(argv: list[str] | None = None) -> int:
         result = run_stage2(cfg)
     except (ConfigError, Stage2InputError, CacheError, CorpusError, DiskFullError) as err:
         print(f"stage2_graph.run: error: {err}", file=sys.stderr)
+        return 2
+    except OSError as err:  # the environment, later in the run (e.g. a log write on a disk that filled up)
+        message = explain_os_error(err)
+        if message is None:
+            raise
+        print(f"stage2_graph.run: error: {message}", file=sys.stderr)
         return 2
     if result.global_rank != 0:  # under ddp every rank returns here; rank 0 reports
         return 0

@@ -10,7 +10,8 @@ from pathlib import Path
 
 from corpus.synthetic.config import SyntheticConfig
 from corpus.synthetic.generator import generate
-from mmga_common.config import add_arguments, from_dict, overrides_from_args
+from mmga_common.config import ConfigError, add_arguments, from_dict, overrides_from_args
+from mmga_common.writable import explain_os_error, first_unwritable
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -36,12 +37,26 @@ def disk_usage(root: Path) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    cfg = from_dict(SyntheticConfig, overrides_from_args(args, skip=("out", "overwrite")), "command line")
+    try:
+        cfg = from_dict(SyntheticConfig, overrides_from_args(args, skip=("out", "overwrite")), "command line")
+    except ConfigError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    unwritable = first_unwritable({args.out: "--out"})
+    if unwritable is not None:
+        print(f"error: {unwritable}", file=sys.stderr)
+        return 2
     start = time.perf_counter()
     try:
         out = generate(args.out, cfg, overwrite=args.overwrite)
     except (ValueError, FileExistsError) as err:
         print(f"error: {err}", file=sys.stderr)
+        return 2
+    except OSError as err:  # e.g. the disk filled up half-way
+        message = explain_os_error(err, "--out")
+        if message is None:
+            raise
+        print(f"error: {message}", file=sys.stderr)
         return 2
     seconds = time.perf_counter() - start
     posts = sum(1 for _ in open(out / "posts.jsonl", "rb"))

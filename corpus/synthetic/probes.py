@@ -14,6 +14,7 @@ import numpy as np
 from PIL import Image
 
 from corpus import Corpus, load_corpus
+from corpus.pixels import to_rgb
 from corpus.synthetic.text import QUALITY_WORDS
 
 SPECTRUM_POOL = 4  # the centred log-spectrum is averaged over POOL x POOL blocks
@@ -39,7 +40,7 @@ def user_image_features(corpus: Corpus) -> np.ndarray:
             continue
         if rel not in cache:
             with Image.open(Path(corpus.root) / rel) as img:
-                cache[rel] = image_features(np.asarray(img.convert("RGB")))
+                cache[rel] = image_features(np.asarray(to_rgb(img)))
         rows.append((corpus.post_user[p], cache[rel]))
     dim = next(iter(cache.values())).size if cache else 1
     total, count = np.zeros((corpus.num_users, dim)), np.zeros(corpus.num_users)

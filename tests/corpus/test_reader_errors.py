@@ -278,9 +278,9 @@ def test_overflowing_statistic(make_corpus):
     )
     with pytest.raises(CorpusError) as info:
         load_corpus(make_corpus(users=users))
-    assert (
-        str(info.value)
-        == "users.csv, field 'likes': values too large to standardize (overflow); rescale the column"
+    assert str(info.value) == (
+        "users.csv, line 4, field 'likes': value 1e308 is beyond float32's range (|x| <= 3.4e+38), where the "
+        "stages compute; rescale the column (e.g. log1p)"
     )
 
 

@@ -15,6 +15,8 @@ from pathlib import Path
 import h5py
 import numpy as np
 
+from mmga_common.cli import prog_name
+
 from cache.io import check_all_values, check_header, open_h5, read_datasets, rerun_advice
 from cache.schema import (
     ATTR_KIND,
@@ -145,7 +147,7 @@ def describe(path: Path, fingerprint: str | None, stats: bool, full_producer: bo
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
-        prog="python -m cache.inspect",
+        prog=prog_name("python -m cache.inspect"),
         description="Print what an MMGA cache holds: kind, round, schema version, corpus fingerprint, "
         "datasets (shape, dtype, chunks, min/max/mean, mask counts) and the config that produced it; "
         "and run the same checks a read does. Exit status 1 when any file fails them.",

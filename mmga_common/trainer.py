@@ -19,8 +19,8 @@ from mmga_common.layout import CHECKPOINT_DIR, LOG_DIR, checkpoint_path
 
 Accelerator = Literal["auto", "cpu", "gpu", "cuda", "mps"]
 Strategy = Literal["auto", "ddp", "ddp_spawn", "ddp_notebook", "ddp_find_unused_parameters_true"]
-Precision = Literal["32-true", "bf16-mixed", "16-mixed", "bf16-true", "64-true"]
-LoggerName = Literal["csv", "tensorboard"]
+Precision = Literal["auto", "32-true", "bf16-mixed", "16-mixed", "bf16-true", "64-true"]
+LoggerName = Literal["csv", "tensorboard", "mlflow", "wandb"]
 
 SPAWN_STRATEGIES = ("ddp_spawn", "ddp_notebook")  # workers started from inside the call
 # Lightning re-launches the calling script once per rank:
@@ -47,14 +47,19 @@ class TrainerConfig:
     strategy: Strategy = config_field(
         "auto", "Lightning strategy; ddp re-launches the calling script per rank, ddp_spawn forks workers"
     )
-    precision: Precision = config_field("32-true", "Lightning precision, e.g. bf16-mixed")
+    precision: Precision = config_field(
+        "auto",
+        "Lightning precision; auto = bf16-mixed on a CUDA device that supports bf16, else 32-true",
+    )
     gradient_clip_val: float | None = config_field(
         1.0, "clip the gradient norm to this (none = no clipping)", gt=0.0
     )
     log_every_n_steps: int = config_field(10, "log the loss terms every n steps", ge=1)
     enable_progress_bar: bool = config_field(True, "show the step progress")
     loggers: list[LoggerName] = config_field(
-        ["csv"], "loggers: csv (<out>/logs/version_<k>/metrics.csv) and/or tensorboard (<out>/tensorboard)"
+        ["csv"],
+        "loggers: csv (<out>/logs/version_<k>/metrics.csv), tensorboard (<out>/tensorboard), mlflow (local "
+        "file store <out>/mlruns; extra [tracking]) and/or wandb (offline, <out>/wandb; extra [tracking])",
     )
     checkpoint_every_n_steps: int | None = config_field(
         None,
@@ -122,6 +127,105 @@ class TrainerConfig:
         return path
 
 
+# Optional tracking loggers: the package each needs (pyproject's [tracking] extra) and Lightning's class.
+TRACKING_PACKAGES = {"mlflow": "mlflow", "wandb": "wandb"}
+MLFLOW_DIR = "mlruns"
+WANDB_PROJECT = "mmga"
+
+
+def _cuda_count() -> int:
+    import torch
+
+    return torch.cuda.device_count() if torch.cuda.is_available() else 0
+
+
+def _mps_available() -> bool:
+    import torch
+
+    return bool(getattr(torch.backends, "mps", None) and torch.backends.mps.is_available())
+
+
+def resolve_accelerator(tc: TrainerConfig) -> str:
+    """The device kind ``tc.accelerator`` means on this machine: ``cuda``, ``mps`` or ``cpu`` (``auto``: the first
+    available, as Lightning picks it; ``gpu`` is ``cuda``, or ``mps`` where only that exists)."""
+    if tc.accelerator in ("cpu", "cuda", "mps"):
+        return tc.accelerator
+    if _cuda_count() > 0:
+        return "cuda"
+    if _mps_available():
+        return "mps"
+    return "cpu" if tc.accelerator == "auto" else "cuda"  # gpu without one: check_devices refuses it
+
+
+def resolve_precision(tc: TrainerConfig) -> str:
+    """``tc.precision``, with ``auto`` resolved: ``bf16-mixed`` when the run trains on a CUDA device that supports
+    bf16 (Ampere and later), else ``32-true``."""
+    if tc.precision != "auto":
+        return tc.precision
+    if resolve_accelerator(tc) == "cuda" and _cuda_count() > 0:
+        import torch
+
+        if torch.cuda.is_bf16_supported():
+            return "bf16-mixed"
+    return "32-true"
+
+
+def check_devices(tc: TrainerConfig, key_prefix: str = "trainer.", source: str = "config") -> None:
+    """Refuse, before any work, a device request this machine cannot serve: a GPU accelerator without a CUDA device,
+    more GPUs (or a device index) than there are, 16-bit precision off CUDA, bf16 on a GPU without it. Raises
+    ``ConfigError`` naming the key (``key_prefix`` + field), in one line."""
+
+    def fail(name: str, msg: str) -> None:
+        raise ConfigError(source, None, key_prefix + name, msg)
+
+    devices = str(tc.devices).strip()
+    ids = [int(part) for part in devices.split(",") if part.strip().isdigit()] if "," in devices else []
+    count = int(devices) if devices.isdigit() else (len(ids) if ids else None)
+    if count == 0:
+        fail("devices", "asks for 0 devices; give at least 1 (or auto)")
+    accelerator = resolve_accelerator(tc)
+    if accelerator == "cuda":
+        available = _cuda_count()
+        if available == 0:
+            fail(
+                "accelerator",
+                f"is {tc.accelerator!r} but torch sees no CUDA device on this machine; use auto or cpu",
+            )
+        if count is not None and count > available or ids and max(ids) >= available:
+            fail("devices", f"asks for GPU(s) {devices} but this machine has {available}; use at most {available}")
+    if accelerator == "mps" and not _mps_available():
+        fail("accelerator", "is 'mps' but torch sees no MPS device on this machine; use auto or cpu")
+    precision = resolve_precision(tc)
+    if precision.startswith("16") and accelerator != "cuda":
+        fail("precision", f"{precision} needs a CUDA device (this run uses {accelerator}); use bf16-mixed or 32-true")
+    if precision.startswith("bf16") and accelerator == "cuda":
+        import torch
+
+        if not torch.cuda.is_bf16_supported():
+            fail("precision", f"{precision}: this GPU does not support bf16; use 16-mixed or 32-true")
+
+
+def check_loggers(tc: TrainerConfig, key_prefix: str = "trainer.", source: str = "config") -> None:
+    """Refuse, before any work, a tracking logger whose package is not installed, in one line naming the key."""
+    import importlib.util
+
+    for name in tc.loggers:
+        package = TRACKING_PACKAGES.get(name)
+        if package is not None and importlib.util.find_spec(package) is None:
+            raise ConfigError(
+                source,
+                None,
+                key_prefix + "loggers",
+                f"{name} needs the {package} package, which is not installed: pip install 'mmga[tracking]'",
+            )
+
+
+def check_runtime(tc: TrainerConfig, key_prefix: str = "trainer.", source: str = "config") -> None:
+    """``check_devices`` and ``check_loggers``: what a config can ask of this machine, checked before any work."""
+    check_devices(tc, key_prefix, source)
+    check_loggers(tc, key_prefix, source)
+
+
 def upgrade_stored_config(stored: dict) -> dict:
     """A stage config saved (in a checkpoint) before both stages shared ``TrainerConfig``, in today's trainer keys:
     stage 1's ``resume_from`` is ``resume``, stage 2's ``csv_logger``/``tensorboard_logger`` are ``loggers`` and its
@@ -173,6 +277,30 @@ def csv_log_dir(trainer: Any) -> Path | None:
     return None
 
 
+def build_loggers(tc: TrainerConfig, out_dir: Path, name: str) -> list:
+    """Lightning loggers for ``tc.loggers``, all under ``out_dir``: csv in ``logs/``, tensorboard in
+    ``tensorboard/``, mlflow in a local file store ``mlruns/`` (experiment ``mmga``, run ``name``), wandb offline
+    in ``wandb/`` (project ``mmga``; ``wandb sync`` uploads it later)."""
+    from lightning.pytorch import loggers as pl_loggers
+
+    out: list = []
+    for kind in ("csv", "tensorboard", "mlflow", "wandb"):  # csv first: Lightning's trainer.log_dir is the first's
+        if kind not in tc.loggers:
+            continue
+        if kind == "csv":
+            out.append(pl_loggers.CSVLogger(save_dir=out_dir, name=LOG_DIR))
+        elif kind == "tensorboard":
+            out.append(pl_loggers.TensorBoardLogger(save_dir=out_dir, name=TENSORBOARD_DIR))
+        elif kind == "mlflow":
+            store = (out_dir / MLFLOW_DIR).resolve()
+            out.append(
+                pl_loggers.MLFlowLogger(experiment_name="mmga", run_name=name, tracking_uri=store.as_uri())
+            )
+        elif kind == "wandb":
+            out.append(pl_loggers.WandbLogger(name=name, save_dir=out_dir, project=WANDB_PROJECT, offline=True))
+    return out
+
+
 def build_trainer(
     tc: TrainerConfig,
     out_dir: Path,
@@ -193,17 +321,13 @@ def build_trainer(
     neutral package does not import). ``trainer_kwargs``: the stage's own Trainer arguments."""
     import lightning as L
     from lightning.pytorch.callbacks import ModelCheckpoint
-    from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
 
     from mmga_common.callbacks import SaveFinalInWorkers
     from mmga_common.progress import StepProgress
 
     out_dir = Path(out_dir)
-    loggers: list = []
-    if "csv" in tc.loggers:
-        loggers.append(CSVLogger(save_dir=out_dir, name=LOG_DIR))
-    if "tensorboard" in tc.loggers:
-        loggers.append(TensorBoardLogger(save_dir=out_dir, name=TENSORBOARD_DIR))
+    check_runtime(tc)
+    loggers = build_loggers(tc, out_dir, name)
     callbacks = list(callbacks or [])
     if tc.checkpoint_every_n_steps is not None:
         callbacks.append(
@@ -225,7 +349,7 @@ def build_trainer(
         devices=_devices(tc.devices),
         num_nodes=tc.num_nodes,
         strategy=_strategy(tc.strategy),
-        precision=tc.precision,
+        precision=resolve_precision(tc),
         gradient_clip_val=tc.gradient_clip_val,
         log_every_n_steps=tc.log_every_n_steps,
         enable_progress_bar=tc.enable_progress_bar,

@@ -10,12 +10,13 @@ from pathlib import Path
 
 from corpus.synthetic.config import SyntheticConfig
 from corpus.synthetic.generator import generate
+from mmga_common.cli import prog_name
 from mmga_common.config import add_arguments, from_dict, overrides_from_args
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog="python -m corpus.synthetic",
+        prog=prog_name("python -m corpus.synthetic"),
         description="Write a synthetic social-media corpus (users.csv, posts.jsonl, edges.csv, images/) with "
         "planted topic, graph and fans structure; ground truth goes to _truth.npz. See docs/corpus.md.",
     )

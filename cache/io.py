@@ -10,8 +10,8 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
-from datetime import datetime, timezone
 from collections.abc import Sequence
+from datetime import datetime, timezone
 from pathlib import Path
 
 import h5py
@@ -414,10 +414,14 @@ def check_members(h5: h5py.File, path: Path, kind: str, advice: str) -> None:
         ids = h5[USER_IDS]
         string = h5py.check_string_dtype(ids.dtype) if isinstance(ids, h5py.Dataset) else None
         if string is None or string.length is not None or ids.is_virtual or ids.external:
-            raise CacheError(path, USER_IDS, f"is not a variable-length string dataset stored here: {MALFORMED}")
+            raise CacheError(
+                path, USER_IDS, f"is not a variable-length string dataset stored here: {MALFORMED}"
+            )
 
 
-def check_user_ids(h5: h5py.File, path: Path, num_users: int, user_ids: Sequence[str] | None, advice: str) -> None:
+def check_user_ids(
+    h5: h5py.File, path: Path, num_users: int, user_ids: Sequence[str] | None, advice: str
+) -> None:
     """The ``user_ids`` dataset, when the file has one: shape [N], and, when ``user_ids`` (the corpus's, in its
     order) is given, the same ids in the same order. Files without it (schema 1) are not checked."""
     if USER_IDS not in h5:
@@ -433,7 +437,9 @@ def check_user_ids(h5: h5py.File, path: Path, num_users: int, user_ids: Sequence
         raise CacheError(path, USER_IDS, f"cannot be read as UTF-8 text ({err}): {MALFORMED}") from None
     expected = np.asarray(list(user_ids), dtype=object)
     if expected.shape != stored.shape:
-        raise CacheError(path, USER_IDS, f"holds {stored.size} ids but the corpus has {expected.size}: {advice}")
+        raise CacheError(
+            path, USER_IDS, f"holds {stored.size} ids but the corpus has {expected.size}: {advice}"
+        )
     differ = np.flatnonzero(stored != expected)
     if differ.size:
         row = int(differ[0])

@@ -31,7 +31,9 @@ class Subcommand:
 
 SUBCOMMANDS: tuple[Subcommand, ...] = (
     Subcommand("run", "bridge.alternate", "the whole method: rounds of stage 1 and stage 2, then the report"),
-    Subcommand("stage1", "stage1_encoders.run", "train the image and text encoders for one round (encoders.h5)"),
+    Subcommand(
+        "stage1", "stage1_encoders.run", "train the image and text encoders for one round (encoders.h5)"
+    ),
     Subcommand("stage2", "stage2_graph.run", "train the graph encoder for one round (graph.h5)"),
     Subcommand("embed", "bridge.embed", "embed users with a finished run's encoders"),
     Subcommand("export", "bridge.export", "export a finished run's user embeddings"),

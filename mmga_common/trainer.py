@@ -145,6 +145,17 @@ def _mps_available() -> bool:
     return bool(getattr(torch.backends, "mps", None) and torch.backends.mps.is_available())
 
 
+def _bf16_supported() -> bool:
+    """Native bf16 on the current CUDA device (Ampere and later); emulated bf16 (torch's default answer on older
+    GPUs) is slower than 32-bit, so it does not count."""
+    import torch
+
+    try:
+        return bool(torch.cuda.is_bf16_supported(including_emulation=False))
+    except TypeError:  # torch < 2.3 has no including_emulation and answers for native support
+        return bool(torch.cuda.is_bf16_supported())
+
+
 def resolve_accelerator(tc: TrainerConfig) -> str:
     """The device kind ``tc.accelerator`` means on this machine: ``cuda``, ``mps`` or ``cpu`` (``auto``: the first
     available, as Lightning picks it; ``gpu`` is ``cuda``, or ``mps`` where only that exists)."""
@@ -162,11 +173,8 @@ def resolve_precision(tc: TrainerConfig) -> str:
     bf16 (Ampere and later), else ``32-true``."""
     if tc.precision != "auto":
         return tc.precision
-    if resolve_accelerator(tc) == "cuda" and _cuda_count() > 0:
-        import torch
-
-        if torch.cuda.is_bf16_supported():
-            return "bf16-mixed"
+    if resolve_accelerator(tc) == "cuda" and _cuda_count() > 0 and _bf16_supported():
+        return "bf16-mixed"
     return "32-true"
 
 
@@ -191,18 +199,25 @@ def check_devices(tc: TrainerConfig, key_prefix: str = "trainer.", source: str =
                 "accelerator",
                 f"is {tc.accelerator!r} but torch sees no CUDA device on this machine; use auto or cpu",
             )
-        if count is not None and count > available or ids and max(ids) >= available:
-            fail("devices", f"asks for GPU(s) {devices} but this machine has {available}; use at most {available}")
+        if count is not None and count > available:
+            fail(
+                "devices", f"asks for {count} GPUs but this machine has {available}; use at most {available}"
+            )
+        if ids and max(ids) >= available:
+            fail(
+                "devices",
+                f"names GPU {max(ids)} but this machine has {available} (indices 0 to {available - 1})",
+            )
     if accelerator == "mps" and not _mps_available():
         fail("accelerator", "is 'mps' but torch sees no MPS device on this machine; use auto or cpu")
     precision = resolve_precision(tc)
     if precision.startswith("16") and accelerator != "cuda":
-        fail("precision", f"{precision} needs a CUDA device (this run uses {accelerator}); use bf16-mixed or 32-true")
-    if precision.startswith("bf16") and accelerator == "cuda":
-        import torch
-
-        if not torch.cuda.is_bf16_supported():
-            fail("precision", f"{precision}: this GPU does not support bf16; use 16-mixed or 32-true")
+        fail(
+            "precision",
+            f"{precision} needs a CUDA device (this run uses {accelerator}); use bf16-mixed or 32-true",
+        )
+    if precision.startswith("bf16") and accelerator == "cuda" and not _bf16_supported():
+        fail("precision", f"{precision}: this GPU does not support bf16; use 16-mixed or 32-true")
 
 
 def check_loggers(tc: TrainerConfig, key_prefix: str = "trainer.", source: str = "config") -> None:
@@ -284,7 +299,12 @@ def build_loggers(tc: TrainerConfig, out_dir: Path, name: str) -> list:
     from lightning.pytorch import loggers as pl_loggers
 
     out: list = []
-    for kind in ("csv", "tensorboard", "mlflow", "wandb"):  # csv first: Lightning's trainer.log_dir is the first's
+    for kind in (
+        "csv",
+        "tensorboard",
+        "mlflow",
+        "wandb",
+    ):  # csv first: Lightning's trainer.log_dir is the first's
         if kind not in tc.loggers:
             continue
         if kind == "csv":
@@ -297,7 +317,9 @@ def build_loggers(tc: TrainerConfig, out_dir: Path, name: str) -> list:
                 pl_loggers.MLFlowLogger(experiment_name="mmga", run_name=name, tracking_uri=store.as_uri())
             )
         elif kind == "wandb":
-            out.append(pl_loggers.WandbLogger(name=name, save_dir=out_dir, project=WANDB_PROJECT, offline=True))
+            out.append(
+                pl_loggers.WandbLogger(name=name, save_dir=out_dir, project=WANDB_PROJECT, offline=True)
+            )
     return out
 
 

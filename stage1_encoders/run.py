@@ -13,8 +13,8 @@ from pathlib import Path
 from cache import CacheError
 from cache.atomic import DiskFullError
 from corpus import CorpusError
-from mmga_common.cli import prog_name
 from mmga_common import quiet_third_party
+from mmga_common.cli import prog_name
 from mmga_common.config import add_arguments, flags, overrides_from_args
 from stage1_encoders.config import ConfigError, Stage1Config
 

@@ -68,7 +68,9 @@ def run_stage1(cfg: Stage1Config, corpus: Corpus | None = None, *, force: bool =
                 "the corpus has no edges: stage 1 samples user pairs from them",
             )
         # before any training: another corpus's file, or another run's without force
-        check_owner(encoder_file(cfg.cache_dir, cfg.round), corpus.fingerprint, run_dir=cfg.out_dir, force=force)
+        check_owner(
+            encoder_file(cfg.cache_dir, cfg.round), corpus.fingerprint, run_dir=cfg.out_dir, force=force
+        )
         edge_weight = read_edge_weight(cfg, corpus)
         resume = tc.resume_path(cfg.out_dir)
         source = resume or cfg.init_checkpoint
@@ -96,7 +98,9 @@ def run_stage1(cfg: Stage1Config, corpus: Corpus | None = None, *, force: bool =
         train_seconds = time.perf_counter() - started
         if trainer.is_global_zero:
             save_text_encoder(parts.system.text_encoder, parts.tokenizer, text_encoder_dir(cfg.out_dir))
-            save_image_encoder(parts.system.image_encoder, cfg.model.image_model, image_encoder_dir(cfg.out_dir))
+            save_image_encoder(
+                parts.system.image_encoder, cfg.model.image_model, image_encoder_dir(cfg.out_dir)
+            )
         # Export every user's embeddings and write the round's cache file.
         started = time.perf_counter()
         cache_file = _export(cfg, corpus, parts, trainer)

@@ -50,10 +50,14 @@ def test_user_ids_are_stored_as_utf8_strings_in_row_order(tmp_path):
 
 
 def test_graph_files_store_user_ids_too(tmp_path):
-    write_graph_outputs(tmp_path, 0, random_graph(N, E), fingerprint=FINGERPRINT, producer=PRODUCER, user_ids=IDS)
+    write_graph_outputs(
+        tmp_path, 0, random_graph(N, E), fingerprint=FINGERPRINT, producer=PRODUCER, user_ids=IDS
+    )
     read_graph_outputs(tmp_path, 0, fingerprint=FINGERPRINT, num_users=N, num_edges=E, user_ids=IDS)
     with pytest.raises(CacheError, match="row 0 holds user 'user_000' but the corpus's row 0 is 'x'"):
-        read_graph_outputs(tmp_path, 0, fingerprint=FINGERPRINT, num_users=N, num_edges=E, user_ids=["x", *IDS[1:]])
+        read_graph_outputs(
+            tmp_path, 0, fingerprint=FINGERPRINT, num_users=N, num_edges=E, user_ids=["x", *IDS[1:]]
+        )
 
 
 def test_reordered_users_are_refused_naming_the_first_row(tmp_path):
@@ -72,7 +76,9 @@ def test_reordered_users_are_refused_naming_the_first_row(tmp_path):
 def test_user_ids_are_optional_and_checked_on_write(tmp_path):
     write_enc(tmp_path, user_ids=None)
     assert not read_cache_info(encoder_file(tmp_path, 0)).has_user_ids
-    read_encoder_embeddings(tmp_path, 0, fingerprint=FINGERPRINT, num_users=N, user_ids=IDS)  # nothing to check
+    read_encoder_embeddings(
+        tmp_path, 0, fingerprint=FINGERPRINT, num_users=N, user_ids=IDS
+    )  # nothing to check
     with pytest.raises(CacheError, match=r"dataset 'user_ids': has 3 ids for 50 rows: nothing was written"):
         write_enc(tmp_path / "b", user_ids=["a", "b", "c"])
     with pytest.raises(CacheError, match=r"dataset 'user_ids': row 1 is 7, not a str: nothing was written"):
@@ -116,7 +122,9 @@ def test_another_runs_file_is_refused_without_force(tmp_path):
     path = write_enc(tmp_path / "cache", run_dir=tmp_path / "run_a")
     created = read_cache_info(path).created
     check_owner(path, FINGERPRINT, run_dir=tmp_path / "run_a")  # the same run (a rerun, a resume)
-    check_owner(path, FINGERPRINT, run_dir=tmp_path / "run_a" / ".." / "run_a")  # the same folder, spelt otherwise
+    check_owner(
+        path, FINGERPRINT, run_dir=tmp_path / "run_a" / ".." / "run_a"
+    )  # the same folder, spelt otherwise
     with pytest.raises(CacheError) as err:
         check_owner(path, FINGERPRINT, run_dir=tmp_path / "run_b")
     assert str(err.value) == (
@@ -125,5 +133,7 @@ def test_another_runs_file_is_refused_without_force(tmp_path):
     )
     check_owner(path, FINGERPRINT, run_dir=tmp_path / "run_b", force=True)
     check_owner(path, FINGERPRINT)  # a reader (no run_dir) is not refused
-    with pytest.raises(CacheError, match="belongs to corpus fingerprint"):  # another corpus: force does not help
+    with pytest.raises(
+        CacheError, match="belongs to corpus fingerprint"
+    ):  # another corpus: force does not help
         check_owner(path, "0" * 64, run_dir=tmp_path / "run_a", force=True)

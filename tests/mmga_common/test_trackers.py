@@ -40,7 +40,11 @@ def _loader() -> DataLoader:
 def test_mlflow_logs_to_a_local_file_store_beside_the_csv_log(tmp_path):
     mlflow = pytest.importorskip("mlflow")
     tc = TrainerConfig(
-        accelerator="cpu", enable_progress_bar=False, log_every_n_steps=1, max_steps=3, loggers=["mlflow", "csv"]
+        accelerator="cpu",
+        enable_progress_bar=False,
+        log_every_n_steps=1,
+        max_steps=3,
+        loggers=["mlflow", "csv"],
     )
     trainer = build_trainer(tc, tmp_path, "stage x", checkpoint_io=SafeCheckpointIO())
     assert [type(logger).__name__ for logger in trainer.loggers] == ["CSVLogger", "MLFlowLogger"]  # csv first

@@ -39,10 +39,14 @@ def test_the_text_encoder_reloads_with_auto_classes(tiny_parts, trained_like, tm
     assert torch.equal(ours["attention_mask"], theirs["attention_mask"])
     with torch.no_grad():
         expected = text(ours["input_ids"], ours["attention_mask"])
-        got = model(input_ids=theirs["input_ids"], attention_mask=theirs["attention_mask"]).last_hidden_state[:, 0]
+        got = model(input_ids=theirs["input_ids"], attention_mask=theirs["attention_mask"]).last_hidden_state[
+            :, 0
+        ]
         mlm = AutoModelForMaskedLM.from_pretrained(folder).eval()
         logits = mlm(input_ids=theirs["input_ids"], attention_mask=theirs["attention_mask"]).logits
-        expected_logits = text.mlm_model(input_ids=ours["input_ids"], attention_mask=ours["attention_mask"]).logits
+        expected_logits = text.mlm_model(
+            input_ids=ours["input_ids"], attention_mask=ours["attention_mask"]
+        ).logits
     torch.testing.assert_close(got, expected, rtol=0, atol=1e-6)
     torch.testing.assert_close(logits, expected_logits, rtol=0, atol=1e-5)
     assert got.shape == (len(captions), 32)
@@ -51,7 +55,11 @@ def test_the_text_encoder_reloads_with_auto_classes(tiny_parts, trained_like, tm
 def test_the_image_tower_reloads_with_open_clip(trained_like, tmp_path, monkeypatch):
     image, _ = trained_like
     folder = save_image_encoder(image, "mmga-vit-tiny", tmp_path / "image_encoder")
-    assert {p.name for p in folder.iterdir()} == {OPEN_CLIP_CONFIG_FILE, OPEN_CLIP_WEIGHTS_FILE, "mmga-vit-tiny.json"}
+    assert {p.name for p in folder.iterdir()} == {
+        OPEN_CLIP_CONFIG_FILE,
+        OPEN_CLIP_WEIGHTS_FILE,
+        "mmga-vit-tiny.json",
+    }
     pixels = torch.randn(4, 3, 32, 32, generator=torch.Generator().manual_seed(0))
     with torch.no_grad():
         expected = image(pixels)
@@ -62,7 +70,9 @@ def test_the_image_tower_reloads_with_open_clip(trained_like, tmp_path, monkeypa
     factory = open_clip.factory
     paths = [p for p in factory._MODEL_CONFIG_PATHS if p.resolve() != MODEL_CONFIG_DIR.resolve()]
     monkeypatch.setattr(factory, "_MODEL_CONFIG_PATHS", paths)
-    monkeypatch.setattr(factory, "_MODEL_CONFIGS", {k: v for k, v in factory._MODEL_CONFIGS.items() if "mmga" not in k})
+    monkeypatch.setattr(
+        factory, "_MODEL_CONFIGS", {k: v for k, v in factory._MODEL_CONFIGS.items() if "mmga" not in k}
+    )
     assert "mmga-vit-tiny" not in open_clip.list_models()
     open_clip.add_model_config(folder)
     by_name = open_clip.create_model("mmga-vit-tiny", pretrained=str(folder / OPEN_CLIP_WEIGHTS_FILE)).eval()

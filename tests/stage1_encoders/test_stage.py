@@ -257,7 +257,9 @@ def test_round0_saves_its_encoders_for_transformers_and_open_clip(round0, tiny_c
             rtol=0,
             atol=1e-6,
         )
-        torch.testing.assert_close(image.encode_image(pixels), trained.image_encoder(pixels), rtol=0, atol=1e-6)
+        torch.testing.assert_close(
+            image.encode_image(pixels), trained.image_encoder(pixels), rtol=0, atol=1e-6
+        )
 
 
 def test_round0_writes_hparams_and_user_ids(round0, tiny_corpus_loaded):

@@ -59,7 +59,7 @@ class TrainerConfig:
     loggers: list[LoggerName] = config_field(
         ["csv"],
         "loggers: csv (<out>/logs/version_<k>/metrics.csv), tensorboard (<out>/tensorboard), mlflow (local "
-        "file store <out>/mlruns; extra [tracking]) and/or wandb (offline, <out>/wandb; extra [tracking])",
+        "store <out>/mlruns/mlflow.db; extra [tracking]) and/or wandb (offline, <out>/wandb; extra [tracking])",
     )
     checkpoint_every_n_steps: int | None = config_field(
         None,
@@ -127,9 +127,11 @@ class TrainerConfig:
         return path
 
 
-# Optional tracking loggers: the package each needs (pyproject's [tracking] extra) and Lightning's class.
-TRACKING_PACKAGES = {"mlflow": "mlflow", "wandb": "wandb"}
+# Optional tracking loggers: the packages each needs (pyproject's [tracking] extra). MLflow 3 refuses its plain
+# file store by default ("maintenance mode"), so the local store is a SQLite file, which needs SQLAlchemy and Alembic.
+TRACKING_PACKAGES = {"mlflow": ("mlflow", "sqlalchemy", "alembic"), "wandb": ("wandb",)}
 MLFLOW_DIR = "mlruns"
+MLFLOW_DB = "mlflow.db"
 WANDB_PROJECT = "mmga"
 
 
@@ -225,13 +227,14 @@ def check_loggers(tc: TrainerConfig, key_prefix: str = "trainer.", source: str =
     import importlib.util
 
     for name in tc.loggers:
-        package = TRACKING_PACKAGES.get(name)
-        if package is not None and importlib.util.find_spec(package) is None:
+        missing = [pkg for pkg in TRACKING_PACKAGES.get(name, ()) if importlib.util.find_spec(pkg) is None]
+        if missing:
             raise ConfigError(
                 source,
                 None,
                 key_prefix + "loggers",
-                f"{name} needs the {package} package, which is not installed: pip install 'mmga[tracking]'",
+                f"{name} needs the {', '.join(missing)} package{'s' * (len(missing) > 1)}, which "
+                f"{'are' if len(missing) > 1 else 'is'} not installed: pip install 'mmga[tracking]'",
             )
 
 
@@ -294,8 +297,9 @@ def csv_log_dir(trainer: Any) -> Path | None:
 
 def build_loggers(tc: TrainerConfig, out_dir: Path, name: str) -> list:
     """Lightning loggers for ``tc.loggers``, all under ``out_dir``: csv in ``logs/``, tensorboard in
-    ``tensorboard/``, mlflow in a local file store ``mlruns/`` (experiment ``mmga``, run ``name``), wandb offline
-    in ``wandb/`` (project ``mmga``; ``wandb sync`` uploads it later)."""
+    ``tensorboard/``, mlflow in a local store ``mlruns/mlflow.db`` (SQLite; artifacts in ``mlruns/artifacts``;
+    experiment ``mmga``, run ``name``), wandb offline in ``wandb/`` (project ``mmga``; ``wandb sync`` uploads it
+    later)."""
     from lightning.pytorch import loggers as pl_loggers
 
     out: list = []
@@ -313,8 +317,14 @@ def build_loggers(tc: TrainerConfig, out_dir: Path, name: str) -> list:
             out.append(pl_loggers.TensorBoardLogger(save_dir=out_dir, name=TENSORBOARD_DIR))
         elif kind == "mlflow":
             store = (out_dir / MLFLOW_DIR).resolve()
+            store.mkdir(parents=True, exist_ok=True)
             out.append(
-                pl_loggers.MLFlowLogger(experiment_name="mmga", run_name=name, tracking_uri=store.as_uri())
+                pl_loggers.MLFlowLogger(
+                    experiment_name="mmga",
+                    run_name=name,
+                    tracking_uri=f"sqlite:///{store / MLFLOW_DB}",
+                    artifact_location=(store / "artifacts").as_uri(),
+                )
             )
         elif kind == "wandb":
             out.append(

@@ -144,6 +144,17 @@ def test_a_tracking_logger_without_its_package_is_refused_in_one_line(monkeypatc
         "pip install 'mmga[tracking]'"
     )
     check_loggers(TrainerConfig(loggers=["csv", "tensorboard"]))  # core dependencies: never refused
+    monkeypatch.setattr(
+        importlib.util,
+        "find_spec",
+        lambda name, *a: None if name in ("mlflow", "alembic") else real_find_spec(name, *a),
+    )
+    with pytest.raises(ConfigError) as err:
+        check_loggers(TrainerConfig(loggers=["mlflow"]))
+    assert str(err.value) == (
+        "config, field 'trainer.loggers': mlflow needs the mlflow, alembic packages, which are not installed: "
+        "pip install 'mmga[tracking]'"
+    )
 
 
 def test_no_hard_coded_cuda_calls():

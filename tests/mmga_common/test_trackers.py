@@ -1,10 +1,9 @@
-"""The tracking loggers: MLflow to a local file store (when mlflow is installed: the [tracking] extra) and W&B
-offline (built with the arguments it needs; the package itself is optional)."""
+"""The tracking loggers: MLflow to a local SQLite store in the run folder (when the [tracking] extra is installed;
+run with -m slow) and W&B offline (built with the arguments it needs; the package itself is optional)."""
 
 from __future__ import annotations
 
 import csv
-from pathlib import Path
 
 import lightning as L
 import pytest
@@ -37,8 +36,11 @@ def _loader() -> DataLoader:
     return DataLoader(TensorDataset(x, x.sum(1, keepdim=True)), batch_size=8)
 
 
-def test_mlflow_logs_to_a_local_file_store_beside_the_csv_log(tmp_path):
+@pytest.mark.slow  # ~25 s: importing mlflow and creating its SQLite schema
+def test_mlflow_logs_to_a_local_store_beside_the_csv_log(tmp_path):
     mlflow = pytest.importorskip("mlflow")
+    pytest.importorskip("sqlalchemy")
+    pytest.importorskip("alembic")
     tc = TrainerConfig(
         accelerator="cpu",
         enable_progress_bar=False,
@@ -53,7 +55,9 @@ def test_mlflow_logs_to_a_local_file_store_beside_the_csv_log(tmp_path):
     fit_and_save(trainer, tc, module, datamodule, tmp_path, None)
     with open(tmp_path / "logs" / "version_0" / "metrics.csv") as handle:
         from_csv = [float(row["train/loss"]) for row in csv.DictReader(handle) if row.get("train/loss")]
-    client = mlflow.tracking.MlflowClient(tracking_uri=(tmp_path / "mlruns").resolve().as_uri())
+    client = mlflow.tracking.MlflowClient(
+        tracking_uri=f"sqlite:///{(tmp_path / 'mlruns' / 'mlflow.db').resolve()}"
+    )
     experiment = client.get_experiment_by_name("mmga")
     (run,) = client.search_runs([experiment.experiment_id])
     assert run.info.run_name == "stage x"
@@ -85,8 +89,10 @@ def test_mlflow_store_is_under_the_run_folder(tmp_path, monkeypatch):
 
     monkeypatch.setattr(pl_loggers, "MLFlowLogger", FakeMLFlowLogger)
     build_loggers(TrainerConfig(loggers=["mlflow"]), tmp_path / "out", "stage 2")
+    store = (tmp_path / "out" / "mlruns").resolve()
     assert built == {
         "experiment_name": "mmga",
         "run_name": "stage 2",
-        "tracking_uri": Path(tmp_path / "out" / "mlruns").resolve().as_uri(),
+        "tracking_uri": f"sqlite:///{store / 'mlflow.db'}",
+        "artifact_location": (store / "artifacts").as_uri(),
     }

@@ -181,7 +181,7 @@ def test_softmax_gate_resume_and_init_checkpoint(tiny_corpus, loaded, tmp_path):
     wrong = small_config(tiny_corpus, cache, tmp_path / "r2", round=1, init_checkpoint=str(first.checkpoint))
     wrong.model.hidden_dim = 16
     with pytest.raises(Stage2InputError, match="cannot initialise"):
-        run_stage2(wrong)
+        run_stage2(wrong, force=True)  # force: round 1's graph.h5 belongs to the run in r1
 
 
 def test_refuses_missing_stage1_embeddings(tiny_corpus, tmp_path, capsys):

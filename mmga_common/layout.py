@@ -26,6 +26,11 @@ CHECKPOINT_DIR = "checkpoints"
 CHECKPOINT_FILE = "last.ckpt"
 CONFIG_FILE = "config.json"
 LOG_DIR = "logs"
+TENSORBOARD_DIR = "tensorboard"
+MLFLOW_DIR = "mlruns"  # trainer.loggers mlflow: mlflow.db (SQLite) and artifacts/
+WANDB_DIR = "wandb"  # trainer.loggers wandb: offline runs (WandbLogger's own folder name under save_dir)
+# Every top-level entry a stage may write into its output folder (what a cleaner may remove as the stage's).
+OUTPUT_ENTRIES = frozenset({CHECKPOINT_DIR, LOG_DIR, TENSORBOARD_DIR, MLFLOW_DIR, WANDB_DIR})
 TEXT_ENCODER_DIR = "text_encoder"
 IMAGE_ENCODER_DIR = "image_encoder"
 OPEN_CLIP_CONFIG_FILE = "open_clip_config.json"  # the names open_clip's local-dir: and hf-hub: loaders read

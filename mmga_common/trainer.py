@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from mmga_common.config import ConfigError, config_field
-from mmga_common.layout import CHECKPOINT_DIR, LOG_DIR, checkpoint_path
+from mmga_common.layout import CHECKPOINT_DIR, LOG_DIR, MLFLOW_DIR, TENSORBOARD_DIR, checkpoint_path
 
 Accelerator = Literal["auto", "cpu", "gpu", "cuda", "mps"]
 Strategy = Literal["auto", "ddp", "ddp_spawn", "ddp_notebook", "ddp_find_unused_parameters_true"]
@@ -25,7 +25,6 @@ LoggerName = Literal["csv", "tensorboard", "mlflow", "wandb"]
 SPAWN_STRATEGIES = ("ddp_spawn", "ddp_notebook")  # workers started from inside the call
 # Lightning re-launches the calling script once per rank:
 RELAUNCHING_STRATEGIES = ("ddp", "ddp_find_unused_parameters_true")
-TENSORBOARD_DIR = "tensorboard"
 
 # Lightning warnings that say nothing useful about these trainers (filtered around fit only).
 _QUIET_FIT_WARNINGS = (
@@ -130,7 +129,6 @@ class TrainerConfig:
 # Optional tracking loggers: the packages each needs (pyproject's [tracking] extra). MLflow 3 refuses its plain
 # file store by default ("maintenance mode"), so the local store is a SQLite file, which needs SQLAlchemy and Alembic.
 TRACKING_PACKAGES = {"mlflow": ("mlflow", "sqlalchemy", "alembic"), "wandb": ("wandb",)}
-MLFLOW_DIR = "mlruns"
 MLFLOW_DB = "mlflow.db"
 WANDB_PROJECT = "mmga"
 

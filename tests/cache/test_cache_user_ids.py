@@ -137,3 +137,11 @@ def test_another_runs_file_is_refused_without_force(tmp_path):
         CacheError, match="belongs to corpus fingerprint"
     ):  # another corpus: force does not help
         check_owner(path, "0" * 64, run_dir=tmp_path / "run_a", force=True)
+
+
+def test_the_content_digest_covers_the_ids_text_not_their_pointers(tmp_path):
+    from cache.digest import content_digest
+
+    first = content_digest(write_enc(tmp_path / "a"))
+    assert content_digest(write_enc(tmp_path / "b")) == first  # the same data written twice
+    assert content_digest(write_enc(tmp_path / "c", user_ids=[*IDS[:-1], "other"])) != first

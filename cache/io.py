@@ -194,6 +194,20 @@ def _user_id_array(user_ids: Sequence[str] | None, num_users: int, path: Path) -
     return ids
 
 
+def _relative_run_dir(run_dir: str | Path, path: Path) -> str:
+    """``run_dir`` as stored: relative to the cache file's folder, so that a run folder (or a parent of both) moved
+    or copied whole still owns its files; absolute where no relative path exists (another drive)."""
+    try:
+        return os.path.relpath(os.path.abspath(run_dir), os.path.abspath(path.parent))
+    except ValueError:
+        return os.path.abspath(run_dir)
+
+
+def _resolved_run_dir(stored: str, path: Path) -> str:
+    """The absolute folder a stored ``run_dir`` names, seen from where the file ``path`` is now."""
+    return os.path.normpath(os.path.join(os.path.abspath(path.parent), stored))
+
+
 def _write(
     kind: str,
     cache_dir,
@@ -225,7 +239,7 @@ def _write(
     if kind == KIND_GRAPH:
         attrs[ATTR_NUM_EDGES] = sizes["E"]
     if run_dir is not None:
-        attrs[ATTR_RUN_DIR] = os.path.abspath(run_dir)
+        attrs[ATTR_RUN_DIR] = _relative_run_dir(run_dir, path)
     write_h5(path, kind, attrs, arrays, ids)
     return path
 
@@ -371,7 +385,9 @@ def _info_from_h5(h5: h5py.File, path: Path) -> CacheInfo:
         created=_attr(attrs, ATTR_CREATED, str, path),
         num_users=num_users,
         num_edges=num_edges,
-        run_dir=_attr(attrs, ATTR_RUN_DIR, str, path) if ATTR_RUN_DIR in attrs else None,
+        run_dir=_resolved_run_dir(_attr(attrs, ATTR_RUN_DIR, str, path), path)
+        if ATTR_RUN_DIR in attrs
+        else None,
         has_user_ids=USER_IDS in h5,
     )
 
@@ -484,7 +500,8 @@ def check_owner(
     replaces it): nothing to refuse. Raises ``CacheError`` naming both fingerprints, or both runs.
 
     "Another run" is a stage run with another output folder (checkpoints, logs, config): the file's ``run_dir``
-    attribute differs from ``run_dir``. Overwriting it would leave that run's checkpoint without its cache file.
+    attribute (stored relative to the file's folder, so it survives moving or copying a run folder whole) names
+    another folder than ``run_dir``. Overwriting it would leave that run's checkpoint without its cache file.
     A rerun into the same folder (a resume, the bridge rerunning a round) owns the file. ``force`` lets a run
     overwrite another run's file; a file without ``run_dir`` (schema 1) is not refused. Another corpus's file is
     refused even with ``force``: its folder holds that corpus's other rounds."""

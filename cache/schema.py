@@ -39,7 +39,8 @@ ATTR_MODEL = "model"  # short model description given by the producer ("" when n
 ATTR_CREATED = "created"  # UTC ISO-8601 time of the write
 ATTR_NUM_USERS = "num_users"
 ATTR_NUM_EDGES = "num_edges"  # graph files only
-ATTR_RUN_DIR = "run_dir"  # optional (schema 2): absolute output folder of the stage run that wrote the file
+# optional (schema 2): the output folder of the stage run that wrote the file, relative to the file's folder
+ATTR_RUN_DIR = "run_dir"
 REQUIRED_ATTRS = (
     ATTR_SCHEMA_VERSION,
     ATTR_KIND,

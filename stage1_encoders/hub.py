@@ -29,6 +29,7 @@ from pathlib import Path
 import open_clip
 import torch
 from safetensors.torch import save_file
+from transformers.utils import logging as hf_logging
 
 from mmga_common.layout import OPEN_CLIP_CONFIG_FILE, OPEN_CLIP_WEIGHTS_FILE
 from stage1_encoders.encoders import (
@@ -43,7 +44,13 @@ def save_text_encoder(text_encoder: TextEncoder, tokenizer, folder: Path) -> Pat
     """``text_encoder``'s masked-LM model and ``tokenizer`` to ``folder`` with ``save_pretrained``."""
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
-    text_encoder.mlm_model.save_pretrained(folder)
+    bars = hf_logging.is_progress_bar_enabled()
+    hf_logging.disable_progress_bar()  # transformers 5 draws a "Writing model shards" bar for one small file
+    try:
+        text_encoder.mlm_model.save_pretrained(folder)
+    finally:
+        if bars:
+            hf_logging.enable_progress_bar()
     tokenizer.save_pretrained(folder)
     return folder
 

@@ -115,7 +115,8 @@ def test_inspect_shows_and_passes_a_schema_2_file(tmp_path):
     path = write_enc(tmp_path, run_dir=tmp_path / "run")
     text, ok = describe(path, FINGERPRINT, stats=True, full_producer=False)
     assert ok, text
-    assert "user_ids" in text and f"run_dir             {os.path.abspath(tmp_path / 'run')}" in text
+    assert "user_ids" in text and "  run_dir             ../run\n" in text  # stored relative to round_0/
+    assert read_cache_info(path).run_dir == os.path.abspath(tmp_path / "run")
 
 
 def test_another_runs_file_is_refused_without_force(tmp_path):
@@ -145,3 +146,14 @@ def test_the_content_digest_covers_the_ids_text_not_their_pointers(tmp_path):
     first = content_digest(write_enc(tmp_path / "a"))
     assert content_digest(write_enc(tmp_path / "b")) == first  # the same data written twice
     assert content_digest(write_enc(tmp_path / "c", user_ids=[*IDS[:-1], "other"])) != first
+
+
+def test_a_run_folder_moved_whole_still_owns_its_files(tmp_path):
+    """The bridge's layout: the cache and the stage folders inside one run folder, copied or moved together."""
+    write_enc(tmp_path / "run" / "cache", run_dir=tmp_path / "run" / "stage1")
+    (tmp_path / "run").rename(tmp_path / "moved")
+    path = encoder_file(tmp_path / "moved" / "cache", 0)
+    assert read_cache_info(path).run_dir == str(tmp_path / "moved" / "stage1")
+    check_owner(path, FINGERPRINT, run_dir=tmp_path / "moved" / "stage1")
+    with pytest.raises(CacheError, match="was written by another run"):
+        check_owner(path, FINGERPRINT, run_dir=tmp_path / "run" / "stage1")

@@ -27,9 +27,10 @@ def trained_like(tiny_parts):
     return image.eval(), text.eval()
 
 
-def test_the_text_encoder_reloads_with_auto_classes(tiny_parts, trained_like, tmp_path):
+def test_the_text_encoder_reloads_with_auto_classes(tiny_parts, trained_like, tmp_path, capfd):
     _, text = trained_like
     folder = save_text_encoder(text, tiny_parts.tokenizer, tmp_path / "text_encoder")
+    assert "Writing model shards" not in capfd.readouterr().err  # no progress bar in the stage's output
     model = AutoModel.from_pretrained(folder).eval()
     tokenizer = AutoTokenizer.from_pretrained(folder)
     captions = [t for t in tiny_parts.corpus.post_text if t.strip()][:8]

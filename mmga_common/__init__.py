@@ -3,8 +3,9 @@
 - ``mmga_common.config``: the one config layer (``ConfigError``, JSON/YAML loading, deep merge, typed
   dataclass <-> dict with bounds in field metadata, dotted ``KEY=VALUE`` overrides, dataclass -> argparse);
 - ``mmga_common.trainer``: the ``trainer`` section both stages' configs share (``TrainerConfig``), the Lightning
-  Trainer builder and ``fit_and_save`` (final, resumable ``last.ckpt``), the device / precision resolution and the
-  early device and tracker checks (``check_runtime``); its callbacks in ``mmga_common.callbacks``;
+  Trainer builder and ``fit_and_save`` (final, resumable ``last.ckpt``); its callbacks in ``mmga_common.callbacks``;
+- ``mmga_common.runtime``: what ``accelerator``/``precision: auto`` mean on this machine, and the early one-line
+  refusal of impossible device requests and missing tracker packages (``check_runtime``, also in ``trainer``);
 - ``mmga_common.threads``: ``torch_threads``, torch's thread count for one block, restored afterwards;
 - ``mmga_common.layout``: the one layout of a stage's output folder (``checkpoints/last.ckpt``,
   ``checkpoints/config.json``, ``logs/``, default ``runs/<stage>/round_<R>``) and ``StageResult``, what both

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from mmga_common import trainer as trainer_mod
+from mmga_common import runtime as runtime_mod
 from mmga_common.config import ConfigError
 from mmga_common.trainer import (
     TrainerConfig,
@@ -33,7 +33,7 @@ def fake_cuda(monkeypatch):
         monkeypatch.setattr(torch.cuda, "is_available", lambda: count > 0)
         monkeypatch.setattr(torch.cuda, "device_count", lambda: count)
         monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *a, **k: bf16)
-        monkeypatch.setattr(trainer_mod, "_mps_available", lambda: False)
+        monkeypatch.setattr(runtime_mod, "_mps_available", lambda: False)
 
     return set_cuda
 

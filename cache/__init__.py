@@ -4,7 +4,8 @@ Also the safety rules of the stages' checkpoint files (``cache.checkpoint``: wei
 the one ownership check (``check_owner``: a cache file belongs to one corpus fingerprint). See docs/cache.md for the
 format and ``python -m cache.inspect --help`` to look inside a cache.
 
-Imports no other package of the project; the stages and the bridge import it (it is where the stages meet).
+Imports no other package of the project but the neutral mmga_common (for `mmga inspect`'s program name); the
+stages and the bridge import it (it is where the stages meet).
 """
 
 from cache.io import (

@@ -3,7 +3,7 @@
 Two writes of the same data differ in their bytes (the ``created`` attribute, HDF5's own layout choices),
 so a file repaired by rerunning its stage would look "changed" to everything downstream if that were
 judged by the file's sha256. :func:`content_digest` covers the attributes except ``created`` and every
-dataset's name, dtype, shape and values.
+dataset's name, dtype, shape and values (a string dataset, ``user_ids``, by its text).
 """
 
 from __future__ import annotations
@@ -40,7 +40,10 @@ def content_digest(path: str | Path) -> str:
                 dset = h5[name]
                 assert isinstance(dset, h5py.Dataset)
                 h.update(json.dumps([name, str(dset.dtype), list(dset.shape)]).encode())
-                h.update(np.ascontiguousarray(dset[()]).tobytes())
+                if h5py.check_string_dtype(dset.dtype) is not None:  # user_ids: the text, not object pointers
+                    h.update(json.dumps(dset.asstr()[()].tolist(), ensure_ascii=False).encode())
+                else:
+                    h.update(np.ascontiguousarray(dset[()]).tobytes())
         except (OSError, TypeError, ValueError, AssertionError) as err:
             raise CacheError(path, None, f"cannot be digested ({err}): {MALFORMED}") from None
     return h.hexdigest()

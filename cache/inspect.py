@@ -23,12 +23,14 @@ from cache.schema import (
     ATTR_ROUND,
     ATTR_SCHEMA_VERSION,
     DATASETS,
+    READABLE_SCHEMA_VERSIONS,
     REQUIRED_ATTRS,
     SCHEMA_VERSION,
     STAGE_NAME,
 )
 from cache.types import CacheError
 from cache.validate import fmt_shape
+from mmga_common.cli import prog_name
 
 PRODUCER_LINES = 25
 
@@ -117,7 +119,8 @@ def describe(path: Path, fingerprint: str | None, stats: bool, full_producer: bo
                 lines.append(f"  {key:<19} {attrs[key]}")
         if str(attrs.get(ATTR_KIND)) in STAGE_NAME:
             lines.append(f"  {'written by':<19} {STAGE_NAME[str(attrs[ATTR_KIND])]}")
-        lines.append(f"  {'this code reads':<19} schema_version {SCHEMA_VERSION}")
+        readable = ", ".join(str(v) for v in READABLE_SCHEMA_VERSIONS)
+        lines.append(f"  {'this code reads':<19} schema_version {readable} (writes {SCHEMA_VERSION})")
         lines.append(f"  {'status':<19} {status}")
         lines.append("  datasets:")
         known = [spec.name for spec in DATASETS.get(str(attrs.get(ATTR_KIND)), ())]
@@ -151,7 +154,7 @@ def _shown_path(path: Path, limit: int = 200) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
-        prog="python -m cache.inspect",
+        prog=prog_name("python -m cache.inspect"),
         description="Print what an MMGA cache holds: kind, round, schema version, corpus fingerprint, "
         "datasets (shape, dtype, chunks, min/max/mean, mask counts) and the config that produced it; "
         "and run the same checks a read does. Exit status 1 when any file fails them.",

@@ -10,6 +10,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+from collections.abc import Sequence
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -27,15 +28,19 @@ from cache.schema import (
     ATTR_NUM_USERS,
     ATTR_PRODUCER,
     ATTR_ROUND,
+    ATTR_RUN_DIR,
     ATTR_SCHEMA_VERSION,
     DATASETS,
     KIND_ENCODERS,
     KIND_GRAPH,
     MASKED_ROWS,
     PRODUCER_COMMAND,
+    READABLE_SCHEMA_VERSIONS,
     REQUIRED_ATTRS,
     SCHEMA_VERSION,
     STAGE_NAME,
+    USER_IDS,
+    USER_IDS_DOC,
     cache_file,
 )
 from cache.types import CacheError, CacheInfo, EncoderEmbeddings, GraphOutputs
@@ -90,15 +95,20 @@ def producer_json(producer, path: Path) -> str:
 METADATA_BYTES = 1 << 20
 
 
-def write_h5(path: Path, kind: str, attrs: dict, arrays: dict[str, np.ndarray]) -> None:
+def write_h5(
+    path: Path, kind: str, attrs: dict, arrays: dict[str, np.ndarray], user_ids: np.ndarray | None = None
+) -> None:
     """Write a checked payload as the cache file ``path`` through :func:`cache.atomic.atomic_file`.
 
     HDF5 writes only the metadata (attributes, dataset headers) into the temporary file; the datasets are
     created contiguous with their space allocated (large ones page-aligned), and their bytes are then
     written at their offsets straight from the arrays (:mod:`cache.raw`). Reopening the file before it is
     published checks that HDF5 finished its part and that the data sits where HDF5 will read it.
+    ``user_ids`` (object array of str [N]) is written through HDF5 as variable-length UTF-8 strings.
     """
     size = sum(arr.nbytes for arr in arrays.values()) + METADATA_BYTES
+    if user_ids is not None:  # each string on HDF5's global heap, plus a 16-byte reference per row
+        size += sum(len(uid.encode("utf-8")) + 32 for uid in user_ids)
     with atomic_file(path, size) as tmp:
         offsets = {}
         with h5py.File(
@@ -110,6 +120,9 @@ def write_h5(path: Path, kind: str, attrs: dict, arrays: dict[str, np.ndarray]) 
                 dset = h5.create_dataset(spec.name, shape=arr.shape, dtype=arr.dtype, dcpl=contiguous_dcpl())
                 dset.attrs["doc"] = spec.doc
                 offsets[spec.name] = dset.id.get_offset()
+            if user_ids is not None:
+                ids = h5.create_dataset(USER_IDS, data=user_ids, dtype=h5py.string_dtype("utf-8"))
+                ids.attrs["doc"] = USER_IDS_DOC
         fd = os.open(tmp, os.O_WRONLY)
         try:
             for name, offset in offsets.items():
@@ -168,13 +181,51 @@ def check_all_values(
         check_symmetric(arrays["edge_index"], num_users, path, advice)
 
 
-def _write(kind: str, cache_dir, round_idx: int, payload, fingerprint: str, producer, model: str) -> Path:
+def _user_id_array(user_ids: Sequence[str] | None, num_users: int, path: Path) -> np.ndarray | None:
+    """``user_ids`` as an object array of str [N], checked (one str per row); ``None`` stays ``None``."""
+    if user_ids is None:
+        return None
+    ids = np.asarray(list(user_ids), dtype=object)
+    if ids.shape != (num_users,):
+        raise CacheError(path, USER_IDS, f"has {ids.size} ids for {num_users} rows: {WRITE_ADVICE}")
+    bad = [i for i, uid in enumerate(ids) if not isinstance(uid, str)]
+    if bad:
+        raise CacheError(path, USER_IDS, f"row {bad[0]} is {ids[bad[0]]!r}, not a str: {WRITE_ADVICE}")
+    return ids
+
+
+def _relative_run_dir(run_dir: str | Path, path: Path) -> str:
+    """``run_dir`` as stored: relative to the cache file's folder, so that a run folder (or a parent of both) moved
+    or copied whole still owns its files; absolute where no relative path exists (another drive)."""
+    try:
+        return os.path.relpath(os.path.abspath(run_dir), os.path.abspath(path.parent))
+    except ValueError:
+        return os.path.abspath(run_dir)
+
+
+def _resolved_run_dir(stored: str, path: Path) -> str:
+    """The absolute folder a stored ``run_dir`` names, seen from where the file ``path`` is now."""
+    return os.path.normpath(os.path.join(os.path.abspath(path.parent), stored))
+
+
+def _write(
+    kind: str,
+    cache_dir,
+    round_idx: int,
+    payload,
+    fingerprint: str,
+    producer,
+    model: str,
+    user_ids: Sequence[str] | None,
+    run_dir: str | Path | None,
+) -> Path:
     path = cache_file(cache_dir, round_idx, kind)
     if not isinstance(fingerprint, str) or not fingerprint:
         raise CacheError(
             path, None, f"fingerprint must be the corpus fingerprint (a non-empty str), got {fingerprint!r}"
         )
     arrays, sizes = _prepare(kind, payload, path)
+    ids = _user_id_array(user_ids, sizes["N"], path)
     attrs = {
         ATTR_SCHEMA_VERSION: SCHEMA_VERSION,
         ATTR_KIND: kind,
@@ -187,7 +238,9 @@ def _write(kind: str, cache_dir, round_idx: int, payload, fingerprint: str, prod
     }
     if kind == KIND_GRAPH:
         attrs[ATTR_NUM_EDGES] = sizes["E"]
-    write_h5(path, kind, attrs, arrays)
+    if run_dir is not None:
+        attrs[ATTR_RUN_DIR] = _relative_run_dir(run_dir, path)
+    write_h5(path, kind, attrs, arrays, ids)
     return path
 
 
@@ -199,14 +252,18 @@ def write_encoder_embeddings(
     fingerprint: str,
     producer,
     model: str = "",
+    user_ids: Sequence[str] | None = None,
+    run_dir: str | Path | None = None,
 ) -> Path:
     """Check ``emb`` and write it atomically to ``<cache_dir>/round_<r>/encoders.h5``; return that path.
 
     ``producer`` is the resolved config (dict or dataclass) stored as JSON; ``model`` a short description
     (e.g. "open_clip ViT-B-32 + MiniLM-L6"). Floating arrays are converted to float32, 0/1 integer masks
     to bool; anything else that does not fit the schema raises ``CacheError`` before the disk is touched.
+    ``user_ids``: the corpus's user ids [N] in row order (``corpus.user_ids``), stored so that a read can check
+    the rows still follow the corpus; ``run_dir``: the writing run's output folder, which ``check_owner`` compares.
     """
-    return _write(KIND_ENCODERS, cache_dir, round_idx, emb, fingerprint, producer, model)
+    return _write(KIND_ENCODERS, cache_dir, round_idx, emb, fingerprint, producer, model, user_ids, run_dir)
 
 
 def write_graph_outputs(
@@ -217,13 +274,16 @@ def write_graph_outputs(
     fingerprint: str,
     producer,
     model: str = "",
+    user_ids: Sequence[str] | None = None,
+    run_dir: str | Path | None = None,
 ) -> Path:
     """Check ``graph`` and write it atomically to ``<cache_dir>/round_<r>/graph.h5``; return that path.
 
     Besides shapes and finiteness, checks that ``edge_index`` holds user indices in [0, N), both directions
-    of every edge and no self loops, and that ``edge_weight`` lies in [0, 1].
+    of every edge and no self loops, and that ``edge_weight`` lies in [0, 1]. ``user_ids`` and ``run_dir`` as
+    in ``write_encoder_embeddings``.
     """
-    return _write(KIND_GRAPH, cache_dir, round_idx, graph, fingerprint, producer, model)
+    return _write(KIND_GRAPH, cache_dir, round_idx, graph, fingerprint, producer, model, user_ids, run_dir)
 
 
 def open_h5(path: str | Path, kind: str | None = None, round_idx: int | str = "r") -> h5py.File:
@@ -289,13 +349,14 @@ def _info_from_h5(h5: h5py.File, path: Path) -> CacheInfo:
         raise CacheError(path, None, "has no schema_version attribute: it is not an MMGA cache file")
     version = _attr(attrs, ATTR_SCHEMA_VERSION, int, path)
     kind = _attr(attrs, ATTR_KIND, str, path) if ATTR_KIND in attrs else ""
-    if version != SCHEMA_VERSION:
+    if version not in READABLE_SCHEMA_VERSIONS:
         round_hint = attrs.get(ATTR_ROUND, "r")
         advice = rerun_advice(kind, round_hint) if kind in DATASETS else "regenerate it"
+        readable = " or ".join(str(v) for v in READABLE_SCHEMA_VERSIONS)
         raise CacheError(
             path,
             None,
-            f"has cache schema_version {version} but this code reads schema_version {SCHEMA_VERSION}: {advice}",
+            f"has cache schema_version {version} but this code reads schema_version {readable}: {advice}",
         )
     missing = [a for a in REQUIRED_ATTRS if a not in attrs]
     if missing or kind not in DATASETS:
@@ -324,6 +385,10 @@ def _info_from_h5(h5: h5py.File, path: Path) -> CacheInfo:
         created=_attr(attrs, ATTR_CREATED, str, path),
         num_users=num_users,
         num_edges=num_edges,
+        run_dir=_resolved_run_dir(_attr(attrs, ATTR_RUN_DIR, str, path), path)
+        if ATTR_RUN_DIR in attrs
+        else None,
+        has_user_ids=USER_IDS in h5,
     )
 
 
@@ -334,7 +399,7 @@ def check_members(h5: h5py.File, path: Path, kind: str, advice: str) -> None:
     dataset with external raw storage or a virtual dataset (both read other files), a filtered dataset, and
     a dtype other than the schema's.
     """
-    wanted = {spec.name for spec in DATASETS[kind]}
+    wanted = {spec.name for spec in DATASETS[kind]} | {USER_IDS}
     for name in h5:
         link = h5.get(name, getlink=True)
         if isinstance(link, h5py.ExternalLink):
@@ -361,6 +426,45 @@ def check_members(h5: h5py.File, path: Path, kind: str, advice: str) -> None:
         if dset.compression is not None or dset.id.get_create_plist().get_nfilters():
             raise CacheError(path, spec.name, f"is compressed or filtered (cache.io never is): {MALFORMED}")
         check_dtype(spec, dset.dtype, path, advice)
+    if USER_IDS in h5:
+        ids = h5[USER_IDS]
+        string = h5py.check_string_dtype(ids.dtype) if isinstance(ids, h5py.Dataset) else None
+        if string is None or string.length is not None or ids.is_virtual or ids.external:
+            raise CacheError(
+                path, USER_IDS, f"is not a variable-length string dataset stored here: {MALFORMED}"
+            )
+
+
+def check_user_ids(
+    h5: h5py.File, path: Path, num_users: int, user_ids: Sequence[str] | None, advice: str
+) -> None:
+    """The ``user_ids`` dataset, when the file has one: shape [N], and, when ``user_ids`` (the corpus's, in its
+    order) is given, the same ids in the same order. Files without it (schema 1) are not checked."""
+    if USER_IDS not in h5:
+        return
+    dset = h5[USER_IDS]
+    if dset.shape != (num_users,):
+        raise CacheError(path, USER_IDS, f"has shape {list(dset.shape)}; expected [{num_users}]: {advice}")
+    if user_ids is None:
+        return
+    try:
+        stored = dset.asstr()[()]
+    except (OSError, UnicodeDecodeError, ValueError) as err:
+        raise CacheError(path, USER_IDS, f"cannot be read as UTF-8 text ({err}): {MALFORMED}") from None
+    expected = np.asarray(list(user_ids), dtype=object)
+    if expected.shape != stored.shape:
+        raise CacheError(
+            path, USER_IDS, f"holds {stored.size} ids but the corpus has {expected.size}: {advice}"
+        )
+    differ = np.flatnonzero(stored != expected)
+    if differ.size:
+        row = int(differ[0])
+        raise CacheError(
+            path,
+            USER_IDS,
+            f"row {row} holds user {stored[row]!r} but the corpus's row {row} is {expected[row]!r} "
+            f"({differ.size} rows differ: the corpus's users changed or were reordered): {advice}",
+        )
 
 
 def check_storage(h5: h5py.File, path: Path, kind: str, advice: str) -> None:
@@ -387,10 +491,20 @@ def read_producer(path: str | Path) -> dict:
     return read_cache_info(path).producer
 
 
-def check_owner(path: str | Path, fingerprint: str) -> None:
-    """Refuse, before any work, a cache file at ``path`` that was made for another corpus: a stage about to write
-    ``path`` (or to read the round it belongs to) calls this with its corpus's fingerprint. No file, or a damaged
-    one (the stage's write replaces it): nothing to refuse. Raises ``CacheError`` naming both fingerprints."""
+def check_owner(
+    path: str | Path, fingerprint: str, run_dir: str | Path | None = None, force: bool = False
+) -> None:
+    """Refuse, before any work, a cache file at ``path`` that was made for another corpus, or by another run: a
+    stage about to write ``path`` (or to read the round it belongs to) calls this with its corpus's fingerprint
+    and, when it will write ``path``, its output folder ``run_dir``. No file, or a damaged one (the stage's write
+    replaces it): nothing to refuse. Raises ``CacheError`` naming both fingerprints, or both runs.
+
+    "Another run" is a stage run with another output folder (checkpoints, logs, config): the file's ``run_dir``
+    attribute (stored relative to the file's folder, so it survives moving or copying a run folder whole) names
+    another folder than ``run_dir``. Overwriting it would leave that run's checkpoint without its cache file.
+    A rerun into the same folder (a resume, the bridge rerunning a round) owns the file. ``force`` lets a run
+    overwrite another run's file; a file without ``run_dir`` (schema 1) is not refused. Another corpus's file is
+    refused even with ``force``: its folder holds that corpus's other rounds."""
     path = Path(path)
     if not path.exists():
         return
@@ -405,6 +519,15 @@ def check_owner(path: str | Path, fingerprint: str) -> None:
             f"belongs to corpus fingerprint {info.corpus_fingerprint}, not to this corpus ({fingerprint}): "
             "use another --cache folder for this corpus",
         )
+    if run_dir is None or force or info.run_dir is None:
+        return
+    if os.path.abspath(run_dir) != info.run_dir:
+        raise CacheError(
+            path,
+            None,
+            f"was written by another run (output folder {info.run_dir}, {info.created}), not by this one "
+            f"({os.path.abspath(run_dir)}): pass --force to overwrite it, or use another --cache folder",
+        )
 
 
 def check_header(
@@ -416,8 +539,10 @@ def check_header(
     fingerprint: str | None,
     num_users: int | None,
     num_edges: int | None = None,
+    user_ids: Sequence[str] | None = None,
 ) -> CacheInfo:
-    """Check attributes, dataset presence, dtypes and shapes (no data read). ``None`` skips a check."""
+    """Check attributes, dataset presence, dtypes and shapes (no data read but the ``user_ids`` when given and
+    stored). ``None`` skips a check."""
     info = info_from_h5(h5, path)
     advice = rerun_advice(kind, info.round if round_idx is None else round_idx)
     if info.kind != kind:
@@ -444,6 +569,7 @@ def check_header(
         # shapes against the corpus (num_users / num_edges) before any data is read
         check_shapes(kind, {s.name: h5[s.name].shape for s in DATASETS[kind]}, sizes, path, advice)
         check_storage(h5, path, kind, advice)
+        check_user_ids(h5, path, sizes["N"], user_ids, advice)
     except CacheError:
         raise
     except Exception as err:  # noqa: BLE001 - h5py raises KeyError/OSError/TypeError on crafted files
@@ -484,7 +610,15 @@ def read_datasets(h5: h5py.File, path: Path, kind: str) -> tuple[dict[str, np.nd
     return arrays, scans
 
 
-def _read(kind: str, cache_dir, round_idx: int, fingerprint: str, num_users: int, num_edges: int | None):
+def _read(
+    kind: str,
+    cache_dir,
+    round_idx: int,
+    fingerprint: str,
+    num_users: int,
+    num_edges: int | None,
+    user_ids: Sequence[str] | None,
+):
     path = cache_file(cache_dir, round_idx, kind)
     with open_h5(path, kind, round_idx) as h5:
         check_header(
@@ -495,6 +629,7 @@ def _read(kind: str, cache_dir, round_idx: int, fingerprint: str, num_users: int
             fingerprint=fingerprint,
             num_users=num_users,
             num_edges=num_edges,
+            user_ids=user_ids,
         )
         arrays, scans = read_datasets(h5, path, kind)
     check_all_values(kind, arrays, path, num_users, rerun_advice(kind, round_idx), scans)
@@ -502,14 +637,33 @@ def _read(kind: str, cache_dir, round_idx: int, fingerprint: str, num_users: int
 
 
 def read_encoder_embeddings(
-    cache_dir: str | Path, round_idx: int, *, fingerprint: str, num_users: int
+    cache_dir: str | Path,
+    round_idx: int,
+    *,
+    fingerprint: str,
+    num_users: int,
+    user_ids: Sequence[str] | None = None,
 ) -> EncoderEmbeddings:
-    """Read and fully check ``<cache_dir>/round_<r>/encoders.h5``; raise ``CacheError`` saying what to do."""
-    return EncoderEmbeddings(**_read(KIND_ENCODERS, cache_dir, round_idx, fingerprint, num_users, None))
+    """Read and fully check ``<cache_dir>/round_<r>/encoders.h5``; raise ``CacheError`` saying what to do.
+
+    ``user_ids``: the corpus's ids in its order; when given, a file that stores ids must hold the same ones in
+    the same order (a file without them, schema 1, is read as before)."""
+    return EncoderEmbeddings(
+        **_read(KIND_ENCODERS, cache_dir, round_idx, fingerprint, num_users, None, user_ids)
+    )
 
 
 def read_graph_outputs(
-    cache_dir: str | Path, round_idx: int, *, fingerprint: str, num_users: int, num_edges: int
+    cache_dir: str | Path,
+    round_idx: int,
+    *,
+    fingerprint: str,
+    num_users: int,
+    num_edges: int,
+    user_ids: Sequence[str] | None = None,
 ) -> GraphOutputs:
-    """Read and fully check ``<cache_dir>/round_<r>/graph.h5`` (``num_edges`` = undirected corpus edges E)."""
-    return GraphOutputs(**_read(KIND_GRAPH, cache_dir, round_idx, fingerprint, num_users, num_edges))
+    """Read and fully check ``<cache_dir>/round_<r>/graph.h5`` (``num_edges`` = undirected corpus edges E);
+    ``user_ids`` as in ``read_encoder_embeddings``."""
+    return GraphOutputs(
+        **_read(KIND_GRAPH, cache_dir, round_idx, fingerprint, num_users, num_edges, user_ids)
+    )

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Sequence
 from pathlib import Path
 
 import h5py
@@ -19,7 +20,7 @@ class LazyEmbeddings:
     """Lazy rows of one dataset of a cache file, e.g. ``LazyEmbeddings(encoder_file(d, 0), "user_text_emb")``.
 
     ``__init__`` checks the file's header (schema, kind, dtypes, shapes, and the fingerprint / user count /
-    round when given) with a short-lived open and keeps no handle. The file is opened on the first
+    round / the corpus's user ids in order when given) with a short-lived open and keeps no handle. The file is opened on the first
     ``__getitem__`` in each process, so the object pickles and works inside DataLoader workers (forked or
     spawned). Rows read are checked for finiteness; a full-file finiteness check is ``read_*``'s job.
 
@@ -37,6 +38,7 @@ class LazyEmbeddings:
         fingerprint: str | None = None,
         num_users: int | None = None,
         round_idx: int | None = None,
+        user_ids: Sequence[str] | None = None,
     ):
         self.path = Path(path)
         self.dataset = dataset
@@ -51,7 +53,13 @@ class LazyEmbeddings:
                     self.path, dataset, "is not a per-row dataset; read it with read_graph_outputs"
                 )
             info = check_header(
-                h5, self.path, kind, round_idx=round_idx, fingerprint=fingerprint, num_users=num_users
+                h5,
+                self.path,
+                kind,
+                round_idx=round_idx,
+                fingerprint=fingerprint,
+                num_users=num_users,
+                user_ids=user_ids,
             )
             dset = h5[dataset]
             self.shape: tuple[int, ...] = dset.shape

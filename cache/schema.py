@@ -16,7 +16,9 @@ from pathlib import Path
 
 import numpy as np
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
+# Versions this code reads: 1 (no user_ids, no run_dir) and 2. Only the current one is written.
+READABLE_SCHEMA_VERSIONS = (1, 2)
 
 ENCODER_FILE = "encoders.h5"
 GRAPH_FILE = "graph.h5"
@@ -37,6 +39,8 @@ ATTR_MODEL = "model"  # short model description given by the producer ("" when n
 ATTR_CREATED = "created"  # UTC ISO-8601 time of the write
 ATTR_NUM_USERS = "num_users"
 ATTR_NUM_EDGES = "num_edges"  # graph files only
+# optional (schema 2): the output folder of the stage run that wrote the file, relative to the file's folder
+ATTR_RUN_DIR = "run_dir"
 REQUIRED_ATTRS = (
     ATTR_SCHEMA_VERSION,
     ATTR_KIND,
@@ -134,6 +138,12 @@ GRAPH_DATASETS: tuple[DatasetSpec, ...] = (
 )
 
 DATASETS = {KIND_ENCODERS: ENCODER_DATASETS, KIND_GRAPH: GRAPH_DATASETS}
+
+# Optional in either kind (schema 2): the corpus user id of each row, UTF-8 variable-length strings [N]. Stored
+# through HDF5 (a variable-length dataset has no raw byte run to map); checked against the corpus order on a read
+# that is given the corpus's ids.
+USER_IDS = "user_ids"
+USER_IDS_DOC = "corpus user id of each row (users.csv order), UTF-8"
 
 # Embedding rows that must be zero where the mask is False.
 MASKED_ROWS = {"user_image_emb": "image_mask", "user_text_emb": "text_mask"}

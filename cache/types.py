@@ -78,3 +78,5 @@ class CacheInfo:
     created: str
     num_users: int
     num_edges: int | None
+    run_dir: str | None = None  # the writing run's output folder, absolute (schema 2; None when not recorded)
+    has_user_ids: bool = False  # the file stores the corpus user id of each row (schema 2)

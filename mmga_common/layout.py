@@ -2,7 +2,16 @@
 
     <out_dir>/checkpoints/last.ckpt     the final Lightning checkpoint (the next round's init_checkpoint)
     <out_dir>/checkpoints/config.json   the resolved config (also in the cache file's producer attribute)
-    <out_dir>/logs/version_<k>/         Lightning's CSV log of each fit (metrics.csv); TensorBoard in tensorboard/
+    <out_dir>/logs/version_<k>/         Lightning's CSV log of each fit (metrics.csv, hparams.yaml); TensorBoard in
+                                        tensorboard/, MLflow in mlruns/, W&B in wandb/ (trainer.loggers)
+
+Stage 1 also saves its two encoders in the formats of their libraries, beside the checkpoint:
+
+    <out_dir>/checkpoints/text_encoder/   transformers ``save_pretrained`` (model + tokenizer):
+                                          ``AutoModel.from_pretrained`` / ``AutoTokenizer.from_pretrained``
+    <out_dir>/checkpoints/image_encoder/  open_clip: open_clip_config.json + open_clip_model.safetensors
+                                          (``open_clip.create_model("local-dir:<folder>")``), and
+                                          ``<model name>.json`` for ``open_clip.add_model_config(<folder>)``
 
 Without an explicit ``out_dir`` a stage writes to ``runs/<stage>/round_<R>``, the same ``round_<R>`` folder name
 the cache and the bridge use.
@@ -17,6 +26,15 @@ CHECKPOINT_DIR = "checkpoints"
 CHECKPOINT_FILE = "last.ckpt"
 CONFIG_FILE = "config.json"
 LOG_DIR = "logs"
+TENSORBOARD_DIR = "tensorboard"
+MLFLOW_DIR = "mlruns"  # trainer.loggers mlflow: mlflow.db (SQLite) and artifacts/
+WANDB_DIR = "wandb"  # trainer.loggers wandb: offline runs (WandbLogger's own folder name under save_dir)
+# Every top-level entry a stage may write into its output folder (what a cleaner may remove as the stage's).
+OUTPUT_ENTRIES = frozenset({CHECKPOINT_DIR, LOG_DIR, TENSORBOARD_DIR, MLFLOW_DIR, WANDB_DIR})
+TEXT_ENCODER_DIR = "text_encoder"
+IMAGE_ENCODER_DIR = "image_encoder"
+OPEN_CLIP_CONFIG_FILE = "open_clip_config.json"  # the names open_clip's local-dir: and hf-hub: loaders read
+OPEN_CLIP_WEIGHTS_FILE = "open_clip_model.safetensors"
 
 
 def default_out_dir(stage: str, round_idx: int) -> Path:
@@ -32,6 +50,16 @@ def checkpoint_path(out_dir: Path) -> Path:
 def config_path(out_dir: Path) -> Path:
     """``<out_dir>/checkpoints/config.json``."""
     return Path(out_dir) / CHECKPOINT_DIR / CONFIG_FILE
+
+
+def text_encoder_dir(out_dir: Path) -> Path:
+    """``<out_dir>/checkpoints/text_encoder``: stage 1's text encoder, Hugging Face style."""
+    return Path(out_dir) / CHECKPOINT_DIR / TEXT_ENCODER_DIR
+
+
+def image_encoder_dir(out_dir: Path) -> Path:
+    """``<out_dir>/checkpoints/image_encoder``: stage 1's image tower, open_clip style."""
+    return Path(out_dir) / CHECKPOINT_DIR / IMAGE_ENCODER_DIR
 
 
 @dataclass

@@ -15,17 +15,20 @@ from pathlib import Path
 from typing import Any, Literal
 
 from mmga_common.config import ConfigError, at_most, config_field
-from mmga_common.layout import CHECKPOINT_DIR, LOG_DIR, checkpoint_path
+from mmga_common.layout import CHECKPOINT_DIR, LOG_DIR, MLFLOW_DIR, TENSORBOARD_DIR, checkpoint_path
+from mmga_common.runtime import check_devices as check_devices
+from mmga_common.runtime import check_loggers as check_loggers
+from mmga_common.runtime import check_runtime, resolve_precision
+from mmga_common.runtime import resolve_accelerator as resolve_accelerator
 
 Accelerator = Literal["auto", "cpu", "gpu", "cuda", "mps"]
 Strategy = Literal["auto", "ddp", "ddp_spawn", "ddp_notebook", "ddp_find_unused_parameters_true"]
-Precision = Literal["32-true", "bf16-mixed", "16-mixed", "bf16-true", "64-true"]
-LoggerName = Literal["csv", "tensorboard"]
+Precision = Literal["auto", "32-true", "bf16-mixed", "16-mixed", "bf16-true", "64-true"]
+LoggerName = Literal["csv", "tensorboard", "mlflow", "wandb"]
 
 SPAWN_STRATEGIES = ("ddp_spawn", "ddp_notebook")  # workers started from inside the call
 # Lightning re-launches the calling script once per rank:
 RELAUNCHING_STRATEGIES = ("ddp", "ddp_find_unused_parameters_true")
-TENSORBOARD_DIR = "tensorboard"
 
 # Lightning warnings that say nothing useful about these trainers (filtered around fit only).
 _QUIET_FIT_WARNINGS = (
@@ -51,14 +54,19 @@ class TrainerConfig:
     strategy: Strategy = config_field(
         "auto", "Lightning strategy; ddp re-launches the calling script per rank, ddp_spawn forks workers"
     )
-    precision: Precision = config_field("32-true", "Lightning precision, e.g. bf16-mixed")
+    precision: Precision = config_field(
+        "auto",
+        "Lightning precision; auto = bf16-mixed on a CUDA device that supports bf16, else 32-true",
+    )
     gradient_clip_val: float | None = config_field(
         1.0, "clip the gradient norm to this (none = no clipping)", gt=0.0
     )
     log_every_n_steps: int = config_field(10, "log the loss terms every n steps", ge=1)
     enable_progress_bar: bool = config_field(True, "show the step progress")
     loggers: list[LoggerName] = config_field(
-        ["csv"], "loggers: csv (<out>/logs/version_<k>/metrics.csv) and/or tensorboard (<out>/tensorboard)"
+        ["csv"],
+        "loggers: csv (<out>/logs/version_<k>/metrics.csv), tensorboard (<out>/tensorboard), mlflow (local "
+        "store <out>/mlruns/mlflow.db; extra [tracking]) and/or wandb (offline, <out>/wandb; extra [tracking])",
     )
     checkpoint_every_n_steps: int | None = config_field(
         None,
@@ -126,6 +134,10 @@ class TrainerConfig:
         return path
 
 
+MLFLOW_DB = "mlflow.db"
+WANDB_PROJECT = "mmga"
+
+
 def upgrade_stored_config(stored: dict) -> dict:
     """A stage config saved (in a checkpoint) before both stages shared ``TrainerConfig``, in today's trainer keys:
     stage 1's ``resume_from`` is ``resume``, stage 2's ``csv_logger``/``tensorboard_logger`` are ``loggers`` and its
@@ -177,6 +189,44 @@ def csv_log_dir(trainer: Any) -> Path | None:
     return None
 
 
+def build_loggers(tc: TrainerConfig, out_dir: Path, name: str) -> list:
+    """Lightning loggers for ``tc.loggers``, all under ``out_dir``: csv in ``logs/``, tensorboard in
+    ``tensorboard/``, mlflow in a local store ``mlruns/mlflow.db`` (SQLite; artifacts in ``mlruns/artifacts``;
+    experiment ``mmga``, run ``name``), wandb offline in ``wandb/`` (project ``mmga``; ``wandb sync`` uploads it
+    later)."""
+    from lightning.pytorch import loggers as pl_loggers
+
+    out: list = []
+    for kind in (
+        "csv",
+        "tensorboard",
+        "mlflow",
+        "wandb",
+    ):  # csv first: Lightning's trainer.log_dir is the first's
+        if kind not in tc.loggers:
+            continue
+        if kind == "csv":
+            out.append(pl_loggers.CSVLogger(save_dir=out_dir, name=LOG_DIR))
+        elif kind == "tensorboard":
+            out.append(pl_loggers.TensorBoardLogger(save_dir=out_dir, name=TENSORBOARD_DIR))
+        elif kind == "mlflow":
+            store = (out_dir / MLFLOW_DIR).resolve()
+            store.mkdir(parents=True, exist_ok=True)
+            out.append(
+                pl_loggers.MLFlowLogger(
+                    experiment_name="mmga",
+                    run_name=name,
+                    tracking_uri=f"sqlite:///{store / MLFLOW_DB}",
+                    artifact_location=(store / "artifacts").as_uri(),
+                )
+            )
+        elif kind == "wandb":
+            out.append(
+                pl_loggers.WandbLogger(name=name, save_dir=out_dir, project=WANDB_PROJECT, offline=True)
+            )
+    return out
+
+
 def build_trainer(
     tc: TrainerConfig,
     out_dir: Path,
@@ -197,17 +247,13 @@ def build_trainer(
     neutral package does not import). ``trainer_kwargs``: the stage's own Trainer arguments."""
     import lightning as L
     from lightning.pytorch.callbacks import ModelCheckpoint
-    from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
 
     from mmga_common.callbacks import SaveFinalInWorkers
     from mmga_common.progress import StepProgress
 
     out_dir = Path(out_dir)
-    loggers: list = []
-    if "csv" in tc.loggers:
-        loggers.append(CSVLogger(save_dir=out_dir, name=LOG_DIR))
-    if "tensorboard" in tc.loggers:
-        loggers.append(TensorBoardLogger(save_dir=out_dir, name=TENSORBOARD_DIR))
+    check_runtime(tc)
+    loggers = build_loggers(tc, out_dir, name)
     callbacks = list(callbacks or [])
     if tc.checkpoint_every_n_steps is not None:
         callbacks.append(
@@ -229,7 +275,7 @@ def build_trainer(
         devices=_devices(tc.devices),
         num_nodes=tc.num_nodes,
         strategy=_strategy(tc.strategy),
-        precision=tc.precision,
+        precision=resolve_precision(tc),
         gradient_clip_val=tc.gradient_clip_val,
         log_every_n_steps=tc.log_every_n_steps,
         enable_progress_bar=tc.enable_progress_bar,

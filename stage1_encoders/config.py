@@ -14,7 +14,6 @@ from typing import Literal
 
 from mmga_common.config import ConfigError, TypedConfig, at_most, check_bounds, config_field
 from mmga_common.layout import default_out_dir
-from mmga_common.trainer import Accelerator
 from mmga_common.trainer import TrainerConfig as BaseTrainerConfig
 
 TextModel = Literal["tiny", "minilm", "pretrained"]
@@ -167,7 +166,6 @@ class TrainerConfig(BaseTrainerConfig):
     max_steps: int = config_field(
         400, "optimizer steps to train (-1 = limited by max_epochs only)", ge=-1, **at_most(100_000_000)
     )
-    accelerator: Accelerator = config_field("cpu", "Lightning accelerator")
     log_every_n_steps: int = config_field(1, "log the loss terms every n steps", ge=1)
     num_threads: int | None = config_field(
         1,

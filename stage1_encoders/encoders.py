@@ -8,6 +8,8 @@ come from ``TextEncoder.mlm_logits``; the losses live in ``stage1_encoders.losse
 from __future__ import annotations
 
 import logging
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -72,10 +74,31 @@ def build_image_encoder(name: str, pretrained: str | None = None, load_weights: 
     architecture only (used when weights come from a stage-1 checkpoint anyway).
     """
     register_image_presets()
-    clip = open_clip.create_model(
-        name, pretrained=pretrained if load_weights else None, load_weights=load_weights, device="cpu"
-    )
+    with no_random_init_notice():
+        clip = open_clip.create_model(
+            name, pretrained=pretrained if load_weights else None, load_weights=load_weights, device="cpu"
+        )
     return ImageEncoder(clip.visual)
+
+
+RANDOM_INIT_NOTICE = "No pretrained weights loaded for model"
+
+
+def _drop_random_init_notice(record: logging.LogRecord) -> bool:
+    return not str(record.msg).startswith(RANDOM_INIT_NOTICE)
+
+
+@contextmanager
+def no_random_init_notice() -> Iterator[None]:
+    """Drop open_clip's "No pretrained weights loaded ... Model initialized randomly." warning (logged on the root
+    logger) while a tower is built: a random init is what stage 1 asked for, either because no pretrained tag is
+    configured or because a stage-1 checkpoint's weights are loaded right after. Other records pass."""
+    root = logging.getLogger()
+    root.addFilter(_drop_random_init_notice)
+    try:
+        yield
+    finally:
+        root.removeFilter(_drop_random_init_notice)
 
 
 class TextEncoder(nn.Module):

@@ -14,6 +14,7 @@ from cache import CacheError
 from cache.atomic import DiskFullError
 from corpus import CorpusError
 from mmga_common import quiet_third_party
+from mmga_common.cli import prog_name
 from mmga_common.config import add_arguments, flags, overrides_from_args
 from mmga_common.writable import explain_os_error, first_unwritable
 from stage1_encoders.config import ConfigError, Stage1Config
@@ -21,7 +22,7 @@ from stage1_encoders.config import ConfigError, Stage1Config
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog="python -m stage1_encoders.run",
+        prog=prog_name("python -m stage1_encoders.run"),
         description=(
             "Stage 1 of MMGA: train the image (open_clip ViT) and text (BERT) encoders with the LM, ITA and "
             "graph-contrastive losses on a corpus, then write every user's pooled image and text embeddings "
@@ -35,23 +36,34 @@ def build_parser() -> argparse.ArgumentParser:
         type=Path,
         help="JSON or YAML file with the config sections (model, losses, data, optim, trainer)",
     )
+    parser.add_argument(
+        "--force",
+        action="store_true",
+        help="overwrite the round's encoders.h5 even when another run (another --out folder) wrote it",
+    )
     add_arguments(parser, Stage1Config)
     return parser
 
 
 def config_from_args(argv: list[str] | None = None) -> Stage1Config:
+    return _parse(argv)[0]
+
+
+def _parse(argv: list[str] | None) -> tuple[Stage1Config, bool]:
+    """The validated config and ``--force``."""
     args = vars(build_parser().parse_args(argv))
     config_file = args.pop("config", None)
+    force = bool(args.pop("force", False))
     overrides = overrides_from_args(args)
     if config_file is not None:
-        return Stage1Config.from_file(config_file, overrides)
-    return Stage1Config.from_dict(overrides, source="command line")
+        return Stage1Config.from_file(config_file, overrides), force
+    return Stage1Config.from_dict(overrides, source="command line"), force
 
 
 def main(argv: list[str] | None = None) -> int:
     quiet_third_party()
     try:
-        cfg = config_from_args(argv)
+        cfg, force = _parse(argv)
     except ConfigError as err:
         flag = flags(Stage1Config).get(err.field or "")
         hint = f" (flag {flag})" if flag else ""
@@ -64,7 +76,7 @@ def main(argv: list[str] | None = None) -> int:
     from stage1_encoders.stage import run_stage1  # heavy imports only once the flags are fine
 
     try:
-        result = run_stage1(cfg)
+        result = run_stage1(cfg, force=force)
     except (ConfigError, CorpusError, CacheError, DiskFullError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2

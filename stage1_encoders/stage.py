@@ -25,25 +25,37 @@ from cache import (
 )
 from cache.checkpoint import SafeCheckpointIO
 from corpus import Corpus, reuse_or_load
-from mmga_common.layout import StageResult, checkpoint_path, config_path
+from mmga_common.layout import (
+    StageResult,
+    checkpoint_path,
+    config_path,
+    image_encoder_dir,
+    text_encoder_dir,
+)
 from mmga_common.threads import torch_threads
-from mmga_common.trainer import build_trainer, csv_log_dir, fit_and_save
+from mmga_common.trainer import build_trainer, check_runtime, csv_log_dir, fit_and_save
 from stage1_encoders.checkpoint import check_architecture, load_stage1_checkpoint, load_weights
 from stage1_encoders.config import ConfigError, Stage1Config
 from stage1_encoders.export import export_user_embeddings
+from stage1_encoders.hub import save_image_encoder, save_text_encoder
 from stage1_encoders.parts import Stage1Parts, build_parts
 from stage1_encoders.system import LOSS_NAMES
 
 Stage1Result = StageResult  # what run_stage1 returns (mmga_common.layout)
 
 
-def run_stage1(cfg: Stage1Config, corpus: Corpus | None = None) -> Stage1Result:
-    """Train stage 1 for ``cfg.round`` and write ``<cache>/round_<R>/encoders.h5``; see ``StageResult``.
+def run_stage1(cfg: Stage1Config, corpus: Corpus | None = None, *, force: bool = False) -> Stage1Result:
+    """Train stage 1 for ``cfg.round`` and write ``<cache>/round_<R>/encoders.h5``; see ``StageResult``. The
+    encoders are also saved as ``text_encoder/`` (transformers) and ``image_encoder/`` (open_clip) beside the
+    checkpoint (``stage1_encoders.hub``).
 
     ``corpus``: the corpus of ``cfg.corpus`` if the caller has it loaded already (it is read once per run then).
+    ``force``: overwrite the round's ``encoders.h5`` even when another run (another output folder) wrote it
+    (``cache.check_owner``).
     """
     cfg = Stage1Config.from_dict(cfg.to_dict(), source="Stage1Config")  # type and range checks
     cfg.out_dir, tc = cfg.resolved_out_dir(), cfg.trainer
+    check_runtime(tc)  # an impossible device or a missing tracker package, before any work
     with torch_threads(tc.num_threads):
         L.seed_everything(cfg.seed, workers=True, verbose=False)
         # Inputs: the corpus, stage 2's edge weights of an earlier round, the checkpoint to continue from.
@@ -55,7 +67,10 @@ def run_stage1(cfg: Stage1Config, corpus: Corpus | None = None) -> Stage1Result:
                 "edges",
                 "the corpus has no edges: stage 1 samples user pairs from them",
             )
-        check_owner(encoder_file(cfg.cache_dir, cfg.round), corpus.fingerprint)  # before any training
+        # before any training: another corpus's file, or another run's without force
+        check_owner(
+            encoder_file(cfg.cache_dir, cfg.round), corpus.fingerprint, run_dir=cfg.out_dir, force=force
+        )
         edge_weight = read_edge_weight(cfg, corpus)
         resume = tc.resume_path(cfg.out_dir)
         source = resume or cfg.init_checkpoint
@@ -81,6 +96,11 @@ def run_stage1(cfg: Stage1Config, corpus: Corpus | None = None) -> Stage1Result:
         started = time.perf_counter()
         checkpoint = fit_and_save(trainer, tc, parts.system, parts.datamodule, cfg.out_dir, resume)
         train_seconds = time.perf_counter() - started
+        if trainer.is_global_zero:
+            save_text_encoder(parts.system.text_encoder, parts.tokenizer, text_encoder_dir(cfg.out_dir))
+            save_image_encoder(
+                parts.system.image_encoder, cfg.model.image_model, image_encoder_dir(cfg.out_dir)
+            )
         # Export every user's embeddings and write the round's cache file.
         started = time.perf_counter()
         cache_file = _export(cfg, corpus, parts, trainer)
@@ -106,6 +126,11 @@ class _Artifacts(Callback):
         self.config, self.tokenizer_json = config, tokenizer_json
         self.posts_seen = 0
 
+    def on_fit_start(self, trainer, pl_module) -> None:
+        # hparams.yaml in the csv log folder (and the config in any tracker), as stage 2's system does.
+        for logger in trainer.loggers:
+            logger.log_hyperparams({"stage1_config": self.config})
+
     def on_train_start(self, trainer, pl_module) -> None:
         # Every rank was seeded alike; give each its own negatives, posts and masks.
         if trainer.world_size > 1:
@@ -129,6 +154,7 @@ def read_edge_weight(cfg: Stage1Config, corpus: Corpus) -> np.ndarray | None:
         fingerprint=corpus.fingerprint,
         num_users=corpus.num_users,
         num_edges=corpus.num_edges,
+        user_ids=corpus.user_ids,
     )
     weight = graph.edge_weight.astype(np.float32)
     if cfg.losses.edge_weight_normalize == "mean":
@@ -189,6 +215,8 @@ def _export(cfg: Stage1Config, corpus: Corpus, parts: Stage1Parts, trainer: L.Tr
             fingerprint=corpus.fingerprint,
             producer=cfg.to_dict(),
             model=f"open_clip {cfg.model.image_model} + {cfg.model.text_model} text ({text_type})",
+            user_ids=corpus.user_ids,
+            run_dir=cfg.out_dir,
         )
     if torch.distributed.is_available() and torch.distributed.is_initialized():
         torch.distributed.barrier()

@@ -38,6 +38,7 @@ class GraphInputs:
         fingerprint: the corpus fingerprint (cache files are tied to it).
         modalities: stage 1's ``(user_image_emb [N, Di], user_text_emb [N, Dt])``; empty when not used.
         modality_masks: ``(image_mask [N], text_mask [N])`` bool; empty when not used.
+        user_ids: the corpus's user ids [N] in row order (stored in the cache file; checked on reads).
     """
 
     features: Tensor
@@ -45,6 +46,7 @@ class GraphInputs:
     fingerprint: str
     modalities: tuple[Tensor, ...] = ()
     modality_masks: tuple[Tensor, ...] = ()
+    user_ids: list[str] | None = None
 
     @property
     def num_nodes(self) -> int:
@@ -77,7 +79,7 @@ def load_graph_inputs(
             check_owner(path, corpus.fingerprint)
         except CacheError as err:
             raise Stage2InputError(str(err)) from None
-        return GraphInputs(features, edges, corpus.fingerprint)
+        return GraphInputs(features, edges, corpus.fingerprint, user_ids=corpus.user_ids)
     if not Path(path).is_file():
         raise Stage2InputError(
             f"{path}: stage 1's embeddings for round {round_idx} are missing; produce them with `{command}` "
@@ -85,7 +87,11 @@ def load_graph_inputs(
         )
     try:
         emb = read_encoder_embeddings(
-            cache_dir, round_idx, fingerprint=corpus.fingerprint, num_users=corpus.num_users
+            cache_dir,
+            round_idx,
+            fingerprint=corpus.fingerprint,
+            num_users=corpus.num_users,
+            user_ids=corpus.user_ids,
         )
     except CacheError as err:
         raise Stage2InputError(f"{err} (stage 1 for this corpus and round: `{command}`)") from err
@@ -95,6 +101,7 @@ def load_graph_inputs(
         corpus.fingerprint,
         modalities=(torch.from_numpy(emb.user_image_emb), torch.from_numpy(emb.user_text_emb)),
         modality_masks=(torch.from_numpy(emb.image_mask), torch.from_numpy(emb.text_mask)),
+        user_ids=corpus.user_ids,
     )
 
 

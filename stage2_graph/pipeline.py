@@ -12,7 +12,7 @@ from cache.checkpoint import SafeCheckpointIO, load_checkpoint
 from corpus import Corpus
 from mmga_common.layout import StageResult, config_path
 from mmga_common.threads import torch_threads
-from mmga_common.trainer import build_trainer, csv_log_dir, fit_and_save
+from mmga_common.trainer import build_trainer, check_runtime, csv_log_dir, fit_and_save
 from stage2_graph.config import ConfigError, Stage2Config
 from stage2_graph.data import (
     GraphInputs,
@@ -42,15 +42,19 @@ def load_init_checkpoint(system: Stage2System, path: Path) -> None:
         ) from err
 
 
-def run_stage2(cfg: Stage2Config, corpus: Corpus | None = None) -> Stage2Result:
+def run_stage2(cfg: Stage2Config, corpus: Corpus | None = None, *, force: bool = False) -> Stage2Result:
     """Train the graph encoder on ``cfg.corpus`` and write R^G and the gates to the round's cache.
 
     Reads X and the edges from the corpus and, when ``cfg.use_modalities`` and the gate or the node inputs
     use them, stage 1's embeddings of ``cfg.round`` from ``cfg.cache_dir``; never labels, fans or splits. Saves the
     resolved config as ``<out_dir>/checkpoints/config.json`` and in the cache file's ``producer`` attribute.
+
+    ``force``: overwrite the round's ``graph.h5`` even when another run (another output folder) wrote it
+    (``cache.check_owner``).
     """
     cfg.validate()
     out_dir, tc = cfg.resolved_out_dir, cfg.trainer
+    check_runtime(tc)  # an impossible device or a missing tracker package, before any work
     with torch_threads(tc.num_threads):
         L.seed_everything(cfg.seed, workers=True, verbose=False)
         # Inputs: X, the edges and (if the gate or the node inputs use them) stage 1's embeddings of the round.
@@ -60,7 +64,8 @@ def run_stage2(cfg: Stage2Config, corpus: Corpus | None = None) -> Stage2Result:
         graph = load_graph_inputs(
             Path(cfg.corpus), Path(cfg.cache_dir), cfg.round, cfg.needs_modalities, corpus
         )
-        check_owner(graph_file(cfg.cache_dir, cfg.round), graph.fingerprint)  # before any training
+        # before any training: another corpus's file, or another run's without force
+        check_owner(graph_file(cfg.cache_dir, cfg.round), graph.fingerprint, run_dir=out_dir, force=force)
         check_memory(cfg, graph)  # a graph too large for this machine: refused before the model is built
         # The system, and the previous round's weights when continuing.
         system = Stage2System.from_config(graph, cfg)
@@ -100,6 +105,8 @@ def run_stage2(cfg: Stage2Config, corpus: Corpus | None = None) -> Stage2Result:
                 fingerprint=graph.fingerprint,
                 producer=cfg.to_dict(),
                 model=describe_model(cfg),
+                user_ids=graph.user_ids,
+                run_dir=out_dir,
             )
     return Stage2Result(
         checkpoint=checkpoint,

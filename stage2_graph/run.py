@@ -14,6 +14,7 @@ from cache import CacheError
 from cache.atomic import DiskFullError
 from corpus import CorpusError
 from mmga_common import quiet_third_party
+from mmga_common.cli import prog_name
 from mmga_common.config import add_arguments, overrides_from_args
 from mmga_common.writable import explain_os_error, first_unwritable
 from stage2_graph.config import ConfigError, Stage2Config
@@ -51,13 +52,18 @@ Stage 1's embeddings of the round must exist (`python -m stage1_encoders.run --c
 def build_parser() -> argparse.ArgumentParser:
     """The argparse parser; every flag is generated from a config field and its help text."""
     parser = argparse.ArgumentParser(
-        prog="python -m stage2_graph.run",
+        prog=prog_name("python -m stage2_graph.run"),
         description=DESCRIPTION,
         epilog=EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("--config", type=Path, help="JSON or YAML file with (some of) the config fields")
     parser.add_argument("--print-config", action="store_true", help="print the resolved config and exit")
+    parser.add_argument(
+        "--force",
+        action="store_true",
+        help="overwrite the round's graph.h5 even when another run (another --out folder) wrote it",
+    )
     add_arguments(parser, Stage2Config, _SECTION_TITLES)
     return parser
 
@@ -66,7 +72,7 @@ def config_from_argv(argv: list[str] | None = None) -> tuple[Stage2Config, argpa
     """Parse the command line into a validated config (errors exit with the parser's usage message)."""
     parser = build_parser()
     args = parser.parse_args(argv)
-    overrides = overrides_from_args(args, skip=("config", "print_config"))
+    overrides = overrides_from_args(args, skip=("config", "print_config", "force"))
     try:
         if args.config is not None:
             cfg = Stage2Config.from_file(args.config, overrides)
@@ -91,7 +97,7 @@ def main(argv: list[str] | None = None) -> int:
     from stage2_graph.pipeline import run_stage2
 
     try:
-        result = run_stage2(cfg)
+        result = run_stage2(cfg, force=args.force)
     except (ConfigError, Stage2InputError, CacheError, CorpusError, DiskFullError) as err:
         print(f"stage2_graph.run: error: {err}", file=sys.stderr)
         return 2

@@ -10,13 +10,14 @@ from pathlib import Path
 
 from corpus.synthetic.config import SyntheticConfig
 from corpus.synthetic.generator import generate
+from mmga_common.cli import prog_name
 from mmga_common.config import ConfigError, add_arguments, from_dict, overrides_from_args
 from mmga_common.writable import explain_os_error, first_unwritable
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog="python -m corpus.synthetic",
+        prog=prog_name("python -m corpus.synthetic"),
         description="Write a synthetic social-media corpus (users.csv, posts.jsonl, edges.csv, images/) with "
         "planted topic, graph and fans structure; ground truth goes to _truth.npz. See docs/corpus.md.",
     )

@@ -45,7 +45,7 @@ def test_inspect_folder_lists_every_round(tmp_path, capsys):
         str(graph_file(tmp_path, 1)),
     ]
     first = blocks[0]
-    assert "  kind                encoders\n  round               0\n  schema_version      1\n" in first
+    assert "  kind                encoders\n  round               0\n  schema_version      2\n" in first
     assert f"  corpus_fingerprint  {FINGERPRINT}\n  model               tiny-vit\n" in first
     assert "  status              OK (schema, shapes, dtypes, values, fingerprint)" in first
     n_img = int(emb.image_mask.sum())

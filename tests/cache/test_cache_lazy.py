@@ -127,7 +127,9 @@ def test_lazy_checks_header_at_construction_and_rows_when_read(enc_path):
         LazyEmbeddings(path, "user_graph_emb")
     with h5py.File(path, "r+") as h5:
         h5.attrs["schema_version"] = 0
-    with pytest.raises(CacheError, match="has cache schema_version 0 but this code reads schema_version 1"):
+    with pytest.raises(
+        CacheError, match="has cache schema_version 0 but this code reads schema_version 1 or 2"
+    ):
         LazyEmbeddings(path, "user_text_emb")
     with h5py.File(path, "r+") as h5:
         h5.attrs["schema_version"] = 1

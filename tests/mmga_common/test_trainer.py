@@ -40,7 +40,7 @@ def test_both_stages_share_every_field_of_the_one_section():
         "inference",
     }
     one, two = Stage1Trainer(), Stage2Trainer()
-    assert (one.max_steps, one.accelerator, one.log_every_n_steps, one.num_threads) == (400, "cpu", 1, 1)
+    assert (one.max_steps, one.accelerator, one.log_every_n_steps, one.num_threads) == (400, "auto", 1, 1)
     assert (two.max_steps, two.accelerator, two.log_every_n_steps, two.checkpoint_every_n_steps) == (
         200,
         "auto",

@@ -28,7 +28,9 @@ def test_yaml_file_errors_name_file_line_and_field(tmp_path):
     path.write_text("corpus: c\ncache_dir: k\ntrainer:\n  max_steps: 10\n  precision: bf17\n")
     with pytest.raises(ConfigError) as err:
         Stage1Config.from_file(path)
-    assert str(err.value).startswith(f"{path}, line 5, field 'trainer.precision': expected one of '32-true'")
+    assert str(err.value).startswith(
+        f"{path}, line 5, field 'trainer.precision': expected one of 'auto', '32-true'"
+    )
 
 
 def test_unknown_field_suggests_the_close_name(tmp_path):

@@ -231,3 +231,62 @@ def test_checkpoint_loads_strictly_and_old_head_names_still_load(round0, tiny_co
     encoder_key = next(k for k in state if k.startswith("text_encoder."))
     with pytest.raises(ConfigError, match="checkpoint lacks encoder weights"):
         loaded({k: v for k, v in state.items() if k != encoder_key})
+
+
+def test_round0_saves_its_encoders_for_transformers_and_open_clip(round0, tiny_corpus_loaded):
+    """``AutoModel`` / ``AutoTokenizer`` / ``open_clip.create_model`` load what the run saved beside its checkpoint,
+    and give the trained encoders' outputs (as ``load_trained_encoders`` rebuilds them from ``last.ckpt``)."""
+    import open_clip
+    from transformers import AutoModel, AutoTokenizer
+
+    from stage1_encoders.infer import load_trained_encoders
+
+    cfg, result, _ = round0
+    trained = load_trained_encoders(result.checkpoint)
+    ckpt = cfg.out_dir / "checkpoints"
+    text = AutoModel.from_pretrained(ckpt / "text_encoder").eval()
+    tokenizer = AutoTokenizer.from_pretrained(ckpt / "text_encoder")
+    captions = [t for t in tiny_corpus_loaded.post_text if t.strip()][:6]
+    batch = tokenizer(captions, padding=True, truncation=True, return_tensors="pt")
+    pixels = torch.randn(3, 3, 32, 32, generator=torch.Generator().manual_seed(0))
+    image = open_clip.create_model(f"local-dir:{ckpt / 'image_encoder'}").eval()
+    with torch.no_grad():
+        torch.testing.assert_close(
+            text(**batch).last_hidden_state[:, 0],
+            trained.text_encoder(batch["input_ids"], batch["attention_mask"]),
+            rtol=0,
+            atol=1e-6,
+        )
+        torch.testing.assert_close(
+            image.encode_image(pixels), trained.image_encoder(pixels), rtol=0, atol=1e-6
+        )
+
+
+def test_round0_writes_hparams_and_user_ids(round0, tiny_corpus_loaded):
+    import yaml
+
+    from cache import read_cache_info
+
+    cfg, result, _ = round0
+    hparams = yaml.safe_load((result.log_dir / "hparams.yaml").read_text())
+    assert hparams["stage1_config"] == json.loads(result.config_file.read_text())
+    info = read_cache_info(result.cache_file)
+    assert info.has_user_ids and info.run_dir == str(cfg.out_dir.resolve())
+    corpus = tiny_corpus_loaded
+    read_encoder_embeddings(
+        cfg.cache_dir, 0, fingerprint=corpus.fingerprint, num_users=corpus.num_users, user_ids=corpus.user_ids
+    )
+
+
+def test_cli_refuses_another_runs_cache_file_without_force(round0, capsys):
+    cfg0, _, root = round0
+    argv = ["--corpus", str(cfg0.corpus), "--cache", str(cfg0.cache_dir), "--round", "0", "--out", str(root / "out_b"),
+            *sum((["--" + k.replace("_", "-"), str(v)] for k, v in TINY_MODEL.items()), []),
+            "--max-steps", "1", "--no-enable-progress-bar"]  # fmt: skip
+    before = cfg0.cache_dir.joinpath("round_0", "encoders.h5").stat().st_mtime_ns
+    assert main(argv) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "was written by another run (output folder" in err[0]
+    assert f"not by this one ({(root / 'out_b').resolve()}): pass --force to overwrite it" in err[0]
+    assert not (root / "out_b" / "checkpoints" / "last.ckpt").exists()  # refused before any work
+    assert cfg0.cache_dir.joinpath("round_0", "encoders.h5").stat().st_mtime_ns == before

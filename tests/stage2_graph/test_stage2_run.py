@@ -181,7 +181,7 @@ def test_softmax_gate_resume_and_init_checkpoint(tiny_corpus, loaded, tmp_path):
     wrong = small_config(tiny_corpus, cache, tmp_path / "r2", round=1, init_checkpoint=str(first.checkpoint))
     wrong.model.hidden_dim = 16
     with pytest.raises(Stage2InputError, match="cannot initialise"):
-        run_stage2(wrong)
+        run_stage2(wrong, force=True)  # force: round 1's graph.h5 belongs to the run in r1
 
 
 def test_refuses_missing_stage1_embeddings(tiny_corpus, tmp_path, capsys):
@@ -205,3 +205,33 @@ def test_refuses_cache_of_another_corpus(tiny_corpus, loaded, tmp_path):
     cfg.use_modalities = False
     with pytest.raises(Stage2InputError, match="belongs to corpus fingerprint"):
         run_stage2(cfg)
+
+
+def test_writes_hparams_and_user_ids_and_refuses_another_runs_file_without_force(
+    tiny_corpus, loaded, tmp_path, capsys
+):
+    import yaml
+
+    write_random_encoders(tmp_path / "cache", loaded)
+    trainer = {"max_steps": 2, "enable_progress_bar": False}
+    result = run_stage2(small_config(tiny_corpus, tmp_path / "cache", tmp_path / "a", trainer=trainer))
+    hparams = yaml.safe_load((result.log_dir / "hparams.yaml").read_text())
+    assert hparams["stage2_config"]["out_dir"] == str(tmp_path / "a")
+    info = read_cache_info(result.cache_file)
+    assert info.has_user_ids and info.run_dir == str(tmp_path / "a")
+    read_graph_outputs(tmp_path / "cache", 0, fingerprint=loaded.fingerprint, num_users=loaded.num_users,
+                       num_edges=loaded.num_edges, user_ids=loaded.user_ids)  # fmt: skip
+    # another run (another --out) on the same cache folder: refused in one line before any work, then forced
+    argv = ["--corpus", str(tiny_corpus), "--cache", str(tmp_path / "cache"), "--out", str(tmp_path / "b"),
+            "--max-steps", "1", "--no-enable-progress-bar", "--accelerator", "cpu"]  # fmt: skip
+    assert main(argv) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err == [
+        f"stage2_graph.run: error: {result.cache_file}: was written by another run (output folder {tmp_path / 'a'}, "
+        f"{info.created}), not by this one ({tmp_path / 'b'}): pass --force to overwrite it, or use another --cache folder"
+    ]
+    assert not (tmp_path / "b").exists()
+    assert main([*argv, "--force"]) == 0
+    assert read_cache_info(result.cache_file).run_dir == str(tmp_path / "b")
+    # the same run again (a rerun into its own folder) owns the file
+    assert main([*argv]) == 0

@@ -1,0 +1,78 @@
+"""Stage 1's trained encoders in their own libraries' formats, beside the checkpoint, so that they load without
+this package (``mmga_common.layout``: ``text_encoder_dir``, ``image_encoder_dir``).
+
+Text (``<out>/checkpoints/text_encoder/``): the masked-LM model and its tokenizer through ``save_pretrained``::
+
+    model = transformers.AutoModel.from_pretrained(folder)          # the encoder; [CLS] state = R^T
+    tokenizer = transformers.AutoTokenizer.from_pretrained(folder)
+    # AutoModelForMaskedLM.from_pretrained(folder) also loads the MLM head
+
+Image (``<out>/checkpoints/image_encoder/``): a whole open_clip CLIP model whose visual tower is the trained one,
+as open_clip's hub format (``open_clip_config.json`` + ``open_clip_model.safetensors``), plus the model config as
+``<model name>.json``::
+
+    model = open_clip.create_model("local-dir:" + folder)           # open_clip >= 3
+    # or, by name (our presets are not built into open_clip: register their config first)
+    open_clip.add_model_config(folder)                              # registers <model name>.json
+    model = open_clip.create_model(name, pretrained=folder + "/open_clip_model.safetensors")
+    model.encode_image(pixels)                                      # R^I (normalize=False)
+
+The text tower of that CLIP model is not MMGA's (stage 1 trains only the visual tower; its text encoder is
+``text_encoder/``): it holds open_clip's initialisation, there only because open_clip loads whole models.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import open_clip
+import torch
+from safetensors.torch import save_file
+from transformers.utils import logging as hf_logging
+
+from mmga_common.layout import OPEN_CLIP_CONFIG_FILE, OPEN_CLIP_WEIGHTS_FILE
+from stage1_encoders.encoders import (
+    ImageEncoder,
+    TextEncoder,
+    no_random_init_notice,
+    register_image_presets,
+)
+
+
+def save_text_encoder(text_encoder: TextEncoder, tokenizer, folder: Path) -> Path:
+    """``text_encoder``'s masked-LM model and ``tokenizer`` to ``folder`` with ``save_pretrained``."""
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    bars = hf_logging.is_progress_bar_enabled()
+    hf_logging.disable_progress_bar()  # transformers 5 draws a "Writing model shards" bar for one small file
+    try:
+        text_encoder.mlm_model.save_pretrained(folder)
+    finally:
+        if bars:
+            hf_logging.enable_progress_bar()
+    tokenizer.save_pretrained(folder)
+    return folder
+
+
+def save_image_encoder(image_encoder: ImageEncoder, model_name: str, folder: Path) -> Path:
+    """The open_clip model ``model_name`` with ``image_encoder``'s visual tower, to ``folder`` in open_clip's hub
+    format (config + safetensors weights), and its model config as ``<model_name>.json`` when the name is a plain
+    one (not ``hf-hub:`` or a path). The global RNG is left as it was (the rebuilt text tower draws from it)."""
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    register_image_presets()
+    model_cfg = open_clip.get_model_config(model_name)
+    with torch.random.fork_rng(devices=[]), no_random_init_notice():
+        clip = open_clip.create_model(model_name, pretrained=None, load_weights=False, device="cpu")
+    clip.visual.load_state_dict({k: v.detach().cpu() for k, v in image_encoder.visual.state_dict().items()})
+    # clone: safetensors refuses tensors that share storage
+    tensors = {name: value.detach().cpu().clone().contiguous() for name, value in clip.state_dict().items()}
+    save_file(tensors, str(folder / OPEN_CLIP_WEIGHTS_FILE))
+    pre = image_encoder.preprocess_cfg
+    preprocess = {key: pre[key] for key in ("mean", "std", "interpolation", "resize_mode") if pre.get(key)}
+    hub_config = {"model_cfg": model_cfg, "preprocess_cfg": preprocess}
+    (folder / OPEN_CLIP_CONFIG_FILE).write_text(json.dumps(hub_config, indent=2) + "\n", encoding="utf-8")
+    if model_cfg is not None and ":" not in model_name and "/" not in model_name:
+        (folder / f"{model_name}.json").write_text(json.dumps(model_cfg, indent=2) + "\n", encoding="utf-8")
+    return folder

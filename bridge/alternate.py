@@ -26,12 +26,13 @@ from bridge.rounds.config import build_config  # noqa: E402
 from bridge.rounds.stages import check_stage_configs  # noqa: E402
 from bridge.runfolder.lock import RunFolderLocked, RunFolderUnwritable, run_lock  # noqa: E402
 from mmga_common import quiet_third_party  # noqa: E402
+from mmga_common.cli import prog_name  # noqa: E402
 from mmga_common.config import ConfigError  # noqa: E402
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog="python bridge/alternate.py",
+        prog=prog_name("python bridge/alternate.py"),
         description="Alternate MMGA's stage 1 (encoders) and stage 2 (graph) over rounds, evaluate the user "
         "representations against baselines, and write a report. Rerun the same command to resume.",
     )

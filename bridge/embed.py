@@ -29,6 +29,7 @@ if __package__ in (None, ""):  # run as a script: import the repo root's package
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bridge.inference.embeddings import EmbedError  # noqa: E402
+from mmga_common.cli import prog_name  # noqa: E402
 
 
 def default_cache_dir(out: Path) -> Path:
@@ -59,7 +60,7 @@ def check_outputs(run_dir: Path, out: Path, cache_out: Path) -> None:
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog="python -m bridge.embed",
+        prog=prog_name("python -m bridge.embed"),
         description="Embed the users of a new corpus with the trained models of a finished bridge run "
         "(no training): writes [R^G || R^T || R^I] per user to an .npz file and a cache folder.",
     )

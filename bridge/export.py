@@ -17,11 +17,12 @@ if __package__ in (None, ""):  # run as a script: import the repo root's package
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bridge.inference.embeddings import EmbedError  # noqa: E402
+from mmga_common.cli import prog_name  # noqa: E402
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog="python -m bridge.export",
+        prog=prog_name("python -m bridge.export"),
         description="Write a finished bridge run's own users' embeddings [R^G || R^T || R^I] to parquet or npz.",
     )
     parser.add_argument("--run-dir", type=Path, required=True, help="a finished bridge run folder")

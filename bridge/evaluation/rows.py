@@ -148,6 +148,7 @@ def representation_blocks(row: Row, corpus: Corpus, paths: RunPaths) -> list[np.
             row.round,
             fingerprint=corpus.fingerprint,
             num_users=corpus.num_users,
+            user_ids=corpus.user_ids,
             num_edges=corpus.num_edges,
         )
         blocks.append(graph.user_graph_emb)
@@ -157,6 +158,7 @@ def representation_blocks(row: Row, corpus: Corpus, paths: RunPaths) -> list[np.
             row.round,
             fingerprint=corpus.fingerprint,
             num_users=corpus.num_users,
+            user_ids=corpus.user_ids,
         )
         if "text" in row.parts:
             blocks.append(emb.user_text_emb)

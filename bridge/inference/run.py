@@ -109,7 +109,7 @@ class TrainedRun:
             cache_dir, self.round, fingerprint=train.fingerprint, num_users=train.num_users
         )
         graph = read_graph_outputs(
-            cache_dir, self.round, fingerprint=train.fingerprint, num_users=train.num_users,
+            cache_dir, self.round, fingerprint=train.fingerprint, num_users=train.num_users, user_ids=train.user_ids,
             num_edges=train.num_edges,
         )  # fmt: skip
         return UserEmbeddings(list(train.user_ids), enc, graph, train.features, train.fingerprint, self.round)

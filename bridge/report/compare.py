@@ -20,6 +20,7 @@ from bridge.evaluation.results import Stat
 from bridge.evaluation.rows import COMPARED_ROWS, GOAL_METRICS, report_rows
 from bridge.evaluation.verdict import paired_margins, verdict
 from bridge.runfolder import RunPaths
+from mmga_common.cli import prog_name
 
 _LABELS = {("topic", "macro_f1"): "topic macro-F1", ("fans", "mae"): "fans MAE"}
 
@@ -113,7 +114,7 @@ def markdown(summary: dict[str, Any]) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
-        prog="python -m bridge.report.compare",
+        prog=prog_name("python -m bridge.report.compare"),
         description=__doc__,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )

@@ -95,7 +95,7 @@ def edge_weight_diagnostics(corpus: Corpus, paths: RunPaths, rounds: int, varian
             for seed in seeds:
                 graph = read_graph_outputs(
                     paths.for_seed(seed).cache_dir(variant), r, fingerprint=corpus.fingerprint,
-                    num_users=corpus.num_users, num_edges=corpus.num_edges,
+                    num_users=corpus.num_users, user_ids=corpus.user_ids, num_edges=corpus.num_edges,
                 )  # fmt: skip
                 per_seed.append(_seed_scores(graph.edge_weight.astype(np.float64)[judged.rows], judged.same))
             per_round.append(

@@ -72,6 +72,14 @@ def run_facts(cfg: BridgeConfig, paths: RunPaths, templates: StageTemplates) -> 
     )
 
 
+def check_runtime_of(templates: StageTemplates) -> None:
+    """What every stage config asks of this machine (devices, tracker packages), each checked once."""
+    from mmga_common.trainer import check_runtime
+
+    for (_, stage), cfg in templates.configs.items():
+        check_runtime(cfg.trainer, f"{stage}.trainer.", "bridge config")
+
+
 def _load_average() -> float:
     return os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
 
@@ -94,6 +102,7 @@ def run_bridge(cfg: BridgeConfig, run_dir: Path, force: bool = False, jobs: int 
         paths.run_dir.mkdir(parents=True, exist_ok=True)
         manifest = Manifest.load(paths.manifest)
         result = BridgeResult(run_dir=paths.run_dir, report=paths.report_dir / "report.md", metrics={})
+        check_runtime_of(templates)  # an impossible device or a missing tracker package: before any work
         for line in header(cfg, paths, jobs, templates):
             console.info(line)
         run = BridgeRun(cfg, paths, manifest, result, force, console)

@@ -33,7 +33,7 @@ from pathlib import Path
 from typing import Any
 
 from bridge.rounds.config import BridgeConfig
-from bridge.runfolder import Manifest, RunPaths, StageKey
+from bridge.runfolder import Manifest, RunPaths, StageKey, to_jsonable
 from bridge.runfolder.ownership import clear_stage_dir
 from bridge.variants import Variant, get_variant, run_variants
 from cache import read_encoder_embeddings, read_graph_outputs
@@ -248,15 +248,25 @@ def _validator(run: StageRun, corpus: Corpus) -> Callable[[dict[str, Path]], Non
                 run.round,
                 fingerprint=corpus.fingerprint,
                 num_users=corpus.num_users,
+                user_ids=corpus.user_ids,
                 num_edges=corpus.num_edges,
             )
 
     return validate
 
 
+# Trainer fields that change what is logged or shown, never what is trained: not part of a stage's identity, so
+# turning TensorBoard or MLflow on for a finished run does not retrain it.
+LOGGING_FIELDS = ("loggers", "enable_progress_bar", "log_every_n_steps")
+
+
 def manifest_config(run: StageRun, manifest: Manifest) -> dict[str, Any]:
-    """What the manifest compares: the resolved config and digests of the entries it read from."""
-    return {"config": run.config, "inputs": {dep: manifest.entry_digest(dep) for dep in run.depends_on}}
+    """What the manifest compares: the resolved config (without its logging fields) and digests of the entries
+    it read from."""
+    identity = to_jsonable(run.config, manifest.base)
+    for name in LOGGING_FIELDS:
+        identity["trainer"].pop(name, None)
+    return {"config": identity, "inputs": {str(dep): manifest.entry_digest(dep) for dep in run.depends_on}}
 
 
 def needs_run(run: StageRun, manifest: Manifest, corpus: Corpus, force: bool = False) -> bool:

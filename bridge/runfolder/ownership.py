@@ -1,5 +1,5 @@
 """What the bridge may remove in a run folder: a stage's output folder holds only what the stages write
-(checkpoints, Lightning's CSV and TensorBoard logs, the captured ``stage.log``), and nothing else is removed.
+(checkpoints, Lightning's CSV, TensorBoard, MLflow and W&B logs, the captured ``stage.log``), and nothing else is removed.
 
 (The generated corpus's ownership rules live with the code that generates it, ``bridge.rounds.corpus``.)
 """
@@ -11,9 +11,10 @@ from pathlib import Path
 
 from bridge.runfolder.manifest import ManifestConflict
 from bridge.runfolder.paths import STAGE_LOG
+from mmga_common.layout import OUTPUT_ENTRIES
 
 # What the stages write into their output folder (checkpoints, Lightning's CSV and TensorBoard logs).
-STAGE_DIR_ENTRIES = frozenset({"checkpoints", "logs", "tensorboard", "lightning_logs", STAGE_LOG})
+STAGE_DIR_ENTRIES = OUTPUT_ENTRIES | {"lightning_logs", STAGE_LOG}
 
 
 class StageFolderNotOwned(ManifestConflict):

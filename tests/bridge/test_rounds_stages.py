@@ -79,3 +79,19 @@ def test_chains_run_each_variants_rounds_in_order():
     ]
     assert list(chains[0].steps) == [(0, "stage1"), (0, "stage2"), (1, "stage1"), (1, "stage2")]
     assert list(chains[1].steps) == [(0, "stage2"), (1, "stage2")] and chains[1].total == 2
+
+
+def test_logging_options_are_not_part_of_a_stages_identity(planned, tmp_path):
+    """Turning TensorBoard (or another tracker) on for a finished run must not retrain it."""
+    import dataclasses
+
+    paths, manifest, _ = planned
+    run = _plan(planned, "mmga", 1, "stage1")  # reads round 0, which the fixture recorded
+    trainer = dataclasses.replace(
+        run.config.trainer, loggers=["csv", "tensorboard"], enable_progress_bar=True
+    )
+    louder = dataclasses.replace(run, config=dataclasses.replace(run.config, trainer=trainer))
+    assert stages.manifest_config(louder, manifest) == stages.manifest_config(run, manifest)
+    steps = dataclasses.replace(run.config.trainer, max_steps=run.config.trainer.max_steps + 1)
+    other = dataclasses.replace(run, config=dataclasses.replace(run.config, trainer=steps))
+    assert stages.manifest_config(other, manifest) != stages.manifest_config(run, manifest)

@@ -72,9 +72,9 @@ def check_devices(tc: TrainerConfig, key_prefix: str = "trainer.", source: str =
     def fail(name: str, msg: str) -> None:
         raise ConfigError(source, None, key_prefix + name, msg)
 
-    devices = str(tc.devices).strip()
-    ids = [int(part) for part in devices.split(",") if part.strip().isdigit()] if "," in devices else []
-    count = int(devices) if devices.isdigit() else (len(ids) if ids else None)
+    devices = tc.parsed_devices
+    ids = devices if isinstance(devices, list) else []
+    count = devices if isinstance(devices, int) else (len(ids) if ids else None)
     if count == 0:
         fail("devices", "asks for 0 devices; give at least 1 (or auto)")
     accelerator = resolve_accelerator(tc)

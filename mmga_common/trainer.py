@@ -84,15 +84,16 @@ class TrainerConfig:
         None, "torch intra-op CPU threads during the run, restored afterwards (none = torch's default)", ge=1
     )
 
+    @property
+    def parsed_devices(self) -> int | str | list[int]:
+        """``devices`` as Lightning takes it: a count, a list of device indices, or ``"auto"`` (the one parse;
+        ``check`` has refused anything else)."""
+        return parse_devices(self.devices)
+
     def processes(self) -> int:
         """Training processes asked for: ``devices`` x ``num_nodes`` ('auto' counts as one)."""
-        devices = str(self.devices).strip()
-        if devices.isdigit():
-            count = int(devices)
-        elif "," in devices:
-            count = len([part for part in devices.split(",") if part.strip()])
-        else:
-            count = 1
+        devices = self.parsed_devices
+        count = devices if isinstance(devices, int) else len(devices) if isinstance(devices, list) else 1
         return count * self.num_nodes
 
     @property
@@ -110,11 +111,10 @@ class TrainerConfig:
         def fail(name: str, msg: str) -> None:
             raise ConfigError(source, lines.get(prefix + name), prefix + name, msg)
 
-        devices = str(self.devices).strip()
-        if not devices or not (
-            devices == "auto" or all(part.strip().isdigit() for part in devices.split(",") if part.strip())
-        ):
-            fail("devices", f"expected a count, a list like 0,1, or auto; got {devices!r}")
+        try:
+            parse_devices(self.devices)
+        except ValueError as err:
+            fail("devices", str(err))
         if self.max_steps == 0:
             fail("max_steps", "must be >= 1, or -1 to train for max_epochs")
         if self.max_steps == -1 and self.max_epochs is None:
@@ -169,13 +169,18 @@ def _strategy(name: str) -> Any:
     )
 
 
-def _devices(value: str) -> int | str | list[int]:
-    value = str(value).strip()
-    if value.isdigit():
-        return int(value)
-    if "," in value:
-        return [int(part) for part in value.split(",") if part.strip()]
-    return value
+def parse_devices(value: str) -> int | str | list[int]:
+    """A ``devices`` string as Lightning takes it: ``"2"`` -> 2, ``"0,1"`` -> [0, 1], ``"auto"`` -> "auto";
+    anything else is a ``ValueError``."""
+    text = str(value).strip()
+    if text == "auto":
+        return text
+    if text.isdigit():
+        return int(text)
+    parts = [part.strip() for part in text.split(",") if part.strip()]
+    if "," in text and parts and all(part.isdigit() for part in parts):
+        return [int(part) for part in parts]
+    raise ValueError(f"expected a count, a list like 0,1, or auto; got {text!r}")
 
 
 def csv_log_dir(trainer: Any) -> Path | None:
@@ -272,7 +277,7 @@ def build_trainer(
         max_steps=tc.max_steps,
         max_epochs=tc.max_epochs if tc.max_epochs is not None else -1,
         accelerator=tc.accelerator,
-        devices=_devices(tc.devices),
+        devices=tc.parsed_devices,
         num_nodes=tc.num_nodes,
         strategy=_strategy(tc.strategy),
         precision=resolve_precision(tc),

@@ -203,7 +203,9 @@ class Stage1Config(TypedConfig):
     optim: OptimConfig = field(default_factory=OptimConfig)
     trainer: TrainerConfig = field(default_factory=TrainerConfig)
 
+    @property
     def resolved_out_dir(self) -> Path:
+        """The folder for checkpoints and logs."""
         return self.out_dir if self.out_dir is not None else default_out_dir("stage1", self.round)
 
     def validate(self, source: str = "config", lines: dict[str, int] | None = None) -> None:

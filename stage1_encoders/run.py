@@ -16,6 +16,7 @@ from corpus import CorpusError
 from mmga_common import quiet_third_party
 from mmga_common.cli import prog_name
 from mmga_common.config import add_arguments, flags, overrides_from_args
+from mmga_common.runtime import check_runtime
 from mmga_common.writable import explain_os_error, first_unwritable
 from stage1_encoders.config import ConfigError, Stage1Config
 
@@ -69,7 +70,12 @@ def main(argv: list[str] | None = None) -> int:
         hint = f" (flag {flag})" if flag else ""
         print(f"error: {err}{hint}", file=sys.stderr)
         return 2
-    unwritable = first_unwritable({cfg.resolved_out_dir(): "--out", cfg.cache_dir: "--cache"})
+    try:
+        check_runtime(cfg.trainer)  # an impossible device or a missing tracker: before any folder is made
+    except ConfigError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    unwritable = first_unwritable({cfg.resolved_out_dir: "--out", cfg.cache_dir: "--cache"})
     if unwritable is not None:  # before any work: a read-only, forbidden or full place
         print(f"error: {unwritable}", file=sys.stderr)
         return 2

@@ -6,7 +6,7 @@ export every user's pooled embeddings and write them to the cache for the config
 
 from __future__ import annotations
 
-import json
+import dataclasses
 import time
 from pathlib import Path
 
@@ -53,8 +53,9 @@ def run_stage1(cfg: Stage1Config, corpus: Corpus | None = None, *, force: bool =
     ``force``: overwrite the round's ``encoders.h5`` even when another run (another output folder) wrote it
     (``cache.check_owner``).
     """
-    cfg = Stage1Config.from_dict(cfg.to_dict(), source="Stage1Config")  # type and range checks
-    cfg.out_dir, tc = cfg.resolved_out_dir(), cfg.trainer
+    cfg.validate()  # the bounds and cross-field checks (the CLI and the bridge built it typed, once)
+    cfg = dataclasses.replace(cfg, out_dir=cfg.resolved_out_dir)
+    tc = cfg.trainer
     check_runtime(tc)  # an impossible device or a missing tracker package, before any work
     with torch_threads(tc.num_threads):
         L.seed_everything(cfg.seed, workers=True, verbose=False)
@@ -189,7 +190,7 @@ def _save_config(cfg: Stage1Config, parts: Stage1Parts) -> None:
     """The resolved config and the tokenizer beside the checkpoint (they are inside every checkpoint too)."""
     ckpt_dir = checkpoint_path(cfg.out_dir).parent
     ckpt_dir.mkdir(parents=True, exist_ok=True)
-    config_path(cfg.out_dir).write_text(json.dumps(cfg.to_dict(), indent=2) + "\n", encoding="utf-8")
+    cfg.save(config_path(cfg.out_dir))
     parts.tokenizer.save_pretrained(ckpt_dir / "tokenizer")
 
 

@@ -158,5 +158,5 @@ def test_both_stages_share_one_output_layout_and_result_type(tmp_path):
     assert config_path(tmp_path) == tmp_path / "checkpoints" / "config.json"
     one = Stage1Config.from_dict({"corpus": str(tmp_path), "cache_dir": str(tmp_path), "round": 2})
     two = Stage2Config.from_dict({"corpus": str(tmp_path), "cache_dir": str(tmp_path), "round": 2})
-    assert one.resolved_out_dir() == default_out_dir("stage1", 2) == Path("runs/stage1/round_2")
+    assert one.resolved_out_dir == default_out_dir("stage1", 2) == Path("runs/stage1/round_2")
     assert two.resolved_out_dir == default_out_dir("stage2", 2)

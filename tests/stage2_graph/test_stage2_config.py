@@ -98,7 +98,7 @@ def test_cli_help_lists_every_field(capsys):
     assert exit_info.value.code == 0
     text = capsys.readouterr().out
     for flag in ("--corpus", "--cache", "--round", "--gate {mgate,uniform}", "--hidden-dim", "--edge-mask-ratio",
-                 "--max-steps", "--resume", "--init-checkpoint", "--loggers [{csv,tensorboard} ...]",
+                 "--max-steps", "--resume", "--init-checkpoint", "--loggers [{csv,tensorboard,mlflow,wandb} ...]",
                  "--node-inputs {stats,degree,image,text}", "--gate-form {additive,cosine,gatv2}",
                  "--gate-link-weight"):  # fmt: skip
         assert flag in text, flag

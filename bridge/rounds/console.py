@@ -34,17 +34,50 @@ class Console:
         return self.verbosity >= VERBOSE
 
 
+STAGE_OVERHEAD_SECONDS = 2.0  # a Lightning trainer's set-up, the checkpoint and cache writes: per stage run
+
+
+def stage_seconds(num_users: int, stage1_steps: int, stage2_steps: int) -> dict[str, float]:
+    """Rough seconds of one stage-1 and one stage-2 run on a 2-core CPU, from the default run's measured per-unit
+    costs (2026-12-01: stage 1 about 0.05 s per step plus 4 ms per user for the export, stage 2 about 0.02 s per
+    step per 1,000 users) and a fixed overhead per stage run."""
+    users = max(num_users, 1) / 1000
+    return {
+        "stage1": STAGE_OVERHEAD_SECONDS + 0.05 * stage1_steps + 4.0 * users,
+        "stage2": STAGE_OVERHEAD_SECONDS + 0.02 * stage2_steps * max(users, 0.2),
+    }
+
+
 def estimate_seconds(num_users: int, stage1_runs: int, stage2_runs: int, evaluations: int, jobs: int,
                      stage1_steps: int, stage2_steps: int) -> float:  # fmt: skip
-    """A rough wall-time estimate on a 2-core CPU, from the default run's measured per-unit costs (2026-12-01:
-    stage 1 about 0.05 s per step plus 4 ms per user for the export, stage 2 about 0.02 s per step, an
-    evaluation about 1.2 ms per user); only for the run header."""
-    users = max(num_users, 1) / 1000
-    stage1 = stage1_runs * (0.05 * stage1_steps + 4.0 * users)
-    stage2 = stage2_runs * 0.02 * stage2_steps * max(users, 0.2)
-    return (stage1 + stage2) / max(1, jobs) + evaluations * 1.2 * users
+    """A rough wall-time estimate of a run on a 2-core CPU (:func:`stage_seconds`, and an evaluation about
+    1.2 ms per user); for the run's header, once the corpus's size is known."""
+    per_stage = stage_seconds(num_users, stage1_steps, stage2_steps)
+    training = stage1_runs * per_stage["stage1"] + stage2_runs * per_stage["stage2"]
+    return training / max(1, jobs) + evaluations * 1.2 * max(num_users, 1) / 1000
 
 
 def minutes(seconds: Any) -> str:
     s = float(seconds)
     return f"{s:.0f} s" if s < 90 else f"{s / 60:.0f} min"
+
+
+class Eta:
+    """The time left of a run's stages, from the mean time of the stages of each kind run so far in this
+    invocation (the first estimate, before any stage ran, comes from :func:`estimate_seconds`)."""
+
+    def __init__(self, remaining: dict[str, int], jobs: int, prior: dict[str, float]):
+        self.remaining = dict(remaining)  # stage kind -> stages still to run
+        self.jobs = max(1, jobs)
+        self.prior = dict(prior)  # stage kind -> estimated seconds per stage
+        self.spent: dict[str, list[float]] = {}
+
+    def done(self, kind: str, seconds: float, ran: bool) -> None:
+        self.remaining[kind] = max(0, self.remaining.get(kind, 0) - 1)
+        if ran:
+            self.spent.setdefault(kind, []).append(seconds)
+
+    def seconds_left(self) -> float:
+        per_stage = {k: (sum(v) / len(v) if (v := self.spent.get(k)) else self.prior.get(k, 0.0))
+                     for k in self.remaining}  # fmt: skip
+        return sum(n * per_stage[k] for k, n in self.remaining.items()) / self.jobs

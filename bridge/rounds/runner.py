@@ -16,45 +16,61 @@ from pathlib import Path
 
 from bridge.report import ReportInputs, RunFacts, write_report
 from bridge.rounds.config import BridgeConfig
-from bridge.rounds.console import Console, estimate_seconds, minutes
+from bridge.rounds.console import Console, estimate_seconds, minutes, stage_seconds
 from bridge.rounds.context import BridgeResult, BridgeRun
-from bridge.rounds.corpus import SYNTHETIC_DEFAULTS, prepare_corpus
+from bridge.rounds.corpus import prepare_corpus
 from bridge.rounds.evaluate import evaluate_rows
 from bridge.rounds.schedule import run_chains
 from bridge.rounds.stages import StageTemplates, check_stage_configs
 from bridge.runfolder import Manifest, RunPaths, run_lock, to_jsonable
-from mmga_common.config import deep_merge
 
 
 def header(cfg: BridgeConfig, paths: RunPaths, jobs: int, templates: StageTemplates) -> list[str]:
-    """What the run will do and roughly how long it takes, and the one note on random ViT weights."""
+    """What the run will do, and the one note on random ViT weights (the time estimate follows once the corpus's
+    size is known: :func:`estimate_line`)."""
     from bridge.evaluation.rows import report_rows
 
     variants = templates.variants
-    s1, s2 = templates.template("mmga", "stage1"), templates.template("mmga", "stage2")
     stage1_runs = cfg.seeds * cfg.rounds * sum(v.has_stage1 for v in variants)
     stage2_runs = cfg.seeds * cfg.rounds * len(variants)
-    rows = report_rows(cfg.rounds, cfg.baselines, cfg.ablations)
-    evaluations = sum(cfg.seeds if r.seeded else 1 for r in rows)
-    users = (
-        int(deep_merge(SYNTHETIC_DEFAULTS, cfg.synthetic).get("num_users", 0)) if cfg.corpus is None else 1000
+    evaluations = sum(
+        cfg.seeds if r.seeded else 1 for r in report_rows(cfg.rounds, cfg.baselines, cfg.ablations)
     )
-    eta = estimate_seconds(users, stage1_runs, stage2_runs, evaluations, jobs, s1.trainer.max_steps,
-                           s2.trainer.max_steps)  # fmt: skip
     lines = [
         f"MMGA bridge: {len(variants)} variant(s) ({', '.join(v.name for v in variants)}) x {cfg.rounds} round(s) "
         f"x {cfg.seeds} training seed(s) ({', '.join(str(s) for s in cfg.training_seeds)}) = {stage1_runs} stage-1 "
-        f"and {stage2_runs} stage-2 runs, then {evaluations} evaluations; {jobs} job(s).",
-        f"  run folder {paths.run_dir}; roughly {minutes(eta)} on a 2-core CPU"
-        + (" for a 1,000-user corpus" if cfg.corpus is not None else "")
-        + " (a rerun skips what is complete).",
+        f"and {stage2_runs} stage-2 runs, then {evaluations} evaluations; {jobs} job(s); run folder {paths.run_dir}.",
     ]
+    s1 = templates.template("mmga", "stage1")
     if not s1.model.image_pretrained:
         lines.append(
             f"  The ViT ({s1.model.image_model}) starts from random weights; for pretrained ones pass "
             "--stage1 model.image_model=NAME --stage1 model.image_pretrained=TAG_OR_FILE (an open_clip name and tag)."
         )
     return lines
+
+
+def stage_estimates(templates: StageTemplates, num_users: int) -> dict[str, float]:
+    """Estimated seconds of one stage run of each kind on this corpus (MMGA's step counts)."""
+    steps = {stage: templates.template("mmga", stage).trainer.max_steps for stage in ("stage1", "stage2")}
+    return stage_seconds(num_users, steps["stage1"], steps["stage2"])
+
+
+def estimate_line(cfg: BridgeConfig, jobs: int, templates: StageTemplates, num_users: int) -> str:
+    """The run's rough wall time on a 2-core CPU for this corpus's size."""
+    from bridge.evaluation.rows import report_rows
+
+    variants = templates.variants
+    steps = {stage: templates.template("mmga", stage).trainer.max_steps for stage in ("stage1", "stage2")}
+    evaluations = sum(
+        cfg.seeds if r.seeded else 1 for r in report_rows(cfg.rounds, cfg.baselines, cfg.ablations)
+    )
+    eta = estimate_seconds(num_users, cfg.seeds * cfg.rounds * sum(v.has_stage1 for v in variants),
+                           cfg.seeds * cfg.rounds * len(variants), evaluations, jobs, steps["stage1"],
+                           steps["stage2"])  # fmt: skip
+    return (
+        f"  roughly {minutes(eta)} for {num_users:,} users on a 2-core CPU (a rerun skips what is complete)"
+    )
 
 
 def run_facts(cfg: BridgeConfig, paths: RunPaths, templates: StageTemplates) -> RunFacts:
@@ -107,7 +123,8 @@ def run_bridge(cfg: BridgeConfig, run_dir: Path, force: bool = False, jobs: int 
             console.info(line)
         run = BridgeRun(cfg, paths, manifest, result, force, console)
         corpus = prepare_corpus(run)
-        run_chains(run, corpus, templates, jobs)
+        console.info(estimate_line(cfg, jobs, templates, corpus.num_users))
+        run_chains(run, corpus, templates, jobs, stage_estimates(templates, corpus.num_users))
         rows, evaluated = evaluate_rows(run, corpus)
         environment = {
             "torch_threads": torch.get_num_threads(),

@@ -26,6 +26,7 @@ from typing import Any
 import torch
 
 from bridge.rounds import stages
+from bridge.rounds.console import Eta, minutes
 from bridge.rounds.context import BridgeRun
 from bridge.runfolder import STAGE_LOG
 from bridge.variants import Variant
@@ -128,19 +129,24 @@ class ChainScheduler:
     recorded (so a rerun resumes after them); the failure is raised again.
     """
 
-    def __init__(self, run: BridgeRun, corpus: Corpus, templates: stages.StageTemplates, jobs: int):
+    def __init__(self, run: BridgeRun, corpus: Corpus, templates: stages.StageTemplates, jobs: int,
+                 prior_seconds: dict[str, float] | None = None):  # fmt: skip
         self.run = run
         self.corpus = corpus
         self.templates = templates
         self.jobs = max(1, jobs)
+        self.prior_seconds = prior_seconds or {}
         self.chains: list[Chain] = []
         self.total = 0
         self.done = 0
         self.chains_done = 0
+        self.eta: Eta | None = None
 
     def run_all(self, chains: list[Chain]) -> None:
         self.chains = chains
         self.total = sum(len(c.steps) for c in chains)
+        kinds = [stage for c in chains for _, stage in c.steps]
+        self.eta = Eta({k: kinds.count(k) for k in set(kinds)}, self.jobs, self.prior_seconds)
         pending: deque[Chain] = deque(chains)
         running: dict[Future, tuple[Chain, stages.StageRun, Any]] = {}
         failure: BaseException | None = None
@@ -181,6 +187,7 @@ class ChainScheduler:
             chain.steps.popleft()
             self.done += 1
             entry = run.manifest.entry(key)
+            self.eta.done(stage, 0.0, ran=False)
             run.console.detail(f"  [{self.done}/{self.total}] {key}: complete before, skipped")
             run.note_step(str(key), False, entry.seconds if entry else 0.0)
             self._chain_step_done(chain, False, 0.0)
@@ -202,7 +209,12 @@ class ChainScheduler:
         stages.record(planned, run.manifest, self.corpus, outcome, recorded)
         chain.steps.popleft()
         self.done += 1
-        run.console.detail(f"  [{self.done}/{self.total}] {planned.key}: done ({outcome.seconds:.1f} s)")
+        self.eta.done(planned.stage, outcome.seconds, ran=True)
+        left = self.eta.seconds_left()
+        run.console.info(
+            f"[stage {self.done}/{self.total}] {planned.key} done in {outcome.seconds:.1f} s"
+            + (f"; about {minutes(left)} of training left" if self.done < self.total else "")
+        )
         run.note_step(str(planned.key), True, outcome.seconds)
         self._chain_step_done(chain, True, outcome.seconds)
 
@@ -213,10 +225,12 @@ class ChainScheduler:
             self.chains_done += 1
             what = (f"{chain.ran} of {chain.total} stages run in {chain.seconds:.1f} s" if chain.ran
                     else "complete before, skipped")  # fmt: skip
-            self.run.console.info(f"[{self.chains_done}/{len(self.chains)}] {chain.name}: {what}")
+            self.run.console.detail(f"[{self.chains_done}/{len(self.chains)}] {chain.name}: {what}")
 
 
-def run_chains(run: BridgeRun, corpus: Corpus, templates: stages.StageTemplates, jobs: int = 1) -> None:
-    """Every (training seed, variant)'s rounds; each stage is skipped when its complete outputs exist."""
+def run_chains(run: BridgeRun, corpus: Corpus, templates: stages.StageTemplates, jobs: int = 1,
+               prior_seconds: dict[str, float] | None = None) -> None:  # fmt: skip
+    """Every (training seed, variant)'s rounds; each stage is skipped when its complete outputs exist.
+    ``prior_seconds``: the estimated seconds of one stage of each kind, for the time left before any ran."""
     chains = build_chains(run.cfg.training_seeds, templates.variants, run.cfg.rounds)
-    ChainScheduler(run, corpus, templates, jobs).run_all(chains)
+    ChainScheduler(run, corpus, templates, jobs, prior_seconds).run_all(chains)

@@ -95,3 +95,15 @@ def test_logging_options_are_not_part_of_a_stages_identity(planned, tmp_path):
     steps = dataclasses.replace(run.config.trainer, max_steps=run.config.trainer.max_steps + 1)
     other = dataclasses.replace(run, config=dataclasses.replace(run.config, trainer=steps))
     assert stages.manifest_config(other, manifest) != stages.manifest_config(run, manifest)
+
+
+def test_time_left_starts_from_the_estimate_and_follows_what_was_measured():
+    from bridge.rounds.console import Eta, stage_seconds
+
+    eta = Eta({"stage1": 2, "stage2": 4}, jobs=2, prior={"stage1": 10.0, "stage2": 1.0})
+    assert eta.seconds_left() == (2 * 10.0 + 4 * 1.0) / 2
+    eta.done("stage1", 30.0, ran=True)  # slower than estimated: the measured mean wins
+    eta.done("stage2", 0.0, ran=False)  # skipped: counts as done, not as a measurement
+    assert eta.seconds_left() == (1 * 30.0 + 3 * 1.0) / 2
+    small, large = stage_seconds(300, 150, 100), stage_seconds(3000, 150, 100)
+    assert small["stage1"] < large["stage1"] and small["stage2"] < large["stage2"]  # scales with the corpus

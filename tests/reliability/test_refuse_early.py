@@ -53,7 +53,7 @@ def test_all_labels_empty_runs_and_reports_topic_as_skipped(corpus_copy, tmp_pat
     _edit_users(root, "label", "")
     result = run_bridge(tiny_config(root), tmp_path / "run")
     out = capsys.readouterr().out
-    header = out.split("[1/1]")[0]  # everything said before the first chain finished
+    header = out.split("[stage 1/")[0]  # everything said before the first stage finished
     assert "[tasks] topic: skipped (no user has a known label)" in header
     row = result.metrics["rows"]["mmga_round_0"]
     assert row["topic"]["skipped"] == "no user has a known label"

@@ -12,6 +12,7 @@ from bridge.evaluation.config import EvalConfig
 from bridge.evaluation.results import Evaluation
 from bridge.evaluation.rows import Row
 from bridge.report.diagnostics import edge_weight_diagnostics
+from bridge.report.provenance import provenance
 from bridge.report.summary import Comparison, RowSummary, compare_rows, summarize_row, verdict_lines
 from bridge.runfolder import Manifest, RunPaths
 from bridge.variants import Variant
@@ -83,6 +84,7 @@ class RunReport:
     wall_seconds: float
     environment: dict[str, Any]
     config: dict[str, Any]
+    provenance: dict[str, Any]
 
     def to_json(self) -> dict[str, Any]:
         """metrics.json's content."""
@@ -98,6 +100,7 @@ class RunReport:
             "wall_seconds": self.wall_seconds,
             "environment": self.environment,
             "config": self.config,
+            "provenance": self.provenance,
         }
 
 
@@ -144,4 +147,5 @@ def compute_report(inputs: ReportInputs) -> RunReport:
         wall_seconds=inputs.total_seconds,
         environment=inputs.environment,
         config={"bridge": facts.config_json, "stages": first_stage_configs(inputs)},
+        provenance=provenance(),
     )

@@ -61,11 +61,21 @@ def _intro_lines(report: RunReport, facts: RunFacts) -> list[str]:
     ]
 
 
+def _val_cell(summary: RowSummary, task: str) -> str:
+    val = summary.tasks[task].val
+    return "n/a" if val is None or not np.isfinite(val.mean) else f"{val.mean:.3f}"
+
+
 def _results_table(rows: dict[str, RowSummary]) -> list[str]:
-    head = "| row | inputs | dim | " + " | ".join(label for _, _, label in COLUMNS) + " |"
-    lines = [head, "|" + "---|" * (3 + len(COLUMNS))]
+    head = (
+        "| row | inputs | dim | "
+        + " | ".join(label for _, _, label in COLUMNS)
+        + " | val macro-F1 | val MAE |"
+    )
+    lines = [head, "|" + "---|" * (5 + len(COLUMNS))]
     for name, summary in rows.items():
         cells = [fmt(summary.metric(task, metric)) for task, metric, _ in COLUMNS]
+        cells += [_val_cell(summary, "topic"), _val_cell(summary, "fans")]
         row = summary.row
         lines.append(
             f"| {row.label} (`{name}`) | {row.inputs} | {summary.dim or ''} | " + " | ".join(cells) + " |"
@@ -109,7 +119,8 @@ def _results_lines(report: RunReport, facts: RunFacts) -> list[str]:
         f"Mean ± sample std over {len(seeds)} training seed(s) ({', '.join(str(s) for s in seeds)}): every row "
         f"but X is trained once per seed, and each seed's score is the mean over the downstream heads' seeds "
         f"({head_seeds}). Every row uses the same splits (topic: {topic['train']}/{topic['val']}/{topic['test']} "
-        f"train/val/test users, fans: {fans['train']}/{fans['val']}/{fans['test']}).",
+        f"train/val/test users, fans: {fans['train']}/{fans['val']}/{fans['test']}). The last two columns are the "
+        "validation scores the chosen heads were selected on (mean over seeds), for a look at the val-test gap.",
         "",
         *_results_table(report.rows),
         "",
@@ -233,30 +244,42 @@ def _plot_lines(seeds: tuple[int, ...], has_losses: bool) -> list[str]:
     ]
 
 
-def _timing_and_config_lines(report: RunReport) -> list[str]:
+def timings_markdown(report: RunReport) -> str:
+    """``timings.md``: every step's seconds, and the machine they were measured on."""
     env = report.environment
-    machine = (
-        [
+    lines = ["# Timings", "", "| step | seconds | when |", "|---|---|---|"]
+    for t in report.timings:
+        when = "this invocation" if t["ran_now"] else "earlier run"
+        lines.append(f"| {t['step']} | {t['seconds']:.1f} | {when} |")
+    lines.append(f"| **this invocation, wall time** | {report.wall_seconds:.1f} | |")
+    if env:
+        lines += [
+            "",
             f"Measured with {env.get('torch_threads')} torch thread(s) on {env.get('cpu_count')} CPU core(s); "
             f"1-minute load average {env.get('load_average_1min_start', float('nan')):.1f} at the start and "
             f"{env.get('load_average_1min_end', float('nan')):.1f} at the end (other jobs on the machine slow every "
             "step down). The wall time excludes Python's start-up and imports.",
-            "",
         ]
-        if env
-        else []
-    )
-    timings = ["| step | seconds | when |", "|---|---|---|"]
-    for t in report.timings:
-        when = "this invocation" if t["ran_now"] else "earlier run"
-        timings.append(f"| {t['step']} | {t['seconds']:.1f} | {when} |")
-    timings.append(f"| **this invocation, wall time** | {report.wall_seconds:.1f} | |")
+    return "\n".join(lines) + "\n"
+
+
+def _timing_and_config_lines(report: RunReport) -> list[str]:
+    """The model card (what made these numbers), a pointer to the timings, and the resolved configuration."""
+    prov, corpus = report.provenance, report.corpus
+    packages = ", ".join(f"{name} {version}" for name, version in prov["packages"].items())
+    ran = sum(1 for t in report.timings if t["ran_now"])
     return [
-        "## Timings",
+        "## Model card",
         "",
-        *timings,
+        f"- Code: git commit `{prov['git_commit']}`; {packages}; {prov['machine']}.",
+        f"- Data: corpus `{corpus['path']}`, fingerprint `{corpus['fingerprint']}` ({corpus['users']} users, "
+        f"{corpus['posts']} posts, {corpus['edges']} edges, {corpus['topics']} topics).",
+        "- Models: the resolved configs below; the checkpoints are in the run folder, under "
+        "`seed_<s>/<variant>/round_<r>/stage<k>/checkpoints/` (with `text_encoder/` and `image_encoder/` in "
+        "Hugging Face and open_clip form for stage 1).",
+        f"- Time: {report.wall_seconds:.0f} s for this invocation ({ran} steps ran now); every step in "
+        "[timings.md](timings.md).",
         "",
-        *machine,
         "## Resolved configuration",
         "",
         "```json",

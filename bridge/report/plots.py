@@ -37,37 +37,52 @@ def read_loss_curves(csv_path: Path) -> dict[str, tuple[np.ndarray, np.ndarray]]
     return {k: (np.asarray(s), np.asarray(v)) for k, (s, v) in curves.items()}
 
 
-def plot_loss_curves(log_dirs: dict[str, list[Path | None]], out: Path, variant: str = "mmga") -> bool:
-    """Loss terms of both stages of ``variant`` over its rounds (steps continue across rounds).
+def _draw_stage(ax, log_dirs: list[Path | None], lines: dict[str, Any], faint: bool) -> tuple[bool, float]:
+    """One seed's loss terms of one stage over its rounds on ``ax``; (any curve drawn, the lowest value)."""
+    offset, lowest, drawn = 0.0, float("inf"), False
+    for r, log_dir in enumerate(log_dirs):
+        csv_path = None if log_dir is None else Path(log_dir) / "metrics.csv"
+        if csv_path is None or not csv_path.is_file():
+            continue
+        last = offset
+        for name, (steps, values) in sorted(read_loss_curves(csv_path).items()):
+            color = lines[name].get_color() if name in lines else f"C{len(lines) % 10}"
+            label = None if (name in lines or faint) else name
+            (line,) = ax.plot(steps + offset, values, color=color, lw=0.6 if faint else 1, alpha=0.35 if faint
+                              else 1.0, label=label)  # fmt: skip
+            lines.setdefault(name, line)
+            lowest = min(lowest, float(values.min()) if len(values) else lowest)
+            last = max(last, float(steps.max()) + offset + 1 if len(steps) else last)
+            drawn = True
+        if r > 0 and not faint:
+            ax.axvline(offset, color="grey", ls=":", lw=0.8)
+        offset = last
+    return drawn, lowest
 
-    ``log_dirs``: per stage (``"stage1"``, ``"stage2"``) the Lightning CSV log folder of each round, as the
-    stage's result named it (``metrics.csv`` inside), or None where there is none. True when any curve was drawn.
+
+def plot_loss_curves(log_dirs: dict[str, list[Path | None]] | list[dict[str, list[Path | None]]], out: Path,
+                     variant: str = "mmga") -> bool:  # fmt: skip
+    """Loss terms of both stages of ``variant`` over its rounds (steps continue across rounds), for every training
+    seed: the first seed in full colour, the others faint; the GCL pair classifier's chance level (ln 2) is marked.
+
+    ``log_dirs``: per training seed, per stage (``"stage1"``, ``"stage2"``) the Lightning CSV log folder of each
+    round, as the stage's result named it (``metrics.csv`` inside), or None where there is none (one such dict
+    for a single seed). True when any curve was drawn.
     """
+    per_seed = [log_dirs] if isinstance(log_dirs, dict) else list(log_dirs)
     fig, axes = plt.subplots(1, 2, figsize=(12, 4))
     any_curve = False
     for ax, stage in zip(axes, ("stage1", "stage2")):
-        offset = 0.0
-        lowest = float("inf")
         lines: dict[str, Any] = {}
-        for r, log_dir in enumerate(log_dirs.get(stage, [])):
-            csv_path = None if log_dir is None else Path(log_dir) / "metrics.csv"
-            if csv_path is None or not csv_path.is_file():
-                continue
-            curves = read_loss_curves(csv_path)
-            last = offset
-            for name, (steps, values) in sorted(curves.items()):
-                color = lines[name].get_color() if name in lines else f"C{len(lines) % 10}"
-                (line,) = ax.plot(
-                    steps + offset, values, color=color, lw=1, label=name if name not in lines else None
-                )
-                lines.setdefault(name, line)
-                lowest = min(lowest, float(values.min()) if len(values) else lowest)
-                last = max(last, float(steps.max()) + offset + 1 if len(steps) else last)
-                any_curve = True
-            if r > 0:
-                ax.axvline(offset, color="grey", ls=":", lw=0.8)
-            offset = last
-        ax.set_title(f"{variant} {stage} (dotted lines: round boundaries)")
+        lowest = float("inf")
+        for k, seed_dirs in enumerate(per_seed):
+            drawn, low = _draw_stage(ax, seed_dirs.get(stage, []), lines, faint=k > 0)
+            any_curve |= drawn
+            lowest = min(lowest, low)
+        if any("gcl" in name for name in lines):
+            ax.axhline(np.log(2), color="black", ls="--", lw=0.8, label="ln 2: chance of a pair classifier")
+        seeds = f", {len(per_seed)} training seeds (first in full colour)" if len(per_seed) > 1 else ""
+        ax.set_title(f"{variant} {stage}{seeds}; dotted: round boundaries", fontsize=9)
         ax.set_xlabel("step (cumulative over rounds)")
         ax.set_ylabel("loss")
         if lines and lowest > 0:

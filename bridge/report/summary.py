@@ -47,9 +47,12 @@ class TaskSummary:
     n: dict[str, int]
     metrics: dict[str, SeedStat]
     skipped: str | None = None
+    val: Stat | None = None  # the chosen candidates' val score (macro-F1, or MAE) over training seeds
 
     def to_json(self) -> dict[str, Any]:
         out: dict[str, Any] = {"n": dict(self.n)}
+        if self.val is not None:
+            out["val_selection_score"] = self.val.to_json()
         if self.skipped:
             out["skipped"] = self.skipped
         return {**out, **{m: s.to_json() for m, s in self.metrics.items()}}
@@ -98,7 +101,12 @@ def summarize_row(row: Row, per_seed: dict[int | None, Evaluation], seeds: tuple
                 stat = Stat(stat.mean, 0.0, stat.values)
             head_std = float(np.mean([evaluations[k].task(task)[metric].std for k in order]))
             metrics[metric] = SeedStat(stat, head_std)
-        tasks[task] = TaskSummary(dict(first.n), metrics, first.skipped)
+        val = [
+            float(np.mean([c.val_score for c in evaluations[k].task(task).chosen] or [np.nan])) for k in order
+        ]
+        tasks[task] = TaskSummary(
+            dict(first.n), metrics, first.skipped, Stat.of(val) if not first.skipped else None
+        )
     return RowSummary(row, evaluations, tasks)
 
 

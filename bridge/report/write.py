@@ -10,7 +10,7 @@ from typing import Any
 
 from bridge.evaluation.rows import representation_blocks
 from bridge.report.build import ReportInputs, RunReport, compute_report
-from bridge.report.markdown import render_markdown
+from bridge.report.markdown import render_markdown, timings_markdown
 from bridge.runfolder import Manifest, StageKey, write_json_atomic
 from cache.atomic import DiskFullError, atomic_write_bytes, is_disk_full
 
@@ -29,6 +29,7 @@ def write_report(inputs: ReportInputs) -> dict[str, Any]:
     markdown = render_markdown(report, inputs.facts, has_losses)
     if failed:
         markdown += "\n## Plot warnings\n\n" + "\n".join(f"- {line}" for line in failed) + "\n"
+    atomic_write_bytes(out / "timings.md", timings_markdown(report).encode())
     atomic_write_bytes(out / "report.md", markdown.encode())
     return metrics
 

@@ -130,7 +130,8 @@ def test_two_round_run_writes_report_and_wires_the_rounds(reference_run):
         )
     assert metrics["rows"]["peer_sgc"]["dim"] == 3 * metrics["rows"]["peer_gcn"]["dim"]
     report = (paths.report_dir / "report.md").read_text()
-    assert "| MMGA after round 1 (`mmga_round_1`) |" in report and "## Timings" in report
+    assert "| MMGA after round 1 (`mmga_round_1`) |" in report and "## Model card" in report
+    assert "| **this invocation, wall time** |" in (paths.report_dir / "timings.md").read_text()
     assert "## Verdict" in report and "With one training seed no training spread is measured" in report
 
     # the rounds are chained as the issue says (configs as recorded in the manifest)

@@ -78,3 +78,38 @@ def test_topic_labels_are_drawn_as_text(tmp_path):
     ax.legend()
     fig.savefig(tmp_path / "legend.png")  # raises ValueError on mathtext it cannot parse
     plt.close(fig)
+
+
+def test_validation_scores_of_the_chosen_heads_are_summarised():
+    from bridge.evaluation.results import Choice
+
+    def with_val(v: float) -> Evaluation:
+        ev = _evaluation(0.8, 0.6)
+        topic = TaskScores("topic", ev.topic.scores, (Choice(0, "linear", 1e-3, v), Choice(1, "linear", 1e-2, v + 0.1)),
+                           ev.topic.n)  # fmt: skip
+        return Evaluation(topic, ev.fans, 8)
+
+    summary = summarize_row(ROWS[1], {0: with_val(0.5), 1: with_val(0.7)}, (0, 1))
+    assert summary.tasks["topic"].val.values == pytest.approx((0.55, 0.75))
+    assert summary.to_json()["topic"]["val_selection_score"]["mean"] == pytest.approx(0.65)
+    assert np.isnan(summary.tasks["fans"].val.mean)  # no choices recorded: unknown, not zero
+
+
+def test_loss_curves_over_every_seed_mark_the_pair_classifiers_chance(tmp_path, monkeypatch):
+    import matplotlib.axes
+
+    from bridge.report.plots import plot_loss_curves
+
+    logs = []
+    for seed in range(2):
+        folder = tmp_path / f"s{seed}"
+        folder.mkdir()
+        (folder / "metrics.csv").write_text("step,train/loss,train/gcl_text_loss\n0,2.0,0.7\n1,1.5,0.69\n")
+        logs.append({"stage1": [folder], "stage2": [None]})
+    marked = []
+    real = matplotlib.axes.Axes.axhline
+    monkeypatch.setattr(
+        matplotlib.axes.Axes, "axhline", lambda ax, y=0, *a, **k: marked.append(y) or real(ax, y, *a, **k)
+    )
+    assert plot_loss_curves(logs, tmp_path / "loss.png")
+    assert marked == [pytest.approx(np.log(2))] and (tmp_path / "loss.png").stat().st_size > 0

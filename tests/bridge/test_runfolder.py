@@ -129,3 +129,19 @@ def test_run_relative_paths_survive_a_move(tmp_path):
     assert text == "$RUN/corpus"
     assert resolve_run_relative(text, tmp_path / "moved") == tmp_path / "moved" / "corpus"
     assert run_relative(tmp_path / "elsewhere", run) == str(tmp_path / "elsewhere")
+
+
+def test_verify_names_every_step_whose_files_changed(tmp_path, capsys):
+    from bridge.runfolder.verify import main as verify
+
+    manifest = Manifest(tmp_path / "manifest.json")
+    for name in ("a", "b"):
+        path = tmp_path / f"{name}.bin"
+        path.write_bytes(b"12345")
+        manifest.record(StageKey(name, 0, "stage1", seed=0), {}, "fp", outputs={"checkpoint": path})
+    assert verify([str(tmp_path)]) == 0 and "2 of 2 recorded steps match" in capsys.readouterr().out
+    (tmp_path / "b.bin").write_bytes(b"12346")
+    assert verify([str(tmp_path)]) == 1
+    out = capsys.readouterr().out
+    assert out.startswith("seed_0/b/round_0/stage1: its files changed") and "1 of 2" in out
+    assert verify([str(tmp_path / "nothing")]) == 2

@@ -170,11 +170,14 @@ def read_edge_weight(cfg: Stage1Config, corpus: Corpus) -> np.ndarray | None:
     return weight
 
 
-def summarize_history(history: dict[str, list[float]]) -> dict:
+def summarize_history(history: dict[str, list]) -> dict:
+    """First/last values and means of every logged loss; the per-step values are read from the device once,
+    here, not during training."""
     out = {}
-    for name, values in history.items():
-        if not values:
+    for name, logged in history.items():
+        if not logged:
             continue
+        values = [float(v) for v in torch.stack([torch.as_tensor(v) for v in logged]).cpu().tolist()]
         window = max(1, min(20, len(values) // 10))
         out[name] = {
             "first": values[0],

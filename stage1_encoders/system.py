@@ -96,7 +96,7 @@ class Stage1System(L.LightningModule):
         self.text_feature_input = text_feature_input
         self.lr, self.head_lr_scale, self.weight_decay = lr, head_lr_scale, weight_decay
         self.warmup_steps, self.min_lr_ratio = warmup_steps, min_lr_ratio
-        self.loss_history: dict[str, list[float]] = {name: [] for name in (*LOSS_NAMES, "loss")}
+        self.loss_history: dict[str, list[torch.Tensor]] = {name: [] for name in (*LOSS_NAMES, "loss")}
 
     @property
     def needs_images(self) -> bool:
@@ -176,7 +176,7 @@ class Stage1System(L.LightningModule):
                 prog_bar=name == "loss",
                 batch_size=batch_size,
             )
-            self.loss_history[name].append(float(value.detach()))
+            self.loss_history[name].append(value.detach())  # a tensor: no device sync per step
         if self.ita_head is not None:
             self.log(
                 "train/logit_scale",

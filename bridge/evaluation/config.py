@@ -31,7 +31,9 @@ class EvalConfig:
     patience: int = 25
     fans_buckets: int = config_field(5, "quantile buckets of the fans task", ge=2)
     # the peer rows (bridge.evaluation.peers)
-    sgc_hops: int = config_field(2, "propagation hops of the SGC peer", ge=1)
+    sgc_hops: tuple[int, ...] = config_field(
+        (1, 2, 3), "propagation hops K of the SGC peer to choose from on val (with the head and weight decay)"
+    )
     gcn_hidden: int = 64
     gcn_dropout: float = 0.5
     gcn_lr: float = 1e-2
@@ -41,7 +43,11 @@ class EvalConfig:
 
     def __post_init__(self) -> None:
         check_bounds(self)
-        for name in ("head_seeds", "gcn_weight_decays"):
+        if any(k < 1 or k > 10 for k in self.sgc_hops):
+            raise ConfigError(
+                "config", None, "sgc_hops", f"each hop count must be in 1..10, got {list(self.sgc_hops)}"
+            )
+        for name in ("head_seeds", "gcn_weight_decays", "sgc_hops"):
             if not getattr(self, name):
                 raise ConfigError("config", None, name, "must list at least one value")
         for h in self.heads:

@@ -160,6 +160,12 @@ def _fit_heads(
 
 def _evaluate_heads(x: np.ndarray, targets: TaskTargets, cfg: EvalConfig) -> TaskScores:
     """Every head type x weight decay x head seed of ``cfg`` on one task; val chooses per head seed."""
+    return select_and_score(targets, head_candidates(x, targets, cfg), cfg.head_seeds)
+
+
+def head_candidates(x: np.ndarray, targets: TaskTargets, cfg: EvalConfig, tag: str = "") -> list[Candidate]:
+    """Every head type x weight decay x head seed of ``cfg`` trained on ``x`` for one task, as candidates
+    (their head named ``<type><tag>``)."""
     rows = targets.known  # the heads see the users with a known target only
     masks = {name: mask[rows] for name, mask in targets.masks.items()}
     x = standardize(x[rows].astype(np.float64), masks["train"]).astype(np.float32)
@@ -180,9 +186,9 @@ def _evaluate_heads(x: np.ndarray, targets: TaskTargets, cfg: EvalConfig) -> Tas
         )  # fmt: skip
         val_pred, test_pred = predict(model, "val"), predict(model, "test")
         candidates += [
-            Candidate(seed, head, wd, val_pred[g], test_pred[g]) for g, (wd, seed) in enumerate(grid)
+            Candidate(seed, head + tag, wd, val_pred[g], test_pred[g]) for g, (wd, seed) in enumerate(grid)
         ]
-    return select_and_score(targets, candidates, cfg.head_seeds)
+    return candidates
 
 
 def evaluate_representation(

@@ -1,6 +1,6 @@
 """The peers a user would pick instead of MMGA, built from PyG's own layers over frozen encoder embeddings.
 
-- ``peer_sgc`` (Wu et al. 2019, SGC): a parameter-free K-hop propagation of the no-alignment encoders'
+- ``peer_sgc`` (Wu et al. 2019, SGC), K chosen on val from ``EvalConfig.sgc_hops``: a parameter-free K-hop propagation of the no-alignment encoders'
   features ``F = [R^T || R^I || X]`` (each column standardized over all users), ``[F || S F || ... || S^K F]`` with
   ``S = D^-1/2 (A + I) D^-1/2`` computed by PyG's ``SGConv`` (its linear map fixed to the identity); then the
   standard frozen-embedding heads of :mod:`bridge.evaluation.heads`.
@@ -20,10 +20,33 @@ import torch.nn.functional as F
 from torch_geometric.nn import GCNConv, SGConv
 
 from bridge.evaluation.config import EvalConfig
-from bridge.evaluation.heads import standardize
+from bridge.evaluation.heads import head_candidates, standardize
 from bridge.evaluation.loop import Candidate, TaskTargets, evaluate_tasks, select_and_score
 from bridge.evaluation.results import Evaluation, TaskScores
 from mmga_common.threads import torch_threads
+
+
+def evaluate_sgc(
+    x: np.ndarray,
+    edges: np.ndarray,
+    labels: np.ndarray,
+    fans: np.ndarray,
+    splits: np.ndarray,
+    cfg: EvalConfig | None = None,
+) -> Evaluation:
+    """``peer_sgc``: the standard heads over ``[F || SF || ... || S^K F]`` for every K of ``cfg.sgc_hops``; val
+    chooses K together with the head and its weight decay, per head seed (the chosen head reads ``linear(K=2)``).
+    """
+    cfg = cfg or EvalConfig()
+    feats = {k: sgc_features(x, edges, hops=k) for k in cfg.sgc_hops}
+
+    def per_task(targets: TaskTargets) -> TaskScores:
+        candidates = [c for k, f in feats.items() for c in head_candidates(f, targets, cfg, tag=f"(K={k})")]
+        return select_and_score(targets, candidates, cfg.head_seeds)
+
+    with torch_threads(1):
+        scores = evaluate_tasks(labels, fans, splits, cfg.fans_buckets, per_task)
+    return Evaluation(scores["topic"], scores["fans"], int(feats[max(cfg.sgc_hops)].shape[1]))
 
 
 def edge_index_of(edges: np.ndarray) -> torch.Tensor:

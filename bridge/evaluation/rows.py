@@ -8,7 +8,7 @@ Every row is computed in the same run, on the same corpus splits, with the same 
 - ``no_align``: [R^G || R^T || R^I] of the no-alignment variant (uniform aggregation, no feedback), last round;
 - ``mmga_round_<r>``: [R^G || R^T || R^I] of MMGA after round r, for every round;
 - ``mmga_image`` / ``mmga_text`` / ``mmga_graph``: the parts of MMGA's last round on their own;
-- ``peer_sgc``: SGC's parameter-free 2-hop propagation of the no-alignment encoders' [R^T || R^I || X], then the
+- ``peer_sgc``: SGC's parameter-free K-hop propagation (K chosen on val) of the no-alignment encoders' [R^T || R^I || X], then the
   standard heads; ``peer_gcn``: a 2-layer GCN trained on each task over the same features (``bridge.peers``);
 - ``abl_*`` (with ``--ablations``): [R^G || R^T || R^I] of MMGA's last round with one part switched off.
 
@@ -64,7 +64,7 @@ class Row:
     def inputs(self) -> str:
         blocks = " || ".join(PART_SYMBOL[p] for p in self.parts)
         if self.peer == "sgc":
-            return f"SGC 2-hop of [{blocks}]"
+            return f"SGC (K chosen on val) of [{blocks}]"
         if self.peer == "gcn":
             return f"GCN trained on [{blocks}]"
         return blocks
@@ -169,13 +169,8 @@ def representation_blocks(row: Row, corpus: Corpus, paths: RunPaths) -> list[np.
     return [np.asarray(b, dtype=np.float32) for b in blocks]
 
 
-def representation(row: Row, corpus: Corpus, paths: RunPaths, sgc_hops: int = 2) -> np.ndarray:
+def representation(row: Row, corpus: Corpus, paths: RunPaths) -> np.ndarray:
     """The row's user representation ``[N, D]`` in corpus user order (blocks concatenated in PART_ORDER; for
     ``peer_sgc`` propagated by SGC). ``paths`` are those of the training seed the row is read for. The
     ``peer_gcn`` row's input features are returned as they are (``bridge.peers.evaluate_gcn`` trains on them)."""
-    x = np.concatenate(representation_blocks(row, corpus, paths), axis=1)
-    if row.peer == "sgc":
-        from bridge.evaluation.peers import sgc_features  # torch and PyG, only when a peer row is built
-
-        x = sgc_features(x, corpus.edges, hops=sgc_hops).astype(np.float32)
-    return x
+    return np.concatenate(representation_blocks(row, corpus, paths), axis=1)

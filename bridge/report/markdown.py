@@ -191,8 +191,8 @@ def _method_lines(report: RunReport, facts: RunFacts) -> list[str]:
         f"{variants}. `image_only` / `text_only`: the no-alignment encoders' R^I / R^T. `mmga_*` parts: MMGA's "
         "own blocks.",
         f"- Peers (PyG layers over the no-alignment encoders' [R^T || R^I || X]): `peer_sgc` = "
-        f"[F || SF || ... || S^{ev.sgc_hops}F] with SGC's normalized adjacency S (PyG `SGConv`, no parameters), "
-        "then the same heads; `peer_gcn` = a 2-layer PyG `GCNConv` network trained on each task's train split "
+        f"[F || SF || ... || S^K F] with SGC's normalized adjacency S (PyG `SGConv`, no parameters) and K in "
+        f"{list(ev.sgc_hops)} chosen on val with the head and weight decay, then the same heads; `peer_gcn` = a 2-layer PyG `GCNConv` network trained on each task's train split "
         f"(hidden {ev.gcn_hidden}, dropout {ev.gcn_dropout}, Adam lr {ev.gcn_lr}, weight decay in "
         f"{list(ev.gcn_weight_decays)} chosen on val, early stopping on val loss with patience {ev.gcn_patience}), "
         "test scored once per head seed. `peer_gcn` spends the labels inside the graph model: it is the ceiling a "

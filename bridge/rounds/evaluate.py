@@ -15,11 +15,12 @@ from corpus import Corpus
 def evaluate_one(row: Row, corpus: Corpus, paths: RunPaths, cfg: EvalConfig) -> Evaluation:
     """The row's :class:`Evaluation` for the training seed of ``paths``."""
     from bridge.evaluation.heads import evaluate_representation
-    from bridge.evaluation.peers import evaluate_gcn
+    from bridge.evaluation.peers import evaluate_gcn, evaluate_sgc
 
-    x = representation(row, corpus, paths, sgc_hops=cfg.sgc_hops)
-    if row.peer == "gcn":
-        return evaluate_gcn(x, corpus.edges, corpus.labels, corpus.fans, corpus.splits, cfg)
+    x = representation(row, corpus, paths)
+    evaluate = {"gcn": evaluate_gcn, "sgc": evaluate_sgc}.get(row.peer)
+    if evaluate is not None:
+        return evaluate(x, corpus.edges, corpus.labels, corpus.fans, corpus.splits, cfg)
     return evaluate_representation(x, corpus.labels, corpus.fans, corpus.splits, cfg)
 
 

@@ -186,7 +186,9 @@ def test_config_file_sets_the_preset_and_eval_scalars_become_lists(tmp_path):
     )
     cfg = build_config(cfg_file)
     assert cfg.preset == "real" and cfg.eval.head_seeds == (4,) and cfg.eval.weight_decays == (0.001,)
-    with pytest.raises(ConfigError, match=r"cfg.yaml, field 'eval.sgc_hops': must be >= 1, got 0"):
+    with pytest.raises(
+        ConfigError, match=r"field 'eval.sgc_hops': each hop count must be in 1..10, got \[0\]"
+    ):
         build_config(cfg_file, eval_overrides=["sgc_hops=0"])
 
 

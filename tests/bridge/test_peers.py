@@ -106,3 +106,24 @@ def test_gcn_skips_a_task_without_val_users_like_the_heads_do():
         assert "val split" in res[task].skipped and np.isnan(res[task][METRICS[task][0]].mean)
     unlabelled = peers.evaluate_gcn(x, edges, np.full_like(labels, -1), fans, splits, CFG)
     assert "no user has a known label" in unlabelled.topic.skipped and unlabelled.fans.skipped is None
+
+
+def test_sgc_chooses_its_hop_count_on_val_only():
+    from bridge.evaluation.heads import evaluate_representation
+
+    x, edges, labels, fans, splits = _planted(120)
+    cfg = EvalConfig(head_seeds=(0, 1), weight_decays=(1e-3,), max_epochs=60, sgc_hops=(1, 2, 3))
+    res = peers.evaluate_sgc(x, edges, labels, fans, splits, cfg)
+    chosen = [c.head for c in res.topic.chosen]
+    assert all(h.startswith("linear(K=") for h in chosen)
+    # one K only: exactly the heads on that K's features (the old fixed-K peer)
+    single = peers.evaluate_sgc(
+        x, edges, labels, fans, splits, EvalConfig(**{**cfg.__dict__, "sgc_hops": (2,)})
+    )
+    direct = evaluate_representation(peers.sgc_features(x, edges, hops=2), labels, fans, splits, cfg)
+    assert single.topic["macro_f1"] == direct.topic["macro_f1"] and single.fans["mae"] == direct.fans["mae"]
+    # test labels play no part in the choice of K
+    flipped = labels.copy()
+    flipped[splits == 2] = 1 - flipped[splits == 2]
+    again = peers.evaluate_sgc(x, edges, flipped, fans, splits, cfg)
+    assert [c.head for c in again.topic.chosen] == chosen

@@ -255,6 +255,7 @@ def negatives(args) -> None:
         args.negatives = cfg.data.negatives_per_positive
         if args.batch_negatives is None:
             args.batch_negatives = cfg.data.batch_negatives_per_positive
+        data = batches(parts, args.steps)  # a first pass warms the image cache, as a long run would have it
         started = time.perf_counter()
         data = batches(parts, args.steps)  # collation of the small corpus (its sampling included)
         collate_s = (time.perf_counter() - started) / args.steps
@@ -269,11 +270,11 @@ def negatives(args) -> None:
         times = {"old": [], "new": []}
         for _ in range(args.repeats):  # interleaved, so the machine's load falls on both alike
             for name in times:
-                step = lambda: negatives_step(name == "old", edges, keys, num_users, args)  # noqa: E731
-                step()
+                step = (name == "old", edges, keys, num_users, args)
+                negatives_step(*step)
                 started = time.perf_counter()
                 for _ in range(args.sample_steps):
-                    step()
+                    negatives_step(*step)
                 times[name].append((time.perf_counter() - started) / args.sample_steps)
         best = {name: min(t) for name, t in times.items()}
         rows.append({"edges": num_edges, "users": num_users, "sampling_s_per_step": best})
@@ -284,7 +285,16 @@ def negatives(args) -> None:
         f"in-batch negatives per positive; {posts_per_step:.1f} posts; model step {model_s * 1e3:.1f} ms and "
         f"collation {collate_s * 1e3:.1f} ms measured on {corpus.num_users} users / {corpus.num_edges} edges"
     )
-    header = ("edges", "users", "old ms/step", "new ms/step", "old/new", "old posts/s", "new posts/s", "new/old")
+    header = (
+        "edges",
+        "users",
+        "old ms/step",
+        "new ms/step",
+        "old/new",
+        "old posts/s",
+        "new posts/s",
+        "new/old",
+    )
     print(" ".join(f"{h:>12}" for h in header))
     for row in rows:
         old, new = row["sampling_s_per_step"]["old"], row["sampling_s_per_step"]["new"]

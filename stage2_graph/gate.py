@@ -212,6 +212,8 @@ class MGate(nn.Module):
     def adjacency_logits(self, terms: GateTerms, adj_t: SparseTensor) -> Tensor:
         """Scores ``[nnz, H]`` of every entry of ``adj_t`` (CSR order); the cosine form's dot products are
         one SDDMM per head (:func:`sampled_dot`), no per-edge ``[nnz, K]`` tensor."""
+        if self.form == "cosine" and self.heads == 1:  # no stack: a view
+            return sampled_dot(adj_t, terms.target[:, 0], terms.source[:, 0]).unsqueeze(1)
         if self.form == "cosine":
             return torch.stack(
                 [sampled_dot(adj_t, terms.target[:, k], terms.source[:, k]) for k in range(self.heads)], dim=1

@@ -196,7 +196,7 @@ def layerwise_forward(
     structure: GraphStructure,
     modalities: Sequence[Tensor] = (),
     modality_masks: Sequence[Tensor | None] | None = None,
-    batch_size: int = 1024,
+    batch_size: int = 256,
 ) -> tuple[Tensor, Tensor]:
     """R^G ``[N, hidden_dim]`` and the gate ``[nnz, H]`` of the whole graph (no masking), one layer at a time.
 

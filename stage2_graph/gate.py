@@ -178,9 +178,8 @@ class MGate(nn.Module):
                 torch.cat([target.unsqueeze(-1), ones], -1), torch.cat([ones, source.unsqueeze(-1)], -1)
             )
         num_nodes, num_blocks = features.shape[0], len(self.pair_blocks)
-        unit = F.normalize(
-            pair.view(num_nodes, num_blocks, self.heads, self.rank), dim=-1
-        )  # all blocks at once
+        # Every block's unit vectors at once: [N, blocks, H, r].
+        unit = F.normalize(pair.view(num_nodes, num_blocks, self.heads, self.rank), dim=-1)
         block_masks = (None, *masks)
         present = [block_masks[index] for index in self.pair_blocks]
         if any(mask is not None for mask in present):

@@ -347,10 +347,17 @@ def main() -> None:
         help="scaling study of full-batch epochs, of neighbor-sampled mini-batch epochs, or both (default full)",
     )
     parser.add_argument(
-        "--fanouts", type=int, nargs="+", default=[10, 10], help="neighbor fan-outs (default 10 10)"
+        "--fanouts",
+        type=int,
+        nargs="+",
+        default=[10, 5],
+        help="neighbor fan-outs (default 10 5, the config's)",
     )
     parser.add_argument(
-        "--batch-size", type=int, default=1024, help="neighbor seed nodes per batch (default 1024)"
+        "--batch-size",
+        type=int,
+        default=256,
+        help="neighbor seed nodes per batch (default 256, the config's)",
     )
     parser.add_argument(
         "--export",

@@ -8,8 +8,16 @@ export posts/s with a cold and a warm image cache.
 [R^I || R^T], before training (random init) and after ``run_stage1``. Only this script reads labels and
 splits; stage 1 never does.
 
+``negatives``: the cost of one training step's negative sampling against the number of corpus edges
+(10^4, 10^5, 10^6 by default, users = edges / 16.7 as in the paper), for the sampler before issue 23
+(``torch.isin`` over every edge key, and the in-batch keys built by a pass over every edge) and the current
+one (binary search in the sorted keys), and the training posts/s each gives: the model step and the
+collation of everything else are timed once on a small generated corpus (``--users``, plain loop, they do
+not depend on the edges), and each size's sampling time is added to them.
+
     python benchmarks/bench_stage1.py throughput --users 2000 --steps 60
     python benchmarks/bench_stage1.py probe --users 2000
+    nice -n 10 python benchmarks/bench_stage1.py negatives --users 300 --steps 20
 """
 
 from __future__ import annotations
@@ -32,6 +40,7 @@ from corpus import load_corpus  # noqa: E402
 from corpus.synthetic import SyntheticConfig, generate  # noqa: E402
 from mmga_common.config import deep_merge  # noqa: E402
 from stage1_encoders import Stage1Config, run_stage1  # noqa: E402
+from stage1_encoders.data import sample_negative_pairs  # noqa: E402
 from stage1_encoders.export import export_user_embeddings  # noqa: E402
 from stage1_encoders.parts import build_parts  # noqa: E402
 
@@ -178,6 +187,126 @@ def throughput(args) -> None:
         print(json.dumps(report, indent=2))
 
 
+def isin_negative_pairs(
+    num_pairs: int, num_users: int, edge_keys: torch.Tensor, max_rounds: int = 50
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """The sampler before issue 23 (the same draws, checked with ``torch.isin`` against every edge key)."""
+    got_u, got_v, have = [], [], 0
+    for _ in range(max_rounds):
+        need = num_pairs - have
+        if need <= 0 or num_users < 2:
+            break
+        u = torch.randint(num_users, (2 * need + 8,))
+        v = torch.randint(num_users, (2 * need + 8,))
+        key = torch.minimum(u, v) * num_users + torch.maximum(u, v)
+        ok = (u != v) & ~torch.isin(key, edge_keys)
+        got_u.append(u[ok][:need])
+        got_v.append(v[ok][:need])
+        have += len(got_u[-1])
+    return torch.cat(got_u), torch.cat(got_v)
+
+
+def negatives_step(old: bool, edges: torch.Tensor, keys: torch.Tensor, num_users: int, args) -> None:
+    """One step's negatives as ``PairBatchCollator`` draws them: ``pairs_per_batch x negatives_per_positive``
+    over all users, then ``batch_negatives_per_positive`` per positive among the batch's users."""
+    pos = edges[torch.randint(len(edges), (args.pairs,))]
+    num_neg = round(args.negatives * args.pairs)
+    if old:
+        neg_u, neg_v = isin_negative_pairs(num_neg, num_users, keys)
+    else:
+        neg_u, neg_v = sample_negative_pairs(num_neg, num_users, keys)
+    num_extra = round(args.batch_negatives * args.pairs)
+    if num_extra == 0:
+        return
+    users = torch.unique(torch.cat([pos.reshape(-1), neg_u, neg_v]))
+    if old:  # the in-batch edge keys, built by a pass over every edge
+        is_member = torch.zeros(num_users, dtype=torch.bool)
+        is_member[users] = True
+        local = torch.searchsorted(users, edges[is_member[edges[:, 0]] & is_member[edges[:, 1]]])
+        isin_negative_pairs(num_extra, len(users), local[:, 0] * len(users) + local[:, 1])
+    else:
+        sample_negative_pairs(num_extra, len(users), keys, user_ids=users, key_base=num_users)
+
+
+def random_corpus_edges(num_users: int, num_edges: int, seed: int) -> torch.Tensor:
+    """int64 [E, 2] distinct pairs u < v in ``corpus.edges``' order (lexicographic)."""
+    generator = torch.Generator().manual_seed(seed)
+    keys = torch.empty(0, dtype=torch.long)
+    while len(keys) < num_edges:
+        a, b = torch.randint(num_users, (2, int(1.2 * (num_edges - len(keys))) + 16), generator=generator)
+        low, high = torch.minimum(a, b), torch.maximum(a, b)
+        keys = torch.unique(torch.cat([keys, (low * num_users + high)[low != high]]))
+    keys = keys[torch.randperm(len(keys), generator=generator)[:num_edges]].sort().values
+    return torch.stack([keys // num_users, keys % num_users], dim=1)
+
+
+def negatives(args) -> None:
+    load_before = " ".join(Path("/proc/loadavg").read_text().split()[:3])
+    with tempfile.TemporaryDirectory() as tmp:
+        work = Path(args.work or tmp)
+        corpus_path = corpus_dir(args, work)
+        corpus = load_corpus(corpus_path)
+        cfg = make_config(corpus_path, work, args)
+        if cfg.trainer.num_threads is not None:
+            torch.set_num_threads(cfg.trainer.num_threads)
+        torch.manual_seed(args.seed)
+        parts = build_parts(cfg, corpus)
+        args.pairs = cfg.data.pairs_per_batch
+        args.negatives = cfg.data.negatives_per_positive
+        if args.batch_negatives is None:
+            args.batch_negatives = cfg.data.batch_negatives_per_positive
+        data = batches(parts, args.steps)  # a first pass warms the image cache, as a long run would have it
+        started = time.perf_counter()
+        data = batches(parts, args.steps)  # collation of the small corpus (its sampling included)
+        collate_s = (time.perf_counter() - started) / args.steps
+        posts_per_step = sum(int(b["num_posts"]) for b in data) / args.steps
+        model_s = min(plain_loop(parts, data, cfg.trainer.gradient_clip_val) for _ in range(args.repeats))
+        model_s /= args.steps
+    rows = []
+    for num_edges in args.edges:
+        num_users = max(int(num_edges / 16.7), 100)
+        edges = random_corpus_edges(num_users, num_edges, args.seed)
+        keys = edges[:, 0] * num_users + edges[:, 1]
+        times = {"old": [], "new": []}
+        for _ in range(args.repeats):  # interleaved, so the machine's load falls on both alike
+            for name in times:
+                step = (name == "old", edges, keys, num_users, args)
+                negatives_step(*step)
+                started = time.perf_counter()
+                for _ in range(args.sample_steps):
+                    negatives_step(*step)
+                times[name].append((time.perf_counter() - started) / args.sample_steps)
+        best = {name: min(t) for name, t in times.items()}
+        rows.append({"edges": num_edges, "users": num_users, "sampling_s_per_step": best})
+    print(
+        f"torch threads {torch.get_num_threads()}; load average before {load_before}, after "
+        f"{' '.join(Path('/proc/loadavg').read_text().split()[:3])}\n"
+        f"per step: {args.pairs} positives, {args.negatives:g} negatives per positive, {args.batch_negatives:g} "
+        f"in-batch negatives per positive; {posts_per_step:.1f} posts; model step {model_s * 1e3:.1f} ms and "
+        f"collation {collate_s * 1e3:.1f} ms measured on {corpus.num_users} users / {corpus.num_edges} edges"
+    )
+    header = (
+        "edges",
+        "users",
+        "old ms/step",
+        "new ms/step",
+        "old/new",
+        "old posts/s",
+        "new posts/s",
+        "new/old",
+    )
+    print(" ".join(f"{h:>12}" for h in header))
+    for row in rows:
+        old, new = row["sampling_s_per_step"]["old"], row["sampling_s_per_step"]["new"]
+        rate = {k: posts_per_step / (model_s + collate_s + t) for k, t in (("old", old), ("new", new))}
+        row["train_posts_per_s"] = rate
+        values = (f"{row['edges']:,}", f"{row['users']:,}", f"{old * 1e3:.3f}", f"{new * 1e3:.3f}",
+                  f"{old / new:.1f}", f"{rate['old']:.0f}", f"{rate['new']:.0f}", f"{rate['new'] / rate['old']:.2f}")  # fmt: skip
+        print(" ".join(f"{v:>12}" for v in values))
+    if args.json:
+        Path(args.json).write_text(json.dumps({"model_s": model_s, "collate_s": collate_s, "rows": rows}))
+
+
 def probe_accuracy(corpus, emb) -> dict:
     from sklearn.linear_model import LogisticRegression
     from sklearn.metrics import accuracy_score, f1_score
@@ -248,7 +377,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("mode", choices=["throughput", "probe"])
+    parser.add_argument("mode", choices=["throughput", "probe", "negatives"])
     parser.add_argument("--corpus", help="existing corpus folder (default: generate a synthetic one)")
     parser.add_argument("--users", type=int, default=2000, help="users of the generated corpus")
     parser.add_argument("--seed", type=int, default=0, help="corpus and training seed")
@@ -260,10 +389,24 @@ def main() -> None:
     parser.add_argument(
         "--work", help="keep corpus, cache and logs in this folder instead of a temporary one"
     )
+    parser.add_argument(
+        "--edges", type=int, nargs="+", default=[10_000, 100_000, 1_000_000], help="negatives: edge counts"
+    )
+    parser.add_argument(
+        "--sample-steps", type=int, default=50, help="negatives: timed sampling steps per size and repeat"
+    )
+    parser.add_argument(
+        "--batch-negatives", type=float, default=None, help="negatives: in-batch negatives per positive "
+        "(default: the config's data.batch_negatives_per_positive)",
+    )  # fmt: skip
+    parser.add_argument("--json", help="negatives: write the figures to this file")
     args = parser.parse_args()
     if args.mode == "throughput":
         args.steps = args.steps or 60
         throughput(args)
+    elif args.mode == "negatives":
+        args.steps = args.steps or 20
+        negatives(args)
     else:
         probe(args)
 

@@ -110,14 +110,37 @@ class PostPreprocessor:
         return pixels
 
 
-def sample_negative_pairs(
-    num_pairs: int, num_users: int, edge_keys: torch.Tensor, max_rounds: int = 50
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """Uniformly sampled user pairs (u != v) that are not linked; int64 [n] each, n <= num_pairs (fewer only
-    when the graph is so dense that rejection sampling gives up).
+def is_edge_key(keys: torch.Tensor, sorted_edge_keys: torch.Tensor) -> torch.Tensor:
+    """bool [n]: which of ``keys`` (int64 [n]) occur in ``sorted_edge_keys`` (int64 [E], ascending).
 
-    ``edge_keys`` holds ``u * num_users + v`` (u < v) of every edge.
+    Equal to ``torch.isin(keys, sorted_edge_keys)`` at O(n log E) cost (a binary search per key), where
+    ``isin`` costs O((n + E) log(n + E)): it reads every edge key at every call.
     """
+    if sorted_edge_keys.numel() == 0:
+        return torch.zeros(keys.shape, dtype=torch.bool)
+    slot = torch.searchsorted(sorted_edge_keys, keys).clamp_(max=sorted_edge_keys.numel() - 1)
+    return sorted_edge_keys[slot] == keys
+
+
+def sample_negative_pairs(
+    num_pairs: int,
+    num_users: int,
+    sorted_edge_keys: torch.Tensor,
+    max_rounds: int = 50,
+    *,
+    user_ids: torch.Tensor | None = None,
+    key_base: int | None = None,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Uniformly sampled pairs (u != v) of ``num_users`` users that are not linked; int64 [n] each,
+    n <= num_pairs (fewer only when the graph is so dense that rejection sampling gives up). A round costs
+    O(num_pairs log E), independent of the number of edges E up to the binary search.
+
+    ``sorted_edge_keys`` holds ``a * key_base + b`` (a < b) of every edge, ascending; ``key_base`` defaults to
+    ``num_users``. With ``user_ids`` (int64 [num_users], ascending and distinct, e.g. a batch's users) the
+    pairs are drawn among those users and returned as indices into ``user_ids``, and the edge check uses
+    their ids ``user_ids[u]`` (``key_base`` then is the number of users the ids index).
+    """
+    base = num_users if key_base is None else key_base
     got_u, got_v, have = [], [], 0
     for _ in range(max_rounds):
         need = num_pairs - have
@@ -125,8 +148,10 @@ def sample_negative_pairs(
             break
         u = torch.randint(num_users, (2 * need + 8,))
         v = torch.randint(num_users, (2 * need + 8,))
-        key = torch.minimum(u, v) * num_users + torch.maximum(u, v)
-        ok = (u != v) & ~torch.isin(key, edge_keys)
+        lo, hi = torch.minimum(u, v), torch.maximum(u, v)
+        if user_ids is not None:  # ascending ids: the order of a pair's indices is the order of its ids
+            lo, hi = user_ids[lo], user_ids[hi]
+        ok = (u != v) & ~is_edge_key(lo * base + hi, sorted_edge_keys)
         u, v = u[ok][:need], v[ok][:need]
         got_u.append(u)
         got_v.append(v)
@@ -167,7 +192,8 @@ class PairBatchCollator:
         self.prep = preprocessor
         self.num_users = corpus.num_users
         self.edges = torch.as_tensor(corpus.edges, dtype=torch.long).reshape(-1, 2)
-        self.edge_keys = self.edges[:, 0] * self.num_users + self.edges[:, 1]
+        # sorted once (corpus edges are sorted already): each step's negative check is then a binary search
+        self.edge_keys = torch.sort(self.edges[:, 0] * self.num_users + self.edges[:, 1]).values
         self.edge_weight = None if edge_weight is None else torch.as_tensor(edge_weight, dtype=torch.float32)
         self.post_offsets = np.asarray(corpus.post_offsets, dtype=np.int64)
         self.has_text = np.asarray(corpus.post_has_text)
@@ -198,14 +224,6 @@ class PairBatchCollator:
         weight = torch.cat([pos_weight, torch.ones(len(neg_u))])
         return torch.cat([pos_u, neg_u]), torch.cat([pos_v, neg_v]), label, weight
 
-    def _batch_edge_keys(self, users: torch.Tensor) -> torch.Tensor:
-        """Edge keys ``a * U + b`` (a < b, indices into ``users``) of the corpus edges among ``users``."""
-        is_member = torch.zeros(self.num_users, dtype=torch.bool)
-        is_member[users] = True
-        inside = self.edges[is_member[self.edges[:, 0]] & is_member[self.edges[:, 1]]]
-        local = torch.searchsorted(users, inside)  # users is sorted, so local order keeps a < b
-        return local[:, 0] * len(users) + local[:, 1]
-
     def sample_posts(self, users: torch.Tensor) -> tuple[np.ndarray, np.ndarray]:
         """(post index [P], batch-user index [P]): up to ``posts_per_user`` random posts of each user."""
         post_idx, post_user = [], []
@@ -228,7 +246,9 @@ class PairBatchCollator:
         pair_u, pair_v = inverse[: len(pair_u)], inverse[len(pair_u) :]
         num_extra = int(round(self.batch_negatives_per_positive * len(edge_ids)))
         if num_extra > 0:  # more negatives among users the batch encodes anyway: no extra encoder work
-            extra_u, extra_v = sample_negative_pairs(num_extra, len(users), self._batch_edge_keys(users))
+            extra_u, extra_v = sample_negative_pairs(
+                num_extra, len(users), self.edge_keys, user_ids=users, key_base=self.num_users
+            )
             pair_u, pair_v = torch.cat([pair_u, extra_u]), torch.cat([pair_v, extra_v])
             label = torch.cat([label, torch.zeros(len(extra_u))])
             weight = torch.cat([weight, torch.ones(len(extra_u))])

@@ -132,10 +132,10 @@ class TrainerConfig(BaseTrainerConfig):
         "PyG's NeighborLoader (fanouts per layer), for graphs that do not fit one process",
     )
     fanouts: tuple[int, ...] = config_field(
-        (10, 10), "neighbours sampled per node and layer (batching=neighbor; -1 = all); one per model layer"
+        (10, 5), "neighbours sampled per node and layer (batching=neighbor; -1 = all); one per model layer"
     )
     batch_size: int = config_field(
-        1024,
+        256,
         "seed nodes per mini-batch (batching=neighbor; each batch also seeds its share of pairs)",
         ge=1,
         **at_most(1 << 30),

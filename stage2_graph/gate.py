@@ -144,7 +144,16 @@ class MGate(nn.Module):
         if len(modalities) != len(self.modality_dims):
             raise ValueError(f"expected {len(self.modality_dims)} modality embeddings, got {len(modalities)}")
         inputs = torch.cat([features, *modalities], dim=-1) if modalities else features
-        scores = F.linear(inputs, self.lin.weight)
+        hidden = self.lin.weight.shape[0]
+        if self.form == "cosine" and self.pair_projections:
+            # One product for W_t, W_s and every block's P_m: the P_m sit block-diagonally under W (their
+            # block's columns), so the inputs are read once and no per-block matmul or slice is made.
+            weight = torch.cat(
+                [self.lin.weight, torch.block_diag(*(p.weight for p in self.pair_projections))]
+            )
+            scores, pair = F.linear(inputs, weight).split((hidden, weight.shape[0] - hidden), dim=-1)
+        else:
+            scores, pair = F.linear(inputs, self.lin.weight), None
         masks = list(modality_masks) if modality_masks is not None else [None] * len(modalities)
         weights = self.lin.weight.split((self.feature_dim, *self.modality_dims), dim=1)[1:]
         for embedding, mask, weight, placeholder in zip(modalities, masks, weights, self.placeholders):
@@ -164,15 +173,29 @@ class MGate(nn.Module):
         # cosine: e_uv = <[t_u, 1, beta_1 p1_u, ...], [1, s_v, p1_v, ...]> per head, with p_m the unit
         # projections, zeroed for a user without the block (so a missing end contributes exactly 0).
         ones = torch.ones_like(target).unsqueeze(-1)
-        target_parts, source_parts = [target.unsqueeze(-1), ones], [ones, source.unsqueeze(-1)]
-        blocks, block_masks = (features, *modalities), (None, *masks)
-        for slot, (index, projection) in enumerate(zip(self.pair_blocks, self.pair_projections)):
-            unit = F.normalize(projection(blocks[index]).view(-1, self.heads, self.rank), dim=-1)
-            if block_masks[index] is not None:
-                unit = unit * block_masks[index].view(-1, 1, 1).to(unit.dtype)
-            target_parts.append(unit * self.pair_scale[slot].view(1, -1, 1))
-            source_parts.append(unit)
-        return GateTerms(torch.cat(target_parts, dim=-1), torch.cat(source_parts, dim=-1))
+        if pair is None:
+            return GateTerms(
+                torch.cat([target.unsqueeze(-1), ones], -1), torch.cat([ones, source.unsqueeze(-1)], -1)
+            )
+        num_nodes, num_blocks = features.shape[0], len(self.pair_blocks)
+        # Every block's unit vectors at once: [N, blocks, H, r].
+        unit = F.normalize(pair.view(num_nodes, num_blocks, self.heads, self.rank), dim=-1)
+        block_masks = (None, *masks)
+        present = [block_masks[index] for index in self.pair_blocks]
+        if any(mask is not None for mask in present):
+            ones_n = torch.ones(num_nodes, dtype=torch.bool, device=unit.device)
+            has = torch.stack([ones_n if mask is None else mask for mask in present], dim=1)
+            unit = unit * has.to(unit.dtype).view(num_nodes, num_blocks, 1, 1)
+        scaled = unit * self.pair_scale.view(1, num_blocks, self.heads, 1)
+        if self.heads == 1:  # [N, B, 1, r] -> [N, 1, B r] is a view
+            unit, scaled = unit.view(num_nodes, 1, -1), scaled.view(num_nodes, 1, -1)
+        else:
+            unit = unit.transpose(1, 2).reshape(num_nodes, self.heads, -1)
+            scaled = scaled.transpose(1, 2).reshape(num_nodes, self.heads, -1)
+        return GateTerms(
+            torch.cat([target.unsqueeze(-1), ones, scaled], dim=-1),
+            torch.cat([ones, source.unsqueeze(-1), unit], dim=-1),
+        )
 
     def edge_logits(self, terms: GateTerms, target_index: Tensor, source_index: Tensor) -> Tensor:
         """Scores ``e_uv`` ``[P, H]`` of the messages ``source_index[p] -> target_index[p]`` (gathers)."""
@@ -188,6 +211,8 @@ class MGate(nn.Module):
     def adjacency_logits(self, terms: GateTerms, adj_t: SparseTensor) -> Tensor:
         """Scores ``[nnz, H]`` of every entry of ``adj_t`` (CSR order); the cosine form's dot products are
         one SDDMM per head (:func:`sampled_dot`), no per-edge ``[nnz, K]`` tensor."""
+        if self.form == "cosine" and self.heads == 1:  # no stack: a view
+            return sampled_dot(adj_t, terms.target[:, 0], terms.source[:, 0]).unsqueeze(1)
         if self.form == "cosine":
             return torch.stack(
                 [sampled_dot(adj_t, terms.target[:, k], terms.source[:, k]) for k in range(self.heads)], dim=1

@@ -1,12 +1,14 @@
 """``gated_spmm``: a sparse-dense product whose edge values are learned, with a parallel value gradient;
 ``sampled_dot``: per-edge dot products of two node tensors (the pair-aware gate's scores).
 
-The forward product and the gradient with respect to the dense input are torch-sparse's CSR SpMM (the
-second over the transpose, read from ``adj_t``'s cached CSC permutation, as torch-sparse's own backward
-does). The gradient with respect to the edge values is a sampled dense-dense product (SDDMM,
-``grad_value[e] = <grad_out[u], mat[v]>``): torch-sparse's CPU kernel for it runs on one thread, so on CPU
-it is delegated to ``torch.sparse.sampled_addmm``, which is parallel. Elsewhere (CUDA, half precision)
-the plain torch-sparse path is used.
+On CPU in float32/float64 every product runs on PyTorch's own CSR kernels over ``adj_t``'s index arrays (no
+copy of them): the SpMM ``torch.sparse_csr_tensor @ dense`` (forward, and the gradient with respect to the
+dense input over the transpose, read from ``adj_t``'s cached CSC permutation as torch-sparse's own backward
+does), and the SDDMM ``torch.sparse.sampled_addmm`` for the gradient with respect to the edge values
+(``grad_value[e] = <grad_out[u], mat[v]>``). Both are parallel; on the 2-core machine the CSR SpMM took 0.6x
+the CPU time of torch-sparse's ``spmm_sum`` at width 64 and 0.7x at width 26 (60,000 nodes, 1.2 million
+entries; docs/performance.md, issue 23), with equal results. Elsewhere (CUDA, half precision) torch-sparse's
+SpMM is used and autograd differentiates it.
 """
 
 from __future__ import annotations
@@ -15,36 +17,43 @@ import warnings
 
 import torch
 from torch import Tensor
-from torch_sparse import SparseStorage, SparseTensor
+from torch_sparse import SparseTensor
 
 _SDDMM_DTYPES = (torch.float32, torch.float64)
 
 
-def _transpose(adj_t: SparseTensor, value: Tensor) -> SparseTensor:
+def _csr(rowptr: Tensor, col: Tensor, value: Tensor, size: tuple[int, int]) -> Tensor:
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # "sparse CSR support is in beta"
+        return torch.sparse_csr_tensor(rowptr, col, value, size, check_invariants=False)
+
+
+def _spmm(adj_t: SparseTensor, value: Tensor, mat: Tensor) -> Tensor:
+    """``[N, C]``: ``out[u] = sum_v value[e(u, v)] mat[v]`` (PyTorch's CSR SpMM on ``adj_t``'s CSR arrays)."""
+    rowptr, col, _ = adj_t.csr()
+    return _csr(rowptr, col, value.contiguous(), adj_t.sparse_sizes()) @ mat
+
+
+def _spmm_transposed(adj_t: SparseTensor, value: Tensor, mat: Tensor) -> Tensor:
+    """``[M, C]``: ``out[v] = sum_u value[e(u, v)] mat[u]``, the product with ``adj_t``'s transpose (CSC order
+    from torch-sparse's cached ``csr2csc`` permutation and ``colptr``)."""
     storage = adj_t.storage
     csr2csc = storage.csr2csc()
     num_rows, num_cols = storage.sparse_sizes()
-    transposed = SparseStorage(
-        rowptr=storage.colptr(),
-        col=storage.row().index_select(0, csr2csc),
-        value=value.index_select(0, csr2csc),
-        sparse_sizes=(num_cols, num_rows),
-        rowcount=storage.colcount(),
-        is_sorted=True,
-        trust_data=True,
+    transposed = _csr(
+        storage.colptr(),
+        storage.row().index_select(0, csr2csc),
+        value.index_select(0, csr2csc),
+        (num_cols, num_rows),
     )
-    return SparseTensor.from_storage(transposed)
+    return transposed @ mat
 
 
 def _sddmm(adj_t: SparseTensor, left: Tensor, right: Tensor) -> Tensor:
     """``[nnz]``: ``<left[row[e]], right[col[e]]>`` for every entry ``e`` of ``adj_t`` (CSR order)."""
     rowptr, col, _ = adj_t.csr()
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # "sparse CSR support is in beta"
-        pattern = torch.sparse_csr_tensor(
-            rowptr, col, left.new_zeros(col.numel()), adj_t.sparse_sizes(), check_invariants=False
-        )
-        return torch.sparse.sampled_addmm(pattern, left, right.t(), beta=0.0).values()
+    pattern = _csr(rowptr, col, left.new_zeros(col.numel()), adj_t.sparse_sizes())
+    return torch.sparse.sampled_addmm(pattern, left, right.t(), beta=0.0).values()
 
 
 class _GatedSpmm(torch.autograd.Function):
@@ -52,17 +61,17 @@ class _GatedSpmm(torch.autograd.Function):
     def forward(ctx, value: Tensor, mat: Tensor, adj_t: SparseTensor) -> Tensor:
         ctx.adj_t = adj_t
         ctx.save_for_backward(value, mat)
-        return adj_t.set_value(value, layout="csr").matmul(mat)
+        return _spmm(adj_t, value, mat)
 
     @staticmethod
     def backward(ctx, grad_out: Tensor):
-        value, mat = (t.detach() for t in ctx.saved_tensors)  # see _SampledDot.backward
+        value, mat = (t.detach() for t in ctx.saved_tensors)
         grad_out = grad_out.contiguous()
         grad_value = grad_mat = None
         if ctx.needs_input_grad[0]:
             grad_value = _sddmm(ctx.adj_t, grad_out, mat.contiguous())
         if ctx.needs_input_grad[1]:
-            grad_mat = _transpose(ctx.adj_t, value).matmul(grad_out)
+            grad_mat = _spmm_transposed(ctx.adj_t, value, grad_out)
         return grad_value, grad_mat, None
 
 
@@ -75,15 +84,13 @@ class _SampledDot(torch.autograd.Function):
 
     @staticmethod
     def backward(ctx, grad_out: Tensor):
-        # Detached: torch-sparse's matmul would otherwise prepare its own backward for a right-hand side
-        # that requires grad, which on the transpose (no cached CSC permutation) means a sort per call.
         left, right = (t.detach() for t in ctx.saved_tensors)
         grad_out = grad_out.contiguous()
         grad_left = grad_right = None
         if ctx.needs_input_grad[0]:  # d/d left[u] = sum_v grad[e(u, v)] right[v]: an SpMM
-            grad_left = ctx.adj_t.set_value(grad_out, layout="csr").matmul(right)
+            grad_left = _spmm(ctx.adj_t, grad_out, right)
         if ctx.needs_input_grad[1]:  # d/d right[v] = sum_u grad[e(u, v)] left[u]: an SpMM over the transpose
-            grad_right = _transpose(ctx.adj_t, grad_out).matmul(left)
+            grad_right = _spmm_transposed(ctx.adj_t, grad_out, left)
         return grad_left, grad_right, None
 
 
@@ -127,13 +134,9 @@ def gated_spmm(adj_t: SparseTensor, value: Tensor, mat: Tensor) -> Tensor:
     Returns:
         ``[N, C]``.
     """
-    use_sddmm = (
-        value.requires_grad
-        and value.device.type == "cpu"
-        and value.dtype in _SDDMM_DTYPES
-        and mat.dtype == value.dtype
-        and torch.is_grad_enabled()
-    )
-    if not use_sddmm:
+    fast = value.device.type == "cpu" and value.dtype in _SDDMM_DTYPES and mat.dtype == value.dtype
+    if not fast:
         return adj_t.set_value(value, layout="csr").matmul(mat)
-    return _GatedSpmm.apply(value, mat, adj_t)
+    if torch.is_grad_enabled() and (value.requires_grad or mat.requires_grad):
+        return _GatedSpmm.apply(value, mat, adj_t)
+    return _spmm(adj_t, value, mat.contiguous())

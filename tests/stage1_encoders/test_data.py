@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from stage1_encoders.data import PairBatchCollator, Stage1DataModule, sample_negative_pairs
+from stage1_encoders.data import PairBatchCollator, Stage1DataModule, is_edge_key, sample_negative_pairs
 
 
 def _edge_set(corpus) -> set[tuple[int, int]]:
@@ -102,6 +102,76 @@ def test_negative_sampling_never_returns_linked_pairs():
     full = torch.tensor([[a, b] for a in range(3) for b in range(a + 1, 3)])
     u, v = sample_negative_pairs(5, 3, full[:, 0] * 3 + full[:, 1])
     assert len(u) == 0  # a complete graph has no negative pair
+
+
+def _isin_sampler(num_pairs: int, num_users: int, edge_keys: torch.Tensor, max_rounds: int = 50):
+    """The sampler before issue 23, kept as the reference: the same draws, checked with ``torch.isin``."""
+    got_u, got_v, have = [], [], 0
+    for _ in range(max_rounds):
+        need = num_pairs - have
+        if need <= 0 or num_users < 2:
+            break
+        u = torch.randint(num_users, (2 * need + 8,))
+        v = torch.randint(num_users, (2 * need + 8,))
+        key = torch.minimum(u, v) * num_users + torch.maximum(u, v)
+        ok = (u != v) & ~torch.isin(key, edge_keys)
+        got_u.append(u[ok][:need])
+        got_v.append(v[ok][:need])
+        have += len(got_u[-1])
+    if not got_u:
+        return torch.zeros(0, dtype=torch.long), torch.zeros(0, dtype=torch.long)
+    return torch.cat(got_u), torch.cat(got_v)
+
+
+def _random_graph(num_users: int, num_edges: int, seed: int) -> torch.Tensor:
+    """int64 [E', 2] distinct edges u < v, sorted like ``corpus.edges``."""
+    g = torch.Generator().manual_seed(seed)
+    a, b = torch.randint(num_users, (2, num_edges), generator=g)
+    keep = a != b
+    keys = torch.unique(torch.minimum(a, b)[keep] * num_users + torch.maximum(a, b)[keep])
+    return torch.stack([keys // num_users, keys % num_users], dim=1)
+
+
+def test_is_edge_key_equals_isin_on_random_keys():
+    g = torch.Generator().manual_seed(4)
+    for num_keys, high in ((0, 10), (1, 10), (50, 60), (1000, 5000), (3000, 10**12)):
+        sorted_keys = torch.randint(high, (num_keys,), generator=g).sort().values  # duplicates included
+        queries = torch.cat([torch.randint(-5, high + 5, (4000,), generator=g), sorted_keys[:100]])
+        assert torch.equal(is_edge_key(queries, sorted_keys), torch.isin(queries, sorted_keys))
+
+
+@pytest.mark.parametrize("num_users,num_edges", [(40, 300), (500, 20000), (5000, 10000)])
+def test_negative_sampler_draws_the_same_pairs_as_the_isin_reference(num_users, num_edges):
+    edges = _random_graph(num_users, num_edges, seed=num_users)
+    keys = edges[:, 0] * num_users + edges[:, 1]
+    for seed in range(3):
+        torch.manual_seed(seed)
+        expected = _isin_sampler(700, num_users, keys)
+        torch.manual_seed(seed)
+        got = sample_negative_pairs(700, num_users, keys)
+        assert torch.equal(got[0], expected[0]) and torch.equal(got[1], expected[1])
+        assert len(got[0]) == 700
+        pair = torch.minimum(*got) * num_users + torch.maximum(*got)
+        assert not torch.isin(pair, keys).any()  # no corpus edge is ever a negative
+
+
+def test_batch_negatives_draw_the_same_pairs_as_the_local_key_reference():
+    num_users = 300
+    edges = _random_graph(num_users, 6000, seed=5)
+    keys = edges[:, 0] * num_users + edges[:, 1]
+    users = torch.randperm(num_users, generator=torch.Generator().manual_seed(6))[:60].sort().values
+    is_member = torch.zeros(num_users, dtype=torch.bool)
+    is_member[users] = True
+    inside = torch.searchsorted(users, edges[is_member[edges[:, 0]] & is_member[edges[:, 1]]])
+    local_keys = inside[:, 0] * len(users) + inside[:, 1]  # the old per-batch keys, built over all edges
+    assert len(local_keys) > 20
+    torch.manual_seed(7)
+    expected = _isin_sampler(500, len(users), local_keys)
+    torch.manual_seed(7)
+    got = sample_negative_pairs(500, len(users), keys, user_ids=users, key_base=num_users)
+    assert torch.equal(got[0], expected[0]) and torch.equal(got[1], expected[1])
+    a, b = users[got[0]], users[got[1]]
+    assert not torch.isin(torch.minimum(a, b) * num_users + torch.maximum(a, b), keys).any()
 
 
 def test_datamodule_covers_every_edge_once_per_epoch(tiny_parts):

@@ -5,6 +5,7 @@ valid cache; and the same path under Lightning DDP with 2 CPU processes (slow)."
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -220,3 +221,73 @@ def test_batching_fields_are_checked_and_reach_the_cli():
     trainer = cfg.trainer
     assert (trainer.batching, trainer.fanouts, trainer.batch_size) == ("neighbor", (-1, 5), 64)
     assert (trainer.strategy, trainer.inference) == ("ddp_spawn", "full")
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="glibc's mallopt")
+def test_limit_allocator_caching_applies_on_linux_and_is_idempotent():
+    from stage2_graph.minibatch import limit_allocator_caching
+
+    assert limit_allocator_caching() is True
+    assert limit_allocator_caching() is True
+
+
+_MEMORY_SCRIPT = """
+import json, sys
+from pathlib import Path
+import torch
+from stage2_graph import GraphInputs, MaskingDataset
+from stage2_graph import minibatch
+from stage2_graph.config import ModelConfig, ObjectiveConfig, OptimConfig
+from stage2_graph.system import Stage2System
+
+torch.set_num_threads(1)
+if sys.argv[1] == "off":
+    minibatch.limit_allocator_caching = lambda *a, **k: False
+num_nodes, num_edges = 10_000, 100_000
+g = torch.Generator().manual_seed(0)
+a, b = torch.randint(num_nodes, (2, num_edges), generator=g)
+keys = torch.unique((torch.minimum(a, b) * num_nodes + torch.maximum(a, b))[a != b])
+edges = torch.stack([keys // num_nodes, keys % num_nodes], 1)  # u < v, unique, as the corpus gives them
+masks = [torch.rand(num_nodes, generator=g) > 0.1 for _ in range(2)]
+inputs = GraphInputs(
+    features=torch.randn(num_nodes, 16, generator=g), edges=edges, fingerprint="memory",
+    modalities=tuple(torch.randn(num_nodes, 64, generator=g) * m[:, None] for m in masks),
+    modality_masks=tuple(masks),
+)
+system = Stage2System(inputs, ModelConfig(), ObjectiveConfig(), OptimConfig())
+dataset = MaskingDataset(num_nodes, system.structure.edge_pairs, seed=0)
+optimizer = system.configure_optimizers()
+rss, epoch = [], 0
+while len(rss) < 200:
+    for batch in minibatch.NeighborBatches(system.structure, dataset, [10, 10], 1024, epoch=epoch):
+        optimizer.zero_grad()
+        system.compute_losses(batch)["loss"].backward()
+        optimizer.step()
+        status = Path("/proc/self/status").read_text().splitlines()
+        rss.append(next(int(line.split()[1]) for line in status if line.startswith("VmRSS:")) / 1024)
+        if len(rss) == 200:
+            break
+    epoch += 1
+print(json.dumps(rss))
+"""
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc and sets glibc's mallopt")
+def test_minibatch_training_memory_levels_off_over_200_steps():
+    """200 mini-batch steps (10 epochs of 20 batches of varying size, 10^4 nodes, 10^5 edges) in a fresh
+    process: with ``limit_allocator_caching`` the resident set stops growing (issue 23)."""
+    env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"}
+    env.pop("MALLOC_MMAP_THRESHOLD_", None)
+    out = subprocess.run(
+        [sys.executable, "-c", _MEMORY_SCRIPT, "on"],
+        check=True,
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=REPO,
+    ).stdout
+    rss = json.loads(out.strip().splitlines()[-1])
+    assert len(rss) == 200
+    growth = rss[-1] - rss[99]
+    assert growth < 50, f"resident set grew {growth:.0f} MiB over steps 100-200: {rss[::20]}"

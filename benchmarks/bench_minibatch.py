@@ -1,0 +1,148 @@
+"""Stage 2's mini-batch path (``trainer.batching=neighbor``): how much of the graph a batch touches, and whether
+the resident memory levels off (issue 23).
+
+``share``: for each ``batch_size x fanouts`` setting, samples batches of one epoch (no training) on the
+random graph of ``bench_gnn.py`` (nodes = edges / 10) and prints nodes and sampled edges per batch, as a share
+of the graph, and batches per epoch.
+
+``memory``: trains ``--steps`` mini-batch steps of the default model (masks, sampling, forward, losses,
+backward, optimizer step; epochs repeat as needed), each arm in its own process, with
+:func:`stage2_graph.minibatch.limit_allocator_caching` (the default) and without it, and prints the resident
+set (VmRSS) along the way and its growth over the second half of the steps.
+
+    nice -n 10 python benchmarks/bench_minibatch.py share --edges 1000000
+    nice -n 10 python benchmarks/bench_minibatch.py memory --edges 200000 --steps 200
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from bench_gnn import _scaling_inputs, _status_kib  # noqa: E402
+
+from stage2_graph import MaskingDataset  # noqa: E402
+from stage2_graph import minibatch as minibatch_module  # noqa: E402
+from stage2_graph.config import ModelConfig, ObjectiveConfig, OptimConfig  # noqa: E402
+from stage2_graph.minibatch import NeighborBatches  # noqa: E402
+from stage2_graph.system import Stage2System  # noqa: E402
+
+
+def parse_setting(text: str) -> tuple[int, list[int]]:
+    """``"256:10,5"`` -> (256, [10, 5])."""
+    size, fanouts = text.split(":")
+    return int(size), [int(f) for f in fanouts.split(",")]
+
+
+def share(args) -> None:
+    inputs = _scaling_inputs(args.edges)
+    system = Stage2System(inputs, ModelConfig(), ObjectiveConfig(), OptimConfig())
+    structure = system.structure
+    dataset = MaskingDataset(inputs.num_nodes, structure.edge_pairs, seed=0)
+    directed = 2 * structure.num_edges
+    print(f"{inputs.num_nodes:,} nodes, {structure.num_edges:,} undirected edges ({directed:,} directed)")
+    header = ("batch_size", "fanouts", "batches", "seeds", "nodes/batch", "node share", "edges/batch",
+              "edge share", "sample ms")  # fmt: skip
+    print(" ".join(f"{h:>12}" for h in header))
+    for setting in args.settings:
+        batch_size, fanouts = parse_setting(setting)
+        batches = NeighborBatches(structure, dataset, fanouts, batch_size)
+        seeds, nodes, edges = [], [], []
+        start = time.perf_counter()
+        count = min(args.batches, len(batches))
+        for index in range(count):
+            batch = batches[index]
+            seeds.append(batch["num_seeds"])
+            nodes.append(batch["n_id"].numel())
+            edges.append(batch["edge_index"].shape[1])
+        ms = (time.perf_counter() - start) / count * 1e3
+        mean = {name: sum(v) / len(v) for name, v in (("seeds", seeds), ("nodes", nodes), ("edges", edges))}
+        values = (batch_size, " ".join(map(str, fanouts)), len(batches), f"{mean['seeds']:,.0f}",
+                  f"{mean['nodes']:,.0f}", f"{mean['nodes'] / inputs.num_nodes:.1%}", f"{mean['edges']:,.0f}",
+                  f"{mean['edges'] / directed:.1%}", f"{ms:.1f}")  # fmt: skip
+        print(" ".join(f"{v:>12}" for v in values))
+
+
+def memory_worker(args) -> dict:
+    torch.set_num_threads(args.threads)
+    if args.no_fix:
+        minibatch_module.limit_allocator_caching = lambda *a, **k: False
+    inputs = _scaling_inputs(args.edges)
+    system = Stage2System(inputs, ModelConfig(), ObjectiveConfig(), OptimConfig())
+    dataset = MaskingDataset(inputs.num_nodes, system.structure.edge_pairs, seed=0)
+    optimizer = system.configure_optimizers()
+    batch_size, fanouts = parse_setting(args.settings[0])
+    rss, step, epoch, start = [], 0, 0, time.perf_counter()
+    while step < args.steps:
+        for batch in NeighborBatches(system.structure, dataset, fanouts, batch_size, epoch=epoch):
+            optimizer.zero_grad()
+            system.compute_losses(batch)["loss"].backward()
+            optimizer.step()
+            rss.append(_status_kib("VmRSS") / 1024)
+            step += 1
+            if step == args.steps:
+                break
+        epoch += 1
+    return {"rss_mib": rss, "seconds": time.perf_counter() - start, "peak_mib": _status_kib("VmHWM") / 1024}
+
+
+def memory(args) -> None:
+    load = " ".join(Path("/proc/loadavg").read_text().split()[:3])
+    print(f"load average before: {load}; {args.steps} steps, batch_size:fanouts {args.settings[0]}")
+    rows = {}
+    for arm in ("limit_allocator_caching", "glibc default"):
+        command = [sys.executable, __file__, "memory", "--worker", "--edges", str(args.edges), "--steps",
+                   str(args.steps), "--threads", str(args.threads), "--settings", args.settings[0]]  # fmt: skip
+        if arm == "glibc default":
+            command.append("--no-fix")
+        out = subprocess.run(command, check=True, capture_output=True, text=True).stdout
+        rows[arm] = json.loads(out.strip().splitlines()[-1])
+    marks = sorted({0, args.steps // 4, args.steps // 2, 3 * args.steps // 4, args.steps - 1})
+    print(f"{'arm':>24} " + " ".join(f"{'step ' + str(m + 1):>10}" for m in marks)
+          + f" {'growth 2nd half':>16} {'per step':>9} {'peak':>7} {'s/step':>7}")  # fmt: skip
+    for arm, row in rows.items():
+        rss = row["rss_mib"]
+        half = len(rss) // 2
+        growth = rss[-1] - rss[half]
+        print(f"{arm:>24} " + " ".join(f"{rss[m]:>10.0f}" for m in marks)
+              + f" {growth:>16.0f} {growth / max(1, len(rss) - 1 - half):>9.2f} {row['peak_mib']:>7.0f}"
+              f" {row['seconds'] / len(rss):>7.2f}")  # fmt: skip
+    print(f"(MiB; load average after: {' '.join(Path('/proc/loadavg').read_text().split()[:3])})")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("mode", choices=["share", "memory"])
+    parser.add_argument("--edges", type=int, default=1_000_000, help="undirected edges (nodes = edges / 10)")
+    parser.add_argument(
+        "--settings",
+        nargs="+",
+        default=["1024:10,10", "512:10,5", "256:10,10", "256:10,5", "256:5,5", "128:10,5"],
+        help="batch_size:fanouts settings (memory: the first)",
+    )
+    parser.add_argument("--batches", type=int, default=20, help="share: batches sampled per setting")
+    parser.add_argument("--steps", type=int, default=200, help="memory: training steps per arm")
+    parser.add_argument("--threads", type=int, default=2, help="torch threads (memory)")
+    parser.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--no-fix", action="store_true", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.mode == "share":
+        share(args)
+    elif args.worker:
+        print(json.dumps(memory_worker(args)))
+    else:
+        memory(args)
+
+
+if __name__ == "__main__":
+    main()

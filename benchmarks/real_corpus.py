@@ -4,48 +4,50 @@ The synthetic generator (corpus/synthetic) plants every property it tests. This 
 generative but takes the content from two real, openly licensed collections that Debian ships:
 
 * captions: WordNet 3.0 noun glosses (``apt-get install wordnet-base``: ``/usr/share/wordnet/data.noun``),
-  grouped by lexicographer file (``noun.animal``, ``noun.food``, ...; the two-digit ``lex_filenum`` of each
+  grouped by lexicographer file (``noun.animal``, ``noun.food``, ...: the two-digit ``lex_filenum`` of each
   synset line, numbered as in WordNet's lexnames(5WN));
-* images: Tux Paint's stamps (``apt-get install tuxpaint-stamps-default``: ``/usr/share/tuxpaint/stamps``), the
-  PNG files of each category folder (SVG stamps are skipped; pre-mirrored ``*_mirror.png`` copies too).
+* images: Tux Paint's stamps (``apt-get install tuxpaint-stamps-default``: ``/usr/share/tuxpaint/stamps``),
+  the PNG files of each category folder (SVG stamps and the pre-mirrored ``*_mirror.png`` copies skipped).
 
-**Topics.** Each of the K topics (``TOPICS``, 8 by default) is one lexicographer file for its captions and one or
-a few stamp categories for its images (e.g. ``animals`` = ``noun.animal`` + ``animals/``). A generic pool that no
-topic owns (captions of ``noun.attribute``, ``noun.cognition``, ``noun.feeling``, ``noun.state``; the ``symbols``
-and ``people`` stamps) stands for posts that say nothing about the user's interest.
+**Topics.** Each of the K topics (``TOPICS``, 8 by default) is one lexicographer file for its captions and one
+or a few stamp categories for its images (e.g. ``animals`` = ``noun.animal`` + ``animals/``). A generic pool
+that no topic owns (captions of ``noun.attribute``, ``noun.cognition``, ``noun.feeling``, ``noun.state``; the
+``symbols`` and ``people`` stamps) stands for posts that say nothing about the user's interest.
 
 **Users and posts.** Topic sizes are mildly unequal (weights ``1 / sqrt(rank + 1)``, exact counts by largest
 remainder, so every topic has users). Each user has a secondary topic and a latent activity ``a ~ N(0, 1)``;
-``no_post_share`` users post nothing, the others ``1 + Poisson((posts_per_user - 1) * exp(0.5 a - 0.125))``
-posts. A post is about the user's topic, or with ``off_topic_share`` about another one (the secondary topic with
-``secondary_share``, else a random one). A user is *text-generic* with ``generic_text_user_share`` and then
-``generic_rate`` of their captions come from the generic pool (``generic_background_rate`` for everyone else);
-image-generic users likewise, drawn independently, so for some users only one modality tells the topic. A
-caption is one gloss of a random synset of the post's lexicographer file (quotes removed), prefixed with one of
-its lemmas (``"koala: sluggish tailless Australian ..."``) with ``lemma_share``; ``empty_text_share`` of the
-captions are empty and ``no_image_share`` of the posts have no image. Every post gets its own image file: a
-random stamp of the post's pool composited on a random light background (independent of the topic), scaled to
-60-100% of ``image_size``, at a random offset, mirrored with probability 1/2.
+``no_post_share`` users post nothing, the others ``1 + Poisson((posts_per_user - 1) exp(0.5 a - 0.125))``
+posts. A post is about the user's topic, or with ``off_topic_share`` about another one (the secondary topic
+with ``secondary_share``, else a random one). A user is *text-generic* with ``generic_text_user_share`` and
+then ``generic_rate`` of their captions come from the generic pool (``generic_background_rate`` for everyone
+else); image-generic users likewise, drawn independently, so for some users only one modality tells the
+topic. A caption is the gloss of a random synset of the post's lexicographer file (quotes removed), prefixed
+with one of its lemmas (``"koala: sluggish tailless Australian ..."``) with ``lemma_share``;
+``empty_text_share`` of the captions are empty and ``no_image_share`` of the posts have no image. Every post
+gets its own image file: a random stamp of the post's pool composited on a random light background
+(independent of the topic), scaled to 60-100% of ``image_size``, at a random offset, mirrored with probability
+1/2. File names say nothing about the topic.
 
 **Graph.** The project's degree-corrected stochastic block model (``corpus.synthetic.graph.dcsbm_edges``):
 ``avg_degree * N / 2`` distinct edges whose endpoints are drawn proportionally to a Pareto propensity (tail
 exponent ``degree_exponent``) times ``exp(0.4 a)``, so active users have more links; exactly
-``round(homophily * E)`` edges join users of the same topic (default 0.55: far from ceiling), and a cross-topic
-edge goes to the first user's secondary topic with ``cross_edge_affinity``.
+``round(homophily * E)`` edges join users of the same topic (default 0.55: far from ceiling), and a
+cross-topic edge goes to the first user's secondary topic with ``cross_edge_affinity``.
 
 **fans and statistics.** ``log fans = 4 + 0.6 z(log(1 + degree)) + 0.4 a + pop[topic] + 0.5 eps``, with a
-per-topic popularity ``pop ~ N(0, 0.5^2)``: degree, activity and topic each explain part of it, noise the rest.
-The numeric columns of ``users.csv`` are ``posts`` (count), ``mean_caption_words``, ``image_share``,
+per-topic popularity ``pop ~ N(0, 0.5^2)``: degree, activity and topic each explain part of it, noise the
+rest. The numeric columns of ``users.csv`` are ``posts`` (count), ``mean_caption_words``, ``image_share``,
 ``posts_per_week = exp(0.6 a + 0.4 eps)``, ``account_age_days = 365 exp(0.3 a + 0.5 eps)`` and
-``likes_per_post = exp(1 + 0.3 z(log fans) + 0.8 eps)``: related to activity and fans, barely to the topic
-(only through caption lengths, which differ between lexicographer files).
+``likes_per_post = exp(1 + 0.3 z(log(1 + fans)) + 0.8 eps)``: related to activity and fans, barely to the
+topic (only through caption lengths, which differ between lexicographer files).
 
 Same seed, same installed packages: byte-identical files. The script loads its output with
 ``corpus.load_corpus`` (and fails if the reader refuses it), writes ``_real_corpus.json`` (knobs, topic map,
-sources, sizes, measured homophily; the reader ignores it) and, with ``--probe``, prints how separable the topics
-are from text alone (logistic regression on per-user TF-IDF of the captions) and from images alone (the
-generator probes' colour + spectrum features), 5-fold cross-validated macro-F1. Documented in docs/bridge.md,
-"The real-text testbed".
+sources, pool sizes, counts, measured homophily; the reader ignores it) and, with ``--probe``, prints how
+separable the topics are from text alone (logistic regression on per-user TF-IDF of the captions), from
+images alone (the generator probes' colour + spectrum features) and from X, 5-fold cross-validated macro-F1.
+``--overwrite`` replaces the files it writes (``users.csv``, ``posts.jsonl``, ``edges.csv``, ``images/``,
+``_real_corpus.json``). Measured figures: docs/bridge.md, "The real-text testbed".
 
     python benchmarks/real_corpus.py --out runs/real_corpus --users 1000 --seed 0 [--probe]
 """
@@ -344,8 +346,8 @@ def build(
     cfg = cfg or RealCorpusConfig()
     sizes = _topic_sizes(cfg.num_users, len(cfg.topics))
     if len(cfg.topics) < 2 or sizes.min() < 5:
-        raise ValueError(f"need at least 2 topics and 5 users in the smallest one; {cfg.num_users} users give "
-                         f"{sizes.tolist()} over {len(cfg.topics)} topics")  # fmt: skip
+        raise ValueError(f"need at least 2 topics and 5 users in the smallest one; {cfg.num_users} users "
+                         f"give {sizes.tolist()} over {len(cfg.topics)} topics")  # fmt: skip
     out = Path(out_dir)
     glosses = read_glosses(
         Path(wordnet_dir) / "data.noun", [t.lexfile for t in cfg.topics] + list(GENERIC_LEXFILES)
@@ -395,8 +397,8 @@ def build(
 
 def probe(corpus: Corpus, seed: int = 0) -> dict[str, float]:
     """5-fold cross-validated topic macro-F1 of a logistic regression on per-user TF-IDF of all captions
-    (``text``), on the colour + spectrum image features of corpus/synthetic/probes.py (``image``), on both, and
-    on the statistics X (``X``)."""
+    (``text``), on the colour + spectrum image features of corpus/synthetic/probes.py (``image``), on both
+    (``image+text``), and on the statistics X (``X``)."""
     from scipy.sparse import csr_matrix, hstack
     from sklearn.feature_extraction.text import TfidfVectorizer
     from sklearn.linear_model import LogisticRegression

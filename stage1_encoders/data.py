@@ -224,7 +224,9 @@ class PairBatchCollator:
         """One neighbour per user (int64 [n]), drawn with probability proportional to the edge weight
         (uniformly when the user's edges weigh 0 in total). Every user must have an edge."""
         start, end = self.nbr_offsets[users], self.nbr_offsets[users + 1]
-        before = torch.where(start > 0, self.nbr_cum[(start - 1).clamp(min=0)], torch.zeros(len(users)).double())
+        before = torch.where(
+            start > 0, self.nbr_cum[(start - 1).clamp(min=0)], torch.zeros(len(users)).double()
+        )
         total = self.nbr_cum[end - 1] - before
         draw = before + torch.rand(len(users), dtype=torch.float64) * total
         pick = torch.searchsorted(self.nbr_cum, draw, right=True)

@@ -97,7 +97,9 @@ class TextEncoder(nn.Module):
         input_ids, attention_mask [B, L], posts int64 [B] (corpus post indices, optional) -> [B, dim]
     """
 
-    def __init__(self, mlm_model: PreTrainedModel, pooling: TextPooling = "cls", tuned_layers: int | None = None):
+    def __init__(
+        self, mlm_model: PreTrainedModel, pooling: TextPooling = "cls", tuned_layers: int | None = None
+    ):
         super().__init__()
         if pooling not in ("cls", "mean"):
             raise ValueError(f"text pooling must be 'cls' or 'mean', got {pooling!r}")
@@ -230,10 +232,17 @@ class LowerStates:
 
     def key(self) -> tuple:
         digest = tuple(
-            round(float(p.detach().double().sum()), 6) for m in self.encoder.frozen_modules() for p in m.parameters()
+            round(float(p.detach().double().sum()), 6)
+            for m in self.encoder.frozen_modules()
+            for p in m.parameters()
         )
         corpus = self.prep.corpus
-        return (getattr(corpus, "fingerprint", id(corpus)), self.prep.max_length, self.encoder.num_frozen, digest)
+        return (
+            getattr(corpus, "fingerprint", id(corpus)),
+            self.prep.max_length,
+            self.encoder.num_frozen,
+            digest,
+        )
 
     def compute(self) -> None:
         key = self.key()

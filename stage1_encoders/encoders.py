@@ -8,6 +8,7 @@ come from ``TextEncoder.mlm_logits``; the losses live in ``stage1_encoders.losse
 from __future__ import annotations
 
 import logging
+import time
 from pathlib import Path
 from typing import Any
 
@@ -248,7 +249,14 @@ class LowerStates:
         key = self.key()
         if key not in _LOWER_STATES_MEMO:
             _LOWER_STATES_MEMO.clear()  # one corpus at a time
+            started = time.perf_counter()
             _LOWER_STATES_MEMO[key] = self._run()
+            log.info(
+                "stage 1: hidden states of the %d frozen text layers computed for every caption in %.1f s "
+                "(reused by later rounds and seeds in this process)",
+                self.encoder.num_frozen,
+                time.perf_counter() - started,
+            )
         self.states, self.offsets = _LOWER_STATES_MEMO[key]
 
     def _run(self) -> tuple[torch.Tensor, torch.Tensor]:

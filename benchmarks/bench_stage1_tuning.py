@@ -3,7 +3,8 @@ are ratios against a peer (the tiny default) measured alongside:
 
 - ``lower_states_s``: computing the frozen lower layers' states of every caption (``--text-tuned-layers``);
 - ``step_s``: one optimizer step (forward, backward, AdamW) on pre-collated batches, median of ``--steps``;
-- ``export_s``: encoding every post and pooling per user (the export), lower states already cached.
+- ``export_s``: encoding every post and pooling per user (the export), lower states already cached; for the
+  peer (the first variant) and the variants with cached lower states only.
 
     python benchmarks/bench_stage1_tuning.py --corpus runs/default/corpus --steps 8
 
@@ -91,7 +92,9 @@ def main() -> None:
             if i > 0:  # the first step warms up
                 times.append(time.perf_counter() - started)
         export_s = float("nan")
-        if not args.no_export:
+        # the export of a fully tuned pretrained encoder is its plain forward: timed for the peer and the
+        # cached variants only (docs/stage1.md gives the full one's)
+        if not args.no_export and (not rows or text._lower_states is not None):
             started = time.perf_counter()
             export_user_embeddings(
                 system.image_encoder, text, parts.prep, batch_size=cfg.data.export_batch_size

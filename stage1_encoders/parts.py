@@ -38,6 +38,9 @@ def build_parts(
     )
     text_encoder = build_text_encoder(cfg.model, tokenizer, load_weights=payload is None)
     lc, oc = cfg.losses, cfg.optim
+    # InfoNCE batches are anchor users with sampled neighbours; without a GCL term (the no-alignment baseline)
+    # the batches stay edges + uniform negatives, so that baseline does not depend on gcl_form
+    infonce = lc.gcl_form == "infonce" and (lc.gcl_image_weight > 0 or lc.gcl_text_weight > 0)
     system = Stage1System(
         image_encoder,
         text_encoder,
@@ -72,14 +75,14 @@ def build_parts(
         corpus,
         prep,
         # InfoNCE's negatives are the other anchors' neighbours: uniform negative pairs would only cost encoding
-        negatives_per_positive=0.0 if lc.gcl_form == "infonce" else cfg.data.negatives_per_positive,
+        negatives_per_positive=0.0 if infonce else cfg.data.negatives_per_positive,
         batch_negatives_per_positive=cfg.data.batch_negatives_per_positive,
         posts_per_user=cfg.data.posts_per_user,
         mlm=lc.lm_weight > 0,
         mlm_probability=lc.mlm_probability,
         edge_weight=edge_weight,
-        positives="neighbours" if lc.gcl_form == "infonce" else "edges",
-        common_neighbours=lc.gcl_form == "infonce" and lc.gcl_soft_targets > 0,
+        positives="neighbours" if infonce else "edges",
+        common_neighbours=infonce and lc.gcl_soft_targets > 0,
     )
     if (
         cfg.model.text_tuned_layers is not None

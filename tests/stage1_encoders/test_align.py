@@ -280,3 +280,16 @@ def test_minilm_fit_and_export_offline(tiny_corpus, tmp_path, monkeypatch):
     )
     _, seen = fit_with_probe(full, monkeypatch)
     assert seen["calls"] == 1 and seen["eval"] == set()
+
+
+def test_infonce_batches_only_when_a_gcl_term_is_on(tiny_corpus, tmp_path):
+    corpus = load_corpus(tiny_corpus)
+    losses = {"ita_dim": 16, "gcl_hidden_dim": 16, "gcl_form": "infonce"}
+    on = build_parts(tiny_config(tiny_corpus, tmp_path / "c", tmp_path / "o", losses=losses), corpus)
+    assert (
+        on.datamodule.collator.positives == "neighbours"
+        and on.datamodule.collator.negatives_per_positive == 0
+    )
+    no_gcl = {**losses, "gcl_image_weight": 0.0, "gcl_text_weight": 0.0}
+    off = build_parts(tiny_config(tiny_corpus, tmp_path / "c", tmp_path / "o", losses=no_gcl), corpus)
+    assert off.datamodule.collator.positives == "edges" and off.datamodule.num_edges == corpus.num_edges

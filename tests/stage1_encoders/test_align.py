@@ -293,3 +293,13 @@ def test_infonce_batches_only_when_a_gcl_term_is_on(tiny_corpus, tmp_path):
     no_gcl = {**losses, "gcl_image_weight": 0.0, "gcl_text_weight": 0.0}
     off = build_parts(tiny_config(tiny_corpus, tmp_path / "c", tmp_path / "o", losses=no_gcl), corpus)
     assert off.datamodule.collator.positives == "edges" and off.datamodule.num_edges == corpus.num_edges
+
+
+def test_pretrained_bridge_preset_is_a_valid_stage1_config():
+    import json
+    from pathlib import Path
+
+    preset = json.loads((Path(__file__).parents[2] / "bridge/presets/pretrained.json").read_text())
+    cfg = Stage1Config.from_dict({"corpus": "c", "cache_dir": "x", **preset["stage1"]})
+    assert cfg.model.text_model == "minilm" and cfg.model.text_pooling == "mean"
+    assert cfg.model.text_tuned_layers == 1 and cfg.losses.gcl_form == "infonce"

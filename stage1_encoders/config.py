@@ -19,7 +19,8 @@ from mmga_common.trainer import TrainerConfig as BaseTrainerConfig
 TextModel = Literal["tiny", "minilm", "pretrained"]
 EdgeWeightNormalize = Literal["mean", "none"]
 TextFeatureInput = Literal["masked", "clean"]
-GclForm = Literal["mlp", "cosine"]
+GclForm = Literal["mlp", "cosine", "infonce"]
+TextPooling = Literal["cls", "mean"]
 
 
 @dataclass
@@ -61,6 +62,18 @@ class ModelConfig:
     max_text_length: int = config_field(
         32, "captions are truncated to this many tokens (incl. [CLS] and [SEP])", ge=3, **at_most(65536)
     )
+    text_pooling: TextPooling = config_field(
+        "cls",
+        "R^T of a caption: cls = the [CLS] hidden state (BERT's pre-training); mean = the mean of the last "
+        "hidden states over non-padding tokens (how sentence-transformers models such as MiniLM were trained)",
+    )
+    text_tuned_layers: int | None = config_field(
+        None,
+        "train only the top k transformer layers of the text encoder (and its MLM head); the embeddings and "
+        "lower layers are frozen and their hidden states of every clean caption are computed once per corpus "
+        "and reused by training and export. none = every layer is trained",
+        ge=1,
+    )
 
 
 @dataclass
@@ -92,8 +105,17 @@ class LossConfig:
     )
     gcl_form: GclForm = config_field(
         "mlp",
-        "GCL pair score: mlp = the paper's eq. 7, MLP(R_u || R_v); cosine = s cos(R_u, R_v) + b (two "
-        "parameters: linked users' embeddings themselves are pulled together)",
+        "GCL form: mlp = the paper's eq. 7-8, BCE on MLP(R_u || R_v); cosine = BCE on s cos(R_u, R_v) + b; "
+        "infonce = symmetric InfoNCE over the batch's users (positive: a neighbour sampled by edge weight, "
+        "negatives: the other users in the batch) on a 2-layer MLP projection, with a learnable capped scale",
+    )
+    gcl_embed_dim: int = config_field(64, "infonce: output dimension of the GCL projection heads", ge=1)
+    gcl_soft_targets: float = config_field(
+        0.0,
+        "infonce: share of each row's target spread over the batch's candidates in proportion to their common "
+        "neighbours with the anchor (as ConGraT; against false negatives on homophilous graphs); 0 = one-hot",
+        ge=0.0,
+        le=1.0,
     )
     text_feature_input: TextFeatureInput = config_field(
         "masked",
@@ -221,6 +243,9 @@ class Stage1Config(TypedConfig):
                 "model.text_heads",
                 f"text_hidden_size {self.model.text_hidden_size} is not divisible by {self.model.text_heads} heads",
             )
+        if self.model.text_tuned_layers is not None and self.model.text_model == "tiny":
+            if self.model.text_tuned_layers > self.model.text_layers:
+                fail("model.text_tuned_layers", f"exceeds text_layers ({self.model.text_layers})")
         if self.model.text_model == "pretrained" and not self.model.text_name_or_path:
             fail("model.text_name_or_path", "text_model=pretrained needs a hub name or local folder")
         weights = (

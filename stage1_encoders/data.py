@@ -175,6 +175,12 @@ class PairBatchCollator:
         text_post_user int64 [T]; pixel_values [I, 3, H, W]; image_post_user int64 [I];
         ita_text_row, ita_image_row int64 [Q]; pair_u, pair_v int64 [B] (indices into the U batch users);
         pair_label float32 [B]; pair_weight float32 [B]; users int64 [U] (corpus indices); num_users int U; num_posts int P.
+
+    ``positives="neighbours"`` (the InfoNCE form of GCL) makes the items anchor users instead of edges (every user
+    with an edge once per epoch, ``num_items`` of them): each anchor's positive is one of its neighbours drawn
+    with probability proportional to ``edge_weight`` (uniformly without it, or when all its edges weigh 0), and
+    positives carry weight 1. ``common_neighbours`` adds ``pair_common`` float32 [P, P]: the number of common
+    neighbours of positive pair i's first user and positive pair j's second user (P positives, first in B).
     """
 
     def __init__(
@@ -188,7 +194,11 @@ class PairBatchCollator:
         mlm: bool = True,
         mlm_probability: float = 0.15,
         edge_weight: np.ndarray | None = None,
+        positives: str = "edges",
+        common_neighbours: bool = False,
     ):
+        if positives not in ("edges", "neighbours"):
+            raise ValueError(f"positives must be 'edges' or 'neighbours', got {positives!r}")
         self.prep = preprocessor
         self.num_users = corpus.num_users
         self.edges = torch.as_tensor(corpus.edges, dtype=torch.long).reshape(-1, 2)
@@ -208,11 +218,61 @@ class PairBatchCollator:
         vocab = torch.arange(len(tok))
         self.random_token_ids = vocab[~torch.isin(vocab, self.special_ids)]
         self.mask_token_id = tok.mask_token_id
+        self.positives = positives
+        self.common_neighbours = common_neighbours
+        if positives == "neighbours" or common_neighbours:
+            self._build_neighbours()
+
+    def _build_neighbours(self) -> None:
+        """CSR of the symmetric graph (both directions of each edge, with its weight) and its binary matrix."""
+        import scipy.sparse as sp
+
+        src = torch.cat([self.edges[:, 0], self.edges[:, 1]])
+        dst = torch.cat([self.edges[:, 1], self.edges[:, 0]])
+        weight = torch.ones(len(self.edges)) if self.edge_weight is None else self.edge_weight
+        weight = torch.cat([weight, weight]).double()
+        order = torch.argsort(src, stable=True)
+        self.nbr, self.nbr_weight = dst[order], weight[order]
+        degree = torch.bincount(src, minlength=self.num_users)
+        self.nbr_offsets = torch.zeros(self.num_users + 1, dtype=torch.long)
+        self.nbr_offsets[1:] = torch.cumsum(degree, 0)
+        self.nbr_cum = torch.cumsum(self.nbr_weight, 0)
+        self.anchors = torch.nonzero(degree > 0).squeeze(1)
+        ones = np.ones(len(src), dtype=np.float32)
+        self.adjacency = sp.csr_matrix((ones, (src.numpy(), dst.numpy())), shape=(self.num_users,) * 2)
+
+    @property
+    def num_items(self) -> int:
+        """Items of one epoch: corpus edges, or anchor users (users with an edge) for ``positives="neighbours"``."""
+        return len(self.anchors) if self.positives == "neighbours" else len(self.edges)
+
+    def sample_neighbours(self, users: torch.Tensor) -> torch.Tensor:
+        """One neighbour per user (int64 [n]), drawn with probability proportional to the edge weight
+        (uniformly when the user's edges weigh 0 in total). Every user must have an edge."""
+        start, end = self.nbr_offsets[users], self.nbr_offsets[users + 1]
+        before = torch.where(
+            start > 0, self.nbr_cum[(start - 1).clamp(min=0)], torch.zeros(len(users)).double()
+        )
+        total = self.nbr_cum[end - 1] - before
+        draw = before + torch.rand(len(users), dtype=torch.float64) * total
+        pick = torch.searchsorted(self.nbr_cum, draw, right=True)
+        uniform = start + (torch.rand(len(users)) * (end - start)).long()
+        pick = torch.where(total > 0, pick, uniform)
+        return self.nbr[torch.minimum(torch.maximum(pick, start), end - 1)]
 
     def sample_pairs(
         self, edge_ids: torch.Tensor
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
         """(u [B], v [B], label [B], weight [B]) in corpus user indices: positives first, then negatives."""
+        if self.positives == "neighbours":
+            pos_u = self.anchors[edge_ids]
+            pos_v = self.sample_neighbours(pos_u)
+            neg_u, neg_v = sample_negative_pairs(
+                int(round(self.negatives_per_positive * len(pos_u))), self.num_users, self.edge_keys
+            )
+            label = torch.cat([torch.ones(len(pos_u)), torch.zeros(len(neg_u))])
+            weight = torch.ones(len(label))
+            return torch.cat([pos_u, neg_u]), torch.cat([pos_v, neg_v]), label, weight
         pos = self.edges[edge_ids]
         flip = torch.rand(len(pos)) < 0.5  # the pair MLP is not symmetric: show both orders
         pos_u = torch.where(flip, pos[:, 1], pos[:, 0])
@@ -252,6 +312,13 @@ class PairBatchCollator:
             pair_u, pair_v = torch.cat([pair_u, extra_u]), torch.cat([pair_v, extra_v])
             label = torch.cat([label, torch.zeros(len(extra_u))])
             weight = torch.cat([weight, torch.ones(len(extra_u))])
+        common = None
+        if self.common_neighbours:
+            positive = label > 0
+            first, second = users[pair_u[positive]].numpy(), users[pair_v[positive]].numpy()
+            common = torch.from_numpy(
+                (self.adjacency[first] @ self.adjacency[second].T).toarray().astype(np.float32)
+            )
         post_idx, post_user = self.sample_posts(users)
         has_text = self.has_text[post_idx]
         has_image = self.has_image[post_idx]
@@ -275,6 +342,8 @@ class PairBatchCollator:
             "num_users": len(users),
             "num_posts": len(post_idx),
         }
+        if common is not None:
+            batch["pair_common"] = common
         if self.mlm:
             maskable = maskable_positions(input_ids, attention_mask, self.special_ids)
             batch["mlm_input_ids"], batch["mlm_labels"] = mask_tokens(

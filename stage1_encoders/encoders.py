@@ -1,25 +1,27 @@
 """The two encoders, as thin wrappers around open_clip (image) and transformers (text).
 
 Both return features only: ``ImageEncoder(pixels [B, 3, H, W]) -> R^I [B, Di]`` (the visual tower's pooled
-output) and ``TextEncoder(input_ids, attention_mask) -> R^T [B, Dt]`` (the [CLS] hidden state). The MLM logits
+output) and ``TextEncoder(input_ids, attention_mask) -> R^T [B, Dt]`` (the [CLS] state or the token mean). The MLM logits
 come from ``TextEncoder.mlm_logits``; the losses live in ``stage1_encoders.losses``.
 """
 
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import open_clip
 import torch
 from torch import nn
 from transformers import AutoConfig, AutoModelForMaskedLM, BertConfig, BertForMaskedLM, PreTrainedModel
 from transformers import logging as hf_logging
 
-from stage1_encoders.config import ModelConfig
+from stage1_encoders.config import ModelConfig, TextPooling
 
 log = logging.getLogger(__name__)
 
@@ -102,33 +104,115 @@ def no_random_init_notice() -> Iterator[None]:
 
 
 class TextEncoder(nn.Module):
-    """A transformers masked-LM model; ``forward`` returns the [CLS] hidden state, ``mlm_logits`` the
+    """A transformers masked-LM model; ``forward`` returns the pooled caption embedding R^T, ``mlm_logits`` the
     vocabulary logits at the positions that carry an MLM label.
+
+    ``pooling="cls"`` takes the [CLS] hidden state (how BERT was pre-trained); ``"mean"`` the mean of the last
+    hidden states over the non-padding tokens (how sentence-transformers models such as all-MiniLM-L6-v2 were
+    trained). ``tuned_layers=k`` freezes the embeddings and all but the top k transformer layers (they stay in
+    eval mode, so no dropout there); then ``use_cached_lower_states`` lets ``forward`` start from the frozen
+    layers' hidden states of the clean captions, computed once (``LowerStates``).
 
     Args:
         mlm_model: an ``AutoModelForMaskedLM`` instance (BERT-like: first token is [CLS]).
+        pooling: "cls" or "mean". tuned_layers: None (train every layer) or k >= 1.
 
     Shapes:
-        input_ids, attention_mask [B, L] -> [B, dim]
+        input_ids, attention_mask [B, L], posts int64 [B] (corpus post indices, optional) -> [B, dim]
     """
 
-    def __init__(self, mlm_model: PreTrainedModel):
+    def __init__(
+        self, mlm_model: PreTrainedModel, pooling: TextPooling = "cls", tuned_layers: int | None = None
+    ):
         super().__init__()
+        if pooling not in ("cls", "mean"):
+            raise ValueError(f"text pooling must be 'cls' or 'mean', got {pooling!r}")
         self.mlm_model = mlm_model
         self.dim = int(mlm_model.config.hidden_size)
+        self.pooling = pooling
         # The head is everything but the base model; with a single head module (BERT's ``cls``, RoBERTa's
         # ``lm_head``) logits are computed only at labelled positions, which saves most of the vocab matmul.
         prefix = mlm_model.base_model_prefix
         heads = [module for name, module in mlm_model.named_children() if name != prefix]
         self._single_head = heads[0] if len(heads) == 1 else None
+        self.tuned_layers = tuned_layers
+        self.num_frozen = 0
+        self._lower_states: LowerStates | None = None
+        if tuned_layers is not None:
+            layers = self._layers()
+            if not 1 <= tuned_layers <= len(layers):
+                raise ValueError(f"tuned_layers={tuned_layers} is outside [1, {len(layers)}]")
+            self.num_frozen = len(layers) - tuned_layers
+            for module in self.frozen_modules():
+                module.requires_grad_(False)
+                module.eval()
 
     @property
     def base(self) -> nn.Module:
         return self.mlm_model.base_model
 
-    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+    def _layers(self) -> nn.ModuleList:
+        encoder = getattr(self.base, "encoder", None)
+        layers = getattr(encoder, "layer", None)
+        if not isinstance(layers, nn.ModuleList) or not hasattr(self.base, "embeddings"):
+            raise ValueError(
+                f"{type(self.base).__name__} is not BERT-like (embeddings + encoder.layer): text_tuned_layers "
+                "needs that layout"
+            )
+        return layers
+
+    def frozen_modules(self) -> list[nn.Module]:
+        """The embeddings and the lower ``num_frozen`` layers when ``tuned_layers`` is set, else []."""
+        if self.tuned_layers is None:
+            return []
+        return [self.base.embeddings, *self._layers()[: self.num_frozen]]
+
+    def train(self, mode: bool = True) -> TextEncoder:
+        super().train(mode)
+        for module in self.frozen_modules():  # frozen layers never train: no dropout there, as in the cache
+            module.eval()
+        return self
+
+    def pool(self, hidden: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        """[B, L, H] last hidden states -> [B, H] by ``self.pooling`` (mean over tokens with mask 1)."""
+        if self.pooling == "cls":
+            return hidden[:, 0]
+        mask = attention_mask.unsqueeze(-1).to(hidden.dtype)
+        return (hidden * mask).sum(1) / mask.sum(1).clamp(min=1.0)
+
+    @torch.no_grad()
+    def lower_hidden(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        """Hidden states [B, L, H] after the embeddings and the ``num_frozen`` frozen layers (no gradients)."""
+        hidden = self.base.embeddings(input_ids=input_ids)
+        return self.upper_hidden(hidden, attention_mask, self._layers()[: self.num_frozen])
+
+    def upper_hidden(
+        self, hidden: torch.Tensor, attention_mask: torch.Tensor, layers: nn.ModuleList | None = None
+    ) -> torch.Tensor:
+        """Run ``layers`` (default: the tuned top layers) over hidden states [B, L, H] -> [B, L, H]."""
+        layers = self._layers()[self.num_frozen :] if layers is None else layers
+        # additive mask [B, 1, 1, L], as BERT's eager and SDPA attention both take it
+        additive = (1.0 - attention_mask[:, None, None, :].to(hidden.dtype)) * torch.finfo(hidden.dtype).min
+        for layer in layers:
+            out = layer(hidden, attention_mask=additive)
+            hidden = out[0] if isinstance(out, tuple) else out
+        return hidden
+
+    def use_cached_lower_states(self, prep, batch_size: int = 256) -> None:
+        """Start ``forward(..., posts=...)`` from the frozen layers' states of ``prep``'s clean captions, computed
+        on first use (``LowerStates.compute``); needs ``tuned_layers``."""
+        if self.tuned_layers is None:
+            raise ValueError("cached lower states need tuned_layers (the lower layers must be frozen)")
+        self._lower_states = LowerStates(self, prep, batch_size)
+
+    def forward(
+        self, input_ids: torch.Tensor, attention_mask: torch.Tensor, posts: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        if posts is not None and self._lower_states is not None:
+            lower = self._lower_states.gather(posts, attention_mask).to(attention_mask.device)
+            return self.pool(self.upper_hidden(lower, attention_mask), attention_mask)
         hidden = self.base(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
-        return hidden[:, 0]
+        return self.pool(hidden, attention_mask)
 
     def mlm_logits(
         self, input_ids: torch.Tensor, attention_mask: torch.Tensor, labels: torch.Tensor
@@ -140,14 +224,94 @@ class TextEncoder(nn.Module):
     def encode_masked(
         self, input_ids: torch.Tensor, attention_mask: torch.Tensor, labels: torch.Tensor
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """One pass over (masked) text: ([CLS] state [B, dim], logits [M, V], labels [M]) at the M positions
+        """One pass over (masked) text: (pooled state [B, dim], logits [M, V], labels [M]) at the M positions
         with ``labels != -100``."""
         selected = labels != -100
         if self._single_head is not None:
             hidden = self.base(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
-            return hidden[:, 0], self._single_head(hidden[selected]), labels[selected]
+            return self.pool(hidden, attention_mask), self._single_head(hidden[selected]), labels[selected]
         out = self.mlm_model(input_ids=input_ids, attention_mask=attention_mask, output_hidden_states=True)
-        return out.hidden_states[-1][:, 0], out.logits[selected], labels[selected]
+        return self.pool(out.hidden_states[-1], attention_mask), out.logits[selected], labels[selected]
+
+
+# One corpus's lower states per process, so the rounds and seeds of a bridge run compute them once.
+_LOWER_STATES_MEMO: dict[tuple, tuple[torch.Tensor, torch.Tensor]] = {}
+
+
+class LowerStates:
+    """The hidden states of every clean caption after the text encoder's frozen layers, as flat token rows
+    ``states [N_tokens, H]`` (float32) with ``offsets [P + 1]`` (post p's tokens are rows
+    ``offsets[p]:offsets[p + 1]``; posts without a caption have none). The frozen layers never change, so the
+    states are computed once, on first use, and kept per process keyed by the corpus fingerprint, the tokenizer
+    settings and a digest of the frozen weights (rounds and seeds of a bridge run share them).
+
+    Shapes:
+        gather(posts int64 [B], attention_mask [B, L]) -> [B, L, H] (zero rows at padding)
+    """
+
+    def __init__(self, encoder: TextEncoder, prep, batch_size: int = 256):
+        self.encoder, self.prep, self.batch_size = encoder, prep, batch_size
+        self.states: torch.Tensor | None = None
+        self.offsets: torch.Tensor | None = None
+
+    def key(self) -> tuple:
+        digest = tuple(
+            round(float(p.detach().double().sum()), 6)
+            for m in self.encoder.frozen_modules()
+            for p in m.parameters()
+        )
+        corpus = self.prep.corpus
+        return (
+            getattr(corpus, "fingerprint", id(corpus)),
+            self.prep.max_length,
+            self.encoder.num_frozen,
+            digest,
+        )
+
+    def compute(self) -> None:
+        key = self.key()
+        if key not in _LOWER_STATES_MEMO:
+            _LOWER_STATES_MEMO.clear()  # one corpus at a time
+            started = time.perf_counter()
+            _LOWER_STATES_MEMO[key] = self._run()
+            log.info(
+                "stage 1: hidden states of the %d frozen text layers computed for every caption in %.1f s "
+                "(reused by later rounds and seeds in this process)",
+                self.encoder.num_frozen,
+                time.perf_counter() - started,
+            )
+        self.states, self.offsets = _LOWER_STATES_MEMO[key]
+
+    def _run(self) -> tuple[torch.Tensor, torch.Tensor]:
+        corpus = self.prep.corpus
+        has_text = np.asarray(corpus.post_has_text)
+        text_posts = np.flatnonzero(has_text)
+        lengths = torch.zeros(corpus.num_posts, dtype=torch.long)
+        rows = []
+        device = next(self.encoder.parameters()).device
+        for start in range(0, len(text_posts), self.batch_size):
+            posts = text_posts[start : start + self.batch_size]
+            input_ids, attention_mask = self.prep.texts(posts)
+            hidden = self.encoder.lower_hidden(input_ids.to(device), attention_mask.to(device))
+            mask = attention_mask.bool()
+            rows.append(hidden[mask.to(device)].float().cpu())  # row-major: each post's tokens in order
+            lengths[torch.from_numpy(posts)] = mask.sum(1)
+        offsets = torch.zeros(corpus.num_posts + 1, dtype=torch.long)
+        offsets[1:] = torch.cumsum(lengths, 0)
+        states = torch.cat(rows) if rows else torch.zeros(0, self.encoder.dim)
+        return states, offsets
+
+    def gather(self, posts: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        if self.states is None:
+            self.compute()
+        posts = torch.as_tensor(posts, dtype=torch.long).cpu()
+        mask = attention_mask.cpu().bool()
+        start, length = self.offsets[posts], self.offsets[posts + 1] - self.offsets[posts]
+        if not torch.equal(length, mask.sum(1)):
+            raise RuntimeError("cached lower states do not match the batch's tokenization")
+        index = start[:, None] + torch.arange(mask.shape[1])[None, :]
+        out = self.states[index.clamp(max=max(len(self.states) - 1, 0))]
+        return out * mask.unsqueeze(-1).to(out.dtype)
 
 
 def _tiny_bert(cfg: ModelConfig, tokenizer) -> BertForMaskedLM:
@@ -185,9 +349,9 @@ def build_text_encoder(cfg: ModelConfig, tokenizer, load_weights: bool = True) -
     """Build the text encoder for ``cfg.text_model``; ``load_weights=False`` builds the architecture only."""
     source = text_source(cfg)
     if source is None:
-        return TextEncoder(_tiny_bert(cfg, tokenizer))
+        return _wrap(_tiny_bert(cfg, tokenizer), cfg)
     if not load_weights:
-        return TextEncoder(AutoModelForMaskedLM.from_config(AutoConfig.from_pretrained(source)))
+        return _wrap(AutoModelForMaskedLM.from_config(AutoConfig.from_pretrained(source)), cfg)
     verbosity = hf_logging.get_verbosity()
     hf_logging.set_verbosity_error()  # the load report is replaced by the message below
     try:
@@ -211,4 +375,11 @@ def build_text_encoder(cfg: ModelConfig, tokenizer, load_weights: bool = True) -
         )
     if len(model.get_input_embeddings().weight) < len(tokenizer):
         raise RuntimeError(f"text model {source} has fewer embeddings than its tokenizer has tokens")
-    return TextEncoder(model)
+    # from_pretrained returns the model in eval mode (dropout off); fine-tuning wants train mode, as a
+    # randomly initialised model starts in it. Lightning keeps the modes it is given.
+    model.train()
+    return _wrap(model, cfg)
+
+
+def _wrap(model: PreTrainedModel, cfg: ModelConfig) -> TextEncoder:
+    return TextEncoder(model, pooling=cfg.text_pooling, tuned_layers=cfg.text_tuned_layers)

@@ -112,7 +112,8 @@ def encode_posts(
             if len(item["text_post"]):
                 text_post.append(item["text_post"])
                 ids, mask = item["input_ids"].to(device), item["attention_mask"].to(device)
-                text_emb.append(_own_rows(text_encoder(ids, mask)))
+                posts = torch.as_tensor(item["text_post"])  # cached lower states when the encoder has them
+                text_emb.append(_own_rows(text_encoder(ids, mask, posts)))
     finally:
         image_encoder.train(modes[0])
         text_encoder.train(modes[1])

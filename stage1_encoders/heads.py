@@ -1,4 +1,5 @@
-"""Stage 1's trainable heads: the ITA projections with their logit scale, and the GCL pair classifier.
+"""Stage 1's trainable heads: the ITA projections with their logit scale, the GCL pair classifier (forms mlp and
+cosine) and the GCL projection with its logit scale (form infonce).
 
 They turn encoder features into what the losses (``stage1_encoders.losses``) compare, as open_clip's ``CLIP``
 returns normalized features and a logit scale for ``ClipLoss``. ``Stage1System`` owns them, so checkpoints
@@ -105,3 +106,46 @@ class PairClassifier(nn.Module):
             cos = F.cosine_similarity(user_emb[pair_u].float(), user_emb[pair_v].float(), dim=-1)
             return self.log_scale.exp() * cos + self.bias
         return self.mlp(torch.cat([user_emb[pair_u], user_emb[pair_v]], dim=-1)).squeeze(-1)
+
+
+class GraphProjectionHead(nn.Module):
+    """Projection of user embeddings for the InfoNCE form of GCL: ``z_u = normalize(W_2 ReLU(W_1 R_u + b_1) +
+    b_2)``, with a learnable logit scale ``exp(tau)`` that starts at ``1/init_temperature`` and is clamped to
+    ``[1, max_logit_scale]`` by ``clamp_logit_scale()`` after each optimizer step (as ``ITAHead``).
+
+    Args:
+        emb_dim: D of R. hidden_dim: MLP width (default 64). embed_dim: output E (default 64).
+        init_temperature: 0.07. max_logit_scale: 100.
+
+    Shapes:
+        user_emb [U, D] -> z [U, E] float32, logit_scale []
+    """
+
+    def __init__(
+        self,
+        emb_dim: int,
+        hidden_dim: int = 64,
+        embed_dim: int = 64,
+        init_temperature: float = 0.07,
+        max_logit_scale: float = 100.0,
+    ):
+        super().__init__()
+        self.mlp = nn.Sequential(nn.Linear(emb_dim, hidden_dim), nn.ReLU(), nn.Linear(hidden_dim, embed_dim))
+        self.logit_scale = nn.Parameter(torch.empty(()))
+        self.init_temperature = init_temperature
+        self.max_logit_scale = max_logit_scale
+        self.reset_parameters()
+
+    def reset_parameters(self) -> None:
+        for layer in self.mlp:
+            if isinstance(layer, nn.Linear):
+                layer.reset_parameters()
+        with torch.no_grad():
+            self.logit_scale.fill_(math.log(1.0 / self.init_temperature))
+
+    @torch.no_grad()
+    def clamp_logit_scale(self) -> None:
+        self.logit_scale.clamp_(0.0, math.log(self.max_logit_scale))
+
+    def forward(self, user_emb: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        return F.normalize(self.mlp(user_emb).float(), dim=-1), self.logit_scale.exp()

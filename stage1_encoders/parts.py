@@ -38,6 +38,9 @@ def build_parts(
     )
     text_encoder = build_text_encoder(cfg.model, tokenizer, load_weights=payload is None)
     lc, oc = cfg.losses, cfg.optim
+    # InfoNCE batches are anchor users with sampled neighbours; without a GCL term (the no-alignment baseline)
+    # the batches stay edges + uniform negatives, so that baseline does not depend on gcl_form
+    infonce = lc.gcl_form == "infonce" and (lc.gcl_image_weight > 0 or lc.gcl_text_weight > 0)
     system = Stage1System(
         image_encoder,
         text_encoder,
@@ -51,6 +54,8 @@ def build_parts(
         max_logit_scale=lc.max_logit_scale,
         gcl_hidden_dim=lc.gcl_hidden_dim,
         gcl_form=lc.gcl_form,
+        gcl_embed_dim=lc.gcl_embed_dim,
+        gcl_soft_targets=lc.gcl_soft_targets,
         text_feature_input=lc.text_feature_input,
         lr=oc.lr,
         head_lr_scale=oc.head_lr_scale,
@@ -69,12 +74,21 @@ def build_parts(
     collator = PairBatchCollator(
         corpus,
         prep,
-        negatives_per_positive=cfg.data.negatives_per_positive,
+        # InfoNCE's negatives are the other anchors' neighbours: uniform negative pairs would only cost encoding
+        negatives_per_positive=0.0 if infonce else cfg.data.negatives_per_positive,
         batch_negatives_per_positive=cfg.data.batch_negatives_per_positive,
         posts_per_user=cfg.data.posts_per_user,
         mlm=lc.lm_weight > 0,
         mlm_probability=lc.mlm_probability,
         edge_weight=edge_weight,
+        positives="neighbours" if infonce else "edges",
+        common_neighbours=infonce and lc.gcl_soft_targets > 0,
     )
-    datamodule = Stage1DataModule(collator, corpus.num_edges, cfg.data.pairs_per_batch, cfg.data.num_workers)
+    if (
+        cfg.model.text_tuned_layers is not None
+    ):  # frozen lower layers: their states once, for training and export
+        text_encoder.use_cached_lower_states(prep, cfg.data.export_batch_size)
+    datamodule = Stage1DataModule(
+        collator, collator.num_items, cfg.data.pairs_per_batch, cfg.data.num_workers
+    )
     return Stage1Parts(tokenizer, system, prep, datamodule)

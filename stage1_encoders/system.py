@@ -10,8 +10,8 @@ from transformers import get_cosine_with_min_lr_schedule_with_warmup
 
 from stage1_encoders.config import TextFeatureInput
 from stage1_encoders.encoders import ImageEncoder, TextEncoder
-from stage1_encoders.heads import ITAHead, PairClassifier
-from stage1_encoders.losses import GraphContrastiveLoss, ITALoss, MLMLoss, usable_pairs
+from stage1_encoders.heads import GraphProjectionHead, ITAHead, PairClassifier
+from stage1_encoders.losses import GraphContrastiveLoss, GraphInfoNCELoss, ITALoss, MLMLoss, usable_pairs
 from stage1_encoders.pooling import mean_by_user
 
 LOSS_NAMES = ("mlm_loss", "ita_loss", "gcl_image_loss", "gcl_text_loss")
@@ -61,6 +61,8 @@ class Stage1System(L.LightningModule):
         max_logit_scale: float = 100.0,
         gcl_hidden_dim: int = 64,
         gcl_form: str = "mlp",
+        gcl_embed_dim: int = 64,
+        gcl_soft_targets: float = 0.0,
         text_feature_input: TextFeatureInput = "masked",
         lr: float = 1e-3,
         head_lr_scale: float = 1.0,
@@ -83,16 +85,26 @@ class Stage1System(L.LightningModule):
             if ita_weight > 0
             else None
         )
-        self.gcl_image_head = (
-            PairClassifier(image_encoder.dim, gcl_hidden_dim, gcl_form) if gcl_image_weight > 0 else None
-        )
-        self.gcl_text_head = (
-            PairClassifier(text_encoder.dim, gcl_hidden_dim, gcl_form) if gcl_text_weight > 0 else None
-        )
+        self.gcl_form = gcl_form
+
+        def gcl_head(dim: int) -> torch.nn.Module:
+            if gcl_form == "infonce":
+                return GraphProjectionHead(
+                    dim, gcl_hidden_dim, gcl_embed_dim, init_temperature, max_logit_scale
+                )
+            return PairClassifier(dim, gcl_hidden_dim, gcl_form)
+
+        def gcl_loss(name: str) -> torch.nn.Module:
+            if gcl_form == "infonce":
+                return GraphInfoNCELoss(name, gcl_soft_targets)
+            return GraphContrastiveLoss(name)
+
+        self.gcl_image_head = gcl_head(image_encoder.dim) if gcl_image_weight > 0 else None
+        self.gcl_text_head = gcl_head(text_encoder.dim) if gcl_text_weight > 0 else None
         self.mlm_loss = MLMLoss(label_smoothing) if lm_weight > 0 else None
         self.ita_loss = ITALoss() if ita_weight > 0 else None
-        self.gcl_image_loss = GraphContrastiveLoss("image") if gcl_image_weight > 0 else None
-        self.gcl_text_loss = GraphContrastiveLoss("text") if gcl_text_weight > 0 else None
+        self.gcl_image_loss = gcl_loss("image") if gcl_image_weight > 0 else None
+        self.gcl_text_loss = gcl_loss("text") if gcl_text_weight > 0 else None
         self.text_feature_input = text_feature_input
         self.lr, self.head_lr_scale, self.weight_decay = lr, head_lr_scale, weight_decay
         self.warmup_steps, self.min_lr_ratio = warmup_steps, min_lr_ratio
@@ -119,8 +131,8 @@ class Stage1System(L.LightningModule):
                 batch["mlm_input_ids"], batch["attention_mask"], batch["mlm_labels"]
             )
         else:
-            if self.needs_text_features and has_text:
-                text_emb = self.text_encoder(batch["input_ids"], batch["attention_mask"])
+            if self.needs_text_features and has_text:  # posts: cached lower states when the encoder has them
+                text_emb = self.text_encoder(batch["input_ids"], batch["attention_mask"], batch["text_post"])
             if mlm:
                 logits, labels = self.text_encoder.mlm_logits(
                     batch["mlm_input_ids"], batch["attention_mask"], batch["mlm_labels"]
@@ -149,6 +161,8 @@ class Stage1System(L.LightningModule):
         """GCL on one modality over the batch's pairs whose two users have it; {} when no pair does."""
         user_emb, user_mask = mean_by_user(post_emb, post_user, num_users)
         usable = usable_pairs(user_mask, batch["pair_u"], batch["pair_v"])
+        if self.gcl_form == "infonce":
+            return self._gcl_infonce(modality, user_emb, usable, batch)
         if not bool(usable.any()):
             return {}
         weight = batch["pair_weight"]
@@ -157,6 +171,23 @@ class Stage1System(L.LightningModule):
         )
         loss = getattr(self, f"gcl_{modality}_loss")
         return loss(logits, batch["pair_label"][usable], None if weight is None else weight[usable])
+
+    def _gcl_infonce(
+        self, modality: str, user_emb: torch.Tensor, usable: torch.Tensor, batch: dict
+    ) -> dict[str, torch.Tensor]:
+        """InfoNCE GCL over the batch's positive pairs (anchor, sampled neighbour) whose users have the modality;
+        {} with fewer than 2 such pairs (no negative)."""
+        keep = usable & (batch["pair_label"] > 0)
+        if int(keep.sum()) < 2:
+            return {}
+        anchor, positive = batch["pair_u"][keep], batch["pair_v"][keep]
+        z, logit_scale = getattr(self, f"gcl_{modality}_head")(user_emb)
+        common = batch.get("pair_common")
+        if common is not None:
+            rows = keep[: common.shape[0]]
+            common = common[rows][:, rows]
+        loss = getattr(self, f"gcl_{modality}_loss")
+        return loss(z[anchor], z[positive], logit_scale, anchor, positive, common)
 
     def total_loss(self, losses: dict[str, torch.Tensor]) -> torch.Tensor:
         return sum(self.weights[name] * value for name, value in losses.items())
@@ -187,8 +218,9 @@ class Stage1System(L.LightningModule):
         return total
 
     def on_train_batch_end(self, outputs, batch, batch_idx) -> None:
-        if self.ita_head is not None:
-            self.ita_head.clamp_logit_scale()
+        for head in self.heads():
+            if hasattr(head, "clamp_logit_scale"):
+                head.clamp_logit_scale()
 
     def on_load_checkpoint(self, checkpoint: dict) -> None:
         # Lightning loads the state dict strictly right after this hook (trainer.resume)

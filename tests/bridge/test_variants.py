@@ -154,5 +154,5 @@ def test_presets_are_files_and_an_unknown_one_is_named(tmp_path):
     assert real.model.text_model == "minilm" and real.optim.lr == 5e-5
     default = resolve_stage("stage1", BridgeConfig(), paths, tmp_path, "mmga", 0, None)
     assert default.model.text_model == "tiny" and default.trainer.max_steps == 150
-    with pytest.raises(ConfigError, match="unknown preset 'huge'; the presets are default, real"):
+    with pytest.raises(ConfigError, match="unknown preset 'huge'; the presets are default, pretrained, real"):
         resolve_stage("stage1", BridgeConfig(preset="huge"), paths, tmp_path, "mmga", 0, None)

@@ -279,7 +279,7 @@ def bench_neighbor(args) -> list[dict[str, float]]:
             str(args.batch_size),
             "--export",
             args.export,
-        )  # fmt: skip
+        )
         for num_edges in args.scaling_edges
     ]
 
@@ -290,8 +290,20 @@ def print_neighbor(args, rows: list[dict[str, float]], full_rows: list[dict[str,
         f"batch_size/4 held-out edges and negatives each), {args.export} export; one process per size"
     )
     full_by_edges = {row["edges"]: row for row in full_rows}
-    header = ("edges", "batches", "nodes/batch", "edges/batch", "epoch ms", "x full epoch", "export ms",
-              "full export ms", "train peak MiB", "above imports", "full peak MiB", "above imports")  # fmt: skip
+    header = (
+        "edges",
+        "batches",
+        "nodes/batch",
+        "edges/batch",
+        "epoch ms",
+        "x full epoch",
+        "export ms",
+        "full export ms",
+        "train peak MiB",
+        "above imports",
+        "full peak MiB",
+        "above imports",
+    )
     print("  " + " ".join(f"{name:>14}" for name in header))
     for row in rows:
         full = full_by_edges.get(row["edges"])
@@ -415,8 +427,18 @@ def main() -> None:
         )
         rows = bench_scaling(args) if args.batching in ("full", "both") else []
         base = rows[0] if rows else None
-        header = ("edges", "nodes", "epoch ms", "us/edge", "x time", "x edges", "floor ms", "epoch/floor",
-                  "peak RSS MiB", "above imports")  # fmt: skip
+        header = (
+            "edges",
+            "nodes",
+            "epoch ms",
+            "us/edge",
+            "x time",
+            "x edges",
+            "floor ms",
+            "epoch/floor",
+            "peak RSS MiB",
+            "above imports",
+        )
         print("  " + " ".join(f"{name:>13}" for name in header))
         for row in rows:
             values = (

@@ -49,8 +49,17 @@ def share(args) -> None:
     dataset = MaskingDataset(inputs.num_nodes, structure.edge_pairs, seed=0)
     directed = 2 * structure.num_edges
     print(f"{inputs.num_nodes:,} nodes, {structure.num_edges:,} undirected edges ({directed:,} directed)")
-    header = ("batch_size", "fanouts", "batches", "seeds", "nodes/batch", "node share", "edges/batch",
-              "edge share", "sample ms")  # fmt: skip
+    header = (
+        "batch_size",
+        "fanouts",
+        "batches",
+        "seeds",
+        "nodes/batch",
+        "node share",
+        "edges/batch",
+        "edge share",
+        "sample ms",
+    )
     print(" ".join(f"{h:>12}" for h in header))
     for setting in args.settings:
         batch_size, fanouts = parse_setting(setting)
@@ -65,9 +74,17 @@ def share(args) -> None:
             edges.append(batch["edge_index"].shape[1])
         ms = (time.perf_counter() - start) / count * 1e3
         mean = {name: sum(v) / len(v) for name, v in (("seeds", seeds), ("nodes", nodes), ("edges", edges))}
-        values = (batch_size, " ".join(map(str, fanouts)), len(batches), f"{mean['seeds']:,.0f}",
-                  f"{mean['nodes']:,.0f}", f"{mean['nodes'] / inputs.num_nodes:.1%}", f"{mean['edges']:,.0f}",
-                  f"{mean['edges'] / directed:.1%}", f"{ms:.1f}")  # fmt: skip
+        values = (
+            batch_size,
+            " ".join(map(str, fanouts)),
+            len(batches),
+            f"{mean['seeds']:,.0f}",
+            f"{mean['nodes']:,.0f}",
+            f"{mean['nodes'] / inputs.num_nodes:.1%}",
+            f"{mean['edges']:,.0f}",
+            f"{mean['edges'] / directed:.1%}",
+            f"{ms:.1f}",
+        )
         print(" ".join(f"{v:>12}" for v in values))
 
 
@@ -99,22 +116,40 @@ def memory(args) -> None:
     print(f"load average before: {load}; {args.steps} steps, batch_size:fanouts {args.settings[0]}")
     rows = {}
     for arm in ("limit_allocator_caching", "glibc default"):
-        command = [sys.executable, __file__, "memory", "--worker", "--edges", str(args.edges), "--steps",
-                   str(args.steps), "--threads", str(args.threads), "--settings", args.settings[0]]  # fmt: skip
+        command = [
+            sys.executable,
+            __file__,
+            "memory",
+            "--worker",
+            "--edges",
+            str(args.edges),
+            "--steps",
+            str(args.steps),
+            "--threads",
+            str(args.threads),
+            "--settings",
+            args.settings[0],
+        ]
         if arm == "glibc default":
             command.append("--no-fix")
         out = subprocess.run(command, check=True, capture_output=True, text=True).stdout
         rows[arm] = json.loads(out.strip().splitlines()[-1])
     marks = sorted({0, args.steps // 4, args.steps // 2, 3 * args.steps // 4, args.steps - 1})
-    print(f"{'arm':>24} " + " ".join(f"{'step ' + str(m + 1):>10}" for m in marks)
-          + f" {'growth 2nd half':>16} {'per step':>9} {'peak':>7} {'s/step':>7}")  # fmt: skip
+    print(
+        f"{'arm':>24} "
+        + " ".join(f"{'step ' + str(m + 1):>10}" for m in marks)
+        + f" {'growth 2nd half':>16} {'per step':>9} {'peak':>7} {'s/step':>7}"
+    )
     for arm, row in rows.items():
         rss = row["rss_mib"]
         half = len(rss) // 2
         growth = rss[-1] - rss[half]
-        print(f"{arm:>24} " + " ".join(f"{rss[m]:>10.0f}" for m in marks)
-              + f" {growth:>16.0f} {growth / max(1, len(rss) - 1 - half):>9.2f} {row['peak_mib']:>7.0f}"
-              f" {row['seconds'] / len(rss):>7.2f}")  # fmt: skip
+        print(
+            f"{arm:>24} "
+            + " ".join(f"{rss[m]:>10.0f}" for m in marks)
+            + f" {growth:>16.0f} {growth / max(1, len(rss) - 1 - half):>9.2f} {row['peak_mib']:>7.0f}"
+            f" {row['seconds'] / len(rss):>7.2f}"
+        )
     print(f"(MiB; load average after: {' '.join(Path('/proc/loadavg').read_text().split()[:3])})")
 
 

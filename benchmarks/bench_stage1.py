@@ -300,8 +300,16 @@ def negatives(args) -> None:
         old, new = row["sampling_s_per_step"]["old"], row["sampling_s_per_step"]["new"]
         rate = {k: posts_per_step / (model_s + collate_s + t) for k, t in (("old", old), ("new", new))}
         row["train_posts_per_s"] = rate
-        values = (f"{row['edges']:,}", f"{row['users']:,}", f"{old * 1e3:.3f}", f"{new * 1e3:.3f}",
-                  f"{old / new:.1f}", f"{rate['old']:.0f}", f"{rate['new']:.0f}", f"{rate['new'] / rate['old']:.2f}")  # fmt: skip
+        values = (
+            f"{row['edges']:,}",
+            f"{row['users']:,}",
+            f"{old * 1e3:.3f}",
+            f"{new * 1e3:.3f}",
+            f"{old / new:.1f}",
+            f"{rate['old']:.0f}",
+            f"{rate['new']:.0f}",
+            f"{rate['new'] / rate['old']:.2f}",
+        )
         print(" ".join(f"{v:>12}" for v in values))
     if args.json:
         Path(args.json).write_text(json.dumps({"model_s": model_s, "collate_s": collate_s, "rows": rows}))
@@ -396,9 +404,12 @@ def main() -> None:
         "--sample-steps", type=int, default=50, help="negatives: timed sampling steps per size and repeat"
     )
     parser.add_argument(
-        "--batch-negatives", type=float, default=None, help="negatives: in-batch negatives per positive "
+        "--batch-negatives",
+        type=float,
+        default=None,
+        help="negatives: in-batch negatives per positive "
         "(default: the config's data.batch_negatives_per_positive)",
-    )  # fmt: skip
+    )
     parser.add_argument("--json", help="negatives: write the figures to this file")
     args = parser.parse_args()
     if args.mode == "throughput":

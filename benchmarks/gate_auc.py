@@ -47,9 +47,12 @@ def main() -> None:
     edges = corpus.edges
     same = topic[edges[:, 0]] == topic[edges[:, 1]]
     graph = read_graph_outputs(
-        args.cache, args.round, fingerprint=corpus.fingerprint, num_users=corpus.num_users,
+        args.cache,
+        args.round,
+        fingerprint=corpus.fingerprint,
+        num_users=corpus.num_users,
         num_edges=corpus.num_edges,
-    )  # fmt: skip
+    )
     rows = {
         "edge_weight (stage 2)": graph.edge_weight,
         "stats X cosine (reference)": edge_cosine(corpus.features, np.ones(corpus.num_users, bool), edges),

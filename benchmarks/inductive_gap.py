@@ -74,9 +74,14 @@ def main(argv: list[str] | None = None) -> int:
     out.mkdir(parents=True, exist_ok=True)
     synth = [f"num_users={args.users}", *args.synthetic]
     base = build_config(
-        rounds=args.rounds, seeds=args.seeds, synthetic=synth, stage1=args.stage1, stage2=args.stage2,
-        eval_overrides=args.eval_overrides, baselines=False,
-    )  # fmt: skip
+        rounds=args.rounds,
+        seeds=args.seeds,
+        synthetic=synth,
+        stage1=args.stage1,
+        stage2=args.stage2,
+        eval_overrides=args.eval_overrides,
+        baselines=False,
+    )
     full_dir = out / "full_corpus"
     if not (full_dir / "users.csv").is_file():
         generate(full_dir, synthetic_config(base), overwrite=True)
@@ -87,8 +92,11 @@ def main(argv: list[str] | None = None) -> int:
         write_user_subset(full_dir, train_dir, {u for u, h in zip(full.user_ids, held) if not h})
     train = load_corpus(train_dir)
     splits = held_out_splits(full, held, train)
-    print(f"[gap] full corpus {full.num_users} users / {full.num_edges} edges; training corpus {train.num_users} "
-          f"users / {train.num_edges} edges; {int(held.sum())} held-out users", flush=True)  # fmt: skip
+    print(
+        f"[gap] full corpus {full.num_users} users / {full.num_edges} edges; training corpus {train.num_users} "
+        f"users / {train.num_edges} edges; {int(held.sum())} held-out users",
+        flush=True,
+    )
 
     from dataclasses import replace
 
@@ -110,8 +118,10 @@ def main(argv: list[str] | None = None) -> int:
             rows["transductive"].append(score(x_trans, full, splits, base.eval))
 
     summary: dict[str, dict[str, dict[str, float]]] = {}
-    print(f"\nHeld-out users ({int(held.sum())}), heads fit on the {int((~held).sum())} training users; "
-          f"{len(base.training_seeds)} training seed(s), mean ± sd over seeds")  # fmt: skip
+    print(
+        f"\nHeld-out users ({int(held.sum())}), heads fit on the {int((~held).sum())} training users; "
+        f"{len(base.training_seeds)} training seed(s), mean ± sd over seeds"
+    )
     print("| run | topic macro-F1 | fans MAE |\n|---|---|---|")
     for name, per_seed in rows.items():
         summary[name] = {}
@@ -127,15 +137,24 @@ def main(argv: list[str] | None = None) -> int:
     )
     gap_mae = summary["inductive"]["fans_mae"]["mean"] - summary["transductive"]["fans_mae"]["mean"]
     met_f1, met_mae = gap_f1 <= TARGETS["topic_macro_f1"], gap_mae <= TARGETS["fans_mae"]
-    print(f"\ngap (positive = inductive worse): topic macro-F1 {gap_f1:+.3f} (target <= 0.03: "
-          f"{'met' if met_f1 else 'MISSED'}), fans MAE {gap_mae:+.3f} (target <= 0.03: "
-          f"{'met' if met_mae else 'MISSED'})")  # fmt: skip
+    print(
+        f"\ngap (positive = inductive worse): topic macro-F1 {gap_f1:+.3f} (target <= 0.03: "
+        f"{'met' if met_f1 else 'MISSED'}), fans MAE {gap_mae:+.3f} (target <= 0.03: "
+        f"{'met' if met_mae else 'MISSED'})"
+    )
     result = {
-        "users": full.num_users, "held_out": int(held.sum()), "rounds": args.rounds,
-        "training_seeds": list(base.training_seeds), "stage1": args.stage1, "stage2": args.stage2,
-        "synthetic": synth, "scores": summary, "gap": {"topic_macro_f1": gap_f1, "fans_mae": gap_mae},
-        "target_met": {"topic_macro_f1": met_f1, "fans_mae": met_mae}, "seconds": timings,
-    }  # fmt: skip
+        "users": full.num_users,
+        "held_out": int(held.sum()),
+        "rounds": args.rounds,
+        "training_seeds": list(base.training_seeds),
+        "stage1": args.stage1,
+        "stage2": args.stage2,
+        "synthetic": synth,
+        "scores": summary,
+        "gap": {"topic_macro_f1": gap_f1, "fans_mae": gap_mae},
+        "target_met": {"topic_macro_f1": met_f1, "fans_mae": met_mae},
+        "seconds": timings,
+    }
     (out / "inductive_gap.json").write_text(json.dumps(result, indent=2) + "\n")
     print(f"written: {out / 'inductive_gap.json'}")
     return 0

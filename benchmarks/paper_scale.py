@@ -189,9 +189,24 @@ def one_size(users: int, root: Path, threads: int) -> dict:
     if run_dir.exists():
         subprocess.run(["rm", "-rf", str(run_dir)], check=True)
     log = root / f"round_{users}.log"
-    cmd = [sys.executable, str(ROOT / "bridge" / "alternate.py"), "--corpus", str(corpus_dir),
-           "--run-dir", str(run_dir), "--rounds", "1", "--seeds", "1", "--skip-baselines", "--jobs", "1",
-           "--threads", str(threads), "--verbose"]  # fmt: skip
+    cmd = [
+        sys.executable,
+        str(ROOT / "bridge" / "alternate.py"),
+        "--corpus",
+        str(corpus_dir),
+        "--run-dir",
+        str(run_dir),
+        "--rounds",
+        "1",
+        "--seeds",
+        "1",
+        "--skip-baselines",
+        "--jobs",
+        "1",
+        "--threads",
+        str(threads),
+        "--verbose",
+    ]
     print(f"[{users} users] {' '.join(cmd[1:])}", flush=True)
     measured = run_measured(cmd, log)
     text = log.read_text(encoding="utf-8", errors="replace")
@@ -244,11 +259,13 @@ def print_table(rows: list[dict]) -> None:
             f"| {fmt(r['stage1_export_posts_per_second'], ',.0f')} | {fmt(r['stage2_seconds_per_step'], '.3f')} "
             f"| {size(r['peak_rss'])} ({size(r['peak_tree_rss'])}) "
             f"| {size(r['corpus_disk'])} / {size(r['run_disk'])} |"
-        )  # fmt: skip
+        )
     for r in rows:
-        print(f"  {r['users_requested']} users: load average {r['load_before'][0]:.2f} before, "
-              f"{r['load_after'][0]:.2f} after; MMGA topic macro-F1 {fmt(r.get('topic_macro_f1'), '.3f')}, "
-              f"fans MAE {fmt(r.get('fans_mae'), '.3f')}")  # fmt: skip
+        print(
+            f"  {r['users_requested']} users: load average {r['load_before'][0]:.2f} before, "
+            f"{r['load_after'][0]:.2f} after; MMGA topic macro-F1 {fmt(r.get('topic_macro_f1'), '.3f')}, "
+            f"fans MAE {fmt(r.get('fans_mae'), '.3f')}"
+        )
 
 
 def check_targets(row: dict) -> None:
@@ -257,9 +274,14 @@ def check_targets(row: dict) -> None:
     checks = [
         ("whole round <= 60 min", row["round_seconds"] / 60, 60.0, "min", row["round_seconds"] / 60 <= 60),
         ("peak RSS <= 12 GB", row["peak_tree_rss"] / gb, 12.0, "GB", row["peak_tree_rss"] <= 12 * gb),
-        ("export >= 2,000 posts/s", row["stage1_export_posts_per_second"], 2000.0, "posts/s",
-         (row["stage1_export_posts_per_second"] or 0) >= 2000),
-    ]  # fmt: skip
+        (
+            "export >= 2,000 posts/s",
+            row["stage1_export_posts_per_second"],
+            2000.0,
+            "posts/s",
+            (row["stage1_export_posts_per_second"] or 0) >= 2000,
+        ),
+    ]
     print(f"\ntargets at {row['users_requested']:,} users:")
     for name, value, _, unit, ok in checks:
         print(f"  {name}: {value:,.1f} {unit} -> {'met' if ok else 'MISSED'}")
@@ -284,8 +306,13 @@ def plot(rows: list[dict], path: Path) -> None:
     for name, values in series.items():
         axes[0].plot(users, values, marker="o", label=name)
     axes[0].plot(users, [rows[-1]["round_seconds"] * u / users[-1] for u in users], "k:", label="linear")
-    axes[0].set(xscale="log", yscale="log", xlabel="users (33 posts, 33 edges each)", ylabel="seconds",
-                title="one MMGA round, 2-core CPU")  # fmt: skip
+    axes[0].set(
+        xscale="log",
+        yscale="log",
+        xlabel="users (33 posts, 33 edges each)",
+        ylabel="seconds",
+        title="one MMGA round, 2-core CPU",
+    )
     axes[0].legend(fontsize=7)
     posts = [r.get("posts") for r in rows]
     axes[1].plot(
@@ -305,13 +332,23 @@ def plot(rows: list[dict], path: Path) -> None:
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(
-        description=__doc__.splitlines()[0], formatter_class=argparse.RawDescriptionHelpFormatter,
+        description=__doc__.splitlines()[0],
+        formatter_class=argparse.RawDescriptionHelpFormatter,
         epilog="\n".join(__doc__.splitlines()[2:]),
-    )  # fmt: skip
-    parser.add_argument("--users", type=int, nargs="+", default=[PAPER_USERS],
-                        help="corpus sizes in users, smallest first (default 60000)")  # fmt: skip
-    parser.add_argument("--dir", type=Path, default=Path("/tmp/mmga_paper_scale"),
-                        help="where corpora and runs go; a corpus with the same knobs is reused")  # fmt: skip
+    )
+    parser.add_argument(
+        "--users",
+        type=int,
+        nargs="+",
+        default=[PAPER_USERS],
+        help="corpus sizes in users, smallest first (default 60000)",
+    )
+    parser.add_argument(
+        "--dir",
+        type=Path,
+        default=Path("/tmp/mmga_paper_scale"),
+        help="where corpora and runs go; a corpus with the same knobs is reused",
+    )
     parser.add_argument(
         "--threads", type=int, default=2, help="torch threads of the bridge process (default 2)"
     )

@@ -88,8 +88,13 @@ def main() -> None:
         except CacheError:
             pass  # graph_only has no stage 1
         try:
-            graph = read_graph_outputs(cache_dir, round_idx, fingerprint=corpus.fingerprint,
-                                       num_users=corpus.num_users, num_edges=corpus.num_edges)  # fmt: skip
+            graph = read_graph_outputs(
+                cache_dir,
+                round_idx,
+                fingerprint=corpus.fingerprint,
+                num_users=corpus.num_users,
+                num_edges=corpus.num_edges,
+            )
             blocks["R^G"] = graph.user_graph_emb
         except CacheError:
             pass
@@ -111,7 +116,7 @@ def main() -> None:
         "X + true quality": np.hstack([x, col("user_quality")]),
         "X + true quality, degree, neighbour": np.hstack(
             [x, col("user_quality"), col("fans_degree"), col("fans_neighbour")]
-        ),  # fmt: skip
+        ),
     }
     print("\nfans MAE in log(1 + fans) of a ridge head on known inputs (what a representation could add):")
     for name, inputs in ceilings.items():

@@ -72,12 +72,33 @@ WORDNET_DIR = Path("/usr/share/wordnet")
 STAMPS_DIR = Path("/usr/share/tuxpaint/stamps")
 # WordNet 3.0 lexicographer file numbers of the noun files (lexnames(5WN)).
 NOUN_LEXFILES = {
-    "noun.Tops": 3, "noun.act": 4, "noun.animal": 5, "noun.artifact": 6, "noun.attribute": 7, "noun.body": 8,
-    "noun.cognition": 9, "noun.communication": 10, "noun.event": 11, "noun.feeling": 12, "noun.food": 13,
-    "noun.group": 14, "noun.location": 15, "noun.motive": 16, "noun.object": 17, "noun.person": 18,
-    "noun.phenomenon": 19, "noun.plant": 20, "noun.possession": 21, "noun.process": 22, "noun.quantity": 23,
-    "noun.relation": 24, "noun.shape": 25, "noun.state": 26, "noun.substance": 27, "noun.time": 28,
-}  # fmt: skip
+    "noun.Tops": 3,
+    "noun.act": 4,
+    "noun.animal": 5,
+    "noun.artifact": 6,
+    "noun.attribute": 7,
+    "noun.body": 8,
+    "noun.cognition": 9,
+    "noun.communication": 10,
+    "noun.event": 11,
+    "noun.feeling": 12,
+    "noun.food": 13,
+    "noun.group": 14,
+    "noun.location": 15,
+    "noun.motive": 16,
+    "noun.object": 17,
+    "noun.person": 18,
+    "noun.phenomenon": 19,
+    "noun.plant": 20,
+    "noun.possession": 21,
+    "noun.process": 22,
+    "noun.quantity": 23,
+    "noun.relation": 24,
+    "noun.shape": 25,
+    "noun.state": 26,
+    "noun.substance": 27,
+    "noun.time": 28,
+}
 OUTPUTS = ("users.csv", "posts.jsonl", "edges.csv", "images", "_real_corpus.json")
 SIDE_FILE = "_real_corpus.json"
 STAT_NAMES = (
@@ -220,12 +241,16 @@ def _users_and_posts(cfg: RealCorpusConfig, rng: np.random.Generator) -> dict:
         rate = np.where(rng.random(n) < share, cfg.generic_rate, cfg.generic_background_rate)
         pools[f"post_{modality}_pool"] = np.where(rng.random(p) < rate[post_user], k, post_topic)
     return dict(
-        user_topic=topic, user_secondary=secondary, user_activity=activity, user_num_posts=num_posts,
-        post_user=post_user, post_topic=post_topic,
+        user_topic=topic,
+        user_secondary=secondary,
+        user_activity=activity,
+        user_num_posts=num_posts,
+        post_user=post_user,
+        post_topic=post_topic,
         post_has_text=rng.random(p) >= cfg.empty_text_share,
         post_has_image=rng.random(p) >= cfg.no_image_share,
         **pools,
-    )  # fmt: skip
+    )
 
 
 def _captions(cfg: RealCorpusConfig, truth: dict, glosses: dict, rng: np.random.Generator) -> list[str]:
@@ -286,14 +311,16 @@ def _fans_and_stats(cfg: RealCorpusConfig, truth: dict, edges: np.ndarray, capti
     fans = np.round(np.exp(log_fans)).astype(np.int64)
     count = np.maximum(truth["user_num_posts"], 1)
     words = np.array([len(c.split()) for c in captions], dtype=np.float64)
-    stats = np.column_stack([
-        truth["user_num_posts"],
-        np.bincount(truth["post_user"], weights=words, minlength=n) / count,
-        np.bincount(truth["post_user"], weights=truth["post_has_image"], minlength=n) / count,
-        np.exp(0.6 * a + 0.4 * rng.standard_normal(n)),
-        365.0 * np.exp(0.3 * a + 0.5 * rng.standard_normal(n)),
-        np.exp(1.0 + 0.3 * z(np.log1p(fans)) + 0.8 * rng.standard_normal(n)),
-    ])  # fmt: skip
+    stats = np.column_stack(
+        [
+            truth["user_num_posts"],
+            np.bincount(truth["post_user"], weights=words, minlength=n) / count,
+            np.bincount(truth["post_user"], weights=truth["post_has_image"], minlength=n) / count,
+            np.exp(0.6 * a + 0.4 * rng.standard_normal(n)),
+            365.0 * np.exp(0.3 * a + 0.5 * rng.standard_normal(n)),
+            np.exp(1.0 + 0.3 * z(np.log1p(fans)) + 0.8 * rng.standard_normal(n)),
+        ]
+    )
     return dict(
         user_degree=degree, user_fans=fans, user_stats=np.round(stats, 4), topic_popularity=popularity
     )
@@ -346,8 +373,10 @@ def build(
     cfg = cfg or RealCorpusConfig()
     sizes = _topic_sizes(cfg.num_users, len(cfg.topics))
     if len(cfg.topics) < 2 or sizes.min() < 5:
-        raise ValueError(f"need at least 2 topics and 5 users in the smallest one; {cfg.num_users} users "
-                         f"give {sizes.tolist()} over {len(cfg.topics)} topics")  # fmt: skip
+        raise ValueError(
+            f"need at least 2 topics and 5 users in the smallest one; {cfg.num_users} users "
+            f"give {sizes.tolist()} over {len(cfg.topics)} topics"
+        )
     out = Path(out_dir)
     glosses = read_glosses(
         Path(wordnet_dir) / "data.noun", [t.lexfile for t in cfg.topics] + list(GENERIC_LEXFILES)
@@ -387,10 +416,13 @@ def build(
         "generic_lexfiles": list(GENERIC_LEXFILES),
         "sources": {"wordnet_data_noun": str(Path(wordnet_dir) / "data.noun"), "stamps_dir": str(stamps_dir)},
         "pool_sizes": pool_sizes,
-        "users": corpus.num_users, "posts": corpus.num_posts, "edges": corpus.num_edges,
-        "images": sum(p is not None for p in image_paths), "homophily": round(homophily(corpus), 4),
+        "users": corpus.num_users,
+        "posts": corpus.num_posts,
+        "edges": corpus.num_edges,
+        "images": sum(p is not None for p in image_paths),
+        "homophily": round(homophily(corpus), 4),
         "off_topic_posts": round(float(off_topic.mean()), 4),
-    }  # fmt: skip
+    }
     (out / SIDE_FILE).write_text(json.dumps(side, indent=2) + "\n", encoding="utf-8")
     return corpus
 
@@ -410,8 +442,10 @@ def probe(corpus: Corpus, seed: int = 0) -> dict[str, float]:
     from corpus.synthetic.probes import user_image_features
 
     labels = np.asarray(corpus.labels)
-    docs = [" ".join(corpus.post_text[corpus.post_offsets[u] : corpus.post_offsets[u + 1]])
-            for u in range(corpus.num_users)]  # fmt: skip
+    docs = [
+        " ".join(corpus.post_text[corpus.post_offsets[u] : corpus.post_offsets[u + 1]])
+        for u in range(corpus.num_users)
+    ]
     text = TfidfVectorizer(min_df=2, sublinear_tf=True).fit_transform(docs)
     image = StandardScaler().fit_transform(user_image_features(corpus))
     folds = StratifiedKFold(5, shuffle=True, random_state=seed)
@@ -421,8 +455,9 @@ def probe(corpus: Corpus, seed: int = 0) -> dict[str, float]:
         model = LogisticRegression(C=10.0 if name != "image" else 0.1, max_iter=3000)
         scores[name] = float(f1_score(labels, cross_val_predict(model, x, labels, cv=folds), average="macro"))
     stats_model = make_pipeline(StandardScaler(), LogisticRegression(max_iter=3000))
-    scores["X"] = float(f1_score(labels, cross_val_predict(stats_model, corpus.features, labels, cv=folds),
-                                 average="macro"))  # fmt: skip
+    scores["X"] = float(
+        f1_score(labels, cross_val_predict(stats_model, corpus.features, labels, cv=folds), average="macro")
+    )
     return scores
 
 
@@ -431,8 +466,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", required=True, help="output corpus folder")
     parser.add_argument("--users", type=int, default=1000, help="number of users (default 1000)")
     parser.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
-    parser.add_argument("--homophily", type=float, default=RealCorpusConfig.homophily,
-                        help="share of same-topic edges (default %(default)s)")  # fmt: skip
+    parser.add_argument(
+        "--homophily",
+        type=float,
+        default=RealCorpusConfig.homophily,
+        help="share of same-topic edges (default %(default)s)",
+    )
     parser.add_argument("--wordnet-dir", default=str(WORDNET_DIR), help="folder with WordNet's data.noun")
     parser.add_argument("--stamps-dir", default=str(STAMPS_DIR), help="Tux Paint's stamps folder")
     parser.add_argument("--overwrite", action="store_true", help="replace a corpus already in --out")
@@ -440,20 +479,25 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     cfg = RealCorpusConfig(num_users=args.users, seed=args.seed, homophily=args.homophily)
     try:
-        corpus = build(args.out, cfg, wordnet_dir=args.wordnet_dir, stamps_dir=args.stamps_dir,
-                       overwrite=args.overwrite)  # fmt: skip
+        corpus = build(
+            args.out, cfg, wordnet_dir=args.wordnet_dir, stamps_dir=args.stamps_dir, overwrite=args.overwrite
+        )
     except (SourceMissing, FileExistsError, ValueError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
     side = json.loads((Path(args.out) / SIDE_FILE).read_text())
-    print(f"{args.out}: {side['users']} users, {side['posts']} posts, {side['images']} images, "
-          f"{side['edges']} edges, {len(cfg.topics)} topics, homophily {side['homophily']:.3f}, "
-          f"off-topic posts {side['off_topic_posts']:.3f}")  # fmt: skip
+    print(
+        f"{args.out}: {side['users']} users, {side['posts']} posts, {side['images']} images, "
+        f"{side['edges']} edges, {len(cfg.topics)} topics, homophily {side['homophily']:.3f}, "
+        f"off-topic posts {side['off_topic_posts']:.3f}"
+    )
     if args.probe:
         scores = probe(corpus, seed=args.seed)
         chance = 1.0 / len(cfg.topics)
-        print("topic macro-F1 (5-fold CV, logistic regression; chance about "
-              f"{chance:.3f}): " + ", ".join(f"{k} {v:.3f}" for k, v in scores.items()))  # fmt: skip
+        print(
+            "topic macro-F1 (5-fold CV, logistic regression; chance about "
+            f"{chance:.3f}): " + ", ".join(f"{k} {v:.3f}" for k, v in scores.items())
+        )
     return 0
 
 

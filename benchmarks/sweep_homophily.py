@@ -25,8 +25,19 @@ METRICS = (("topic_macro_f1", "topic macro-F1"), ("fans_mae", "fans MAE"))
 
 def run_one(out: Path, homophily: float, rounds: int, seeds: int, extra: list[str]) -> dict:
     run_dir = out / f"h{homophily:g}"
-    cmd = [sys.executable, str(REPO / "bridge" / "alternate.py"), "--rounds", str(rounds), "--seeds", str(seeds),
-           "--run-dir", str(run_dir), "--synthetic", f"homophily={homophily}", *extra]  # fmt: skip
+    cmd = [
+        sys.executable,
+        str(REPO / "bridge" / "alternate.py"),
+        "--rounds",
+        str(rounds),
+        "--seeds",
+        str(seeds),
+        "--run-dir",
+        str(run_dir),
+        "--synthetic",
+        f"homophily={homophily}",
+        *extra,
+    ]
     print(f"[sweep] homophily {homophily:g}: {' '.join(cmd[1:])}", flush=True)
     start = time.perf_counter()
     with open(out / f"h{homophily:g}.log", "w") as log:
@@ -40,17 +51,23 @@ def run_one(out: Path, homophily: float, rounds: int, seeds: int, extra: list[st
 
 
 def table(results: dict[float, dict]) -> str:
-    lines = ["| homophily | MMGA vs | " + " | ".join(f"{label} margin (mean ± sd) | per seed | verdict"
-                                                     for _, label in METRICS) + " |",
-             "|---|---|" + "---|---|---|" * len(METRICS)]  # fmt: skip
+    lines = [
+        "| homophily | MMGA vs | "
+        + " | ".join(f"{label} margin (mean ± sd) | per seed | verdict" for _, label in METRICS)
+        + " |",
+        "|---|---|" + "---|---|---|" * len(METRICS),
+    ]
     for h, metrics in results.items():
         comp = {c["against"]: c for c in metrics["comparison"]}
         for other in AGAINST:
             cells = []
             for key, _ in METRICS:
                 m = comp[other][key]
-                cells += [f"{m['margin']:+.3f} ± {m['margin_std']:.3f}", " / ".join(f"{v:+.3f}" for v in m["margins"]),
-                          m["verdict"]]  # fmt: skip
+                cells += [
+                    f"{m['margin']:+.3f} ± {m['margin_std']:.3f}",
+                    " / ".join(f"{v:+.3f}" for v in m["margins"]),
+                    m["verdict"],
+                ]
             lines.append(f"| {h:g} | `{other}` | " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
@@ -66,8 +83,14 @@ def plot(results: dict[float, dict], png: Path) -> None:
     for ax, (key, label) in zip(axes, METRICS):
         for i, other in enumerate(AGAINST):
             ms = [next(c for c in results[h]["comparison"] if c["against"] == other)[key] for h in hs]
-            ax.errorbar([h + (i - 0.5) * 0.01 for h in hs], [m["margin"] for m in ms],
-                        yerr=[m["margin_std"] for m in ms], marker="o", capsize=4, label=f"vs {other}")  # fmt: skip
+            ax.errorbar(
+                [h + (i - 0.5) * 0.01 for h in hs],
+                [m["margin"] for m in ms],
+                yerr=[m["margin_std"] for m in ms],
+                marker="o",
+                capsize=4,
+                label=f"vs {other}",
+            )
         ax.axhline(0, color="grey", lw=0.8)
         ax.set_xticks(hs)
         ax.set_xlabel("homophily (share of same-topic edges)")

@@ -37,52 +37,94 @@ def build_parser() -> argparse.ArgumentParser:
         "representations against baselines, and write a report. Rerun the same command to resume.",
     )
     parser.add_argument("--rounds", type=int, default=None, help="number of rounds (default 3)")
-    parser.add_argument("--corpus", type=Path, default=None,
-                        help="corpus folder (default: generate the synthetic corpus into <run-dir>/corpus)")  # fmt: skip
+    parser.add_argument(
+        "--corpus",
+        type=Path,
+        default=None,
+        help="corpus folder (default: generate the synthetic corpus into <run-dir>/corpus)",
+    )
     parser.add_argument(
         "--run-dir", type=Path, default=Path("runs/default"), help="run folder (default runs/default)"
     )
-    parser.add_argument("--config", type=Path, default=None,
-                        help="JSON/YAML file with sections rounds, seed, synthetic, stage1, stage2, eval, baselines")  # fmt: skip
-    parser.add_argument("--stage1", action="append", default=[], metavar="KEY=VALUE",
-                        help="stage 1 config override, dotted keys, repeatable (e.g. trainer.max_steps=100)")  # fmt: skip
-    parser.add_argument("--stage2", action="append", default=[], metavar="KEY=VALUE",
-                        help="stage 2 config override, dotted keys, repeatable (e.g. model.heads=2)")  # fmt: skip
-    parser.add_argument("--eval", dest="eval_overrides", action="append", default=[], metavar="KEY=VALUE",
-                        help="evaluation override, repeatable (e.g. head_seeds=[0,1,2,3,4])")  # fmt: skip
-    parser.add_argument("--synthetic", action="append", default=[], metavar="KEY=VALUE",
-                        help="synthetic corpus knob when --corpus is not given (e.g. num_users=2000)")  # fmt: skip
     parser.add_argument(
-        "--seed", type=int, default=None,
+        "--config",
+        type=Path,
+        default=None,
+        help="JSON/YAML file with sections rounds, seed, synthetic, stage1, stage2, eval, baselines",
+    )
+    parser.add_argument(
+        "--stage1",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="stage 1 config override, dotted keys, repeatable (e.g. trainer.max_steps=100)",
+    )
+    parser.add_argument(
+        "--stage2",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="stage 2 config override, dotted keys, repeatable (e.g. model.heads=2)",
+    )
+    parser.add_argument(
+        "--eval",
+        dest="eval_overrides",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="evaluation override, repeatable (e.g. head_seeds=[0,1,2,3,4])",
+    )
+    parser.add_argument(
+        "--synthetic",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="synthetic corpus knob when --corpus is not given (e.g. num_users=2000)",
+    )
+    parser.add_argument(
+        "--seed",
+        type=int,
+        default=None,
         help="first training seed (default 0); training seed s runs round r with seed s + 1000 r",
-    )  # fmt: skip
+    )
     parser.add_argument(
-        "--seeds", type=int, default=None, metavar="K",
+        "--seeds",
+        type=int,
+        default=None,
+        metavar="K",
         help="train every variant K times, with seeds seed .. seed+K-1 (default 3); the report gives mean ± sd "
         "over them and calls MMGA ahead only beyond that spread",
-    )  # fmt: skip
+    )
     parser.add_argument(
-        "--preset", default=None, metavar="NAME",
+        "--preset",
+        default=None,
+        metavar="NAME",
         help="the stage defaults, bridge/presets/NAME.json: 'default' (tiny encoders trained from scratch, fits in "
-        "minutes on a laptop CPU) or 'real' (the pretrained MiniLM-L6 text encoder, shipped offline; use it for "
-        "real captions; docs/stage1.md gives its cost)",
-    )  # fmt: skip
+        "minutes on a laptop CPU), 'real' (the pretrained MiniLM-L6 text encoder, shipped offline, fully fine-tuned) "
+        "or 'pretrained' (MiniLM mean-pooled, only its top layer tuned by the graph-contrastive InfoNCE loss, over "
+        "cached lower layers: about 3x the default's stage-1 cost); docs/stage1.md gives their cost and quality",
+    )
     parser.add_argument(
-        "--ablations", action="store_true",
+        "--ablations",
+        action="store_true",
         help="also train MMGA with one part switched off (no graph-contrastive loss, no edge-weight feedback, "
         "uniform gate, ...; listed in bridge/variants.py) and report them",
-    )  # fmt: skip
+    )
     parser.add_argument(
-        "--jobs", type=int, default=None,
+        "--jobs",
+        type=int,
+        default=None,
         help="worker processes running independent (seed, variant) chains at once (default: CPU cores / threads, "
         "at most 4); results do not depend on it; 1 = everything in this process",
-    )  # fmt: skip
+    )
     parser.add_argument(
-        "--threads", type=int, default=None,
+        "--threads",
+        type=int,
+        default=None,
         help="torch intra-op threads of this process (default: $OMP_NUM_THREADS if set, else 1). On a small "
         "shared CPU one thread is the fastest for the default run's small matrices: with 2 threads and other jobs "
         "running, a stage-2 step was measured 5-8x slower. Raise it on a dedicated many-core machine.",
-    )  # fmt: skip
+    )
     parser.add_argument("--skip-baselines", action="store_true", help="run and report MMGA (and X) only")
     _add_output_flags(parser)
     return parser
@@ -94,12 +136,21 @@ def _add_output_flags(parser: argparse.ArgumentParser) -> None:
     loud.add_argument(
         "--quiet", action="store_true", help="print only errors, the verdict and where the report is"
     )
-    loud.add_argument("--verbose", action="store_true",
-                      help="print every stage and every (row, seed) evaluation, and third-party warnings")  # fmt: skip
-    parser.add_argument("--check-images", action="store_true",
-                        help="decode every image of --corpus fully before training (default: headers only)")  # fmt: skip
-    parser.add_argument("--force", action="store_true",
-                        help="recompute results made with another config or corpus instead of stopping")  # fmt: skip
+    loud.add_argument(
+        "--verbose",
+        action="store_true",
+        help="print every stage and every (row, seed) evaluation, and third-party warnings",
+    )
+    parser.add_argument(
+        "--check-images",
+        action="store_true",
+        help="decode every image of --corpus fully before training (default: headers only)",
+    )
+    parser.add_argument(
+        "--force",
+        action="store_true",
+        help="recompute results made with another config or corpus instead of stopping",
+    )
 
 
 def _env_threads() -> int:
@@ -122,8 +173,10 @@ def _jobs_and_threads(args: argparse.Namespace) -> tuple[int, int]:
 def _closing_lines(metrics: dict, seeds: int) -> list[str]:
     """The verdict, or with one training seed the plain statement that no spread was measured."""
     if seeds == 1:
-        return ["one training seed: no spread measured, so no verdict (use --seeds 3 or more); the scores are in "
-                "the report"]  # fmt: skip
+        return [
+            "one training seed: no spread measured, so no verdict (use --seeds 3 or more); the scores are in "
+            "the report"
+        ]
     return list(metrics.get("verdict", []))
 
 
@@ -131,10 +184,19 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         cfg = build_config(
-            args.config, rounds=args.rounds, seed=args.seed, seeds=args.seeds, preset=args.preset, corpus=args.corpus,
-            stage1=args.stage1, stage2=args.stage2, eval_overrides=args.eval_overrides, synthetic=args.synthetic,
-            baselines=False if args.skip_baselines else None, ablations=True if args.ablations else None,
-        )  # fmt: skip
+            args.config,
+            rounds=args.rounds,
+            seed=args.seed,
+            seeds=args.seeds,
+            preset=args.preset,
+            corpus=args.corpus,
+            stage1=args.stage1,
+            stage2=args.stage2,
+            eval_overrides=args.eval_overrides,
+            synthetic=args.synthetic,
+            baselines=False if args.skip_baselines else None,
+            ablations=True if args.ablations else None,
+        )
         templates = check_stage_configs(cfg)  # every variant's typed stage configs, each built once
         jobs, threads = _jobs_and_threads(args)
         with run_lock(args.run_dir.resolve()):  # first, before torch: a busy folder is refused at once
@@ -176,8 +238,10 @@ def _run(args: argparse.Namespace, cfg, templates, jobs: int, threads: int) -> i
         print(f"error: {message}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
-        print(f"\ninterrupted; rerun the same command to continue from the last completed stage ({args.run_dir})",
-              file=sys.stderr)  # fmt: skip
+        print(
+            f"\ninterrupted; rerun the same command to continue from the last completed stage ({args.run_dir})",
+            file=sys.stderr,
+        )
         return 130
     print()
     for line in _closing_lines(result.metrics, cfg.seeds):

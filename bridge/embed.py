@@ -68,9 +68,13 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--corpus", type=Path, required=True, help="the corpus folder to embed (docs/corpus.md)"
     )
-    parser.add_argument("--out", type=Path, required=True,
-                        help="output .npz (user_ids, embeddings, blocks) or .parquet (user_id and one list column "
-                        "per block: graph, text, image; needs pyarrow)")  # fmt: skip
+    parser.add_argument(
+        "--out",
+        type=Path,
+        required=True,
+        help="output .npz (user_ids, embeddings, blocks) or .parquet (user_id and one list column "
+        "per block: graph, text, image; needs pyarrow)",
+    )
     parser.add_argument(
         "--cache-out", type=Path, default=None, help="cache folder (default: <out stem>_cache next to --out)"
     )
@@ -134,10 +138,15 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {err.filename or args.out}: {what}; nothing was replaced", file=sys.stderr)
         return 2
     dims = "+".join(str(d) for d in out.block_dims)
-    print(f"embedded {len(out.user_ids)} users of {args.corpus} with {run.variant} round {run.round} "
-          f"(training seed {run.seed}): [R^G || R^T || R^I], {out.matrix.shape[1]} dims ({dims})")  # fmt: skip
-    how = ("numpy.load: user_ids, embeddings, user_graph_emb, user_text_emb, user_image_emb" if npz.suffix == ".npz"
-           else "pandas.read_parquet: user_id, graph, text, image, text_mask, image_mask")  # fmt: skip
+    print(
+        f"embedded {len(out.user_ids)} users of {args.corpus} with {run.variant} round {run.round} "
+        f"(training seed {run.seed}): [R^G || R^T || R^I], {out.matrix.shape[1]} dims ({dims})"
+    )
+    how = (
+        "numpy.load: user_ids, embeddings, user_graph_emb, user_text_emb, user_image_emb"
+        if npz.suffix == ".npz"
+        else "pandas.read_parquet: user_id, graph, text, image, text_mask, image_mask"
+    )
     print(f"  {npz}   ({how})")
     print(f"  {enc}\n  {graph}")
     return 0

@@ -55,14 +55,14 @@ BASELINES: dict[str, Variant] = {
             stage1=NO_GCL,
             stage2={"gate": "uniform", "use_modalities": True},
             feedback=False,
-        ),  # fmt: skip
+        ),
         Variant(
             "graph_only",
             "the GNN without image or text input",
             stage1=None,
             stage2={"gate": "mgate", "use_modalities": False},
             feedback=False,
-        ),  # fmt: skip
+        ),
     )
 }
 
@@ -76,13 +76,13 @@ ABLATIONS: dict[str, Variant] = {
             stage1=NO_GCL,
             stage2=MMGA.stage2,
             feedback=False,
-        ),  # fmt: skip
+        ),
         Variant(
             "abl_no_feedback",
             "MMGA without edge-weight feedback to stage 1",
             stage2=MMGA.stage2,
             feedback=False,
-        ),  # fmt: skip
+        ),
         Variant(
             "abl_uniform_gate",
             "MMGA with the uniform gate",

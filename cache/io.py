@@ -404,9 +404,11 @@ def check_members(h5: h5py.File, path: Path, kind: str, advice: str) -> None:
         link = h5.get(name, getlink=True)
         if isinstance(link, h5py.ExternalLink):
             raise CacheError(
-                path, name, f"is an external link to {link.filename}:{link.path}; a cache file must hold "
+                path,
+                name,
+                f"is an external link to {link.filename}:{link.path}; a cache file must hold "
                 f"its own data (refusing to follow it): {MALFORMED}",
-            )  # fmt: skip
+            )
         if not isinstance(link, h5py.HardLink):
             raise CacheError(path, name, f"is a {type(link).__name__} (refusing to follow it): {MALFORMED}")
         if name not in wanted:
@@ -475,9 +477,11 @@ def check_storage(h5: h5py.File, path: Path, kind: str, advice: str) -> None:
         stored = dset.id.get_storage_size()
         if stored < declared:
             raise CacheError(
-                path, spec.name, f"declares shape {list(dset.shape)} ({declared} bytes) but the file stores "
+                path,
+                spec.name,
+                f"declares shape {list(dset.shape)} ({declared} bytes) but the file stores "
                 f"only {stored} bytes of it (truncated or crafted): {advice}",
-            )  # fmt: skip
+            )
 
 
 def read_cache_info(path: str | Path) -> CacheInfo:

@@ -16,8 +16,15 @@ _MISSING = object()
 _SURROGATE_ESCAPE = re.compile(r"\\u[dD][89a-fA-F]")  # a JSON escape of a UTF-16 surrogate, paired or not
 
 
-_JSON_TYPES = {type(None): "null", bool: "boolean", int: "number", float: "number", str: "string",
-               list: "array", dict: "object"}  # fmt: skip
+_JSON_TYPES = {
+    type(None): "null",
+    bool: "boolean",
+    int: "number",
+    float: "number",
+    str: "string",
+    list: "array",
+    dict: "object",
+}
 
 
 def _describe(value) -> str:
@@ -98,9 +105,14 @@ def read_posts(data: bytes, user_index: dict[str, int], name: str) -> dict:
     checks = (
         ("user_id", uids, {str}, lambda v: type(v) is str, "a string"),
         ("text", texts, {str}, lambda v: type(v) is str, 'a string ("" for no caption)'),
-        ("image", images, {str, type(None)}, lambda v: v is None or (type(v) is str and v != ""),
-         "a relative path or null"),
-    )  # fmt: skip
+        (
+            "image",
+            images,
+            {str, type(None)},
+            lambda v: v is None or (type(v) is str and v != ""),
+            "a relative path or null",
+        ),
+    )
     for field, values, types, ok, wanted in checks:
         # Type sets are computed at C speed; the per-value scan only runs to locate an error.
         if not set(map(type, values)) <= types or (field == "image" and "" in values):
@@ -160,10 +172,12 @@ def _refuse_lone_surrogates(values: list, field: str, line_nos: list[int], name:
             value.encode("utf-8")
         except UnicodeEncodeError as err:
             raise CorpusError(
-                name, line, field,
+                name,
+                line,
+                field,
                 f"holds a lone UTF-16 surrogate {ascii(value[err.start])} at character {err.start}, which is not "
                 "text (a JSON \\u escape of half a surrogate pair); fix the escape or remove it",
-            ) from None  # fmt: skip
+            ) from None
 
 
 def _read_post_ids(records: list[dict], line_nos: list[int], name: str) -> list[str | None] | None:

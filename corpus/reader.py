@@ -84,9 +84,14 @@ def load_corpus(
     edges = _parse_edges(edges_bytes, user_index)
 
     sizes = check_images(
-        root, posts["images_first_line"], POSTS, max_image_pixels, image_check, progress=progress,
+        root,
+        posts["images_first_line"],
+        POSTS,
+        max_image_pixels,
+        image_check,
+        progress=progress,
         workers=image_workers,
-    )  # fmt: skip
+    )
     for rel in sorted(sizes):
         digest.update(f"{rel}\0{sizes[rel]}\n".encode())
 
@@ -243,10 +248,12 @@ def _check_plain_number(value: str, name: str, line: int, column: str) -> None:
     except ValueError:
         raise CorpusError(name, line, column, f"not a number: {value!r}") from None
     raise CorpusError(
-        name, line, column,
+        name,
+        line,
+        column,
         f"not a plain decimal number: {value!r} (escaped: {ascii(value)}); write ASCII digits 0-9, with no "
         "'_' separators and no other scripts' digits",
-    )  # fmt: skip
+    )
 
 
 @dataclass
@@ -290,14 +297,18 @@ def _parse_user_ids(raw_ids: list[str], lines: list[int]) -> list[str]:
             raise CorpusError(USERS, line, "user_id", "empty user id")
         if uid != uid.strip():
             raise CorpusError(
-                USERS, line, "user_id",
+                USERS,
+                line,
+                "user_id",
                 f"user id {uid!r} has leading or trailing whitespace; remove it (posts.jsonl and edges.csv "
                 "refer to users by the exact id)",
-            )  # fmt: skip
+            )
         if uid in first_line:
-            same = "" if raw == first_raw[uid] else (
-                f"; {ascii(raw)} and {ascii(first_raw[uid])} are the same text in Unicode NFC"
-            )  # fmt: skip
+            same = (
+                ""
+                if raw == first_raw[uid]
+                else (f"; {ascii(raw)} and {ascii(first_raw[uid])} are the same text in Unicode NFC")
+            )
             raise CorpusError(
                 USERS, line, "user_id", f"duplicate user id {uid!r} (first on line {first_line[uid]}){same}"
             )
@@ -317,10 +328,12 @@ def _standardized_features(
         if big.any():
             i = int(np.flatnonzero(big)[0])
             raise CorpusError(
-                USERS, lines[i], col,
+                USERS,
+                lines[i],
+                col,
                 f"value {columns[col][i].strip()} is beyond float32's range (|x| <= {MAX_STATISTIC:.3g}), where "
                 "the stages compute; rescale the column (e.g. log1p)",
-            )  # fmt: skip
+            )
     with np.errstate(over="ignore", invalid="ignore"):
         mean = raw.mean(axis=0)
         std = raw.std(axis=0)
@@ -331,10 +344,12 @@ def _standardized_features(
         j = int(np.flatnonzero(bad)[0])
         i = int(np.argmax(np.abs(raw[:, j])))  # the largest value is the one that overflows
         raise CorpusError(
-            USERS, lines[i], feature_names[j],
+            USERS,
+            lines[i],
+            feature_names[j],
             f"values too large to standardize (overflow; largest {columns[feature_names[j]][i].strip()} on this "
             "line); rescale the column (e.g. log1p)",
-        )  # fmt: skip
+        )
     return features, mean, std
 
 

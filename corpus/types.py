@@ -160,10 +160,12 @@ class Corpus:
                 width, height = img.size
                 if self.max_image_pixels is not None and width * height > self.max_image_pixels:
                     raise CorpusError(
-                        "posts.jsonl", line, "image",
+                        "posts.jsonl",
+                        line,
+                        "image",
                         f"image is {width}x{height} = {width * height} pixels, over the limit of "
                         f"{self.max_image_pixels} (max_image_pixels): {rel!r}",
-                    )  # fmt: skip
+                    )
                 img.load()
                 return to_rgb(img)
         except CorpusError:

@@ -48,8 +48,13 @@ def quiet_third_party(verbose: bool = False) -> None:
         return
     for category, pattern in _WARNINGS:
         warnings.filterwarnings("ignore", message=pattern, category=category)
-    for name in ("", "lightning.pytorch.utilities.rank_zero", "lightning.fabric.utilities.rank_zero",
-                 "pytorch_lightning.utilities.rank_zero", "root"):  # fmt: skip
+    for name in (
+        "",
+        "lightning.pytorch.utilities.rank_zero",
+        "lightning.fabric.utilities.rank_zero",
+        "pytorch_lightning.utilities.rank_zero",
+        "root",
+    ):
         logger = logging.getLogger(name)
         if _FILTER not in logger.filters:
             logger.addFilter(_FILTER)

@@ -69,8 +69,15 @@ class StepProgress(ProgressBar):
         self._steps_at_start = trainer.global_step
         self._first_loss = self._last_loss = None
         if self.is_enabled and self.interactive:
-            self._bar = tqdm(total=trainer.max_steps, initial=trainer.global_step, desc=self.name, unit="step",
-                             file=self._out, dynamic_ncols=True, leave=True)  # fmt: skip
+            self._bar = tqdm(
+                total=trainer.max_steps,
+                initial=trainer.global_step,
+                desc=self.name,
+                unit="step",
+                file=self._out,
+                dynamic_ncols=True,
+                leave=True,
+            )
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
         loss = _loss(outputs)
@@ -97,5 +104,8 @@ class StepProgress(ProgressBar):
         loss = ""
         if self._first_loss is not None and self._last_loss is not None:
             loss = f", loss {self._first_loss:.4g} -> {self._last_loss:.4g}"
-        print(f"{self.name}: {steps} steps in {time.perf_counter() - self._start:.1f} s{loss}", file=self._out,
-              flush=True)  # fmt: skip
+        print(
+            f"{self.name}: {steps} steps in {time.perf_counter() - self._start:.1f} s{loss}",
+            file=self._out,
+            flush=True,
+        )

@@ -39,9 +39,12 @@ def _load_prefixed(module: torch.nn.Module, state: dict, prefix: str, path: Path
     except RuntimeError as err:
         first = str(err).strip().splitlines()[0]
         raise ConfigError(
-            str(path), None, None, f"the {prefix.rstrip('.')} weights do not fit the model its config describes "
+            str(path),
+            None,
+            None,
+            f"the {prefix.rstrip('.')} weights do not fit the model its config describes "
             f"(written by another version?): {first}",
-        ) from None  # fmt: skip
+        ) from None
 
 
 def load_trained_encoders(checkpoint: Path) -> TrainedEncoders:

@@ -47,9 +47,13 @@ def compute_graph_outputs(system: Stage2System, layerwise_batch_size: int | None
         else:
             relevance = system.model.gate.relevance(gate, adj_t)
         content = system.model.content_readout(
-            system.features, adj_t, relevance.mean(dim=1), system.content_hops, system.modalities,
+            system.features,
+            adj_t,
+            relevance.mean(dim=1),
+            system.content_hops,
+            system.modalities,
             system.modality_masks,
-        )  # fmt: skip
+        )
         node_emb = torch.cat([node_emb, content.to(node_emb.dtype)], dim=1)
     finally:
         system.train(was_training)

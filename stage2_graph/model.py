@@ -279,8 +279,12 @@ class GraphEncoder(nn.Module):
             hop_outputs = []
             for _ in range(hops):
                 total = present + weighted.matmul(present)
-                feats = torch.where(total > 0, (feats * present + weighted.matmul(feats * present)) / total.clamp(
-                    min=torch.finfo(x.dtype).tiny), torch.zeros_like(feats))  # fmt: skip
+                feats = torch.where(
+                    total > 0,
+                    (feats * present + weighted.matmul(feats * present))
+                    / total.clamp(min=torch.finfo(x.dtype).tiny),
+                    torch.zeros_like(feats),
+                )
                 present = (total > 0).to(x.dtype)
                 hop_outputs.append(feats)
             out.append(torch.cat(hop_outputs, dim=1))

@@ -93,8 +93,15 @@ class Stage2System(L.LightningModule):
     @classmethod
     def from_config(cls, graph: GraphInputs, cfg: Stage2Config) -> Stage2System:
         """The system a resolved stage-2 config describes, over ``graph`` (training and inference alike)."""
-        return cls(graph, cfg.model, cfg.objective, cfg.optim, gate=cfg.gate, use_modalities=cfg.use_modalities,
-                   config=cfg.to_dict())  # fmt: skip
+        return cls(
+            graph,
+            cfg.model,
+            cfg.objective,
+            cfg.optim,
+            gate=cfg.gate,
+            use_modalities=cfg.use_modalities,
+            config=cfg.to_dict(),
+        )
 
     @property
     def modalities(self) -> list[Tensor]:

@@ -34,8 +34,14 @@ class _Tty(io.StringIO):
 
 
 def _fit(stream) -> None:
-    trainer = L.Trainer(max_steps=6, logger=False, enable_checkpointing=False, enable_model_summary=False,
-                        callbacks=[StepProgress("stage 9", stream=stream)], accelerator="cpu")  # fmt: skip
+    trainer = L.Trainer(
+        max_steps=6,
+        logger=False,
+        enable_checkpointing=False,
+        enable_model_summary=False,
+        callbacks=[StepProgress("stage 9", stream=stream)],
+        accelerator="cpu",
+    )
     trainer.fit(_Tiny())
 
 

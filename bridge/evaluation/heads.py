@@ -181,9 +181,17 @@ def head_candidates(x: np.ndarray, targets: TaskTargets, cfg: EvalConfig, tag: s
     candidates = []
     for head in cfg.heads:
         model = _fit_heads(
-            xt["train"], yt["train"], xt["val"], yt["val"], targets.task, targets.out_dim, head,
-            [wd for wd, _ in grid], [s for _, s in grid], cfg,
-        )  # fmt: skip
+            xt["train"],
+            yt["train"],
+            xt["val"],
+            yt["val"],
+            targets.task,
+            targets.out_dim,
+            head,
+            [wd for wd, _ in grid],
+            [s for _, s in grid],
+            cfg,
+        )
         val_pred, test_pred = predict(model, "val"), predict(model, "test")
         candidates += [
             Candidate(seed, head + tag, wd, val_pred[g], test_pred[g]) for g, (wd, seed) in enumerate(grid)

@@ -63,8 +63,9 @@ class TaskTargets:
         return {name: int(mask.sum()) for name, mask in self.masks.items()}
 
 
-def prepare_targets(task: Task, y: np.ndarray, known: np.ndarray, splits: np.ndarray,
-                    fans_buckets: int) -> TaskTargets:  # fmt: skip
+def prepare_targets(
+    task: Task, y: np.ndarray, known: np.ndarray, splits: np.ndarray, fans_buckets: int
+) -> TaskTargets:
     """:class:`TaskTargets` of one task; raises ``ValueError`` when a split has no user with a known target."""
     splits = np.asarray(splits)
     masks = {name: known & (splits == code) for code, name in enumerate(SPLITS)}
@@ -113,8 +114,9 @@ def select_and_score(
 EvaluateTask = Callable[[TaskTargets], TaskScores]
 
 
-def evaluate_tasks(labels: np.ndarray, fans: np.ndarray, splits: np.ndarray, fans_buckets: int,
-                   evaluate_task: EvaluateTask) -> dict[str, TaskScores]:  # fmt: skip
+def evaluate_tasks(
+    labels: np.ndarray, fans: np.ndarray, splits: np.ndarray, fans_buckets: int, evaluate_task: EvaluateTask
+) -> dict[str, TaskScores]:
     """Every task's :class:`TaskScores`: ``evaluate_task`` on each task that can be evaluated, the skipped
     entry (with its reason, ``bridge.evaluation.tasks``) for the others."""
     labels, fans, splits = np.asarray(labels), np.asarray(fans, dtype=np.float64), np.asarray(splits)

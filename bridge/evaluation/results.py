@@ -64,8 +64,13 @@ class Choice:
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> Choice:
         epochs = data.get("epochs")
-        return cls(int(data["seed"]), str(data["head"]), float(data["weight_decay"]), float(data["val_score"]),
-                   None if epochs is None else int(epochs))  # fmt: skip
+        return cls(
+            int(data["seed"]),
+            str(data["head"]),
+            float(data["weight_decay"]),
+            float(data["val_score"]),
+            None if epochs is None else int(epochs),
+        )
 
 
 @dataclass(frozen=True)

@@ -49,17 +49,22 @@ def check_corpus_can_finish(corpus: Corpus, log: Callable[[str], None] = print) 
     """
     if corpus.num_edges == 0:
         raise CorpusError(
-            "edges.csv", None, None,
+            "edges.csv",
+            None,
+            None,
             "the corpus has no edges (self-loops are dropped): both stages learn from the graph, so nothing "
             "could be trained; add edges between different users",
-        )  # fmt: skip
+        )
     skipped = unavailable_tasks(corpus.labels, corpus.fans, corpus.splits)
     if len(skipped) == len(TASKS):
         raise NothingToEvaluate(
-            "users.csv", None, None,
-            "no downstream task can be evaluated (" + "; ".join(f"{t}: {why}" for t, why in skipped.items())
+            "users.csv",
+            None,
+            None,
+            "no downstream task can be evaluated ("
+            + "; ".join(f"{t}: {why}" for t, why in skipped.items())
             + "): give labels or fans counts, and a split column with train, val and test users (or none)",
-        )  # fmt: skip
+        )
     for task, why in skipped.items():
         log(f"[tasks] {task}: skipped ({why}); its metrics will read n/a")
     return skipped

@@ -187,13 +187,21 @@ class UserEmbeddings:
             meta = {**(metadata or {}), "round": self.round, "corpus_fingerprint": self.fingerprint}
             self.write_table(Path(tmp_out), meta, out.suffix)
             enc = write_encoder_embeddings(
-                staging, self.round, self.encoders, fingerprint=self.fingerprint, producer=producers["stage1"],
+                staging,
+                self.round,
+                self.encoders,
+                fingerprint=self.fingerprint,
+                producer=producers["stage1"],
                 model="bridge.embed: stage 1 inference (no training)",
-            )  # fmt: skip
+            )
             graph = write_graph_outputs(
-                staging, self.round, self.graph, fingerprint=self.fingerprint, producer=producers["stage2"],
+                staging,
+                self.round,
+                self.graph,
+                fingerprint=self.fingerprint,
+                producer=producers["stage2"],
                 model="bridge.embed: stage 2 inference (no training)",
-            )  # fmt: skip
+            )
             round_dir = Path(enc).parent
             target = cache_dir / round_dir.name
             old = cache_dir / f".{round_dir.name}.old"

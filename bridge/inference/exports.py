@@ -30,8 +30,13 @@ def _pyarrow():
     return pa, pq
 
 
-def write_parquet(path: Path, user_ids: list[str], blocks: dict[str, np.ndarray], masks: dict[str, np.ndarray],
-                  metadata: dict[str, Any]) -> Path:  # fmt: skip
+def write_parquet(
+    path: Path,
+    user_ids: list[str],
+    blocks: dict[str, np.ndarray],
+    masks: dict[str, np.ndarray],
+    metadata: dict[str, Any],
+) -> Path:
     """Write the table described in the module docstring to ``path`` (callers write a temporary name and rename).
 
     Args:

@@ -109,15 +109,25 @@ class TrainedRun:
             cache_dir, self.round, fingerprint=train.fingerprint, num_users=train.num_users
         )
         graph = read_graph_outputs(
-            cache_dir, self.round, fingerprint=train.fingerprint, num_users=train.num_users, user_ids=train.user_ids,
+            cache_dir,
+            self.round,
+            fingerprint=train.fingerprint,
+            num_users=train.num_users,
+            user_ids=train.user_ids,
             num_edges=train.num_edges,
-        )  # fmt: skip
+        )
         return UserEmbeddings(list(train.user_ids), enc, graph, train.features, train.fingerprint, self.round)
 
     def producers(self) -> dict:
         """What the cache files written by ``embed`` record as their producer."""
-        base = {"bridge.embed": {"run_dir": str(self.run_dir), "seed": self.seed, "variant": self.variant,
-                                 "round": self.round}}  # fmt: skip
+        base = {
+            "bridge.embed": {
+                "run_dir": str(self.run_dir),
+                "seed": self.seed,
+                "variant": self.variant,
+                "round": self.round,
+            }
+        }
         return {
             "stage1": {
                 **base,

@@ -58,8 +58,13 @@ def summarize_runs(runs: dict[str, dict[str, Any]]) -> dict[str, Any]:
     if len(runs) < 1:
         raise CompareError("give at least one run folder")
     common = set.intersection(*(set(m["rows"]) for m in runs.values()))
-    finals = {name: max((r for r in m["rows"] if r.startswith("mmga_round_")), key=lambda r: int(r.rsplit("_", 1)[1]))
-              for name, m in runs.items() if any(r.startswith("mmga_round_") for r in m["rows"])}  # fmt: skip
+    finals = {
+        name: max(
+            (r for r in m["rows"] if r.startswith("mmga_round_")), key=lambda r: int(r.rsplit("_", 1)[1])
+        )
+        for name, m in runs.items()
+        if any(r.startswith("mmga_round_") for r in m["rows"])
+    }
     if len(finals) != len(runs) or len(set(finals.values())) != 1:
         raise CompareError(
             f"the runs do not end with the same MMGA round: {finals or 'none has an MMGA row'}"
@@ -93,14 +98,22 @@ def markdown(summary: dict[str, Any]) -> str:
         (f"{task}_{metric}", _LABELS.get((task, metric), f"{task} {metric}"))
         for task, metric, _ in GOAL_METRICS
     ]
-    lines = [f"{len(runs)} runs: {', '.join(runs)}", "",
-             "| row | " + " | ".join(f"{label} (mean ± sd over runs)" for _, label in keys) + " |",
-             "|---|" + "---|" * len(keys)]  # fmt: skip
+    lines = [
+        f"{len(runs)} runs: {', '.join(runs)}",
+        "",
+        "| row | " + " | ".join(f"{label} (mean ± sd over runs)" for _, label in keys) + " |",
+        "|---|" + "---|" * len(keys),
+    ]
     for row, stats in summary["rows"].items():
         cells = [f"{stats[k]['mean']:.3f} ± {stats[k]['std']:.3f}" for k, _ in keys]
         lines.append(f"| `{row}` | " + " | ".join(cells) + " |")
-    lines += ["", f"`{final}` vs | " + " | ".join(f"{label} margin per run (ahead in: verdict)" for _, label in keys) + " |",
-              "|---|" + "---|" * len(keys)]  # fmt: skip
+    lines += [
+        "",
+        f"`{final}` vs | "
+        + " | ".join(f"{label} margin per run (ahead in: verdict)" for _, label in keys)
+        + " |",
+        "|---|" + "---|" * len(keys),
+    ]
     for other, per_metric in summary["margins"].items():
         cells = []
         for key, _ in keys:

@@ -77,15 +77,20 @@ def _seed_scores(weights: np.ndarray, same: np.ndarray) -> dict[str, float]:
     }
 
 
-def edge_weight_diagnostics(corpus: Corpus, paths: RunPaths, rounds: int, variants: tuple[str, ...],
-                            seeds: tuple[int, ...]) -> dict[str, Any] | None:  # fmt: skip
+def edge_weight_diagnostics(
+    corpus: Corpus, paths: RunPaths, rounds: int, variants: tuple[str, ...], seeds: tuple[int, ...]
+) -> dict[str, Any] | None:
     """Per variant, round and training seed: how well the edge weights separate same-topic from cross-topic
     edges (ROC AUC; 0.5 = not at all). None when no edge can be judged."""
     judged = edge_topics(corpus)
     if judged is None:
         return None
-    out: dict[str, Any] = {"source": judged.source, "edges_judged": int(len(judged.rows)),
-                           "same_topic_share": float(judged.same.mean()), "variants": {}}  # fmt: skip
+    out: dict[str, Any] = {
+        "source": judged.source,
+        "edges_judged": int(len(judged.rows)),
+        "same_topic_share": float(judged.same.mean()),
+        "variants": {},
+    }
     if judged.note:
         out["note"] = judged.note
     for variant in variants:
@@ -94,9 +99,13 @@ def edge_weight_diagnostics(corpus: Corpus, paths: RunPaths, rounds: int, varian
             per_seed = []
             for seed in seeds:
                 graph = read_graph_outputs(
-                    paths.for_seed(seed).cache_dir(variant), r, fingerprint=corpus.fingerprint,
-                    num_users=corpus.num_users, user_ids=corpus.user_ids, num_edges=corpus.num_edges,
-                )  # fmt: skip
+                    paths.for_seed(seed).cache_dir(variant),
+                    r,
+                    fingerprint=corpus.fingerprint,
+                    num_users=corpus.num_users,
+                    user_ids=corpus.user_ids,
+                    num_edges=corpus.num_edges,
+                )
                 per_seed.append(_seed_scores(graph.edge_weight.astype(np.float64)[judged.rows], judged.same))
             per_round.append(
                 {

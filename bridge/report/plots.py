@@ -48,8 +48,14 @@ def _draw_stage(ax, log_dirs: list[Path | None], lines: dict[str, Any], faint: b
         for name, (steps, values) in sorted(read_loss_curves(csv_path).items()):
             color = lines[name].get_color() if name in lines else f"C{len(lines) % 10}"
             label = None if (name in lines or faint) else name
-            (line,) = ax.plot(steps + offset, values, color=color, lw=0.6 if faint else 1, alpha=0.35 if faint
-                              else 1.0, label=label)  # fmt: skip
+            (line,) = ax.plot(
+                steps + offset,
+                values,
+                color=color,
+                lw=0.6 if faint else 1,
+                alpha=0.35 if faint else 1.0,
+                label=label,
+            )
             lines.setdefault(name, line)
             lowest = min(lowest, float(values.min()) if len(values) else lowest)
             last = max(last, float(steps.max()) + offset + 1 if len(steps) else last)
@@ -60,8 +66,11 @@ def _draw_stage(ax, log_dirs: list[Path | None], lines: dict[str, Any], faint: b
     return drawn, lowest
 
 
-def plot_loss_curves(log_dirs: dict[str, list[Path | None]] | list[dict[str, list[Path | None]]], out: Path,
-                     variant: str = "mmga") -> bool:  # fmt: skip
+def plot_loss_curves(
+    log_dirs: dict[str, list[Path | None]] | list[dict[str, list[Path | None]]],
+    out: Path,
+    variant: str = "mmga",
+) -> bool:
     """Loss terms of both stages of ``variant`` over its rounds (steps continue across rounds), for every training
     seed: the first seed in full colour, the others faint; the GCL pair classifier's chance level (ln 2) is marked.
 

@@ -10,8 +10,17 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
-PACKAGES = ("torch", "transformers", "open_clip_torch", "lightning", "torch_geometric", "torch_sparse", "numpy",
-            "scikit-learn", "h5py")  # fmt: skip
+PACKAGES = (
+    "torch",
+    "transformers",
+    "open_clip_torch",
+    "lightning",
+    "torch_geometric",
+    "torch_sparse",
+    "numpy",
+    "scikit-learn",
+    "h5py",
+)
 
 
 def package_versions() -> dict[str, str]:
@@ -34,8 +43,13 @@ def git_commit(folder: Path | None = None) -> str:
         )
         if head.returncode != 0:
             return "unknown"
-        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=folder,
-                               capture_output=True, text=True, timeout=10)  # fmt: skip
+        dirty = subprocess.run(
+            ["git", "status", "--porcelain", "--untracked-files=no"],
+            cwd=folder,
+            capture_output=True,
+            text=True,
+            timeout=10,
+        )
     except (OSError, subprocess.SubprocessError):
         return "unknown"
     return head.stdout.strip() + ("+dirty" if dirty.stdout.strip() else "")

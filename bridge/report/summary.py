@@ -173,8 +173,14 @@ def verdict_lines(comparisons: list[Comparison]) -> list[str]:
         groups: dict[str, list[str]] = {}
         for c in comparisons:
             groups.setdefault(c.margins[key].verdict, []).append(c.against)
-        parts = [f"{word} {', '.join(groups[v])}" for v, word in
-                 (("ahead", "ahead of"), ("not measurably", "not measurably apart from"), ("behind", "behind"))
-                 if groups.get(v)]  # fmt: skip
+        parts = [
+            f"{word} {', '.join(groups[v])}"
+            for v, word in (
+                ("ahead", "ahead of"),
+                ("not measurably", "not measurably apart from"),
+                ("behind", "behind"),
+            )
+            if groups.get(v)
+        ]
         out.append(f"{label}: MMGA is " + "; ".join(parts) + ".")
     return out

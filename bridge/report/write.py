@@ -65,8 +65,11 @@ def write_plots(report: RunReport, inputs: ReportInputs) -> tuple[bool, list[str
     first = paths.for_seed(facts.training_seeds[0])
     final = [r for r in rows if r.group == "mmga"][-1]
     failed: list[str] = []
-    _try_plot("metrics_by_round.png", lambda: plot_metrics_by_round(rows, report.rows, out / "metrics_by_round.png"),
-              failed)  # fmt: skip
+    _try_plot(
+        "metrics_by_round.png",
+        lambda: plot_metrics_by_round(rows, report.rows, out / "metrics_by_round.png"),
+        failed,
+    )
     log_dirs = {
         stage: [
             _recorded_log_dir(inputs.manifest, first.stage_key("mmga", r, stage)) for r in range(facts.rounds)

@@ -45,11 +45,13 @@ from mmga_common.config import (
 class BridgeConfig:
     """Everything one bridge run needs besides its run folder."""
 
-    rounds: int = config_field(3, "rounds of stage 1 -> stage 2 (at most 100: each round trains every variant)", ge=1,
-                               le=100)  # fmt: skip
+    rounds: int = config_field(
+        3, "rounds of stage 1 -> stage 2 (at most 100: each round trains every variant)", ge=1, le=100
+    )
     seed: int = config_field(0, "first training seed", ge=0)
-    seeds: int = config_field(3, "training seeds: every variant is trained with seed, seed+1, ... (at most 100)",
-                              ge=1, le=100)  # fmt: skip
+    seeds: int = config_field(
+        3, "training seeds: every variant is trained with seed, seed+1, ... (at most 100)", ge=1, le=100
+    )
     preset: str = "default"
     corpus: Path | None = None
     synthetic: dict[str, Any] = field(default_factory=dict)
@@ -125,8 +127,15 @@ def build_config(
             tree = set_dotted(tree, key, val)
         data[name] = tree
     data["eval"] = _listify(EvalConfig, data["eval"])
-    given = {"rounds": rounds, "seed": seed, "seeds": seeds, "preset": preset, "corpus": corpus,
-             "baselines": baselines, "ablations": ablations}  # fmt: skip
+    given = {
+        "rounds": rounds,
+        "seed": seed,
+        "seeds": seeds,
+        "preset": preset,
+        "corpus": corpus,
+        "baselines": baselines,
+        "ablations": ablations,
+    }
     for name, value in given.items():
         if value is not None:
             data[name] = str(value) if isinstance(value, Path) else value

@@ -48,8 +48,15 @@ def stage_seconds(num_users: int, stage1_steps: int, stage2_steps: int) -> dict[
     }
 
 
-def estimate_seconds(num_users: int, stage1_runs: int, stage2_runs: int, evaluations: int, jobs: int,
-                     stage1_steps: int, stage2_steps: int) -> float:  # fmt: skip
+def estimate_seconds(
+    num_users: int,
+    stage1_runs: int,
+    stage2_runs: int,
+    evaluations: int,
+    jobs: int,
+    stage1_steps: int,
+    stage2_steps: int,
+) -> float:
     """A rough wall-time estimate of a run on a 2-core CPU (:func:`stage_seconds`, and an evaluation about
     1.2 ms per user); for the run's header, once the corpus's size is known."""
     per_stage = stage_seconds(num_users, stage1_steps, stage2_steps)
@@ -78,6 +85,8 @@ class Eta:
             self.spent.setdefault(kind, []).append(seconds)
 
     def seconds_left(self) -> float:
-        per_stage = {k: (sum(v) / len(v) if (v := self.spent.get(k)) else self.prior.get(k, 0.0))
-                     for k in self.remaining}  # fmt: skip
+        per_stage = {
+            k: (sum(v) / len(v) if (v := self.spent.get(k)) else self.prior.get(k, 0.0))
+            for k in self.remaining
+        }
         return sum(n * per_stage[k] for k, n in self.remaining.items()) / self.jobs

@@ -124,9 +124,13 @@ def _generate(run: BridgeRun) -> Path:
     seconds = time.perf_counter() - start
     names = ("users.csv", "posts.jsonl", "edges.csv")
     run.manifest.record(
-        CORPUS_KEY, recorded, "", outputs={"corpus": corpus_dir},
-        hash_files={n: corpus_dir / n for n in names}, seconds=seconds,
-    )  # fmt: skip
+        CORPUS_KEY,
+        recorded,
+        "",
+        outputs={"corpus": corpus_dir},
+        hash_files={n: corpus_dir / n for n in names},
+        seconds=seconds,
+    )
     run.note_step(CORPUS_KEY, True, seconds)
     run.console.info(f"[corpus] generated the synthetic corpus ({synth.num_users} users) in {seconds:.1f} s")
     return corpus_dir

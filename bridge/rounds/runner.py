@@ -65,9 +65,15 @@ def estimate_line(cfg: BridgeConfig, jobs: int, templates: StageTemplates, num_u
     evaluations = sum(
         cfg.seeds if r.seeded else 1 for r in report_rows(cfg.rounds, cfg.baselines, cfg.ablations)
     )
-    eta = estimate_seconds(num_users, cfg.seeds * cfg.rounds * sum(v.has_stage1 for v in variants),
-                           cfg.seeds * cfg.rounds * len(variants), evaluations, jobs, steps["stage1"],
-                           steps["stage2"])  # fmt: skip
+    eta = estimate_seconds(
+        num_users,
+        cfg.seeds * cfg.rounds * sum(v.has_stage1 for v in variants),
+        cfg.seeds * cfg.rounds * len(variants),
+        evaluations,
+        jobs,
+        steps["stage1"],
+        steps["stage2"],
+    )
     return (
         f"  roughly {minutes(eta)} for {num_users:,} users on a 2-core CPU (a rerun skips what is complete)"
     )
@@ -100,8 +106,14 @@ def _load_average() -> float:
     return os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
 
 
-def run_bridge(cfg: BridgeConfig, run_dir: Path, force: bool = False, jobs: int = 1, console: Console | None = None,
-               templates: StageTemplates | None = None) -> BridgeResult:  # fmt: skip
+def run_bridge(
+    cfg: BridgeConfig,
+    run_dir: Path,
+    force: bool = False,
+    jobs: int = 1,
+    console: Console | None = None,
+    templates: StageTemplates | None = None,
+) -> BridgeResult:
     """Run (or resume) everything: corpus, every (training seed, variant)'s rounds, evaluation, report.
 
     ``jobs``: worker processes for the stage chains (1 = everything in this process); results do not depend on it.

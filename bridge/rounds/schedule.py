@@ -129,8 +129,14 @@ class ChainScheduler:
     recorded (so a rerun resumes after them); the failure is raised again.
     """
 
-    def __init__(self, run: BridgeRun, corpus: Corpus, templates: stages.StageTemplates, jobs: int,
-                 prior_seconds: dict[str, float] | None = None):  # fmt: skip
+    def __init__(
+        self,
+        run: BridgeRun,
+        corpus: Corpus,
+        templates: stages.StageTemplates,
+        jobs: int,
+        prior_seconds: dict[str, float] | None = None,
+    ):
         self.run = run
         self.corpus = corpus
         self.templates = templates
@@ -203,8 +209,9 @@ class ChainScheduler:
         shared = self.corpus if isinstance(pool, InlineExecutor) else None
         return pool.submit(_call_stage_logged, planned.stage, planned.config, shared), recorded
 
-    def _finished(self, chain: Chain, planned: stages.StageRun, recorded: Any,
-                  outcome: stages.StageOutcome) -> None:  # fmt: skip
+    def _finished(
+        self, chain: Chain, planned: stages.StageRun, recorded: Any, outcome: stages.StageOutcome
+    ) -> None:
         run = self.run
         stages.record(planned, run.manifest, self.corpus, outcome, recorded)
         chain.steps.popleft()
@@ -223,13 +230,21 @@ class ChainScheduler:
         chain.seconds += seconds
         if not chain.steps:
             self.chains_done += 1
-            what = (f"{chain.ran} of {chain.total} stages run in {chain.seconds:.1f} s" if chain.ran
-                    else "complete before, skipped")  # fmt: skip
+            what = (
+                f"{chain.ran} of {chain.total} stages run in {chain.seconds:.1f} s"
+                if chain.ran
+                else "complete before, skipped"
+            )
             self.run.console.detail(f"[{self.chains_done}/{len(self.chains)}] {chain.name}: {what}")
 
 
-def run_chains(run: BridgeRun, corpus: Corpus, templates: stages.StageTemplates, jobs: int = 1,
-               prior_seconds: dict[str, float] | None = None) -> None:  # fmt: skip
+def run_chains(
+    run: BridgeRun,
+    corpus: Corpus,
+    templates: stages.StageTemplates,
+    jobs: int = 1,
+    prior_seconds: dict[str, float] | None = None,
+) -> None:
     """Every (training seed, variant)'s rounds; each stage is skipped when its complete outputs exist.
     ``prior_seconds``: the estimated seconds of one stage of each kind, for the time left before any ran."""
     chains = build_chains(run.cfg.training_seeds, templates.variants, run.cfg.rounds)

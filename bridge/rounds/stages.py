@@ -141,8 +141,9 @@ def run_stage2(cfg: Stage2Config, corpus: Corpus | None = None) -> Any:
     return run(cfg, corpus)
 
 
-def stage_template(stage: str, bridge_cfg: BridgeConfig, variant: str,
-                   preset: dict[str, dict[str, Any]] | None = None) -> Any:  # fmt: skip
+def stage_template(
+    stage: str, bridge_cfg: BridgeConfig, variant: str, preset: dict[str, dict[str, Any]] | None = None
+) -> Any:
     """The typed config of ``stage`` for ``variant``: the preset, the user's overrides and the variant's settings,
     validated. The per-run fields only the bridge sets (``BRIDGE_FIELDS``) hold placeholders until
     :meth:`StageTemplates.resolve` replaces them. ``preset``: the preset's sections, if already read."""
@@ -215,8 +216,9 @@ def check_stage_configs(cfg: BridgeConfig) -> StageTemplates:
     return StageTemplates(variants, configs)
 
 
-def plan_stage(key: StageKey, templates: StageTemplates, paths: RunPaths, corpus_dir: Path,
-               manifest: Manifest) -> StageRun:  # fmt: skip
+def plan_stage(
+    key: StageKey, templates: StageTemplates, paths: RunPaths, corpus_dir: Path, manifest: Manifest
+) -> StageRun:
     """The :class:`StageRun` of stage run ``key``; the entries it reads must already be complete."""
     depends_on: list[StageKey] = []
     init_checkpoint = None

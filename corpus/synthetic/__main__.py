@@ -62,8 +62,10 @@ def main(argv: list[str] | None = None) -> int:
     seconds = time.perf_counter() - start
     posts = sum(1 for _ in open(out / "posts.jsonl", "rb"))
     edges = sum(1 for _ in open(out / "edges.csv", "rb")) - 1
-    print(f"wrote {out}: {cfg.num_users} users, {posts} posts, {edges} edges in {seconds:.1f} s, "
-          f"{disk_usage(out) / 1e6:.1f} MB")  # fmt: skip
+    print(
+        f"wrote {out}: {cfg.num_users} users, {posts} posts, {edges} edges in {seconds:.1f} s, "
+        f"{disk_usage(out) / 1e6:.1f} MB"
+    )
     return 0
 
 

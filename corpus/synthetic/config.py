@@ -100,10 +100,22 @@ class SyntheticConfig:
         for name in ("num_visual_factors", "num_text_factors"):
             if not 1 <= getattr(self, name) <= 6:
                 raise ValueError(f"{name} must be in 1..6, got {getattr(self, name)}")
-        shares = ("no_post_share", "few_post_share", "off_topic_share", "secondary_share", "no_image_share",
-                  "empty_text_share", "topic_word_share", "specific_word_share", "image_ambiguous_share",
-                  "text_ambiguous_share", "homophily", "cross_edge_affinity", "unlabelled_share",
-                  "fans_unknown_share")  # fmt: skip
+        shares = (
+            "no_post_share",
+            "few_post_share",
+            "off_topic_share",
+            "secondary_share",
+            "no_image_share",
+            "empty_text_share",
+            "topic_word_share",
+            "specific_word_share",
+            "image_ambiguous_share",
+            "text_ambiguous_share",
+            "homophily",
+            "cross_edge_affinity",
+            "unlabelled_share",
+            "fans_unknown_share",
+        )
         for name in shares:
             if not 0.0 <= getattr(self, name) <= 1.0:
                 raise ValueError(f"{name} must be in [0, 1], got {getattr(self, name)}")

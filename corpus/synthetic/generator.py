@@ -32,8 +32,16 @@ from corpus.synthetic.text import make_captions
 TRUTH_FILE = "_truth.npz"
 CONFIG_FILE = "_synthetic_config.json"
 OUTPUTS = ("users.csv", "posts.jsonl", "edges.csv", "images", TRUTH_FILE, CONFIG_FILE)
-STAT_NAMES = ("posts_per_week", "likes_per_post", "comments_per_post", "account_age_days", "following",
-              "hashtags_per_post", "video_share", "reply_rate")  # fmt: skip
+STAT_NAMES = (
+    "posts_per_week",
+    "likes_per_post",
+    "comments_per_post",
+    "account_age_days",
+    "following",
+    "hashtags_per_post",
+    "video_share",
+    "reply_rate",
+)
 QUALITY_BINS = 4
 CHUNK = 1024  # images per render task; fixed so the bytes do not depend on the number of workers
 IN_PROCESS_MAX = 4096  # fewer images than this render in-process (worker start-up would dominate)
@@ -49,8 +57,13 @@ def _zscore(x: np.ndarray) -> np.ndarray:
     return (x - x.mean()) / std if std > 0 else np.zeros_like(x)
 
 
-def generate(out_dir: str | Path, cfg: SyntheticConfig | None = None, *, overwrite: bool = False,
-             progress: bool | None = None) -> Path:  # fmt: skip
+def generate(
+    out_dir: str | Path,
+    cfg: SyntheticConfig | None = None,
+    *,
+    overwrite: bool = False,
+    progress: bool | None = None,
+) -> Path:
     """Write a synthetic corpus to ``out_dir`` and return the folder.
 
     Args:
@@ -76,9 +89,15 @@ def generate(out_dir: str | Path, cfg: SyntheticConfig | None = None, *, overwri
     truth.update(_posts(cfg, truth, rng_posts))
     specific_share = cfg.specific_word_share if cfg.design == "shared" else 0.0
     captions = make_captions(
-        truth["topic_text"][truth["post_topic"]], truth["post_text_cue"], truth["post_quality"],
-        truth["post_has_text"], cfg.caption_words, cfg.topic_word_share, specific_share, rng_text,
-    )  # fmt: skip
+        truth["topic_text"][truth["post_topic"]],
+        truth["post_text_cue"],
+        truth["post_quality"],
+        truth["post_has_text"],
+        cfg.caption_words,
+        cfg.topic_word_share,
+        specific_share,
+        rng_text,
+    )
     theta = pareto_theta(cfg.num_users, cfg.degree_exponent, rng_graph)
     num_edges = _feasible_edges(cfg, truth["user_topic"])
     topic, secondary = truth["user_topic"], truth["user_secondary"]
@@ -244,8 +263,13 @@ def _stats_and_fans(cfg: SyntheticConfig, truth: dict, edges: np.ndarray, rng: n
         + 0.6 * rng.normal(size=(cfg.num_stats, n))
     )
     stats = np.round(np.exp(rng.uniform(0.0, 4.0, (cfg.num_stats, 1)) + 0.5 * z), 2).T  # [N, F], positive
-    components = {"activity": 0.6 * activity, "quality": 0.6 * quality, "degree": 0.5 * log_degree,
-                  "neighbour": 0.4 * neighbour, "noise": 0.4 * rng.normal(size=n)}  # fmt: skip
+    components = {
+        "activity": 0.6 * activity,
+        "quality": 0.6 * quality,
+        "degree": 0.5 * log_degree,
+        "neighbour": 0.4 * neighbour,
+        "noise": 0.4 * rng.normal(size=n),
+    }
     score = sum(components.values())
     fans = np.round(np.exp(4.0 + score)).astype(np.int64)
     return {
@@ -308,10 +332,18 @@ def _render_all(
 ) -> int:
     visual, palette, quality = truth["image_visual"], truth["image_palette"], truth["image_quality"]
     tasks = [
-        (str(out), image_paths[s : s + CHUNK], visual[s : s + CHUNK], palette[s : s + CHUNK], quality[s : s + CHUNK],
-         (cfg.seed, _IMAGE_STREAM, s // CHUNK), cfg.image_size, cfg.image_noise)
+        (
+            str(out),
+            image_paths[s : s + CHUNK],
+            visual[s : s + CHUNK],
+            palette[s : s + CHUNK],
+            quality[s : s + CHUNK],
+            (cfg.seed, _IMAGE_STREAM, s // CHUNK),
+            cfg.image_size,
+            cfg.image_noise,
+        )
         for s in range(0, len(image_paths), CHUNK)
-    ]  # fmt: skip
+    ]
     workers = cfg.workers or os.cpu_count() or 1
     disable = (None if len(image_paths) > IN_PROCESS_MAX else True) if progress is None else not progress
     bar = tqdm(total=len(image_paths), desc="rendering images", unit="img", disable=disable)

@@ -82,8 +82,11 @@ SMALL = RealCorpusConfig(num_users=120, image_size=16, avg_degree=6.0, posts_per
 
 
 def tree_digest(root: Path) -> dict[str, str]:
-    return {str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest()
-            for p in sorted(root.rglob("*")) if p.is_file()}  # fmt: skip
+    return {
+        str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest()
+        for p in sorted(root.rglob("*"))
+        if p.is_file()
+    }
 
 
 @pytest.fixture(scope="module")
@@ -103,8 +106,14 @@ def test_read_glosses_parses_the_wordnet_format(sources):
 def test_list_stamps_takes_pngs_only_and_skips_mirrored_copies(sources):
     found = list_stamps(sources[1], ("food", "plants"))
     names = [str(p.relative_to(sources[1])) for p in found]
-    assert names == ["food/stamp0.png", "food/stamp1.png", "food/sub/stamp2.png",
-                     "plants/stamp0.png", "plants/stamp1.png", "plants/sub/stamp2.png"]  # fmt: skip
+    assert names == [
+        "food/stamp0.png",
+        "food/stamp1.png",
+        "food/sub/stamp2.png",
+        "plants/stamp0.png",
+        "plants/stamp1.png",
+        "plants/sub/stamp2.png",
+    ]
 
 
 def test_output_loads_with_the_requested_users_and_topics(built):
@@ -115,8 +124,14 @@ def test_output_loads_with_the_requested_users_and_topics(built):
     sizes = np.bincount(again.labels, minlength=len(TOPICS))
     assert sizes.min() >= 5 and sizes.sum() == SMALL.num_users
     assert again.num_edges == round(SMALL.avg_degree * SMALL.num_users / 2)
-    assert list(again.feature_names) == ["posts", "mean_caption_words", "image_share", "posts_per_week",
-                                         "account_age_days", "likes_per_post"]  # fmt: skip
+    assert list(again.feature_names) == [
+        "posts",
+        "mean_caption_words",
+        "image_share",
+        "posts_per_week",
+        "account_age_days",
+        "likes_per_post",
+    ]
     image = again.load_image(int(np.flatnonzero(again.post_has_image)[0]))
     assert image.size == (SMALL.image_size, SMALL.image_size)
 
@@ -157,8 +172,20 @@ def test_refuses_to_overwrite_without_the_flag(built, sources):
 
 def test_cli_builds_and_reports(sources, tmp_path, capsys):
     out = tmp_path / "cli"
-    code = main(["--out", str(out), "--users", "100", "--seed", "3", "--wordnet-dir", str(sources[0]),
-                 "--stamps-dir", str(sources[1])])  # fmt: skip
+    code = main(
+        [
+            "--out",
+            str(out),
+            "--users",
+            "100",
+            "--seed",
+            "3",
+            "--wordnet-dir",
+            str(sources[0]),
+            "--stamps-dir",
+            str(sources[1]),
+        ]
+    )
     assert code == 0
     printed = capsys.readouterr().out
     assert printed.startswith(f"{out}: 100 users, ") and "8 topics, homophily 0.550" in printed
@@ -167,12 +194,18 @@ def test_cli_builds_and_reports(sources, tmp_path, capsys):
 @pytest.mark.parametrize(
     "missing, message",
     [
-        ("wordnet", "WordNet data not found at {}/data.noun: install it with `apt-get install wordnet-base` "
-                    "(or pass --wordnet-dir)"),
-        ("stamps", "Tux Paint stamps not found at {}: install them with "
-                   "`apt-get install tuxpaint-stamps-default` (or pass --stamps-dir)"),
+        (
+            "wordnet",
+            "WordNet data not found at {}/data.noun: install it with `apt-get install wordnet-base` "
+            "(or pass --wordnet-dir)",
+        ),
+        (
+            "stamps",
+            "Tux Paint stamps not found at {}: install them with "
+            "`apt-get install tuxpaint-stamps-default` (or pass --stamps-dir)",
+        ),
     ],
-)  # fmt: skip
+)
 def test_missing_packages_give_one_line_errors(sources, tmp_path, capsys, missing, message):
     absent = tmp_path / "absent"
     dirs = {"wordnet": str(sources[0]), "stamps": str(sources[1]), missing: str(absent)}

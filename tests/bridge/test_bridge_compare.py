@@ -10,14 +10,22 @@ from bridge.report.compare import CompareError, main, summarize_runs
 
 
 def fake_metrics(f1: dict[str, float], mae: dict[str, float]) -> dict:
-    return {"rows": {name: {"topic": {"macro_f1": {"mean": f1[name]}}, "fans": {"mae": {"mean": mae[name]}}}
-                     for name in f1}}  # fmt: skip
+    return {
+        "rows": {
+            name: {"topic": {"macro_f1": {"mean": f1[name]}}, "fans": {"mae": {"mean": mae[name]}}}
+            for name in f1
+        }
+    }
 
 
-RUN_A = fake_metrics({"stats_x": 0.6, "no_align": 0.90, "mmga_round_0": 0.80, "mmga_round_1": 0.95},
-                     {"stats_x": 0.7, "no_align": 0.65, "mmga_round_0": 0.70, "mmga_round_1": 0.60})  # fmt: skip
-RUN_B = fake_metrics({"stats_x": 0.6, "no_align": 0.94, "mmga_round_0": 0.80, "mmga_round_1": 0.92},
-                     {"stats_x": 0.7, "no_align": 0.61, "mmga_round_0": 0.70, "mmga_round_1": 0.64})  # fmt: skip
+RUN_A = fake_metrics(
+    {"stats_x": 0.6, "no_align": 0.90, "mmga_round_0": 0.80, "mmga_round_1": 0.95},
+    {"stats_x": 0.7, "no_align": 0.65, "mmga_round_0": 0.70, "mmga_round_1": 0.60},
+)
+RUN_B = fake_metrics(
+    {"stats_x": 0.6, "no_align": 0.94, "mmga_round_0": 0.80, "mmga_round_1": 0.92},
+    {"stats_x": 0.7, "no_align": 0.61, "mmga_round_0": 0.70, "mmga_round_1": 0.64},
+)
 
 
 def test_summary_statistics_and_margins():

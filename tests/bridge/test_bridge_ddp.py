@@ -40,6 +40,11 @@ def test_ddp_spawn_and_single_process_ddp_pass_through(stage, tmp_path):
 def test_stage2_full_batch_on_two_processes_is_a_config_error(tmp_path):
     with pytest.raises(ConfigError, match="more than one process needs trainer.batching=neighbor"):
         resolve_stage(
-            "stage2", build_config(stage2=["trainer.devices=2", "trainer.strategy=ddp_spawn"]),
-            RunPaths(tmp_path).for_seed(0), tmp_path / "corpus", "mmga", 0, None,
-        )  # fmt: skip
+            "stage2",
+            build_config(stage2=["trainer.devices=2", "trainer.strategy=ddp_spawn"]),
+            RunPaths(tmp_path).for_seed(0),
+            tmp_path / "corpus",
+            "mmga",
+            0,
+            None,
+        )

@@ -101,9 +101,19 @@ def test_two_round_run_writes_report_and_wires_the_rounds(reference_run):
         assert (paths.report_dir / name).stat().st_size > 0, name
     metrics = json.loads((paths.report_dir / "metrics.json").read_text())
     assert set(metrics["rows"]) == {
-        "stats_x", "image_only", "text_only", "graph_only", "no_align", "peer_sgc", "peer_gcn",
-        "mmga_round_0", "mmga_round_1", "mmga_graph", "mmga_text", "mmga_image",
-    }  # fmt: skip
+        "stats_x",
+        "image_only",
+        "text_only",
+        "graph_only",
+        "no_align",
+        "peer_sgc",
+        "peer_gcn",
+        "mmga_round_0",
+        "mmga_round_1",
+        "mmga_graph",
+        "mmga_text",
+        "mmga_image",
+    }
     for name, row in metrics["rows"].items():
         assert 0.0 <= row["topic"]["macro_f1"]["mean"] <= 1.0
         assert row["fans"]["mae"]["mean"] > 0 and len(row["fans"]["mae"]["values"]) == 1  # one training seed
@@ -300,9 +310,13 @@ def test_cli_rejects_bridge_owned_fields(tiny_corpus, tmp_path, capsys):
 def test_script_entry_point_runs_from_a_plain_checkout():
     # `python bridge/alternate.py` must import the repo's packages without an installed project
     out = subprocess.run(
-        [sys.executable, "bridge/alternate.py", "--help"], cwd=REPO, capture_output=True, text=True, timeout=120,
+        [sys.executable, "bridge/alternate.py", "--help"],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=120,
         env={"PATH": "", "PYTHONNOUSERSITE": "1"},
-    )  # fmt: skip
+    )
     assert out.returncode == 0, out.stderr
     assert "--rounds" in out.stdout and "--stage1" in out.stdout
 

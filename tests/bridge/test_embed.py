@@ -79,9 +79,12 @@ def test_round_trip_equals_the_runs_cache(trained, tmp_path):
     assert list(data["blocks"]) == ["graph", "text", "image"]
     assert data["block_dims"].sum() == expected.shape[1]
     written = read_graph_outputs(
-        tmp_path / "self_cache", 1, fingerprint=train.fingerprint, num_users=train.num_users,
+        tmp_path / "self_cache",
+        1,
+        fingerprint=train.fingerprint,
+        num_users=train.num_users,
         num_edges=train.num_edges,
-    )  # fmt: skip
+    )
     np.testing.assert_allclose(written.user_graph_emb, graph.user_graph_emb, atol=1e-5, rtol=0)
 
 
@@ -208,9 +211,10 @@ def test_checkpoints_of_another_version_are_refused(trained, tmp_path, capsys):
     copy = tmp_path / "new_field"
     shutil.copytree(run_dir, copy)
     _rewrite_checkpoint(
-        copy, "seed_0/mmga/round_1/stage2",
+        copy,
+        "seed_0/mmga/round_1/stage2",
         lambda p: p["hyper_parameters"]["stage2_config"]["model"].update(future_switch=True),
-    )  # fmt: skip
+    )
     with pytest.raises(Stage2ConfigError, match="future_switch.*another version of stage 2"):
         load_run(copy).embed(train_dir)
     assert "another version" in _cli_error(capsys, ["--run-dir", str(copy), *argv])

@@ -76,8 +76,13 @@ def test_results_round_trip_through_json_including_skipped_tasks():
     fans = TaskScores.skipped_task("fans", "no user has a known fans count")
     ev = Evaluation(topic, fans, dim=64)
     data = ev.to_json()
-    assert data["topic"]["chosen"][1] == {"seed": 1, "head": "gcn", "weight_decay": 5e-4, "epochs": 12,
-                                          "val_score": 0.6}  # fmt: skip
+    assert data["topic"]["chosen"][1] == {
+        "seed": 1,
+        "head": "gcn",
+        "weight_decay": 5e-4,
+        "epochs": 12,
+        "val_score": 0.6,
+    }
     assert "epochs" not in data["topic"]["chosen"][0] and data["fans"]["skipped"].startswith("no user")
     back = Evaluation.from_json(data)
     assert back.topic == topic and back.dim == 64 and back.fans.skipped == fans.skipped

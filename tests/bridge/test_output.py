@@ -26,24 +26,72 @@ NOISE = (
 )
 
 TINY = [
-    "--stage1", "model.text_hidden_size=32", "--stage1", "model.text_layers=1", "--stage1", "model.text_heads=2",
-    "--stage1", "model.text_intermediate_size=64", "--stage1", "model.text_vocab_size=120",
-    "--stage1", "model.max_text_length=12", "--stage1", "losses.ita_dim=16", "--stage1", "losses.gcl_hidden_dim=16",
-    "--stage1", "data.pairs_per_batch=8", "--stage1", "trainer.max_steps=2", "--stage1", "optim.warmup_steps=1",
-    "--stage2", "model.hidden_dim=16", "--stage2", "model.num_layers=1", "--stage2", "trainer.max_steps=3",
-    "--eval", "head_seeds=[0]", "--eval", "weight_decays=[0.001]", "--eval", "max_epochs=20",
-    "--eval", "gcn_max_epochs=20", "--eval", "gcn_weight_decays=[0.001]",
-]  # fmt: skip
+    "--stage1",
+    "model.text_hidden_size=32",
+    "--stage1",
+    "model.text_layers=1",
+    "--stage1",
+    "model.text_heads=2",
+    "--stage1",
+    "model.text_intermediate_size=64",
+    "--stage1",
+    "model.text_vocab_size=120",
+    "--stage1",
+    "model.max_text_length=12",
+    "--stage1",
+    "losses.ita_dim=16",
+    "--stage1",
+    "losses.gcl_hidden_dim=16",
+    "--stage1",
+    "data.pairs_per_batch=8",
+    "--stage1",
+    "trainer.max_steps=2",
+    "--stage1",
+    "optim.warmup_steps=1",
+    "--stage2",
+    "model.hidden_dim=16",
+    "--stage2",
+    "model.num_layers=1",
+    "--stage2",
+    "trainer.max_steps=3",
+    "--eval",
+    "head_seeds=[0]",
+    "--eval",
+    "weight_decays=[0.001]",
+    "--eval",
+    "max_epochs=20",
+    "--eval",
+    "gcn_max_epochs=20",
+    "--eval",
+    "gcn_weight_decays=[0.001]",
+]
 
 
 @pytest.mark.slow  # a full 2-round, 2-seed run in a fresh interpreter
 def test_default_output_is_short_and_free_of_third_party_noise(tiny_corpus, tmp_path):
     env = {k: v for k, v in os.environ.items() if not k.startswith("PYTHONWARNINGS")}
     out = subprocess.run(
-        [sys.executable, "bridge/alternate.py", "--rounds", "2", "--seeds", "2", "--jobs", "2",
-         "--corpus", str(tiny_corpus), "--run-dir", str(tmp_path / "run"), *TINY],
-        cwd=REPO, capture_output=True, text=True, timeout=600, env=env,
-    )  # fmt: skip
+        [
+            sys.executable,
+            "bridge/alternate.py",
+            "--rounds",
+            "2",
+            "--seeds",
+            "2",
+            "--jobs",
+            "2",
+            "--corpus",
+            str(tiny_corpus),
+            "--run-dir",
+            str(tmp_path / "run"),
+            *TINY,
+        ],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=600,
+        env=env,
+    )
     text = out.stdout + out.stderr
     assert out.returncode == 0, text
     for noise in NOISE:
@@ -68,10 +116,28 @@ def test_default_output_is_short_and_free_of_third_party_noise(tiny_corpus, tmp_
 
 def test_quiet_prints_the_verdict_only(tiny_corpus, tmp_path):
     out = subprocess.run(
-        [sys.executable, "bridge/alternate.py", "--rounds", "1", "--seeds", "1", "--jobs", "1", "--skip-baselines",
-         "--quiet", "--corpus", str(tiny_corpus), "--run-dir", str(tmp_path / "run"), *TINY],
-        cwd=REPO, capture_output=True, text=True, timeout=600,
-    )  # fmt: skip
+        [
+            sys.executable,
+            "bridge/alternate.py",
+            "--rounds",
+            "1",
+            "--seeds",
+            "1",
+            "--jobs",
+            "1",
+            "--skip-baselines",
+            "--quiet",
+            "--corpus",
+            str(tiny_corpus),
+            "--run-dir",
+            str(tmp_path / "run"),
+            *TINY,
+        ],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert out.returncode == 0, out.stderr
     lines = [line for line in (out.stdout + out.stderr).splitlines() if line.strip()]
     assert [line.split(":")[0] for line in lines] == ["topic macro-F1", "fans MAE", "Report"], lines

@@ -13,10 +13,16 @@ from bridge.report.summary import compare_rows, summarize_row, verdict_lines
 
 
 def _evaluation(f1: float, mae: float, spearman: float = 0.5) -> Evaluation:
-    topic = TaskScores("topic", {"accuracy": Stat.of([f1, f1]), "macro_f1": Stat.of([f1 - 0.01, f1 + 0.01])},
-                       n={"train": 6, "val": 2, "test": 2})  # fmt: skip
-    fans = TaskScores("fans", {"mae": Stat.of([mae]), "spearman": Stat.of([spearman]),
-                               "bucket_accuracy": Stat.of([0.3])}, n={"train": 6, "val": 2, "test": 2})  # fmt: skip
+    topic = TaskScores(
+        "topic",
+        {"accuracy": Stat.of([f1, f1]), "macro_f1": Stat.of([f1 - 0.01, f1 + 0.01])},
+        n={"train": 6, "val": 2, "test": 2},
+    )
+    fans = TaskScores(
+        "fans",
+        {"mae": Stat.of([mae]), "spearman": Stat.of([spearman]), "bucket_accuracy": Stat.of([0.3])},
+        n={"train": 6, "val": 2, "test": 2},
+    )
     return Evaluation(topic, fans, dim=8)
 
 
@@ -85,8 +91,12 @@ def test_validation_scores_of_the_chosen_heads_are_summarised():
 
     def with_val(v: float) -> Evaluation:
         ev = _evaluation(0.8, 0.6)
-        topic = TaskScores("topic", ev.topic.scores, (Choice(0, "linear", 1e-3, v), Choice(1, "linear", 1e-2, v + 0.1)),
-                           ev.topic.n)  # fmt: skip
+        topic = TaskScores(
+            "topic",
+            ev.topic.scores,
+            (Choice(0, "linear", 1e-3, v), Choice(1, "linear", 1e-2, v + 0.1)),
+            ev.topic.n,
+        )
         return Evaluation(topic, ev.fans, 8)
 
     summary = summarize_row(ROWS[1], {0: with_val(0.5), 1: with_val(0.7)}, (0, 1))

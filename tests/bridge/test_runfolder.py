@@ -110,8 +110,9 @@ def test_manifest_entries_are_typed_and_intact_checks_every_file(tmp_path):
     ckpt.write_bytes(b"checkpoint")
     manifest = Manifest(tmp_path / "manifest.json")
     key = StageKey("mmga", 0, "stage1", seed=0)
-    manifest.record(key, {"lr": 1.0}, "fp", outputs={"checkpoint": ckpt, "dir": out}, metrics={"loss": 1.5},
-                    seconds=2.0)  # fmt: skip
+    manifest.record(
+        key, {"lr": 1.0}, "fp", outputs={"checkpoint": ckpt, "dir": out}, metrics={"loss": 1.5}, seconds=2.0
+    )
     loaded = Manifest.load(manifest.path)
     entry = loaded.entry(key)
     assert entry.outputs["checkpoint"] == ckpt and entry.metrics == {"loss": 1.5} and entry.seconds == 2.0

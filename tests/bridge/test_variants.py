@@ -64,8 +64,13 @@ def test_round_seeds_and_feedback():
     assert _resolve("abl_uniform_gate", "stage2")["gate"] == "uniform"
     assert _resolve("abl_additive_gate", "stage2")["model.gate_form"] == "additive"
     assert _resolve("abl_x_only_inputs", "stage2")["model.node_inputs"] == ["stats", "degree"]
-    assert set(ABLATIONS) == {"abl_no_gcl", "abl_no_feedback", "abl_uniform_gate", "abl_additive_gate",
-                              "abl_x_only_inputs"}  # fmt: skip
+    assert set(ABLATIONS) == {
+        "abl_no_gcl",
+        "abl_no_feedback",
+        "abl_uniform_gate",
+        "abl_additive_gate",
+        "abl_x_only_inputs",
+    }
     assert _resolve("no_align", "stage2")["gate"] == "uniform"
     with pytest.raises(ValueError, match="no stage 1"):
         _resolve("graph_only", "stage1")
@@ -98,8 +103,13 @@ def test_rows_and_compared_rows():
     assert compared_rows(rows)[:3] == ("no_align", "peer_sgc", "peer_gcn")
     assert compared_rows(rows)[-len(ABLATIONS) :] == tuple(ABLATIONS)
     assert [v.name for v in run_variants(False, False)] == ["mmga"]
-    assert [r.name for r in report_rows(1, baselines=False)] == ["stats_x", "mmga_round_0", "mmga_graph",
-                                                                 "mmga_text", "mmga_image"]  # fmt: skip
+    assert [r.name for r in report_rows(1, baselines=False)] == [
+        "stats_x",
+        "mmga_round_0",
+        "mmga_graph",
+        "mmga_text",
+        "mmga_image",
+    ]
 
 
 @pytest.mark.parametrize(

@@ -31,9 +31,14 @@ RERUN1 = "use a new --cache folder, or rerun stage 1 for round 0 (`python -m sta
 
 def write_enc(cache_dir, user_ids=IDS, run_dir=None):
     return write_encoder_embeddings(
-        cache_dir, 0, random_encoders(N), fingerprint=FINGERPRINT, producer=PRODUCER, user_ids=user_ids,
+        cache_dir,
+        0,
+        random_encoders(N),
+        fingerprint=FINGERPRINT,
+        producer=PRODUCER,
+        user_ids=user_ids,
         run_dir=run_dir,
-    )  # fmt: skip
+    )
 
 
 def test_user_ids_are_stored_as_utf8_strings_in_row_order(tmp_path):

@@ -55,8 +55,13 @@ def test_posts_are_csr_grouped_by_user_in_file_order(corpus):
     assert corpus.post_lines.tolist() == [2, 5, 1, 3, 4, 6, 7, 8, 9, 10, 11]
     assert corpus.post_text[:5] == ["cat nap", "  ", "dog park", "", "hello"]
     assert corpus.post_image[:6] == [
-        "images/sub/y.jpg", "images/z.webp", "images/x.png", None, "images/x.png", None,
-    ]  # fmt: skip
+        "images/sub/y.jpg",
+        "images/z.webp",
+        "images/x.png",
+        None,
+        "images/x.png",
+        None,
+    ]
     assert corpus.post_user.tolist() == [0, 0, 1, 1, 2, 3, 4, 5, 6, 7, 8]
     assert corpus.user_num_posts.tolist() == [2, 2, 1, 1, 1, 1, 1, 1, 1, 0, 0]
 

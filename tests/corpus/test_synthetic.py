@@ -339,8 +339,18 @@ def test_cli_help_lists_every_knob(capsys):
     with pytest.raises(SystemExit):
         cli_main(["--help"])
     text = capsys.readouterr().out
-    for flag in ("--users", "--seed", "--homophily", "--image-pool", "--off-topic-share", "--workers", "--design",
-                 "--topics", "--cross-edge-affinity", "--image-ambiguous-share"):  # fmt: skip
+    for flag in (
+        "--users",
+        "--seed",
+        "--homophily",
+        "--image-pool",
+        "--off-topic-share",
+        "--workers",
+        "--design",
+        "--topics",
+        "--cross-edge-affinity",
+        "--image-ambiguous-share",
+    ):
         assert flag in text
     assert "{shared,factorised}" in text
 

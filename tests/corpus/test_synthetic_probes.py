@@ -55,8 +55,16 @@ def test_fans_depend_on_content_quality(probed):
 
 def test_factorised_design_is_still_reachable(tmp_path):
     """The earlier design through its knobs: with homophily 0.8 the graph reads the topic almost exactly."""
-    cfg = SyntheticConfig(num_users=400, seed=1, workers=1, design="factorised", homophily=0.8,
-                          secondary_share=0.0, cross_edge_affinity=0.0, stats_topic_effect=0.35)  # fmt: skip
+    cfg = SyntheticConfig(
+        num_users=400,
+        seed=1,
+        workers=1,
+        design="factorised",
+        homophily=0.8,
+        secondary_share=0.0,
+        cross_edge_affinity=0.0,
+        stats_topic_effect=0.35,
+    )
     scores = probe(generate(tmp_path, cfg))
     assert scores["graph labels"] > 0.9
     assert scores["image"] < 0.7 and scores["text"] < 0.7  # each shows one factor of two

@@ -67,21 +67,50 @@ def test_auto_resolution(fake_cuda, count, bf16, accelerator, precision, want_de
 @pytest.mark.parametrize(
     ("count", "bf16", "fields", "message"),
     [
-        (0, False, {"accelerator": "gpu"},
-         "config, field 'trainer.accelerator': is 'gpu' but torch sees no CUDA device on this machine; use auto or cpu"),
-        (0, False, {"accelerator": "cuda"},
-         "config, field 'trainer.accelerator': is 'cuda' but torch sees no CUDA device on this machine; use auto or cpu"),
-        (1, True, {"devices": "4"},
-         "config, field 'trainer.devices': asks for 4 GPUs but this machine has 1; use at most 1"),
-        (2, True, {"accelerator": "gpu", "devices": "0,2"},
-         "config, field 'trainer.devices': names GPU 2 but this machine has 2 (indices 0 to 1)"),
-        (1, True, {"devices": "0"}, "config, field 'trainer.devices': asks for 0 devices; give at least 1 (or auto)"),
-        (0, False, {"precision": "16-mixed"},
-         "config, field 'trainer.precision': 16-mixed needs a CUDA device (this run uses cpu); use bf16-mixed or 32-true"),
-        (1, False, {"precision": "bf16-mixed"},
-         "config, field 'trainer.precision': bf16-mixed: this GPU does not support bf16; use 16-mixed or 32-true"),
+        (
+            0,
+            False,
+            {"accelerator": "gpu"},
+            "config, field 'trainer.accelerator': is 'gpu' but torch sees no CUDA device on this machine; use auto or cpu",
+        ),
+        (
+            0,
+            False,
+            {"accelerator": "cuda"},
+            "config, field 'trainer.accelerator': is 'cuda' but torch sees no CUDA device on this machine; use auto or cpu",
+        ),
+        (
+            1,
+            True,
+            {"devices": "4"},
+            "config, field 'trainer.devices': asks for 4 GPUs but this machine has 1; use at most 1",
+        ),
+        (
+            2,
+            True,
+            {"accelerator": "gpu", "devices": "0,2"},
+            "config, field 'trainer.devices': names GPU 2 but this machine has 2 (indices 0 to 1)",
+        ),
+        (
+            1,
+            True,
+            {"devices": "0"},
+            "config, field 'trainer.devices': asks for 0 devices; give at least 1 (or auto)",
+        ),
+        (
+            0,
+            False,
+            {"precision": "16-mixed"},
+            "config, field 'trainer.precision': 16-mixed needs a CUDA device (this run uses cpu); use bf16-mixed or 32-true",
+        ),
+        (
+            1,
+            False,
+            {"precision": "bf16-mixed"},
+            "config, field 'trainer.precision': bf16-mixed: this GPU does not support bf16; use 16-mixed or 32-true",
+        ),
     ],
-)  # fmt: skip
+)
 def test_impossible_requests_fail_in_one_line_naming_the_key(fake_cuda, count, bf16, fields, message):
     fake_cuda(count, bf16)
     with pytest.raises(ConfigError) as err:
@@ -105,8 +134,18 @@ def test_stage1_refuses_a_missing_gpu_before_reading_the_corpus(fake_cuda, tmp_p
     from stage1_encoders.run import main
 
     fake_cuda(0)
-    code = main(["--corpus", str(tmp_path / "no_corpus"), "--cache", str(tmp_path / "cache"),
-                 "--out", str(tmp_path / "out"), "--accelerator", "gpu"])  # fmt: skip
+    code = main(
+        [
+            "--corpus",
+            str(tmp_path / "no_corpus"),
+            "--cache",
+            str(tmp_path / "cache"),
+            "--out",
+            str(tmp_path / "out"),
+            "--accelerator",
+            "gpu",
+        ]
+    )
     assert code == 2
     err = capsys.readouterr().err.strip().splitlines()
     # one line, about the device: the corpus (which does not exist) was never read
@@ -121,8 +160,20 @@ def test_stage2_refuses_too_many_gpus_before_reading_the_corpus(fake_cuda, tmp_p
     from stage2_graph.run import main
 
     fake_cuda(1)
-    code = main(["--corpus", str(tmp_path / "no_corpus"), "--cache", str(tmp_path / "cache"),
-                 "--out", str(tmp_path / "out"), "--devices", "4", "--batching", "neighbor"])  # fmt: skip
+    code = main(
+        [
+            "--corpus",
+            str(tmp_path / "no_corpus"),
+            "--cache",
+            str(tmp_path / "cache"),
+            "--out",
+            str(tmp_path / "out"),
+            "--devices",
+            "4",
+            "--batching",
+            "neighbor",
+        ]
+    )
     assert code == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert err == [

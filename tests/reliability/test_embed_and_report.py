@@ -48,8 +48,9 @@ def test_every_variant_embeds_its_own_corpus_as_its_cache(every_variant, tiny_co
     out = run.embed_corpus(tiny_corpus)
     corpus = load_corpus(tiny_corpus)
     cache_dir = run.paths.cache_dir(variant)
-    graph = read_graph_outputs(cache_dir, 0, fingerprint=corpus.fingerprint, num_users=corpus.num_users,
-                               num_edges=corpus.num_edges)  # fmt: skip
+    graph = read_graph_outputs(
+        cache_dir, 0, fingerprint=corpus.fingerprint, num_users=corpus.num_users, num_edges=corpus.num_edges
+    )
     enc = read_encoder_embeddings(cache_dir, 0, fingerprint=corpus.fingerprint, num_users=corpus.num_users)
     np.testing.assert_allclose(out.graph.user_graph_emb, graph.user_graph_emb, atol=1e-5, rtol=0)
     np.testing.assert_allclose(out.encoders.user_text_emb, enc.user_text_emb, atol=1e-5, rtol=0)
@@ -59,8 +60,18 @@ def test_embed_refuses_to_write_into_the_run_folder(every_variant, tiny_corpus, 
     """Item 1: ``--cache-out`` into the run's own cache silently overwrote the trained run's files."""
     before = snapshot(every_variant)
     cache = every_variant / "seed_0" / "mmga" / "cache"
-    code = embed_main(["--run-dir", str(every_variant), "--corpus", str(tiny_corpus), "--out",
-                       str(tmp_path / "x.npz"), "--cache-out", str(cache)])  # fmt: skip
+    code = embed_main(
+        [
+            "--run-dir",
+            str(every_variant),
+            "--corpus",
+            str(tiny_corpus),
+            "--out",
+            str(tmp_path / "x.npz"),
+            "--cache-out",
+            str(cache),
+        ]
+    )
     assert code == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "inside the run folder" in err and "--cache-out" in err
@@ -99,11 +110,20 @@ def test_statistics_that_overflow_once_standardized_are_refused_naming_the_colum
 
     from bridge.inference.embeddings import standardize_like
 
-    train = SimpleNamespace(root=Path("train"), feature_names=["likes"], feature_mean=np.array([0.0]),
-                            feature_std=np.array([1e-3]))  # fmt: skip
-    new = SimpleNamespace(root=Path("new"), feature_names=["likes"], user_ids=["ann", "bob"],
-                          features=np.array([[1.0], [-1.0]], np.float32), feature_mean=np.array([0.0]),
-                          feature_std=np.array([1e37]))  # raw values +-1e37: 1e40 once standardized  # fmt: skip
+    train = SimpleNamespace(
+        root=Path("train"),
+        feature_names=["likes"],
+        feature_mean=np.array([0.0]),
+        feature_std=np.array([1e-3]),
+    )
+    new = SimpleNamespace(
+        root=Path("new"),
+        feature_names=["likes"],
+        user_ids=["ann", "bob"],
+        features=np.array([[1.0], [-1.0]], np.float32),
+        feature_mean=np.array([0.0]),
+        feature_std=np.array([1e37]),
+    )  # raw values +-1e37: 1e40 once standardized
     with pytest.raises(
         EmbedError, match=r"new/users.csv: column 'likes' of user 'ann' is not a finite number"
     ):
@@ -125,8 +145,9 @@ def test_a_tampered_cache_file_is_refused(every_variant, tmp_path):
 
 
 @pytest.mark.parametrize("which", ["out", "cache-out"])
-def test_embed_outputs_that_cannot_be_written_fail_before_any_work(every_variant, tiny_corpus, tmp_path, capsys,
-                                                                     which):  # fmt: skip
+def test_embed_outputs_that_cannot_be_written_fail_before_any_work(
+    every_variant, tiny_corpus, tmp_path, capsys, which
+):
     """Item 12: an unwritable ``--out`` / ``--cache-out`` (here: under a file) ended in a traceback, and the
     .npz was written before the cache failed."""
     blocker = tmp_path / "a_file"
@@ -223,8 +244,11 @@ def test_a_read_only_run_folder_is_one_line(tmp_path):
         pass
     out = subprocess.run(
         [sys.executable, "bridge/alternate.py", "--run-dir", str(blocker / "run")],
-        cwd=REPO, capture_output=True, text=True, timeout=120,
-    )  # fmt: skip
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert out.returncode == 2 and out.stderr.startswith("error: ") and "Traceback" not in out.stderr
     assert "cannot write the run folder" in out.stderr
 
@@ -232,8 +256,10 @@ def test_a_read_only_run_folder_is_one_line(tmp_path):
 def test_a_busy_run_folder_is_refused_before_torch_is_imported(tmp_path):
     """The lock answered after 21-25 s: it was taken after torch and PyG were imported."""
     run = tmp_path / "run"
-    hold = "import sys, time; from bridge.runfolder.lock import run_lock\nwith run_lock(sys.argv[1]):\n" \
-           "    print('locked', flush=True); time.sleep(60)"  # fmt: skip
+    hold = (
+        "import sys, time; from bridge.runfolder.lock import run_lock\nwith run_lock(sys.argv[1]):\n"
+        "    print('locked', flush=True); time.sleep(60)"
+    )
     holder = subprocess.Popen(
         [sys.executable, "-c", hold, str(run)], cwd=REPO, stdout=subprocess.PIPE, text=True
     )
@@ -241,11 +267,19 @@ def test_a_busy_run_folder_is_refused_before_torch_is_imported(tmp_path):
         assert holder.stdout.readline().strip() == "locked"
         start = time.perf_counter()
         env = {**os.environ, "PYTHONPATH": str(REPO)}
-        probe = ("import runpy, sys; sys.argv = ['alternate.py', '--run-dir', sys.argv[1]]\n"
-                 "try:\n    runpy.run_path('bridge/alternate.py', run_name='__main__')\n"
-                 "except SystemExit as e:\n    print('torch' in sys.modules, e.code)")  # fmt: skip
-        out = subprocess.run([sys.executable, "-c", probe, str(run)], cwd=REPO, capture_output=True, text=True,
-                             timeout=120, env=env)  # fmt: skip
+        probe = (
+            "import runpy, sys; sys.argv = ['alternate.py', '--run-dir', sys.argv[1]]\n"
+            "try:\n    runpy.run_path('bridge/alternate.py', run_name='__main__')\n"
+            "except SystemExit as e:\n    print('torch' in sys.modules, e.code)"
+        )
+        out = subprocess.run(
+            [sys.executable, "-c", probe, str(run)],
+            cwd=REPO,
+            capture_output=True,
+            text=True,
+            timeout=120,
+            env=env,
+        )
         elapsed = time.perf_counter() - start
     finally:
         holder.kill()

@@ -173,8 +173,10 @@ def test_topic_only_in_the_test_split_warns(corpus_copy):
     root = corpus_copy()
     lines = (root / "users.csv").read_text().rstrip("\n").split("\n")
     header, rows = lines[0] + ",split", lines[1:]
-    rows = [f"{row},{'test' if 'topic_1,' in row else ('val' if i % 5 == 0 else 'train')}" for i, row in
-            enumerate(rows)]  # fmt: skip
+    rows = [
+        f"{row},{'test' if 'topic_1,' in row else ('val' if i % 5 == 0 else 'train')}"
+        for i, row in enumerate(rows)
+    ]
     (root / "users.csv").write_text("\n".join([header, *rows]) + "\n")
     corpus, caught = _load(root)
     assert "topic_1" in corpus.label_names
@@ -239,13 +241,22 @@ def test_high_depth_modes_scale_by_range(mode, values, expected):
 @pytest.mark.parametrize(
     "name, text, line, key",
     [
-        ("cfg.yaml", "trainer:\n  max_steps: 10\n  precision: 32-true\n  max_steps: 20\n", 4, "trainer.max_steps"),
+        (
+            "cfg.yaml",
+            "trainer:\n  max_steps: 10\n  precision: 32-true\n  max_steps: 20\n",
+            4,
+            "trainer.max_steps",
+        ),
         ("cfg.yaml", "seed: 1\nseed: 2\n", 2, "seed"),
-        ("cfg.json", '{\n  "trainer": {\n    "max_steps": 10,\n    "max_steps": 20\n  }\n}\n', 4,
-         "trainer.max_steps"),
+        (
+            "cfg.json",
+            '{\n  "trainer": {\n    "max_steps": 10,\n    "max_steps": 20\n  }\n}\n',
+            4,
+            "trainer.max_steps",
+        ),
     ],
     ids=["yaml-nested", "yaml-top", "json"],
-)  # fmt: skip
+)
 def test_duplicate_config_keys_are_refused(tmp_path, name, text, line, key):
     path = tmp_path / name
     path.write_text(text)

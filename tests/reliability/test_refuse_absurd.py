@@ -189,8 +189,19 @@ def test_stage2_refuses_a_graph_larger_than_memory(tmp_path, capsys, monkeypatch
     monkeypatch.delenv(SKIP_ENV, raising=False)
     monkeypatch.setattr(stage2_graph.pipeline, "available_bytes", lambda accelerator: 1_000_000)
     out = tmp_path / "out"
-    argv = ["--corpus", str(tiny_corpus), "--cache", str(tmp_path / "cache"), "--out", str(out),
-            "--no-use-modalities", "--hidden-dim", "4096", "--max-steps", "1"]  # fmt: skip
+    argv = [
+        "--corpus",
+        str(tiny_corpus),
+        "--cache",
+        str(tmp_path / "cache"),
+        "--out",
+        str(out),
+        "--no-use-modalities",
+        "--hidden-dim",
+        "4096",
+        "--max-steps",
+        "1",
+    ]
     assert main(argv) == 2
     err = capsys.readouterr().err.strip()
     assert err.startswith("stage2_graph.run: error: stage 2 needs at least ") and len(err.splitlines()) == 1

@@ -38,9 +38,12 @@ HOLD = "import sys, time; from bridge.runfolder.lock import run_lock\nwith run_l
 
 def _holder(run_dir: Path) -> subprocess.Popen:
     proc = subprocess.Popen(
-        [sys.executable, "-c", HOLD, str(run_dir)], cwd=REPO, stdout=subprocess.PIPE, text=True,
+        [sys.executable, "-c", HOLD, str(run_dir)],
+        cwd=REPO,
+        stdout=subprocess.PIPE,
+        text=True,
         env={**os.environ, "PYTHONPATH": str(REPO)},
-    )  # fmt: skip
+    )
     assert proc.stdout.readline().strip() == "locked"
     return proc
 

@@ -68,9 +68,25 @@ def test_flags_override_the_config_file(tmp_path):
     path = tmp_path / "cfg.yaml"
     path.write_text("trainer:\n  max_steps: 10\n  precision: bf16-mixed\nlosses:\n  gcl_text_weight: 0.5\n")
     cfg = config_from_args(
-        ["--config", str(path), "--corpus", "c", "--cache", "k", "--round", "3", "--max-steps", "7",
-         "--no-enable-progress-bar", "--loggers", "csv", "tensorboard", "--init-checkpoint", "none"]
-    )  # fmt: skip
+        [
+            "--config",
+            str(path),
+            "--corpus",
+            "c",
+            "--cache",
+            "k",
+            "--round",
+            "3",
+            "--max-steps",
+            "7",
+            "--no-enable-progress-bar",
+            "--loggers",
+            "csv",
+            "tensorboard",
+            "--init-checkpoint",
+            "none",
+        ]
+    )
     assert cfg.trainer.max_steps == 7 and cfg.trainer.precision == "bf16-mixed"
     assert cfg.losses.gcl_text_weight == 0.5 and cfg.round == 3
     assert cfg.trainer.enable_progress_bar is False and cfg.trainer.loggers == ["csv", "tensorboard"]

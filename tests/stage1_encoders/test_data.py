@@ -244,8 +244,14 @@ def test_image_cache_is_keyed_by_file_so_reposts_decode_once(tiny_parts):
     reposted = type("Reposted", (), {})()  # the same corpus, with every image post pointing at one file
     reposted.post_image = [shared] * corpus.num_posts
     reposted.load_image = lambda post: corpus.load_image(int(posts[0]))
-    prep = PostPreprocessor(reposted, tiny_parts.tokenizer, tiny_parts.image_encoder.image_transform(),
-                            tiny_parts.prep.image_size, 16, image_cache_mb=64.0)  # fmt: skip
+    prep = PostPreprocessor(
+        reposted,
+        tiny_parts.tokenizer,
+        tiny_parts.image_encoder.image_transform(),
+        tiny_parts.prep.image_size,
+        16,
+        image_cache_mb=64.0,
+    )
     calls = []
     original = reposted.load_image
     reposted.load_image = lambda post: calls.append(post) or original(post)

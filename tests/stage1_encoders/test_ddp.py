@@ -40,14 +40,35 @@ def _assert_export_matches_one_process(corpus_dir: Path, cache_dir: Path, checkp
 def test_cli_ddp_two_processes_trains_and_exports_like_one_process(tiny_corpus, tmp_path):
     config = tmp_path / "stage1.yaml"
     config.write_text(
-        "model:\n" + "".join(f"  {k}: {v}\n" for k, v in TINY_MODEL.items())
+        "model:\n"
+        + "".join(f"  {k}: {v}\n" for k, v in TINY_MODEL.items())
         + "data:\n  pairs_per_batch: 8\n  posts_per_user: 2\n  export_batch_size: 16\n"
-    )  # fmt: skip
+    )
     cache_dir, out_dir = tmp_path / "cache", tmp_path / "out"
-    command = [sys.executable, "-m", "stage1_encoders.run", "--config", str(config),
-               "--corpus", str(tiny_corpus), "--cache", str(cache_dir), "--round", "0", "--out", str(out_dir),
-               "--max-steps", "2", "--devices", "2", "--strategy", "ddp", "--accelerator", "cpu",
-               "--no-enable-progress-bar"]  # fmt: skip
+    command = [
+        sys.executable,
+        "-m",
+        "stage1_encoders.run",
+        "--config",
+        str(config),
+        "--corpus",
+        str(tiny_corpus),
+        "--cache",
+        str(cache_dir),
+        "--round",
+        "0",
+        "--out",
+        str(out_dir),
+        "--max-steps",
+        "2",
+        "--devices",
+        "2",
+        "--strategy",
+        "ddp",
+        "--accelerator",
+        "cpu",
+        "--no-enable-progress-bar",
+    ]
     env = {**os.environ, "PYTHONPATH": str(REPO)}
     done = subprocess.run(command, cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stderr[-4000:]

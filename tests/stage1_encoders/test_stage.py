@@ -159,10 +159,26 @@ def test_no_alignment_baseline_skips_gcl_cleanly(round0):
 def test_architecture_mismatch_with_checkpoint_is_a_clear_error(round0, capsys):
     cfg0, result0, root = round0
     code = main(
-        ["--corpus", str(cfg0.corpus), "--cache", str(root / "cache_x"), "--out", str(root / "out_x"),
-         "--image-model", "mmga-vit-tiny", "--text-hidden-size", "64", "--text-heads", "2",
-         "--init-checkpoint", str(result0.checkpoint), "--max-steps", "1", "--no-enable-progress-bar"]
-    )  # fmt: skip
+        [
+            "--corpus",
+            str(cfg0.corpus),
+            "--cache",
+            str(root / "cache_x"),
+            "--out",
+            str(root / "out_x"),
+            "--image-model",
+            "mmga-vit-tiny",
+            "--text-hidden-size",
+            "64",
+            "--text-heads",
+            "2",
+            "--init-checkpoint",
+            str(result0.checkpoint),
+            "--max-steps",
+            "1",
+            "--no-enable-progress-bar",
+        ]
+    )
     assert code == 2
     err = capsys.readouterr().err
     assert "field 'model.text_hidden_size': is 64 but checkpoint" in err and str(result0.checkpoint) in err
@@ -171,8 +187,21 @@ def test_architecture_mismatch_with_checkpoint_is_a_clear_error(round0, capsys):
 def test_cli_refuses_a_cache_of_another_corpus(round0, synthetic_corpus, capsys):
     cfg0, _, root = round0
     other = synthetic_corpus(num_users=30, seed=3)
-    argv = ["--corpus", str(other), "--cache", str(cfg0.cache_dir), "--round", "0", "--out", str(root / "out_other"),
-            "--image-model", "mmga-vit-tiny", "--max-steps", "1", "--no-enable-progress-bar"]  # fmt: skip
+    argv = [
+        "--corpus",
+        str(other),
+        "--cache",
+        str(cfg0.cache_dir),
+        "--round",
+        "0",
+        "--out",
+        str(root / "out_other"),
+        "--image-model",
+        "mmga-vit-tiny",
+        "--max-steps",
+        "1",
+        "--no-enable-progress-bar",
+    ]
     assert main(argv) == 2
     assert "belongs to corpus fingerprint" in capsys.readouterr().err
     assert main([*argv[:5], "7", *argv[6:], "--edge-weight-round", "0"]) == 2
@@ -183,11 +212,24 @@ def test_cli_trains_and_prints_where_it_wrote(round0, capsys, tmp_path):
     cfg0, _, _ = round0
     config = tmp_path / "stage1.yaml"
     config.write_text(
-        "model:\n" + "".join(f"  {k}: {v}\n" for k, v in TINY_MODEL.items())
+        "model:\n"
+        + "".join(f"  {k}: {v}\n" for k, v in TINY_MODEL.items())
         + "trainer:\n  max_steps: 2\n  enable_progress_bar: false\n  loggers: [csv, tensorboard]\n"
-    )  # fmt: skip
-    code = main(["--corpus", str(cfg0.corpus), "--cache", str(tmp_path / "cache"), "--round", "4",
-                 "--out", str(tmp_path / "out"), "--config", str(config)])  # fmt: skip
+    )
+    code = main(
+        [
+            "--corpus",
+            str(cfg0.corpus),
+            "--cache",
+            str(tmp_path / "cache"),
+            "--round",
+            "4",
+            "--out",
+            str(tmp_path / "out"),
+            "--config",
+            str(config),
+        ]
+    )
     assert code == 0
     out = capsys.readouterr().out
     assert f"checkpoint {tmp_path / 'out' / 'checkpoints' / 'last.ckpt'}" in out
@@ -200,8 +242,12 @@ def test_checkpoint_loads_strictly_and_old_head_names_still_load(round0, tiny_co
     payload = torch.load(result0.checkpoint, map_location="cpu", weights_only=True)
     state = payload["state_dict"]
     assert {k.split(".")[0] for k in state} == {
-        "image_encoder", "text_encoder", "ita_head", "gcl_image_head", "gcl_text_head",
-    }  # fmt: skip
+        "image_encoder",
+        "text_encoder",
+        "ita_head",
+        "gcl_image_head",
+        "gcl_text_head",
+    }
 
     def loaded(state_dict, **losses):
         cfg = tiny_config(
@@ -280,9 +326,20 @@ def test_round0_writes_hparams_and_user_ids(round0, tiny_corpus_loaded):
 
 def test_cli_refuses_another_runs_cache_file_without_force(round0, capsys):
     cfg0, _, root = round0
-    argv = ["--corpus", str(cfg0.corpus), "--cache", str(cfg0.cache_dir), "--round", "0", "--out", str(root / "out_b"),
-            *sum((["--" + k.replace("_", "-"), str(v)] for k, v in TINY_MODEL.items()), []),
-            "--max-steps", "1", "--no-enable-progress-bar"]  # fmt: skip
+    argv = [
+        "--corpus",
+        str(cfg0.corpus),
+        "--cache",
+        str(cfg0.cache_dir),
+        "--round",
+        "0",
+        "--out",
+        str(root / "out_b"),
+        *sum((["--" + k.replace("_", "-"), str(v)] for k, v in TINY_MODEL.items()), []),
+        "--max-steps",
+        "1",
+        "--no-enable-progress-bar",
+    ]
     before = cfg0.cache_dir.joinpath("round_0", "encoders.h5").stat().st_mtime_ns
     assert main(argv) == 2
     err = capsys.readouterr().err.strip().splitlines()

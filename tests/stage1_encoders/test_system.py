@@ -12,9 +12,13 @@ from stage1_encoders.system import Stage1System
 
 def test_lr_schedule_known_values(tiny_parts):
     system = Stage1System(
-        tiny_parts.image_encoder, tiny_parts.text_encoder, lr=2.0, head_lr_scale=3.0, warmup_steps=2,
+        tiny_parts.image_encoder,
+        tiny_parts.text_encoder,
+        lr=2.0,
+        head_lr_scale=3.0,
+        warmup_steps=2,
         min_lr_ratio=0.1,
-    )  # fmt: skip
+    )
     optimizer, scheduler = system.build_optimizer(total_steps=6)
     # warm-up step / warmup (step 0 at lr 0, as transformers does), then 0.1 + 0.9 * (1 + cos(pi * (step - 2) / 4)) / 2
     c = math.cos(math.pi / 4)

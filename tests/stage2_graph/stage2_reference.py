@@ -110,9 +110,10 @@ def dense_reference(
         )
     else:
         scores = torch.full((heads, num_nodes, num_nodes), float("-inf"), dtype=x.dtype)
-        scores = scores.index_put((torch.arange(heads).repeat_interleave(len(target)),
-                                   target.repeat(heads), source.repeat(heads)),
-                                  F.leaky_relu(logits, gate.negative_slope).t().reshape(-1))  # fmt: skip
+        scores = scores.index_put(
+            (torch.arange(heads).repeat_interleave(len(target)), target.repeat(heads), source.repeat(heads)),
+            F.leaky_relu(logits, gate.negative_slope).t().reshape(-1),
+        )
         dense_gate = torch.nan_to_num(torch.softmax(scores, dim=-1), nan=0.0)
     messages = x @ conv.lin.weight.t()
     channels = conv.out_channels // heads

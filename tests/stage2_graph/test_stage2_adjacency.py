@@ -140,5 +140,7 @@ def test_gated_spmm_matches_a_dense_product_and_its_gradients(dtype, grads):
         torch.testing.assert_close(gated_spmm(adj_t, value, mat), expected.detach())
     torch.testing.assert_close(  # torch-sparse's own SpMM (the path off CPU) agrees
         gated_spmm(adj_t, value.detach().bfloat16(), mat.detach().bfloat16()).to(dtype),
-        expected.detach(), atol=0.1, rtol=0.05,
-    )  # fmt: skip
+        expected.detach(),
+        atol=0.1,
+        rtol=0.05,
+    )

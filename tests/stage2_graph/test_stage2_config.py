@@ -82,9 +82,26 @@ def test_missing_required_field_and_bad_file(tmp_path):
 def test_cli_flags_override_the_config_file(tmp_path):
     path = tmp_path / "stage2.json"
     path.write_text(json.dumps({"corpus": "c", "cache_dir": "k", "model": {"hidden_dim": 48, "heads": 2}}))
-    argv = ["--config", str(path), "--round", "3", "--heads", "4", "--no-use-modalities",
-            "--gate-normalization", "softmax", "--gradient-clip-val", "none", "--out", "o",
-            "--node-inputs", "stats", "degree", "--gate-form", "additive"]  # fmt: skip
+    argv = [
+        "--config",
+        str(path),
+        "--round",
+        "3",
+        "--heads",
+        "4",
+        "--no-use-modalities",
+        "--gate-normalization",
+        "softmax",
+        "--gradient-clip-val",
+        "none",
+        "--out",
+        "o",
+        "--node-inputs",
+        "stats",
+        "degree",
+        "--gate-form",
+        "additive",
+    ]
     cfg, _ = config_from_argv(argv)
     assert cfg.round == 3 and cfg.model.hidden_dim == 48 and cfg.model.heads == 4
     assert cfg.use_modalities is False and cfg.model.gate_normalization == "softmax"
@@ -97,10 +114,21 @@ def test_cli_help_lists_every_field(capsys):
         build_parser().parse_args(["--help"])
     assert exit_info.value.code == 0
     text = capsys.readouterr().out
-    for flag in ("--corpus", "--cache", "--round", "--gate {mgate,uniform}", "--hidden-dim", "--edge-mask-ratio",
-                 "--max-steps", "--resume", "--init-checkpoint", "--loggers [{csv,tensorboard,mlflow,wandb} ...]",
-                 "--node-inputs {stats,degree,image,text}", "--gate-form {additive,cosine,gatv2}",
-                 "--gate-link-weight"):  # fmt: skip
+    for flag in (
+        "--corpus",
+        "--cache",
+        "--round",
+        "--gate {mgate,uniform}",
+        "--hidden-dim",
+        "--edge-mask-ratio",
+        "--max-steps",
+        "--resume",
+        "--init-checkpoint",
+        "--loggers [{csv,tensorboard,mlflow,wandb} ...]",
+        "--node-inputs {stats,degree,image,text}",
+        "--gate-form {additive,cosine,gatv2}",
+        "--gate-link-weight",
+    ):
         assert flag in text, flag
 
 

@@ -63,9 +63,13 @@ def test_content_readout_matches_a_dense_loop_with_masks_and_isolated_nodes():
     w = torch.rand(row.numel(), generator=torch.Generator().manual_seed(1))
     weights = {(int(u), int(v)): float(a) for u, v, a in zip(row, col, w)}
     got = enc.content_readout(
-        torch.from_numpy(x), adj_t, w, 2, [torch.from_numpy(image), torch.from_numpy(text)],
+        torch.from_numpy(x),
+        adj_t,
+        w,
+        2,
+        [torch.from_numpy(image), torch.from_numpy(text)],
         [torch.from_numpy(image_mask), torch.from_numpy(text_mask)],
-    )  # fmt: skip
+    )
     ref = dense_readout([x, image, text], [np.ones(n, bool), image_mask, text_mask], weights, n, 2)
     assert got.shape == (n, 2 * (3 + 4 + 2))
     np.testing.assert_allclose(got.numpy(), ref, rtol=1e-5, atol=1e-6)
@@ -81,7 +85,12 @@ def test_uniform_weights_give_the_mean_over_self_and_neighbours_and_degree_is_no
     adj_t = _adj(n)
     got = enc.content_readout(x, adj_t, torch.ones(adj_t.nnz()), 1)
     f = _standardize(x.numpy(), np.ones(n, bool))
-    expected = np.stack([(f[u] + sum(f[v] for v in ([b for a, b in EDGES if a == u] + [a for a, b in EDGES if b == u])))
-                         / (1 + sum(1 for e in EDGES if u in e)) for u in range(n)])  # fmt: skip
+    expected = np.stack(
+        [
+            (f[u] + sum(f[v] for v in ([b for a, b in EDGES if a == u] + [a for a, b in EDGES if b == u])))
+            / (1 + sum(1 for e in EDGES if u in e))
+            for u in range(n)
+        ]
+    )
     np.testing.assert_allclose(got.numpy(), expected, rtol=1e-5, atol=1e-6)
     assert enc.content_readout(x, adj_t, torch.ones(adj_t.nnz()), 0).shape == (n, 0)

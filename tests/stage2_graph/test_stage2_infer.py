@@ -48,8 +48,12 @@ def test_training_graph_gives_the_cache_back(trained):
 def test_other_graphs(trained):
     corpus, result, enc, _ = trained
     users = np.arange(20)
-    sub_enc = type(enc)(*(np.asarray(getattr(enc, f))[users] for f in
-                          ("user_image_emb", "user_text_emb", "image_mask", "text_mask")))  # fmt: skip
+    sub_enc = type(enc)(
+        *(
+            np.asarray(getattr(enc, f))[users]
+            for f in ("user_image_emb", "user_text_emb", "image_mask", "text_mask")
+        )
+    )
     inside = (corpus.edges < 20).all(axis=1)
     _, out = infer_graph_outputs(
         result.checkpoint, corpus.features[users], corpus.edges[inside], "sub", sub_enc

@@ -17,9 +17,15 @@ def encoder_case(node_inputs, gate="mgate", gate_form="cosine"):
     inputs = make_inputs(seed=2)
     torch.manual_seed(0)
     model = GraphEncoder(
-        F_DIM, (IMAGE_DIM, TEXT_DIM), hidden_dim=16, heads=2, dropout=0.0, gate=gate,
-        node_inputs=node_inputs, gate_form=gate_form,
-    ).double()  # fmt: skip
+        F_DIM,
+        (IMAGE_DIM, TEXT_DIM),
+        hidden_dim=16,
+        heads=2,
+        dropout=0.0,
+        gate=gate,
+        node_inputs=node_inputs,
+        gate_form=gate_form,
+    ).double()
     adj_t, _ = GraphStructure(inputs.edges, N).adj_t()
     x = inputs.features.double().requires_grad_()
     modalities = [t.double().requires_grad_() for t in inputs.modalities]
@@ -47,8 +53,10 @@ def test_node_input_layout_and_placeholders_for_missing_users():
     out = model(x, adj_t, modalities, masks)
     text, stats, image = seen[0].split((TEXT_DIM, F_DIM, IMAGE_DIM), dim=1)
     torch.testing.assert_close(stats, x)
-    for block, embedding, mask, name in ((image, modalities[0], masks[0], "image"),
-                                         (text, modalities[1], masks[1], "text")):  # fmt: skip
+    for block, embedding, mask, name in (
+        (image, modalities[0], masks[0], "image"),
+        (text, modalities[1], masks[1], "text"),
+    ):
         assert (~mask).any() and mask.any()
         torch.testing.assert_close(block[mask], embedding[mask])
         placeholder = model.input_placeholders[name]

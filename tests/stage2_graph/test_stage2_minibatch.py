@@ -155,10 +155,38 @@ def test_neighbor_fit_reloads_batches_each_epoch_and_writes_a_valid_cache(tiny_c
 def test_neighbor_batching_under_ddp_with_two_cpu_processes(tiny_corpus, tmp_path):
     """9-33 s on the 2-core machine, by load: 2 extra processes import torch, Lightning and PyG."""
     cache_dir, out_dir = tmp_path / "cache", tmp_path / "out"
-    command = [sys.executable, "-m", "stage2_graph.run", "--corpus", str(tiny_corpus), "--cache", str(cache_dir),
-               "--round", "0", "--out", str(out_dir), "--no-use-modalities", "--max-steps", "4",
-               "--batching", "neighbor", "--fanouts", "5", "5", "--batch-size", "16", "--accelerator", "cpu",
-               "--devices", "2", "--strategy", "ddp", "--no-enable-progress-bar", "--hidden-dim", "16"]  # fmt: skip
+    command = [
+        sys.executable,
+        "-m",
+        "stage2_graph.run",
+        "--corpus",
+        str(tiny_corpus),
+        "--cache",
+        str(cache_dir),
+        "--round",
+        "0",
+        "--out",
+        str(out_dir),
+        "--no-use-modalities",
+        "--max-steps",
+        "4",
+        "--batching",
+        "neighbor",
+        "--fanouts",
+        "5",
+        "5",
+        "--batch-size",
+        "16",
+        "--accelerator",
+        "cpu",
+        "--devices",
+        "2",
+        "--strategy",
+        "ddp",
+        "--no-enable-progress-bar",
+        "--hidden-dim",
+        "16",
+    ]
     env = {**os.environ, "PYTHONPATH": str(REPO)}
     done = subprocess.run(command, cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
     output = done.stdout + done.stderr
@@ -186,9 +214,15 @@ def test_neighbor_batching_in_process_with_ddp_spawn(tiny_corpus, tmp_path):
         tmp_path / "cache",
         tmp_path / "out",
         use_modalities=False,
-        trainer={"max_steps": 4, "batching": "neighbor", "fanouts": [5, 5], "batch_size": 16, "devices": "2",
-                 "strategy": "ddp_spawn"},
-    )  # fmt: skip
+        trainer={
+            "max_steps": 4,
+            "batching": "neighbor",
+            "fanouts": [5, 5],
+            "batch_size": 16,
+            "devices": "2",
+            "strategy": "ddp_spawn",
+        },
+    )
     result = run_stage2(cfg)
     assert result.metrics["steps_run"] == 4
     checkpoint = load_checkpoint(result.checkpoint)
@@ -216,8 +250,25 @@ def test_batching_fields_are_checked_and_reach_the_cli():
         Stage2Config.from_dict({**base, "trainer": {"batching": "neighbor", "fanouts": [10, 0]}})
     with pytest.raises(ConfigError, match="'trainer.devices': more than one process needs trainer.batching"):
         Stage2Config.from_dict({**base, "trainer": {"devices": "2"}})
-    cfg, _ = config_from_argv(["--corpus", "c", "--cache", "d", "--batching", "neighbor", "--fanouts", "-1", "5",
-                               "--batch-size", "64", "--strategy", "ddp_spawn", "--inference", "full"])  # fmt: skip
+    cfg, _ = config_from_argv(
+        [
+            "--corpus",
+            "c",
+            "--cache",
+            "d",
+            "--batching",
+            "neighbor",
+            "--fanouts",
+            "-1",
+            "5",
+            "--batch-size",
+            "64",
+            "--strategy",
+            "ddp_spawn",
+            "--inference",
+            "full",
+        ]
+    )
     trainer = cfg.trainer
     assert (trainer.batching, trainer.fanouts, trainer.batch_size) == ("neighbor", (-1, 5), 64)
     assert (trainer.strategy, trainer.inference) == ("ddp_spawn", "full")

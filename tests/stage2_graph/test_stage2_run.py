@@ -172,10 +172,15 @@ def test_softmax_gate_resume_and_init_checkpoint(tiny_corpus, loaded, tmp_path):
 
     second = run_stage2(
         small_config(
-            tiny_corpus, cache, tmp_path / "r1", round=1, model=model, init_checkpoint=str(first.checkpoint),
+            tiny_corpus,
+            cache,
+            tmp_path / "r1",
+            round=1,
+            model=model,
+            init_checkpoint=str(first.checkpoint),
             trainer={"max_steps": 2},
         )
-    )  # fmt: skip
+    )
     assert graph_file(cache, 1) == second.cache_file
 
     wrong = small_config(tiny_corpus, cache, tmp_path / "r2", round=1, init_checkpoint=str(first.checkpoint))
@@ -185,8 +190,19 @@ def test_softmax_gate_resume_and_init_checkpoint(tiny_corpus, loaded, tmp_path):
 
 
 def test_refuses_missing_stage1_embeddings(tiny_corpus, tmp_path, capsys):
-    code = main(["--corpus", str(tiny_corpus), "--cache", str(tmp_path / "cache"), "--round", "3",
-                 "--out", str(tmp_path / "out"), "--no-enable-progress-bar"])  # fmt: skip
+    code = main(
+        [
+            "--corpus",
+            str(tiny_corpus),
+            "--cache",
+            str(tmp_path / "cache"),
+            "--round",
+            "3",
+            "--out",
+            str(tmp_path / "out"),
+            "--no-enable-progress-bar",
+        ]
+    )
     message = capsys.readouterr().err
     assert code == 2
     assert "round 3 are missing" in message
@@ -219,11 +235,28 @@ def test_writes_hparams_and_user_ids_and_refuses_another_runs_file_without_force
     assert hparams["stage2_config"]["out_dir"] == str(tmp_path / "a")
     info = read_cache_info(result.cache_file)
     assert info.has_user_ids and info.run_dir == str(tmp_path / "a")
-    read_graph_outputs(tmp_path / "cache", 0, fingerprint=loaded.fingerprint, num_users=loaded.num_users,
-                       num_edges=loaded.num_edges, user_ids=loaded.user_ids)  # fmt: skip
+    read_graph_outputs(
+        tmp_path / "cache",
+        0,
+        fingerprint=loaded.fingerprint,
+        num_users=loaded.num_users,
+        num_edges=loaded.num_edges,
+        user_ids=loaded.user_ids,
+    )
     # another run (another --out) on the same cache folder: refused in one line before any work, then forced
-    argv = ["--corpus", str(tiny_corpus), "--cache", str(tmp_path / "cache"), "--out", str(tmp_path / "b"),
-            "--max-steps", "1", "--no-enable-progress-bar", "--accelerator", "cpu"]  # fmt: skip
+    argv = [
+        "--corpus",
+        str(tiny_corpus),
+        "--cache",
+        str(tmp_path / "cache"),
+        "--out",
+        str(tmp_path / "b"),
+        "--max-steps",
+        "1",
+        "--no-enable-progress-bar",
+        "--accelerator",
+        "cpu",
+    ]
     assert main(argv) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert err == [

@@ -138,7 +138,10 @@ def test_two_round_run_writes_report_and_wires_the_rounds(reference_run):
         assert c["topic_macro_f1"]["verdict"] == (
             "ahead" if m > 0 else "behind" if m < 0 else "not measurably"
         )
-    assert metrics["rows"]["peer_sgc"]["dim"] == 3 * metrics["rows"]["peer_gcn"]["dim"]
+    assert (
+        metrics["rows"]["peer_sgc"]["dim"]
+        == (max(TINY_EVAL.sgc_hops) + 1) * metrics["rows"]["peer_gcn"]["dim"]
+    )
     report = (paths.report_dir / "report.md").read_text()
     assert "| MMGA after round 1 (`mmga_round_1`) |" in report and "## Model card" in report
     assert "| **this invocation, wall time** |" in (paths.report_dir / "timings.md").read_text()

@@ -104,7 +104,7 @@ def _config_file(tmp_path: Path, corpus: Path) -> Path:
                 "stage1": cfg.stage1,
                 "stage2": cfg.stage2,
                 "eval": {
-                    "seeds": list(TINY_EVAL.seeds),
+                    "head_seeds": list(TINY_EVAL.head_seeds),
                     "heads": list(TINY_EVAL.heads),
                     "weight_decays": list(TINY_EVAL.weight_decays),
                     "max_epochs": TINY_EVAL.max_epochs,

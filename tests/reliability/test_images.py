@@ -51,7 +51,8 @@ def test_check_images_refuses_before_training(corpus_copy, tmp_path, capsys):
     err = capsys.readouterr().err
     assert code == 2
     assert f"error: posts.jsonl, line {line}, field 'image': cannot decode image" in err
-    assert "Traceback" not in err and not run.exists()
+    assert "Traceback" not in err
+    assert sorted(p.name for p in run.iterdir()) == ["run.lock"]  # the lock (taken first) and nothing else
 
 
 def test_decode_failure_later_names_posts_jsonl_and_the_line(corpus_copy):

@@ -263,7 +263,8 @@ def test_writes_hparams_and_user_ids_and_refuses_another_runs_file_without_force
         f"stage2_graph.run: error: {result.cache_file}: was written by another run (output folder {tmp_path / 'a'}, "
         f"{info.created}), not by this one ({tmp_path / 'b'}): pass --force to overwrite it, or use another --cache folder"
     ]
-    assert not (tmp_path / "b").exists()
+    assert not (tmp_path / "b").exists() or not any((tmp_path / "b").iterdir())  # nothing written (the
+    # writability probe may have made the empty folder)
     assert main([*argv, "--force"]) == 0
     assert read_cache_info(result.cache_file).run_dir == str(tmp_path / "b")
     # the same run again (a rerun into its own folder) owns the file

@@ -81,6 +81,14 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="KEY=VALUE",
         help="synthetic corpus knob when --corpus is not given (e.g. num_users=2000)",
     )
+    _add_seed_and_variant_flags(parser)
+    _add_work_flags(parser)
+    _add_output_flags(parser)
+    return parser
+
+
+def _add_seed_and_variant_flags(parser: argparse.ArgumentParser) -> None:
+    """Training seeds, the stage preset and the ablations."""
     parser.add_argument(
         "--seed",
         type=int,
@@ -110,6 +118,10 @@ def build_parser() -> argparse.ArgumentParser:
         help="also train MMGA with one part switched off (no graph-contrastive loss, no edge-weight feedback, "
         "uniform gate, ...; listed in bridge/variants.py) and report them",
     )
+
+
+def _add_work_flags(parser: argparse.ArgumentParser) -> None:
+    """Worker processes, threads and the baselines switch."""
     parser.add_argument(
         "--jobs",
         type=int,
@@ -126,8 +138,6 @@ def build_parser() -> argparse.ArgumentParser:
         "running, a stage-2 step was measured 5-8x slower. Raise it on a dedicated many-core machine.",
     )
     parser.add_argument("--skip-baselines", action="store_true", help="run and report MMGA (and X) only")
-    _add_output_flags(parser)
-    return parser
 
 
 def _add_output_flags(parser: argparse.ArgumentParser) -> None:

@@ -233,7 +233,7 @@ def _plot_lines(seeds: tuple[int, ...], has_losses: bool) -> list[str]:
         "![metrics by round](metrics_by_round.png)",
         "",
         *(
-            [f"![loss curves (seed {seeds[0]})](loss_curves.png)", ""]
+            [f"![loss curves (every training seed; seed {seeds[0]} in full colour)](loss_curves.png)", ""]
             if has_losses
             else ["(no Lightning CSV logs found for loss curves)", ""]
         ),

@@ -70,12 +70,16 @@ def write_plots(report: RunReport, inputs: ReportInputs) -> tuple[bool, list[str
         lambda: plot_metrics_by_round(rows, report.rows, out / "metrics_by_round.png"),
         failed,
     )
-    log_dirs = {
-        stage: [
-            _recorded_log_dir(inputs.manifest, first.stage_key("mmga", r, stage)) for r in range(facts.rounds)
-        ]
-        for stage in ("stage1", "stage2")
-    }
+    log_dirs = [
+        {
+            stage: [
+                _recorded_log_dir(inputs.manifest, paths.for_seed(seed).stage_key("mmga", r, stage))
+                for r in range(facts.rounds)
+            ]
+            for stage in ("stage1", "stage2")
+        }
+        for seed in facts.training_seeds
+    ]
     has_losses = _try_plot(
         "loss_curves.png", lambda: plot_loss_curves(log_dirs, out / "loss_curves.png"), failed
     )

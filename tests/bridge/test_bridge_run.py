@@ -369,7 +369,10 @@ def test_loss_curves_come_from_the_log_folders_the_manifest_recorded(reference_r
         for stage in ("stage1", "stage2"):
             log_dir = _recorded_log_dir(manifest, f"seed_0/mmga/round_{r}/{stage}")
             assert (log_dir / "metrics.csv").is_file(), (r, stage)
-    assert "![loss curves (seed 0)](loss_curves.png)" in (paths.report_dir / "report.md").read_text()
+    assert (
+        "![loss curves (every training seed; seed 0 in full colour)](loss_curves.png)"
+        in (paths.report_dir / "report.md").read_text()
+    )
     # only the named folders are read: a newer CSV elsewhere does not count, a folder without one draws nothing
     decoy = tmp_path / "decoy"
     decoy.mkdir()

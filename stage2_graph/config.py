@@ -20,6 +20,14 @@ GateNormalization = Literal["sigmoid", "softmax"]
 GateForm = Literal["additive", "cosine", "gatv2"]
 NodeInput = Literal["stats", "degree", "image", "text"]
 MODALITY_INPUTS: tuple[str, ...] = ("image", "text")  # node-input blocks read from stage 1's cache
+
+
+def resolve_node_inputs(node_inputs, use_modalities: bool) -> tuple[str, ...]:
+    """The node-input blocks a run uses: ``node_inputs`` minus image/text when ``use_modalities`` is off (the one
+    rule; ``Stage2Config.resolved_node_inputs`` and ``Stage2System`` both call it)."""
+    return tuple(name for name in node_inputs if use_modalities or name not in MODALITY_INPUTS)
+
+
 NormKind = Literal["none", "layer", "batch"]
 ActivationKind = Literal["relu", "gelu", "elu"]
 FeatureLossKind = Literal["mse", "smooth_l1"]
@@ -179,9 +187,7 @@ class Stage2Config(TypedConfig):
     def resolved_node_inputs(self) -> tuple[str, ...]:
         """The node-input blocks this run uses: ``model.node_inputs`` minus image/text when
         ``use_modalities`` is off."""
-        if self.use_modalities:
-            return tuple(self.model.node_inputs)
-        return tuple(name for name in self.model.node_inputs if name not in MODALITY_INPUTS)
+        return resolve_node_inputs(self.model.node_inputs, self.use_modalities)
 
     @property
     def needs_modalities(self) -> bool:

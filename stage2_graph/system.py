@@ -10,12 +10,12 @@ from torch import Tensor
 
 from stage2_graph.adjacency import GraphStructure
 from stage2_graph.config import (
-    MODALITY_INPUTS,
     GateKind,
     ModelConfig,
     ObjectiveConfig,
     OptimConfig,
     Stage2Config,
+    resolve_node_inputs,
 )
 from stage2_graph.data import GraphInputs
 from stage2_graph.losses import FeatureReconstructionLoss, GateLinkLoss, StructureReconstructionLoss
@@ -57,9 +57,7 @@ class Stage2System(L.LightningModule):
         self.optim = optim
         modalities = graph.modalities if use_modalities else ()
         modality_masks = graph.modality_masks if use_modalities else ()
-        node_inputs = tuple(
-            name for name in model.node_inputs if use_modalities or name not in MODALITY_INPUTS
-        )
+        node_inputs = resolve_node_inputs(model.node_inputs, use_modalities)
         self.model = GraphEncoder(
             num_features=graph.features.shape[1],
             modality_dims=tuple(t.shape[1] for t in modalities),

@@ -100,6 +100,7 @@ def select_and_score(
     y_val, y_test = targets.y[targets.masks["val"]], targets.y[targets.masks["test"]]
     val_scores = [metrics.selection_score(targets.task, y_val, c.val_pred) for c in candidates]
     per_metric: dict[str, list[float]] = {}
+    per_class, confusion = [], None
     chosen = []
     for seed in seeds:
         i = min((i for i, c in enumerate(candidates) if c.seed == seed), key=lambda i: val_scores[i])
@@ -107,8 +108,14 @@ def select_and_score(
         chosen.append(Choice(seed, best.head, best.weight_decay, abs(float(val_scores[i])), best.epochs))
         for name, value in metrics.task_scores(targets.task, y_test, best.test_pred, targets.edges).items():
             per_metric.setdefault(name, []).append(value)
+        if targets.task == "topic":
+            f1, matrix = metrics.per_class(y_test, best.test_pred, targets.out_dim)
+            per_class.append(f1)
+            confusion = matrix if confusion is None else confusion + matrix
     scores = {name: Stat.of(values) for name, values in per_metric.items()}
-    return TaskScores(targets.task, scores, tuple(chosen), targets.split_sizes())
+    class_f1 = tuple(Stat.of(column) for column in np.asarray(per_class).T) if per_class else ()
+    matrix = tuple(tuple(int(c) for c in row) for row in confusion) if confusion is not None else ()
+    return TaskScores(targets.task, scores, tuple(chosen), targets.split_sizes(), None, class_f1, matrix)
 
 
 EvaluateTask = Callable[[TaskTargets], TaskScores]

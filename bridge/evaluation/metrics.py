@@ -12,7 +12,13 @@ from __future__ import annotations
 
 import numpy as np
 from scipy.stats import spearmanr
-from sklearn.metrics import accuracy_score, f1_score, mean_absolute_error
+from sklearn.metrics import (
+    accuracy_score,
+    confusion_matrix,
+    f1_score,
+    mean_absolute_error,
+    precision_recall_fscore_support,
+)
 
 
 def quantile_edges(train_values: np.ndarray, num_buckets: int) -> np.ndarray:
@@ -58,3 +64,11 @@ def task_scores(
         "spearman": spearmanr(y_true, y_pred).statistic,
         "bucket_accuracy": bucket_accuracy(y_true, y_pred, edges),
     }
+
+
+def per_class(y_true: np.ndarray, y_pred: np.ndarray, num_classes: int) -> tuple[np.ndarray, np.ndarray]:
+    """Per-class F1 ``[C]`` (0 for a class never predicted nor present) and the confusion matrix ``[C, C]`` (rows:
+    true class, columns: predicted), from scikit-learn."""
+    labels = list(range(num_classes))
+    _, _, f1, _ = precision_recall_fscore_support(y_true, y_pred, labels=labels, zero_division=0.0)
+    return np.asarray(f1, dtype=np.float64), confusion_matrix(y_true, y_pred, labels=labels)

@@ -84,6 +84,8 @@ class TaskScores:
     chosen: tuple[Choice, ...] = ()
     n: dict[str, int] = field(default_factory=dict)
     skipped: str | None = None
+    per_class_f1: tuple[Stat, ...] = ()  # topic: each class's test F1 over the head seeds
+    confusion: tuple[tuple[int, ...], ...] = ()  # topic: test confusion matrix summed over the head seeds
 
     @classmethod
     def skipped_task(cls, task: str, reason: str) -> TaskScores:
@@ -98,6 +100,9 @@ class TaskScores:
         out.update({m: s.to_json() for m, s in self.scores.items()})
         out["chosen"] = [c.to_json() for c in self.chosen]
         out["n"] = dict(self.n)
+        if self.per_class_f1:
+            out["per_class_f1"] = [s.to_json() for s in self.per_class_f1]
+            out["confusion"] = [list(row) for row in self.confusion]
         return out
 
     @classmethod
@@ -105,7 +110,9 @@ class TaskScores:
         scores = {k: Stat.from_json(v) for k, v in data.items() if isinstance(v, dict) and "mean" in v}
         chosen = tuple(Choice.from_json(c) for c in data.get("chosen", ()))
         n = {k: int(v) for k, v in data.get("n", {}).items()}
-        return cls(task, scores, chosen, n, data.get("skipped"))
+        per_class = tuple(Stat.from_json(v) for v in data.get("per_class_f1", ()))
+        confusion = tuple(tuple(int(c) for c in row) for row in data.get("confusion", ()))
+        return cls(task, scores, chosen, n, data.get("skipped"), per_class, confusion)
 
 
 @dataclass(frozen=True)

@@ -112,6 +112,7 @@ def corpus_info(corpus: Corpus) -> dict[str, Any]:
         "posts": corpus.num_posts,
         "edges": corpus.num_edges,
         "topics": len(corpus.label_names),
+        "topic_names": list(corpus.label_names),
     }
 
 

@@ -36,6 +36,7 @@ def render_markdown(report: RunReport, facts: RunFacts, has_losses: bool) -> str
         *_intro_lines(report, facts),
         *_results_lines(report, facts),
         *_comparison_lines(report),
+        *class_lines(report),
         *_method_lines(report, facts),
         *diagnostics_lines(report.diagnostics),
         *_plot_lines(report.training_seeds, has_losses),
@@ -167,6 +168,42 @@ def _comparison_lines(report: RunReport) -> list[str]:
         *_comparison_table(report.comparison),
         "",
     ]
+
+
+def class_f1(summary: RowSummary) -> list[float]:
+    """Each topic's test F1, mean over training seeds of the mean over head seeds (empty when not recorded)."""
+    per_seed = [ev.topic.per_class_f1 for ev in summary.per_seed.values() if ev.topic.per_class_f1]
+    if not per_seed:
+        return []
+    return [float(np.mean([stats[k].mean for stats in per_seed])) for k in range(len(per_seed[0]))]
+
+
+def confusion(summary: RowSummary) -> np.ndarray | None:
+    """The topic confusion matrix summed over training seeds and head seeds (rows: true, columns: predicted)."""
+    matrices = [np.asarray(ev.topic.confusion) for ev in summary.per_seed.values() if ev.topic.confusion]
+    return np.sum(matrices, axis=0) if matrices else None
+
+
+def class_lines(report: RunReport) -> list[str]:
+    """Per-topic F1 of MMGA's last round and of the rows it is most often compared with."""
+    final = [name for name, s in report.rows.items() if s.row.group == "mmga"][-1]
+    names = [n for n in (final, "no_align", "peer_sgc", "peer_gcn") if n in report.rows]
+    scores = {n: class_f1(report.rows[n]) for n in names}
+    topics = report.corpus.get("topic_names") or []
+    if not topics or not all(len(v) == len(topics) for v in scores.values()):
+        return []
+    lines = [
+        "## Topics, class by class",
+        "",
+        "Test F1 per topic (mean over training seeds and head seeds), and the confusion matrix of MMGA's last round "
+        "summed over them in `confusion.png`.",
+        "",
+        "| topic | " + " | ".join(f"`{n}`" for n in names) + " |",
+        "|---|" + "---|" * len(names),
+    ]
+    for k, topic in enumerate(topics):
+        lines.append(f"| {topic} | " + " | ".join(f"{scores[n][k]:.3f}" for n in names) + " |")
+    return [*lines, "", "![confusion matrix of MMGA's last round](confusion.png)", ""]
 
 
 def _method_lines(report: RunReport, facts: RunFacts) -> list[str]:

@@ -223,3 +223,26 @@ def plot_margins(comp: list[Comparison], out: Path) -> None:
     fig.tight_layout()
     fig.savefig(out, dpi=100)
     plt.close(fig)
+
+
+def plot_confusion(matrix: np.ndarray, topics: list[str], out: Path, title: str) -> None:
+    """A topic confusion matrix (rows: true, columns: predicted), each row normalised to shares, counts printed."""
+    matrix = np.asarray(matrix, dtype=np.float64)
+    shares = matrix / np.clip(matrix.sum(axis=1, keepdims=True), 1, None)
+    size = 1.0 + 0.6 * len(topics)
+    fig, ax = plt.subplots(figsize=(size + 1.5, size))
+    image = ax.imshow(shares, cmap="Blues", vmin=0, vmax=1)
+    labels = [literal(t) for t in topics]
+    ax.set_xticks(range(len(topics)), labels, rotation=45, ha="right", fontsize=8)
+    ax.set_yticks(range(len(topics)), labels, fontsize=8)
+    for i in range(len(topics)):
+        for j in range(len(topics)):
+            color = "white" if shares[i, j] > 0.6 else "black"
+            ax.text(j, i, f"{int(matrix[i, j])}", ha="center", va="center", fontsize=7, color=color)
+    ax.set_xlabel("predicted topic")
+    ax.set_ylabel("true topic")
+    ax.set_title(literal(title), fontsize=9)
+    fig.colorbar(image, ax=ax, fraction=0.046, label="share of the true topic's test users")
+    fig.tight_layout()
+    fig.savefig(out, dpi=100)
+    plt.close(fig)

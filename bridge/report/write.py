@@ -10,7 +10,7 @@ from typing import Any
 
 from bridge.evaluation.rows import representation_blocks
 from bridge.report.build import ReportInputs, RunReport, compute_report
-from bridge.report.markdown import render_markdown, timings_markdown
+from bridge.report.markdown import confusion, render_markdown, timings_markdown
 from bridge.runfolder import Manifest, StageKey, write_json_atomic
 from cache.atomic import DiskFullError, atomic_write_bytes, is_disk_full
 
@@ -58,7 +58,13 @@ def write_plots(report: RunReport, inputs: ReportInputs) -> tuple[bool, list[str
     """The report's PNG plots into ``inputs.paths.report_dir``: (whether loss curves were drawn, warnings for
     plots that failed). The loss curves come from the log folders the manifest recorded for the first training
     seed's MMGA stages."""
-    from bridge.report.plots import plot_loss_curves, plot_margins, plot_metrics_by_round, plot_projections
+    from bridge.report.plots import (
+        plot_confusion,
+        plot_loss_curves,
+        plot_margins,
+        plot_metrics_by_round,
+        plot_projections,
+    )
 
     facts, paths, corpus, rows = inputs.facts, inputs.paths, inputs.corpus, inputs.rows
     out = paths.report_dir
@@ -84,6 +90,14 @@ def write_plots(report: RunReport, inputs: ReportInputs) -> tuple[bool, list[str
         "loss_curves.png", lambda: plot_loss_curves(log_dirs, out / "loss_curves.png"), failed
     )
     _try_plot("margins.png", lambda: plot_margins(report.comparison, out / "margins.png"), failed)
+    matrix = confusion(report.rows[final.name])
+    if matrix is not None:
+        title = f"MMGA round {final.round}: test topics, summed over training and head seeds"
+        _try_plot(
+            "confusion.png",
+            lambda: plot_confusion(matrix, list(corpus.label_names), out / "confusion.png", title),
+            failed,
+        )
     by_name = {r.name: r for r in rows}
 
     def projections() -> None:

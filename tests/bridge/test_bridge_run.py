@@ -97,6 +97,8 @@ def test_two_round_run_writes_report_and_wires_the_rounds(reference_run):
         "loss_curves.png",
         "embedding_tsne.png",
         "margins.png",
+        "confusion.png",
+        "timings.md",
     ):
         assert (paths.report_dir / name).stat().st_size > 0, name
     metrics = json.loads((paths.report_dir / "metrics.json").read_text())

@@ -123,3 +123,25 @@ def test_loss_curves_over_every_seed_mark_the_pair_classifiers_chance(tmp_path, 
     )
     assert plot_loss_curves(logs, tmp_path / "loss.png")
     assert marked == [pytest.approx(np.log(2))] and (tmp_path / "loss.png").stat().st_size > 0
+
+
+def test_per_topic_f1_and_the_confusion_matrix_come_from_the_chosen_heads(tmp_path):
+    from bridge.evaluation import loop
+    from bridge.report.markdown import class_f1, confusion
+    from bridge.report.plots import plot_confusion
+
+    y = np.array([0, 1, 0, 1, 0, 1, 1, 0, 1, 0])
+    targets = loop.prepare_targets("topic", y, y >= 0, np.array([0, 0, 0, 0, 1, 1, 2, 2, 2, 2]), 3)
+    good = loop.Candidate(0, "linear", 1e-3, np.array([0, 1]), np.array([1, 0, 1, 1]))  # y_test = 1 0 1 0
+    scores = loop.select_and_score(targets, [good], seeds=(0,))
+    assert [s.mean for s in scores.per_class_f1] == pytest.approx(
+        [2 / 3, 0.8]
+    )  # class 0: P 1, R 0.5; class 1
+    assert scores.confusion == ((1, 1), (0, 2))
+    ev = Evaluation(scores, _evaluation(0.8, 0.6).fans, 8)
+    summary = summarize_row(ROWS[1], {0: ev, 1: ev}, (0, 1))
+    assert class_f1(summary) == pytest.approx([2 / 3, 0.8])
+    np.testing.assert_array_equal(confusion(summary), [[2, 2], [0, 4]])  # summed over training seeds
+    plot_confusion(confusion(summary), ["$a$", "b"], tmp_path / "c.png", "t")
+    assert (tmp_path / "c.png").stat().st_size > 0
+    assert Evaluation.from_json(ev.to_json()).topic.confusion == scores.confusion  # through the manifest

@@ -32,6 +32,7 @@ _LAZY = {
     "GateLinkLoss": "stage2_graph.losses",
     "StructureReconstructionLoss": "stage2_graph.losses",
     "GraphEncoder": "stage2_graph.model",
+    "NodeInputs": "stage2_graph.model",
     "Stage2Result": "stage2_graph.pipeline",
     "run_stage2": "stage2_graph.pipeline",
 }
@@ -51,6 +52,7 @@ __all__ = [
     "GateLinkLoss",
     "GateTerms",
     "GraphEncoder",
+    "NodeInputs",
     "GraphInputs",
     "GraphStructure",
     "MGate",

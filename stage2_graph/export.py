@@ -30,9 +30,7 @@ def compute_graph_outputs(system: Stage2System, layerwise_batch_size: int | None
         structure = system.structure
         adj_t, _ = structure.adj_t()
         if layerwise_batch_size is None:
-            node_emb, gate = system.model(
-                system.features, adj_t, system.modalities, system.modality_masks, return_gate=True
-            )
+            node_emb, gate = system.model(system.node_inputs(adj_t), return_gate=True)
         else:
             node_emb, gate = layerwise_forward(
                 system.model,
@@ -47,12 +45,7 @@ def compute_graph_outputs(system: Stage2System, layerwise_batch_size: int | None
         else:
             relevance = system.model.gate.relevance(gate, adj_t)
         content = system.model.content_readout(
-            system.features,
-            adj_t,
-            relevance.mean(dim=1),
-            system.content_hops,
-            system.modalities,
-            system.modality_masks,
+            system.node_inputs(adj_t), relevance.mean(dim=1), system.content_hops
         )
         node_emb = torch.cat([node_emb, content.to(node_emb.dtype)], dim=1)
     finally:

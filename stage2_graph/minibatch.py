@@ -36,7 +36,7 @@ from torch_sparse import SparseTensor
 
 from stage2_graph.adjacency import GraphStructure
 from stage2_graph.data import MaskingDataset
-from stage2_graph.model import GraphEncoder, node_log_degree
+from stage2_graph.model import GraphEncoder, NodeInputs, node_log_degree
 
 _M_MMAP_THRESHOLD = -3  # glibc's mallopt parameter (malloc.h)
 
@@ -207,7 +207,7 @@ def layerwise_forward(
     batch by edge id. Equals the full forward in eval mode (tested).
     """
     adj_t, _ = structure.adj_t()
-    gate = model.compute_gate(features, adj_t, modalities, modality_masks)
+    gate = model.compute_gate(NodeInputs(features, adj_t, modalities, modality_masks))
     edge_index, log_degree = _directed(structure, None)
     num_nodes = structure.num_nodes
     chunks = torch.arange(num_nodes, device=features.device).split(batch_size)
@@ -215,11 +215,13 @@ def layerwise_forward(
     hidden = torch.cat(
         [
             model.input_states(
-                features[chunk],
-                adj_t,
-                [m[chunk] for m in modalities],
-                [None if k is None else k[chunk] for k in masks],
-                log_degree[chunk],
+                NodeInputs(
+                    features[chunk],
+                    adj_t,
+                    [m[chunk] for m in modalities],
+                    [None if k is None else k[chunk] for k in masks],
+                    log_degree[chunk],
+                )
             )
             for chunk in chunks
         ]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass, replace
 
 import torch
 from torch import Tensor, nn
@@ -30,6 +31,31 @@ def _norm(kind: NormKind, width: int) -> nn.Module:
     if kind == "batch":
         return nn.BatchNorm1d(width)
     return nn.Identity()
+
+
+@dataclass(frozen=True)
+class NodeInputs:
+    """What the encoder reads of the nodes of one (sub)graph, passed as one object.
+
+    Attributes:
+        x: the statistics X ``[N, F]`` (masked rows are replaced inside the encoder, per ``node_mask``).
+        adj_t: the transposed adjacency ``[N, N]`` the layers propagate over (None where only per-node terms are
+            read: the gate's pair scores).
+        modalities: stage 1's embeddings ``[N, D_m]`` in ``MODALITY_INPUTS`` order (empty without them).
+        modality_masks: ``[N]`` bool per modality, True where the user has it (None: everyone has it).
+        log_degree: ``[N]`` each node's log-degree in the whole graph, when ``adj_t`` is a sampled subgraph that
+            does not hold every neighbour (None: computed from ``adj_t``).
+    """
+
+    x: Tensor
+    adj_t: SparseTensor | None
+    modalities: Sequence[Tensor] = ()
+    modality_masks: Sequence[Tensor | None] | None = None
+    log_degree: Tensor | None = None
+
+    @property
+    def masks(self) -> list[Tensor | None]:
+        return list(self.modality_masks) if self.modality_masks is not None else [None] * len(self.modalities)
 
 
 def node_log_degree(adj_t: SparseTensor, dtype: torch.dtype = torch.float32) -> Tensor:
@@ -169,19 +195,18 @@ class GraphEncoder(nn.Module):
             return x
         return torch.where(node_mask.view(-1, 1), self.mask_token.to(x.dtype), x)
 
-    def node_input(
-        self,
-        x: Tensor,
-        adj_t: SparseTensor,
-        modalities: Sequence[Tensor] = (),
-        modality_masks: Sequence[Tensor | None] | None = None,
-        log_degree: Tensor | None = None,
-    ) -> Tensor:
-        """The concatenated node-input blocks ``[N, sum of block widths]`` (``x`` already masked).
+    def node_input(self, inputs: NodeInputs) -> Tensor:
+        """The concatenated node-input blocks ``[N, sum of block widths]`` (``inputs.x`` already masked).
 
-        ``log_degree [N]`` replaces the degree block computed from ``adj_t``: a sampled subgraph (mini-batch)
+        ``inputs.log_degree`` replaces the degree block computed from ``adj_t``: a sampled subgraph (mini-batch)
         does not hold every node's neighbours, so the degree in the whole propagated graph is passed in."""
-        masks = list(modality_masks) if modality_masks is not None else [None] * len(modalities)
+        x, adj_t, modalities, masks, log_degree = (
+            inputs.x,
+            inputs.adj_t,
+            inputs.modalities,
+            inputs.masks,
+            inputs.log_degree,
+        )
         blocks = []
         for name in self.node_inputs:
             if name == "stats":
@@ -202,40 +227,20 @@ class GraphEncoder(nn.Module):
                 blocks.append(embedding)
         return torch.cat(blocks, dim=-1) if len(blocks) > 1 else blocks[0]
 
-    def compute_gate(
-        self,
-        x: Tensor,
-        adj_t: SparseTensor,
-        modalities: Sequence[Tensor] = (),
-        modality_masks: Sequence[Tensor | None] | None = None,
-    ) -> Tensor:
+    def compute_gate(self, inputs: NodeInputs) -> Tensor:
         """The gate ``[nnz, H]`` (``[nnz, 1]`` for uniform) for the given (already masked) X."""
         if self.gate is None:
-            return uniform_gate(adj_t, x.dtype)
-        return self.gate(x, adj_t, modalities, modality_masks)
+            return uniform_gate(inputs.adj_t, inputs.x.dtype)
+        return self.gate(inputs.x, inputs.adj_t, inputs.modalities, inputs.modality_masks)
 
-    def gate_pair_logits(
-        self,
-        x: Tensor,
-        pairs: Tensor,
-        modalities: Sequence[Tensor] = (),
-        modality_masks: Sequence[Tensor | None] | None = None,
-        node_mask: Tensor | None = None,
-    ) -> Tensor:
+    def gate_pair_logits(self, inputs: NodeInputs, pairs: Tensor, node_mask: Tensor | None = None) -> Tensor:
         """The M-Gate's scores ``e_uv`` ``[P, H]`` of arbitrary pairs ``[2, P]`` (row 0 = target u)."""
         if self.gate is None:
             raise ValueError("the uniform gate has no pair scores")
-        return self.gate.pair_logits(self.masked_features(x, node_mask), pairs, modalities, modality_masks)
+        x = self.masked_features(inputs.x, node_mask)
+        return self.gate.pair_logits(x, pairs, inputs.modalities, inputs.modality_masks)
 
-    def content_readout(
-        self,
-        x: Tensor,
-        adj_t: SparseTensor,
-        weight: Tensor,
-        hops: int,
-        modalities: Sequence[Tensor] = (),
-        modality_masks: Sequence[Tensor | None] | None = None,
-    ) -> Tensor:
+    def content_readout(self, inputs: NodeInputs, weight: Tensor, hops: int) -> Tensor:
         r"""The node-input content smoothed over the graph with the gate's edge weights, parameter-free.
 
         For every content block :math:`m` of the node inputs (``stats``, ``image``, ``text``; not ``degree``),
@@ -251,9 +256,9 @@ class GraphEncoder(nn.Module):
         gate, which makes this SGC's mean smoothing). Returns ``[N, hops * sum of block widths]``:
         :math:`[F^{(1)} \| \dots \| F^{(K)}]` per block, zero where no one within k hops has the block.
         """
+        x, adj_t, modalities, masks = inputs.x, inputs.adj_t, inputs.modalities, inputs.masks
         if hops <= 0:
             return x.new_zeros(x.shape[0], 0)
-        masks = list(modality_masks) if modality_masks is not None else [None] * len(modalities)
         blocks: list[tuple[Tensor, Tensor]] = []
         for name in self.node_inputs:
             if name == "stats":
@@ -291,35 +296,22 @@ class GraphEncoder(nn.Module):
         return torch.cat(out, dim=1)
 
     def forward(
-        self,
-        x: Tensor,
-        adj_t: SparseTensor,
-        modalities: Sequence[Tensor] = (),
-        modality_masks: Sequence[Tensor | None] | None = None,
-        node_mask: Tensor | None = None,
-        return_gate: bool = False,
-        log_degree: Tensor | None = None,
+        self, inputs: NodeInputs, node_mask: Tensor | None = None, return_gate: bool = False
     ) -> Tensor | tuple[Tensor, Tensor]:
         # Masked nodes' statistics are gone everywhere, including from the gate; their own image and
         # text stay (the target is X, which they do not contain; docs/stage2.md).
-        x = self.masked_features(x, node_mask)
-        gate = self.compute_gate(x, adj_t, modalities, modality_masks)
-        hidden = self.input_states(x, adj_t, modalities, modality_masks, log_degree)
+        inputs = replace(inputs, x=self.masked_features(inputs.x, node_mask))
+        gate = self.compute_gate(inputs)
+        hidden = self.input_states(inputs)
         for index in range(len(self.convs)):
-            hidden = self.layer(index, hidden, adj_t, gate)
+            hidden = self.layer(index, hidden, inputs.adj_t, gate)
         return (hidden, gate) if return_gate else hidden
 
-    def input_states(
-        self,
-        x: Tensor,
-        adj_t: SparseTensor,
-        modalities: Sequence[Tensor] = (),
-        modality_masks: Sequence[Tensor | None] | None = None,
-        log_degree: Tensor | None = None,
-    ) -> Tensor:
-        """``h^(0)`` ``[N, hidden_dim]`` (or the raw node inputs without ``input_proj``); ``x`` already masked."""
-        inputs = self.node_input(x, adj_t, modalities, modality_masks, log_degree)
-        return self.input_proj(inputs) if self.input_proj is not None else inputs
+    def input_states(self, inputs: NodeInputs) -> Tensor:
+        """``h^(0)`` ``[N, hidden_dim]`` (or the raw node inputs without ``input_proj``); ``inputs.x`` already
+        masked."""
+        blocks = self.node_input(inputs)
+        return self.input_proj(blocks) if self.input_proj is not None else blocks
 
     def layer(self, index: int, hidden: Tensor, adj_t: SparseTensor, gate: Tensor) -> Tensor:
         """Layer ``index`` of the stack (dropout, gated propagation, then norm and activation unless last);

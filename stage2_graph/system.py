@@ -7,6 +7,7 @@ from typing import Any
 import lightning as L
 import torch
 from torch import Tensor
+from torch_sparse import SparseTensor
 
 from stage2_graph.adjacency import GraphStructure
 from stage2_graph.config import (
@@ -20,7 +21,7 @@ from stage2_graph.config import (
 from stage2_graph.data import GraphInputs
 from stage2_graph.losses import FeatureReconstructionLoss, GateLinkLoss, StructureReconstructionLoss
 from stage2_graph.minibatch import sampled_adj_t
-from stage2_graph.model import GraphEncoder
+from stage2_graph.model import GraphEncoder, NodeInputs
 
 
 class Stage2System(L.LightningModule):
@@ -114,14 +115,11 @@ class Stage2System(L.LightningModule):
     ) -> Tensor | tuple[Tensor, Tensor]:
         """Node embeddings ``[N, hidden_dim]`` over the graph minus held-out edges, X masked at ``node_mask``."""
         adj_t, _ = self.structure.adj_t(keep_edges)  # held-out edges removed
-        return self.model(
-            self.features,
-            adj_t,
-            self.modalities,
-            self.modality_masks,
-            node_mask=node_mask,
-            return_gate=return_gate,
-        )
+        return self.model(self.node_inputs(adj_t), node_mask=node_mask, return_gate=return_gate)
+
+    def node_inputs(self, adj_t: SparseTensor) -> NodeInputs:
+        """The whole graph's :class:`NodeInputs` over ``adj_t`` (X, stage 1's modalities and their masks)."""
+        return NodeInputs(self.features, adj_t, self.modalities, self.modality_masks)
 
     def compute_losses(self, batch: dict[str, Tensor]) -> dict[str, Tensor]:
         """Named losses of one step (and the weighted total under ``"loss"``): a full-batch step's masks, or
@@ -165,9 +163,8 @@ class Stage2System(L.LightningModule):
         features = self.features.index_select(0, n_id)
         modalities = [m.index_select(0, n_id) for m in self.modalities]
         masks = [m.index_select(0, n_id) for m in self.modality_masks]
-        node_emb = self.model(
-            features, adj_t, modalities, masks, node_mask=batch["node_mask"], log_degree=batch["log_degree"]
-        )
+        inputs = NodeInputs(features, adj_t, modalities, masks, batch["log_degree"])
+        node_emb = self.model(inputs, node_mask=batch["node_mask"])
         return node_emb, features, modalities, masks
 
     def objective_losses(
@@ -222,13 +219,13 @@ class Stage2System(L.LightningModule):
             zero = node_emb.new_zeros(())
             return {"gate_link_loss": zero, "gate_link_acc": zero}
         pairs = torch.cat([pos, pos.flip(0), neg, neg.flip(0)], dim=1)
-        logits = self.model.gate_pair_logits(
+        inputs = NodeInputs(
             self.features if features is None else features,
-            pairs,
+            None,  # pair scores read per-node terms only
             self.modalities if modalities is None else modalities,
             self.modality_masks if modality_masks is None else modality_masks,
-            node_mask=batch["node_mask"],
         )
+        logits = self.model.gate_pair_logits(inputs, pairs, node_mask=batch["node_mask"])
         num_pos = 2 * pos.shape[1]
         return self.gate_link_loss(logits[:num_pos], logits[num_pos:])
 

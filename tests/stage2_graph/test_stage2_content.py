@@ -6,7 +6,7 @@ import numpy as np
 import torch
 from torch_sparse import SparseTensor
 
-from stage2_graph.model import GraphEncoder
+from stage2_graph.model import GraphEncoder, NodeInputs
 
 EDGES = [(0, 1), (1, 2), (2, 3), (0, 2), (3, 4)]  # node 5 is isolated
 
@@ -62,14 +62,13 @@ def test_content_readout_matches_a_dense_loop_with_masks_and_isolated_nodes():
     row, col, _ = adj_t.coo()
     w = torch.rand(row.numel(), generator=torch.Generator().manual_seed(1))
     weights = {(int(u), int(v)): float(a) for u, v, a in zip(row, col, w)}
-    got = enc.content_readout(
+    inputs = NodeInputs(
         torch.from_numpy(x),
         adj_t,
-        w,
-        2,
         [torch.from_numpy(image), torch.from_numpy(text)],
         [torch.from_numpy(image_mask), torch.from_numpy(text_mask)],
     )
+    got = enc.content_readout(inputs, w, 2)
     ref = dense_readout([x, image, text], [np.ones(n, bool), image_mask, text_mask], weights, n, 2)
     assert got.shape == (n, 2 * (3 + 4 + 2))
     np.testing.assert_allclose(got.numpy(), ref, rtol=1e-5, atol=1e-6)
@@ -83,7 +82,7 @@ def test_uniform_weights_give_the_mean_over_self_and_neighbours_and_degree_is_no
     x = torch.arange(n * 2, dtype=torch.float32).view(n, 2) ** 2
     enc = GraphEncoder(num_features=2, hidden_dim=4, node_inputs=("stats", "degree"))
     adj_t = _adj(n)
-    got = enc.content_readout(x, adj_t, torch.ones(adj_t.nnz()), 1)
+    got = enc.content_readout(NodeInputs(x, adj_t), torch.ones(adj_t.nnz()), 1)
     f = _standardize(x.numpy(), np.ones(n, bool))
     expected = np.stack(
         [
@@ -93,4 +92,4 @@ def test_uniform_weights_give_the_mean_over_self_and_neighbours_and_degree_is_no
         ]
     )
     np.testing.assert_allclose(got.numpy(), expected, rtol=1e-5, atol=1e-6)
-    assert enc.content_readout(x, adj_t, torch.ones(adj_t.nnz()), 0).shape == (n, 0)
+    assert enc.content_readout(NodeInputs(x, adj_t), torch.ones(adj_t.nnz()), 0).shape == (n, 0)

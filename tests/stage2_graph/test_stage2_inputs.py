@@ -7,7 +7,15 @@ import pytest
 import torch
 from test_stage2_objectives import F_DIM, N, make_batch, make_inputs, make_system
 
-from stage2_graph import GraphEncoder, GraphStructure, ModelConfig, ObjectiveConfig, OptimConfig, Stage2Config
+from stage2_graph import (
+    GraphEncoder,
+    GraphStructure,
+    ModelConfig,
+    NodeInputs,
+    ObjectiveConfig,
+    OptimConfig,
+    Stage2Config,
+)
 from stage2_graph.system import Stage2System
 
 IMAGE_DIM, TEXT_DIM = 12, 10  # make_inputs' widths
@@ -35,7 +43,7 @@ def encoder_case(node_inputs, gate="mgate", gate_form="cosine"):
 @pytest.mark.parametrize("gate", ["mgate", "uniform"])
 def test_every_node_input_block_reaches_the_output(gate):
     model, adj_t, x, modalities, masks = encoder_case(("stats", "degree", "image", "text"), gate=gate)
-    out = model(x, adj_t, modalities, masks)
+    out = model(NodeInputs(x, adj_t, modalities, masks))
     grads = torch.autograd.grad(out.square().sum(), [x, *modalities], retain_graph=True)
     for grad, mask in zip(grads[1:], masks):
         assert grad[mask].abs().sum(-1).min() > 0  # every present row matters
@@ -50,7 +58,7 @@ def test_node_input_layout_and_placeholders_for_missing_users():
     assert model.input_proj.in_features == TEXT_DIM + F_DIM + IMAGE_DIM
     seen = []
     model.input_proj.register_forward_hook(lambda module, args, out: seen.append(args[0]))
-    out = model(x, adj_t, modalities, masks)
+    out = model(NodeInputs(x, adj_t, modalities, masks))
     text, stats, image = seen[0].split((TEXT_DIM, F_DIM, IMAGE_DIM), dim=1)
     torch.testing.assert_close(stats, x)
     for block, embedding, mask, name in (
@@ -67,11 +75,11 @@ def test_node_input_layout_and_placeholders_for_missing_users():
 def test_x_only_node_inputs_keep_modalities_in_the_gate():
     model, adj_t, x, modalities, masks = encoder_case(("stats", "degree"))
     assert model.input_proj.in_features == F_DIM + 1 and set(model.input_placeholders) == set()
-    out = model(x, adj_t, modalities, masks)
+    out = model(NodeInputs(x, adj_t, modalities, masks))
     image_grad = torch.autograd.grad(out.sum(), modalities[0])[0]
     assert image_grad[masks[0]].abs().sum() > 0  # through the gate only
     uniform, adj_t, x, modalities, masks = encoder_case(("stats", "degree"), gate="uniform")
-    out = uniform(x, adj_t, modalities, masks)
+    out = uniform(NodeInputs(x, adj_t, modalities, masks))
     assert torch.autograd.grad(out.sum(), modalities[0], allow_unused=True)[0] is None
 
 

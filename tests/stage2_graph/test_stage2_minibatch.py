@@ -107,9 +107,7 @@ def test_layerwise_inference_equals_the_full_forward(case):
     system = make_system(make_inputs(), gate=gate, **case)
     adj_t, _ = system.structure.adj_t()
     with torch.no_grad():
-        full, full_gate = system.model(
-            system.features, adj_t, system.modalities, system.modality_masks, return_gate=True
-        )
+        full, full_gate = system.model(system.node_inputs(adj_t), return_gate=True)
     layered, gate_values = layerwise_forward(
         system.model,
         system.features,

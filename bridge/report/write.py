@@ -1,5 +1,5 @@
 """Write a finished run's report into ``<run>/report``: plots first (a plot that fails becomes a warning in the
-report, never a lost run), then ``metrics.json`` and ``report.md``, each atomically."""
+report, never a lost run), then ``metrics.json``, ``timings.md`` and ``report.md``, each atomically."""
 
 from __future__ import annotations
 
@@ -56,8 +56,8 @@ def _try_plot(name: str, draw: Callable[[], Any], failed: list[str]) -> Any:
 
 def write_plots(report: RunReport, inputs: ReportInputs) -> tuple[bool, list[str]]:
     """The report's PNG plots into ``inputs.paths.report_dir``: (whether loss curves were drawn, warnings for
-    plots that failed). The loss curves come from the log folders the manifest recorded for the first training
-    seed's MMGA stages."""
+    plots that failed). The loss curves come from the log folders the manifest recorded for every training seed's
+    MMGA stages."""
     from bridge.report.plots import (
         plot_confusion,
         plot_loss_curves,

@@ -286,3 +286,18 @@ def test_a_busy_run_folder_is_refused_before_torch_is_imported(tmp_path):
     assert out.stdout.split() == ["False", "2"], out.stderr  # refused, and torch was never imported
     assert "is in use by another bridge run" in out.stderr
     assert elapsed < 10  # about a second on an idle machine (the interpreter's start-up and the config check)
+
+
+def test_a_label_matplotlib_cannot_parse_as_math_is_drawn_as_text(tmp_path):
+    """Item 7: a topic label with ``$ ... $`` that mathtext cannot parse killed the run at the report."""
+    from types import SimpleNamespace
+
+    from bridge.report.plots import plot_projections
+
+    n = 30
+    corpus = SimpleNamespace(
+        label_names=[r"cost $\frac{$", "$x^2$ fans"], labels=np.arange(n) % 2, num_users=n
+    )
+    blocks = [np.random.default_rng(0).standard_normal((n, 4))]
+    plot_projections([("MMGA", blocks)], corpus, tmp_path / "tsne.png")
+    assert (tmp_path / "tsne.png").stat().st_size > 0

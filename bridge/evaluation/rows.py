@@ -23,8 +23,8 @@ from typing import Any, Literal
 import numpy as np
 
 from bridge.runfolder import RunPaths, StageKey
+from bridge.runfolder.caches import read_encoders, read_graph
 from bridge.variants import ABLATIONS
-from cache import read_encoder_embeddings, read_graph_outputs
 from corpus import Corpus
 
 PART_ORDER = ("graph", "text", "image", "stats")  # [R^G || R^T || R^I], X only in the floor row and the peers
@@ -143,23 +143,10 @@ def representation_blocks(row: Row, corpus: Corpus, paths: RunPaths) -> list[np.
     """The row's blocks ``[N, D_k]`` in :data:`PART_ORDER`, read from the cache of ``paths``' training seed."""
     blocks = []
     if "graph" in row.parts:
-        graph = read_graph_outputs(
-            paths.cache_dir(row.variant),
-            row.round,
-            fingerprint=corpus.fingerprint,
-            num_users=corpus.num_users,
-            user_ids=corpus.user_ids,
-            num_edges=corpus.num_edges,
-        )
+        graph = read_graph(paths.cache_dir(row.variant), row.round, corpus)
         blocks.append(graph.user_graph_emb)
     if "text" in row.parts or "image" in row.parts:
-        emb = read_encoder_embeddings(
-            paths.cache_dir(row.variant),
-            row.round,
-            fingerprint=corpus.fingerprint,
-            num_users=corpus.num_users,
-            user_ids=corpus.user_ids,
-        )
+        emb = read_encoders(paths.cache_dir(row.variant), row.round, corpus)
         if "text" in row.parts:
             blocks.append(emb.user_text_emb)
         if "image" in row.parts:

@@ -11,6 +11,7 @@ from pathlib import Path
 
 from bridge.inference.embeddings import EmbedError, UserEmbeddings, standardize_like
 from bridge.runfolder import Manifest, RunPaths, StageKey
+from bridge.runfolder.caches import read_encoders, read_graph
 from bridge.variants import REGISTRY
 
 FINISH_HINT = "finish it with `python bridge/alternate.py --run-dir {run_dir}` (the same options as before)"
@@ -101,21 +102,11 @@ class TrainedRun:
 
     def own_embeddings(self) -> UserEmbeddings:
         """The run's own users' embeddings of this round, read from the run's cache, as :class:`UserEmbeddings`."""
-        from cache import read_encoder_embeddings, read_graph_outputs
 
         train = self.training_corpus
         cache_dir = self.paths.cache_dir(self.variant)
-        enc = read_encoder_embeddings(
-            cache_dir, self.round, fingerprint=train.fingerprint, num_users=train.num_users
-        )
-        graph = read_graph_outputs(
-            cache_dir,
-            self.round,
-            fingerprint=train.fingerprint,
-            num_users=train.num_users,
-            user_ids=train.user_ids,
-            num_edges=train.num_edges,
-        )
+        enc = read_encoders(cache_dir, self.round, train)
+        graph = read_graph(cache_dir, self.round, train)
         return UserEmbeddings(list(train.user_ids), enc, graph, train.features, train.fingerprint, self.round)
 
     def producers(self) -> dict:

@@ -18,7 +18,7 @@ from sklearn.metrics import roc_auc_score
 
 from bridge.evaluation.results import Stat
 from bridge.runfolder import RunPaths
-from cache import read_graph_outputs
+from bridge.runfolder.caches import read_graph
 from corpus import Corpus
 from corpus.synthetic import TRUTH_FILE, load_truth
 
@@ -98,14 +98,7 @@ def edge_weight_diagnostics(
         for r in range(rounds):
             per_seed = []
             for seed in seeds:
-                graph = read_graph_outputs(
-                    paths.for_seed(seed).cache_dir(variant),
-                    r,
-                    fingerprint=corpus.fingerprint,
-                    num_users=corpus.num_users,
-                    user_ids=corpus.user_ids,
-                    num_edges=corpus.num_edges,
-                )
+                graph = read_graph(paths.for_seed(seed).cache_dir(variant), r, corpus)
                 per_seed.append(_seed_scores(graph.edge_weight.astype(np.float64)[judged.rows], judged.same))
             per_round.append(
                 {

@@ -34,9 +34,9 @@ from typing import Any
 
 from bridge.rounds.config import BridgeConfig
 from bridge.runfolder import Manifest, RunPaths, StageKey, to_jsonable
+from bridge.runfolder.caches import read_encoders, read_graph
 from bridge.runfolder.ownership import clear_stage_dir
 from bridge.variants import Variant, get_variant, run_variants
-from cache import read_encoder_embeddings, read_graph_outputs
 from corpus import Corpus, load_corpus
 from mmga_common.config import ConfigError, deep_merge, nest
 from mmga_common.trainer import RELAUNCHING_STRATEGIES
@@ -241,18 +241,9 @@ def _validator(run: StageRun, corpus: Corpus) -> Callable[[dict[str, Path]], Non
 
     def validate(outputs: dict[str, Path]) -> None:
         if run.stage == "stage1":
-            read_encoder_embeddings(
-                cache_dir, run.round, fingerprint=corpus.fingerprint, num_users=corpus.num_users
-            )
+            read_encoders(cache_dir, run.round, corpus)
         else:
-            read_graph_outputs(
-                cache_dir,
-                run.round,
-                fingerprint=corpus.fingerprint,
-                num_users=corpus.num_users,
-                user_ids=corpus.user_ids,
-                num_edges=corpus.num_edges,
-            )
+            read_graph(cache_dir, run.round, corpus)
 
     return validate
 

@@ -48,19 +48,11 @@ def stage_seconds(num_users: int, stage1_steps: int, stage2_steps: int) -> dict[
     }
 
 
-def estimate_seconds(
-    num_users: int,
-    stage1_runs: int,
-    stage2_runs: int,
-    evaluations: int,
-    jobs: int,
-    stage1_steps: int,
-    stage2_steps: int,
-) -> float:
-    """A rough wall-time estimate of a run on a 2-core CPU (:func:`stage_seconds`, and an evaluation about
-    1.2 ms per user); for the run's header, once the corpus's size is known."""
-    per_stage = stage_seconds(num_users, stage1_steps, stage2_steps)
-    training = stage1_runs * per_stage["stage1"] + stage2_runs * per_stage["stage2"]
+def estimate_seconds(per_stage: dict[str, float], stage_runs: dict[str, int], evaluations: int, jobs: int,
+                     num_users: int) -> float:  # fmt: skip
+    """A rough wall-time estimate of a run on a 2-core CPU: ``stage_runs[kind]`` runs of ``per_stage[kind]``
+    seconds (:func:`stage_seconds`) over ``jobs`` workers, and an evaluation about 1.2 ms per user."""
+    training = sum(runs * per_stage[kind] for kind, runs in stage_runs.items())
     return training / max(1, jobs) + evaluations * 1.2 * max(num_users, 1) / 1000
 
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import os
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 from bridge.report import ReportInputs, RunFacts, write_report
@@ -25,21 +26,50 @@ from bridge.rounds.stages import StageTemplates, check_stage_configs
 from bridge.runfolder import Manifest, RunPaths, run_lock, to_jsonable
 
 
-def header(cfg: BridgeConfig, paths: RunPaths, jobs: int, templates: StageTemplates) -> list[str]:
-    """What the run will do, and the one note on random ViT weights (the time estimate follows once the corpus's
-    size is known: :func:`estimate_line`)."""
-    from bridge.evaluation.rows import report_rows
+@dataclass(frozen=True)
+class RunSize:
+    """How much a run trains and evaluates: stage runs of each kind, evaluations, and MMGA's steps per stage run."""
 
+    stage_runs: dict[str, int]
+    evaluations: int
+    steps: dict[str, int]
+
+    @classmethod
+    def of(cls, cfg: BridgeConfig, templates: StageTemplates) -> RunSize:
+        from bridge.evaluation.rows import report_rows
+
+        variants = templates.variants
+        runs = {
+            "stage1": cfg.seeds * cfg.rounds * sum(v.has_stage1 for v in variants),
+            "stage2": cfg.seeds * cfg.rounds * len(variants),
+        }
+        rows = report_rows(cfg.rounds, cfg.baselines, cfg.ablations)
+        steps = {stage: templates.template("mmga", stage).trainer.max_steps for stage in runs}
+        return cls(runs, sum(cfg.seeds if r.seeded else 1 for r in rows), steps)
+
+    def stage_estimates(self, num_users: int) -> dict[str, float]:
+        """Estimated seconds of one stage run of each kind on a corpus of ``num_users``."""
+        return stage_seconds(num_users, self.steps["stage1"], self.steps["stage2"])
+
+    def estimate_line(self, jobs: int, num_users: int) -> str:
+        """The run's rough wall time on a 2-core CPU for this corpus's size."""
+        eta = estimate_seconds(
+            self.stage_estimates(num_users), self.stage_runs, self.evaluations, jobs, num_users
+        )
+        return f"  roughly {minutes(eta)} for {num_users:,} users on a 2-core CPU (a rerun skips what is complete)"
+
+
+def header(
+    cfg: BridgeConfig, paths: RunPaths, jobs: int, templates: StageTemplates, size: RunSize
+) -> list[str]:
+    """What the run will do, and the one note on random ViT weights (the time estimate follows once the corpus's
+    size is known: :meth:`RunSize.estimate_line`)."""
     variants = templates.variants
-    stage1_runs = cfg.seeds * cfg.rounds * sum(v.has_stage1 for v in variants)
-    stage2_runs = cfg.seeds * cfg.rounds * len(variants)
-    evaluations = sum(
-        cfg.seeds if r.seeded else 1 for r in report_rows(cfg.rounds, cfg.baselines, cfg.ablations)
-    )
     lines = [
         f"MMGA bridge: {len(variants)} variant(s) ({', '.join(v.name for v in variants)}) x {cfg.rounds} round(s) "
-        f"x {cfg.seeds} training seed(s) ({', '.join(str(s) for s in cfg.training_seeds)}) = {stage1_runs} stage-1 "
-        f"and {stage2_runs} stage-2 runs, then {evaluations} evaluations; {jobs} job(s); run folder {paths.run_dir}.",
+        f"x {cfg.seeds} training seed(s) ({', '.join(str(s) for s in cfg.training_seeds)}) = "
+        f"{size.stage_runs['stage1']} stage-1 and {size.stage_runs['stage2']} stage-2 runs, then {size.evaluations} "
+        f"evaluations; {jobs} job(s); run folder {paths.run_dir}.",
     ]
     s1 = templates.template("mmga", "stage1")
     if not s1.model.image_pretrained:
@@ -50,36 +80,7 @@ def header(cfg: BridgeConfig, paths: RunPaths, jobs: int, templates: StageTempla
     return lines
 
 
-def stage_estimates(templates: StageTemplates, num_users: int) -> dict[str, float]:
-    """Estimated seconds of one stage run of each kind on this corpus (MMGA's step counts)."""
-    steps = {stage: templates.template("mmga", stage).trainer.max_steps for stage in ("stage1", "stage2")}
-    return stage_seconds(num_users, steps["stage1"], steps["stage2"])
-
-
-def estimate_line(cfg: BridgeConfig, jobs: int, templates: StageTemplates, num_users: int) -> str:
-    """The run's rough wall time on a 2-core CPU for this corpus's size."""
-    from bridge.evaluation.rows import report_rows
-
-    variants = templates.variants
-    steps = {stage: templates.template("mmga", stage).trainer.max_steps for stage in ("stage1", "stage2")}
-    evaluations = sum(
-        cfg.seeds if r.seeded else 1 for r in report_rows(cfg.rounds, cfg.baselines, cfg.ablations)
-    )
-    eta = estimate_seconds(
-        num_users,
-        cfg.seeds * cfg.rounds * sum(v.has_stage1 for v in variants),
-        cfg.seeds * cfg.rounds * len(variants),
-        evaluations,
-        jobs,
-        steps["stage1"],
-        steps["stage2"],
-    )
-    return (
-        f"  roughly {minutes(eta)} for {num_users:,} users on a 2-core CPU (a rerun skips what is complete)"
-    )
-
-
-def run_facts(cfg: BridgeConfig, paths: RunPaths, templates: StageTemplates) -> RunFacts:
+def run_facts(cfg: BridgeConfig, paths: RunPaths, templates: StageTemplates, size: RunSize) -> RunFacts:
     """What the report needs to know of this run."""
     return RunFacts(
         run_dir=paths.run_dir,
@@ -88,9 +89,7 @@ def run_facts(cfg: BridgeConfig, paths: RunPaths, templates: StageTemplates) -> 
         eval=cfg.eval,
         variants=templates.variants,
         config_json=to_jsonable(cfg),
-        stage_steps={
-            stage: templates.template("mmga", stage).trainer.max_steps for stage in ("stage1", "stage2")
-        },
+        stage_steps=dict(size.steps),
     )
 
 
@@ -131,12 +130,13 @@ def run_bridge(
         manifest = Manifest.load(paths.manifest)
         result = BridgeResult(run_dir=paths.run_dir, report=paths.report_dir / "report.md", metrics={})
         check_runtime_of(templates)  # an impossible device or a missing tracker package: before any work
-        for line in header(cfg, paths, jobs, templates):
+        size = RunSize.of(cfg, templates)
+        for line in header(cfg, paths, jobs, templates, size):
             console.info(line)
         run = BridgeRun(cfg, paths, manifest, result, force, console)
         corpus = prepare_corpus(run)
-        console.info(estimate_line(cfg, jobs, templates, corpus.num_users))
-        run_chains(run, corpus, templates, jobs, stage_estimates(templates, corpus.num_users))
+        console.info(size.estimate_line(jobs, corpus.num_users))
+        run_chains(run, corpus, templates, jobs, size.stage_estimates(corpus.num_users))
         rows, evaluated = evaluate_rows(run, corpus)
         environment = {
             "torch_threads": torch.get_num_threads(),
@@ -147,7 +147,7 @@ def run_bridge(
             "load_average_1min_end": _load_average(),
         }
         inputs = ReportInputs(
-            facts=run_facts(cfg, paths, templates),
+            facts=run_facts(cfg, paths, templates, size),
             paths=paths,
             manifest=manifest,
             corpus=corpus,

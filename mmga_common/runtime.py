@@ -126,3 +126,16 @@ def check_runtime(tc: TrainerConfig, key_prefix: str = "trainer.", source: str =
     """``check_devices`` and ``check_loggers``: what a config can ask of this machine, checked before any work."""
     check_devices(tc, key_prefix, source)
     check_loggers(tc, key_prefix, source)
+
+
+def stage_preflight(tc: TrainerConfig, folders: dict) -> str | None:
+    """What a stage's command line checks before any work, in order: what the trainer section asks of this machine
+    (devices, tracker packages; :func:`check_runtime`), then whether its output folders (``{folder: flag}``) can
+    be written (:func:`mmga_common.writable.first_unwritable`). The first problem as one line, or None."""
+    from mmga_common.writable import first_unwritable
+
+    try:
+        check_runtime(tc)
+    except ConfigError as err:
+        return str(err)
+    return first_unwritable(folders)

@@ -16,8 +16,8 @@ from corpus import CorpusError
 from mmga_common import quiet_third_party
 from mmga_common.cli import prog_name
 from mmga_common.config import add_arguments, flags, overrides_from_args
-from mmga_common.runtime import check_runtime
-from mmga_common.writable import explain_os_error, first_unwritable
+from mmga_common.runtime import stage_preflight
+from mmga_common.writable import explain_os_error
 from stage1_encoders.config import ConfigError, Stage1Config
 
 
@@ -70,14 +70,9 @@ def main(argv: list[str] | None = None) -> int:
         hint = f" (flag {flag})" if flag else ""
         print(f"error: {err}{hint}", file=sys.stderr)
         return 2
-    try:
-        check_runtime(cfg.trainer)  # an impossible device or a missing tracker: before any folder is made
-    except ConfigError as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
-    unwritable = first_unwritable({cfg.resolved_out_dir: "--out", cfg.cache_dir: "--cache"})
-    if unwritable is not None:  # before any work: a read-only, forbidden or full place
-        print(f"error: {unwritable}", file=sys.stderr)
+    problem = stage_preflight(cfg.trainer, {cfg.resolved_out_dir: "--out", cfg.cache_dir: "--cache"})
+    if problem is not None:  # before any folder is made or any work: a device, a tracker, an unwritable place
+        print(f"error: {problem}", file=sys.stderr)
         return 2
     from stage1_encoders.stage import run_stage1  # heavy imports only once the flags are fine
 

@@ -16,8 +16,8 @@ from corpus import CorpusError
 from mmga_common import quiet_third_party
 from mmga_common.cli import prog_name
 from mmga_common.config import add_arguments, overrides_from_args
-from mmga_common.runtime import check_runtime
-from mmga_common.writable import explain_os_error, first_unwritable
+from mmga_common.runtime import stage_preflight
+from mmga_common.writable import explain_os_error
 from stage2_graph.config import ConfigError, Stage2Config
 
 _SECTION_TITLES = {
@@ -90,14 +90,9 @@ def main(argv: list[str] | None = None) -> int:
     if args.print_config:
         print(json.dumps(cfg.to_dict(), indent=2))
         return 0
-    try:
-        check_runtime(cfg.trainer)  # an impossible device or a missing tracker: before any folder is made
-    except ConfigError as err:
-        print(f"stage2_graph.run: error: {err}", file=sys.stderr)
-        return 2
-    unwritable = first_unwritable({cfg.resolved_out_dir: "--out", cfg.cache_dir: "--cache"})
-    if unwritable is not None:  # before any work: a read-only, forbidden or full place
-        print(f"stage2_graph.run: error: {unwritable}", file=sys.stderr)
+    problem = stage_preflight(cfg.trainer, {cfg.resolved_out_dir: "--out", cfg.cache_dir: "--cache"})
+    if problem is not None:  # before any folder is made or any work: a device, a tracker, an unwritable place
+        print(f"stage2_graph.run: error: {problem}", file=sys.stderr)
         return 2
     from stage2_graph.data import Stage2InputError  # heavy imports only once the flags are fine
     from stage2_graph.pipeline import run_stage2

@@ -8,9 +8,11 @@ same way, so a new model option becomes an ablation by one line in :data:`ABLATI
 Fields:
 - ``stage1``: dotted overrides of stage 1's config, or ``None`` when the variant trains no encoders (its rows read
   no R^I / R^T);
-- ``stage2``: dotted overrides of stage 2's config;
+- ``stage2``: dotted overrides of stage 2's config, or ``None`` when the variant trains no GNN;
 - ``feedback``: from round 1 on, stage 1 weights its graph-contrastive positives by the edge weights stage 2 wrote
-  in the previous round (the multi-step alignment).
+  in the previous round (the multi-step alignment);
+- ``once``: the variant runs round 0 of the first training seed only and its rows are evaluated once (``frozen``:
+  nothing is trained, so nothing depends on the training seed or the round).
 
 The overrides are applied on top of the user's ``--stage1`` / ``--stage2`` values, so a variant always differs
 from MMGA in exactly the fields it names.
@@ -22,6 +24,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 NO_GCL = {"losses.gcl_image_weight": 0.0, "losses.gcl_text_weight": 0.0}
+# The frozen peers' text encoder: the pretrained MiniLM-L6 that ships offline, pooled the way it was trained.
+FROZEN_ENCODERS = {"model.text_model": "minilm", "model.text_pooling": "mean", **NO_GCL}
 
 
 @dataclass(frozen=True)
@@ -31,16 +35,26 @@ class Variant:
     name: str
     label: str
     stage1: dict[str, Any] | None = field(default_factory=dict)
-    stage2: dict[str, Any] = field(default_factory=dict)
+    stage2: dict[str, Any] | None = field(default_factory=dict)
     feedback: bool = True
+    once: bool = False
 
     @property
     def has_stage1(self) -> bool:
         return self.stage1 is not None
 
     @property
+    def has_stage2(self) -> bool:
+        return self.stage2 is not None
+
+    @property
     def stages(self) -> tuple[str, ...]:
-        return ("stage1", "stage2") if self.has_stage1 else ("stage2",)
+        return tuple(s for s, has in (("stage1", self.has_stage1), ("stage2", self.has_stage2)) if has)
+
+    @property
+    def embeddable(self) -> bool:
+        """True when ``bridge.embed`` can serve the variant: it trains both stages."""
+        return self.has_stage1 and self.has_stage2
 
 
 MMGA = Variant("mmga", "MMGA", stage2={"gate": "mgate", "use_modalities": True})
@@ -62,6 +76,15 @@ BASELINES: dict[str, Variant] = {
             stage1=None,
             stage2={"gate": "mgate", "use_modalities": False},
             feedback=False,
+        ),
+        Variant(
+            "frozen",
+            "the pretrained encoders, frozen: MiniLM-L6 mean-pooled text (shipped offline) and the image encoder as "
+            "configured, no training at all",
+            stage1={**FROZEN_ENCODERS, "trainer.max_steps": 0},
+            stage2=None,
+            feedback=False,
+            once=True,
         ),
     )
 }

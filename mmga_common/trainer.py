@@ -43,7 +43,11 @@ class TrainerConfig:
     """Lightning Trainer settings shared by both stages (each stage's subclass sets its own defaults)."""
 
     max_steps: int = config_field(
-        200, "optimizer steps to train (-1 = limited by max_epochs only)", ge=-1, **at_most(100_000_000)
+        200,
+        "optimizer steps to train (-1 = limited by max_epochs only; 0 = no training: the model as initialised, "
+        "e.g. a pretrained encoder frozen)",
+        ge=-1,
+        **at_most(100_000_000),
     )
     max_epochs: int | None = config_field(
         None, "epoch limit (none = limited by max_steps only)", ge=1, **at_most(100_000_000)
@@ -115,8 +119,6 @@ class TrainerConfig:
             parse_devices(self.devices)
         except ValueError as err:
             fail("devices", str(err))
-        if self.max_steps == 0:
-            fail("max_steps", "must be >= 1, or -1 to train for max_epochs")
         if self.max_steps == -1 and self.max_epochs is None:
             fail("max_epochs", "max_steps = -1 needs max_epochs")
 

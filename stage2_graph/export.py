@@ -3,10 +3,34 @@
 from __future__ import annotations
 
 import torch
+from torch_sparse import SparseTensor
 
 from cache import GraphOutputs
 from stage2_graph.minibatch import layerwise_forward
 from stage2_graph.system import Stage2System
+
+
+def readout(
+    system: Stage2System, adj_t: SparseTensor, node_emb: torch.Tensor, gate: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """R^G ``[N, hidden_dim + content width]`` from the GNN's output and gate: the output followed by
+    ``model.content_hops`` hops of the node-input content smoothed with the gate's edge relevance; and that
+    relevance ``[nnz, H]``. Differentiable (fine-tuning trains through it, ``stage2_graph.finetune``)."""
+    if system.model.gate is None:
+        relevance = torch.ones_like(gate)
+    else:
+        relevance = system.model.gate.relevance(gate, adj_t)
+    content = system.model.content_readout(
+        system.node_inputs(adj_t), relevance.mean(dim=1), system.content_hops
+    )
+    return torch.cat([node_emb, content.to(node_emb.dtype)], dim=1), relevance
+
+
+def graph_representation(system: Stage2System, adj_t: SparseTensor) -> torch.Tensor:
+    """R^G ``[N, D]`` of one full-graph forward over ``adj_t`` (with gradients when enabled): what
+    :func:`compute_graph_outputs` exports, and what fine-tuning trains through."""
+    node_emb, gate = system.model(system.node_inputs(adj_t), return_gate=True)
+    return readout(system, adj_t, node_emb, gate)[0]
 
 
 @torch.no_grad()
@@ -40,14 +64,7 @@ def compute_graph_outputs(system: Stage2System, layerwise_batch_size: int | None
                 system.modality_masks,
                 batch_size=layerwise_batch_size,
             )
-        if system.model.gate is None:
-            relevance = torch.ones_like(gate)
-        else:
-            relevance = system.model.gate.relevance(gate, adj_t)
-        content = system.model.content_readout(
-            system.node_inputs(adj_t), relevance.mean(dim=1), system.content_hops
-        )
-        node_emb = torch.cat([node_emb, content.to(node_emb.dtype)], dim=1)
+        node_emb, relevance = readout(system, adj_t, node_emb, gate)
     finally:
         system.train(was_training)
 

@@ -41,7 +41,7 @@ def _probe(module: str, argv: list[str]) -> tuple[str, str]:
         ("stage1_encoders.run", ["--help"]),
         ("stage2_graph.run", ["--help"]),
         ("bridge.alternate", ["--help"]),
-        ("stage1_encoders.run", ["--corpus", "c", "--cache", "k", "--max-steps", "0"]),
+        ("stage1_encoders.run", ["--corpus", "c", "--cache", "k", "--max-steps", "-2"]),
         ("stage2_graph.run", ["--corpus", "c", "--cache", "k", "--heads", "5"]),
     ],
 )

@@ -163,22 +163,18 @@ def _evaluate_heads(x: np.ndarray, targets: TaskTargets, cfg: EvalConfig) -> Tas
     return select_and_score(targets, head_candidates(x, targets, cfg), cfg.head_seeds)
 
 
-def head_candidates(x: np.ndarray, targets: TaskTargets, cfg: EvalConfig, tag: str = "") -> list[Candidate]:
-    """Every head type x weight decay x head seed of ``cfg`` trained on ``x`` for one task, as candidates
-    (their head named ``<type><tag>``)."""
+def _fitted_grid(x: np.ndarray, targets: TaskTargets, cfg: EvalConfig):
+    """Yield ``(head type, [(weight decay, seed)], fitted BatchedHeads, standardized x [N, D] float32)`` for
+    every head type of ``cfg``, trained on the known train targets, early-stopped on val."""
     rows = targets.known  # the heads see the users with a known target only
     masks = {name: mask[rows] for name, mask in targets.masks.items()}
-    x = standardize(x[rows].astype(np.float64), masks["train"]).astype(np.float32)
+    x = np.asarray(x, dtype=np.float64)
+    full = standardize(x, targets.masks["train"]).astype(np.float32)  # train statistics, every user
+    known = full[rows]
     y = targets.standardized()[rows]
-    xt = {split: torch.from_numpy(x[mask]) for split, mask in masks.items()}
+    xt = {split: torch.from_numpy(known[mask]) for split, mask in masks.items()}
     yt = {split: torch.from_numpy(y[masks[split]]) for split in ("train", "val")}
-
-    def predict(model: BatchedHeads, split: str) -> np.ndarray:
-        with torch.no_grad():
-            return targets.decode(model(xt[split]).numpy())
-
     grid = list(product(cfg.weight_decays, cfg.head_seeds))
-    candidates = []
     for head in cfg.heads:
         model = _fit_heads(
             xt["train"],
@@ -192,11 +188,33 @@ def head_candidates(x: np.ndarray, targets: TaskTargets, cfg: EvalConfig, tag: s
             [s for _, s in grid],
             cfg,
         )
-        val_pred, test_pred = predict(model, "val"), predict(model, "test")
+        yield head, grid, model, xt, full
+
+
+def head_candidates(x: np.ndarray, targets: TaskTargets, cfg: EvalConfig, tag: str = "") -> list[Candidate]:
+    """Every head type x weight decay x head seed of ``cfg`` trained on ``x`` for one task, as candidates
+    (their head named ``<type><tag>``)."""
+    candidates = []
+    for head, grid, model, xt, _ in _fitted_grid(x, targets, cfg):
+        with torch.no_grad():
+            val_pred, test_pred = (targets.decode(model(xt[s]).numpy()) for s in ("val", "test"))
         candidates += [
             Candidate(seed, head + tag, wd, val_pred[g], test_pred[g]) for g, (wd, seed) in enumerate(grid)
         ]
     return candidates
+
+
+def head_outputs(
+    x: np.ndarray, targets: TaskTargets, cfg: EvalConfig
+) -> list[tuple[int, str, float, torch.Tensor]]:
+    """The same heads as :func:`head_candidates`, with their raw outputs ``[N, C]`` for **every** user (the base
+    predictions that Correct & Smooth propagates): ``(seed, head type, weight decay, outputs)`` per head."""
+    out = []
+    for head, grid, model, _, full in _fitted_grid(x, targets, cfg):
+        with torch.no_grad():
+            outputs = model(torch.from_numpy(full))
+        out += [(seed, head, wd, outputs[g]) for g, (wd, seed) in enumerate(grid)]
+    return out
 
 
 def evaluate_representation(

@@ -6,22 +6,30 @@
   standard frozen-embedding heads of :mod:`bridge.evaluation.heads`.
 - ``peer_gcn`` (Kipf & Welling 2017, the supervised recipe of SimTeG / GLEM / MAGB): a 2-layer PyG ``GCNConv``
   network trained end to end on each downstream task's train split over the same frozen ``F``, early-stopped on
-  val, weight decay chosen on val, test scored once per head seed. It spends the labels inside the graph model,
-  so it is the ceiling a user reaches with the same encoders.
+  val, learning rate and weight decay chosen on val, test scored once per head seed
+  (``bridge.evaluation.networks``). It spends the labels inside the graph model.
+- ``peer_gatv2`` (Brody et al. 2022): the same protocol with a 2-layer PyG ``GATv2Conv`` network (multi-head
+  attention in the hidden layer, PyG's GAT example sizes).
+- ``peer_cs`` (Huang et al. 2021, Correct & Smooth): the linear heads' predictions over ``F`` for every user,
+  their train residuals propagated (correct) and then the train labels propagated (smooth) by PyG's
+  ``CorrectAndSmooth``; val chooses the head, its weight decay and the two propagation strengths. Topic only:
+  C&S propagates class probabilities, so ``peer_cs``'s fans score is its base heads'.
+
+The ``peer_frozen_*`` rows run ``peer_sgc`` / ``peer_gcn`` over the frozen pretrained encoders' features.
 """
 
 from __future__ import annotations
 
-from typing import Literal
-
 import numpy as np
 import torch
 import torch.nn.functional as F
-from torch_geometric.nn import GCNConv, SGConv
+from torch_geometric.nn import GATv2Conv, GCNConv, SGConv
+from torch_geometric.nn.models import CorrectAndSmooth
 
 from bridge.evaluation.config import EvalConfig
-from bridge.evaluation.heads import head_candidates, standardize
+from bridge.evaluation.heads import head_candidates, head_outputs, standardize
 from bridge.evaluation.loop import Candidate, TaskTargets, evaluate_tasks, select_and_score
+from bridge.evaluation.networks import NetworkFactory, TrainGrid, evaluate_network
 from bridge.evaluation.results import Evaluation, TaskScores
 from mmga_common.threads import torch_threads
 
@@ -90,70 +98,61 @@ class GCN(torch.nn.Module):
         return self.conv2(x, edge_index)
 
 
-def _train_gcn(
-    x: torch.Tensor,
-    edge_index: torch.Tensor,
-    y: torch.Tensor,
-    idx: dict[str, torch.Tensor],
-    task: Literal["topic", "fans"],
-    out_dim: int,
-    seed: int,
-    weight_decay: float,
-    cfg: EvalConfig,
-) -> tuple[float, torch.Tensor, int]:
-    """Train one GCN with early stopping on val loss; returns (val loss of the best epoch, its predictions
-    ``[N, C]``, epochs run)."""
-    torch.manual_seed(seed)
-    model = GCN(x.shape[1], cfg.gcn_hidden, out_dim, cfg.gcn_dropout)
-    opt = torch.optim.Adam(model.parameters(), lr=cfg.gcn_lr, weight_decay=weight_decay)
+class GATv2(torch.nn.Module):
+    """Two ``GATv2Conv`` layers: ``heads`` attention heads of width ``hidden // heads`` concatenated, ELU, then one
+    head to the output; dropout on the inputs and on the attention coefficients.
+    Shapes: ``x [N, D]``, ``edge_index [2, E]`` -> ``[N, C]``."""
 
-    def loss_on(out: torch.Tensor, split: str, training: bool) -> torch.Tensor:
-        pred, target = out[idx[split]], y[idx[split]]
-        if task == "topic":
-            return F.cross_entropy(pred, target)
-        pred = pred[:, 0]
-        return F.huber_loss(pred, target) if training else (pred - target).abs().mean()
+    def __init__(self, in_dim: int, hidden: int, out_dim: int, heads: int = 8, dropout: float = 0.5):
+        super().__init__()
+        self.conv1 = GATv2Conv(in_dim, max(1, hidden // heads), heads=heads, dropout=dropout)
+        self.conv2 = GATv2Conv(max(1, hidden // heads) * heads, out_dim, heads=1, dropout=dropout)
+        self.dropout = dropout
 
-    best_val, best_out, since_best, epochs = float("inf"), None, 0, 0
-    while epochs < cfg.gcn_max_epochs:
-        epochs += 1
-        model.train()
-        opt.zero_grad(set_to_none=True)
-        loss_on(model(x, edge_index), "train", training=True).backward()
-        opt.step()
-        model.eval()
-        with torch.no_grad():
-            out = model(x, edge_index)
-            val = float(loss_on(out, "val", training=False))
-        if val < best_val:
-            best_val, best_out, since_best = val, out.clone(), 0
+    def forward(self, x: torch.Tensor, edge_index: torch.Tensor) -> torch.Tensor:
+        x = F.dropout(x, self.dropout, self.training)
+        x = F.elu(self.conv1(x, edge_index))
+        x = F.dropout(x, self.dropout, self.training)
+        return self.conv2(x, edge_index)
+
+
+class Bound(torch.nn.Module):
+    """A graph network with its inputs bound: ``Bound(net, x, edge_index)()`` is ``net(x, edge_index)``."""
+
+    def __init__(self, net: torch.nn.Module, x: torch.Tensor, edge_index: torch.Tensor):
+        super().__init__()
+        self.net = net
+        self.register_buffer("x", x, persistent=False)
+        self.register_buffer("edge_index", edge_index, persistent=False)
+
+    def forward(self) -> torch.Tensor:
+        return self.net(self.x, self.edge_index)
+
+
+def graph_network(kind: str, x: np.ndarray, edge_index: torch.Tensor, cfg: EvalConfig) -> NetworkFactory:
+    """The factory of the ``kind`` (``"gcn"`` or ``"gatv2"``) peer over features ``x [N, D]``, standardized with
+    each task's train statistics."""
+
+    def make(targets: TaskTargets, seed: int, lr: float) -> tuple[torch.nn.Module, None]:
+        feats = torch.from_numpy(standardize(x.astype(np.float64), targets.masks["train"]).astype(np.float32))
+        if kind == "gcn":
+            net = GCN(x.shape[1], cfg.gcn_hidden, targets.out_dim, cfg.gcn_dropout)
         else:
-            since_best += 1
-            if since_best > cfg.gcn_patience:
-                break
-    assert best_out is not None
-    return best_val, best_out, epochs
+            net = GATv2(x.shape[1], cfg.gcn_hidden, targets.out_dim, cfg.gat_heads, cfg.gcn_dropout)
+        return Bound(net, feats, edge_index), None
+
+    return make
 
 
-def _gcn_candidates(
-    x: np.ndarray, edge_index: torch.Tensor, targets: TaskTargets, cfg: EvalConfig
-) -> TaskScores:
-    """One GCN per head seed and weight decay on one task; val chooses the weight decay per head seed."""
-    feats = torch.from_numpy(standardize(x.astype(np.float64), targets.masks["train"]).astype(np.float32))
-    idx = {name: torch.from_numpy(np.flatnonzero(mask)) for name, mask in targets.masks.items()}
-    target = torch.from_numpy(targets.standardized())
-    candidates = []
-    for seed in cfg.head_seeds:
-        for wd in cfg.gcn_weight_decays:
-            _, out, epochs = _train_gcn(
-                feats, edge_index, target, idx, targets.task, targets.out_dim, seed, wd, cfg
-            )
-            val_pred, test_pred = (targets.decode(out[idx[s]].numpy()) for s in ("val", "test"))
-            candidates.append(Candidate(seed, "gcn", wd, val_pred, test_pred, epochs))
-    return select_and_score(targets, candidates, cfg.head_seeds)
+def peer_grid(name: str, cfg: EvalConfig) -> TrainGrid:
+    """The training grid of every network trained end to end (the GNN peers and the fine-tuned rows)."""
+    return TrainGrid(
+        name, cfg.network_seeds, cfg.gcn_lrs, cfg.gcn_weight_decays, cfg.gcn_max_epochs, cfg.gcn_patience
+    )
 
 
-def evaluate_gcn(
+def evaluate_gnn(
+    kind: str,
     x: np.ndarray,
     edges: np.ndarray,
     labels: np.ndarray,
@@ -161,16 +160,78 @@ def evaluate_gcn(
     splits: np.ndarray,
     cfg: EvalConfig | None = None,
 ) -> Evaluation:
-    """Train and score ``peer_gcn`` on both tasks; the same :class:`Evaluation` as the frozen-embedding heads.
+    """Train and score the ``kind`` peer (``"gcn"``: ``peer_gcn``, ``"gatv2"``: ``peer_gatv2``) on both tasks.
 
     Every user is a node (unlabelled ones still pass messages); only train-split users with a known target
-    enter the loss, val picks the epoch and the weight decay, and test is scored once per head seed.
+    enter the loss, val picks the epoch, the learning rate and the weight decay, and test is scored once per
+    head seed.
     """
     cfg = cfg or EvalConfig()
     x = np.asarray(x)
+    make = graph_network(kind, x, edge_index_of(edges), cfg)
+    return evaluate_network(make, labels, fans, splits, cfg.fans_buckets, peer_grid(kind, cfg), x.shape[1])
+
+
+def evaluate_gcn(x, edges, labels, fans, splits, cfg: EvalConfig | None = None) -> Evaluation:
+    """``peer_gcn``: :func:`evaluate_gnn` with the 2-layer GCN."""
+    return evaluate_gnn("gcn", x, edges, labels, fans, splits, cfg)
+
+
+def correct_and_smooth(
+    base: torch.Tensor,
+    targets: TaskTargets,
+    edge_index: torch.Tensor,
+    correction_alpha: float,
+    smoothing_alpha: float,
+    layers: int,
+) -> torch.Tensor:
+    """PyG's ``CorrectAndSmooth`` over a classifier's base outputs ``[N, C]`` (logits, turned into class
+    probabilities); the train split's known labels are the ground truth. Returns ``[N, C]``."""
+    if targets.task != "topic":
+        raise ValueError("Correct & Smooth propagates class probabilities: topic only")
+    train = torch.from_numpy(targets.masks["train"])
+    y_train = torch.from_numpy(targets.standardized())[train]
+    y_soft = base.softmax(dim=-1)
+    cs = CorrectAndSmooth(layers, correction_alpha, layers, smoothing_alpha, autoscale=True)
+    with torch.no_grad():
+        corrected = cs.correct(y_soft, y_train, train, edge_index)
+        return cs.smooth(corrected, y_train, train, edge_index)
+
+
+def evaluate_cs(
+    x: np.ndarray,
+    edges: np.ndarray,
+    labels: np.ndarray,
+    fans: np.ndarray,
+    splits: np.ndarray,
+    cfg: EvalConfig | None = None,
+) -> Evaluation:
+    """``peer_cs``: the linear heads over ``x`` (as the frozen-embedding rows), then Correct & Smooth; val
+    chooses the head, its weight decay and (correction, smoothing) strength per head seed. C&S is defined on
+    class probabilities (PyG's smoothing clamps to [0, 1]), so the fans task is scored with the base heads alone."""
+    cfg = cfg or EvalConfig()
+    x = np.asarray(x)
     edge_index = edge_index_of(edges)
+
+    def per_task(targets: TaskTargets) -> TaskScores:
+        if targets.task != "topic":  # C&S propagates class probabilities (its smoothing clamps to [0, 1])
+            return select_and_score(targets, head_candidates(x, targets, cfg), cfg.head_seeds)
+        val, test = (torch.from_numpy(targets.masks[s]) for s in ("val", "test"))
+        candidates = []
+        for seed, head, wd, base in head_outputs(x, targets, cfg):
+            for a1, a2 in cfg.cs_alphas:
+                out = correct_and_smooth(base, targets, edge_index, a1, a2, cfg.cs_layers).numpy()
+                candidates.append(
+                    Candidate(
+                        seed,
+                        f"{head}+C&S({a1:g},{a2:g})",
+                        wd,
+                        targets.decode(out[val]),
+                        targets.decode(out[test]),
+                    )
+                )
+        return select_and_score(targets, candidates, cfg.head_seeds)
+
     with torch_threads(1):
-        scores = evaluate_tasks(
-            labels, fans, splits, cfg.fans_buckets, lambda t: _gcn_candidates(x, edge_index, t, cfg)
-        )
+        scores = evaluate_tasks(labels, fans, splits, cfg.fans_buckets, per_task)
     return Evaluation(scores["topic"], scores["fans"], int(x.shape[1]))

@@ -1,18 +1,34 @@
-"""The rows of the report: which representation each one evaluates and where it comes from.
+"""The rows of the report: which representation each one evaluates, where it comes from, and how.
 
-Every row is computed in the same run, on the same corpus splits, with the same heads and seeds:
+Every row is computed in the same run, on the same corpus splits, with the same heads and seeds. The rows fall in
+three sections, each with its own MMGA row that the others are compared with (``SECTIONS``):
 
+**Linear probe on frozen embeddings** (MMGA's last round ``mmga_round_<R>``):
 - ``stats_x``: the per-user statistics X alone (the floor);
 - ``image_only`` / ``text_only``: R^I / R^T of the no-alignment encoders (LM + ITA only), last round;
 - ``graph_only``: R^G of the GNN trained on X alone (no image or text input), last round;
 - ``no_align``: [R^G || R^T || R^I] of the no-alignment variant (uniform aggregation, no feedback), last round;
+- ``frozen``: [R^T || R^I] of the frozen pretrained encoders (``bridge.variants``: nothing trained);
+- ``peer_sgc`` / ``peer_frozen_sgc``: SGC's parameter-free K-hop propagation (K chosen on val) of the no-alignment
+  / frozen encoders' [R^T || R^I || X], then the standard heads;
 - ``mmga_round_<r>``: [R^G || R^T || R^I] of MMGA after round r, for every round;
 - ``mmga_image`` / ``mmga_text`` / ``mmga_graph``: the parts of MMGA's last round on their own;
-- ``peer_sgc``: SGC's parameter-free K-hop propagation (K chosen on val) of the no-alignment encoders' [R^T || R^I || X], then the
-  standard heads; ``peer_gcn``: a 2-layer GCN trained on each task over the same features (``bridge.peers``);
 - ``abl_*`` (with ``--ablations``): [R^G || R^T || R^I] of MMGA's last round with one part switched off.
 
-Every row but ``stats_x`` is trained and evaluated once per training seed.
+**Fine-tuned** (``mmga_finetuned``; with ``finetune``): networks trained end to end on each task
+(``bridge.evaluation.networks``), the encoders frozen (their embeddings come from the cache):
+- ``mmga_finetuned``: MMGA's last-round stage-2 GNN, its pre-trained weights and gate, plus a linear task head;
+- ``scratch_finetuned``: the same network over the same inputs, randomly initialised, trained identically;
+- ``peer_gcn`` / ``peer_gatv2``: a 2-layer GCN / GATv2 over the no-alignment encoders' [R^T || R^I || X];
+- ``peer_cs``: Correct & Smooth on the linear heads over the same features;
+- ``peer_frozen_gcn``: the GCN over the frozen encoders' features.
+
+**Cold start** (``mmga_cold``): the test users' edges removed (``cold_edges``), R^G recomputed by the trained GNN
+on that graph (a test user's own inputs only, no neighbours), the heads trained on the train users as usual:
+``mmga_cold``, ``no_align_cold`` and ``frozen_cold`` ([R^T || R^I || X] of the frozen encoders).
+
+Every row that reads a trained variant is trained and evaluated once per training seed; ``stats_x`` and the rows
+of the ``frozen`` variant (nothing trained) once.
 """
 
 from __future__ import annotations
@@ -24,17 +40,55 @@ import numpy as np
 
 from bridge.runfolder import RunPaths, StageKey
 from bridge.runfolder.caches import read_encoders, read_graph
-from bridge.variants import ABLATIONS
+from bridge.variants import ABLATIONS, get_variant
 from corpus import Corpus
 
 PART_ORDER = ("graph", "text", "image", "stats")  # [R^G || R^T || R^I], X only in the floor row and the peers
 PART_SYMBOL = {"graph": "R^G", "text": "R^T", "image": "R^I", "stats": "X"}
-# The rows MMGA's last round is compared with (ablation rows are added when they exist), and the two headline
-# metrics (task, metric, higher is better).
-COMPARED_ROWS = ("no_align", "peer_sgc", "peer_gcn", "graph_only", "image_only", "text_only", "stats_x")
+# The headline metrics (task, metric, higher is better).
 GOAL_METRICS = (("topic", "macro_f1", True), ("fans", "mae", False))
 
-Peer = Literal["sgc", "gcn"]
+# How a row is evaluated: the linear probe on a frozen representation, a peer over it, or a network trained end to
+# end (``finetune``).
+Method = Literal["probe", "sgc", "gcn", "gatv2", "cs", "finetune"]
+Section = Literal["probe", "finetuned", "cold_start"]
+
+
+@dataclass(frozen=True)
+class SectionSpec:
+    """One section of the report: its title, the MMGA row the others are compared with (``None``: MMGA's last
+    round), and the rows it compares MMGA with, in report order (those the run has)."""
+
+    name: Section
+    title: str
+    mmga: str | None
+    compared: tuple[str, ...]
+
+
+SECTIONS = (
+    SectionSpec(
+        "probe",
+        "Linear probe on frozen embeddings",
+        None,
+        (
+            "no_align",
+            "peer_sgc",
+            "peer_frozen_sgc",
+            "frozen",
+            "graph_only",
+            "image_only",
+            "text_only",
+            "stats_x",
+        ),
+    ),
+    SectionSpec(
+        "finetuned",
+        "Fine-tuned",
+        "mmga_finetuned",
+        ("scratch_finetuned", "peer_gcn", "peer_gatv2", "peer_cs", "peer_frozen_gcn", "peer_frozen_sgc"),
+    ),
+    SectionSpec("cold_start", "Cold start", "mmga_cold", ("no_align_cold", "frozen_cold")),
+)
 
 
 @dataclass(frozen=True)
@@ -44,12 +98,15 @@ class Row:
     Attributes:
         name: key in metrics.json, e.g. ``"mmga_round_2"``.
         label: human-readable name for the table.
-        group: ``"mmga"`` (MMGA per round), ``"baseline"`` or ``"part"`` (MMGA's parts on their own).
+        group: ``"mmga"`` (MMGA per round), ``"baseline"``, ``"peer"``, ``"part"`` (MMGA's parts on their own),
+            ``"ablation"``, ``"finetuned"`` or ``"cold"``.
         variant: the run variant the embeddings come from (None for X).
         round: the round the embeddings come from (None for X).
         parts: which blocks are concatenated, in :data:`PART_ORDER`.
-        peer: ``"sgc"`` (the blocks propagated by SGC, then the heads) or ``"gcn"`` (a GCN trained on the blocks)
-            for the peer rows; None for frozen-embedding rows.
+        method: how the row is evaluated (:data:`Method`).
+        section: the report section the row belongs to.
+        init: for ``method="finetune"``: ``"pretrained"`` (the variant's stage-2 weights) or ``"scratch"``.
+        cold: the test users' edges are removed before R^G is computed (the cold-start section).
     """
 
     name: str
@@ -58,61 +115,84 @@ class Row:
     variant: str | None
     round: int | None
     parts: tuple[str, ...]
-    peer: Peer | None = None
+    method: Method = "probe"
+    section: Section = "probe"
+    init: Literal["pretrained", "scratch"] | None = None
+    cold: bool = False
+
+    @property
+    def peer(self) -> str | None:
+        """The peer method of a peer row (``"sgc"``, ``"gcn"``, ``"gatv2"``, ``"cs"``), else None."""
+        return self.method if self.method in ("sgc", "gcn", "gatv2", "cs") else None
 
     @property
     def inputs(self) -> str:
         blocks = " || ".join(PART_SYMBOL[p] for p in self.parts)
-        if self.peer == "sgc":
-            return f"SGC (K chosen on val) of [{blocks}]"
-        if self.peer == "gcn":
-            return f"GCN trained on [{blocks}]"
-        return blocks
+        described = {
+            "sgc": f"SGC (K chosen on val) of [{blocks}]",
+            "gcn": f"GCN trained on [{blocks}]",
+            "gatv2": f"GATv2 trained on [{blocks}]",
+            "cs": f"linear head on [{blocks}], then Correct & Smooth",
+            "finetune": f"stage-2 GNN ({self.init} weights) + head, trained on [R^T || R^I || X]",
+        }.get(self.method, blocks)
+        return described + (" (test users' edges removed)" if self.cold else "")
+
+    @property
+    def once(self) -> bool:
+        """True when the row is evaluated once, not per training seed: X, and the variants that run ``once``."""
+        return self.variant is None or get_variant(self.variant).once
 
     @property
     def seeded(self) -> bool:
-        """True when the row is trained once per training seed (every row that reads a trained variant)."""
-        return self.variant is not None
+        """True when the row is trained once per training seed (every row that reads a variant trained per seed)."""
+        return not self.once
 
     def depends_on(self, paths: RunPaths) -> tuple[StageKey, ...]:
         """Manifest keys of the stage runs whose outputs this row reads."""
         if self.variant is None:
             return ()
         keys = []
-        if "text" in self.parts or "image" in self.parts:
-            keys.append(paths.stage_key(self.variant, self.round, "stage1"))
-        if "graph" in self.parts:
+        if "text" in self.parts or "image" in self.parts or self.method == "finetune":
+            if get_variant(self.variant).has_stage1:
+                keys.append(paths.stage_key(self.variant, self.round, "stage1"))
+        if "graph" in self.parts or self.method == "finetune":
             keys.append(paths.stage_key(self.variant, self.round, "stage2"))
         return tuple(keys)
 
     def spec(self) -> dict[str, Any]:
-        spec = {"name": self.name, "variant": self.variant, "round": self.round, "parts": list(self.parts)}
-        return {**spec, "peer": self.peer} if self.peer else spec
+        spec: dict[str, Any] = {
+            "name": self.name,
+            "variant": self.variant,
+            "round": self.round,
+            "parts": list(self.parts),
+        }
+        if self.method != "probe":
+            spec["method"] = self.method
+            if self.peer:
+                spec["peer"] = self.peer
+        if self.init:
+            spec["init"] = self.init
+        if self.cold:
+            spec["cold"] = True
+        return spec
 
 
-def report_rows(rounds: int, baselines: bool = True, ablations: bool = False) -> list[Row]:
+def report_rows(
+    rounds: int, baselines: bool = True, ablations: bool = False, finetune: bool = False
+) -> list[Row]:
     """All rows of a run with ``rounds`` rounds, in table order."""
     last = rounds - 1
     rows = [Row("stats_x", "statistics X alone (floor)", "baseline", None, None, ("stats",))]
+    content = ("text", "image", "stats")
     if baselines:
-        content = ("text", "image", "stats")
         rows += [
             Row("image_only", "image only (no-align encoder)", "baseline", "no_align", last, ("image",)),
             Row("text_only", "text only (no-align encoder)", "baseline", "no_align", last, ("text",)),
             Row("graph_only", "graph only (GNN on X alone)", "baseline", "graph_only", last, ("graph",)),
             Row("no_align", "no alignment", "baseline", "no_align", last, ("graph", "text", "image")),
-            Row(
-                "peer_sgc", "peer: SGC over no-align encoders", "peer", "no_align", last, content, peer="sgc"
-            ),
-            Row(
-                "peer_gcn",
-                "peer: GCN trained per task (ceiling)",
-                "peer",
-                "no_align",
-                last,
-                content,
-                peer="gcn",
-            ),
+            Row("frozen", "frozen pretrained encoders", "baseline", "frozen", 0, ("text", "image")),
+            Row("peer_sgc", "peer: SGC over no-align encoders", "peer", "no_align", last, content, "sgc"),
+            Row("peer_frozen_sgc", "peer: SGC over frozen encoders", "peer", "frozen", 0, content, "sgc"),
         ]
     rows += [
         Row(f"mmga_round_{r}", f"MMGA after round {r}", "mmga", "mmga", r, ("graph", "text", "image"))
@@ -128,23 +208,107 @@ def report_rows(rounds: int, baselines: bool = True, ablations: bool = False) ->
             Row(v.name, v.label, "ablation", v.name, last, ("graph", "text", "image"))
             for v in ABLATIONS.values()
         ]
+    if finetune:
+        mixed = ("graph", "text", "image")
+        rows += [
+            Row(
+                "mmga_finetuned",
+                "MMGA fine-tuned",
+                "finetuned",
+                "mmga",
+                last,
+                mixed,
+                "finetune",
+                "finetuned",
+                "pretrained",
+            ),
+            Row(
+                "scratch_finetuned",
+                "same network from scratch",
+                "finetuned",
+                "mmga",
+                last,
+                mixed,
+                "finetune",
+                "finetuned",
+                "scratch",
+            ),
+        ]
+    if baselines:
+        peers = (
+            ("peer_gcn", "peer: GCN over no-align encoders", "no_align", last, "gcn"),
+            ("peer_gatv2", "peer: GATv2 over no-align encoders", "no_align", last, "gatv2"),
+            ("peer_cs", "peer: Correct & Smooth over no-align encoders", "no_align", last, "cs"),
+            ("peer_frozen_gcn", "peer: GCN over frozen encoders", "frozen", 0, "gcn"),
+        )
+        rows += [Row(n, label, "peer", v, r, content, m, "finetuned") for n, label, v, r, m in peers]
+    if baselines:  # the cold-start section (its MMGA row only means something next to the others)
+        mixed = ("graph", "text", "image")
+        rows += [
+            Row("mmga_cold", "MMGA, test users without edges", "cold", "mmga", last, mixed, **COLD),
+            Row(
+                "no_align_cold",
+                "no alignment, test users without edges",
+                "cold",
+                "no_align",
+                last,
+                mixed,
+                **COLD,
+            ),
+            Row("frozen_cold", "frozen encoders (no graph part)", "cold", "frozen", 0, content, **COLD),
+        ]
     return rows
 
 
-def compared_rows(rows: list[Row]) -> tuple[str, ...]:
-    """The rows MMGA's last round is judged against, in report order."""
+COLD: dict[str, Any] = {"section": "cold_start", "cold": True}
+
+
+def last_round_row(rows: list[Row]) -> Row:
+    """MMGA's last round (the linear-probe section's MMGA row)."""
+    return [r for r in rows if r.group == "mmga"][-1]
+
+
+def section_rows(rows: list[Row]) -> list[tuple[SectionSpec, str, tuple[str, ...]]]:
+    """The sections this run has: ``(section, its MMGA row, the rows compared with it)``, in report order. The
+    probe section also compares with the ablation rows."""
     names = {r.name for r in rows}
-    return tuple(n for n in COMPARED_ROWS if n in names) + tuple(
-        r.name for r in rows if r.group == "ablation"
-    )
+    out = []
+    for spec in SECTIONS:
+        mmga = spec.mmga or last_round_row(rows).name
+        if mmga not in names:
+            continue
+        compared = tuple(n for n in spec.compared if n in names)
+        if spec.name == "probe":
+            compared += tuple(r.name for r in rows if r.group == "ablation")
+        out.append((spec, mmga, compared))
+    return out
 
 
-def representation_blocks(row: Row, corpus: Corpus, paths: RunPaths) -> list[np.ndarray]:
-    """The row's blocks ``[N, D_k]`` in :data:`PART_ORDER`, read from the cache of ``paths``' training seed."""
+def compared_rows(rows: list[Row]) -> tuple[str, ...]:
+    """The rows MMGA's last round is judged against in the linear-probe section, in report order."""
+    return section_rows(rows)[0][2]
+
+
+def cold_edges(edges: np.ndarray, splits: np.ndarray) -> np.ndarray:
+    """``[E', 2]`` the edges that touch no test user (split 2): the graph a cold-start test user arrives in."""
+    edges = np.asarray(edges, dtype=np.int64).reshape(-1, 2)
+    test = np.asarray(splits) == 2
+    return edges[~(test[edges[:, 0]] | test[edges[:, 1]])]
+
+
+def representation_blocks(
+    row: Row, corpus: Corpus, paths: RunPaths, graph_emb: np.ndarray | None = None
+) -> list[np.ndarray]:
+    """The row's blocks ``[N, D_k]`` in :data:`PART_ORDER`, read from the cache of ``paths``' training seed;
+    ``graph_emb`` replaces the cached R^G (the cold-start rows' R^G, recomputed on the graph without the test
+    users' edges)."""
     blocks = []
     if "graph" in row.parts:
-        graph = read_graph(paths.cache_dir(row.variant), row.round, corpus)
-        blocks.append(graph.user_graph_emb)
+        if graph_emb is None:
+            if row.cold:
+                raise ValueError(f"row {row.name}: a cold-start row needs its R^G recomputed (graph_emb)")
+            graph_emb = read_graph(paths.cache_dir(row.variant), row.round, corpus).user_graph_emb
+        blocks.append(graph_emb)
     if "text" in row.parts or "image" in row.parts:
         emb = read_encoders(paths.cache_dir(row.variant), row.round, corpus)
         if "text" in row.parts:
@@ -156,8 +320,10 @@ def representation_blocks(row: Row, corpus: Corpus, paths: RunPaths) -> list[np.
     return [np.asarray(b, dtype=np.float32) for b in blocks]
 
 
-def representation(row: Row, corpus: Corpus, paths: RunPaths) -> np.ndarray:
-    """The row's user representation ``[N, D]`` in corpus user order (blocks concatenated in PART_ORDER; for
-    ``peer_sgc`` propagated by SGC). ``paths`` are those of the training seed the row is read for. The
-    ``peer_gcn`` row's input features are returned as they are (``bridge.peers.evaluate_gcn`` trains on them)."""
-    return np.concatenate(representation_blocks(row, corpus, paths), axis=1)
+def representation(
+    row: Row, corpus: Corpus, paths: RunPaths, graph_emb: np.ndarray | None = None
+) -> np.ndarray:
+    """The row's user representation ``[N, D]`` in corpus user order (blocks concatenated in PART_ORDER).
+    ``paths`` are those of the training seed the row is read for. A peer row's input features are returned as
+    they are (the peer propagates or trains on them, ``bridge.evaluation.peers``)."""
+    return np.concatenate(representation_blocks(row, corpus, paths, graph_emb), axis=1)

@@ -169,8 +169,8 @@ def load_run(run_dir: str | Path, seed: int | None = None, variant: str = "mmga"
         EmbedError: no run there, the run is not finished, or its files no longer match the manifest.
     """
     spec = REGISTRY.get(variant)
-    if spec is None or not spec.has_stage1:
-        usable = [name for name, v in REGISTRY.items() if v.has_stage1]
+    if spec is None or not spec.embeddable:
+        usable = [name for name, v in REGISTRY.items() if v.embeddable]
         raise EmbedError(
             f"variant {variant!r} cannot embed users (it needs both stages); use one of {usable}"
         )

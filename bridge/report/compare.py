@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from bridge.evaluation.results import Stat
-from bridge.evaluation.rows import COMPARED_ROWS, GOAL_METRICS, report_rows
+from bridge.evaluation.rows import GOAL_METRICS, SECTIONS, report_rows
 from bridge.evaluation.verdict import paired_margins, verdict
 from bridge.runfolder import RunPaths
 from mmga_common.cli import prog_name
@@ -71,7 +71,7 @@ def summarize_runs(runs: dict[str, dict[str, Any]]) -> dict[str, Any]:
         )
     final = next(iter(finals.values()))
     # the report's row order (X, baselines, MMGA per round, MMGA's parts), then anything else alphabetically
-    known = [row.name for row in report_rows(int(final.rsplit("_", 1)[1]) + 1)]
+    known = [row.name for row in report_rows(int(final.rsplit("_", 1)[1]) + 1, finetune=True)]
     order = [r for r in known if r in common] + sorted(common - set(known))
     out_rows: dict[str, Any] = {}
     for row in order:
@@ -80,7 +80,7 @@ def summarize_runs(runs: dict[str, dict[str, Any]]) -> dict[str, Any]:
             values = [_value(m, row, task, metric) for m in runs.values()]
             out_rows[row][f"{task}_{metric}"] = Stat.of(values).to_json()
     margins: dict[str, Any] = {}
-    for other in COMPARED_ROWS:
+    for other in SECTIONS[0].compared:  # the linear-probe section's rows, against MMGA's last round
         if other not in common:
             continue
         margins[other] = {}

@@ -11,7 +11,7 @@ import numpy as np
 
 from bridge.evaluation.results import METRICS, TASKS
 from bridge.report.build import RunFacts, RunReport
-from bridge.report.summary import Comparison, RowSummary, SeedStat
+from bridge.report.summary import SECTION_TITLES, Comparison, RowSummary, SeedStat
 
 # (task, metric, label) of the results table's columns
 COLUMNS = (
@@ -114,24 +114,39 @@ def _results_lines(report: RunReport, facts: RunFacts) -> list[str]:
     n = next(iter(report.rows.values())).tasks
     topic, fans = n["topic"].n, n["fans"].n
     head_seeds = ", ".join(str(s) for s in facts.eval.head_seeds)
-    return [
+    lines = [
         "## Results (test split)",
         "",
         f"Mean ± sample std over {len(seeds)} training seed(s) ({', '.join(str(s) for s in seeds)}): every row "
-        f"but X is trained once per seed, and each seed's score is the mean over the downstream heads' seeds "
-        f"({head_seeds}). Every row uses the same splits (topic: {topic['train']}/{topic['val']}/{topic['test']} "
-        f"train/val/test users, fans: {fans['train']}/{fans['val']}/{fans['test']}). The last two columns are the "
-        "validation scores the chosen heads were selected on (mean over seeds), for a look at the val-test gap.",
+        f"but X and the frozen encoders' rows (nothing trained) is trained once per seed, and each seed's score is "
+        f"the mean over the downstream heads' seeds ({head_seeds}). Every row uses the same splits (topic: "
+        f"{topic['train']}/{topic['val']}/{topic['test']} train/val/test users, fans: "
+        f"{fans['train']}/{fans['val']}/{fans['test']}). The last two columns are the validation scores the chosen "
+        "heads or networks were selected on (mean over seeds), for a look at the val-test gap.",
         "",
-        *_results_table(report.rows),
-        "",
-        *task_notes(report.rows),
     ]
+    for section, title in SECTION_TITLES.items():
+        rows = {name: s for name, s in report.rows.items() if s.row.section == section}
+        if rows:
+            lines += [f"### {title}", "", SECTION_NOTES[section], "", *_results_table(rows), ""]
+    return [*lines, *task_notes(report.rows)]
+
+
+SECTION_NOTES = {
+    "probe": "Linear heads (and the SGC peers' propagation) on frozen embeddings: the representation is fixed, "
+    "only the heads see the labels.",
+    "finetuned": "Networks trained end to end on each task's train split, early-stopped on val, learning rate and "
+    "weight decay chosen on val, test scored once per head seed. The stage-1 encoders stay frozen here (their "
+    "embeddings come from the cache): `mmga_finetuned` trains MMGA's last-round GNN (its pre-trained weights and "
+    "gate) plus a linear head, `scratch_finetuned` the same network from random weights.",
+    "cold_start": "The test users' edges are removed; the trained GNN embeds every user on that graph, so a test "
+    "user's R^G comes from its own inputs only (the inductive path of `bridge.embed`). Heads as in the probe.",
+}
 
 
 def _comparison_table(comparisons: list[Comparison]) -> list[str]:
     lines = [
-        "| MMGA (last round) vs | topic macro-F1 margin (mean ± sd) | per seed | verdict | fans MAE margin "
+        f"| `{comparisons[0].mmga}` vs | topic macro-F1 margin (mean ± sd) | per seed | verdict | fans MAE margin "
         "(mean ± sd) | per seed | verdict |",
         "|---|---|---|---|---|---|---|",
     ]
@@ -156,18 +171,22 @@ def _comparison_lines(report: RunReport) -> list[str]:
         if len(report.training_seeds) == 1
         else ""
     )
-    return [
+    lines = [
         "## MMGA against the baselines and peers",
         "",
-        "Margin = MMGA's last round minus the other row for macro-F1, the other row minus MMGA for MAE, paired by "
-        "training seed: positive means MMGA is ahead. The last round is compared (not the best one on test). "
-        "Verdict: **ahead** when the margin is positive for every training seed or its mean exceeds twice the sd "
-        "of the per-seed margins; behind by the mirrored rule; otherwise not measurably different."
-        + one_seed,
-        "",
-        *_comparison_table(report.comparison),
+        "Per section, its MMGA row (the linear probe: MMGA's last round, not the best round on test) against each "
+        "other row. Margin = MMGA minus the other row for macro-F1, the other row minus MMGA for MAE, paired by "
+        "training seed: positive means MMGA is ahead. Verdict: **ahead** when the margin is positive for every "
+        "training seed or its mean exceeds twice the sd of the per-seed margins; behind by the mirrored rule; "
+        "otherwise not measurably different. A row evaluated once (X, the frozen encoders) is paired with every "
+        "seed." + one_seed,
         "",
     ]
+    for section, title in SECTION_TITLES.items():
+        comparisons = [c for c in report.comparison if c.section == section]
+        if comparisons:
+            lines += [f"### {title}", "", *_comparison_table(comparisons), ""]
+    return lines
 
 
 def class_f1(summary: RowSummary) -> list[float]:
@@ -214,7 +233,7 @@ def _method_lines(report: RunReport, facts: RunFacts) -> list[str]:
     return [
         "## How the rows were made",
         "",
-        "- Downstream heads (the linear probe) are trained on frozen embeddings; the GNN is not fine-tuned. "
+        "- Downstream heads (the linear probe) are trained on frozen embeddings. "
         f"Heads: {' and '.join(ev.heads)}{mlp}, weight decay in {list(ev.weight_decays)}, Adam lr {ev.lr}, at most "
         f"{ev.max_epochs} full-batch epochs with early stopping (patience {ev.patience}) on val; head type and "
         "weight decay chosen per seed on val (macro-F1 for topic, MAE for fans); inputs standardized with train "
@@ -227,13 +246,17 @@ def _method_lines(report: RunReport, facts: RunFacts) -> list[str]:
         f"the previous round's checkpoints, so the baselines get as many training steps as MMGA. Variants: "
         f"{variants}. `image_only` / `text_only`: the no-alignment encoders' R^I / R^T. `mmga_*` parts: MMGA's "
         "own blocks.",
-        f"- Peers (PyG layers over the no-alignment encoders' [R^T || R^I || X]): `peer_sgc` = "
-        f"[F || SF || ... || S^K F] with SGC's normalized adjacency S (PyG `SGConv`, no parameters) and K in "
-        f"{list(ev.sgc_hops)} chosen on val with the head and weight decay, then the same heads; `peer_gcn` = a 2-layer PyG `GCNConv` network trained on each task's train split "
-        f"(hidden {ev.gcn_hidden}, dropout {ev.gcn_dropout}, Adam lr {ev.gcn_lr}, weight decay in "
-        f"{list(ev.gcn_weight_decays)} chosen on val, early stopping on val loss with patience {ev.gcn_patience}), "
-        "test scored once per head seed. `peer_gcn` spends the labels inside the graph model: it is the ceiling a "
-        "user reaches with the same encoders.",
+        f"- Peers (PyG layers over the no-alignment encoders' [R^T || R^I || X], or the frozen encoders' for "
+        f"`peer_frozen_*`): `peer_sgc` = [F || SF || ... || S^K F] with SGC's normalized adjacency S (PyG `SGConv`, "
+        f"no parameters) and K in {list(ev.sgc_hops)} chosen on val with the head and weight decay, then the same "
+        f"heads; `peer_gcn` / `peer_gatv2` = a 2-layer PyG `GCNConv` / `GATv2Conv` network (hidden {ev.gcn_hidden}, "
+        f"GATv2 with {ev.gat_heads} heads, dropout {ev.gcn_dropout}); `peer_cs` = the linear heads, then PyG "
+        f"`CorrectAndSmooth` ({ev.cs_layers} steps each, (correction, smoothing) strengths in "
+        f"{[list(a) for a in ev.cs_alphas]} chosen on val).",
+        f"- Every network trained end to end (the GCN and GATv2 peers, `mmga_finetuned`, `scratch_finetuned`): "
+        f"Adam, lr in {list(ev.gcn_lrs)} and weight decay in {list(ev.gcn_weight_decays)} chosen on val, at most "
+        f"{ev.gcn_max_epochs} full-batch epochs, early stopping on the val loss (patience {ev.gcn_patience}), test "
+        "scored once per head seed.",
         "",
     ]
 

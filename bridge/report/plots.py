@@ -12,7 +12,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
-from bridge.evaluation.rows import COMPARED_ROWS, GOAL_METRICS, Row  # noqa: E402
+from bridge.evaluation.rows import GOAL_METRICS, Row, compared_rows  # noqa: E402
 from bridge.report.summary import Comparison, RowSummary  # noqa: E402
 from corpus import Corpus  # noqa: E402
 
@@ -114,7 +114,7 @@ def plot_metrics_by_round(rows: list[Row], summaries: dict[str, RowSummary], out
         ax.errorbar(
             [r.round for r in mmga], means, yerr=stds, marker="o", color="black", label="MMGA", capsize=3
         )
-        for i, name in enumerate(COMPARED_ROWS):
+        for i, name in enumerate(compared_rows(rows)):
             if name in summaries:
                 ax.axhline(
                     summaries[name].metric(task, metric).mean, ls="--", lw=1, color=f"C{i}", label=name
@@ -200,10 +200,11 @@ _VERDICT_COLOR = {"ahead": "tab:green", "behind": "tab:red"}
 
 
 def plot_margins(comp: list[Comparison], out: Path) -> None:
-    """MMGA's margin over each compared row (mean ± sd over training seeds, dots = single seeds), per metric."""
+    """Each section's MMGA row's margin over each compared row (mean ± sd over training seeds, dots = single
+    seeds), per metric; rows outside the linear-probe section are labelled ``<mmga row> vs <row>``."""
     keys = (("topic_macro_f1", "topic macro-F1"), ("fans_mae", "fans MAE"))
     fig, axes = plt.subplots(1, 2, figsize=(12, 0.45 * len(comp) + 2.0))
-    names = [c.against for c in comp]
+    names = [c.against if c.section == "probe" else f"{c.mmga} vs {c.against}" for c in comp]
     y = np.arange(len(names))
     for ax, (key, label) in zip(axes, keys):
         means = np.array([c.margins[key].stat.mean for c in comp])

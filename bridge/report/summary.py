@@ -13,7 +13,7 @@ from typing import Any
 import numpy as np
 
 from bridge.evaluation.results import TASKS, Evaluation, Stat
-from bridge.evaluation.rows import GOAL_METRICS, Row, compared_rows
+from bridge.evaluation.rows import GOAL_METRICS, SECTIONS, Row, section_rows
 from bridge.evaluation.verdict import Verdict, paired_margins, verdict
 
 
@@ -138,14 +138,16 @@ class Margin:
 
 @dataclass(frozen=True)
 class Comparison:
-    """MMGA's last round against one compared row, per headline metric (keys ``"topic_macro_f1"``, ...)."""
+    """A section's MMGA row against one compared row, per headline metric (keys ``"topic_macro_f1"``, ...)."""
 
     mmga: str
     against: str
     margins: dict[str, Margin]
+    section: str = "probe"
 
     def to_json(self) -> dict[str, Any]:
         return {
+            "section": self.section,
             "mmga": self.mmga,
             "against": self.against,
             **{k: m.to_json() for k, m in self.margins.items()},
@@ -153,22 +155,35 @@ class Comparison:
 
 
 def compare_rows(rows: list[Row], summaries: dict[str, RowSummary]) -> list[Comparison]:
-    """MMGA's last round against each compared row: per-seed margins, their mean and sd, and the verdict."""
-    final = [r for r in rows if r.group == "mmga"][-1]
+    """Per report section (``bridge.evaluation.rows.SECTIONS``), its MMGA row against each of its compared rows:
+    per-seed margins, their mean and sd, and the verdict."""
     out = []
-    for other in compared_rows(rows):
-        margins = {}
-        for task, metric, higher in GOAL_METRICS:
-            a, b = summaries[final.name].metric(task, metric), summaries[other].metric(task, metric)
-            per_seed = tuple(paired_margins(a.values, b.values, higher))
-            margins[f"{task}_{metric}"] = Margin(a.mean, b.mean, per_seed, verdict(per_seed))
-        out.append(Comparison(final.name, other, margins))
+    for spec, mmga, compared in section_rows(rows):
+        for other in compared:
+            margins = {}
+            for task, metric, higher in GOAL_METRICS:
+                a, b = summaries[mmga].metric(task, metric), summaries[other].metric(task, metric)
+                per_seed = tuple(paired_margins(a.values, b.values, higher))
+                margins[f"{task}_{metric}"] = Margin(a.mean, b.mean, per_seed, verdict(per_seed))
+            out.append(Comparison(mmga, other, margins, spec.name))
     return out
 
 
+SECTION_TITLES = {spec.name: spec.title for spec in SECTIONS}
+
+
 def verdict_lines(comparisons: list[Comparison]) -> list[str]:
-    """One plain sentence per headline metric: which rows MMGA is ahead of, behind, not measurably apart from."""
+    """One plain sentence per section and headline metric: which rows the section's MMGA row is ahead of,
+    behind, not measurably apart from."""
     out = []
+    for section in dict.fromkeys(c.section for c in comparisons):
+        out += _section_verdict(section, [c for c in comparisons if c.section == section])
+    return out
+
+
+def _section_verdict(section: str, comparisons: list[Comparison]) -> list[str]:
+    out = []
+    mmga = comparisons[0].mmga
     for key, label in (("topic_macro_f1", "topic macro-F1"), ("fans_mae", "fans MAE")):
         groups: dict[str, list[str]] = {}
         for c in comparisons:
@@ -182,5 +197,5 @@ def verdict_lines(comparisons: list[Comparison]) -> list[str]:
             )
             if groups.get(v)
         ]
-        out.append(f"{label}: MMGA is " + "; ".join(parts) + ".")
+        out.append(f"{SECTION_TITLES[section]}, {label}: `{mmga}` is " + "; ".join(parts) + ".")
     return out

@@ -4,12 +4,14 @@ File layout (every section optional)::
 
     rounds: 3
     seed: 0                                # first training seed
-    seeds: 3                               # training seeds: every variant is trained with seed, seed+1, ...
+    seeds: 5                               # training seeds: every variant is trained with seed, seed+1, ...
     preset: default                        # the stage defaults: bridge/presets/<preset>.json (default, real)
     ablations: false                       # also train MMGA's ablations (bridge.variants.ABLATIONS)
+    finetune: false                        # the fine-tuned rows (MMGA's GNN + head, and the same from scratch)
     synthetic: {num_users: 800}            # SyntheticConfig fields, for the generated default corpus
     stage1: {trainer: {max_steps: 40}}     # Stage1Config fields (nested or dotted keys)
     stage2: {trainer.max_steps: 60}        # Stage2Config fields
+    frozen: {model.text_model: pretrained, model.text_name_or_path: DIR}  # the frozen peers' encoders (stage 1)
     eval: {head_seeds: [0, 1, 2]}          # EvalConfig fields (the downstream heads' seeds, ...)
     baselines: true
 
@@ -50,16 +52,21 @@ class BridgeConfig:
     )
     seed: int = config_field(0, "first training seed", ge=0)
     seeds: int = config_field(
-        3, "training seeds: every variant is trained with seed, seed+1, ... (at most 100)", ge=1, le=100
+        5, "training seeds: every variant is trained with seed, seed+1, ... (at most 100)", ge=1, le=100
     )
     preset: str = "default"
     corpus: Path | None = None
     synthetic: dict[str, Any] = field(default_factory=dict)
     stage1: dict[str, Any] = field(default_factory=dict)
     stage2: dict[str, Any] = field(default_factory=dict)
+    frozen: dict[str, Any] = field(default_factory=dict)  # stage-1 overrides of the frozen variant's encoders
     eval: EvalConfig = field(default_factory=EvalConfig)
     baselines: bool = True
     ablations: bool = False
+    finetune: bool = config_field(
+        False,
+        "the fine-tuned rows: MMGA's last-round GNN + a task head trained end to end, and the same from scratch",
+    )
 
     def __post_init__(self) -> None:
         check_bounds(self)
@@ -71,7 +78,13 @@ class BridgeConfig:
 
 
 SECTIONS = tuple(f.name for f in dataclasses.fields(BridgeConfig))
-_OVERRIDE_SECTIONS = ("synthetic", "stage1", "stage2", "eval")  # dicts that take --<section> KEY=VALUE
+_OVERRIDE_SECTIONS = (
+    "synthetic",
+    "stage1",
+    "stage2",
+    "frozen",
+    "eval",
+)  # dicts that take --<section> KEY=VALUE
 
 
 def _listify(cls: type, section: dict[str, Any]) -> dict[str, Any]:
@@ -97,8 +110,10 @@ def build_config(
     stage2: list[str] | None = None,
     eval_overrides: list[str] | None = None,
     synthetic: list[str] | None = None,
+    frozen: list[str] | None = None,
     baselines: bool | None = None,
     ablations: bool | None = None,
+    finetune: bool | None = None,
 ) -> BridgeConfig:
     """Merge the config file and the command-line values (which win) into a :class:`BridgeConfig`."""
     data: dict[str, Any] = {}
@@ -114,6 +129,7 @@ def build_config(
                 )
     for name, cli in (
         ("synthetic", synthetic),
+        ("frozen", frozen),
         ("stage1", stage1),
         ("stage2", stage2),
         ("eval", eval_overrides),
@@ -135,6 +151,7 @@ def build_config(
         "corpus": corpus,
         "baselines": baselines,
         "ablations": ablations,
+        "finetune": finetune,
     }
     for name, value in given.items():
         if value is not None:

@@ -3,25 +3,95 @@
 from __future__ import annotations
 
 import time
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
 
 from bridge.evaluation.config import EvalConfig
 from bridge.evaluation.results import Evaluation, Stat
-from bridge.evaluation.rows import Row, report_rows, representation
+from bridge.evaluation.rows import Row, cold_edges, report_rows, representation
 from bridge.rounds.context import BridgeRun
-from bridge.runfolder import RunPaths
+from bridge.runfolder import Manifest, RunPaths
+from bridge.runfolder.caches import read_encoders
 from corpus import Corpus
 
 
-def evaluate_one(row: Row, corpus: Corpus, paths: RunPaths, cfg: EvalConfig) -> Evaluation:
-    """The row's :class:`Evaluation` for the training seed of ``paths``."""
+def evaluate_one(
+    row: Row, corpus: Corpus, paths: RunPaths, cfg: EvalConfig, manifest: Manifest | None = None
+) -> Evaluation:
+    """The row's :class:`Evaluation` for the training seed of ``paths``. The fine-tuned and cold-start rows read
+    their variant's stage-2 checkpoint through ``manifest``."""
     from bridge.evaluation.heads import evaluate_representation
-    from bridge.evaluation.peers import evaluate_gcn, evaluate_sgc
+    from bridge.evaluation.networks import evaluate_network
+    from bridge.evaluation.peers import evaluate_cs, evaluate_gnn, evaluate_sgc, peer_grid
 
-    x = representation(row, corpus, paths)
-    evaluate = {"gcn": evaluate_gcn, "sgc": evaluate_sgc}.get(row.peer)
-    if evaluate is not None:
-        return evaluate(x, corpus.edges, corpus.labels, corpus.fans, corpus.splits, cfg)
+    if row.method == "finetune":
+        make, dim = finetune_network(row, corpus, paths, manifest)
+        grid = replace(peer_grid("finetuned", cfg))
+        return evaluate_network(make, corpus.labels, corpus.fans, corpus.splits, cfg.fans_buckets, grid, dim)
+    graph_emb = (
+        cold_graph_embedding(row, corpus, paths, manifest) if row.cold and "graph" in row.parts else None
+    )
+    x = representation(row, corpus, paths, graph_emb)
+    args = (x, corpus.edges, corpus.labels, corpus.fans, corpus.splits, cfg)
+    if row.method in ("gcn", "gatv2"):
+        return evaluate_gnn(row.method, *args)
+    if row.method == "sgc":
+        return evaluate_sgc(*args)
+    if row.method == "cs":
+        return evaluate_cs(*args)
     return evaluate_representation(x, corpus.labels, corpus.fans, corpus.splits, cfg)
+
+
+def _stage2_checkpoint(row: Row, paths: RunPaths, manifest: Manifest | None) -> Path:
+    if manifest is None:
+        raise ValueError(f"row {row.name} reads a stage-2 checkpoint: pass the manifest")
+    return Path(manifest.outputs(paths.stage_key(row.variant, row.round, "stage2"))["checkpoint"])
+
+
+def _encoder_embeddings(row: Row, corpus: Corpus, paths: RunPaths):
+    return read_encoders(paths.cache_dir(row.variant), row.round, corpus) if "text" in row.parts else None
+
+
+def finetune_network(row: Row, corpus: Corpus, paths: RunPaths, manifest: Manifest | None):
+    """The row's network factory for ``bridge.evaluation.networks`` (built by stage 2 from the row's checkpoint,
+    ``stage2_graph.finetune``) and the width of its inputs."""
+    from stage2_graph.finetune import finetune_factory
+
+    embeddings = _encoder_embeddings(row, corpus, paths)
+    build = finetune_factory(
+        _stage2_checkpoint(row, paths, manifest),
+        corpus.features,
+        corpus.edges,
+        corpus.fingerprint,
+        embeddings,
+        row.init or "pretrained",
+    )
+
+    def make(targets, seed: int, lr: float):
+        return build(targets.out_dim)
+
+    widths = corpus.features.shape[1] + (
+        0 if embeddings is None else embeddings.user_text_emb.shape[1] + embeddings.user_image_emb.shape[1]
+    )
+    return make, widths
+
+
+def cold_graph_embedding(row: Row, corpus: Corpus, paths: RunPaths, manifest: Manifest | None) -> np.ndarray:
+    """R^G ``[N, D]`` of the row's trained stage 2 on the corpus graph without the test users' edges
+    (``cold_edges``): every test user is embedded from its own inputs only, by the inductive path that
+    ``bridge.embed`` serves new users with (``stage2_graph.infer``)."""
+    from stage2_graph.infer import infer_graph_outputs
+
+    _, graph = infer_graph_outputs(
+        _stage2_checkpoint(row, paths, manifest),
+        corpus.features,
+        cold_edges(corpus.edges, corpus.splits),
+        f"{corpus.fingerprint}-cold",
+        _encoder_embeddings(row, corpus, paths),
+    )
+    return graph.user_graph_emb
 
 
 def _mean_sd(values: list[float]) -> str:
@@ -35,11 +105,15 @@ def evaluate_rows(
     """Every report row for every training seed: the rows and ``{row: {seed: Evaluation}}`` (rows without a
     trained variant, X, under the key None). A complete evaluation is read back from the manifest."""
     cfg = run.cfg
-    rows = report_rows(cfg.rounds, cfg.baselines, cfg.ablations)
+    rows = report_rows(cfg.rounds, cfg.baselines, cfg.ablations, cfg.finetune)
     evaluated: dict[str, dict[int | None, Evaluation]] = {}
     jobs = [(row, seed) for row in rows for seed in (cfg.training_seeds if row.seeded else (None,))]
     for i, (row, seed) in enumerate(jobs, 1):
-        seed_paths = run.paths.for_seed(seed) if seed is not None else run.paths
+        # a row evaluated once reads its variant's (once-run) outputs from the first training seed's folder
+        if seed is not None:
+            seed_paths = run.paths.for_seed(seed)
+        else:
+            seed_paths = run.paths.for_seed(cfg.training_seeds[0]) if row.variant else run.paths
         key = seed_paths.eval_key(row.name, row.round)
         recorded = {
             "row": row.spec(),
@@ -52,7 +126,7 @@ def evaluate_rows(
             out, seconds, ran = Evaluation.from_json(entry.metrics), entry.seconds, False
         else:
             start = time.perf_counter()
-            out = evaluate_one(row, corpus, seed_paths, cfg.eval)
+            out = evaluate_one(row, corpus, seed_paths, cfg.eval, run.manifest)
             seconds, ran = time.perf_counter() - start, True
             run.manifest.record(key, recorded, corpus.fingerprint, metrics=out.to_json(), seconds=seconds)
         evaluated.setdefault(row.name, {})[seed] = out

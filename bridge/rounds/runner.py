@@ -39,11 +39,12 @@ class RunSize:
         from bridge.evaluation.rows import report_rows
 
         variants = templates.variants
+        per_variant = {v.name: 1 if v.once else cfg.seeds * cfg.rounds for v in variants}
         runs = {
-            "stage1": cfg.seeds * cfg.rounds * sum(v.has_stage1 for v in variants),
-            "stage2": cfg.seeds * cfg.rounds * len(variants),
+            "stage1": sum(per_variant[v.name] for v in variants if v.has_stage1),
+            "stage2": sum(per_variant[v.name] for v in variants if v.has_stage2),
         }
-        rows = report_rows(cfg.rounds, cfg.baselines, cfg.ablations)
+        rows = report_rows(cfg.rounds, cfg.baselines, cfg.ablations, cfg.finetune)
         steps = {stage: templates.template("mmga", stage).trainer.max_steps for stage in runs}
         return cls(runs, sum(cfg.seeds if r.seeded else 1 for r in rows), steps)
 

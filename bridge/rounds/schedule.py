@@ -54,10 +54,13 @@ class Chain:
 
 
 def build_chains(seeds: tuple[int, ...], variants: tuple[Variant, ...], rounds: int) -> list[Chain]:
+    """One chain per (training seed, variant); a variant that runs ``once`` has one chain, of round 0, for the
+    first training seed."""
     return [
-        Chain(seed, v, deque((r, stage) for r in range(rounds) for stage in v.stages))
+        Chain(seed, v, deque((r, stage) for r in range(1 if v.once else rounds) for stage in v.stages))
         for seed in seeds
         for v in variants
+        if not v.once or seed == seeds[0]
     ]
 
 

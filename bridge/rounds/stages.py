@@ -155,6 +155,11 @@ def stage_template(
     preset = preset if preset is not None else preset_defaults(bridge_cfg.preset)
     data = deep_merge(preset.get(stage, {}), overrides)
     data = deep_merge(data, nest((spec.stage1 if stage == "stage1" else spec.stage2) or {}))
+    if (
+        variant == "frozen"
+    ):  # the user's choice of frozen encoders (BridgeConfig.frozen) wins over the default
+        _check_overrides("stage1", bridge_cfg.frozen)
+        data = deep_merge(data, nest(bridge_cfg.frozen))
     data.update(corpus=".", cache_dir=".")  # placeholders (required fields)
     source = f"bridge config, section {stage} (config file and --{stage} overrides)"
     cfg = (Stage1Config if stage == "stage1" else Stage2Config).from_dict(data, source)

@@ -18,6 +18,9 @@ TINY_STAGE1 = {
     "optim": {"warmup_steps": 1},
     "trainer": {"max_steps": 2, "enable_progress_bar": False},
 }
+# The frozen peers' encoders in tests: the tiny random BERT instead of MiniLM (loading MiniLM in every bridge test
+# run costs seconds; tests/stage1_encoders/test_align.py checks the MiniLM export itself).
+TINY_FROZEN = {"model": {"text_model": "tiny"}}
 TINY_STAGE2 = {
     "model": {"hidden_dim": 16, "num_layers": 1},
     "trainer": {"max_steps": 3, "enable_progress_bar": False, "log_every_n_steps": 1},

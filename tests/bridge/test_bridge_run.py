@@ -20,14 +20,22 @@ from bridge.rounds.runner import run_bridge
 from bridge.runfolder.manifest import Manifest, ManifestConflict
 from bridge.runfolder.paths import RunPaths
 from mmga_common.config import ConfigError
-from tests.bridge.bridge_tiny import TINY_EVAL, TINY_STAGE1, TINY_STAGE2
+from tests.bridge.bridge_tiny import TINY_EVAL, TINY_FROZEN, TINY_STAGE1, TINY_STAGE2
 
 REPO = Path(__file__).resolve().parents[2]
 
 
 def tiny_config(corpus: Path | None, **kw) -> BridgeConfig:
     base = dict(
-        rounds=2, seed=0, seeds=1, corpus=corpus, stage1=TINY_STAGE1, stage2=TINY_STAGE2, eval=TINY_EVAL
+        rounds=2,
+        seed=0,
+        seeds=1,
+        corpus=corpus,
+        stage1=TINY_STAGE1,
+        frozen=TINY_FROZEN,
+        stage2=TINY_STAGE2,
+        eval=TINY_EVAL,
+        finetune=True,
     )
     return BridgeConfig(**{**base, **kw})
 
@@ -88,6 +96,7 @@ def test_two_round_run_writes_report_and_wires_the_rounds(reference_run):
     assert sorted(calls) == sorted(
         [f"seed_0/{v}/round_{r}/stage1" for v in ("mmga", "no_align") for r in (0, 1)]
         + [f"seed_0/{v}/round_{r}/stage2" for v in ("mmga", "no_align", "graph_only") for r in (0, 1)]
+        + ["seed_0/frozen/round_0/stage1"]  # the frozen encoders: once, round 0, no training, no stage 2
     )
     # report files
     for name in (
@@ -115,12 +124,23 @@ def test_two_round_run_writes_report_and_wires_the_rounds(reference_run):
         "mmga_graph",
         "mmga_text",
         "mmga_image",
+        "frozen",
+        "peer_frozen_sgc",
+        "peer_frozen_gcn",
+        "peer_gatv2",
+        "peer_cs",
+        "mmga_finetuned",
+        "scratch_finetuned",
+        "mmga_cold",
+        "no_align_cold",
+        "frozen_cold",
     }
+    once = {"stats_x", "frozen", "peer_frozen_sgc", "peer_frozen_gcn", "frozen_cold"}
     for name, row in metrics["rows"].items():
         assert 0.0 <= row["topic"]["macro_f1"]["mean"] <= 1.0
         assert row["fans"]["mae"]["mean"] > 0 and len(row["fans"]["mae"]["values"]) == 1  # one training seed
         (per_seed,) = row["per_seed"].values()  # X under "None", every other row under its training seed
-        assert list(row["per_seed"]) == (["None"] if name == "stats_x" else ["0"])
+        assert list(row["per_seed"]) == (["None"] if name in once else ["0"])
         assert len(per_seed["fans"]["mae"]["values"]) == 2  # the two head seeds
         assert row["fans"]["mae"]["mean"] == per_seed["fans"]["mae"]["mean"]
     assert metrics["rows"]["mmga_round_1"]["dim"] == (
@@ -134,7 +154,11 @@ def test_two_round_run_writes_report_and_wires_the_rounds(reference_run):
     assert diag["source"] == "generator truth"
     assert all(d["auc_same_topic"]["mean"] == 0.5 for d in diag["variants"]["no_align"])  # uniform weights
     assert all(0.0 <= d["auc_same_topic"]["mean"] <= 1.0 for d in diag["variants"]["mmga"])
-    assert [c["against"] for c in metrics["comparison"]][:3] == ["no_align", "peer_sgc", "peer_gcn"]
+    assert [c["against"] for c in metrics["comparison"]][:3] == ["no_align", "peer_sgc", "peer_frozen_sgc"]
+    assert {c["section"] for c in metrics["comparison"]} == {"probe", "finetuned", "cold_start"}
+    assert {c["mmga"] for c in metrics["comparison"]} == {"mmga_round_1", "mmga_finetuned", "mmga_cold"}
+    for section in ("### Linear probe on frozen embeddings", "### Fine-tuned", "### Cold start"):
+        assert (paths.report_dir / "report.md").read_text().count(section) == 2  # results and comparison
     for c in metrics["comparison"]:  # one training seed: the sign of the margin decides
         m = c["topic_macro_f1"]["margin"]
         assert c["topic_macro_f1"]["verdict"] == (
@@ -193,7 +217,7 @@ def test_two_round_run_writes_report_and_wires_the_rounds(reference_run):
 def test_the_corpus_is_read_once_per_run_and_shared_by_every_stage(reference_run):
     _, calls, _ = reference_run
     loads, corpora = REFERENCE_LOADS
-    assert len(calls) == 10  # mmga and no_align 2 rounds, graph_only 1, 2 stages each; all in this process
+    assert len(calls) == 11  # mmga, no_align, graph_only 2 rounds; frozen's one stage 1; all in this process
     assert corpora[0] is not None and all(c is corpora[0] for c in corpora)  # one object, passed in
     assert (
         len(loads) == 0
@@ -247,7 +271,9 @@ def test_resume_after_interrupt_skips_completed_work_and_matches(
         "seed_0/mmga/round_0/stage2",
         "seed_0/mmga/round_1/stage1",
     ]
-    assert len(spy.calls) == 1 + 4 + 2  # the failed stage, then no_align (2 rounds x 2) and graph_only (2)
+    assert (
+        len(spy.calls) == 1 + 4 + 2 + 1
+    )  # the failed stage, no_align (2 rounds x 2), graph_only (2), frozen
     assert resumed.metrics["rows"] == reference.metrics["rows"]
 
 

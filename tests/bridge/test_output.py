@@ -26,6 +26,8 @@ NOISE = (
 )
 
 TINY = [
+    "--frozen",
+    "model.text_model=tiny",
     "--stage1",
     "model.text_hidden_size=32",
     "--stage1",

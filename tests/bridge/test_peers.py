@@ -68,7 +68,14 @@ def _planted(n: int = 240, seed: int = 0):
     return x, np.array(sorted(edges)), labels, fans, splits
 
 
-CFG = EvalConfig(head_seeds=(0, 1), gcn_max_epochs=200, gcn_patience=10, gcn_weight_decays=(5e-4, 5e-3))
+CFG = EvalConfig(
+    head_seeds=(0, 1),
+    network_seeds=(0, 1),
+    gcn_max_epochs=200,
+    gcn_patience=10,
+    gcn_lrs=(1e-2,),
+    gcn_weight_decays=(5e-4, 5e-3),
+)
 
 
 def test_gcn_learns_from_the_graph_and_selects_on_val_only(monkeypatch):
@@ -127,3 +134,73 @@ def test_sgc_chooses_its_hop_count_on_val_only():
     flipped[splits == 2] = 1 - flipped[splits == 2]
     again = peers.evaluate_sgc(x, edges, flipped, fans, splits, cfg)
     assert [c.head for c in again.topic.chosen] == chosen
+
+
+def _dense_cs(z: np.ndarray, y_train: np.ndarray, train: np.ndarray, edges: np.ndarray, a1, a2, layers):
+    """Correct & Smooth (Huang et al. 2021, autoscale) written out densely, as a reference for PyG's."""
+    n, c = z.shape
+    a = np.zeros((n, n))
+    for u, v in edges:
+        a[u, v] = a[v, u] = 1.0
+    d = a.sum(1)
+    inv = np.where(d > 0, 1 / np.sqrt(np.where(d > 0, d, 1)), 0.0)
+    s = inv[:, None] * a * inv[None, :]  # D^-1/2 A D^-1/2, no self loops
+    y = np.eye(c)[y_train]
+    err = np.zeros_like(z)
+    err[train] = y - z[train]
+    out = err.copy()
+    for _ in range(layers):
+        out = np.clip(a1 * s @ out + (1 - a1) * err, -1, 1)
+    sigma = np.abs(err[train]).sum() / train.sum()
+    with np.errstate(divide="ignore"):
+        scale = sigma / np.abs(out).sum(1, keepdims=True)
+    scale[np.isinf(scale) | (scale > 1000)] = 1.0
+    corrected = z + scale * out
+    corrected[train] = y
+    out = corrected.copy()
+    for _ in range(layers):
+        out = np.clip(a2 * s @ out + (1 - a2) * corrected, 0, 1)
+    return out
+
+
+def test_correct_and_smooth_is_the_published_algorithm_via_pyg():
+    from bridge.evaluation.loop import prepare_targets
+
+    x, edges, labels, fans, splits = _planted(60)
+    targets = prepare_targets("topic", labels, labels >= 0, splits, 5)
+    base = torch.from_numpy(np.random.default_rng(1).normal(size=(60, 2)).astype(np.float32))
+    got = peers.correct_and_smooth(base, targets, peers.edge_index_of(edges), 0.7, 0.6, 10).numpy()
+    train = targets.masks["train"]
+    want = _dense_cs(base.softmax(-1).double().numpy(), labels[train], train, edges, 0.7, 0.6, 10)
+    np.testing.assert_allclose(got, want, atol=1e-5)
+
+
+def test_peer_cs_beats_its_base_heads_on_a_homophilous_graph_and_selects_on_val():
+    from bridge.evaluation.heads import evaluate_representation
+
+    x, edges, labels, fans, splits = _planted(120)
+    cfg = EvalConfig(
+        head_seeds=(0, 1), weight_decays=(1e-3,), max_epochs=60, cs_alphas=((0.5, 0.5), (1.0, 0.8))
+    )
+    res = peers.evaluate_cs(x, edges, labels, fans, splits, cfg)
+    base = evaluate_representation(x, labels, fans, splits, cfg)
+    assert res.topic["macro_f1"].mean > base.topic["macro_f1"].mean + 0.1
+    assert all(c.head.startswith("linear+C&S(") for c in res.topic.chosen)
+    assert res.fans["mae"] == base.fans["mae"]  # fans: the base heads (C&S is for class probabilities)
+    flipped = labels.copy()
+    flipped[splits == 2] = 1 - flipped[splits == 2]
+    again = peers.evaluate_cs(x, edges, flipped, fans, splits, cfg)
+    assert again.topic.chosen == res.topic.chosen
+
+
+def test_gatv2_peer_learns_and_chooses_lr_and_weight_decay_on_val(monkeypatch):
+    x, edges, labels, fans, splits = _planted(120)
+    cfg = EvalConfig(head_seeds=(0,), gcn_max_epochs=80, gcn_patience=10, gcn_lrs=(1e-3, 1e-2), gat_heads=2)
+    calls: list[int] = []
+    real_f1 = metrics.f1_score
+    monkeypatch.setattr(metrics, "f1_score", lambda t, p, **k: calls.append(len(t)) or real_f1(t, p, **k))
+    res = peers.evaluate_gnn("gatv2", x, edges, labels, fans, splits, cfg)
+    n_val, n_test = int((splits == 1).sum()), int((splits == 2).sum())
+    assert calls.count(n_val) == 4 and calls.count(n_test) == 1  # 2 lrs x 2 weight decays on val; test once
+    assert res.topic["macro_f1"].mean > 0.85
+    assert res.topic.chosen[0].head in ("gatv2(lr=0.001)", "gatv2(lr=0.01)")

@@ -56,8 +56,8 @@ def test_the_comparison_pairs_seeds_and_says_the_verdict():
     assert mae.margins == pytest.approx((0.3, 0.29, 0.28)) and mae.verdict == "ahead"  # lower MAE is better
     assert comp.to_json()["topic_macro_f1"]["ahead_in"] == 3
     assert verdict_lines([comp]) == [
-        "topic macro-F1: MMGA is ahead of stats_x.",
-        "fans MAE: MMGA is ahead of stats_x.",
+        "Linear probe on frozen embeddings, topic macro-F1: `mmga_round_0` is ahead of stats_x.",
+        "Linear probe on frozen embeddings, fans MAE: `mmga_round_0` is ahead of stats_x.",
     ]
 
 

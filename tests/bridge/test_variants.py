@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from bridge.evaluation.rows import compared_rows, report_rows
+from bridge.evaluation.rows import cold_edges, compared_rows, report_rows, section_rows
 from bridge.report.diagnostics import edge_topics
 from bridge.rounds import stages
 from bridge.rounds.config import BridgeConfig
@@ -42,7 +42,7 @@ def _resolve(name: str, stage: str, round_idx: int = 1, tmp: Path = Path("/tmp/x
 @pytest.mark.parametrize("name", sorted(set(REGISTRY) - {"mmga", "graph_only"}))
 def test_each_variant_differs_from_mmga_exactly_where_it_says(name):
     spec = REGISTRY[name]
-    for stage in ("stage1", "stage2"):
+    for stage in spec.stages:
         mmga, other = _resolve("mmga", stage), _resolve(name, stage)
         diff = {k for k in mmga if mmga[k] != other[k] and not k.endswith(("out_dir", "cache_dir"))}
         overrides = _flat(stages.nest((spec.stage1 if stage == "stage1" else spec.stage2) or {}))
@@ -89,18 +89,19 @@ def test_a_new_option_is_an_ablation_in_one_line(monkeypatch):
 
 def test_rows_and_compared_rows():
     names = [r.name for r in report_rows(3, baselines=True, ablations=True)]
-    assert names[:7] == [
+    assert names[:8] == [
         "stats_x",
         "image_only",
         "text_only",
         "graph_only",
         "no_align",
+        "frozen",
         "peer_sgc",
-        "peer_gcn",
+        "peer_frozen_sgc",
     ]
     assert set(ABLATIONS) <= set(names)
     rows = report_rows(3, baselines=True, ablations=True)
-    assert compared_rows(rows)[:3] == ("no_align", "peer_sgc", "peer_gcn")
+    assert compared_rows(rows)[:3] == ("no_align", "peer_sgc", "peer_frozen_sgc")
     assert compared_rows(rows)[-len(ABLATIONS) :] == tuple(ABLATIONS)
     assert [v.name for v in run_variants(False, False)] == ["mmga"]
     assert [r.name for r in report_rows(1, baselines=False)] == [
@@ -110,6 +111,55 @@ def test_rows_and_compared_rows():
         "mmga_text",
         "mmga_image",
     ]
+
+
+def test_sections_pair_each_mmga_row_with_its_peers():
+    rows = report_rows(2, baselines=True, finetune=True)
+    sections = {spec.name: (mmga, compared) for spec, mmga, compared in section_rows(rows)}
+    assert sections["probe"][0] == "mmga_round_1"
+    assert sections["finetuned"] == (
+        "mmga_finetuned",
+        ("scratch_finetuned", "peer_gcn", "peer_gatv2", "peer_cs", "peer_frozen_gcn", "peer_frozen_sgc"),
+    )
+    assert sections["cold_start"] == ("mmga_cold", ("no_align_cold", "frozen_cold"))
+    by_name = {r.name: r for r in rows}
+    # the fine-tuned pair differs only by its initial weights; the frozen rows are evaluated once
+    a, b = by_name["mmga_finetuned"], by_name["scratch_finetuned"]
+    assert (a.variant, a.round, a.parts, a.method) == (b.variant, b.round, b.parts, b.method)
+    assert (a.init, b.init) == ("pretrained", "scratch")
+    assert by_name["peer_frozen_gcn"].once and not by_name["peer_gcn"].once
+    assert "finetuned" not in {s.name for s, _, _ in section_rows(report_rows(2, finetune=False))}
+
+
+def test_the_frozen_variant_runs_round_0_of_the_first_seed_only():
+    from bridge.rounds.schedule import build_chains
+
+    frozen = REGISTRY["frozen"]
+    assert frozen.stages == ("stage1",) and not frozen.embeddable and frozen.once
+    chains = build_chains((3, 4), (REGISTRY["mmga"], frozen), rounds=3)
+    assert [(c.seed, c.variant.name, list(c.steps)) for c in chains if c.variant.name == "frozen"] == [
+        (3, "frozen", [(0, "stage1")])
+    ]
+    frozen_cfg = _resolve("frozen", "stage1")
+    assert frozen_cfg["trainer.max_steps"] == 0
+    assert (frozen_cfg["model.text_model"], frozen_cfg["model.text_pooling"]) == ("minilm", "mean")
+    # the user's frozen encoders win over the default, and a bridge-set field is refused there too
+    own = resolve_stage(
+        "stage1",
+        BridgeConfig(frozen={"model": {"text_model": "tiny"}}),
+        RunPaths(Path("/tmp/x")).for_seed(0),
+        Path("c"),
+        "frozen",
+    )
+    assert own.model.text_model == "tiny" and own.trainer.max_steps == 0
+    with pytest.raises(ConfigError, match="stage1.seed"):
+        stages.check_stage_configs(BridgeConfig(frozen={"seed": 3}))
+
+
+def test_cold_edges_drop_every_edge_that_touches_a_test_user():
+    edges = np.array([[0, 1], [1, 2], [2, 3], [3, 0], [1, 3]])
+    splits = np.array([0, 1, 2, 0])
+    np.testing.assert_array_equal(cold_edges(edges, splits), [[0, 1], [3, 0], [1, 3]])
 
 
 @pytest.mark.parametrize(

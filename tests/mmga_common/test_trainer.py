@@ -69,7 +69,7 @@ def test_spawns_workers_only_with_a_spawning_strategy_and_several_processes():
     [
         ({"devices": "two"}, "trainer.devices", "expected a count, a list like 0,1, or auto; got 'two'"),
         ({"max_steps": -1}, "trainer.max_epochs", "max_steps = -1 needs max_epochs"),
-        ({"max_steps": 0}, "trainer.max_steps", "must be >= 1, or -1 to train for max_epochs"),
+        ({"max_steps": -2}, "trainer.max_steps", "must be >= -1"),
     ],
 )
 @pytest.mark.parametrize("cls", [Stage1Config, Stage2Config])

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from bridge.rounds.config import BridgeConfig
-from tests.bridge.bridge_tiny import TINY_EVAL, TINY_STAGE1, TINY_STAGE2
+from tests.bridge.bridge_tiny import TINY_EVAL, TINY_FROZEN, TINY_STAGE1, TINY_STAGE2
 
 
 def tiny_config(corpus: Path | None, **kw) -> BridgeConfig:
@@ -24,6 +24,7 @@ def tiny_config(corpus: Path | None, **kw) -> BridgeConfig:
         seeds=1,
         corpus=corpus,
         stage1=TINY_STAGE1,
+        frozen=TINY_FROZEN,
         stage2=TINY_STAGE2,
         eval=TINY_EVAL,
         baselines=False,

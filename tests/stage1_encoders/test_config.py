@@ -121,5 +121,6 @@ def test_bounds_from_field_metadata_cover_nested_and_optional_fields():
     Stage1Config.from_dict(
         {**base, "trainer": {"num_threads": None, "gradient_clip_val": None}}
     )  # null skips
-    with pytest.raises(ConfigError, match="field 'trainer.max_steps': must be >= 1, or -1"):
-        Stage1Config.from_dict({**base, "trainer": {"max_steps": 0}})
+    with pytest.raises(ConfigError, match="field 'trainer.max_steps': must be >= -1"):
+        Stage1Config.from_dict({**base, "trainer": {"max_steps": -2}})
+    assert Stage1Config.from_dict({**base, "trainer": {"max_steps": 0}}).trainer.max_steps == 0  # frozen

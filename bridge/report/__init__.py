@@ -2,8 +2,9 @@
 
 ``compute_report`` (``build.py``) turns the rows' evaluations into a typed :class:`RunReport` (summaries over
 training seeds in ``summary.py``, the edge-weight diagnostics in ``diagnostics.py``); ``markdown.py`` renders
-it; ``plots.py`` draws it; ``compare.py`` compares finished runs. Imports ``evaluation``, ``runfolder``,
-``cache``, ``corpus`` and ``bridge.variants``; never a stage, ``rounds`` or ``inference``.
+it; ``plots.py`` draws it; ``compare.py`` compares finished runs; ``tracking.py`` logs the evaluation with the
+stages' trackers (``trainer.loggers``). Imports ``evaluation``, ``runfolder``, ``cache``, ``corpus``,
+``bridge.variants`` and ``mmga_common``; never a stage, ``rounds`` or ``inference``.
 """
 
 from __future__ import annotations

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from bridge.report import ReportInputs, RunFacts, write_report
+from bridge.report.tracking import log_evaluations
 from bridge.rounds.config import BridgeConfig
 from bridge.rounds.console import Console, estimate_seconds, minutes, stage_seconds
 from bridge.rounds.context import BridgeResult, BridgeRun
@@ -114,7 +115,8 @@ def run_bridge(
     console: Console | None = None,
     templates: StageTemplates | None = None,
 ) -> BridgeResult:
-    """Run (or resume) everything: corpus, every (training seed, variant)'s rounds, evaluation, report.
+    """Run (or resume) everything: corpus, every (training seed, variant)'s rounds, evaluation, report, and the
+    evaluation metrics logged with the stages' trackers (``bridge.report.tracking``).
 
     ``jobs``: worker processes for the stage chains (1 = everything in this process); results do not depend on it.
     ``templates``: the typed stage configs of :func:`check_stage_configs`, if the caller built them already.
@@ -159,4 +161,5 @@ def run_bridge(
             environment=environment,
         )
         result.metrics = write_report(inputs)
+        log_evaluations(templates.loggers, paths, evaluated, to_jsonable(cfg))
         return result

@@ -183,6 +183,12 @@ class StageTemplates:
             raise KeyError(f"no {stage} template for variant {variant!r}: it is not one this run trains")
         return self.configs[(variant, stage)]
 
+    @property
+    def loggers(self) -> tuple[str, ...]:
+        """Every logger any stage config names (``trainer.loggers``), each once: the trackers the run's evaluation
+        metrics are logged to as well (``bridge.report.tracking``)."""
+        return tuple(dict.fromkeys(name for cfg in self.configs.values() for name in cfg.trainer.loggers))
+
     def resolve(self, key: StageKey, corpus_dir: Path, paths: RunPaths, init_checkpoint: Path | None) -> Any:
         """The typed config of stage run ``key``: its template with the fields only the bridge sets (corpus,
         cache and output folders, round, checkpoint to continue from, seed, feedback round)."""

@@ -10,6 +10,7 @@ Layout of a run folder (``RunPaths(run_dir)``)::
         <variant>/round_<r>/stage1/    stage 1 checkpoints and logs of round r
         <variant>/round_<r>/stage2/    stage 2 checkpoints and logs of round r
       report/                          report.md, metrics.json, plots
+        tracking/                      the evaluation metrics in the stages' trackers (trainer.loggers)
 
 ``RunPaths(run_dir)`` holds the run-level paths; ``.for_seed(s)`` gives the paths of one training seed (its
 variant folders, and the typed manifest keys of ``bridge.runfolder.keys`` carrying the seed). A
@@ -60,6 +61,12 @@ class RunPaths:
     @property
     def report_dir(self) -> Path:
         return self.run_dir / "report"
+
+    @property
+    def tracking_dir(self) -> Path:
+        """Where the evaluation metrics are logged with the stages' trackers (``trainer.loggers``): the same layout
+        as a stage folder's logs (``logs/``, ``tensorboard/``, ``mlruns/``, ``wandb/``)."""
+        return self.report_dir / "tracking"
 
     def variant_dir(self, variant: str) -> Path:
         return self.seed_dir / variant

@@ -3,6 +3,7 @@ the command line."""
 
 from __future__ import annotations
 
+import csv
 import json
 import subprocess
 import sys
@@ -172,6 +173,16 @@ def test_two_round_run_writes_report_and_wires_the_rounds(reference_run):
     assert "| MMGA after round 1 (`mmga_round_1`) |" in report and "## Model card" in report
     assert "| **this invocation, wall time** |" in (paths.report_dir / "timings.md").read_text()
     assert "## Verdict" in report and "With one training seed no training spread is measured" in report
+    # the evaluation metrics in the stages' tracker too (csv, their default): one run holding the report's numbers
+    (logged,) = _tracked_rows(paths)
+    final = metrics["rows"]["mmga_round_1"]
+    assert float(logged["mmga_round_1/topic/macro_f1"]) == pytest.approx(final["topic"]["macro_f1"]["mean"])
+    assert float(logged["mmga_round_1/seed_0/fans/mae"]) == pytest.approx(
+        final["per_seed"]["0"]["fans"]["mae"]["mean"]
+    )
+    assert float(logged["stats_x/topic/accuracy"]) == pytest.approx(
+        metrics["rows"]["stats_x"]["topic"]["accuracy"]["mean"]
+    )
 
     # the rounds are chained as the issue says (configs as recorded in the manifest)
     manifest = Manifest.load(paths.manifest)
@@ -214,6 +225,13 @@ def test_two_round_run_writes_report_and_wires_the_rounds(reference_run):
     assert steps == {3}
 
 
+def _tracked_rows(paths: RunPaths) -> list[dict[str, str]]:
+    """The rows of the evaluation's CSV log (``bridge.report.tracking``); there must be one version of it."""
+    (version,) = (paths.tracking_dir / "logs").iterdir()
+    with open(version / "metrics.csv", newline="") as handle:
+        return list(csv.DictReader(handle))
+
+
 def test_the_corpus_is_read_once_per_run_and_shared_by_every_stage(reference_run):
     _, calls, _ = reference_run
     loads, corpora = REFERENCE_LOADS
@@ -239,6 +257,7 @@ def test_rerun_skips_everything_and_detects_changes(reference_run, tiny_corpus, 
     assert spy.calls == []
     assert again.ran == []
     assert again.metrics["rows"] == result.metrics["rows"]
+    assert len(_tracked_rows(RunPaths(run_dir))) == 1  # the rerun logged the evaluation again, not twice
     # a changed stage-2 setting is refused with advice, naming what changed
     changed = tiny_config(tiny_corpus, stage2={**TINY_STAGE2, "optim": {"lr": 0.02}})
     with pytest.raises(

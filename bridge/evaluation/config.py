@@ -42,7 +42,7 @@ class EvalConfig:
     gcn_hidden: int = 64
     gcn_dropout: float = 0.5
     gcn_lrs: tuple[float, ...] = config_field(
-        (1e-3, 1e-2),
+        (3e-3, 1e-2),
         "learning rates to choose from on val, for every network trained end to end (the GCN and GATv2 peers "
         "and the fine-tuned rows alike)",
     )

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import time
-from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -18,20 +17,20 @@ from corpus import Corpus
 
 
 def evaluate_one(
-    row: Row, corpus: Corpus, paths: RunPaths, cfg: EvalConfig, manifest: Manifest | None = None
+    row: Row, corpus: Corpus, paths: RunPaths, cfg: EvalConfig, checkpoint: Path | None = None
 ) -> Evaluation:
     """The row's :class:`Evaluation` for the training seed of ``paths``. The fine-tuned and cold-start rows read
-    their variant's stage-2 checkpoint through ``manifest``."""
+    their variant's stage-2 ``checkpoint`` (:func:`stage2_checkpoint`)."""
     from bridge.evaluation.heads import evaluate_representation
     from bridge.evaluation.networks import evaluate_network
     from bridge.evaluation.peers import evaluate_cs, evaluate_gnn, evaluate_sgc, peer_grid
 
     if row.method == "finetune":
-        make, dim = finetune_network(row, corpus, paths, manifest)
-        grid = replace(peer_grid("finetuned", cfg))
+        make, dim = finetune_network(row, corpus, paths, checkpoint)
+        grid = peer_grid("finetuned", cfg)
         return evaluate_network(make, corpus.labels, corpus.fans, corpus.splits, cfg.fans_buckets, grid, dim)
     graph_emb = (
-        cold_graph_embedding(row, corpus, paths, manifest) if row.cold and "graph" in row.parts else None
+        cold_graph_embedding(row, corpus, paths, checkpoint) if row.cold and "graph" in row.parts else None
     )
     x = representation(row, corpus, paths, graph_emb)
     args = (x, corpus.edges, corpus.labels, corpus.fans, corpus.splits, cfg)
@@ -44,24 +43,31 @@ def evaluate_one(
     return evaluate_representation(x, corpus.labels, corpus.fans, corpus.splits, cfg)
 
 
-def _stage2_checkpoint(row: Row, paths: RunPaths, manifest: Manifest | None) -> Path:
-    if manifest is None:
-        raise ValueError(f"row {row.name} reads a stage-2 checkpoint: pass the manifest")
+def stage2_checkpoint(row: Row, paths: RunPaths, manifest: Manifest) -> Path | None:
+    """The stage-2 checkpoint a fine-tuned or cold-start row reads (None for the other rows)."""
+    if row.method != "finetune" and not (row.cold and "graph" in row.parts):
+        return None
     return Path(manifest.outputs(paths.stage_key(row.variant, row.round, "stage2"))["checkpoint"])
+
+
+def _checkpoint(row: Row, checkpoint: Path | None) -> Path:
+    if checkpoint is None:
+        raise ValueError(f"row {row.name} reads a stage-2 checkpoint: pass it")
+    return checkpoint
 
 
 def _encoder_embeddings(row: Row, corpus: Corpus, paths: RunPaths):
     return read_encoders(paths.cache_dir(row.variant), row.round, corpus) if "text" in row.parts else None
 
 
-def finetune_network(row: Row, corpus: Corpus, paths: RunPaths, manifest: Manifest | None):
+def finetune_network(row: Row, corpus: Corpus, paths: RunPaths, checkpoint: Path | None):
     """The row's network factory for ``bridge.evaluation.networks`` (built by stage 2 from the row's checkpoint,
     ``stage2_graph.finetune``) and the width of its inputs."""
     from stage2_graph.finetune import finetune_factory
 
     embeddings = _encoder_embeddings(row, corpus, paths)
     build = finetune_factory(
-        _stage2_checkpoint(row, paths, manifest),
+        _checkpoint(row, checkpoint),
         corpus.features,
         corpus.edges,
         corpus.fingerprint,
@@ -78,14 +84,14 @@ def finetune_network(row: Row, corpus: Corpus, paths: RunPaths, manifest: Manife
     return make, widths
 
 
-def cold_graph_embedding(row: Row, corpus: Corpus, paths: RunPaths, manifest: Manifest | None) -> np.ndarray:
+def cold_graph_embedding(row: Row, corpus: Corpus, paths: RunPaths, checkpoint: Path | None) -> np.ndarray:
     """R^G ``[N, D]`` of the row's trained stage 2 on the corpus graph without the test users' edges
     (``cold_edges``): every test user is embedded from its own inputs only, by the inductive path that
     ``bridge.embed`` serves new users with (``stage2_graph.infer``)."""
     from stage2_graph.infer import infer_graph_outputs
 
     _, graph = infer_graph_outputs(
-        _stage2_checkpoint(row, paths, manifest),
+        _checkpoint(row, checkpoint),
         corpus.features,
         cold_edges(corpus.edges, corpus.splits),
         f"{corpus.fingerprint}-cold",
@@ -99,47 +105,80 @@ def _mean_sd(values: list[float]) -> str:
     return f"{stat.mean:.3f} ± {stat.std:.3f}"
 
 
+def _evaluate_job(
+    row: Row,
+    corpus: Corpus | None,
+    corpus_root: str,
+    paths: RunPaths,
+    cfg: EvalConfig,
+    checkpoint: Path | None,
+) -> tuple[Evaluation, float]:
+    """One (row, training seed) evaluation and its seconds, in this process (``corpus`` given) or in a worker
+    (which loads ``corpus_root`` once, ``bridge.rounds.stages.process_corpus``)."""
+    from bridge.rounds.stages import process_corpus
+
+    start = time.perf_counter()
+    corpus = corpus if corpus is not None else process_corpus(corpus_root)
+    out = evaluate_one(row, corpus, paths, cfg, checkpoint)
+    return out, time.perf_counter() - start
+
+
 def evaluate_rows(
-    run: BridgeRun, corpus: Corpus
+    run: BridgeRun, corpus: Corpus, jobs: int = 1
 ) -> tuple[list[Row], dict[str, dict[int | None, Evaluation]]]:
     """Every report row for every training seed: the rows and ``{row: {seed: Evaluation}}`` (rows without a
-    trained variant, X, under the key None). A complete evaluation is read back from the manifest."""
+    trained variant, X, under the key None). A complete evaluation is read back from the manifest; the others
+    run in up to ``jobs`` worker processes (results do not depend on it: each evaluation is single-threaded and
+    seeded), and only this process reads and writes the manifest."""
+    from bridge.rounds.schedule import InlineExecutor, executor
+
     cfg = run.cfg
     rows = report_rows(cfg.rounds, cfg.baselines, cfg.ablations, cfg.finetune)
     evaluated: dict[str, dict[int | None, Evaluation]] = {}
-    jobs = [(row, seed) for row in rows for seed in (cfg.training_seeds if row.seeded else (None,))]
-    for i, (row, seed) in enumerate(jobs, 1):
-        # a row evaluated once reads its variant's (once-run) outputs from the first training seed's folder
-        if seed is not None:
-            seed_paths = run.paths.for_seed(seed)
-        else:
-            seed_paths = run.paths.for_seed(cfg.training_seeds[0]) if row.variant else run.paths
-        key = seed_paths.eval_key(row.name, row.round)
-        recorded = {
-            "row": row.spec(),
-            "eval": cfg.eval,
-            "inputs": {str(dep): run.manifest.entry_digest(dep) for dep in row.depends_on(seed_paths)},
-        }
-        # an evaluation is cheap and derived: one made with another eval config is recomputed, never a conflict
-        if run.manifest.is_complete(key, recorded, corpus.fingerprint, force=True):
-            entry = run.manifest.entry(key)
-            out, seconds, ran = Evaluation.from_json(entry.metrics), entry.seconds, False
-        else:
-            start = time.perf_counter()
-            out = evaluate_one(row, corpus, seed_paths, cfg.eval, run.manifest)
-            seconds, ran = time.perf_counter() - start, True
-            run.manifest.record(key, recorded, corpus.fingerprint, metrics=out.to_json(), seconds=seconds)
-        evaluated.setdefault(row.name, {})[seed] = out
-        run.note_step(str(key), ran, seconds)
-        run.console.detail(
-            f"  [eval {i}/{len(jobs)}] {row.name:18s} {'' if seed is None else f'seed {seed}':8s} topic macro-F1 "
-            f"{out.topic['macro_f1'].mean:.3f}  fans MAE {out.fans['mae'].mean:.3f}{'' if ran else '  (cached)'}"
-        )
-        if seed is None or seed == cfg.training_seeds[-1]:
-            f1 = [v.topic["macro_f1"].mean for v in evaluated[row.name].values()]
-            mae = [v.fans["mae"].mean for v in evaluated[row.name].values()]
-            run.console.info(
-                f"[eval] {row.name:18s} topic macro-F1 {_mean_sd(f1)}   fans MAE {_mean_sd(mae)}"
-                + ("" if row.seeded else "   (no training seed)")
+    pairs = [(row, seed) for row in rows for seed in (cfg.training_seeds if row.seeded else (None,))]
+    with executor(jobs, run.console.verbose) as pool:
+        planned = []
+        for row, seed in pairs:
+            # a row evaluated once reads its variant's (once-run) outputs from the first training seed's folder
+            if seed is not None:
+                seed_paths = run.paths.for_seed(seed)
+            else:
+                seed_paths = run.paths.for_seed(cfg.training_seeds[0]) if row.variant else run.paths
+            key = seed_paths.eval_key(row.name, row.round)
+            recorded = {
+                "row": row.spec(),
+                "eval": cfg.eval,
+                "inputs": {str(dep): run.manifest.entry_digest(dep) for dep in row.depends_on(seed_paths)},
+            }
+            # an evaluation is cheap and derived: one made with another eval config is recomputed, never a conflict
+            future = None
+            if not run.manifest.is_complete(key, recorded, corpus.fingerprint, force=True):
+                shared = corpus if isinstance(pool, InlineExecutor) else None
+                checkpoint = stage2_checkpoint(row, seed_paths, run.manifest)
+                future = pool.submit(
+                    _evaluate_job, row, shared, str(corpus.root), seed_paths, cfg.eval, checkpoint
+                )
+            planned.append((row, seed, key, recorded, future))
+        for i, (row, seed, key, recorded, future) in enumerate(planned, 1):
+            if future is None:
+                entry = run.manifest.entry(key)
+                out, seconds, ran = Evaluation.from_json(entry.metrics), entry.seconds, False
+            else:
+                out, seconds = future.result()
+                ran = True
+                run.manifest.record(key, recorded, corpus.fingerprint, metrics=out.to_json(), seconds=seconds)
+            evaluated.setdefault(row.name, {})[seed] = out
+            run.note_step(str(key), ran, seconds)
+            run.console.detail(
+                f"  [eval {i}/{len(planned)}] {row.name:18s} {'' if seed is None else f'seed {seed}':8s} topic "
+                f"macro-F1 {out.topic['macro_f1'].mean:.3f}  fans MAE {out.fans['mae'].mean:.3f}"
+                + ("" if ran else "  (cached)")
             )
+            if seed is None or seed == cfg.training_seeds[-1]:
+                f1 = [v.topic["macro_f1"].mean for v in evaluated[row.name].values()]
+                mae = [v.fans["mae"].mean for v in evaluated[row.name].values()]
+                run.console.info(
+                    f"[eval] {row.name:18s} topic macro-F1 {_mean_sd(f1)}   fans MAE {_mean_sd(mae)}"
+                    + ("" if row.seeded else "   (no training seed)")
+                )
     return rows, evaluated

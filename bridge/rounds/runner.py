@@ -118,7 +118,8 @@ def run_bridge(
     """Run (or resume) everything: corpus, every (training seed, variant)'s rounds, evaluation, report, and the
     evaluation metrics logged with the stages' trackers (``bridge.report.tracking``).
 
-    ``jobs``: worker processes for the stage chains (1 = everything in this process); results do not depend on it.
+    ``jobs``: worker processes for the stage chains and the evaluations (1 = everything in this process); results
+    do not depend on it.
     ``templates``: the typed stage configs of :func:`check_stage_configs`, if the caller built them already.
     Holds the run folder's lock throughout (the command line takes it before anything else).
     """
@@ -140,7 +141,7 @@ def run_bridge(
         corpus = prepare_corpus(run)
         console.info(size.estimate_line(jobs, corpus.num_users))
         run_chains(run, corpus, templates, jobs, size.stage_estimates(corpus.num_users))
-        rows, evaluated = evaluate_rows(run, corpus)
+        rows, evaluated = evaluate_rows(run, corpus, jobs)
         environment = {
             "torch_threads": torch.get_num_threads(),
             "jobs": jobs,

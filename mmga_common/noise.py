@@ -16,6 +16,9 @@ _WARNINGS = (
     # full-batch / small-data runs: one batch per epoch by design
     (UserWarning, r"The number of training batches .* is smaller than the logging interval"),
     (UserWarning, r".*does not have many workers which may be a bottleneck.*"),
+    # torch-sparse's SparseTensor -> torch CSR conversion (PyG's GCN over a SparseTensor, stage 2's kernels)
+    (UserWarning, r"Sparse invariant checks are implicitly disabled"),
+    (UserWarning, r"Sparse CSR tensor support is in beta state"),
 )
 
 # Log records dropped: Lightning's advertising tip and hardware banner, open_clip's note that a model config

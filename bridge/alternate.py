@@ -199,7 +199,7 @@ def _closing_lines(metrics: dict, seeds: int) -> list[str]:
     """The verdict, or with one training seed the plain statement that no spread was measured."""
     if seeds == 1:
         return [
-            "one training seed: no spread measured, so no verdict (use --seeds 3 or more); the scores are in "
+            "one training seed: no spread measured, so no verdict (use --seeds 3 or more; the default is 5); the scores are in "
             "the report"
         ]
     return list(metrics.get("verdict", []))

@@ -50,9 +50,9 @@ class EvalConfig:
         (5e-4, 5e-3), "weight decays to choose from on val, for every network trained end to end"
     )
     gcn_max_epochs: int = config_field(
-        200, "full-batch epochs at most, every network trained end to end", ge=1
+        300, "full-batch epochs at most, every network trained end to end", ge=1
     )
-    gcn_patience: int = config_field(20, "epochs without a better val loss before stopping", ge=1)
+    gcn_patience: int = config_field(30, "epochs without a better val loss before stopping", ge=1)
     gat_heads: int = config_field(8, "attention heads of the GATv2 peer's hidden layer", ge=1)
     cs_alphas: tuple[tuple[float, float], ...] = config_field(
         ((0.5, 0.5), (0.5, 0.8), (1.0, 0.5), (1.0, 0.8)),

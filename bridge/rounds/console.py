@@ -48,12 +48,14 @@ def stage_seconds(num_users: int, stage1_steps: int, stage2_steps: int) -> dict[
     }
 
 
-def estimate_seconds(per_stage: dict[str, float], stage_runs: dict[str, int], evaluations: int, jobs: int,
-                     num_users: int) -> float:  # fmt: skip
+def estimate_seconds(
+    per_stage: dict[str, float], stage_runs: dict[str, int], eval_units: float, jobs: int, num_users: int
+) -> float:
     """A rough wall-time estimate of a run on a 2-core CPU: ``stage_runs[kind]`` runs of ``per_stage[kind]``
-    seconds (:func:`stage_seconds`) over ``jobs`` workers, and an evaluation about 1.2 ms per user."""
+    seconds (:func:`stage_seconds`) and ``eval_units`` linear-probe evaluations' worth (about 1.8 ms per user
+    each; ``bridge.rounds.runner.EVAL_COST``), both over ``jobs`` workers."""
     training = sum(runs * per_stage[kind] for kind, runs in stage_runs.items())
-    return training / max(1, jobs) + evaluations * 1.2 * max(num_users, 1) / 1000
+    return (training + eval_units * 1.8 * max(num_users, 1) / 1000) / max(1, jobs)
 
 
 def minutes(seconds: Any) -> str:

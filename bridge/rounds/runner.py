@@ -26,6 +26,10 @@ from bridge.rounds.schedule import run_chains
 from bridge.rounds.stages import StageTemplates, check_stage_configs
 from bridge.runfolder import Manifest, RunPaths, run_lock, to_jsonable
 
+# What one evaluation of each kind costs, in units of a linear probe (about 1.8 ms per user on this project's
+# 2-core machine): measured on the default run, 5 training seeds, 2026-12-03 (docs/bridge.md, "Time").
+EVAL_COST = {"probe": 1.0, "sgc": 3.0, "cs": 2.5, "gcn": 7.0, "gatv2": 40.0, "finetune": 12.0}
+
 
 @dataclass(frozen=True)
 class RunSize:
@@ -33,6 +37,7 @@ class RunSize:
 
     stage_runs: dict[str, int]
     evaluations: int
+    eval_units: float = 0.0  # the evaluations weighted by their cost (EVAL_COST), in linear-probe units
     steps: dict[str, int]
 
     @classmethod
@@ -47,7 +52,9 @@ class RunSize:
         }
         rows = report_rows(cfg.rounds, cfg.baselines, cfg.ablations, cfg.finetune)
         steps = {stage: templates.template("mmga", stage).trainer.max_steps for stage in runs}
-        return cls(runs, sum(cfg.seeds if r.seeded else 1 for r in rows), steps)
+        counts = {r.name: cfg.seeds if r.seeded else 1 for r in rows}
+        units = sum(counts[r.name] * EVAL_COST.get(r.method, 1.0) for r in rows)
+        return cls(runs, sum(counts.values()), steps, units)
 
     def stage_estimates(self, num_users: int) -> dict[str, float]:
         """Estimated seconds of one stage run of each kind on a corpus of ``num_users``."""
@@ -56,7 +63,7 @@ class RunSize:
     def estimate_line(self, jobs: int, num_users: int) -> str:
         """The run's rough wall time on a 2-core CPU for this corpus's size."""
         eta = estimate_seconds(
-            self.stage_estimates(num_users), self.stage_runs, self.evaluations, jobs, num_users
+            self.stage_estimates(num_users), self.stage_runs, self.eval_units, jobs, num_users
         )
         return f"  roughly {minutes(eta)} for {num_users:,} users on a 2-core CPU (a rerun skips what is complete)"
 

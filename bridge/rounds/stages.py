@@ -59,7 +59,7 @@ BRIDGE_FIELDS = {
 }
 
 # The bridge's defaults, sized so that the default run (`python bridge/alternate.py --rounds 3`: 3 variants x 3
-# rounds x 3 training seeds) fits in 10 minutes on a 2-core CPU; user overrides (config file, --stage1/--stage2)
+# rounds x 5 training seeds) is sized for about 10 minutes on a 2-core CPU (README); user overrides (config file, --stage1/--stage2)
 # win over them.
 PRESET_DIR = Path(__file__).resolve().parent.parent / "presets"  # bridge/presets/ (package data)
 

@@ -37,8 +37,8 @@ class RunSize:
 
     stage_runs: dict[str, int]
     evaluations: int
-    eval_units: float = 0.0  # the evaluations weighted by their cost (EVAL_COST), in linear-probe units
     steps: dict[str, int]
+    eval_units: float = 0.0  # the evaluations weighted by their cost (EVAL_COST), in linear-probe units
 
     @classmethod
     def of(cls, cfg: BridgeConfig, templates: StageTemplates) -> RunSize:

@@ -125,7 +125,7 @@ def _add_seed_and_variant_flags(parser: argparse.ArgumentParser) -> None:
         action="store_true",
         default=None,
         help="also report the fine-tuned rows: MMGA's last-round GNN + a task head trained end to end on each task, "
-        "and the same network from scratch (about 4 minutes more for the default run's 5 seeds on 2 cores)",
+        "and the same network from scratch (about 2 minutes more for the default run's 5 seeds on 2 cores)",
     )
     parser.add_argument(
         "--ablations",

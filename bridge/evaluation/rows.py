@@ -11,7 +11,8 @@ three sections, each with its own MMGA row that the others are compared with (``
 - ``frozen``: [R^T || R^I] of the frozen pretrained encoders (``bridge.variants``: nothing trained);
 - ``peer_sgc`` / ``peer_frozen_sgc``: SGC's parameter-free K-hop propagation (K chosen on val) of the no-alignment
   / frozen encoders' [R^T || R^I || X], then the standard heads;
-- ``mmga_round_<r>``: [R^G || R^T || R^I] of MMGA after round r, for every round;
+- ``mmga_round_<r>``: [R^G || R^T || R^I] of MMGA after round r, for every round; ``no_align_round_<r>`` the same
+  of ``no_align`` for every round but the last (which is ``no_align``), for the rounds plot;
 - ``mmga_image`` / ``mmga_text`` / ``mmga_graph``: the parts of MMGA's last round on their own;
 - ``abl_*`` (with ``--ablations``): [R^G || R^T || R^I] of MMGA's last round with one part switched off.
 
@@ -184,6 +185,7 @@ def report_rows(
     last = rounds - 1
     rows = [Row("stats_x", "statistics X alone (floor)", "baseline", None, None, ("stats",))]
     content = ("text", "image", "stats")
+    mixed = ("graph", "text", "image")
     if baselines:
         rows += [
             Row("image_only", "image only (no-align encoder)", "baseline", "no_align", last, ("image",)),
@@ -198,6 +200,13 @@ def report_rows(
         Row(f"mmga_round_{r}", f"MMGA after round {r}", "mmga", "mmga", r, ("graph", "text", "image"))
         for r in range(rounds)
     ]
+    if baselines:  # no alignment per round too, for the rounds plot (the last round is ``no_align``)
+        rows += [
+            Row(
+                f"no_align_round_{r}", f"no alignment after round {r}", "baseline_round", "no_align", r, mixed
+            )
+            for r in range(last)
+        ]
     rows += [
         Row("mmga_graph", f"MMGA round {last}: graph part only", "part", "mmga", last, ("graph",)),
         Row("mmga_text", f"MMGA round {last}: text part only", "part", "mmga", last, ("text",)),
@@ -209,7 +218,6 @@ def report_rows(
             for v in ABLATIONS.values()
         ]
     if finetune:
-        mixed = ("graph", "text", "image")
         rows += [
             Row(
                 "mmga_finetuned",
@@ -243,7 +251,6 @@ def report_rows(
         )
         rows += [Row(n, label, "peer", v, r, content, m, "finetuned") for n, label, v, r, m in peers]
     if baselines:  # the cold-start section (its MMGA row only means something next to the others)
-        mixed = ("graph", "text", "image")
         rows += [
             Row("mmga_cold", "MMGA, test users without edges", "cold", "mmga", last, mixed, **COLD),
             Row(

@@ -105,7 +105,8 @@ def plot_loss_curves(
 
 
 def plot_metrics_by_round(rows: list[Row], summaries: dict[str, RowSummary], out: Path) -> None:
-    """MMGA's topic macro-F1 and fans MAE per round, with the baselines as horizontal lines."""
+    """MMGA's topic macro-F1 and fans MAE per round beside ``no_align``'s per round, with the other compared rows
+    (last round only) as horizontal lines."""
     mmga = [r for r in rows if r.group == "mmga"]
     fig, axes = plt.subplots(1, 2, figsize=(11, 4))
     for ax, (task, metric, higher) in zip(axes, GOAL_METRICS):
@@ -114,8 +115,22 @@ def plot_metrics_by_round(rows: list[Row], summaries: dict[str, RowSummary], out
         ax.errorbar(
             [r.round for r in mmga], means, yerr=stds, marker="o", color="black", label="MMGA", capsize=3
         )
+        per_round = [r for r in rows if r.group == "baseline_round"] + [
+            r for r in rows if r.name == "no_align"
+        ]
+        if per_round:  # the no-alignment baseline after every round, beside MMGA's
+            stats = [summaries[r.name].metric(task, metric) for r in per_round]
+            ax.errorbar(
+                [r.round for r in per_round],
+                [s.mean for s in stats],
+                yerr=[s.std for s in stats],
+                marker="s",
+                color="C0",
+                label="no_align",
+                capsize=3,
+            )
         for i, name in enumerate(compared_rows(rows)):
-            if name in summaries:
+            if name in summaries and not (per_round and name == "no_align"):
                 ax.axhline(
                     summaries[name].metric(task, metric).mean, ls="--", lw=1, color=f"C{i}", label=name
                 )

@@ -135,7 +135,9 @@ def test_two_round_run_writes_report_and_wires_the_rounds(reference_run):
         "mmga_cold",
         "no_align_cold",
         "frozen_cold",
+        "no_align_round_0",
     }
+    assert metrics["rows"]["no_align_round_0"]["round"] == 0 and metrics["rows"]["no_align"]["round"] == 1
     once = {"stats_x", "frozen", "peer_frozen_sgc", "peer_frozen_gcn", "frozen_cold"}
     for name, row in metrics["rows"].items():
         assert 0.0 <= row["topic"]["macro_f1"]["mean"] <= 1.0

@@ -129,6 +129,9 @@ def test_sections_pair_each_mmga_row_with_its_peers():
     assert (a.init, b.init) == ("pretrained", "scratch")
     assert by_name["peer_frozen_gcn"].once and not by_name["peer_gcn"].once
     assert "finetuned" not in {s.name for s, _, _ in section_rows(report_rows(2, finetune=False))}
+    # no_align after every round but the last (the rounds plot), never compared
+    assert [r.name for r in rows if r.group == "baseline_round"] == ["no_align_round_0"]
+    assert all(not n.startswith("no_align_round") for _, _, c in section_rows(rows) for n in c)
 
 
 def test_the_frozen_variant_runs_round_0_of_the_first_seed_only():

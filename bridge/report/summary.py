@@ -78,6 +78,7 @@ class RowSummary:
         return {
             "label": row.label,
             "group": row.group,
+            "section": row.section,
             "inputs": row.inputs,
             **row.spec(),
             "dim": self.dim,

@@ -73,10 +73,13 @@ def header(
 ) -> list[str]:
     """What the run will do, and the one note on random ViT weights (the time estimate follows once the corpus's
     size is known: :meth:`RunSize.estimate_line`)."""
-    variants = templates.variants
+    trained = [v for v in templates.variants if not v.once]
+    once = [v.name for v in templates.variants if v.once]
     lines = [
-        f"MMGA bridge: {len(variants)} variant(s) ({', '.join(v.name for v in variants)}) x {cfg.rounds} round(s) "
-        f"x {cfg.seeds} training seed(s) ({', '.join(str(s) for s in cfg.training_seeds)}) = "
+        f"MMGA bridge: {len(trained)} variant(s) ({', '.join(v.name for v in trained)}) x {cfg.rounds} round(s) "
+        f"x {cfg.seeds} training seed(s) ({', '.join(str(s) for s in cfg.training_seeds)})"
+        + (f" + {', '.join(once)} once" if once else "")
+        + " = "
         f"{size.stage_runs['stage1']} stage-1 and {size.stage_runs['stage2']} stage-2 runs, then {size.evaluations} "
         f"evaluations; {jobs} job(s); run folder {paths.run_dir}.",
     ]

@@ -243,7 +243,8 @@ def _method_lines(report: RunReport, facts: RunFacts) -> list[str]:
         "buckets cut at the train quantiles. Users with an unknown label / fans are left out of that task.",
         f"- Every variant runs {facts.rounds} round(s) with the same per-round steps (stage 1: "
         f"{facts.stage_steps.get('stage1')}, stage 2: {facts.stage_steps.get('stage2')}), each round continuing from "
-        f"the previous round's checkpoints, so the baselines get as many training steps as MMGA. Variants: "
+        f"the previous round's checkpoints, so the baselines get as many training steps as MMGA (`frozen` trains "
+        f"nothing and runs once). Variants: "
         f"{variants}. `image_only` / `text_only`: the no-alignment encoders' R^I / R^T. `mmga_*` parts: MMGA's "
         "own blocks.",
         f"- Peers (PyG layers over the no-alignment encoders' [R^T || R^I || X], or the frozen encoders' for "
@@ -255,8 +256,8 @@ def _method_lines(report: RunReport, facts: RunFacts) -> list[str]:
         f"{[list(a) for a in ev.cs_alphas]} chosen on val).",
         f"- Every network trained end to end (the GCN and GATv2 peers, `mmga_finetuned`, `scratch_finetuned`): "
         f"Adam, lr in {list(ev.gcn_lrs)} and weight decay in {list(ev.gcn_weight_decays)} chosen on val, at most "
-        f"{ev.gcn_max_epochs} full-batch epochs, early stopping on the val loss (patience {ev.gcn_patience}), test "
-        "scored once per head seed.",
+        f"{ev.gcn_max_epochs} full-batch epochs, early stopping on the val loss (patience {ev.gcn_patience}), one "
+        f"network per seed of {list(ev.network_seeds)}, test scored once per network seed.",
         "",
     ]
 

@@ -83,38 +83,43 @@ def sgc_features(x: np.ndarray, edges: np.ndarray, hops: int = 2) -> np.ndarray:
     return torch.cat(out, dim=1).numpy()
 
 
-class GCN(torch.nn.Module):
-    """Two ``GCNConv`` layers with ReLU and dropout. Shapes: ``x [N, D]``, ``edge_index [2, E]`` -> ``[N, C]``."""
+class TwoLayerGNN(torch.nn.Module):
+    """Dropout, ``conv1``, the activation, dropout, ``conv2``: the shape both supervised GNN peers share.
+    Shapes: ``x [N, D]``, ``edge_index [2, E]`` (or a ``SparseTensor``) -> ``[N, C]``."""
+
+    activation = staticmethod(F.relu)
+
+    def __init__(self, conv1: torch.nn.Module, conv2: torch.nn.Module, dropout: float):
+        super().__init__()
+        self.conv1, self.conv2, self.dropout = conv1, conv2, dropout
+
+    def forward(self, x: torch.Tensor, edge_index: torch.Tensor) -> torch.Tensor:
+        x = F.dropout(x, self.dropout, self.training)
+        x = self.activation(self.conv1(x, edge_index))
+        x = F.dropout(x, self.dropout, self.training)
+        return self.conv2(x, edge_index)
+
+
+class GCN(TwoLayerGNN):
+    """Two ``GCNConv`` layers with ReLU and dropout."""
 
     def __init__(self, in_dim: int, hidden: int, out_dim: int, dropout: float = 0.5):
-        super().__init__()
-        self.conv1 = GCNConv(in_dim, hidden, cached=True)
-        self.conv2 = GCNConv(hidden, out_dim, cached=True)
-        self.dropout = dropout
-
-    def forward(self, x: torch.Tensor, edge_index: torch.Tensor) -> torch.Tensor:
-        x = F.dropout(x, self.dropout, self.training)
-        x = F.relu(self.conv1(x, edge_index))
-        x = F.dropout(x, self.dropout, self.training)
-        return self.conv2(x, edge_index)
+        super().__init__(GCNConv(in_dim, hidden, cached=True), GCNConv(hidden, out_dim, cached=True), dropout)
 
 
-class GATv2(torch.nn.Module):
+class GATv2(TwoLayerGNN):
     """Two ``GATv2Conv`` layers: ``heads`` attention heads of width ``hidden // heads`` concatenated, ELU, then one
-    head to the output; dropout on the inputs and on the attention coefficients.
-    Shapes: ``x [N, D]``, ``edge_index [2, E]`` -> ``[N, C]``."""
+    head to the output; dropout on the inputs and on the attention coefficients."""
+
+    activation = staticmethod(F.elu)
 
     def __init__(self, in_dim: int, hidden: int, out_dim: int, heads: int = 8, dropout: float = 0.5):
-        super().__init__()
-        self.conv1 = GATv2Conv(in_dim, max(1, hidden // heads), heads=heads, dropout=dropout)
-        self.conv2 = GATv2Conv(max(1, hidden // heads) * heads, out_dim, heads=1, dropout=dropout)
-        self.dropout = dropout
-
-    def forward(self, x: torch.Tensor, edge_index: torch.Tensor) -> torch.Tensor:
-        x = F.dropout(x, self.dropout, self.training)
-        x = F.elu(self.conv1(x, edge_index))
-        x = F.dropout(x, self.dropout, self.training)
-        return self.conv2(x, edge_index)
+        width = max(1, hidden // heads)
+        super().__init__(
+            GATv2Conv(in_dim, width, heads=heads, dropout=dropout),
+            GATv2Conv(width * heads, out_dim, heads=1, dropout=dropout),
+            dropout,
+        )
 
 
 class Bound(torch.nn.Module):

@@ -217,30 +217,13 @@ def report_rows(
             Row(v.name, v.label, "ablation", v.name, last, ("graph", "text", "image"))
             for v in ABLATIONS.values()
         ]
-    if finetune:
+    if finetune:  # the same network, pre-trained or from scratch
         rows += [
-            Row(
-                "mmga_finetuned",
-                "MMGA fine-tuned",
-                "finetuned",
-                "mmga",
-                last,
-                mixed,
-                "finetune",
-                "finetuned",
-                "pretrained",
-            ),
-            Row(
-                "scratch_finetuned",
-                "same network from scratch",
-                "finetuned",
-                "mmga",
-                last,
-                mixed,
-                "finetune",
-                "finetuned",
-                "scratch",
-            ),
+            Row(name, label, "finetuned", "mmga", last, mixed, "finetune", "finetuned", init)
+            for name, label, init in (
+                ("mmga_finetuned", "MMGA fine-tuned", "pretrained"),
+                ("scratch_finetuned", "same network from scratch", "scratch"),
+            )
         ]
     if baselines:
         peers = (

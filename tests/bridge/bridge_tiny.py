@@ -30,6 +30,23 @@ TINY_EVAL = EvalConfig(
 )
 
 
+def tiny_bridge_config(corpus, **kw):
+    """A ``BridgeConfig`` with the tiny stages, frozen encoders and evaluation, one training seed; ``kw`` sets or
+    overrides any other field (rounds, baselines, finetune, ...)."""
+    from bridge.rounds.config import BridgeConfig
+
+    base = dict(
+        seed=0,
+        seeds=1,
+        corpus=corpus,
+        stage1=TINY_STAGE1,
+        frozen=TINY_FROZEN,
+        stage2=TINY_STAGE2,
+        eval=TINY_EVAL,
+    )
+    return BridgeConfig(**{**base, **kw})
+
+
 def resolve_stage(stage, cfg, paths, corpus_dir, variant, round_idx=0, init_checkpoint=None):
     """The resolved config of one stage run through the public API: every variant's templates built once
     (ablations included, so any registered variant resolves), then ``StageTemplates.resolve``."""

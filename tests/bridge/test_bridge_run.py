@@ -21,24 +21,13 @@ from bridge.rounds.runner import run_bridge
 from bridge.runfolder.manifest import Manifest, ManifestConflict
 from bridge.runfolder.paths import RunPaths
 from mmga_common.config import ConfigError
-from tests.bridge.bridge_tiny import TINY_EVAL, TINY_FROZEN, TINY_STAGE1, TINY_STAGE2
+from tests.bridge.bridge_tiny import TINY_EVAL, TINY_STAGE2, tiny_bridge_config
 
 REPO = Path(__file__).resolve().parents[2]
 
 
 def tiny_config(corpus: Path | None, **kw) -> BridgeConfig:
-    base = dict(
-        rounds=2,
-        seed=0,
-        seeds=1,
-        corpus=corpus,
-        stage1=TINY_STAGE1,
-        frozen=TINY_FROZEN,
-        stage2=TINY_STAGE2,
-        eval=TINY_EVAL,
-        finetune=True,
-    )
-    return BridgeConfig(**{**base, **kw})
+    return tiny_bridge_config(corpus, **{"rounds": 2, "finetune": True, **kw})
 
 
 class StageSpy:

@@ -13,23 +13,12 @@ from pathlib import Path
 import pytest
 
 from bridge.rounds.config import BridgeConfig
-from tests.bridge.bridge_tiny import TINY_EVAL, TINY_FROZEN, TINY_STAGE1, TINY_STAGE2
+from tests.bridge.bridge_tiny import tiny_bridge_config
 
 
 def tiny_config(corpus: Path | None, **kw) -> BridgeConfig:
     """One round of MMGA only, with tiny stages: a run takes a few seconds."""
-    base = dict(
-        rounds=1,
-        seed=0,
-        seeds=1,
-        corpus=corpus,
-        stage1=TINY_STAGE1,
-        frozen=TINY_FROZEN,
-        stage2=TINY_STAGE2,
-        eval=TINY_EVAL,
-        baselines=False,
-    )
-    return BridgeConfig(**{**base, **kw})
+    return tiny_bridge_config(corpus, **{"rounds": 1, "baselines": False, **kw})
 
 
 def snapshot(folder: Path) -> dict[str, str]:

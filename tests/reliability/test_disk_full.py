@@ -21,13 +21,14 @@ from pathlib import Path
 
 import pytest
 import torch
-from reliability_helpers import TINY_EVAL, tiny_config
+from reliability_helpers import tiny_config
 
 import cache.atomic
 from bridge.alternate import main
 from cache import CacheError, encoder_file, read_encoder_embeddings, write_encoder_embeddings
 from cache.atomic import DiskFullError
 from cache.checkpoint import SafeCheckpointIO, load_checkpoint
+from tests.bridge.bridge_tiny import TINY_EVAL
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "cache"))
 from cache_payloads import FINGERPRINT, PRODUCER, random_encoders  # noqa: E402

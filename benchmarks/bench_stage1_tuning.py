@@ -7,6 +7,8 @@ are ratios against a peer (the tiny default) measured alongside:
   peer (the first variant) and the variants with cached lower states only.
 
     python benchmarks/bench_stage1_tuning.py --corpus runs/default/corpus --steps 8
+    python benchmarks/bench_stage1_tuning.py --corpus runs/default/corpus --only tiny_default \
+        --only minilm_frozen_graph_head                  # the tiny preset against today's default
 
 Each variant is a JSON object of stage-1 overrides (``--variant NAME=JSON``, repeatable); without any the
 built-in list below runs.
@@ -48,6 +50,16 @@ VARIANTS = {
         "losses": {"gcl_form": "infonce", "text_feature_input": "clean"},
     },
     "minilm_full_infonce_mlm": {"model": MINILM, "losses": {"gcl_form": "infonce"}},
+    # the bridge's default since 2026-12-03 (bridge/presets/default.json): every layer frozen, the graph head
+    "minilm_frozen_graph_head": {
+        "model": {**MINILM, "text_tuned_layers": 0, "text_head_dim": 128},
+        "losses": {
+            "gcl_form": "infonce",
+            "gcl_image_weight": 0.0,
+            "lm_weight": 0.0,
+            "text_feature_input": "clean",
+        },
+    },
 }
 
 
@@ -58,10 +70,19 @@ def main() -> None:
     parser.add_argument("--corpus", required=True)
     parser.add_argument("--steps", type=int, default=8)
     parser.add_argument("--variant", action="append", default=[], metavar="NAME=JSON")
+    parser.add_argument(
+        "--only",
+        action="append",
+        default=[],
+        choices=sorted(VARIANTS),
+        help="built-in variants to run (repeatable)",
+    )
     parser.add_argument("--no-export", action="store_true", help="skip the export timing")
     args = parser.parse_args()
     variants = dict(v.split("=", 1) for v in args.variant)
-    variants = {k: json.loads(v) for k, v in variants.items()} or VARIANTS
+    variants = {k: json.loads(v) for k, v in variants.items()} or {
+        name: VARIANTS[name] for name in (args.only or VARIANTS)
+    }
     torch.set_num_threads(1)
     corpus = load_corpus(Path(args.corpus))
     rows = []

@@ -115,10 +115,11 @@ def _add_seed_and_variant_flags(parser: argparse.ArgumentParser) -> None:
         "--preset",
         default=None,
         metavar="NAME",
-        help="the stage defaults, bridge/presets/NAME.json: 'default' (tiny encoders trained from scratch, fits in "
-        "minutes on a laptop CPU), 'real' (the pretrained MiniLM-L6 text encoder, shipped offline, fully fine-tuned) "
-        "or 'pretrained' (MiniLM mean-pooled, only its top layer tuned by the graph-contrastive InfoNCE loss, over "
-        "cached lower layers: about 3x the default's stage-1 cost); docs/stage1.md gives their cost and quality",
+        help="the stage defaults, bridge/presets/NAME.json: 'default' (the pretrained MiniLM-L6 text encoder that "
+        "ships offline, frozen and mean-pooled, with a graph head trained by the graph-contrastive InfoNCE loss; "
+        "the tiny ViT from scratch), 'tiny' (tiny encoders trained from scratch, as the paper's losses say), 'real' "
+        "(MiniLM fully fine-tuned) or 'pretrained' (MiniLM's top layer tuned over cached lower layers); "
+        "docs/stage1.md gives their cost and quality",
     )
     parser.add_argument(
         "--finetune",

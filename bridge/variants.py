@@ -23,9 +23,17 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-NO_GCL = {"losses.gcl_image_weight": 0.0, "losses.gcl_text_weight": 0.0}
+# No graph-contrastive terms, hence no graph head over the text encoder (it is trained by the text GCL alone).
+NO_GCL = {"losses.gcl_image_weight": 0.0, "losses.gcl_text_weight": 0.0, "model.text_head_dim": 0}
 # The frozen peers' text encoder: the pretrained MiniLM-L6 that ships offline, pooled the way it was trained.
-FROZEN_ENCODERS = {"model.text_model": "minilm", "model.text_pooling": "mean", **NO_GCL}
+# Every layer frozen and no graph head: the export reads the per-corpus cache of MiniLM's states.
+FROZEN_ENCODERS = {
+    "model.text_model": "minilm",
+    "model.text_pooling": "mean",
+    "model.text_tuned_layers": 0,
+    "losses.lm_weight": 0.0,
+    **NO_GCL,
+}
 
 
 @dataclass(frozen=True)
@@ -65,7 +73,7 @@ BASELINES: dict[str, Variant] = {
     for v in (
         Variant(
             "no_align",
-            "no alignment: LM + ITA encoders, uniform aggregation, no feedback",
+            "no alignment: encoders without the graph-contrastive loss, uniform aggregation, no feedback",
             stage1=NO_GCL,
             stage2={"gate": "uniform", "use_modalities": True},
             feedback=False,

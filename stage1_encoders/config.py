@@ -71,9 +71,18 @@ class ModelConfig:
         None,
         "train only the top k transformer layers of the text encoder (and its MLM head); the embeddings and "
         "lower layers are frozen and their hidden states of every clean caption are computed once per corpus "
-        "and reused by training and export. none = every layer is trained",
-        ge=1,
+        "and reused by training and export. 0 = every layer frozen (train text_head_dim's head only). none = "
+        "every layer is trained",
+        ge=0,
     )
+    text_head_dim: int = config_field(
+        0,
+        "the graph head (needs text_tuned_layers=0): a trainable MLP over a user's mean caption embedding m, "
+        "trained by the text GCL; the user's R^T = [m || head(m)], the head's output this wide (0 = no head)",
+        ge=0,
+        **at_most(65536),
+    )
+    text_head_hidden: int = config_field(256, "hidden width of the graph head", ge=1, **at_most(65536))
 
 
 @dataclass
@@ -146,6 +155,18 @@ class DataConfig:
         "(more GCL pairs at no encoder cost)",
         ge=0.0,
         **at_most(1000),
+    )
+    text_gcl_users: int = config_field(
+        512,
+        "with the graph head (model.text_head_dim): anchor users per step of the text GCL, which reads the "
+        "users' cached frozen text embeddings (no encoder pass, so a batch far larger than pairs_per_batch)",
+        ge=2,
+        **at_most(1_000_000),
+    )
+    text_states_dir: Path | None = config_field(
+        None,
+        "folder that keeps the frozen text layers' states of every caption (with model.text_tuned_layers) for "
+        "later runs and other processes on the same corpus; none = this process keeps them in memory only",
     )
     posts_per_user: int = config_field(
         2, "posts sampled per user in a batch (fewer if the user has fewer)", ge=1, **at_most(4096)
@@ -246,6 +267,22 @@ class Stage1Config(TypedConfig):
         if self.model.text_tuned_layers is not None and self.model.text_model == "tiny":
             if self.model.text_tuned_layers > self.model.text_layers:
                 fail("model.text_tuned_layers", f"exceeds text_layers ({self.model.text_layers})")
+        if self.model.text_head_dim > 0 and self.model.text_tuned_layers != 0:
+            fail(
+                "model.text_head_dim",
+                "the graph head sits over the frozen text encoder's user embeddings: set model.text_tuned_layers=0",
+            )
+        if self.model.text_head_dim > 0 and self.losses.gcl_form != "infonce":
+            fail(
+                "model.text_head_dim",
+                "the graph head is trained by the InfoNCE GCL: set losses.gcl_form=infonce",
+            )
+        if self.model.text_tuned_layers == 0 and self.losses.lm_weight > 0:
+            fail(
+                "losses.lm_weight",
+                "text_tuned_layers=0 freezes every text layer, so MLM could train only its own head: set "
+                "losses.lm_weight=0",
+            )
         if self.model.text_model == "pretrained" and not self.model.text_name_or_path:
             fail("model.text_name_or_path", "text_model=pretrained needs a hub name or local folder")
         weights = (

@@ -181,6 +181,12 @@ class PairBatchCollator:
     with probability proportional to ``edge_weight`` (uniformly without it, or when all its edges weigh 0), and
     positives carry weight 1. ``common_neighbours`` adds ``pair_common`` float32 [P, P]: the number of common
     neighbours of positive pair i's first user and positive pair j's second user (P positives, first in B).
+
+    ``text_gcl_users=A > 0`` (the graph head over frozen text) adds a batch of its own for the text GCL, which
+    reads cached per-user embeddings and so needs no posts: ``text_gcl_anchor`` int64 [A'] (A' = min(A, users
+    with an edge), drawn without replacement), ``text_gcl_positive`` int64 [A'] (one neighbour of each, drawn
+    by edge weight as above), both corpus user indices, and with ``common_neighbours`` ``text_gcl_common``
+    float32 [A', A'] (common neighbours of anchor i and positive j).
     """
 
     def __init__(
@@ -196,6 +202,7 @@ class PairBatchCollator:
         edge_weight: np.ndarray | None = None,
         positives: str = "edges",
         common_neighbours: bool = False,
+        text_gcl_users: int = 0,
     ):
         if positives not in ("edges", "neighbours"):
             raise ValueError(f"positives must be 'edges' or 'neighbours', got {positives!r}")
@@ -220,7 +227,9 @@ class PairBatchCollator:
         self.mask_token_id = tok.mask_token_id
         self.positives = positives
         self.common_neighbours = common_neighbours
-        if positives == "neighbours" or common_neighbours:
+        self.text_gcl_users = text_gcl_users
+        self._text_gcl_rng: torch.Generator | None = None
+        if positives == "neighbours" or common_neighbours or text_gcl_users > 0:
             self._build_neighbours()
 
     def _build_neighbours(self) -> None:
@@ -246,7 +255,9 @@ class PairBatchCollator:
         """Items of one epoch: corpus edges, or anchor users (users with an edge) for ``positives="neighbours"``."""
         return len(self.anchors) if self.positives == "neighbours" else len(self.edges)
 
-    def sample_neighbours(self, users: torch.Tensor) -> torch.Tensor:
+    def sample_neighbours(
+        self, users: torch.Tensor, generator: torch.Generator | None = None
+    ) -> torch.Tensor:
         """One neighbour per user (int64 [n]), drawn with probability proportional to the edge weight
         (uniformly when the user's edges weigh 0 in total). Every user must have an edge."""
         start, end = self.nbr_offsets[users], self.nbr_offsets[users + 1]
@@ -254,9 +265,9 @@ class PairBatchCollator:
             start > 0, self.nbr_cum[(start - 1).clamp(min=0)], torch.zeros(len(users)).double()
         )
         total = self.nbr_cum[end - 1] - before
-        draw = before + torch.rand(len(users), dtype=torch.float64) * total
+        draw = before + torch.rand(len(users), dtype=torch.float64, generator=generator) * total
         pick = torch.searchsorted(self.nbr_cum, draw, right=True)
-        uniform = start + (torch.rand(len(users)) * (end - start)).long()
+        uniform = start + (torch.rand(len(users), generator=generator) * (end - start)).long()
         pick = torch.where(total > 0, pick, uniform)
         return self.nbr[torch.minimum(torch.maximum(pick, start), end - 1)]
 
@@ -283,6 +294,24 @@ class PairBatchCollator:
         pos_weight = torch.ones(len(pos)) if self.edge_weight is None else self.edge_weight[edge_ids]
         weight = torch.cat([pos_weight, torch.ones(len(neg_u))])
         return torch.cat([pos_u, neg_u]), torch.cat([pos_v, neg_v]), label, weight
+
+    def common_counts(self, first: torch.Tensor, second: torch.Tensor) -> torch.Tensor:
+        """float32 [len(first), len(second)]: common neighbours of ``first[i]`` and ``second[j]``."""
+        a, b = first.numpy(), second.numpy()
+        return torch.from_numpy((self.adjacency[a] @ self.adjacency[b].T).toarray().astype(np.float32))
+
+    def sample_text_gcl(self) -> dict[str, torch.Tensor]:
+        """The text GCL's own batch (see the class docstring), drawn from a random stream of its own (seeded from
+        the run's seed on first use): the post batches are then the very ones the no-GCL baseline draws."""
+        if self._text_gcl_rng is None:
+            self._text_gcl_rng = torch.Generator().manual_seed(torch.initial_seed() + 7919)
+        count = min(self.text_gcl_users, len(self.anchors))
+        anchor = self.anchors[torch.randperm(len(self.anchors), generator=self._text_gcl_rng)[:count]]
+        positive = self.sample_neighbours(anchor, self._text_gcl_rng)
+        out = {"text_gcl_anchor": anchor, "text_gcl_positive": positive}
+        if self.common_neighbours:
+            out["text_gcl_common"] = self.common_counts(anchor, positive)
+        return out
 
     def sample_posts(self, users: torch.Tensor) -> tuple[np.ndarray, np.ndarray]:
         """(post index [P], batch-user index [P]): up to ``posts_per_user`` random posts of each user."""
@@ -315,10 +344,7 @@ class PairBatchCollator:
         common = None
         if self.common_neighbours:
             positive = label > 0
-            first, second = users[pair_u[positive]].numpy(), users[pair_v[positive]].numpy()
-            common = torch.from_numpy(
-                (self.adjacency[first] @ self.adjacency[second].T).toarray().astype(np.float32)
-            )
+            common = self.common_counts(users[pair_u[positive]], users[pair_v[positive]])
         post_idx, post_user = self.sample_posts(users)
         has_text = self.has_text[post_idx]
         has_image = self.has_image[post_idx]
@@ -344,6 +370,8 @@ class PairBatchCollator:
         }
         if common is not None:
             batch["pair_common"] = common
+        if self.text_gcl_users > 0:
+            batch.update(self.sample_text_gcl())
         if self.mlm:
             maskable = maskable_positions(input_ids, attention_mask, self.special_ids)
             batch["mlm_input_ids"], batch["mlm_labels"] = mask_tokens(

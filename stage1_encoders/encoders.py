@@ -7,6 +7,8 @@ come from ``TextEncoder.mlm_logits``; the losses live in ``stage1_encoders.losse
 
 from __future__ import annotations
 
+import fcntl
+import hashlib
 import logging
 import time
 from collections.abc import Iterator
@@ -21,7 +23,9 @@ from torch import nn
 from transformers import AutoConfig, AutoModelForMaskedLM, BertConfig, BertForMaskedLM, PreTrainedModel
 from transformers import logging as hf_logging
 
+from cache.atomic import atomic_file
 from stage1_encoders.config import ModelConfig, TextPooling
+from stage1_encoders.pooling import mean_by_user
 
 log = logging.getLogger(__name__)
 
@@ -111,24 +115,58 @@ class TextEncoder(nn.Module):
     hidden states over the non-padding tokens (how sentence-transformers models such as all-MiniLM-L6-v2 were
     trained). ``tuned_layers=k`` freezes the embeddings and all but the top k transformer layers (they stay in
     eval mode, so no dropout there); then ``use_cached_lower_states`` lets ``forward`` start from the frozen
-    layers' hidden states of the clean captions, computed once (``LowerStates``).
+    layers' hidden states of the clean captions, computed once (``LowerStates``). ``tuned_layers=0`` freezes
+    every layer: the cache then holds the final hidden states, and only the graph head below trains.
+
+    ``head_dim=d > 0`` (with ``tuned_layers=0``) adds the **graph head**, a trainable MLP (LayerNorm, Linear, GELU,
+    Linear to ``d``) over a user's text embedding m_u (the mean of its captions' pooled states): the user's R^T
+    becomes ``[m_u || head(m_u)]`` (``user_dim = hidden + d``; ``finish_users``). The pretrained embedding is kept
+    whole and the head learns what the graph-contrastive loss adds to it; ``dim``, the width of one caption's
+    embedding (what ITA reads), stays ``hidden``. A fresh module: the optimiser gives it the loss heads' learning
+    rate (``fresh_modules``).
 
     Args:
         mlm_model: an ``AutoModelForMaskedLM`` instance (BERT-like: first token is [CLS]).
-        pooling: "cls" or "mean". tuned_layers: None (train every layer) or k >= 1.
+        pooling: "cls" or "mean". tuned_layers: None (train every layer) or k >= 0.
+        head_dim: width of the graph head's output (0 = no head). head_hidden: its hidden width.
 
     Shapes:
         input_ids, attention_mask [B, L], posts int64 [B] (corpus post indices, optional) -> [B, dim]
     """
 
     def __init__(
-        self, mlm_model: PreTrainedModel, pooling: TextPooling = "cls", tuned_layers: int | None = None
+        self,
+        mlm_model: PreTrainedModel,
+        pooling: TextPooling = "cls",
+        tuned_layers: int | None = None,
+        head_dim: int = 0,
+        head_hidden: int = 256,
     ):
         super().__init__()
         if pooling not in ("cls", "mean"):
             raise ValueError(f"text pooling must be 'cls' or 'mean', got {pooling!r}")
+        if head_dim < 0:
+            raise ValueError(f"head_dim must be >= 0, got {head_dim}")
+        if head_dim > 0 and tuned_layers != 0:
+            raise ValueError("the graph head (head_dim > 0) needs every layer frozen (tuned_layers=0)")
         self.mlm_model = mlm_model
-        self.dim = int(mlm_model.config.hidden_size)
+        hidden = int(mlm_model.config.hidden_size)
+        # drawn from a stream of its own (seeded from the run's seed): building the head leaves the global random
+        # stream where it was, so everything else draws what it would draw without the head
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(torch.initial_seed() + _HEAD_SEED_OFFSET)
+            self.head = (
+                nn.Sequential(
+                    nn.LayerNorm(hidden),
+                    nn.Linear(hidden, head_hidden),
+                    nn.GELU(),
+                    nn.Linear(head_hidden, head_dim),
+                )
+                if head_dim > 0
+                else None
+            )
+        self.dim = hidden
+        self.user_dim = hidden + head_dim
         self.pooling = pooling
         # The head is everything but the base model; with a single head module (BERT's ``cls``, RoBERTa's
         # ``lm_head``) logits are computed only at labelled positions, which saves most of the vocab matmul.
@@ -140,8 +178,8 @@ class TextEncoder(nn.Module):
         self._lower_states: LowerStates | None = None
         if tuned_layers is not None:
             layers = self._layers()
-            if not 1 <= tuned_layers <= len(layers):
-                raise ValueError(f"tuned_layers={tuned_layers} is outside [1, {len(layers)}]")
+            if not 0 <= tuned_layers <= len(layers):
+                raise ValueError(f"tuned_layers={tuned_layers} is outside [0, {len(layers)}]")
             self.num_frozen = len(layers) - tuned_layers
             for module in self.frozen_modules():
                 module.requires_grad_(False)
@@ -160,6 +198,10 @@ class TextEncoder(nn.Module):
                 "needs that layout"
             )
         return layers
+
+    def fresh_modules(self) -> list[nn.Module]:
+        """Modules that start from random weights whatever the encoder's weights (the graph head), or []."""
+        return [] if self.head is None else [self.head]
 
     def frozen_modules(self) -> list[nn.Module]:
         """The embeddings and the lower ``num_frozen`` layers when ``tuned_layers`` is set, else []."""
@@ -180,6 +222,21 @@ class TextEncoder(nn.Module):
         mask = attention_mask.unsqueeze(-1).to(hidden.dtype)
         return (hidden * mask).sum(1) / mask.sum(1).clamp(min=1.0)
 
+    def finish_users(self, user_emb: torch.Tensor, has_text: torch.Tensor) -> torch.Tensor:
+        """Users' R^T from their mean caption embeddings ``[U, dim]``: ``[m || head(m)]`` ``[U, user_dim]`` with
+        the graph head (users without text, ``has_text`` False, keep a zero row), else ``m`` itself."""
+        if self.head is None:
+            return user_emb
+        out = torch.cat([user_emb, self.head(user_emb)], dim=-1)
+        return out * has_text.unsqueeze(-1).to(out.dtype)
+
+    def user_means(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """Every user's mean caption embedding ``[U, dim]`` and has-text mask ``[U]``, from the cached states
+        (``use_cached_lower_states``; every layer frozen): constant while training, so computed once."""
+        if self._lower_states is None or self.num_frozen != len(self._layers()):
+            raise ValueError("user_means needs every text layer frozen and use_cached_lower_states")
+        return self._lower_states.user_means(self.pooling)
+
     @torch.no_grad()
     def lower_hidden(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
         """Hidden states [B, L, H] after the embeddings and the ``num_frozen`` frozen layers (no gradients)."""
@@ -198,12 +255,15 @@ class TextEncoder(nn.Module):
             hidden = out[0] if isinstance(out, tuple) else out
         return hidden
 
-    def use_cached_lower_states(self, prep, batch_size: int = 256) -> None:
+    def use_cached_lower_states(
+        self, prep, batch_size: int = 256, store_dir: str | Path | None = None
+    ) -> None:
         """Start ``forward(..., posts=...)`` from the frozen layers' states of ``prep``'s clean captions, computed
-        on first use (``LowerStates.compute``); needs ``tuned_layers``."""
+        on first use (``LowerStates.compute``), and kept in ``store_dir`` when given (shared by processes);
+        needs ``tuned_layers``."""
         if self.tuned_layers is None:
             raise ValueError("cached lower states need tuned_layers (the lower layers must be frozen)")
-        self._lower_states = LowerStates(self, prep, batch_size)
+        self._lower_states = LowerStates(self, prep, batch_size, store_dir)
 
     def forward(
         self, input_ids: torch.Tensor, attention_mask: torch.Tensor, posts: torch.Tensor | None = None
@@ -234,6 +294,8 @@ class TextEncoder(nn.Module):
         return self.pool(out.hidden_states[-1], attention_mask), out.logits[selected], labels[selected]
 
 
+_HEAD_SEED_OFFSET = 7919  # the graph head's init stream: the run's seed + this
+
 # One corpus's lower states per process, so the rounds and seeds of a bridge run compute them once.
 _LOWER_STATES_MEMO: dict[tuple, tuple[torch.Tensor, torch.Tensor]] = {}
 
@@ -249,10 +311,14 @@ class LowerStates:
         gather(posts int64 [B], attention_mask [B, L]) -> [B, L, H] (zero rows at padding)
     """
 
-    def __init__(self, encoder: TextEncoder, prep, batch_size: int = 256):
+    def __init__(
+        self, encoder: TextEncoder, prep, batch_size: int = 256, store_dir: str | Path | None = None
+    ):
         self.encoder, self.prep, self.batch_size = encoder, prep, batch_size
+        self.store_dir = store_dir
         self.states: torch.Tensor | None = None
         self.offsets: torch.Tensor | None = None
+        self._user_means: tuple[torch.Tensor, torch.Tensor] | None = None
 
     def key(self) -> tuple:
         digest = tuple(
@@ -272,34 +338,88 @@ class LowerStates:
         key = self.key()
         if key not in _LOWER_STATES_MEMO:
             _LOWER_STATES_MEMO.clear()  # one corpus at a time
-            started = time.perf_counter()
-            _LOWER_STATES_MEMO[key] = self._run()
-            log.info(
-                "stage 1: hidden states of the %d frozen text layers computed for every caption in %.1f s "
-                "(reused by later rounds and seeds in this process)",
-                self.encoder.num_frozen,
-                time.perf_counter() - started,
-            )
+            _LOWER_STATES_MEMO[key] = self._load_or_run(key)
         self.states, self.offsets = _LOWER_STATES_MEMO[key]
+
+    def _load_or_run(self, key: tuple) -> tuple[torch.Tensor, torch.Tensor]:
+        """The states from ``store_dir`` when an earlier process stored them for this key, else computed (and
+        stored there). A lock file makes concurrent processes compute them once: the others wait and load."""
+        if self.store_dir is None:
+            return self._timed_run()
+        digest = hashlib.sha256(repr(key).encode()).hexdigest()[:20]
+        path = Path(self.store_dir) / f"text_states-{digest}.pt"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with open(path.with_suffix(".lock"), "a") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            try:
+                if path.exists():
+                    try:
+                        stored = torch.load(path, map_location="cpu", weights_only=True)
+                        return stored["states"], stored["offsets"]
+                    except Exception as err:  # a damaged file: compute again and replace it
+                        log.warning(
+                            "stage 1: cannot read %s (%s); computing the text states again", path, err
+                        )
+                states, offsets = self._timed_run()
+                with atomic_file(path, states.numel() * 4 + offsets.numel() * 8 + (1 << 16)) as tmp:
+                    torch.save({"states": states, "offsets": offsets}, tmp)
+                return states, offsets
+            finally:
+                fcntl.flock(lock, fcntl.LOCK_UN)
+
+    def _timed_run(self) -> tuple[torch.Tensor, torch.Tensor]:
+        started = time.perf_counter()
+        out = self._run()
+        log.info(
+            "stage 1: hidden states of the %d frozen text layers computed for every caption in %.1f s "
+            "(reused by later rounds and seeds)",
+            self.encoder.num_frozen,
+            time.perf_counter() - started,
+        )
+        return out
 
     def _run(self) -> tuple[torch.Tensor, torch.Tensor]:
         corpus = self.prep.corpus
-        has_text = np.asarray(corpus.post_has_text)
-        text_posts = np.flatnonzero(has_text)
+        text_posts = np.flatnonzero(np.asarray(corpus.post_has_text))
+        # batches of captions of similar length (by characters): little padding, so little wasted attention
+        text_posts = text_posts[np.argsort([len(corpus.post_text[p]) for p in text_posts], kind="stable")]
         lengths = torch.zeros(corpus.num_posts, dtype=torch.long)
-        rows = []
+        per_post: dict[int, torch.Tensor] = {}
         device = next(self.encoder.parameters()).device
         for start in range(0, len(text_posts), self.batch_size):
             posts = text_posts[start : start + self.batch_size]
             input_ids, attention_mask = self.prep.texts(posts)
-            hidden = self.encoder.lower_hidden(input_ids.to(device), attention_mask.to(device))
+            hidden = self.encoder.lower_hidden(input_ids.to(device), attention_mask.to(device)).float().cpu()
             mask = attention_mask.bool()
-            rows.append(hidden[mask.to(device)].float().cpu())  # row-major: each post's tokens in order
+            for row, post in enumerate(posts.tolist()):
+                per_post[post] = hidden[row, mask[row]]
             lengths[torch.from_numpy(posts)] = mask.sum(1)
         offsets = torch.zeros(corpus.num_posts + 1, dtype=torch.long)
         offsets[1:] = torch.cumsum(lengths, 0)
+        rows = [per_post[p] for p in sorted(per_post)]  # row-major in post order: each post's tokens in order
         states = torch.cat(rows) if rows else torch.zeros(0, self.encoder.dim)
         return states, offsets
+
+    def user_means(self, pooling: TextPooling) -> tuple[torch.Tensor, torch.Tensor]:
+        """With every layer frozen (the states are the final ones): each user's mean over its captions of the
+        pooled caption state ``[U, H]`` and whether it has one ``[U]`` (computed on first use)."""
+        if self._user_means is None:
+            if self.states is None:
+                self.compute()
+            corpus = self.prep.corpus
+            lengths = self.offsets[1:] - self.offsets[:-1]
+            posts = torch.nonzero(lengths > 0).squeeze(1)
+            if pooling == "cls":
+                pooled = self.states[self.offsets[posts]]
+            else:
+                owner = torch.repeat_interleave(torch.arange(len(lengths)), lengths)
+                sums = self.states.new_zeros(len(lengths), self.states.shape[1]).index_add(
+                    0, owner, self.states
+                )
+                pooled = sums[posts] / lengths[posts].unsqueeze(1).to(sums.dtype)
+            post_user = torch.as_tensor(np.asarray(corpus.post_user), dtype=torch.long)[posts]
+            self._user_means = mean_by_user(pooled, post_user, corpus.num_users)
+        return self._user_means
 
     def gather(self, posts: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
         if self.states is None:
@@ -382,4 +502,10 @@ def build_text_encoder(cfg: ModelConfig, tokenizer, load_weights: bool = True) -
 
 
 def _wrap(model: PreTrainedModel, cfg: ModelConfig) -> TextEncoder:
-    return TextEncoder(model, pooling=cfg.text_pooling, tuned_layers=cfg.text_tuned_layers)
+    return TextEncoder(
+        model,
+        pooling=cfg.text_pooling,
+        tuned_layers=cfg.text_tuned_layers,
+        head_dim=cfg.text_head_dim,
+        head_hidden=cfg.text_head_hidden,
+    )

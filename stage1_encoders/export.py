@@ -143,8 +143,11 @@ def merge_post_embeddings(parts: list[PostEmbeddings]) -> PostEmbeddings:
     )
 
 
-def pool_users(posts: PostEmbeddings, corpus: Corpus) -> EncoderEmbeddings:
-    """Mean over each user's posts per modality; users lacking it get a zero row and mask False."""
+def pool_users(
+    posts: PostEmbeddings, corpus: Corpus, text_encoder: TextEncoder | None = None
+) -> EncoderEmbeddings:
+    """Mean over each user's posts per modality; users lacking it get a zero row and mask False. With
+    ``text_encoder``, the text means pass through its ``finish_users`` (the graph head, when it has one)."""
     post_user = torch.from_numpy(np.asarray(corpus.post_user))
     image_emb, image_mask = mean_by_user(
         torch.from_numpy(posts.image_emb), post_user[torch.from_numpy(posts.image_post)], corpus.num_users
@@ -152,6 +155,10 @@ def pool_users(posts: PostEmbeddings, corpus: Corpus) -> EncoderEmbeddings:
     text_emb, text_mask = mean_by_user(
         torch.from_numpy(posts.text_emb), post_user[torch.from_numpy(posts.text_post)], corpus.num_users
     )
+    if text_encoder is not None:
+        with torch.no_grad():
+            device = next(text_encoder.parameters()).device
+            text_emb = text_encoder.finish_users(text_emb.to(device), text_mask.to(device)).float().cpu()
     return EncoderEmbeddings(
         user_image_emb=image_emb.numpy().astype(np.float32),
         user_text_emb=text_emb.numpy().astype(np.float32),
@@ -210,4 +217,4 @@ def export_user_embeddings(
     if distributed:
         parts = [None] * world_size
         torch.distributed.all_gather_object(parts, shard)
-    return pool_users(merge_post_embeddings(parts), prep.corpus)
+    return pool_users(merge_post_embeddings(parts), prep.corpus, text_encoder)

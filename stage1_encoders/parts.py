@@ -40,7 +40,12 @@ def build_parts(
     lc, oc = cfg.losses, cfg.optim
     # InfoNCE batches are anchor users with sampled neighbours; without a GCL term (the no-alignment baseline)
     # the batches stay edges + uniform negatives, so that baseline does not depend on gcl_form
-    infonce = lc.gcl_form == "infonce" and (lc.gcl_image_weight > 0 or lc.gcl_text_weight > 0)
+    # the graph head's text GCL has batches of its own: the post batches then carry InfoNCE's anchors and
+    # neighbours only for the image GCL, and are otherwise the no-GCL batches (edges and uniform negatives)
+    graph_head = cfg.model.text_head_dim > 0 and lc.gcl_text_weight > 0
+    infonce = lc.gcl_form == "infonce" and (
+        lc.gcl_image_weight > 0 or (lc.gcl_text_weight > 0 and not graph_head)
+    )
     system = Stage1System(
         image_encoder,
         text_encoder,
@@ -82,12 +87,13 @@ def build_parts(
         mlm_probability=lc.mlm_probability,
         edge_weight=edge_weight,
         positives="neighbours" if infonce else "edges",
-        common_neighbours=infonce and lc.gcl_soft_targets > 0,
+        common_neighbours=(infonce or graph_head) and lc.gcl_soft_targets > 0,
+        text_gcl_users=cfg.data.text_gcl_users if graph_head else 0,
     )
     if (
         cfg.model.text_tuned_layers is not None
     ):  # frozen lower layers: their states once, for training and export
-        text_encoder.use_cached_lower_states(prep, cfg.data.export_batch_size)
+        text_encoder.use_cached_lower_states(prep, cfg.data.export_batch_size, cfg.data.text_states_dir)
     datamodule = Stage1DataModule(
         collator, collator.num_items, cfg.data.pairs_per_batch, cfg.data.num_workers
     )

@@ -100,7 +100,17 @@ class Stage1System(L.LightningModule):
             return GraphContrastiveLoss(name)
 
         self.gcl_image_head = gcl_head(image_encoder.dim) if gcl_image_weight > 0 else None
-        self.gcl_text_head = gcl_head(text_encoder.dim) if gcl_text_weight > 0 else None
+        # with the graph head, the text GCL contrasts the head's output over the users' frozen embeddings
+        text_gcl_dim = (
+            text_encoder.user_dim - text_encoder.dim if text_encoder.head is not None else text_encoder.dim
+        )
+        if text_encoder.head is not None and gcl_text_weight > 0:
+            # as the graph head: a stream of its own, so the rest draws as in the no-GCL baseline
+            with torch.random.fork_rng(devices=[]):
+                torch.manual_seed(torch.initial_seed() + 1)
+                self.gcl_text_head = gcl_head(text_gcl_dim)
+        else:
+            self.gcl_text_head = gcl_head(text_gcl_dim) if gcl_text_weight > 0 else None
         self.mlm_loss = MLMLoss(label_smoothing) if lm_weight > 0 else None
         self.ita_loss = ITALoss() if ita_weight > 0 else None
         self.gcl_image_loss = gcl_loss("image") if gcl_image_weight > 0 else None
@@ -151,9 +161,30 @@ class Stage1System(L.LightningModule):
             losses.update(self.ita_loss(*features))
         if self.gcl_image_loss is not None and image_emb is not None:
             losses.update(self._gcl("image", image_emb, batch["image_post_user"], num_users, batch))
-        if self.gcl_text_loss is not None and text_emb is not None:
+        if self.gcl_text_loss is not None and self.text_encoder.head is not None:
+            losses.update(self._gcl_graph_head(batch))
+        elif self.gcl_text_loss is not None and text_emb is not None:
             losses.update(self._gcl("text", text_emb, batch["text_post_user"], num_users, batch))
         return losses
+
+    def _gcl_graph_head(self, batch: dict) -> dict[str, torch.Tensor]:
+        """The text GCL with the graph head: InfoNCE over the batch's own anchor users and sampled neighbours
+        (``text_gcl_*``), on the head's output over their cached frozen text embeddings; users without text
+        and the pairs they are in drop out."""
+        means, has_text = self.text_encoder.user_means()
+        anchor, positive = batch["text_gcl_anchor"], batch["text_gcl_positive"]
+        keep = has_text[anchor] & has_text[positive]
+        if int(keep.sum()) < 2:
+            return {}
+        common = batch.get("text_gcl_common")
+        if common is not None:
+            common = common[keep][:, keep]
+        anchor, positive = anchor[keep], positive[keep]
+        users, inverse = torch.unique(torch.cat([anchor, positive]), return_inverse=True)
+        device = self.text_encoder.head[0].weight.device
+        z, logit_scale = self.gcl_text_head(self.text_encoder.head(means[users].to(device)))
+        a, p = inverse[: len(anchor)].to(device), inverse[len(anchor) :].to(device)
+        return self.gcl_text_loss(z[a], z[p], logit_scale, a, p, common)
 
     def _gcl(
         self, modality: str, post_emb: torch.Tensor, post_user: torch.Tensor, num_users: int, batch: dict
@@ -222,6 +253,22 @@ class Stage1System(L.LightningModule):
             if hasattr(head, "clamp_logit_scale"):
                 head.clamp_logit_scale()
 
+    def configure_gradient_clipping(
+        self, optimizer, gradient_clip_val=None, gradient_clip_algorithm=None
+    ) -> None:
+        """Lightning's clipping (of the global norm), except that with the graph head, the head and its GCL
+        projection are clipped apart from everything else: their gradients then never rescale the encoders' step,
+        which stays the no-GCL baseline's."""
+        separate = [m for m in (self.text_encoder.head, self.gcl_text_head) if m is not None]
+        if gradient_clip_val is None or self.text_encoder.head is None:
+            self.clip_gradients(optimizer, gradient_clip_val, gradient_clip_algorithm)
+            return
+        apart = {id(p) for m in separate for p in m.parameters()}
+        rest = [p for p in self.parameters() if id(p) not in apart and p.grad is not None]
+        for params in (rest, [p for m in separate for p in m.parameters() if p.grad is not None]):
+            if params:
+                torch.nn.utils.clip_grad_norm_(params, gradient_clip_val)
+
     def on_load_checkpoint(self, checkpoint: dict) -> None:
         # Lightning loads the state dict strictly right after this hook (trainer.resume)
         checkpoint["state_dict"] = upgrade_legacy_state_dict(checkpoint["state_dict"])
@@ -231,15 +278,19 @@ class Stage1System(L.LightningModule):
         return [m for m in (self.ita_head, self.gcl_image_head, self.gcl_text_head) if m is not None]
 
     def build_optimizer(self, total_steps: int):
-        """AdamW (decay on matrices only; the loss heads at ``lr * head_lr_scale``) and transformers' per-step
+        """AdamW (decay on matrices only; the loss heads and the text encoder's fresh graph head at
+        ``lr * head_lr_scale``) and transformers' per-step
         schedule: linear warm-up from 0 over ``warmup_steps``, then cosine to ``min_lr_ratio`` of the peak at
         ``total_steps``."""
         groups = []
-        for modules, lr in (
-            ((self.image_encoder, self.text_encoder), self.lr),
-            (self.heads(), self.lr * self.head_lr_scale),
+        fresh = [*self.heads(), *self.text_encoder.fresh_modules()]  # new modules: the heads' learning rate
+        fresh_ids = {id(p) for m in fresh for p in m.parameters()}
+        encoders = [p for m in (self.image_encoder, self.text_encoder) for p in m.parameters()]
+        for params, lr in (
+            ([p for p in encoders if id(p) not in fresh_ids], self.lr),
+            ([p for m in fresh for p in m.parameters()], self.lr * self.head_lr_scale),
         ):
-            params = [p for m in modules for p in m.parameters() if p.requires_grad]
+            params = [p for p in params if p.requires_grad]
             decay = [p for p in params if p.ndim >= 2]
             no_decay = [p for p in params if p.ndim < 2]
             groups += [

@@ -5,7 +5,7 @@ three sections, each with its own MMGA row that the others are compared with (``
 
 **Linear probe on frozen embeddings** (MMGA's last round ``mmga_round_<R>``):
 - ``stats_x``: the per-user statistics X alone (the floor);
-- ``image_only`` / ``text_only``: R^I / R^T of the no-alignment encoders (LM + ITA only), last round;
+- ``image_only`` / ``text_only``: R^I / R^T of the no-alignment encoders (no GCL: ITA, and MLM where on), last round;
 - ``graph_only``: R^G of the GNN trained on X alone (no image or text input), last round;
 - ``no_align``: [R^G || R^T || R^I] of the no-alignment variant (uniform aggregation, no feedback), last round;
 - ``frozen``: [R^T || R^I] of the frozen pretrained encoders (``bridge.variants``: nothing trained);

@@ -140,7 +140,10 @@ SECTION_NOTES = {
     "embeddings come from the cache): `mmga_finetuned` trains MMGA's last-round GNN (its pre-trained weights and "
     "gate) plus a linear head, `scratch_finetuned` the same network from random weights.",
     "cold_start": "The test users' edges are removed; the trained GNN embeds every user on that graph, so a test "
-    "user's R^G comes from its own inputs only (the inductive path of `bridge.embed`). Heads as in the probe.",
+    "user's R^G comes from its own inputs only (the inductive path of `bridge.embed`). Heads as in the probe. "
+    "The encoders were trained on the whole graph, the test users' edges included (training uses no label): this "
+    "measures users whose links are missing when they are embedded, not users never seen in training, for which a "
+    "graph-trained encoder could only be better through what it learnt from other users.",
 }
 
 

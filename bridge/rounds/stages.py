@@ -7,11 +7,12 @@ only the bridge sets (corpus, cache and output folders, round, checkpoint to con
 ============  ===========================================  ==========================================
 variant       stage 1                                      stage 2
 ============  ===========================================  ==========================================
-mmga          LM + ITA + GCL; from round 1 on, GCL         gate="mgate", use_modalities=True
-              positives weighted by stage 2's edge
-              weights of round r-1 (edge_weight_round)
-no_align      LM + ITA only (both GCL weights 0), no       gate="uniform" (no alignment), no feedback
-              feedback (edge_weight_round=None)
+mmga          the preset's losses with GCL (by default:    gate="mgate", use_modalities=True
+              ITA + the graph head's text GCL); from
+              round 1 on, GCL positives drawn by stage
+              2's edge weights of round r-1
+no_align      the same without GCL (both GCL weights 0,    gate="uniform" (no alignment), no feedback
+              no graph head), no feedback
 graph_only    (not run)                                    use_modalities=False: the GNN on X alone
 abl_*         MMGA with the fields ``bridge.variants.ABLATIONS`` names changed
 ============  ===========================================  ==========================================
@@ -45,7 +46,16 @@ from stage2_graph.config import Stage2Config
 
 # Fields the bridge sets per variant and round; a user override of one of them is an error.
 BRIDGE_FIELDS = {
-    "stage1": ("corpus", "cache_dir", "round", "out_dir", "init_checkpoint", "edge_weight_round", "seed"),
+    "stage1": (
+        "corpus",
+        "cache_dir",
+        "round",
+        "out_dir",
+        "init_checkpoint",
+        "edge_weight_round",
+        "seed",
+        "data.text_states_dir",
+    ),
     "stage2": (
         "corpus",
         "cache_dir",
@@ -98,8 +108,18 @@ class StageRun:
         return self.key.round
 
 
+def _dotted_keys(tree: dict[str, Any], prefix: str = "") -> set[str]:
+    """Every key of a nested override dict and of its sections, dotted (``{"data": {"a": 1}}``: data, data.a)."""
+    keys = set()
+    for name, value in tree.items():
+        keys.add(prefix + name)
+        if isinstance(value, dict):
+            keys |= _dotted_keys(value, f"{prefix}{name}.")
+    return keys
+
+
 def _check_overrides(stage: str, overrides: dict[str, Any]) -> None:
-    taken = sorted(set(overrides) & set(BRIDGE_FIELDS[stage]))
+    taken = sorted(_dotted_keys(overrides) & set(BRIDGE_FIELDS[stage]))
     if taken:
         raise ConfigError(
             "bridge config",
@@ -201,10 +221,12 @@ class StageTemplates:
             "init_checkpoint": Path(init_checkpoint) if init_checkpoint is not None else None,
             "seed": stage_seed(key),
         }
+        template = self.template(key.variant, key.stage)
         if key.stage == "stage1":
             feedback = get_variant(key.variant).feedback and key.round > 0
             per_run["edge_weight_round"] = key.round - 1 if feedback else None
-        return dataclasses.replace(self.template(key.variant, key.stage), **per_run)
+            per_run["data"] = dataclasses.replace(template.data, text_states_dir=paths.text_states_dir)
+        return dataclasses.replace(template, **per_run)
 
 
 def stage_seed(key: StageKey) -> int:

@@ -9,6 +9,7 @@ Layout of a run folder (``RunPaths(run_dir)``)::
         <variant>/cache/round_<r>/...  stage 1 and stage 2 HDF5 outputs (layout owned by ``cache``)
         <variant>/round_<r>/stage1/    stage 1 checkpoints and logs of round r
         <variant>/round_<r>/stage2/    stage 2 checkpoints and logs of round r
+      text_states/                     the frozen text encoder's caption states, computed once per run (stage 1)
       report/                          report.md, metrics.json, plots
         tracking/                      the evaluation metrics in the stages' trackers (trainer.loggers)
 
@@ -57,6 +58,12 @@ class RunPaths:
     def generated_corpus(self) -> Path:
         """Where the embedded synthetic corpus is generated when the user gives no ``--corpus``."""
         return self.run_dir / "corpus"
+
+    @property
+    def text_states_dir(self) -> Path:
+        """Where stage 1 keeps the frozen text layers' states of every caption (``data.text_states_dir``): computed
+        by the first stage-1 run that needs them, loaded by every later one, whatever its seed or process."""
+        return self.run_dir / "text_states"
 
     @property
     def report_dir(self) -> Path:

@@ -3,9 +3,13 @@ embed and reliability tests."""
 
 from bridge.evaluation.config import EvalConfig
 
+# The default preset's structure (every text layer frozen, a graph head, InfoNCE) on a tiny random BERT.
 TINY_STAGE1 = {
     "model": {
         "image_model": "mmga-vit-tiny",
+        "text_model": "tiny",
+        "text_head_dim": 8,
+        "text_head_hidden": 16,
         "text_hidden_size": 32,
         "text_layers": 1,
         "text_heads": 2,
@@ -14,7 +18,7 @@ TINY_STAGE1 = {
         "max_text_length": 12,
     },
     "losses": {"ita_dim": 16, "gcl_hidden_dim": 16},
-    "data": {"pairs_per_batch": 8, "export_batch_size": 128},
+    "data": {"pairs_per_batch": 8, "export_batch_size": 128, "text_gcl_users": 16},
     "optim": {"warmup_steps": 1},
     "trainer": {"max_steps": 2, "enable_progress_bar": False},
 }

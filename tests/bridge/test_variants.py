@@ -3,6 +3,7 @@ override fails before any work; the report rows and the edge diagnostic's label 
 
 from __future__ import annotations
 
+import dataclasses
 import shutil
 import time
 from pathlib import Path
@@ -159,6 +160,15 @@ def test_the_frozen_variant_runs_round_0_of_the_first_seed_only():
         stages.check_stage_configs(BridgeConfig(frozen={"seed": 3}))
 
 
+def test_every_stage1_run_shares_the_runs_text_states_folder(tmp_path):
+    for seed, variant, round_idx in ((0, "mmga", 0), (3, "no_align", 2), (1, "frozen", 0)):
+        paths = RunPaths(tmp_path).for_seed(seed)
+        cfg = resolve_stage("stage1", BridgeConfig(), paths, tmp_path / "c", variant, round_idx)
+        assert cfg.data.text_states_dir == tmp_path / "text_states" == RunPaths(tmp_path).text_states_dir
+    with pytest.raises(ConfigError, match="stage1.data.text_states_dir"):
+        stages.check_stage_configs(BridgeConfig(stage1={"data": {"text_states_dir": "/elsewhere"}}))
+
+
 def test_cold_edges_drop_every_edge_that_touches_a_test_user():
     edges = np.array([[0, 1], [1, 2], [2, 3], [3, 0], [1, 3]])
     splits = np.array([0, 1, 2, 0])
@@ -216,6 +226,16 @@ def test_presets_are_files_and_an_unknown_one_is_named(tmp_path):
     real = resolve_stage("stage1", BridgeConfig(preset="real"), paths, tmp_path, "mmga", 0, None)
     assert real.model.text_model == "minilm" and real.optim.lr == 5e-5
     default = resolve_stage("stage1", BridgeConfig(), paths, tmp_path, "mmga", 0, None)
-    assert default.model.text_model == "tiny" and default.trainer.max_steps == 150
-    with pytest.raises(ConfigError, match="unknown preset 'huge'; the presets are default, pretrained, real"):
+    assert (default.model.text_model, default.model.text_tuned_layers) == ("minilm", 0)
+    assert default.model.text_head_dim > 0 and default.losses.gcl_form == "infonce"
+    assert default.trainer.max_steps == 150
+    # no_align: the same encoders without the graph-contrastive terms (its graph head is then never built)
+    no_align = resolve_stage("stage1", BridgeConfig(), paths, tmp_path, "no_align", 0, None)
+    assert no_align.losses.gcl_text_weight == 0 and no_align.model.text_head_dim == 0
+    assert dataclasses.replace(no_align.model, text_head_dim=default.model.text_head_dim) == default.model
+    tiny = resolve_stage("stage1", BridgeConfig(preset="tiny"), paths, tmp_path, "mmga", 0, None)
+    assert tiny.model.text_model == "tiny" and tiny.losses.lm_weight == 1.0
+    with pytest.raises(
+        ConfigError, match="unknown preset 'huge'; the presets are default, pretrained, real, tiny"
+    ):
         resolve_stage("stage1", BridgeConfig(preset="huge"), paths, tmp_path, "mmga", 0, None)

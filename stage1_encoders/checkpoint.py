@@ -9,6 +9,7 @@ from pathlib import Path
 import torch
 
 from stage1_encoders.config import ConfigError, Stage1Config
+from stage1_encoders.encoders import restore_frozen_text
 from stage1_encoders.system import HEAD_NAMES, Stage1System, upgrade_legacy_state_dict
 
 log = logging.getLogger(__name__)
@@ -57,7 +58,9 @@ def load_weights(system: Stage1System, payload: dict, path: Path) -> None:
     """Load the checkpoint's weights strictly. A head is taken whole or not at all: one for a loss switched off
     now is dropped, and one for a loss that was off in the previous round starts fresh. Checkpoints from before
     the heads moved out of the losses are renamed on the way in."""
-    state = upgrade_legacy_state_dict(payload["state_dict"])
+    state = restore_frozen_text(
+        system.text_encoder, upgrade_legacy_state_dict(payload["state_dict"]), payload, path
+    )
     encoder_missing = [
         k for k in system.state_dict() if k.startswith(("image_encoder.", "text_encoder.")) and k not in state
     ]

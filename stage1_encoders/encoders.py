@@ -24,7 +24,7 @@ from transformers import AutoConfig, AutoModelForMaskedLM, BertConfig, BertForMa
 from transformers import logging as hf_logging
 
 from cache.atomic import atomic_file
-from stage1_encoders.config import ModelConfig, TextPooling
+from stage1_encoders.config import ConfigError, ModelConfig, TextPooling
 from stage1_encoders.pooling import mean_by_user
 
 log = logging.getLogger(__name__)
@@ -168,6 +168,9 @@ class TextEncoder(nn.Module):
         self.dim = hidden
         self.user_dim = hidden + head_dim
         self.pooling = pooling
+        self.source: str | None = (
+            None  # the pretrained weights' hub name or folder (build_text_encoder sets it)
+        )
         # The head is everything but the base model; with a single head module (BERT's ``cls``, RoBERTa's
         # ``lm_head``) logits are computed only at labelled positions, which saves most of the vocab matmul.
         prefix = mlm_model.base_model_prefix
@@ -198,6 +201,23 @@ class TextEncoder(nn.Module):
                 "needs that layout"
             )
         return layers
+
+    def frozen_digest(self) -> str:
+        """A digest of the frozen modules' weights (rounded sums per tensor): equal for the same weights loaded the
+        same way, different when the source's weights changed."""
+        sums = tuple(
+            round(float(p.detach().double().sum()), 6) for m in self.frozen_modules() for p in m.parameters()
+        )
+        return hashlib.sha256(repr(sums).encode()).hexdigest()[:20]
+
+    def reloadable_keys(self) -> list[str]:
+        """State-dict keys (relative to this encoder) of the frozen modules' tensors when the weights come from a
+        pretrained source (``self.source``): a checkpoint need not store them, they are loaded from the source
+        again (``stage1_encoders.checkpoint.restore_frozen_text``). [] otherwise."""
+        if self.source is None or self.tuned_layers is None:
+            return []
+        frozen = {id(t) for m in self.frozen_modules() for t in (*m.parameters(), *m.buffers())}
+        return [k for k, t in self.state_dict(keep_vars=True).items() if id(t) in frozen]
 
     def fresh_modules(self) -> list[nn.Module]:
         """Modules that start from random weights whatever the encoder's weights (the graph head), or []."""
@@ -294,6 +314,38 @@ class TextEncoder(nn.Module):
         return self.pool(out.hidden_states[-1], attention_mask), out.logits[selected], labels[selected]
 
 
+# A checkpoint whose text encoder's frozen pretrained weights were left out (``Stage1System.on_save_checkpoint``)
+# says so under this key: {"source": hub name or folder, "digest": TextEncoder.frozen_digest()}.
+FROZEN_TEXT_KEY = "stage1_frozen_text"
+
+
+def needs_pretrained_text(payload: dict | None) -> bool:
+    """Whether the text encoder for ``payload`` must be built with its pretrained weights (None: no checkpoint,
+    or one that left the frozen weights out)."""
+    return payload is None or FROZEN_TEXT_KEY in payload
+
+
+def restore_frozen_text(
+    text_encoder, state: dict, payload: dict, path: Path, prefix: str = "text_encoder."
+) -> dict:
+    """``state`` with the frozen pretrained weights the checkpoint left out taken from ``text_encoder`` (built from
+    the same source); a ``ConfigError`` when the source's weights are not the ones the checkpoint trained with."""
+    info = payload.get(FROZEN_TEXT_KEY)
+    if info is None:
+        return state
+    if text_encoder.frozen_digest() != info["digest"]:
+        raise ConfigError(
+            str(path),
+            None,
+            "model.text_model",
+            f"the frozen text encoder's weights from {info['source']} are not those this checkpoint was trained "
+            "with (the checkpoint stores only what was trained; its frozen weights come from that source)",
+        )
+    own = text_encoder.state_dict()
+    missing = {prefix + k: own[k] for k in text_encoder.reloadable_keys() if prefix + k not in state}
+    return {**state, **missing}
+
+
 _HEAD_SEED_OFFSET = 7919  # the graph head's init stream: the run's seed + this
 
 # One corpus's lower states per process, so the rounds and seeds of a bridge run compute them once.
@@ -321,17 +373,12 @@ class LowerStates:
         self._user_means: tuple[torch.Tensor, torch.Tensor] | None = None
 
     def key(self) -> tuple:
-        digest = tuple(
-            round(float(p.detach().double().sum()), 6)
-            for m in self.encoder.frozen_modules()
-            for p in m.parameters()
-        )
         corpus = self.prep.corpus
         return (
             getattr(corpus, "fingerprint", id(corpus)),
             self.prep.max_length,
             self.encoder.num_frozen,
-            digest,
+            self.encoder.frozen_digest(),
         )
 
     def compute(self) -> None:
@@ -472,12 +519,15 @@ def build_text_encoder(cfg: ModelConfig, tokenizer, load_weights: bool = True) -
         return _wrap(_tiny_bert(cfg, tokenizer), cfg)
     if not load_weights:
         return _wrap(AutoModelForMaskedLM.from_config(AutoConfig.from_pretrained(source)), cfg)
-    verbosity = hf_logging.get_verbosity()
+    verbosity, bars = hf_logging.get_verbosity(), hf_logging.is_progress_bar_enabled()
     hf_logging.set_verbosity_error()  # the load report is replaced by the message below
+    hf_logging.disable_progress_bar()  # transformers 5 draws a "Loading weights" bar for a local folder
     try:
         model, info = AutoModelForMaskedLM.from_pretrained(source, output_loading_info=True)
     finally:
         hf_logging.set_verbosity(verbosity)
+        if bars:
+            hf_logging.enable_progress_bar()
     prefix = model.base_model_prefix + "."
     missing_head = sorted(k for k in info["missing_keys"] if not k.startswith(prefix))
     missing_base = sorted(k for k in info["missing_keys"] if k.startswith(prefix))
@@ -485,7 +535,7 @@ def build_text_encoder(cfg: ModelConfig, tokenizer, load_weights: bool = True) -
         raise RuntimeError(
             f"text model {source}: encoder weights missing from the checkpoint: {missing_base[:5]}"
         )
-    if missing_head:
+    if missing_head and cfg.text_tuned_layers != 0:  # with every layer frozen, MLM is off: the head is unused
         log.warning(
             "text model %s: the checkpoint has no masked-LM head (%d tensors, e.g. %s); a new head was "
             "initialised and is trained by the LM loss. The encoder weights are pretrained.",
@@ -502,10 +552,12 @@ def build_text_encoder(cfg: ModelConfig, tokenizer, load_weights: bool = True) -
 
 
 def _wrap(model: PreTrainedModel, cfg: ModelConfig) -> TextEncoder:
-    return TextEncoder(
+    encoder = TextEncoder(
         model,
         pooling=cfg.text_pooling,
         tuned_layers=cfg.text_tuned_layers,
         head_dim=cfg.text_head_dim,
         head_hidden=cfg.text_head_hidden,
     )
+    encoder.source = text_source(cfg)
+    return encoder

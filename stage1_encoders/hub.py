@@ -1,7 +1,9 @@
 """Stage 1's trained encoders in their own libraries' formats, beside the checkpoint, so that they load without
 this package (``mmga_common.layout``: ``text_encoder_dir``, ``image_encoder_dir``).
 
-Text (``<out>/checkpoints/text_encoder/``): the masked-LM model and its tokenizer through ``save_pretrained``::
+Text (``<out>/checkpoints/text_encoder/``): the masked-LM model and its tokenizer through ``save_pretrained`` (for a
+frozen pretrained encoder, ``frozen_source.json`` naming it and the graph head's ``graph_head.safetensors``
+instead)::
 
     model = transformers.AutoModel.from_pretrained(folder)          # the encoder; [CLS] state = R^T
     tokenizer = transformers.AutoTokenizer.from_pretrained(folder)
@@ -39,11 +41,27 @@ from stage1_encoders.encoders import (
     register_image_presets,
 )
 
+FROZEN_SOURCE_FILE = "frozen_source.json"
+GRAPH_HEAD_FILE = "graph_head.safetensors"
+
 
 def save_text_encoder(text_encoder: TextEncoder, tokenizer, folder: Path) -> Path:
-    """``text_encoder``'s masked-LM model and ``tokenizer`` to ``folder`` with ``save_pretrained``."""
+    """``text_encoder``'s masked-LM model and ``tokenizer`` to ``folder`` with ``save_pretrained``. A frozen
+    pretrained encoder is its source, unchanged: ``frozen_source.json`` names it (load it from there with
+    ``AutoModel.from_pretrained``) instead of a 90 MB copy per run, and the graph head, when there is one, goes to
+    ``graph_head.safetensors`` (the MLP ``TextEncoder.head``: R^T = [m || head(m)] over the mean-pooled m)."""
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
+    if text_encoder.reloadable_keys() and text_encoder.tuned_layers == 0:
+        info = {"source": text_encoder.source, "pooling": text_encoder.pooling, "frozen": True}
+        if text_encoder.head is not None:
+            info["graph_head"] = GRAPH_HEAD_FILE
+            tensors = {
+                k: v.detach().cpu().clone().contiguous() for k, v in text_encoder.head.state_dict().items()
+            }
+            save_file(tensors, str(folder / GRAPH_HEAD_FILE))
+        (folder / FROZEN_SOURCE_FILE).write_text(json.dumps(info, indent=2) + "\n")
+        return folder
     bars = hf_logging.is_progress_bar_enabled()
     hf_logging.disable_progress_bar()  # transformers 5 draws a "Writing model shards" bar for one small file
     try:

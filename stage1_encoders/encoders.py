@@ -203,10 +203,12 @@ class TextEncoder(nn.Module):
         return layers
 
     def frozen_digest(self) -> str:
-        """A digest of the frozen modules' weights (rounded sums per tensor): equal for the same weights loaded the
-        same way, different when the source's weights changed."""
+        """A digest of the frozen modules' weights (per tensor, the float64 sum on the CPU, rounded): equal for the
+        same weights on any device, different when the source's weights changed."""
         sums = tuple(
-            round(float(p.detach().double().sum()), 6) for m in self.frozen_modules() for p in m.parameters()
+            round(float(p.detach().cpu().double().sum()), 6)
+            for m in self.frozen_modules()
+            for p in m.parameters()
         )
         return hashlib.sha256(repr(sums).encode()).hexdigest()[:20]
 

@@ -5,6 +5,11 @@ the resident memory levels off (issue 23).
 random graph of ``bench_gnn.py`` (nodes = edges / 10) and prints nodes and sampled edges per batch, as a share
 of the graph, and batches per epoch.
 
+``cap``: the case the mini-batch path is for. Each path (one full-batch training step; ``--steps`` neighbour
+mini-batch steps at the first ``--settings``) runs in its own process under an address-space cap
+(``RLIMIT_AS``, ``--cap-mib``), and the table says whether it finished, its time per step, and its peak resident
+set and peak address space (VmHWM, VmPeak); ``--cap-mib 0`` runs both uncapped, to size the cap.
+
 ``memory``: trains ``--steps`` mini-batch steps of the default model (masks, sampling, forward, losses,
 backward, optimizer step; epochs repeat as needed), each arm in its own process, with
 :func:`stage2_graph.minibatch.limit_allocator_caching` (the default) and without it, and prints the resident
@@ -12,12 +17,15 @@ set (VmRSS) along the way and its growth over the second half of the steps.
 
     nice -n 10 python benchmarks/bench_minibatch.py share --edges 1000000
     nice -n 10 python benchmarks/bench_minibatch.py memory --edges 200000 --steps 200
+    nice -n 10 python benchmarks/bench_minibatch.py cap --edges 2000000 --cap-mib 0 --steps 20   # size the cap
+    nice -n 10 python benchmarks/bench_minibatch.py cap --edges 2000000 --cap-mib 6000 --steps 20
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import resource
 import subprocess
 import sys
 import time
@@ -111,6 +119,83 @@ def memory_worker(args) -> dict:
     return {"rss_mib": rss, "seconds": time.perf_counter() - start, "peak_mib": _status_kib("VmHWM") / 1024}
 
 
+def cap_worker(args) -> dict:
+    """One path under the address-space cap (run in a subprocess): finished or the error that stopped it."""
+    if args.cap_mib > 0:
+        limit = args.cap_mib * 1024 * 1024
+        resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
+    torch.set_num_threads(args.threads)
+    start, steps = time.perf_counter(), 0
+    try:
+        inputs = _scaling_inputs(args.edges)
+        system = Stage2System(inputs, ModelConfig(), ObjectiveConfig(), OptimConfig())
+        dataset = MaskingDataset(inputs.num_nodes, system.structure.edge_pairs, seed=0)
+        optimizer = system.configure_optimizers()
+        start = time.perf_counter()
+        if args.path == "full":
+            batches = [dataset[(0, 0)]]
+        else:
+            batch_size, fanouts = parse_setting(args.settings[0])
+            loader = NeighborBatches(system.structure, dataset, fanouts, batch_size)
+            batches = (loader[i] for i in range(min(args.steps, len(loader))))
+        for batch in batches:
+            optimizer.zero_grad()
+            system.compute_losses(batch)["loss"].backward()
+            optimizer.step()
+            steps += 1
+        error = None
+    except (MemoryError, RuntimeError) as err:  # torch reports a failed allocation as RuntimeError
+        error = f"{type(err).__name__}: {str(err).splitlines()[0][:90]}"
+    return {
+        "path": args.path,
+        "finished": error is None,
+        "error": error,
+        "steps": steps,
+        "s_per_step": (time.perf_counter() - start) / max(steps, 1),
+        "peak_rss_mib": _status_kib("VmHWM") / 1024,
+        "peak_vm_mib": _status_kib("VmPeak") / 1024,
+    }
+
+
+def cap(args) -> None:
+    load = " ".join(Path("/proc/loadavg").read_text().split()[:3])
+    limit = f"RLIMIT_AS {args.cap_mib} MiB" if args.cap_mib > 0 else "no cap"
+    print(f"load average before: {load}; {args.edges:,} undirected edges; {limit}")
+    print(f"{'path':>22} {'finished':>9} {'steps':>6} {'s/step':>7} {'peak RSS':>9} {'peak VM':>8}  error")
+    for path in ("full", "neighbor"):
+        command = [sys.executable, __file__, "cap", "--worker", "--path", path, "--edges", str(args.edges)]
+        command += [
+            "--steps",
+            str(args.steps),
+            "--threads",
+            str(args.threads),
+            "--cap-mib",
+            str(args.cap_mib),
+        ]
+        command += ["--settings", args.settings[0]]
+        done = subprocess.run(command, capture_output=True, text=True)
+        lines = done.stdout.strip().splitlines()
+        row = (
+            json.loads(lines[-1])
+            if done.returncode == 0 and lines
+            else {
+                "path": path,
+                "finished": False,
+                "steps": 0,
+                "s_per_step": float("nan"),
+                "peak_rss_mib": float("nan"),
+                "peak_vm_mib": float("nan"),
+                "error": f"exit code {done.returncode}: {done.stderr.strip()[-90:]}",
+            }
+        )
+        name = "full batch" if path == "full" else f"neighbour {args.settings[0]}"
+        print(
+            f"{name:>22} {str(row['finished']):>9} {row['steps']:>6} {row['s_per_step']:>7.2f} "
+            f"{row['peak_rss_mib']:>9.0f} {row['peak_vm_mib']:>8.0f}  {row['error'] or ''}"
+        )
+    print(f"(MiB; load average after: {' '.join(Path('/proc/loadavg').read_text().split()[:3])})")
+
+
 def memory(args) -> None:
     load = " ".join(Path("/proc/loadavg").read_text().split()[:3])
     print(f"load average before: {load}; {args.steps} steps, batch_size:fanouts {args.settings[0]}")
@@ -157,7 +242,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("mode", choices=["share", "memory"])
+    parser.add_argument("mode", choices=["share", "memory", "cap"])
     parser.add_argument("--edges", type=int, default=1_000_000, help="undirected edges (nodes = edges / 10)")
     parser.add_argument(
         "--settings",
@@ -168,11 +253,17 @@ def main() -> None:
     parser.add_argument("--batches", type=int, default=20, help="share: batches sampled per setting")
     parser.add_argument("--steps", type=int, default=200, help="memory: training steps per arm")
     parser.add_argument("--threads", type=int, default=2, help="torch threads (memory)")
+    parser.add_argument("--cap-mib", type=int, default=0, help="cap: address-space limit per path (0 = none)")
+    parser.add_argument("--path", choices=["full", "neighbor"], help=argparse.SUPPRESS)
     parser.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--no-fix", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.mode == "share":
         share(args)
+    elif args.mode == "cap" and args.worker:
+        print(json.dumps(cap_worker(args)))
+    elif args.mode == "cap":
+        cap(args)
     elif args.worker:
         print(json.dumps(memory_worker(args)))
     else:

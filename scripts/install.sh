@@ -42,17 +42,23 @@ PY
 }
 
 build_extensions() {
-    # torch-scatter and torch-sparse build with use_ninja=False, i.e. one compiler at a time per
-    # package. Two things put every core to work: setuptools' build_ext compiles a package's
-    # extensions in parallel when its config says so (DIST_EXTRA_CONFIG, read by setuptools), and the
-    # two packages build at the same time. -g0 drops the debug info that Python's CFLAGS ask for: the
-    # linker strips it anyway (-s), so it only costs compile time.
-    local cache_flag=("$@") wheels cfg pids=() rc=0
+    # Two things put both cores to work: the two packages build at the same time, and within a package either
+    # ninja (torch-sparse uses it when it is on PATH; it compiles an extension's files at once, MAX_JOBS) or
+    # setuptools' parallel build_ext (DIST_EXTRA_CONFIG) compiles several files at once. The second only where
+    # ninja is not used: torch's ninja backend writes one build.ninja per package build folder, so extensions
+    # built in parallel overwrite each other's and the link fails ("cannot find ..._cpu.o"; torch-scatter sets
+    # use_ninja=False, torch-sparse does not). -g0 drops the debug info that Python's CFLAGS ask for: the linker
+    # strips it anyway (-s), so it only costs compile time.
+    local cache_flag=("$@") wheels cfg pids=() rc=0 pkg config
     wheels=$(mktemp -d)
     cfg=$(mktemp)
     printf '[build_ext]\nparallel = %s\n' "$MAX_JOBS" >"$cfg"
     for pkg in torch-scatter==2.1.2 torch-sparse==0.6.18; do
-        DIST_EXTRA_CONFIG=$cfg CFLAGS="${CFLAGS:-} -g0" \
+        config=$cfg
+        if [ "$pkg" = torch-sparse==0.6.18 ] && ninja --version >/dev/null 2>&1; then
+            config=/dev/null
+        fi
+        DIST_EXTRA_CONFIG=$config CFLAGS="${CFLAGS:-} -g0" \
             python -m pip wheel --quiet --no-deps --no-build-isolation "${cache_flag[@]}" -w "$wheels" "$pkg" &
         pids+=($!)
     done

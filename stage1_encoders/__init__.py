@@ -9,11 +9,11 @@ import torch, Lightning and the encoders.
 
 from stage1_encoders.config import ConfigError, Stage1Config
 
-__all__ = ["ConfigError", "Stage1Config", "Stage1Result", "run_stage1"]
+__all__ = ["ConfigError", "Stage1Config", "Stage1Result", "prepare_text_states", "run_stage1"]
 
 
 def __getattr__(name: str):
-    if name in ("Stage1Result", "run_stage1"):
+    if name in ("Stage1Result", "prepare_text_states", "run_stage1"):
         from stage1_encoders import stage
 
         return getattr(stage, name)

@@ -287,6 +287,12 @@ class TextEncoder(nn.Module):
             raise ValueError("cached lower states need tuned_layers (the lower layers must be frozen)")
         self._lower_states = LowerStates(self, prep, batch_size, store_dir)
 
+    def compute_lower_states(self) -> None:
+        """Compute (or load from the store) the cached lower states now rather than on first use."""
+        if self._lower_states is None:
+            raise ValueError("compute_lower_states needs use_cached_lower_states first")
+        self._lower_states.compute()
+
     def forward(
         self, input_ids: torch.Tensor, attention_mask: torch.Tensor, posts: torch.Tensor | None = None
     ) -> torch.Tensor:

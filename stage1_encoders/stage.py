@@ -119,6 +119,23 @@ def run_stage1(cfg: Stage1Config, corpus: Corpus | None = None, *, force: bool =
     )
 
 
+def prepare_text_states(cfg: Stage1Config, corpus: Corpus | None = None, threads: int | None = None) -> bool:
+    """Compute the frozen text layers' caption states of ``cfg`` into ``cfg.data.text_states_dir`` now, with
+    ``threads`` torch threads (default: the config's), so that the stage-1 runs sharing that folder load them
+    instead of computing them (``LowerStates``). Returns whether there was anything to compute: False when
+    ``cfg`` freezes no text layer or names no folder. Nothing is trained or written besides the states file."""
+    if cfg.model.text_tuned_layers is None or cfg.data.text_states_dir is None:
+        return False
+    cfg.validate()
+    with torch_threads(threads or cfg.trainer.num_threads), torch.random.fork_rng(devices=[]):
+        corpus = reuse_or_load(cfg.corpus, corpus)
+        # seeded as run_stage1 seeds: a text model built from a config (no pretrained weights) then has the
+        # very frozen weights the run will have, hence the same states file
+        torch.manual_seed(cfg.seed)
+        build_parts(cfg, corpus).system.text_encoder.compute_lower_states()
+    return True
+
+
 class _Artifacts(Callback):
     """Stores the resolved config and the tokenizer inside every checkpoint, counts posts seen, and gives each
     DDP rank its own sampling stream."""

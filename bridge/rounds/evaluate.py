@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import time
+from concurrent.futures import Future, as_completed
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -14,6 +16,11 @@ from bridge.rounds.context import BridgeRun
 from bridge.runfolder import Manifest, RunPaths
 from bridge.runfolder.caches import read_encoders
 from corpus import Corpus
+
+# What one evaluation of each kind costs, in units of a linear probe (about 1.5 ms per user on this project's
+# 2-core machine): measured on the default run, 5 training seeds, 2026-12-03 (docs/bridge.md, "Time"). The run's
+# time estimate weighs the evaluations by it, and the costliest are started first.
+EVAL_COST = {"probe": 1.0, "sgc": 3.0, "cs": 2.5, "gcn": 7.0, "gatv2": 40.0, "finetune": 12.0}
 
 
 def evaluate_one(
@@ -134,51 +141,72 @@ def evaluate_rows(
 
     cfg = run.cfg
     rows = report_rows(cfg.rounds, cfg.baselines, cfg.ablations, cfg.finetune)
-    evaluated: dict[str, dict[int | None, Evaluation]] = {}
     pairs = [(row, seed) for row in rows for seed in (cfg.training_seeds if row.seeded else (None,))]
-    with executor(jobs, run.console.verbose) as pool:
-        planned = []
-        for row, seed in pairs:
-            # a row evaluated once reads its variant's (once-run) outputs from the first training seed's folder
-            if seed is not None:
-                seed_paths = run.paths.for_seed(seed)
-            else:
-                seed_paths = run.paths.for_seed(cfg.training_seeds[0]) if row.variant else run.paths
-            key = seed_paths.eval_key(row.name, row.round)
-            recorded = {
-                "row": row.spec(),
-                "eval": cfg.eval,
-                "inputs": {str(dep): run.manifest.entry_digest(dep) for dep in row.depends_on(seed_paths)},
-            }
-            # an evaluation is cheap and derived: one made with another eval config is recomputed, never a conflict
-            future = None
-            if not run.manifest.is_complete(key, recorded, corpus.fingerprint, force=True):
-                shared = corpus if isinstance(pool, InlineExecutor) else None
-                checkpoint = stage2_checkpoint(row, seed_paths, run.manifest)
-                future = pool.submit(
-                    _evaluate_job, row, shared, str(corpus.root), seed_paths, cfg.eval, checkpoint
-                )
-            planned.append((row, seed, key, recorded, future))
-        for i, (row, seed, key, recorded, future) in enumerate(planned, 1):
-            if future is None:
-                entry = run.manifest.entry(key)
-                out, seconds, ran = Evaluation.from_json(entry.metrics), entry.seconds, False
-            else:
-                out, seconds = future.result()
-                ran = True
-                run.manifest.record(key, recorded, corpus.fingerprint, metrics=out.to_json(), seconds=seconds)
-            evaluated.setdefault(row.name, {})[seed] = out
-            run.note_step(str(key), ran, seconds)
-            run.console.detail(
-                f"  [eval {i}/{len(planned)}] {row.name:18s} {'' if seed is None else f'seed {seed}':8s} topic "
-                f"macro-F1 {out.topic['macro_f1'].mean:.3f}  fans MAE {out.fans['mae'].mean:.3f}"
-                + ("" if ran else "  (cached)")
+    planned: list[tuple[Row, int | None, RunPaths, Any, dict, bool]] = []
+    for row, seed in pairs:
+        # a row evaluated once reads its variant's (once-run) outputs from the first training seed's folder
+        if seed is not None:
+            seed_paths = run.paths.for_seed(seed)
+        else:
+            seed_paths = run.paths.for_seed(cfg.training_seeds[0]) if row.variant else run.paths
+        key = seed_paths.eval_key(row.name, row.round)
+        recorded = {
+            "row": row.spec(),
+            "eval": cfg.eval,
+            "inputs": {str(dep): run.manifest.entry_digest(dep) for dep in row.depends_on(seed_paths)},
+        }
+        # an evaluation is cheap and derived: one made with another eval config is recomputed, never a conflict
+        todo = not run.manifest.is_complete(key, recorded, corpus.fingerprint, force=True)
+        planned.append((row, seed, seed_paths, key, recorded, todo))
+    results: dict[int, Evaluation] = {}
+    left = {row.name: 0 for row in rows}
+    for p in planned:
+        left[p[0].name] += 1
+
+    def done(i: int, out: Evaluation, seconds: float, ran: bool) -> None:
+        row, seed, _, key, recorded, _ = planned[i]
+        if ran:  # recorded as soon as it is done: an interrupted run keeps every finished evaluation
+            run.manifest.record(key, recorded, corpus.fingerprint, metrics=out.to_json(), seconds=seconds)
+        results[i] = out
+        run.note_step(str(key), ran, seconds)
+        run.console.detail(
+            f"  [eval {len(results)}/{len(planned)}] {row.name:18s} {'' if seed is None else f'seed {seed}':8s} "
+            f"topic macro-F1 {out.topic['macro_f1'].mean:.3f}  fans MAE {out.fans['mae'].mean:.3f}"
+            + ("" if ran else "  (cached)")
+        )
+        left[row.name] -= 1
+        if not left[row.name]:
+            outs = [results[j] for j, q in enumerate(planned) if q[0].name == row.name]
+            f1 = [v.topic["macro_f1"].mean for v in outs]
+            mae = [v.fans["mae"].mean for v in outs]
+            run.console.info(
+                f"[eval] {row.name:18s} topic macro-F1 {_mean_sd(f1)}   fans MAE {_mean_sd(mae)}"
+                + ("" if row.seeded else "   (no training seed)")
             )
-            if seed is None or seed == cfg.training_seeds[-1]:
-                f1 = [v.topic["macro_f1"].mean for v in evaluated[row.name].values()]
-                mae = [v.fans["mae"].mean for v in evaluated[row.name].values()]
-                run.console.info(
-                    f"[eval] {row.name:18s} topic macro-F1 {_mean_sd(f1)}   fans MAE {_mean_sd(mae)}"
-                    + ("" if row.seeded else "   (no training seed)")
-                )
+
+    for i, (_, _, _, key, _, todo) in enumerate(planned):
+        if not todo:
+            entry = run.manifest.entry(key)
+            done(i, Evaluation.from_json(entry.metrics), entry.seconds, False)
+    # the costliest first (longest processing time first): the last evaluations are then short ones, so no
+    # worker idles long at the end while another finishes a GATv2 peer
+    order = sorted(
+        (i for i, p in enumerate(planned) if p[5]), key=lambda i: -EVAL_COST.get(planned[i][0].method, 1.0)
+    )
+    with executor(jobs, run.console.verbose) as pool:
+        running: dict[Future, int] = {}
+        for i in order:
+            row, _, seed_paths, *_ = planned[i]
+            shared = corpus if isinstance(pool, InlineExecutor) else None
+            checkpoint = stage2_checkpoint(row, seed_paths, run.manifest)
+            future = pool.submit(
+                _evaluate_job, row, shared, str(corpus.root), seed_paths, cfg.eval, checkpoint
+            )
+            running[future] = i
+        for future in as_completed(running):
+            out, seconds = future.result()
+            done(running[future], out, seconds, True)
+    evaluated: dict[str, dict[int | None, Evaluation]] = {}
+    for i, (row, seed, *_) in enumerate(planned):  # in row and seed order, however they finished
+        evaluated.setdefault(row.name, {})[seed] = results[i]
     return rows, evaluated

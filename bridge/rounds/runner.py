@@ -21,14 +21,10 @@ from bridge.rounds.config import BridgeConfig
 from bridge.rounds.console import Console, estimate_seconds, minutes, stage_seconds
 from bridge.rounds.context import BridgeResult, BridgeRun
 from bridge.rounds.corpus import prepare_corpus
-from bridge.rounds.evaluate import evaluate_rows
+from bridge.rounds.evaluate import EVAL_COST, evaluate_rows
 from bridge.rounds.schedule import run_chains
 from bridge.rounds.stages import StageTemplates, check_stage_configs
 from bridge.runfolder import Manifest, RunPaths, run_lock, to_jsonable
-
-# What one evaluation of each kind costs, in units of a linear probe (about 1.8 ms per user on this project's
-# 2-core machine): measured on the default run, 5 training seeds, 2026-12-03 (docs/bridge.md, "Time").
-EVAL_COST = {"probe": 1.0, "sgc": 3.0, "cs": 2.5, "gcn": 7.0, "gatv2": 40.0, "finetune": 12.0}
 
 
 @dataclass(frozen=True)

@@ -154,6 +154,13 @@ def run_stage1(cfg: Stage1Config, corpus: Corpus | None = None) -> Any:
     return run(cfg, corpus)
 
 
+def prepare_text_states(cfg: Stage1Config, corpus: Corpus, threads: int) -> bool:
+    """``stage1_encoders.prepare_text_states``, imported on the first call."""
+    from stage1_encoders import prepare_text_states as prepare
+
+    return prepare(cfg, corpus, threads)
+
+
 def run_stage2(cfg: Stage2Config, corpus: Corpus | None = None) -> Any:
     """``stage2_graph.run_stage2``, imported on the first call."""
     from stage2_graph import run_stage2 as run

@@ -13,6 +13,7 @@ import pytest
 
 import corpus.reader as corpus_reader
 from bridge.alternate import main
+from bridge.rounds import evaluate as evaluate_mod
 from bridge.rounds import stages
 from bridge.rounds.config import BridgeConfig
 from bridge.rounds.context import BridgeResult, BridgeRun
@@ -37,9 +38,16 @@ class StageSpy:
         self.calls: list[str] = []
         self.corpora: list = []  # the Corpus object each call got
         self.fail_once = fail_once
+        self.prepared: list[tuple[Path, int]] = []  # (text states folder, stage calls before it)
         self._run1, self._run2 = stages.run_stage1, stages.run_stage2
+        self._prepare = stages.prepare_text_states
         monkeypatch.setattr(stages, "run_stage1", self.stage1)
         monkeypatch.setattr(stages, "run_stage2", self.stage2)
+        monkeypatch.setattr(stages, "prepare_text_states", self.prepare)
+
+    def prepare(self, cfg, corpus, threads):
+        self.prepared.append((Path(cfg.data.text_states_dir), len(self.calls)))
+        return self._prepare(cfg, corpus, threads)
 
     def _key(self, cfg, stage: str) -> str:
         variant_dir = Path(cfg.cache_dir).parent
@@ -68,16 +76,41 @@ def reference_run(tiny_corpus, tmp_path_factory):
     loads = []
     real_load = corpus_reader.load_corpus
     mp.setattr(corpus_reader, "load_corpus", lambda *a, **k: loads.append(a) or real_load(*a, **k))
+    real_job = evaluate_mod._evaluate_job
+    mp.setattr(
+        evaluate_mod,
+        "_evaluate_job",
+        lambda row, *a: REFERENCE_EVAL_ORDER.append(row.method) or real_job(row, *a),
+    )
     run_dir = tmp_path_factory.mktemp("bridge_ref")
     try:
         result = run_bridge(tiny_config(tiny_corpus), run_dir)
     finally:
         mp.undo()
     REFERENCE_LOADS[:] = [loads, spy.corpora]
+    REFERENCE_PREPARED[:] = spy.prepared
     return result, spy.calls, run_dir
 
 
 REFERENCE_LOADS: list = []  # (load_corpus calls, the Corpus each stage call got) of the reference run
+REFERENCE_PREPARED: list = []  # the reference run's prepare_text_states calls (StageSpy.prepared)
+REFERENCE_EVAL_ORDER: list = []  # the method of each evaluation the reference run started, in order
+
+
+def test_the_costliest_evaluations_start_first(reference_run):
+    costs = [evaluate_mod.EVAL_COST.get(m, 1.0) for m in REFERENCE_EVAL_ORDER]
+    assert len(costs) > 10 and costs == sorted(costs, reverse=True) and costs[0] > costs[-1]
+    assert REFERENCE_EVAL_ORDER[0] == "gatv2"
+
+
+def test_the_caption_states_are_computed_once_before_any_stage(reference_run):
+    """The frozen text layers' states are computed in the main process, with every job's threads, before the
+    first stage; every stage-1 run then loads the one stored file."""
+    _, calls, run_dir = reference_run
+    states = RunPaths(run_dir).text_states_dir
+    assert REFERENCE_PREPARED == [(states, 0)]
+    assert len(list(states.glob("text_states-*.pt"))) == 1
+    assert calls  # and the stages ran after it
 
 
 def test_two_round_run_writes_report_and_wires_the_rounds(reference_run):
@@ -246,7 +279,7 @@ def test_rerun_skips_everything_and_detects_changes(reference_run, tiny_corpus, 
     result, _, run_dir = reference_run
     spy = StageSpy(monkeypatch)
     again = run_bridge(tiny_config(tiny_corpus), run_dir)
-    assert spy.calls == []
+    assert spy.calls == [] and spy.prepared == []
     assert again.ran == []
     assert again.metrics["rows"] == result.metrics["rows"]
     assert len(_tracked_rows(RunPaths(run_dir))) == 1  # the rerun logged the evaluation again, not twice

@@ -3,6 +3,7 @@ targets), frozen lower layers with cached states, train mode during fit, and sho
 
 from __future__ import annotations
 
+import dataclasses
 import math
 
 import numpy as np
@@ -677,3 +678,47 @@ def test_checkpoints_leave_the_frozen_pretrained_text_weights_out(tiny_corpus, t
     torch.save(payload, tmp_path / "tampered.ckpt")
     with pytest.raises(ConfigError, match="model.text_model"):
         load_trained_encoders(tmp_path / "tampered.ckpt")
+
+
+def test_prepare_text_states_computes_them_once_for_the_runs_that_follow(tiny_corpus, tmp_path, monkeypatch):
+    """The bridge computes the caption states up front with every core (``prepare_text_states``): a stage-1 run
+    that follows, in a fresh process (empty memo), loads the stored file and computes nothing; its export equals a
+    run that computed the states itself."""
+    from stage1_encoders import encoders as enc
+    from stage1_encoders import prepare_text_states
+
+    losses = {"ita_dim": 16, "gcl_hidden_dim": 16, "gcl_form": "infonce", "lm_weight": 0.0}
+
+    def cfg_for(name: str, states):
+        return tiny_config(
+            tiny_corpus,
+            tmp_path / f"cache_{name}",
+            tmp_path / f"out_{name}",
+            model=vars(head_model()),
+            losses=losses,
+            data={"text_gcl_users": 12, "text_states_dir": str(states)},
+        )
+
+    enc._LOWER_STATES_MEMO.clear()
+    threads = torch.get_num_threads()
+    assert prepare_text_states(cfg_for("a", tmp_path / "states"), threads=2)
+    assert torch.get_num_threads() == threads
+    assert len(list((tmp_path / "states").glob("text_states-*.pt"))) == 1
+    enc._LOWER_STATES_MEMO.clear()
+    with monkeypatch.context() as m:
+        m.setattr(enc.LowerStates, "_run", lambda self: pytest.fail("computed the prepared states again"))
+        run_stage1(cfg_for("a", tmp_path / "states"))
+    enc._LOWER_STATES_MEMO.clear()
+    run_stage1(cfg_for("b", tmp_path / "own_states"))  # computes its own
+    enc._LOWER_STATES_MEMO.clear()
+    a = read_cache(cfg_for("a", tmp_path / "states"), tiny_corpus).user_text_emb
+    b = read_cache(cfg_for("b", tmp_path / "own_states"), tiny_corpus).user_text_emb
+    np.testing.assert_allclose(a, b, atol=1e-5)
+    # nothing to prepare: no frozen layer, or no folder to keep the states in
+    plain = cfg_for("c", tmp_path / "x")
+    plain = dataclasses.replace(plain, model=dataclasses.replace(plain.model, text_tuned_layers=None))
+    assert not prepare_text_states(plain)
+    assert not prepare_text_states(
+        dataclasses.replace(plain, data=dataclasses.replace(plain.data, text_states_dir=None))
+    )
+    assert not (tmp_path / "x").exists()

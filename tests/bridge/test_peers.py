@@ -204,3 +204,23 @@ def test_gatv2_peer_learns_and_chooses_lr_and_weight_decay_on_val(monkeypatch):
     assert calls.count(n_val) == 4 and calls.count(n_test) == 1  # 2 lrs x 2 weight decays on val; test once
     assert res.topic["macro_f1"].mean > 0.85
     assert res.topic.chosen[0].head in ("gatv2(lr=0.001)", "gatv2(lr=0.01)")
+
+
+def test_feature_dropout_is_dropout():
+    """The peers' dropout keeps each entry with probability 1 - p, scales it by 1 / (1 - p), passes gradients
+    through the kept entries only, and is the identity in eval mode (as ``F.dropout``)."""
+    from bridge.evaluation.peers import feature_dropout
+
+    torch.manual_seed(0)
+    x = torch.rand(400, 500) + 0.5  # no exact zeros: a zero in the output is a dropped entry
+    assert feature_dropout(x, 0.5, training=False) is x
+    assert feature_dropout(x, 0.0, training=True) is x
+    for p in (0.2, 0.5, 0.8):
+        x.requires_grad_(True)
+        out = feature_dropout(x, p, training=True)
+        kept = out != 0
+        assert abs(kept.float().mean().item() - (1 - p)) < 0.01  # 200,000 draws: sd 0.001
+        torch.testing.assert_close(out[kept], x[kept] / (1 - p))
+        out.sum().backward()
+        torch.testing.assert_close(x.grad, kept.float() / (1 - p))
+        x = x.detach()

@@ -7,7 +7,7 @@ File layout (every section optional)::
     seeds: 5                               # training seeds: every variant is trained with seed, seed+1, ...
     preset: default                        # the stage defaults: bridge/presets/<preset>.json (default, real)
     ablations: false                       # also train MMGA's ablations (bridge.variants.ABLATIONS)
-    finetune: false                        # the fine-tuned rows (MMGA's GNN + head, and the same from scratch)
+    finetune: true                         # the fine-tuned rows (MMGA's GNN + head, and the same from scratch)
     synthetic: {num_users: 800}            # SyntheticConfig fields, for the generated default corpus
     stage1: {trainer: {max_steps: 40}}     # Stage1Config fields (nested or dotted keys)
     stage2: {trainer.max_steps: 60}        # Stage2Config fields
@@ -64,7 +64,7 @@ class BridgeConfig:
     baselines: bool = True
     ablations: bool = False
     finetune: bool = config_field(
-        False,
+        True,
         "the fine-tuned rows: MMGA's last-round GNN + a task head trained end to end, and the same from scratch",
     )
 

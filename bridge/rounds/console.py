@@ -39,11 +39,11 @@ STAGE_OVERHEAD_SECONDS = 2.0  # a Lightning trainer's set-up, the checkpoint and
 
 def stage_seconds(num_users: int, stage1_steps: int, stage2_steps: int) -> dict[str, float]:
     """Rough seconds of one stage-1 and one stage-2 run on a 2-core CPU, from the default run's measured per-unit
-    costs (2026-12-01: stage 1 about 0.05 s per step plus 4 ms per user for the export, stage 2 about 0.02 s per
-    step per 1,000 users) and a fixed overhead per stage run."""
+    costs (2026-12-03, the default preset: stage 1 about 0.035 s per step plus 1.5 ms per user for the export,
+    stage 2 about 0.02 s per step per 1,000 users) and a fixed overhead per stage run."""
     users = max(num_users, 1) / 1000
     return {
-        "stage1": STAGE_OVERHEAD_SECONDS + 0.05 * stage1_steps + 4.0 * users,
+        "stage1": STAGE_OVERHEAD_SECONDS + 0.035 * stage1_steps + 1.5 * users,
         "stage2": STAGE_OVERHEAD_SECONDS + 0.02 * stage2_steps * max(users, 0.2),
     }
 
@@ -52,10 +52,10 @@ def estimate_seconds(
     per_stage: dict[str, float], stage_runs: dict[str, int], eval_units: float, jobs: int, num_users: int
 ) -> float:
     """A rough wall-time estimate of a run on a 2-core CPU: ``stage_runs[kind]`` runs of ``per_stage[kind]``
-    seconds (:func:`stage_seconds`) and ``eval_units`` linear-probe evaluations' worth (about 1.8 ms per user
-    each; ``bridge.rounds.runner.EVAL_COST``), both over ``jobs`` workers."""
+    seconds (:func:`stage_seconds`) and ``eval_units`` linear-probe evaluations' worth (about 1.5 ms per user
+    each, 2026-12-03; ``bridge.rounds.evaluate.EVAL_COST``), both over ``jobs`` workers."""
     training = sum(runs * per_stage[kind] for kind, runs in stage_runs.items())
-    return (training + eval_units * 1.8 * max(num_users, 1) / 1000) / max(1, jobs)
+    return (training + eval_units * 1.5 * max(num_users, 1) / 1000) / max(1, jobs)
 
 
 def minutes(seconds: Any) -> str:

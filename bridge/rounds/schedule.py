@@ -188,9 +188,9 @@ class ChainScheduler:
 
     def _prepare_text_states(self, chains: list[Chain]) -> None:
         """The frozen text layers' caption states, computed here with every job's threads before any chain
-        starts, when a round-0 stage-1 run still needs them and the run folder has none yet. Otherwise the first
-        stage-1 runs compute them on one thread while the other workers wait for them (``LowerStates``' lock):
-        56 s of the default run's wall time on two cores, against about half as long here."""
+        starts, for the first round-0 stage-1 run that still needs them and freezes text layers, when the run
+        folder has none yet. Otherwise the first stage-1 runs compute them on one thread while the other workers
+        wait for them (``LowerStates``' lock): 52-55 s of the default run's wall time, against 31-32 s here."""
         run = self.run
         if any(run.paths.text_states_dir.glob("text_states-*.pt")):
             return
@@ -206,9 +206,9 @@ class ChainScheduler:
             if stages.prepare_text_states(planned.config, self.corpus, threads):
                 run.console.info(
                     f"[text states] the frozen text layers' caption states computed in "
-                    f"{time.perf_counter() - started:.1f} s ({threads} threads); every stage-1 run reuses them"
+                    f"{time.perf_counter() - started:.1f} s ({threads} threads); the stage-1 runs reuse them"
                 )
-            return
+                return  # one file: variants with other frozen weights compute theirs in their first run
 
     def _next_run(self, chain: Chain) -> stages.StageRun | None:
         """Plan the chain's next stage that must run, skipping (and reporting) complete ones."""

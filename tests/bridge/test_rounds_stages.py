@@ -107,3 +107,40 @@ def test_time_left_starts_from_the_estimate_and_follows_what_was_measured():
     assert eta.seconds_left() == (1 * 30.0 + 3 * 1.0) / 2
     small, large = stage_seconds(300, 150, 100), stage_seconds(3000, 150, 100)
     assert small["stage1"] < large["stage1"] and small["stage2"] < large["stage2"]  # scales with the corpus
+
+
+def test_the_caption_states_are_prepared_for_the_first_pending_run_that_freezes_text(tmp_path, monkeypatch):
+    """Before the chains, the scheduler prepares the states for the first round-0 stage-1 run still to run; when
+    that run's config freezes no text layer (``prepare_text_states`` returns False) it tries the next; a run
+    folder that holds a states file already is left alone."""
+    from types import SimpleNamespace
+
+    import torch
+
+    from bridge.rounds.console import Console
+    from bridge.rounds.schedule import ChainScheduler
+    from bridge.variants import run_variants
+
+    calls = []
+    monkeypatch.setattr(stages, "plan_stage", lambda key, *a: SimpleNamespace(key=key, config=str(key)))
+    monkeypatch.setattr(stages, "needs_run", lambda planned, *a: "seed_0/mmga/" not in str(planned.key))
+    monkeypatch.setattr(
+        stages,
+        "prepare_text_states",
+        lambda cfg, corpus, threads: calls.append((cfg, threads)) or "/frozen/" in cfg,
+    )
+    paths = RunPaths(tmp_path)
+    run = SimpleNamespace(paths=paths, manifest=None, force=False, console=Console())
+    scheduler = ChainScheduler(run, SimpleNamespace(root=tmp_path), None, jobs=2)
+    chains = build_chains((0, 1), run_variants(True, False), 2)
+    scheduler._prepare_text_states(chains)
+    # mmga of seed 0 is complete; no_align freezes nothing here; graph_only has no stage 1; frozen does
+    assert calls == [
+        ("seed_0/no_align/round_0/stage1", 2 * torch.get_num_threads()),
+        ("seed_0/frozen/round_0/stage1", 2 * torch.get_num_threads()),
+    ]
+    calls.clear()
+    paths.text_states_dir.mkdir(parents=True)
+    (paths.text_states_dir / "text_states-0123.pt").write_bytes(b"")
+    scheduler._prepare_text_states(chains)
+    assert calls == []

@@ -80,6 +80,12 @@ class ModelConfig:
     gate_negative_slope: float = config_field(
         0.2, "LeakyReLU slope applied to gate logits (softmax normalisation only)"
     )
+    text_skip_last: int = config_field(
+        0,
+        "leave the last k columns of stage 1's R^T out of stage 2's inputs (node inputs and gate); the bridge sets k "
+        "to stage 1's model.text_head_dim, the graph head's columns (docs/stage2.md); 0 reads R^T whole",
+        ge=0,
+    )
 
 
 @dataclass

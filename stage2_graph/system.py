@@ -24,6 +24,17 @@ from stage2_graph.minibatch import sampled_adj_t
 from stage2_graph.model import GraphEncoder, NodeInputs
 
 
+def drop_last_columns(text: Tensor, k: int) -> Tensor:
+    """R^T without its last ``k`` columns (``model.text_skip_last``: stage 1's graph head, which stage 2 does not
+    read by default; docs/stage2.md)."""
+    if k >= text.shape[1]:
+        raise ValueError(
+            f"model.text_skip_last={k} leaves nothing of stage 1's R^T ({text.shape[1]} columns); it should be "
+            "stage 1's model.text_head_dim"
+        )
+    return text[:, : text.shape[1] - k]
+
+
 class Stage2System(L.LightningModule):
     """Full-batch pre-training of :class:`GraphEncoder` with feature masking and edge hold-out.
 
@@ -58,6 +69,8 @@ class Stage2System(L.LightningModule):
         self.optim = optim
         modalities = graph.modalities if use_modalities else ()
         modality_masks = graph.modality_masks if use_modalities else ()
+        if modalities and model.text_skip_last:
+            modalities = (*modalities[:-1], drop_last_columns(modalities[-1], model.text_skip_last))
         node_inputs = resolve_node_inputs(model.node_inputs, use_modalities)
         self.model = GraphEncoder(
             num_features=graph.features.shape[1],

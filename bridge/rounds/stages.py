@@ -174,6 +174,12 @@ def stage_template(
     """The typed config of ``stage`` for ``variant``: the preset, the user's overrides and the variant's settings,
     validated. The per-run fields only the bridge sets (``BRIDGE_FIELDS``) hold placeholders until
     :meth:`StageTemplates.resolve` replaces them. ``preset``: the preset's sections, if already read."""
+    return _stage_template(stage, bridge_cfg, variant, preset)
+
+
+def _stage_template(
+    stage: str, bridge_cfg: BridgeConfig, variant: str, preset: dict[str, dict[str, Any]] | None
+) -> Any:
     spec = get_variant(variant)
     if stage == "stage1" and not spec.has_stage1:
         raise ValueError(f"the {variant} variant has no stage 1")
@@ -182,6 +188,11 @@ def stage_template(
     preset = preset if preset is not None else preset_defaults(bridge_cfg.preset)
     data = deep_merge(preset.get(stage, {}), overrides)
     data = deep_merge(data, nest((spec.stage1 if stage == "stage1" else spec.stage2) or {}))
+    if stage == "stage2" and spec.has_stage1 and "text_skip_last" not in data.get("model", {}):
+        # stage 2 reads R^T without the graph head's columns unless told otherwise: fed to stage 2, they cost the
+        # fused row 0.015 topic macro-F1 in every seed of the default run (docs/stage2.md)
+        head = _stage1_head_dim(bridge_cfg, variant, preset)
+        data = deep_merge(data, {"model": {"text_skip_last": head}})
     if (
         variant == "frozen"
     ):  # the user's choice of frozen encoders (BridgeConfig.frozen) wins over the default
@@ -192,6 +203,11 @@ def stage_template(
     cfg = (Stage1Config if stage == "stage1" else Stage2Config).from_dict(data, source)
     _refuse_relaunching_ddp(stage, cfg)
     return cfg
+
+
+def _stage1_head_dim(bridge_cfg: BridgeConfig, variant: str, preset: dict[str, dict[str, Any]]) -> int:
+    """The width of the graph head in ``variant``'s stage-1 config (0: none)."""
+    return _stage_template("stage1", bridge_cfg, variant, preset).model.text_head_dim
 
 
 @dataclass(frozen=True)

@@ -202,3 +202,29 @@ def test_degree_input_can_be_switched_off():
     with torch.no_grad():
         system()
     torch.testing.assert_close(seen[0], system.features)
+
+
+def test_text_skip_last_is_stage_2_on_r_t_without_those_columns():
+    """``model.text_skip_last=k`` over R^T = [m || h] builds the very system that reads R^T = m: same weights
+    (same seed), same outputs, same losses; h changes nothing. Too large a k is refused, naming the field."""
+    import dataclasses
+
+    from stage2_graph.system import drop_last_columns
+
+    inputs = make_inputs()
+    image, text = inputs.modalities
+    head = torch.randn(N, 4) * 100
+    wide = dataclasses.replace(inputs, modalities=(image, torch.cat([text, head], 1)))
+    skipping, plain = make_system(wide, text_skip_last=4), make_system(inputs)
+    assert torch.equal(skipping.modality_1, plain.modality_1)
+    for a, b in zip(skipping.state_dict().values(), plain.state_dict().values(), strict=True):
+        assert torch.equal(a, b)
+    batch = make_batch(plain)
+    with torch.no_grad():
+        torch.testing.assert_close(
+            skipping(node_mask=batch["node_mask"]), plain(node_mask=batch["node_mask"])
+        )
+    reading = make_system(wide)  # k = 0 reads h, and h changes the outputs
+    assert reading.modality_1.shape[1] == 14
+    with pytest.raises(ValueError, match="text_skip_last=10 leaves nothing"):
+        drop_last_columns(text, 10)

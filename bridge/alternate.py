@@ -130,6 +130,13 @@ def _add_seed_and_variant_flags(parser: argparse.ArgumentParser) -> None:
         "10 on 2 cores",
     )
     parser.add_argument(
+        "--skip-graph-head",
+        action="store_true",
+        default=None,
+        help="stage 2 reads R^T without stage 1's graph-head columns (each variant's stage-2 model.text_skip_last = "
+        "its stage-1 model.text_head_dim); measured in docs/stage2.md, not the default",
+    )
+    parser.add_argument(
         "--ablations",
         action="store_true",
         help="also train MMGA with one part switched off (no graph-contrastive loss, no edge-weight feedback, "
@@ -225,6 +232,7 @@ def main(argv: list[str] | None = None) -> int:
             baselines=False if args.skip_baselines else None,
             ablations=True if args.ablations else None,
             finetune=args.finetune,
+            skip_graph_head=args.skip_graph_head,
         )
         templates = check_stage_configs(cfg)  # every variant's typed stage configs, each built once
         jobs, threads = _jobs_and_threads(args)

@@ -82,8 +82,8 @@ class ModelConfig:
     )
     text_skip_last: int = config_field(
         0,
-        "leave the last k columns of stage 1's R^T out of stage 2's inputs (node inputs and gate); the bridge sets k "
-        "to stage 1's model.text_head_dim, the graph head's columns (docs/stage2.md); 0 reads R^T whole",
+        "leave the last k columns of stage 1's R^T out of stage 2's inputs (node inputs and gate), e.g. k = stage 1's "
+        "model.text_head_dim to leave the graph head's columns out (docs/stage2.md, measured); 0 reads R^T whole",
         ge=0,
     )
 

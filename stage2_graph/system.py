@@ -25,8 +25,7 @@ from stage2_graph.model import GraphEncoder, NodeInputs
 
 
 def drop_last_columns(text: Tensor, k: int) -> Tensor:
-    """R^T without its last ``k`` columns (``model.text_skip_last``: stage 1's graph head, which stage 2 does not
-    read by default; docs/stage2.md)."""
+    """R^T without its last ``k`` columns (``model.text_skip_last``, e.g. stage 1's graph head; docs/stage2.md)."""
     if k >= text.shape[1]:
         raise ValueError(
             f"model.text_skip_last={k} leaves nothing of stage 1's R^T ({text.shape[1]} columns); it should be "

@@ -8,6 +8,7 @@ File layout (every section optional)::
     preset: default                        # the stage defaults: bridge/presets/<preset>.json (default, real)
     ablations: false                       # also train MMGA's ablations (bridge.variants.ABLATIONS)
     finetune: true                         # the fine-tuned rows (MMGA's GNN + head, and the same from scratch)
+    skip_graph_head: false                 # stage 2 reads R^T without the graph head's columns (docs/stage2.md)
     synthetic: {num_users: 800}            # SyntheticConfig fields, for the generated default corpus
     stage1: {trainer: {max_steps: 40}}     # Stage1Config fields (nested or dotted keys)
     stage2: {trainer.max_steps: 60}        # Stage2Config fields
@@ -67,6 +68,11 @@ class BridgeConfig:
         True,
         "the fine-tuned rows: MMGA's last-round GNN + a task head trained end to end, and the same from scratch",
     )
+    skip_graph_head: bool = config_field(
+        False,
+        "stage 2 reads R^T without stage 1's graph-head columns: each variant's stage-2 model.text_skip_last set to "
+        "its stage-1 model.text_head_dim (docs/stage2.md, 'What stage 2 reads of R^T')",
+    )
 
     def __post_init__(self) -> None:
         check_bounds(self)
@@ -114,6 +120,7 @@ def build_config(
     baselines: bool | None = None,
     ablations: bool | None = None,
     finetune: bool | None = None,
+    skip_graph_head: bool | None = None,
 ) -> BridgeConfig:
     """Merge the config file and the command-line values (which win) into a :class:`BridgeConfig`."""
     data: dict[str, Any] = {}
@@ -152,6 +159,7 @@ def build_config(
         "baselines": baselines,
         "ablations": ablations,
         "finetune": finetune,
+        "skip_graph_head": skip_graph_head,
     }
     for name, value in given.items():
         if value is not None:

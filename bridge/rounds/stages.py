@@ -188,9 +188,13 @@ def _stage_template(
     preset = preset if preset is not None else preset_defaults(bridge_cfg.preset)
     data = deep_merge(preset.get(stage, {}), overrides)
     data = deep_merge(data, nest((spec.stage1 if stage == "stage1" else spec.stage2) or {}))
-    if stage == "stage2" and spec.has_stage1 and "text_skip_last" not in data.get("model", {}):
-        # stage 2 reads R^T without the graph head's columns unless told otherwise: fed to stage 2, they cost the
-        # fused row 0.015 topic macro-F1 in every seed of the default run (docs/stage2.md)
+    if (
+        bridge_cfg.skip_graph_head
+        and stage == "stage2"
+        and spec.has_stage1
+        and "text_skip_last" not in data.get("model", {})
+    ):
+        # stage 2 reads R^T without this variant's graph-head columns (docs/stage2.md: measured, not the default)
         head = _stage1_head_dim(bridge_cfg, variant, preset)
         data = deep_merge(data, {"model": {"text_skip_last": head}})
     if (

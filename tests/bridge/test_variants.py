@@ -50,8 +50,6 @@ def test_each_variant_differs_from_mmga_exactly_where_it_says(name):
         named = set(overrides)
         if stage == "stage1" and not spec.feedback:
             named.add("edge_weight_round")  # feedback off: no edge weights read in round 1
-        if stage == "stage2" and "model.text_head_dim" in _flat(stages.nest(spec.stage1 or {})):
-            named.add("model.text_skip_last")  # follows the variant's graph head (stages.stage_template)
         assert diff <= named, (stage, diff - named)  # nothing changed that the variant does not name
         # ... and every field it names holds the variant's value (an override that is dropped fails here)
         for key, value in overrides.items():
@@ -243,13 +241,17 @@ def test_presets_are_files_and_an_unknown_one_is_named(tmp_path):
         resolve_stage("stage1", BridgeConfig(preset="huge"), paths, tmp_path, "mmga", 0, None)
 
 
-def test_stage2_leaves_the_graph_heads_columns_out_unless_told():
-    templates = stages.check_stage_configs(BridgeConfig())
-    head = templates.template("mmga", "stage1").model.text_head_dim
-    assert head > 0 and templates.template("mmga", "stage2").model.text_skip_last == head
-    assert templates.template("no_align", "stage2").model.text_skip_last == 0  # no head, nothing to leave out
-    assert templates.template("graph_only", "stage2").model.text_skip_last == 0
-    reading = stages.check_stage_configs(BridgeConfig(stage2={"model": {"text_skip_last": 0}}))
+def test_skip_graph_head_leaves_each_variants_head_columns_out_of_stage2():
+    default = stages.check_stage_configs(BridgeConfig())
     assert (
-        reading.template("mmga", "stage2").model.text_skip_last == 0
+        default.template("mmga", "stage2").model.text_skip_last == 0
     )  # the paper's form: stage 2 reads it all
+    skipping = stages.check_stage_configs(BridgeConfig(skip_graph_head=True))
+    head = skipping.template("mmga", "stage1").model.text_head_dim
+    assert head > 0 and skipping.template("mmga", "stage2").model.text_skip_last == head
+    assert skipping.template("no_align", "stage2").model.text_skip_last == 0  # no head: nothing left out
+    assert skipping.template("graph_only", "stage2").model.text_skip_last == 0
+    told = stages.check_stage_configs(
+        BridgeConfig(skip_graph_head=True, stage2={"model": {"text_skip_last": 0}})
+    )
+    assert told.template("mmga", "stage2").model.text_skip_last == 0  # an explicit value wins

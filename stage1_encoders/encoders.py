@@ -360,6 +360,11 @@ _HEAD_SEED_OFFSET = 7919  # the graph head's init stream: the run's seed + this
 _LOWER_STATES_MEMO: dict[tuple, tuple[torch.Tensor, torch.Tensor]] = {}
 
 
+def clear_lower_states_memo() -> None:
+    """Forget the caption states this process keeps (``LowerStates``); a later use loads or computes them again."""
+    _LOWER_STATES_MEMO.clear()
+
+
 class LowerStates:
     """The hidden states of every clean caption after the text encoder's frozen layers, as flat token rows
     ``states [N_tokens, H]`` (float32) with ``offsets [P + 1]`` (post p's tokens are rows

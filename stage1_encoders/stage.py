@@ -36,6 +36,7 @@ from mmga_common.threads import torch_threads
 from mmga_common.trainer import build_trainer, check_runtime, csv_log_dir, fit_and_save
 from stage1_encoders.checkpoint import check_architecture, load_stage1_checkpoint, load_weights
 from stage1_encoders.config import ConfigError, Stage1Config
+from stage1_encoders.encoders import clear_lower_states_memo
 from stage1_encoders.export import export_user_embeddings
 from stage1_encoders.hub import save_image_encoder, save_text_encoder
 from stage1_encoders.parts import Stage1Parts, build_parts
@@ -133,6 +134,8 @@ def prepare_text_states(cfg: Stage1Config, corpus: Corpus | None = None, threads
         # very frozen weights the run will have, hence the same states file
         torch.manual_seed(cfg.seed)
         build_parts(cfg, corpus).system.text_encoder.compute_lower_states()
+    # the file holds them now: this process (the bridge's main one) does not keep a second copy in memory
+    clear_lower_states_memo()
     return True
 
 

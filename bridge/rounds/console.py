@@ -37,13 +37,34 @@ class Console:
 STAGE_OVERHEAD_SECONDS = 2.0  # a Lightning trainer's set-up, the checkpoint and cache writes: per stage run
 
 
-def stage_seconds(num_users: int, stage1_steps: int, stage2_steps: int) -> dict[str, float]:
-    """Rough seconds of one stage-1 and one stage-2 run on a 2-core CPU, from the default run's measured per-unit
-    costs (2026-12-03, the default preset: stage 1 about 0.035 s per step plus 1.5 ms per user for the export,
-    stage 2 about 0.02 s per step per 1,000 users) and a fixed overhead per stage run."""
+PRETRAINED_TEXT_LAYERS = 6  # MiniLM-L6, the pretrained text encoder of the presets (for the estimate only)
+
+
+def stage1_costs(text_model: str, text_tuned_layers: int | None, lm_weight: float) -> tuple[float, float]:
+    """Rough (seconds per step, export seconds per 1,000 users) of a stage-1 run on a 2-core CPU, by how much of
+    the text encoder trains: the frozen MiniLM of the default preset as measured in the default run (2026-12-03);
+    each tuned MiniLM layer about 0.2 s a step and 6.5 s of export per 1,000 users, MLM over tuned layers (a full
+    forward of the masked caption) about 0.9 s a step, from ``benchmarks/bench_stage1_tuning.py`` (docs/stage1.md,
+    "Cost") and a one-seed run of ``--preset real`` (342 s per stage-1 run, two at once on two cores); the tiny
+    encoders 1.4x the default's step."""
+    if text_model == "tiny":
+        return 0.05, 1.8
+    tuned = PRETRAINED_TEXT_LAYERS if text_tuned_layers is None else min(text_tuned_layers, PRETRAINED_TEXT_LAYERS)
+    if tuned == 0:
+        return 0.035, 1.5
+    return 0.035 + 0.2 * tuned + (0.9 if lm_weight > 0 else 0.0), 1.5 + 6.5 * tuned
+
+
+def stage_seconds(
+    num_users: int, stage1_steps: int, stage2_steps: int, stage1_cost: tuple[float, float] = (0.035, 1.5)
+) -> dict[str, float]:
+    """Rough seconds of one stage-1 and one stage-2 run on a 2-core CPU: stage 1 ``stage1_cost`` (seconds per
+    step, export seconds per 1,000 users; :func:`stage1_costs`, the default preset's by default), stage 2 about
+    0.02 s per step per 1,000 users (the default run, 2026-12-03), plus a fixed overhead per stage run."""
     users = max(num_users, 1) / 1000
+    step, export = stage1_cost
     return {
-        "stage1": STAGE_OVERHEAD_SECONDS + 0.035 * stage1_steps + 1.5 * users,
+        "stage1": STAGE_OVERHEAD_SECONDS + step * stage1_steps + export * users,
         "stage2": STAGE_OVERHEAD_SECONDS + 0.02 * stage2_steps * max(users, 0.2),
     }
 

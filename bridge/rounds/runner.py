@@ -18,7 +18,7 @@ from pathlib import Path
 from bridge.report import ReportInputs, RunFacts, write_report
 from bridge.report.tracking import log_evaluations
 from bridge.rounds.config import BridgeConfig
-from bridge.rounds.console import Console, estimate_seconds, minutes, stage_seconds
+from bridge.rounds.console import Console, estimate_seconds, minutes, stage1_costs, stage_seconds
 from bridge.rounds.context import BridgeResult, BridgeRun
 from bridge.rounds.corpus import prepare_corpus
 from bridge.rounds.evaluate import EVAL_COST, evaluate_rows
@@ -35,6 +35,10 @@ class RunSize:
     evaluations: int
     steps: dict[str, int]
     eval_units: float = 0.0  # the evaluations weighted by their cost (EVAL_COST), in linear-probe units
+    stage1_cost: tuple[float, float] = (
+        0.035,
+        1.5,
+    )  # MMGA's stage 1: seconds per step, export per 1,000 users
 
     @classmethod
     def of(cls, cfg: BridgeConfig, templates: StageTemplates) -> RunSize:
@@ -50,11 +54,13 @@ class RunSize:
         steps = {stage: templates.template("mmga", stage).trainer.max_steps for stage in runs}
         counts = {r.name: cfg.seeds if r.seeded else 1 for r in rows}
         units = sum(counts[r.name] * EVAL_COST.get(r.method, 1.0) for r in rows)
-        return cls(runs, sum(counts.values()), steps, units)
+        stage1 = templates.template("mmga", "stage1")
+        cost = stage1_costs(stage1.model.text_model, stage1.model.text_tuned_layers, stage1.losses.lm_weight)
+        return cls(runs, sum(counts.values()), steps, units, cost)
 
     def stage_estimates(self, num_users: int) -> dict[str, float]:
         """Estimated seconds of one stage run of each kind on a corpus of ``num_users``."""
-        return stage_seconds(num_users, self.steps["stage1"], self.steps["stage2"])
+        return stage_seconds(num_users, self.steps["stage1"], self.steps["stage2"], self.stage1_cost)
 
     def estimate_line(self, jobs: int, num_users: int) -> str:
         """The run's rough wall time on a 2-core CPU for this corpus's size."""

@@ -109,6 +109,25 @@ def test_time_left_starts_from_the_estimate_and_follows_what_was_measured():
     assert small["stage1"] < large["stage1"] and small["stage2"] < large["stage2"]  # scales with the corpus
 
 
+def test_the_estimate_follows_how_much_of_the_text_encoder_trains():
+    """A preset that fine-tunes MiniLM is estimated far slower per stage-1 run than the frozen default (measured:
+    about 18x the tiny step, docs/stage1.md), the tiny encoders about as fast; stage 2 does not change."""
+    from bridge.rounds.runner import RunSize
+
+    def per_stage(preset, **stage1):
+        cfg = BridgeConfig(preset=preset, stage1=stage1)
+        return RunSize.of(cfg, stages.check_stage_configs(cfg)).stage_estimates(1000)
+
+    default, tiny, real = per_stage("default"), per_stage("tiny"), per_stage("real")
+    top1 = per_stage("pretrained")
+    assert default["stage1"] < tiny["stage1"] < 2 * default["stage1"]
+    assert 2 * default["stage1"] < top1["stage1"] < real["stage1"]
+    assert real["stage1"] > 10 * default["stage1"]
+    without_mlm = per_stage("real", losses={"lm_weight": 0.0})
+    assert without_mlm["stage1"] < real["stage1"]
+    assert default["stage2"] == tiny["stage2"] == real["stage2"]
+
+
 def test_the_caption_states_are_prepared_for_the_first_pending_run_that_freezes_text(tmp_path, monkeypatch):
     """Before the chains, the scheduler prepares the states for the first round-0 stage-1 run still to run; when
     that run's config freezes no text layer (``prepare_text_states`` returns False) it tries the next; a run

@@ -228,6 +228,7 @@ def test_presets_are_files_and_an_unknown_one_is_named(tmp_path):
     default = resolve_stage("stage1", BridgeConfig(), paths, tmp_path, "mmga", 0, None)
     assert (default.model.text_model, default.model.text_tuned_layers) == ("minilm", 0)
     assert default.model.text_head_dim > 0 and default.losses.gcl_form == "infonce"
+    assert default.losses.gcl_soft_targets == 0.5  # common-neighbour targets (measured: docs/stage1.md)
     assert default.trainer.max_steps == 150
     # no_align: the same encoders without the graph-contrastive terms (its graph head is then never built)
     no_align = resolve_stage("stage1", BridgeConfig(), paths, tmp_path, "no_align", 0, None)

@@ -49,7 +49,11 @@ def stage1_costs(text_model: str, text_tuned_layers: int | None, lm_weight: floa
     encoders 1.4x the default's step."""
     if text_model == "tiny":
         return 0.05, 1.8
-    tuned = PRETRAINED_TEXT_LAYERS if text_tuned_layers is None else min(text_tuned_layers, PRETRAINED_TEXT_LAYERS)
+    tuned = (
+        PRETRAINED_TEXT_LAYERS
+        if text_tuned_layers is None
+        else min(text_tuned_layers, PRETRAINED_TEXT_LAYERS)
+    )
     if tuned == 0:
         return 0.035, 1.5
     return 0.035 + 0.2 * tuned + (0.9 if lm_weight > 0 else 0.0), 1.5 + 6.5 * tuned

@@ -11,6 +11,9 @@ Fields:
 - ``stage2``: dotted overrides of stage 2's config, or ``None`` when the variant trains no GNN;
 - ``feedback``: from round 1 on, stage 1 weights its graph-contrastive positives by the edge weights stage 2 wrote
   in the previous round (the multi-step alignment);
+- ``stage1_restarts``: from round 1 on, stage 1 starts again from its initial weights (the pretrained encoders and
+  a fresh graph head) instead of continuing from its previous round's checkpoint; the feedback still steers its
+  positives. Stage 2 continues either way;
 - ``once``: the variant runs round 0 of the first training seed only and its rows are evaluated once (``frozen``:
   nothing is trained, so nothing depends on the training seed or the round).
 
@@ -45,6 +48,7 @@ class Variant:
     stage1: dict[str, Any] | None = field(default_factory=dict)
     stage2: dict[str, Any] | None = field(default_factory=dict)
     feedback: bool = True
+    stage1_restarts: bool = False
     once: bool = False
 
     @property
@@ -113,6 +117,12 @@ ABLATIONS: dict[str, Variant] = {
             "MMGA without edge-weight feedback to stage 1",
             stage2=MMGA.stage2,
             feedback=False,
+        ),
+        Variant(
+            "abl_stage1_restarts",
+            "MMGA whose stage 1 starts again from its initial weights every round (feedback kept)",
+            stage2=MMGA.stage2,
+            stage1_restarts=True,
         ),
         Variant(
             "abl_uniform_gate",

@@ -282,11 +282,12 @@ def plan_stage(
     """The :class:`StageRun` of stage run ``key``; the entries it reads must already be complete."""
     depends_on: list[StageKey] = []
     init_checkpoint = None
+    spec = get_variant(key.variant)
     if key.round > 0:
         prev = key.of_round(key.round - 1)
         depends_on.append(prev)
-        init_checkpoint = manifest.outputs(prev)["checkpoint"]
-    spec = get_variant(key.variant)
+        if not (key.stage == "stage1" and spec.stage1_restarts):
+            init_checkpoint = manifest.outputs(prev)["checkpoint"]
     if key.stage == "stage1" and spec.feedback and key.round > 0:
         depends_on.append(key.of_round(key.round - 1).of_stage("stage2"))  # its edge weights
     if key.stage == "stage2" and spec.has_stage1:

@@ -68,6 +68,7 @@ def test_round_seeds_and_feedback():
     assert set(ABLATIONS) == {
         "abl_no_gcl",
         "abl_no_feedback",
+        "abl_stage1_restarts",
         "abl_uniform_gate",
         "abl_additive_gate",
         "abl_x_only_inputs",

@@ -25,6 +25,7 @@ if __package__ in (None, ""):
 from bridge.rounds.config import build_config  # noqa: E402
 from bridge.rounds.stages import check_stage_configs  # noqa: E402
 from bridge.runfolder.lock import RunFolderLocked, RunFolderUnwritable, run_lock  # noqa: E402
+from bridge.variants import ABLATIONS  # noqa: E402
 from mmga_common import quiet_third_party  # noqa: E402
 from mmga_common.cli import prog_name  # noqa: E402
 from mmga_common.config import ConfigError  # noqa: E402
@@ -138,9 +139,12 @@ def _add_seed_and_variant_flags(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument(
         "--ablations",
-        action="store_true",
-        help="also train MMGA with one part switched off (no graph-contrastive loss, no edge-weight feedback, "
-        "uniform gate, ...; listed in bridge/variants.py) and report them",
+        nargs="*",
+        default=None,
+        metavar="NAME",
+        help="also train MMGA with one part switched off and report them: every ablation when no NAME is given, "
+        f"else the named ones ({', '.join(ABLATIONS)}; bridge/variants.py, docs/bridge.md 'Ablations'); each "
+        "costs about as much as MMGA",
     )
 
 
@@ -230,7 +234,7 @@ def main(argv: list[str] | None = None) -> int:
             synthetic=args.synthetic,
             frozen=args.frozen,
             baselines=False if args.skip_baselines else None,
-            ablations=True if args.ablations else None,
+            ablations=None if args.ablations is None else (args.ablations or True),
             finetune=args.finetune,
             skip_graph_head=args.skip_graph_head,
         )

@@ -23,6 +23,7 @@ from MMGA in exactly the fields it names.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -152,11 +153,25 @@ def get_variant(name: str) -> Variant:
         raise ValueError(f"unknown variant {name!r}; expected one of {', '.join(REGISTRY)}") from None
 
 
-def run_variants(baselines: bool, ablations: bool) -> tuple[Variant, ...]:
-    """The variants one run trains, in training order."""
+def ablation_names(choice: bool | Iterable[str]) -> tuple[str, ...]:
+    """The ablations a run trains, in :data:`ABLATIONS`' order: every one for ``True`` (``--ablations`` alone),
+    none for ``False``, else the named ones (``--ablations abl_no_feedback ...``). An unknown name is a
+    ``ValueError`` that lists the known ones."""
+    if isinstance(choice, bool):
+        return tuple(ABLATIONS) if choice else ()
+    if isinstance(choice, str):
+        choice = (choice,)
+    wanted = set(choice)
+    unknown = sorted(wanted - set(ABLATIONS))
+    if unknown:
+        raise ValueError(f"unknown ablation(s) {', '.join(unknown)}; expected some of {', '.join(ABLATIONS)}")
+    return tuple(name for name in ABLATIONS if name in wanted)
+
+
+def run_variants(baselines: bool, ablations: bool | Iterable[str]) -> tuple[Variant, ...]:
+    """The variants one run trains, in training order (``ablations``: as :func:`ablation_names` reads it)."""
     out = [MMGA]
     if baselines:
         out += BASELINES.values()
-    if ablations:
-        out += ABLATIONS.values()
+    out += [ABLATIONS[name] for name in ablation_names(ablations)]
     return tuple(out)

@@ -14,7 +14,7 @@ three sections, each with its own MMGA row that the others are compared with (``
 - ``mmga_round_<r>``: [R^G || R^T || R^I] of MMGA after round r, for every round; ``no_align_round_<r>`` the same
   of ``no_align`` for every round but the last (which is ``no_align``), for the rounds plot;
 - ``mmga_image`` / ``mmga_text`` / ``mmga_graph``: the parts of MMGA's last round on their own;
-- ``abl_*`` (with ``--ablations``): [R^G || R^T || R^I] of MMGA's last round with one part switched off.
+- ``abl_*`` (with ``--ablations [NAME ...]``): [R^G || R^T || R^I] of MMGA's last round with one part switched off.
 
 **Fine-tuned** (``mmga_finetuned``; with ``finetune``): networks trained end to end on each task
 (``bridge.evaluation.networks``), the encoders frozen (their embeddings come from the cache):
@@ -34,6 +34,7 @@ of the ``frozen`` variant (nothing trained) once.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -41,7 +42,7 @@ import numpy as np
 
 from bridge.runfolder import RunPaths, StageKey
 from bridge.runfolder.caches import read_encoders, read_graph
-from bridge.variants import ABLATIONS, get_variant
+from bridge.variants import ABLATIONS, ablation_names, get_variant
 from corpus import Corpus
 
 PART_ORDER = ("graph", "text", "image", "stats")  # [R^G || R^T || R^I], X only in the floor row and the peers
@@ -179,7 +180,7 @@ class Row:
 
 
 def report_rows(
-    rounds: int, baselines: bool = True, ablations: bool = False, finetune: bool = False
+    rounds: int, baselines: bool = True, ablations: bool | Iterable[str] = False, finetune: bool = False
 ) -> list[Row]:
     """All rows of a run with ``rounds`` rounds, in table order."""
     last = rounds - 1
@@ -212,11 +213,10 @@ def report_rows(
         Row("mmga_text", f"MMGA round {last}: text part only", "part", "mmga", last, ("text",)),
         Row("mmga_image", f"MMGA round {last}: image part only", "part", "mmga", last, ("image",)),
     ]
-    if ablations:
-        rows += [
-            Row(v.name, v.label, "ablation", v.name, last, ("graph", "text", "image"))
-            for v in ABLATIONS.values()
-        ]
+    rows += [
+        Row(name, ABLATIONS[name].label, "ablation", name, last, ("graph", "text", "image"))
+        for name in ablation_names(ablations)
+    ]
     if finetune:  # the same network, pre-trained or from scratch
         rows += [
             Row(name, label, "finetuned", "mmga", last, mixed, "finetune", "finetuned", init)

@@ -6,7 +6,7 @@ File layout (every section optional)::
     seed: 0                                # first training seed
     seeds: 5                               # training seeds: every variant is trained with seed, seed+1, ...
     preset: default                        # the stage defaults: bridge/presets/<preset>.json (default, real)
-    ablations: false                       # also train MMGA's ablations (bridge.variants.ABLATIONS)
+    ablations: false                       # MMGA's ablations too: true (all), or names of bridge.variants.ABLATIONS
     finetune: true                         # the fine-tuned rows (MMGA's GNN + head, and the same from scratch)
     skip_graph_head: false                 # stage 2 reads R^T without the graph head's columns (docs/stage2.md)
     synthetic: {num_users: 800}            # SyntheticConfig fields, for the generated default corpus
@@ -32,7 +32,9 @@ from pathlib import Path
 from typing import Any
 
 from bridge.evaluation.config import EvalConfig
+from bridge.variants import ablation_names
 from mmga_common.config import (
+    DEFAULT_SOURCE,
     ConfigError,
     check_bounds,
     config_field,
@@ -63,7 +65,11 @@ class BridgeConfig:
     frozen: dict[str, Any] = field(default_factory=dict)  # stage-1 overrides of the frozen variant's encoders
     eval: EvalConfig = field(default_factory=EvalConfig)
     baselines: bool = True
-    ablations: bool = False
+    ablations: tuple[str, ...] = config_field(
+        (),
+        "MMGA's ablations to train next to it, names of bridge.variants.ABLATIONS (true in a file or "
+        "BridgeConfig(ablations=True): every one)",
+    )
     finetune: bool = config_field(
         True,
         "the fine-tuned rows: MMGA's last-round GNN + a task head trained end to end, and the same from scratch",
@@ -76,6 +82,11 @@ class BridgeConfig:
 
     def __post_init__(self) -> None:
         check_bounds(self)
+        try:
+            names = ablation_names(self.ablations)
+        except ValueError as err:
+            raise ConfigError(DEFAULT_SOURCE, None, "ablations", str(err)) from None
+        object.__setattr__(self, "ablations", names)  # frozen: normalised once, here
 
     @property
     def training_seeds(self) -> tuple[int, ...]:
@@ -118,7 +129,7 @@ def build_config(
     synthetic: list[str] | None = None,
     frozen: list[str] | None = None,
     baselines: bool | None = None,
-    ablations: bool | None = None,
+    ablations: bool | list[str] | None = None,
     finetune: bool | None = None,
     skip_graph_head: bool | None = None,
 ) -> BridgeConfig:
@@ -165,4 +176,9 @@ def build_config(
         if value is not None:
             data[name] = str(value) if isinstance(value, Path) else value
             lines.pop(name, None)
+    if "ablations" in data:  # true / false / names, from the file or --ablations [NAME ...]
+        try:
+            data["ablations"] = list(ablation_names(data["ablations"]))
+        except (TypeError, ValueError) as err:
+            raise ConfigError(source, lines.get("ablations"), "ablations", str(err)) from None
     return from_dict(BridgeConfig, data, source, lines)

@@ -17,7 +17,7 @@ from bridge.rounds import stages
 from bridge.rounds.config import BridgeConfig
 from bridge.rounds.runner import run_bridge
 from bridge.runfolder.paths import RunPaths
-from bridge.variants import ABLATIONS, REGISTRY, Variant, run_variants
+from bridge.variants import ABLATIONS, REGISTRY, Variant, ablation_names, run_variants
 from corpus import load_corpus
 from corpus.synthetic import TRUTH_FILE
 from mmga_common.config import ConfigError
@@ -257,3 +257,47 @@ def test_skip_graph_head_leaves_each_variants_head_columns_out_of_stage2():
         BridgeConfig(skip_graph_head=True, stage2={"model": {"text_skip_last": 0}})
     )
     assert told.template("mmga", "stage2").model.text_skip_last == 0  # an explicit value wins
+
+
+def test_ablations_are_chosen_all_or_by_name(tmp_path):
+    from bridge.alternate import build_parser
+    from bridge.rounds.config import build_config
+
+    assert ablation_names(True) == tuple(ABLATIONS) and ablation_names(False) == ()
+    # named ones come in the registry's order, whatever order they were given in
+    assert ablation_names(["abl_stage1_restarts", "abl_no_feedback"]) == (
+        "abl_no_feedback",
+        "abl_stage1_restarts",
+    )
+    assert [v.name for v in run_variants(False, ["abl_stage1_restarts"])] == ["mmga", "abl_stage1_restarts"]
+    assert [
+        r.name for r in report_rows(2, baselines=False, ablations=("abl_no_gcl",)) if r.group == "ablation"
+    ] == ["abl_no_gcl"]
+    with pytest.raises(ValueError, match=r"unknown ablation\(s\) abl_nope; expected some of abl_no_gcl, "):
+        ablation_names(["abl_nope"])
+
+    # the command line: --ablations alone is every one, --ablations NAME ... the named ones, absent none
+    parse = build_parser().parse_args
+    assert parse(["--ablations"]).ablations == [] and parse([]).ablations is None
+    assert parse(["--ablations", "abl_no_feedback", "abl_no_gcl"]).ablations == [
+        "abl_no_feedback",
+        "abl_no_gcl",
+    ]
+    assert build_config(ablations=True).ablations == tuple(ABLATIONS)
+    assert build_config(ablations=["abl_no_feedback"]).ablations == ("abl_no_feedback",)
+    assert build_config().ablations == () and BridgeConfig(ablations=True).ablations == tuple(ABLATIONS)
+
+    # a config file: true, or a list of names; an unknown name is refused with its file, line and field
+    good = tmp_path / "good.yaml"
+    good.write_text("rounds: 2\nablations: true\n")
+    assert build_config(good).ablations == tuple(ABLATIONS)
+    good.write_text("ablations: [abl_uniform_gate]\n")
+    assert build_config(good).ablations == ("abl_uniform_gate",)
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("rounds: 2\nablations: [abl_no_feedbak]\n")
+    with pytest.raises(
+        ConfigError, match=r"bad.yaml, line 2, field 'ablations': unknown ablation\(s\) abl_no_feedbak"
+    ):
+        build_config(bad)
+    with pytest.raises(ConfigError, match=r"field 'ablations': unknown ablation"):
+        BridgeConfig(ablations=("abl_nope",))

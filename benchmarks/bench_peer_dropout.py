@@ -20,11 +20,15 @@ import tempfile
 import time
 from pathlib import Path
 
-import torch
-import torch.nn.functional as F
-from torch_sparse import SparseTensor
-
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from mmga_common import quiet_third_party  # noqa: E402
+
+quiet_third_party()  # before torch-sparse's import warns about torch.jit.script
+
+import torch  # noqa: E402
+import torch.nn.functional as F  # noqa: E402
+from torch_sparse import SparseTensor  # noqa: E402
 
 from bridge.evaluation import peers  # noqa: E402
 from corpus import load_corpus  # noqa: E402

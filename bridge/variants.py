@@ -11,9 +11,9 @@ Fields:
 - ``stage2``: dotted overrides of stage 2's config, or ``None`` when the variant trains no GNN;
 - ``feedback``: from round 1 on, stage 1 weights its graph-contrastive positives by the edge weights stage 2 wrote
   in the previous round (the multi-step alignment);
-- ``stage1_restarts``: from round 1 on, stage 1 starts again from its initial weights (the pretrained encoders and
-  a fresh graph head) instead of continuing from its previous round's checkpoint; the feedback still steers its
-  positives. Stage 2 continues either way;
+- ``restarts``: the stages that, from round 1 on, start again from their initial weights (stage 1: the pretrained
+  encoders and a fresh graph head; stage 2: a fresh GNN) instead of continuing from their previous round's
+  checkpoint; the feedback still steers stage 1's positives. Empty for MMGA: every stage continues;
 - ``once``: the variant runs round 0 of the first training seed only and its rows are evaluated once (``frozen``:
   nothing is trained, so nothing depends on the training seed or the round).
 
@@ -49,7 +49,7 @@ class Variant:
     stage1: dict[str, Any] | None = field(default_factory=dict)
     stage2: dict[str, Any] | None = field(default_factory=dict)
     feedback: bool = True
-    stage1_restarts: bool = False
+    restarts: tuple[str, ...] = ()
     once: bool = False
 
     @property
@@ -123,7 +123,13 @@ ABLATIONS: dict[str, Variant] = {
             "abl_stage1_restarts",
             "MMGA whose stage 1 starts again from its initial weights every round (feedback kept)",
             stage2=MMGA.stage2,
-            stage1_restarts=True,
+            restarts=("stage1",),
+        ),
+        Variant(
+            "abl_stage2_restarts",
+            "MMGA whose stage 2 starts again from fresh weights every round (stage 1 continues)",
+            stage2=MMGA.stage2,
+            restarts=("stage2",),
         ),
         Variant(
             "abl_uniform_gate",

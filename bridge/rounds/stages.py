@@ -286,7 +286,7 @@ def plan_stage(
     if key.round > 0:
         prev = key.of_round(key.round - 1)
         depends_on.append(prev)
-        if not (key.stage == "stage1" and spec.stage1_restarts):
+        if key.stage not in spec.restarts:
             init_checkpoint = manifest.outputs(prev)["checkpoint"]
     if key.stage == "stage1" and spec.feedback and key.round > 0:
         depends_on.append(key.of_round(key.round - 1).of_stage("stage2"))  # its edge weights

@@ -64,24 +64,28 @@ def test_later_rounds_continue_and_mmga_reads_the_edge_weights(planned):
     )
 
 
-def test_a_restarting_stage_1_reads_the_edge_weights_but_no_checkpoint(tmp_path):
+@pytest.mark.parametrize("restarting", ["stage1", "stage2"])
+def test_a_restarting_stage_reads_no_checkpoint_and_the_other_continues(tmp_path, restarting):
+    variant = f"abl_{restarting}_restarts"
     paths = RunPaths(tmp_path).for_seed(1)
     manifest = Manifest(tmp_path / "manifest.json")
     for stage in ("stage1", "stage2"):
-        key = paths.stage_key("abl_stage1_restarts", 0, stage)
+        key = paths.stage_key(variant, 0, stage)
         (tmp_path / f"{stage}.ckpt").write_bytes(str(key).encode())
         manifest.record(key, {"k": str(key)}, "fp", outputs={"checkpoint": tmp_path / f"{stage}.ckpt"})
     templates = stages.check_stage_configs(BridgeConfig(rounds=2, ablations=True))
-
-    def plan(stage):
-        key = paths.stage_key("abl_stage1_restarts", 1, stage)
-        return stages.plan_stage(key, templates, paths, Path("/corpus"), manifest)
-
-    s1, s2 = plan("stage1"), plan("stage2")
-    assert s1.config.init_checkpoint is None  # starts again from its initial weights ...
-    assert s1.config.edge_weight_round == 0  # ... with the previous round's edge weights as positives
-    assert s1.config.seed == 1 + stages.ROUND_SEED_STRIDE
-    assert s2.config.init_checkpoint == tmp_path / "stage2.ckpt"  # stage 2 continues
+    planned = {
+        stage: stages.plan_stage(
+            paths.stage_key(variant, 1, stage), templates, paths, Path("/corpus"), manifest
+        )
+        for stage in ("stage1", "stage2")
+    }
+    for stage, run in planned.items():
+        # the restarting stage starts again from its initial weights, the other continues
+        expected = None if stage == restarting else tmp_path / f"{stage}.ckpt"
+        assert run.config.init_checkpoint == expected, stage
+        assert run.config.seed == 1 + stages.ROUND_SEED_STRIDE
+    assert planned["stage1"].config.edge_weight_round == 0  # the feedback is kept either way
 
 
 def test_a_stage_run_needs_a_training_seed():

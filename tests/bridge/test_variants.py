@@ -69,6 +69,7 @@ def test_round_seeds_and_feedback():
         "abl_no_gcl",
         "abl_no_feedback",
         "abl_stage1_restarts",
+        "abl_stage2_restarts",
         "abl_uniform_gate",
         "abl_additive_gate",
         "abl_x_only_inputs",

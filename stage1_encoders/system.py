@@ -171,9 +171,11 @@ class Stage1System(L.LightningModule):
         """The text GCL with the graph head: InfoNCE over the batch's own anchor users and sampled neighbours
         (``text_gcl_*``), on the head's output over their cached frozen text embeddings; users without text
         and the pairs they are in drop out."""
+        # the cached means stay in host memory (every user's, computed once); the batch is on the training device
         means, has_text = self.text_encoder.user_means()
+        store = means.device
         anchor, positive = batch["text_gcl_anchor"], batch["text_gcl_positive"]
-        keep = has_text[anchor] & has_text[positive]
+        keep = (has_text[anchor.to(store)] & has_text[positive.to(store)]).to(anchor.device)
         if int(keep.sum()) < 2:
             return {}
         common = batch.get("text_gcl_common")
@@ -182,7 +184,7 @@ class Stage1System(L.LightningModule):
         anchor, positive = anchor[keep], positive[keep]
         users, inverse = torch.unique(torch.cat([anchor, positive]), return_inverse=True)
         device = self.text_encoder.head[0].weight.device
-        z, logit_scale = self.gcl_text_head(self.text_encoder.head(means[users].to(device)))
+        z, logit_scale = self.gcl_text_head(self.text_encoder.head(means[users.to(store)].to(device)))
         a, p = inverse[: len(anchor)].to(device), inverse[len(anchor) :].to(device)
         return self.gcl_text_loss(z[a], z[p], logit_scale, a, p, common)
 

@@ -1,7 +1,8 @@
 """Which block of MMGA's fused representation makes a row differ from ``no_align``'s? Swap the blocks.
 
-Reads the caches of a finished bridge run folder (both ``mmga`` and ``no_align`` trained), builds
-[R^G || R^T || R^I] from every mix of the two variants' blocks of the last round, and scores each with the
+Reads a finished bridge run folder (both ``mmga`` and ``no_align`` trained; its corpus, training seeds and rounds
+from ``report/metrics.json``), builds [R^G || R^T || R^I] from every mix of the two variants' blocks of the last
+round (read by ``bridge.evaluation.rows.representation_blocks``, as the report reads them), and scores each with the
 report's own linear probe (``bridge.evaluation.heads.evaluate_representation``: the same heads, splits and
 choice on val), per training seed. A row that moves with one block and not with the others locates the gap.
 
@@ -26,8 +27,9 @@ from mmga_common import quiet_third_party  # noqa: E402
 quiet_third_party()
 
 from bridge.evaluation.heads import evaluate_representation  # noqa: E402
+from bridge.evaluation.rows import Row, representation_blocks  # noqa: E402
+from bridge.report.compare import CompareError, load_metrics  # noqa: E402
 from bridge.runfolder import RunPaths  # noqa: E402
-from bridge.runfolder.caches import read_encoders, read_graph  # noqa: E402
 from corpus import load_corpus  # noqa: E402
 
 # mix name -> (variant of R^G, variant of R^T, variant of R^I); None leaves the block out
@@ -56,30 +58,24 @@ def main(argv: list[str] | None = None) -> int:
     )
     args = parser.parse_args(argv)
 
-    if not (args.run_dir / "corpus").is_dir():
-        parser.error(f"{args.run_dir}: no corpus/ folder; is it a bridge run folder?")
-    corpus = load_corpus(args.run_dir / "corpus")
-    seeds = args.seeds
-    if seeds is None:
-        seeds = sorted(int(p.name.split("_")[1]) for p in args.run_dir.glob("seed_*") if p.is_dir())
-    if not seeds:
-        parser.error(f"{args.run_dir}: no seed_* folders; is it a bridge run folder?")
-    rnd = args.round
-    if rnd is None:
-        rnd = max(
-            int(p.name.split("_")[1]) for p in (args.run_dir / f"seed_{seeds[0]}" / "mmga").glob("round_*")
-        )
+    try:  # the run's own record: its corpus (wherever --corpus put it), training seeds and rounds
+        metrics = load_metrics(args.run_dir)
+    except CompareError as err:
+        parser.error(str(err))
+    corpus = load_corpus(metrics["corpus"]["path"])
+    seeds = metrics["training_seeds"] if args.seeds is None else args.seeds
+    rnd = metrics["config"]["bridge"]["rounds"] - 1 if args.round is None else args.round
     scores: dict[str, tuple[list[float], list[float]]] = {name: ([], []) for name in MIXES}
     for seed in seeds:
         paths = RunPaths(args.run_dir).for_seed(seed)
-        blocks = {}
-        for variant in ("mmga", "no_align"):
-            enc = read_encoders(paths.cache_dir(variant), rnd, corpus)
-            graph = read_graph(paths.cache_dir(variant), rnd, corpus)
-            blocks[variant] = (graph.user_graph_emb, enc.user_text_emb, enc.user_image_emb)
+        blocks = {  # [R^G, R^T, R^I] of each variant, read as the report reads them
+            variant: representation_blocks(
+                Row(variant, variant, "mmga", variant, rnd, ("graph", "text", "image")), corpus, paths
+            )
+            for variant in ("mmga", "no_align")
+        }
         for name, sources in MIXES.items():
-            parts = [blocks[v][k] for k, v in enumerate(sources) if v is not None]
-            x = np.concatenate([np.asarray(p, dtype=np.float32) for p in parts], axis=1)
+            x = np.concatenate([blocks[v][k] for k, v in enumerate(sources) if v is not None], axis=1)
             ev = evaluate_representation(x, corpus.labels, corpus.fans, corpus.splits)
             scores[name][0].append(ev.topic.scores["macro_f1"].mean)
             scores[name][1].append(ev.fans.scores["mae"].mean)

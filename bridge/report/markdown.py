@@ -246,8 +246,8 @@ def _method_lines(report: RunReport, facts: RunFacts) -> list[str]:
         "buckets cut at the train quantiles. Users with an unknown label / fans are left out of that task.",
         f"- Every variant runs {facts.rounds} round(s) with the same per-round steps (stage 1: "
         f"{facts.stage_steps.get('stage1')}, stage 2: {facts.stage_steps.get('stage2')}), each round continuing from "
-        f"the previous round's checkpoints (but where a variant's label says it starts again), so the baselines get as many training steps as MMGA (`frozen` trains "
-        f"nothing and runs once). Variants: "
+        "the previous round's checkpoints (but where a variant's label says it starts again), so the baselines get "
+        "as many training steps as MMGA (`frozen` trains nothing and runs once). Variants: "
         f"{variants}. `image_only` / `text_only`: the no-alignment encoders' R^I / R^T. `mmga_*` parts: MMGA's "
         "own blocks.",
         f"- Peers (PyG layers over the no-alignment encoders' [R^T || R^I || X], or the frozen encoders' for "

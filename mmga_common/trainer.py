@@ -298,14 +298,26 @@ def build_trainer(
 
 
 def fit_and_save(
-    trainer: Any, tc: TrainerConfig, module: Any, datamodule: Any, out_dir: Path, resume: Path | None
+    trainer: Any,
+    tc: TrainerConfig,
+    module: Any,
+    datamodule: Any,
+    out_dir: Path,
+    resume: Path | None,
+    frozen_eval_modules: int = 0,
 ) -> Path:
     """``trainer.fit`` (from ``resume``, the stage's ``tc.resume_path(out_dir)``, or fresh when ``None``), then
     the full final checkpoint (weights, optimizer, loop state: resumable) at ``<out>/checkpoints/last.ckpt``,
-    which it returns. Under a spawning strategy the workers saved it already."""
+    which it returns. Under a spawning strategy the workers saved it already.
+
+    ``frozen_eval_modules``: how many of ``module``'s modules are kept in eval mode on purpose (a frozen encoder's
+    layers). Lightning's "Found N module(s) in eval mode" warning is dropped for exactly that N, so any other
+    count, a module left in eval mode by mistake, still warns."""
     with warnings.catch_warnings():
         for message in _QUIET_FIT_WARNINGS:
             warnings.filterwarnings("ignore", message=message)
+        if frozen_eval_modules > 0:
+            warnings.filterwarnings("ignore", message=rf"Found {frozen_eval_modules} module\(s\) in eval mode ")
         trainer.fit(module, datamodule=datamodule, ckpt_path=resume)
     checkpoint = checkpoint_path(out_dir)
     if not tc.spawns_workers:

@@ -231,6 +231,11 @@ class TextEncoder(nn.Module):
             return []
         return [self.base.embeddings, *self._layers()[: self.num_frozen]]
 
+    def num_eval_modules(self) -> int:
+        """How many modules (each frozen module and everything inside it, counted once) stay in eval mode while
+        the rest trains."""
+        return len({id(m) for frozen in self.frozen_modules() for m in frozen.modules()})
+
     def train(self, mode: bool = True) -> TextEncoder:
         super().train(mode)
         for module in self.frozen_modules():  # frozen layers never train: no dropout there, as in the cache

@@ -96,7 +96,15 @@ def run_stage1(cfg: Stage1Config, corpus: Corpus | None = None, *, force: bool =
         if trainer.is_global_zero:
             _save_config(cfg, parts)
         started = time.perf_counter()
-        checkpoint = fit_and_save(trainer, tc, parts.system, parts.datamodule, cfg.out_dir, resume)
+        checkpoint = fit_and_save(
+            trainer,
+            tc,
+            parts.system,
+            parts.datamodule,
+            cfg.out_dir,
+            resume,
+            frozen_eval_modules=parts.system.text_encoder.num_eval_modules(),
+        )
         train_seconds = time.perf_counter() - started
         if trainer.is_global_zero:
             save_text_encoder(parts.system.text_encoder, parts.tokenizer, text_encoder_dir(cfg.out_dir))

@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import dataclasses
 import typing
+import warnings
 from pathlib import Path
 
 import lightning as L
@@ -202,3 +203,34 @@ def test_fit_saves_a_resumable_last_checkpoint_and_resume_last_continues(tmp_pat
 def test_from_dict_of_the_shared_section_alone():
     tc = from_dict(TrainerConfig, {"devices": 2, "loggers": ["tensorboard"], "max_epochs": 3})
     assert tc.devices == "2" and tc.loggers == ["tensorboard"] and tc.max_epochs == 3
+
+
+class _PartlyFrozen(_Line):
+    """``_Line`` plus frozen modules kept in eval mode (as a frozen encoder's layers are) and, optionally, one more
+    module left in eval mode by mistake."""
+
+    def __init__(self, stray: bool):
+        super().__init__()
+        self.frozen = torch.nn.Sequential(torch.nn.Linear(2, 2), torch.nn.Dropout(0.1))  # 3 modules
+        self.stray = torch.nn.Dropout(0.1) if stray else None
+        self.train()  # Lightning checks the modes as the module comes, before anything calls train()
+
+    def train(self, mode: bool = True):
+        super().train(mode)
+        self.frozen.eval()
+        if self.stray is not None:
+            self.stray.eval()
+        return self
+
+
+@pytest.mark.parametrize(("stray", "declared", "warns"), [(False, 3, False), (False, 0, True), (True, 3, True)])
+def test_fit_drops_the_eval_mode_warning_only_for_the_declared_frozen_modules(tmp_path, stray, declared, warns):
+    tc = TrainerConfig(accelerator="cpu", enable_progress_bar=False, log_every_n_steps=1, max_steps=1)
+    trainer = build_trainer(tc, tmp_path, "x", checkpoint_io=SafeCheckpointIO())
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        fit_and_save(trainer, tc, _PartlyFrozen(stray), _Data(), tmp_path, None, frozen_eval_modules=declared)
+    eval_warnings = [str(w.message) for w in caught if "in eval mode" in str(w.message)]
+    assert bool(eval_warnings) is warns, eval_warnings
+    if warns:
+        assert eval_warnings[0].startswith(f"Found {3 + int(stray)} module(s)")

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import warnings
 
 import numpy as np
 import pytest
@@ -379,7 +380,12 @@ def fit_with_probe(cfg: Stage1Config, monkeypatch):
         return original(self, batch, batch_idx)
 
     monkeypatch.setattr(Stage1System, "training_step", probed)
-    return run_stage1(cfg), seen
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        result = run_stage1(cfg)
+    # the frozen layers stay in eval mode on purpose: Lightning's warning about them is dropped, and only it
+    seen["eval_warnings"] = [str(w.message) for w in caught if "in eval mode" in str(w.message)]
+    return result, seen
 
 
 def test_infonce_fit_trains_every_trainable_module_in_train_mode(tiny_corpus, tmp_path, monkeypatch):
@@ -397,7 +403,7 @@ def test_infonce_fit_trains_every_trainable_module_in_train_mode(tiny_corpus, tm
         losses={"ita_dim": 16, "gcl_hidden_dim": 16, "gcl_form": "infonce", "gcl_soft_targets": 0.2},
     )
     result, seen = fit_with_probe(cfg, monkeypatch)
-    assert seen["calls"] == 3 and seen["eval"] == set()
+    assert seen["calls"] == 3 and seen["eval"] == set() and seen["eval_warnings"] == []
     assert {"gcl_image_loss", "gcl_text_loss"} <= set(result.metrics)
     emb = read_cache(cfg, tiny_corpus)
     assert np.isfinite(emb.user_text_emb).all() and emb.user_text_emb.shape[1] == 32

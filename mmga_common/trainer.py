@@ -317,7 +317,9 @@ def fit_and_save(
         for message in _QUIET_FIT_WARNINGS:
             warnings.filterwarnings("ignore", message=message)
         if frozen_eval_modules > 0:
-            warnings.filterwarnings("ignore", message=rf"Found {frozen_eval_modules} module\(s\) in eval mode ")
+            warnings.filterwarnings(
+                "ignore", message=rf"Found {frozen_eval_modules} module\(s\) in eval mode "
+            )
         trainer.fit(module, datamodule=datamodule, ckpt_path=resume)
     checkpoint = checkpoint_path(out_dir)
     if not tc.spawns_workers:

@@ -223,8 +223,12 @@ class _PartlyFrozen(_Line):
         return self
 
 
-@pytest.mark.parametrize(("stray", "declared", "warns"), [(False, 3, False), (False, 0, True), (True, 3, True)])
-def test_fit_drops_the_eval_mode_warning_only_for_the_declared_frozen_modules(tmp_path, stray, declared, warns):
+@pytest.mark.parametrize(
+    ("stray", "declared", "warns"), [(False, 3, False), (False, 0, True), (True, 3, True)]
+)
+def test_fit_drops_the_eval_mode_warning_only_for_the_declared_frozen_modules(
+    tmp_path, stray, declared, warns
+):
     tc = TrainerConfig(accelerator="cpu", enable_progress_bar=False, log_every_n_steps=1, max_steps=1)
     trainer = build_trainer(tc, tmp_path, "x", checkpoint_io=SafeCheckpointIO())
     with warnings.catch_warnings(record=True) as caught:

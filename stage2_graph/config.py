@@ -19,6 +19,7 @@ GateKind = Literal["mgate", "uniform"]
 GateNormalization = Literal["sigmoid", "softmax"]
 GateForm = Literal["additive", "cosine", "gatv2"]
 NodeInput = Literal["stats", "degree", "image", "text"]
+ReadoutText = Literal["inputs", "whole"]
 MODALITY_INPUTS: tuple[str, ...] = ("image", "text")  # node-input blocks read from stage 1's cache
 
 
@@ -85,6 +86,11 @@ class ModelConfig:
         "leave the last k columns of stage 1's R^T out of stage 2's inputs (node inputs and gate), e.g. k = stage 1's "
         "model.text_head_dim to leave the graph head's columns out (docs/stage2.md, measured); 0 reads R^T whole",
         ge=0,
+    )
+    readout_text: ReadoutText = config_field(
+        "inputs",
+        "the R^T that R^G's content readout (content_hops) smooths: inputs = the one the GNN reads (without "
+        "text_skip_last's columns), whole = all of it, the graph head's columns included (docs/stage2.md)",
     )
 
 

@@ -21,7 +21,7 @@ def readout(
     else:
         relevance = system.model.gate.relevance(gate, adj_t)
     content = system.model.content_readout(
-        system.node_inputs(adj_t), relevance.mean(dim=1), system.content_hops
+        system.readout_inputs(adj_t), relevance.mean(dim=1), system.content_hops
     )
     return torch.cat([node_emb, content.to(node_emb.dtype)], dim=1), relevance
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import Any
 
 import lightning as L
@@ -11,6 +12,7 @@ from torch_sparse import SparseTensor
 
 from stage2_graph.adjacency import GraphStructure
 from stage2_graph.config import (
+    MODALITY_INPUTS,
     GateKind,
     ModelConfig,
     ObjectiveConfig,
@@ -68,7 +70,11 @@ class Stage2System(L.LightningModule):
         self.optim = optim
         modalities = graph.modalities if use_modalities else ()
         modality_masks = graph.modality_masks if use_modalities else ()
+        # The whole R^T for the content readout, when the GNN reads fewer of its columns and the readout all of them.
+        whole_text = None
         if modalities and model.text_skip_last:
+            if model.readout_text == "whole" and "text" in MODALITY_INPUTS[: len(modalities)]:
+                whole_text = modalities[MODALITY_INPUTS.index("text")]
             modalities = (*modalities[:-1], drop_last_columns(modalities[-1], model.text_skip_last))
         node_inputs = resolve_node_inputs(model.node_inputs, use_modalities)
         self.model = GraphEncoder(
@@ -100,6 +106,9 @@ class Stage2System(L.LightningModule):
         for index, (embedding, mask) in enumerate(zip(modalities, modality_masks)):
             self.register_buffer(f"modality_{index}", embedding.float(), persistent=False)
             self.register_buffer(f"modality_mask_{index}", mask.bool(), persistent=False)
+        self.register_buffer(
+            "readout_text", None if whole_text is None else whole_text.float(), persistent=False
+        )
 
     @classmethod
     def from_config(cls, graph: GraphInputs, cfg: Stage2Config) -> Stage2System:
@@ -132,6 +141,16 @@ class Stage2System(L.LightningModule):
     def node_inputs(self, adj_t: SparseTensor) -> NodeInputs:
         """The whole graph's :class:`NodeInputs` over ``adj_t`` (X, stage 1's modalities and their masks)."""
         return NodeInputs(self.features, adj_t, self.modalities, self.modality_masks)
+
+    def readout_inputs(self, adj_t: SparseTensor) -> NodeInputs:
+        """What R^G's content readout smooths: :meth:`node_inputs`, with all of R^T in place of the GNN's shorter
+        one under ``model.readout_text: whole`` and a ``text_skip_last``."""
+        inputs = self.node_inputs(adj_t)
+        if self.readout_text is None:
+            return inputs
+        modalities = list(inputs.modalities)
+        modalities[MODALITY_INPUTS.index("text")] = self.readout_text
+        return replace(inputs, modalities=modalities)
 
     def compute_losses(self, batch: dict[str, Tensor]) -> dict[str, Tensor]:
         """Named losses of one step (and the weighted total under ``"loss"``): a full-batch step's masks, or

@@ -228,3 +228,45 @@ def test_text_skip_last_is_stage_2_on_r_t_without_those_columns():
     assert reading.modality_1.shape[1] == 14
     with pytest.raises(ValueError, match="text_skip_last=10 leaves nothing"):
         drop_last_columns(text, 10)
+
+
+@pytest.mark.parametrize("gate", ["mgate", "uniform"])
+def test_readout_text_whole_smooths_all_of_r_t_while_the_gnn_reads_fewer_columns(gate):
+    """``readout_text=whole`` with ``text_skip_last=k``: the GNN output and the gate are those of ``inputs`` (the
+    same network), and R^G's content readout is ``content_readout`` of the whole R^T, [m || h], computed here
+    from the model's public pieces; with ``inputs`` it is the readout of m alone."""
+    import dataclasses
+
+    from stage2_graph.export import compute_graph_outputs
+    from stage2_graph.model import NodeInputs
+
+    inputs = make_inputs()
+    image, text = inputs.modalities
+    head = torch.randn(N, 4, generator=torch.Generator().manual_seed(3))
+    wide = dataclasses.replace(inputs, modalities=(image, torch.cat([text, head], 1)))
+    fields = {"text_skip_last": 4, "content_hops": 2}
+    whole = make_system(wide, gate=gate, readout_text="whole", **fields)
+    short = make_system(wide, gate=gate, **fields)
+    for a, b in zip(whole.state_dict().values(), short.state_dict().values(), strict=True):
+        assert torch.equal(a, b)  # no parameter depends on the readout
+    out_whole, out_short = compute_graph_outputs(whole), compute_graph_outputs(short)
+    assert out_whole.user_graph_emb.shape[1] == 16 + 2 * (F_DIM + 12 + 14)
+    assert out_short.user_graph_emb.shape[1] == 16 + 2 * (F_DIM + 12 + 10)
+    assert (out_whole.user_graph_emb[:, :16] == out_short.user_graph_emb[:, :16]).all()  # the same GNN output
+    assert (out_whole.gate == out_short.gate).all()
+    with torch.no_grad():
+        adj_t, _ = whole.structure.adj_t()
+        node_emb, gate_values = whole.model(whole.node_inputs(adj_t), return_gate=True)
+        relevance = (
+            torch.ones_like(gate_values)
+            if whole.model.gate is None
+            else whole.model.gate.relevance(gate_values, adj_t)
+        )
+        reference = whole.model.content_readout(
+            NodeInputs(whole.features, adj_t, [image, wide.modalities[1]], list(inputs.modality_masks)),
+            relevance.mean(dim=1),
+            2,
+        )
+    torch.testing.assert_close(torch.from_numpy(out_whole.user_graph_emb[:, 16:]), reference)
+    assert whole.modality_1.shape[1] == 10 and whole.readout_text.shape[1] == 14
+    assert short.readout_text is None

@@ -132,10 +132,12 @@ def _add_seed_and_variant_flags(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument(
         "--skip-graph-head",
-        action="store_true",
+        action=argparse.BooleanOptionalAction,
         default=None,
-        help="stage 2 reads R^T without stage 1's graph-head columns (each variant's stage-2 model.text_skip_last = "
-        "its stage-1 model.text_head_dim); measured in docs/stage2.md, not the default",
+        help="stage 2's GNN and gate read R^T without stage 1's graph-head columns (each variant's stage-2 "
+        "model.text_skip_last = its stage-1 model.text_head_dim), while R^G's content readout keeps them (the default "
+        "preset's model.readout_text=whole); on by default: --no-skip-graph-head feeds stage 2 all of R^T, the "
+        "paper's input (docs/stage2.md, 'What stage 2 reads of R^T', measured on both corpora)",
     )
     parser.add_argument(
         "--ablations",

@@ -142,6 +142,11 @@ ABLATIONS: dict[str, Variant] = {
             stage2={**MMGA.stage2, "model.gate_form": "additive"},
         ),
         Variant(
+            "abl_stage2_reads_head",
+            "MMGA whose stage 2 reads all of R^T, the graph head's columns included (the paper's input)",
+            stage2={**MMGA.stage2, "model.text_skip_last": 0},
+        ),
+        Variant(
             "abl_x_only_inputs",
             "MMGA propagating X and degree only (the paper's literal node inputs)",
             stage2={**MMGA.stage2, "model.node_inputs": ["stats", "degree"]},

@@ -8,7 +8,7 @@ File layout (every section optional)::
     preset: default                        # the stage defaults: bridge/presets/<preset>.json (default, real)
     ablations: false                       # MMGA's ablations too: true (all), or names of bridge.variants.ABLATIONS
     finetune: true                         # the fine-tuned rows (MMGA's GNN + head, and the same from scratch)
-    skip_graph_head: false                 # stage 2 reads R^T without the graph head's columns (docs/stage2.md)
+    skip_graph_head: true                  # stage 2's GNN reads R^T without the graph head's columns (docs/stage2.md)
     synthetic: {num_users: 800}            # SyntheticConfig fields, for the generated default corpus
     stage1: {trainer: {max_steps: 40}}     # Stage1Config fields (nested or dotted keys)
     stage2: {trainer.max_steps: 60}        # Stage2Config fields
@@ -75,9 +75,11 @@ class BridgeConfig:
         "the fine-tuned rows: MMGA's last-round GNN + a task head trained end to end, and the same from scratch",
     )
     skip_graph_head: bool = config_field(
-        False,
-        "stage 2 reads R^T without stage 1's graph-head columns: each variant's stage-2 model.text_skip_last set to "
-        "its stage-1 model.text_head_dim (docs/stage2.md, 'What stage 2 reads of R^T')",
+        True,
+        "stage 2's GNN and gate read R^T without stage 1's graph-head columns: each variant's stage-2 "
+        "model.text_skip_last set to its stage-1 model.text_head_dim (the default preset's readout_text=whole keeps "
+        "them in R^G's content readout); false: stage 2 reads all of R^T, the paper's input (docs/stage2.md, "
+        "'What stage 2 reads of R^T')",
     )
 
     def __post_init__(self) -> None:

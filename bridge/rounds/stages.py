@@ -194,7 +194,7 @@ def _stage_template(
         and spec.has_stage1
         and "text_skip_last" not in data.get("model", {})
     ):
-        # stage 2 reads R^T without this variant's graph-head columns (docs/stage2.md: measured, not the default)
+        # stage 2's GNN reads R^T without this variant's graph-head columns (docs/stage2.md, measured)
         head = _stage1_head_dim(bridge_cfg, variant, preset)
         data = deep_merge(data, {"model": {"text_skip_last": head}})
     if (

@@ -50,6 +50,12 @@ def test_each_variant_differs_from_mmga_exactly_where_it_says(name):
         named = set(overrides)
         if stage == "stage1" and not spec.feedback:
             named.add("edge_weight_round")  # feedback off: no edge weights read in round 1
+        if stage == "stage2" and spec.has_stage1:
+            head = _resolve(name, "stage1")["model.text_head_dim"]
+            if head != _resolve("mmga", "stage1")["model.text_head_dim"]:
+                named.add("model.text_skip_last")  # follows the variant's own graph head (skip_graph_head)
+            elif "model.text_skip_last" not in named:
+                assert other["model.text_skip_last"] == head  # the default: stage 2 leaves the head out
         assert diff <= named, (stage, diff - named)  # nothing changed that the variant does not name
         # ... and every field it names holds the variant's value (an override that is dropped fails here)
         for key, value in overrides.items():
@@ -72,6 +78,7 @@ def test_round_seeds_and_feedback():
         "abl_stage2_restarts",
         "abl_uniform_gate",
         "abl_additive_gate",
+        "abl_stage2_reads_head",
         "abl_x_only_inputs",
     }
     assert _resolve("no_align", "stage2")["gate"] == "uniform"
@@ -245,15 +252,19 @@ def test_presets_are_files_and_an_unknown_one_is_named(tmp_path):
 
 
 def test_skip_graph_head_leaves_each_variants_head_columns_out_of_stage2():
-    default = stages.check_stage_configs(BridgeConfig())
+    reading = stages.check_stage_configs(BridgeConfig(skip_graph_head=False))
     assert (
-        default.template("mmga", "stage2").model.text_skip_last == 0
+        reading.template("mmga", "stage2").model.text_skip_last == 0
     )  # the paper's form: stage 2 reads it all
-    skipping = stages.check_stage_configs(BridgeConfig(skip_graph_head=True))
+    skipping = stages.check_stage_configs(BridgeConfig(ablations=("abl_stage2_reads_head",)))  # the default
     head = skipping.template("mmga", "stage1").model.text_head_dim
     assert head > 0 and skipping.template("mmga", "stage2").model.text_skip_last == head
+    # ... while R^G's content readout keeps the head's columns (the default preset)
+    assert skipping.template("mmga", "stage2").model.readout_text == "whole"
     assert skipping.template("no_align", "stage2").model.text_skip_last == 0  # no head: nothing left out
     assert skipping.template("graph_only", "stage2").model.text_skip_last == 0
+    # the ablation that reads the head, whatever the bridge's switch says
+    assert skipping.template("abl_stage2_reads_head", "stage2").model.text_skip_last == 0
     told = stages.check_stage_configs(
         BridgeConfig(skip_graph_head=True, stage2={"model": {"text_skip_last": 0}})
     )

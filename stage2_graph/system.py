@@ -107,7 +107,7 @@ class Stage2System(L.LightningModule):
             self.register_buffer(f"modality_{index}", embedding.float(), persistent=False)
             self.register_buffer(f"modality_mask_{index}", mask.bool(), persistent=False)
         self.register_buffer(
-            "readout_text", None if whole_text is None else whole_text.float(), persistent=False
+            "whole_text", None if whole_text is None else whole_text.float(), persistent=False
         )
 
     @classmethod
@@ -146,10 +146,10 @@ class Stage2System(L.LightningModule):
         """What R^G's content readout smooths: :meth:`node_inputs`, with all of R^T in place of the GNN's shorter
         one under ``model.readout_text: whole`` and a ``text_skip_last``."""
         inputs = self.node_inputs(adj_t)
-        if self.readout_text is None:
+        if self.whole_text is None:
             return inputs
         modalities = list(inputs.modalities)
-        modalities[MODALITY_INPUTS.index("text")] = self.readout_text
+        modalities[MODALITY_INPUTS.index("text")] = self.whole_text
         return replace(inputs, modalities=modalities)
 
     def compute_losses(self, batch: dict[str, Tensor]) -> dict[str, Tensor]:

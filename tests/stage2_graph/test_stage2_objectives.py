@@ -268,5 +268,5 @@ def test_readout_text_whole_smooths_all_of_r_t_while_the_gnn_reads_fewer_columns
             2,
         )
     torch.testing.assert_close(torch.from_numpy(out_whole.user_graph_emb[:, 16:]), reference)
-    assert whole.modality_1.shape[1] == 10 and whole.readout_text.shape[1] == 14
-    assert short.readout_text is None
+    assert whole.modality_1.shape[1] == 10 and whole.whole_text.shape[1] == 14
+    assert short.whole_text is None

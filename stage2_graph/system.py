@@ -70,11 +70,11 @@ class Stage2System(L.LightningModule):
         self.optim = optim
         modalities = graph.modalities if use_modalities else ()
         modality_masks = graph.modality_masks if use_modalities else ()
-        # The whole R^T for the content readout, when the GNN reads fewer of its columns and the readout all of them.
+        # The whole R^T (the last modality) for the content readout, when the GNN reads fewer of its columns.
         whole_text = None
         if modalities and model.text_skip_last:
-            if model.readout_text == "whole" and "text" in MODALITY_INPUTS[: len(modalities)]:
-                whole_text = modalities[MODALITY_INPUTS.index("text")]
+            if model.readout_text == "whole":
+                whole_text = modalities[-1]
             modalities = (*modalities[:-1], drop_last_columns(modalities[-1], model.text_skip_last))
         node_inputs = resolve_node_inputs(model.node_inputs, use_modalities)
         self.model = GraphEncoder(

@@ -14,10 +14,12 @@ SpMM is used and autograd differentiates it.
 from __future__ import annotations
 
 import warnings
+import weakref
 
 import torch
 from torch import Tensor
 from torch_sparse import SparseTensor
+from torch_sparse.storage import SparseStorage
 
 _SDDMM_DTYPES = (torch.float32, torch.float64)
 
@@ -28,30 +30,67 @@ def _csr(rowptr: Tensor, col: Tensor, value: Tensor, size: tuple[int, int]) -> T
         return torch.sparse_csr_tensor(rowptr, col, value, size, check_invariants=False)
 
 
+def _product(sparse: Tensor, mat: Tensor) -> Tensor:
+    """``sparse @ mat`` written into a fresh, uninitialised output: ``addmm`` with ``beta=0`` ignores its input
+    (NaN included), whereas ``sparse @ mat`` first zero-fills the output and copies it once more; at 60,000 x 64
+    that is 0.65x the time of ``@`` for the same result (docs/performance.md, issue 23)."""
+    out = mat.new_empty(sparse.shape[0], mat.shape[1])
+    return torch.addmm(out, sparse, mat, beta=0.0, out=out)
+
+
+# Each adjacency's index arrays as the CSR kernels take them, kept while the adjacency lives (a step's layers,
+# their backward and the gate all multiply by the same one): int32 where the sizes allow it, since the kernels
+# convert int64 indices to int32 on every call (about 1 ms per product at 1.2 million entries), and the
+# transpose's column index (its CSC row index), a gather of 1.2 million entries per transposed product otherwise.
+_CSR_INDEX: weakref.WeakKeyDictionary[SparseStorage, tuple[Tensor, Tensor]] = weakref.WeakKeyDictionary()
+_CSC_INDEX: weakref.WeakKeyDictionary[SparseStorage, tuple[Tensor, Tensor]] = weakref.WeakKeyDictionary()
+_INT32_LIMIT = torch.iinfo(torch.int32).max
+
+
+def _index_dtype(storage: SparseStorage) -> torch.dtype:
+    fits = storage.col().numel() <= _INT32_LIMIT and max(storage.sparse_sizes()) <= _INT32_LIMIT
+    return torch.int32 if fits else torch.long
+
+
+def _csr_index(storage: SparseStorage) -> tuple[Tensor, Tensor]:
+    """``(rowptr, col)`` of ``storage`` in the kernels' index type."""
+    index = _CSR_INDEX.get(storage)
+    if index is None:
+        dtype = _index_dtype(storage)
+        index = (storage.rowptr().to(dtype), storage.col().to(dtype))
+        _CSR_INDEX[storage] = index
+    return index
+
+
+def _csc_index(storage: SparseStorage) -> tuple[Tensor, Tensor]:
+    """``(colptr, row in CSC order)``: the CSR index of ``storage``'s transpose, in the kernels' index type."""
+    index = _CSC_INDEX.get(storage)
+    if index is None:
+        dtype = _index_dtype(storage)
+        index = (storage.colptr().to(dtype), storage.row().index_select(0, storage.csr2csc()).to(dtype))
+        _CSC_INDEX[storage] = index
+    return index
+
+
 def _spmm(adj_t: SparseTensor, value: Tensor, mat: Tensor) -> Tensor:
     """``[N, C]``: ``out[u] = sum_v value[e(u, v)] mat[v]`` (PyTorch's CSR SpMM on ``adj_t``'s CSR arrays)."""
-    rowptr, col, _ = adj_t.csr()
-    return _csr(rowptr, col, value.contiguous(), adj_t.sparse_sizes()) @ mat
+    rowptr, col = _csr_index(adj_t.storage)
+    return _product(_csr(rowptr, col, value.contiguous(), adj_t.sparse_sizes()), mat)
 
 
 def _spmm_transposed(adj_t: SparseTensor, value: Tensor, mat: Tensor) -> Tensor:
     """``[M, C]``: ``out[v] = sum_u value[e(u, v)] mat[u]``, the product with ``adj_t``'s transpose (CSC order
     from torch-sparse's cached ``csr2csc`` permutation and ``colptr``)."""
     storage = adj_t.storage
-    csr2csc = storage.csr2csc()
     num_rows, num_cols = storage.sparse_sizes()
-    transposed = _csr(
-        storage.colptr(),
-        storage.row().index_select(0, csr2csc),
-        value.index_select(0, csr2csc),
-        (num_cols, num_rows),
-    )
-    return transposed @ mat
+    colptr, row = _csc_index(storage)
+    transposed = _csr(colptr, row, value.index_select(0, storage.csr2csc()), (num_cols, num_rows))
+    return _product(transposed, mat)
 
 
 def _sddmm(adj_t: SparseTensor, left: Tensor, right: Tensor) -> Tensor:
     """``[nnz]``: ``<left[row[e]], right[col[e]]>`` for every entry ``e`` of ``adj_t`` (CSR order)."""
-    rowptr, col, _ = adj_t.csr()
+    rowptr, col = _csr_index(adj_t.storage)
     pattern = _csr(rowptr, col, left.new_zeros(col.numel()), adj_t.sparse_sizes())
     return torch.sparse.sampled_addmm(pattern, left, right.t(), beta=0.0).values()
 

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import gc
+import weakref
+
 import pytest
 import torch
 from stage2_reference import random_graph
 from torch_sparse import SparseTensor
 
-from stage2_graph import GraphStructure
+from stage2_graph import GraphStructure, ops
 from stage2_graph.ops import gated_spmm, sampled_dot
 
 
@@ -144,3 +147,41 @@ def test_gated_spmm_matches_a_dense_product_and_its_gradients(dtype, grads):
         atol=0.1,
         rtol=0.05,
     )
+
+
+def test_kernel_index_cache_is_the_transpose_in_int32_and_lives_with_the_adjacency():
+    """The cached index of the transposed product equals torch-sparse's own transpose; it is int32 (what the CSR
+    kernels take) and goes when the adjacency does."""
+    edges = random_graph(30, 80, num_isolated=4, seed=6)
+    adj_t, _ = GraphStructure(edges, 30).adj_t()
+    colptr, row = ops._csc_index(adj_t.storage)
+    rowptr, col = ops._csr_index(adj_t.storage)
+    assert {t.dtype for t in (colptr, row, rowptr, col)} == {torch.int32}
+    transposed_rowptr, transposed_col, _ = adj_t.t().csr()
+    assert torch.equal(colptr.long(), transposed_rowptr) and torch.equal(row.long(), transposed_col)
+    assert torch.equal(rowptr.long(), adj_t.storage.rowptr()) and torch.equal(col.long(), adj_t.storage.col())
+    storage = weakref.ref(adj_t.storage)
+    assert storage() in ops._CSC_INDEX and storage() in ops._CSR_INDEX
+    del adj_t
+    gc.collect()
+    assert storage() is None  # the caches did not keep it alive
+
+
+def test_gated_spmm_keeps_int64_indices_past_the_int32_range(monkeypatch):
+    """Where the sizes exceed int32 (here: a limit lowered to 10), the kernels get the int64 index, same results."""
+    monkeypatch.setattr(ops, "_INT32_LIMIT", 10)
+    edges = random_graph(30, 80, num_isolated=4, seed=7)
+    adj_t, _ = GraphStructure(edges, 30).adj_t()
+    torch.manual_seed(3)
+    value = torch.rand(adj_t.nnz(), requires_grad=True)
+    mat = torch.randn(30, 5, requires_grad=True)
+    got = gated_spmm(adj_t, value, mat)
+    assert ops._csr_index(adj_t.storage)[1].dtype == torch.long
+    assert ops._csc_index(adj_t.storage)[1].dtype == torch.long
+    row, col, _ = adj_t.coo()
+    expected = torch.zeros(30, 30).index_put((row, col), value) @ mat
+    torch.testing.assert_close(got, expected)
+    for a, b in zip(
+        torch.autograd.grad(got.sum(), [value, mat]), torch.autograd.grad(expected.sum(), [value, mat])
+    ):
+        torch.testing.assert_close(a, b)

@@ -137,3 +137,15 @@ def test_pair_scores_equal_the_propagation_path_scores(form):
             gate.adjacency_logits(terms, adj_t),
             gate.pair_logits(features, torch.stack([row, col]), [image], [mask]),
         )
+
+
+@pytest.mark.parametrize("feature_dim", [0, 3])
+def test_gate_projection_equals_one_product_of_the_concatenated_inputs(feature_dim):
+    """The per-block accumulation of the gate's input projection equals ``[X || R^I || R^T] @ W^T`` (a block of
+    width 0 included)."""
+    torch.manual_seed(4)
+    gate = MGate(feature_dim, (5, 6), heads=2, rank=3).double()
+    blocks = (torch.randn(9, feature_dim), torch.randn(9, 5), torch.randn(9, 6))
+    blocks = tuple(b.double() for b in blocks)
+    weight = torch.randn(7, feature_dim + 11, dtype=torch.double)
+    torch.testing.assert_close(gate._project(blocks, weight), F.linear(torch.cat(blocks, dim=-1), weight))

@@ -14,6 +14,7 @@
 set -euo pipefail
 
 VENV=${VENV:-.venv}
+SCRIPTS=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 PYTHON=${PYTHON:-python3}
 TORCH_SPEC=${TORCH_SPEC:-"torch==2.14.1 torchvision==0.29.1"}
 EXTRAS=""
@@ -48,23 +49,30 @@ build_extensions() {
     # ninja is not used: torch's ninja backend writes one build.ninja per package build folder, so extensions
     # built in parallel overwrite each other's and the link fails ("cannot find ..._cpu.o"; torch-scatter sets
     # use_ninja=False, torch-sparse does not). -g0 drops the debug info that Python's CFLAGS ask for: the linker
-    # strips it anyway (-s), so it only costs compile time.
-    local cache_flag=("$@") wheels cfg pids=() rc=0 pkg config
+    # strips it anyway (-s), so it only costs compile time. With GCC (and CC/CXX not set), scripts/pch-g++
+    # compiles the torch headers that every source file includes once, as a precompiled header, and each compile
+    # reads that instead of parsing them again (about a third of each file's compile time; MMGA_NO_PCH=1 turns
+    # it off).
+    local cache_flag=("$@") wheels cfg pids=() rc=0 pkg config pch="" compiler_env=()
     wheels=$(mktemp -d)
     cfg=$(mktemp)
     printf '[build_ext]\nparallel = %s\n' "$MAX_JOBS" >"$cfg"
+    if [ -z "${MMGA_NO_PCH:-}" ] && [ -z "${CC:-}" ] && [ -z "${CXX:-}" ] && g++ -v 2>&1 | grep -q '^gcc version'; then
+        pch=$(mktemp -d)
+        compiler_env=(CC="$SCRIPTS/pch-g++" CXX="$SCRIPTS/pch-g++" MMGA_PCH_DIR="$pch")
+    fi
     for pkg in torch-scatter==2.1.2 torch-sparse==0.6.18; do
         config=$cfg
         if [ "$pkg" = torch-sparse==0.6.18 ] && ninja --version >/dev/null 2>&1; then
             config=/dev/null
         fi
-        DIST_EXTRA_CONFIG=$config CFLAGS="${CFLAGS:-} -g0" \
+        env "${compiler_env[@]}" DIST_EXTRA_CONFIG="$config" CFLAGS="${CFLAGS:-} -g0" \
             python -m pip wheel --quiet --no-deps --no-build-isolation "${cache_flag[@]}" -w "$wheels" "$pkg" &
         pids+=($!)
     done
     for pid in "${pids[@]}"; do wait "$pid" || rc=1; done
     [ "$rc" = 0 ] && python -m pip install --quiet --no-deps --force-reinstall "$wheels"/*.whl || rc=1
-    rm -rf "$wheels" "$cfg"
+    rm -rf "$wheels" "$cfg" ${pch:+"$pch"}
     return "$rc"
 }
 

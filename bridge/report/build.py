@@ -31,6 +31,8 @@ class RunFacts:
         variants: the variants the run trained (their labels describe them in the report).
         config_json: the resolved bridge configuration as JSON (metrics.json's ``config.bridge``).
         stage_steps: each stage's ``trainer.max_steps`` per round (for the report's prose).
+        stage2_reads: one sentence on which of R^T's columns MMGA's stage 2 reads (its GNN and gate, and R^G's
+            content readout); empty when the run does not train MMGA.
     """
 
     run_dir: Path
@@ -40,6 +42,7 @@ class RunFacts:
     variants: tuple[Variant, ...]
     config_json: dict[str, Any]
     stage_steps: dict[str, int | None]
+    stage2_reads: str = ""
 
 
 @dataclass(frozen=True)

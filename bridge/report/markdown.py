@@ -249,7 +249,7 @@ def _method_lines(report: RunReport, facts: RunFacts) -> list[str]:
         "the previous round's checkpoints (but where a variant's label says it starts again), so the baselines get "
         "as many training steps as MMGA (`frozen` trains nothing and runs once). Variants: "
         f"{variants}. `image_only` / `text_only`: the no-alignment encoders' R^I / R^T. `mmga_*` parts: MMGA's "
-        "own blocks.",
+        "own blocks." + (f" {facts.stage2_reads}" if facts.stage2_reads else ""),
         f"- Peers (PyG layers over the no-alignment encoders' [R^T || R^I || X], or the frozen encoders' for "
         f"`peer_frozen_*`): `peer_sgc` = [F || SF || ... || S^K F] with SGC's normalized adjacency S (PyG `SGConv`, "
         f"no parameters) and K in {list(ev.sgc_hops)} chosen on val with the head and weight decay, then the same "

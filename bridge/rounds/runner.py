@@ -104,6 +104,25 @@ def run_facts(cfg: BridgeConfig, paths: RunPaths, templates: StageTemplates, siz
         variants=templates.variants,
         config_json=to_jsonable(cfg),
         stage_steps=dict(size.steps),
+        stage2_reads=stage2_reads(templates),
+    )
+
+
+def stage2_reads(templates: StageTemplates) -> str:
+    """Which of R^T's columns MMGA's stage 2 reads, for the report's methods ("" when MMGA is not trained)."""
+    if ("mmga", "stage2") not in templates.configs:
+        return ""
+    model = templates.template("mmga", "stage2").model
+    if not model.text_skip_last:
+        return "MMGA's stage 2 (its GNN, M-Gate and content readout) reads all of R^T, as in the paper."
+    readout = (
+        "R^G's content readout reads all of R^T, those columns included"
+        if model.readout_text == "whole"
+        else "so does R^G's content readout"
+    )
+    return (
+        f"MMGA's stage-2 GNN and M-Gate read R^T without its last {model.text_skip_last} columns (the graph "
+        f"head's; `--no-skip-graph-head` gives them back, as in the paper); {readout}."
     )
 
 

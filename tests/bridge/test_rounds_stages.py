@@ -187,3 +187,21 @@ def test_the_caption_states_are_prepared_for_the_first_pending_run_that_freezes_
     (paths.text_states_dir / "text_states-0123.pt").write_bytes(b"")
     scheduler._prepare_text_states(chains)
     assert calls == []
+
+
+def test_the_report_names_the_columns_of_rt_that_stage2_reads():
+    """The methods sentence follows MMGA's resolved stage-2 config: the default skips the graph head's columns in
+    the GNN and keeps them in the readout; each switch changes the sentence."""
+    from bridge.rounds.runner import stage2_reads
+
+    default = stages.check_stage_configs(BridgeConfig())
+    head = default.template("mmga", "stage1").model.text_head_dim
+    assert head > 0
+    sentence = stage2_reads(default)
+    assert f"without its last {head} columns" in sentence and "content readout reads all of R^T" in sentence
+    inputs = stage2_reads(
+        stages.check_stage_configs(BridgeConfig(stage2={"model": {"readout_text": "inputs"}}))
+    )
+    assert f"without its last {head} columns" in inputs and "so does R^G's content readout" in inputs
+    paper = stage2_reads(stages.check_stage_configs(BridgeConfig(skip_graph_head=False)))
+    assert paper == "MMGA's stage 2 (its GNN, M-Gate and content readout) reads all of R^T, as in the paper."

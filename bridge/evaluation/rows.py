@@ -1,7 +1,7 @@
 """The rows of the report: which representation each one evaluates, where it comes from, and how.
 
 Every row is computed in the same run, on the same corpus splits, with the same heads and seeds. The rows fall in
-three sections, each with its own MMGA row that the others are compared with (``SECTIONS``):
+four sections, each with its own MMGA row that the others are compared with (``SECTIONS``):
 
 **Linear probe on frozen embeddings** (MMGA's last round ``mmga_round_<R>``):
 - ``stats_x``: the per-user statistics X alone (the floor);
@@ -28,6 +28,10 @@ three sections, each with its own MMGA row that the others are compared with (``
 on that graph (a test user's own inputs only, no neighbours), the heads trained on the train users as usual:
 ``mmga_cold``, ``no_align_cold`` and ``frozen_cold`` ([R^T || R^I || X] of the frozen encoders).
 
+**Cold start, heads trained without edges** (``mmga_cold_isolated``): every user's edges removed, the train users'
+too, so the heads are trained on the kind of R^G they are tested on: ``mmga_cold_isolated``,
+``no_align_cold_isolated``, and ``frozen_cold`` again.
+
 Every row that reads a trained variant is trained and evaluated once per training seed; ``stats_x`` and the rows
 of the ``frozen`` variant (nothing trained) once.
 """
@@ -53,7 +57,7 @@ GOAL_METRICS = (("topic", "macro_f1", True), ("fans", "mae", False))
 # How a row is evaluated: the linear probe on a frozen representation, a peer over it, or a network trained end to
 # end (``finetune``).
 Method = Literal["probe", "sgc", "gcn", "gatv2", "cs", "finetune"]
-Section = Literal["probe", "finetuned", "cold_start"]
+Section = Literal["probe", "finetuned", "cold_start", "cold_start_isolated"]
 
 
 @dataclass(frozen=True)
@@ -90,6 +94,12 @@ SECTIONS = (
         ("scratch_finetuned", "peer_gcn", "peer_gatv2", "peer_cs", "peer_frozen_gcn", "peer_frozen_sgc"),
     ),
     SectionSpec("cold_start", "Cold start", "mmga_cold", ("no_align_cold", "frozen_cold")),
+    SectionSpec(
+        "cold_start_isolated",
+        "Cold start, heads trained without edges",
+        "mmga_cold_isolated",
+        ("no_align_cold_isolated", "frozen_cold"),
+    ),
 )
 
 
@@ -108,7 +118,9 @@ class Row:
         method: how the row is evaluated (:data:`Method`).
         section: the report section the row belongs to.
         init: for ``method="finetune"``: ``"pretrained"`` (the variant's stage-2 weights) or ``"scratch"``.
-        cold: the test users' edges are removed before R^G is computed (the cold-start section).
+        cold: the test users' edges are removed before R^G is computed (the cold-start sections).
+        isolated: with ``cold``, every user's edges are removed, the train users' too, so the heads are trained on
+            the kind of R^G they are tested on (the section "Cold start, heads trained without edges").
     """
 
     name: str
@@ -121,6 +133,7 @@ class Row:
     section: Section = "probe"
     init: Literal["pretrained", "scratch"] | None = None
     cold: bool = False
+    isolated: bool = False
 
     @property
     def peer(self) -> str | None:
@@ -137,6 +150,8 @@ class Row:
             "cs": f"linear head on [{blocks}], then Correct & Smooth",
             "finetune": f"stage-2 GNN ({self.init} weights) + head, trained on [R^T || R^I || X]",
         }.get(self.method, blocks)
+        if self.isolated:
+            return described + " (every user's edges removed)"
         return described + (" (test users' edges removed)" if self.cold else "")
 
     @property
@@ -176,6 +191,8 @@ class Row:
             spec["init"] = self.init
         if self.cold:
             spec["cold"] = True
+        if self.isolated:
+            spec["isolated"] = True
         return spec
 
 
@@ -246,11 +263,30 @@ def report_rows(
                 **COLD,
             ),
             Row("frozen_cold", "frozen encoders (no graph part)", "cold", "frozen", 0, content, **COLD),
+            Row(
+                "mmga_cold_isolated",
+                "MMGA, every user without edges",
+                "cold",
+                "mmga",
+                last,
+                mixed,
+                **ISOLATED,
+            ),
+            Row(
+                "no_align_cold_isolated",
+                "no alignment, every user without edges",
+                "cold",
+                "no_align",
+                last,
+                mixed,
+                **ISOLATED,
+            ),
         ]
     return rows
 
 
 COLD: dict[str, Any] = {"section": "cold_start", "cold": True}
+ISOLATED: dict[str, Any] = {"section": "cold_start_isolated", "cold": True, "isolated": True}
 
 
 def last_round_row(rows: list[Row]) -> Row:

@@ -144,6 +144,11 @@ SECTION_NOTES = {
     "The encoders were trained on the whole graph, the test users' edges included (training uses no label): this "
     "measures users whose links are missing when they are embedded, not users never seen in training, for which a "
     "graph-trained encoder could only be better through what it learnt from other users.",
+    "cold_start_isolated": "As above, but every user's edges are removed, the train users' too: each user's R^G "
+    "comes from its own inputs only, so the heads are trained on the kind of embedding they are tested on (in the "
+    "section above they are trained on users embedded with their neighbours and tested on users without). This is "
+    "the way to serve users who arrive without links: train the downstream heads on your users embedded without "
+    "edges. `frozen_cold` has no graph part: the same row as above.",
 }
 
 

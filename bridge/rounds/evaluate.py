@@ -94,14 +94,19 @@ def finetune_network(row: Row, corpus: Corpus, paths: RunPaths, checkpoint: Path
 def cold_graph_embedding(row: Row, corpus: Corpus, paths: RunPaths, checkpoint: Path | None) -> np.ndarray:
     """R^G ``[N, D]`` of the row's trained stage 2 on the corpus graph without the test users' edges
     (``cold_edges``): every test user is embedded from its own inputs only, by the inductive path that
-    ``bridge.embed`` serves new users with (``stage2_graph.infer``)."""
+    ``bridge.embed`` serves new users with (``stage2_graph.infer``). For an ``isolated`` row, on no edges at all:
+    every user, the train users too, is embedded from its own inputs only."""
     from stage2_graph.infer import infer_graph_outputs
 
+    if row.isolated:
+        edges, tag = corpus.edges[:0], "isolated"
+    else:
+        edges, tag = cold_edges(corpus.edges, corpus.splits), "cold"
     _, graph = infer_graph_outputs(
         _checkpoint(row, checkpoint),
         corpus.features,
-        cold_edges(corpus.edges, corpus.splits),
-        f"{corpus.fingerprint}-cold",
+        edges,
+        f"{corpus.fingerprint}-{tag}",
         _encoder_embeddings(row, corpus, paths),
     )
     return graph.user_graph_emb

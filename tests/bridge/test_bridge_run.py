@@ -9,6 +9,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 import corpus.reader as corpus_reader
@@ -157,6 +158,8 @@ def test_two_round_run_writes_report_and_wires_the_rounds(reference_run):
         "mmga_cold",
         "no_align_cold",
         "frozen_cold",
+        "mmga_cold_isolated",
+        "no_align_cold_isolated",
         "no_align_round_0",
     }
     assert metrics["rows"]["no_align_round_0"]["round"] == 0 and metrics["rows"]["no_align"]["round"] == 1
@@ -181,9 +184,24 @@ def test_two_round_run_writes_report_and_wires_the_rounds(reference_run):
     assert all(d["auc_same_topic"]["mean"] == 0.5 for d in diag["variants"]["no_align"])  # uniform weights
     assert all(0.0 <= d["auc_same_topic"]["mean"] <= 1.0 for d in diag["variants"]["mmga"])
     assert [c["against"] for c in metrics["comparison"]][:3] == ["no_align", "peer_sgc", "peer_frozen_sgc"]
-    assert {c["section"] for c in metrics["comparison"]} == {"probe", "finetuned", "cold_start"}
-    assert {c["mmga"] for c in metrics["comparison"]} == {"mmga_round_1", "mmga_finetuned", "mmga_cold"}
-    for section in ("### Linear probe on frozen embeddings", "### Fine-tuned", "### Cold start"):
+    assert {c["section"] for c in metrics["comparison"]} == {
+        "probe",
+        "finetuned",
+        "cold_start",
+        "cold_start_isolated",
+    }
+    assert {c["mmga"] for c in metrics["comparison"]} == {
+        "mmga_round_1",
+        "mmga_finetuned",
+        "mmga_cold",
+        "mmga_cold_isolated",
+    }
+    for section in (
+        "### Linear probe on frozen embeddings\n",
+        "### Fine-tuned\n",
+        "### Cold start\n",
+        "### Cold start, heads trained without edges\n",
+    ):
         assert (paths.report_dir / "report.md").read_text().count(section) == 2  # results and comparison
     for c in metrics["comparison"]:  # one training seed: the sign of the margin decides
         m = c["topic_macro_f1"]["margin"]
@@ -452,3 +470,27 @@ def test_loss_curves_come_from_the_log_folders_the_manifest_recorded(reference_r
     (decoy / "metrics.csv").write_text("step,train/loss\n0,1.0\n")
     assert not plot_loss_curves({"stage1": [tmp_path, None], "stage2": []}, tmp_path / "a.png")
     assert plot_loss_curves({"stage1": [decoy]}, tmp_path / "b.png")
+
+
+def test_isolated_cold_rows_embed_every_user_without_edges(reference_run, tiny_corpus_loaded):
+    """The cold-start rows' R^G: a test user has no edge in either graph, so its R^G is the same in both sections;
+    a train user keeps its edges in the first (its R^G differs from the no-edge one) and has none in the second."""
+    from bridge.evaluation.rows import report_rows
+    from bridge.rounds.evaluate import cold_graph_embedding, stage2_checkpoint
+
+    _, _, run_dir = reference_run
+    paths = RunPaths(run_dir).for_seed(0)
+    manifest = Manifest.load(run_dir / "manifest.json", log=None)
+    corpus = tiny_corpus_loaded
+    rows = {r.name: r for r in report_rows(2, baselines=True, finetune=True)}
+    cold, isolated = rows["mmga_cold"], rows["mmga_cold_isolated"]
+    checkpoint = stage2_checkpoint(cold, paths, manifest)
+    assert checkpoint == stage2_checkpoint(isolated, paths, manifest)
+    g_cold = cold_graph_embedding(cold, corpus, paths, checkpoint)
+    g_isolated = cold_graph_embedding(isolated, corpus, paths, checkpoint)
+    test = corpus.splits == 2
+    np.testing.assert_allclose(g_isolated[test], g_cold[test], rtol=1e-5, atol=1e-6)
+    linked = np.zeros(len(corpus.splits), dtype=bool)
+    linked[corpus.edges[~test[corpus.edges].any(1)].ravel()] = True  # users with an edge in the cold graph
+    assert linked.any()
+    assert not np.allclose(g_isolated[linked], g_cold[linked], atol=1e-4)

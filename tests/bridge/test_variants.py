@@ -132,12 +132,27 @@ def test_sections_pair_each_mmga_row_with_its_peers():
         ("scratch_finetuned", "peer_gcn", "peer_gatv2", "peer_cs", "peer_frozen_gcn", "peer_frozen_sgc"),
     )
     assert sections["cold_start"] == ("mmga_cold", ("no_align_cold", "frozen_cold"))
+    assert sections["cold_start_isolated"] == (
+        "mmga_cold_isolated",
+        ("no_align_cold_isolated", "frozen_cold"),
+    )
     by_name = {r.name: r for r in rows}
     # the fine-tuned pair differs only by its initial weights; the frozen rows are evaluated once
     a, b = by_name["mmga_finetuned"], by_name["scratch_finetuned"]
     assert (a.variant, a.round, a.parts, a.method) == (b.variant, b.round, b.parts, b.method)
     assert (a.init, b.init) == ("pretrained", "scratch")
     assert by_name["peer_frozen_gcn"].once and not by_name["peer_gcn"].once
+    # the two cold-start sections differ only in whose edges are removed
+    for name in ("mmga", "no_align"):
+        cold, isolated = by_name[f"{name}_cold"], by_name[f"{name}_cold_isolated"]
+        assert (cold.variant, cold.round, cold.parts, cold.method) == (
+            isolated.variant,
+            isolated.round,
+            isolated.parts,
+            isolated.method,
+        )
+        assert cold.cold and isolated.cold and isolated.isolated and not cold.isolated
+        assert isolated.spec() == {**cold.spec(), "name": isolated.name, "isolated": True}
     assert "finetuned" not in {s.name for s, _, _ in section_rows(report_rows(2, finetune=False))}
     # no_align after every round but the last (the rounds plot), never compared
     assert [r.name for r in rows if r.group == "baseline_round"] == ["no_align_round_0"]

@@ -66,7 +66,7 @@ build_extensions() {
         if [ "$pkg" = torch-sparse==0.6.18 ] && ninja --version >/dev/null 2>&1; then
             config=/dev/null
         fi
-        env "${compiler_env[@]}" DIST_EXTRA_CONFIG="$config" CFLAGS="${CFLAGS:-} -g0" \
+        env ${compiler_env[@]+"${compiler_env[@]}"} DIST_EXTRA_CONFIG="$config" CFLAGS="${CFLAGS:-} -g0" \
             python -m pip wheel --quiet --no-deps --no-build-isolation "${cache_flag[@]}" -w "$wheels" "$pkg" &
         pids+=($!)
     done

@@ -29,12 +29,12 @@ from mmga_common import quiet_third_party  # noqa: E402
 
 quiet_third_party()
 
-from bridge.evaluation.heads import evaluate_representation  # noqa: E402
+from run_probe import add_run_arguments, probe, read_run, summary_line  # noqa: E402
+
 from bridge.evaluation.rows import Row, representation_blocks  # noqa: E402
-from bridge.report.compare import CompareError, load_metrics  # noqa: E402
 from bridge.rounds.evaluate import cold_graph_embedding, stage2_checkpoint  # noqa: E402
 from bridge.runfolder import Manifest, RunPaths  # noqa: E402
-from corpus import load_corpus  # noqa: E402
+from corpus import Corpus  # noqa: E402
 
 REPRESENTATIONS = (
     "[R^G || R^T || R^I], R^G on the whole graph (the probe)",
@@ -45,11 +45,9 @@ REPRESENTATIONS = (
 )
 
 
-def _sd(values: list[float]) -> float:
-    return float(np.std(values, ddof=1)) if len(values) > 1 else 0.0
-
-
-def representations(variant: str, rnd: int, corpus, paths: RunPaths, manifest: Manifest) -> list[np.ndarray]:
+def representations(
+    variant: str, rnd: int, corpus: Corpus, paths: RunPaths, manifest: Manifest
+) -> list[np.ndarray]:
     """The :data:`REPRESENTATIONS` of one variant and training seed, in order."""
     whole = Row(variant, variant, "mmga", variant, rnd, ("graph", "text", "image"))
     cold = dataclasses.replace(whole, cold=True)
@@ -70,42 +68,28 @@ def representations(variant: str, rnd: int, corpus, paths: RunPaths, manifest: M
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("run_dir", type=Path, help="a finished bridge run folder")
+    add_run_arguments(parser)
     parser.add_argument(
         "--variants",
         nargs="+",
         default=["mmga", "no_align"],
         help="trained variants (default: mmga no_align)",
     )
-    parser.add_argument("--round", type=int, default=None, help="the round to read (default: the last one)")
-    parser.add_argument(
-        "--seeds", type=int, nargs="*", default=None, help="training seeds (default: every one)"
-    )
     args = parser.parse_args(argv)
-
-    try:  # the run's own record: its corpus (wherever --corpus put it), training seeds and rounds
-        metrics = load_metrics(args.run_dir)
-    except CompareError as err:
-        parser.error(str(err))
-    corpus = load_corpus(metrics["corpus"]["path"])
-    manifest = Manifest.load(args.run_dir / "manifest.json", log=None)
-    seeds = metrics["training_seeds"] if args.seeds is None else args.seeds
-    rnd = metrics["config"]["bridge"]["rounds"] - 1 if args.round is None else args.round
-    print(f"{args.run_dir}: round {rnd}, training seeds {seeds}; mean ± sd over the seeds")
+    run = read_run(parser, args)
+    manifest = Manifest.load(run.run_dir / "manifest.json", log=None)
+    print(f"{run.run_dir}: round {run.round}, training seeds {run.seeds}; mean ± sd over the seeds")
     for variant in args.variants:
         scores: list[tuple[list[float], list[float]]] = [([], []) for _ in REPRESENTATIONS]
-        for seed in seeds:
-            paths = RunPaths(args.run_dir).for_seed(seed)
-            for k, x in enumerate(representations(variant, rnd, corpus, paths, manifest)):
-                ev = evaluate_representation(x, corpus.labels, corpus.fans, corpus.splits)
-                scores[k][0].append(ev.topic.scores["macro_f1"].mean)
-                scores[k][1].append(ev.fans.scores["mae"].mean)
+        for seed in run.seeds:
+            paths = RunPaths(run.run_dir).for_seed(seed)
+            for k, x in enumerate(representations(variant, run.round, run.corpus, paths, manifest)):
+                topic, fans = probe(x, run.corpus)
+                scores[k][0].append(topic)
+                scores[k][1].append(fans)
         print(f"{variant}:")
         for name, (topic, fans) in zip(REPRESENTATIONS, scores):
-            print(
-                f"  {name:82s} topic macro-F1 {np.mean(topic):.3f} ± {_sd(topic):.3f}   "
-                f"fans MAE {np.mean(fans):.3f} ± {_sd(fans):.3f}"
-            )
+            print(summary_line(name, topic, fans, 82))
     return 0
 
 

@@ -11,26 +11,34 @@ from pathlib import Path
 
 import numpy as np
 
+from bridge.evaluation.config import EvalConfig
 from bridge.evaluation.heads import evaluate_representation
 from bridge.report.compare import CompareError, load_metrics
 from corpus import Corpus, load_corpus
+from mmga_common.config import from_dict
 
 
 @dataclass(frozen=True)
 class RunRecord:
-    """A finished run as an analysis reads it: its corpus, the training seeds to read and the round."""
+    """A finished run as an analysis reads it: its corpus, the training seeds to read, the round and the
+    evaluation's settings."""
 
     run_dir: Path
     corpus: Corpus
     seeds: list[int]
     round: int
+    eval_config: EvalConfig
 
 
 def add_run_arguments(
-    parser: argparse.ArgumentParser, run_help: str = "a finished bridge run folder"
+    parser: argparse.ArgumentParser, run_help: str = "a finished bridge run folder", rounds: bool = True
 ) -> None:
+    """The run folder, ``--seeds`` and, with ``rounds``, ``--round`` (without it the last round is read)."""
     parser.add_argument("run_dir", type=Path, help=run_help)
-    parser.add_argument("--round", type=int, default=None, help="the round to read (default: the last one)")
+    if rounds:
+        parser.add_argument(
+            "--round", type=int, default=None, help="the round to read (default: the last one)"
+        )
     parser.add_argument(
         "--seeds", type=int, nargs="*", default=None, help="training seeds (default: every one)"
     )
@@ -43,8 +51,10 @@ def read_run(parser: argparse.ArgumentParser, args: argparse.Namespace) -> RunRe
     except CompareError as err:
         parser.error(str(err))
     seeds = metrics["training_seeds"] if args.seeds is None else args.seeds
-    rnd = metrics["config"]["bridge"]["rounds"] - 1 if args.round is None else args.round
-    return RunRecord(args.run_dir, load_corpus(metrics["corpus"]["path"]), seeds, rnd)
+    chosen = getattr(args, "round", None)
+    rnd = metrics["config"]["bridge"]["rounds"] - 1 if chosen is None else chosen
+    eval_config = from_dict(EvalConfig, metrics["config"]["bridge"]["eval"], str(args.run_dir / "report"))
+    return RunRecord(args.run_dir, load_corpus(metrics["corpus"]["path"]), seeds, rnd, eval_config)
 
 
 def probe(x: np.ndarray, corpus: Corpus) -> tuple[float, float]:

@@ -37,13 +37,12 @@ quiet_third_party()
 
 import lightning as L  # noqa: E402
 import torch  # noqa: E402
+from run_probe import RunRecord, add_run_arguments, read_run  # noqa: E402
 from sklearn.metrics import roc_auc_score  # noqa: E402
 
 from bridge.evaluation.heads import evaluate_representation  # noqa: E402
 from bridge.evaluation.rows import Row, representation_blocks  # noqa: E402
-from bridge.report.compare import CompareError, load_metrics  # noqa: E402
 from bridge.runfolder import RunPaths  # noqa: E402
-from corpus import Corpus, load_corpus  # noqa: E402
 from mmga_common.layout import config_path  # noqa: E402
 from stage2_graph.config import Stage2Config  # noqa: E402
 from stage2_graph.data import MaskingDataset, load_graph_inputs  # noqa: E402
@@ -69,9 +68,10 @@ def held_out_pairs(
     return train, pairs, np.r_[np.ones(num_val), np.zeros(len(negatives))]
 
 
-def trajectory(run_dir: Path, corpus: Corpus, seed: int, variant: str, steps: list[int]) -> list[dict]:
+def trajectory(run: RunRecord, seed: int, variant: str, steps: list[int]) -> list[dict]:
     """One row per step count in ``steps`` for one training seed (see the module docstring)."""
-    paths = RunPaths(run_dir).for_seed(seed)
+    corpus = run.corpus
+    paths = RunPaths(run.run_dir).for_seed(seed)
     cfg = Stage2Config.from_file(config_path(paths.stage_dir(paths.stage_key(variant, 0, "stage2"))))
     graph = load_graph_inputs(Path(cfg.corpus), Path(cfg.cache_dir), 0, cfg.needs_modalities, corpus)
     train_edges, pairs, labels = held_out_pairs(torch.as_tensor(graph.edges), graph.num_nodes, seed)
@@ -137,12 +137,9 @@ def trajectory(run_dir: Path, corpus: Corpus, seed: int, variant: str, steps: li
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("run_dir", type=Path, help="a finished bridge run folder")
+    add_run_arguments(parser, rounds=False)
     parser.add_argument(
         "--variant", default="mmga", help="whose round-0 encoders and stage-2 config (default: mmga)"
-    )
-    parser.add_argument(
-        "--seeds", type=int, nargs="*", default=None, help="training seeds (default: every one)"
     )
     parser.add_argument(
         "--steps", type=int, nargs="+", default=[0, 10, 25, 50, 100, 200, 300], help="step counts to score at"
@@ -150,13 +147,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if min(args.steps) < 0:
         parser.error("--steps: step counts must be >= 0")
-    try:
-        metrics = load_metrics(args.run_dir)
-    except CompareError as err:
-        parser.error(str(err))
-    corpus = load_corpus(metrics["corpus"]["path"])
-    seeds = metrics["training_seeds"] if args.seeds is None else args.seeds
-    for seed in seeds:
+    run = read_run(parser, args)
+    for seed in run.seeds:
         paths = RunPaths(args.run_dir).for_seed(seed)
         if not config_path(paths.stage_dir(paths.stage_key(args.variant, 0, "stage2"))).is_file():
             trained = sorted(p.name for p in paths.seed_dir.iterdir() if (p / "round_0" / "stage2").is_dir())
@@ -170,8 +162,8 @@ def main(argv: list[str] | None = None) -> int:
     )
     print("seed  step  structure AUC  gate AUC  topic val  topic test  fans MAE  GNN alone: topic test")
     table: dict[int, list[dict]] = {}
-    for seed in seeds:
-        for row in trajectory(args.run_dir, corpus, seed, args.variant, sorted(set(args.steps))):
+    for seed in run.seeds:
+        for row in trajectory(run, seed, args.variant, sorted(set(args.steps))):
             table.setdefault(row["step"], []).append(row)
             print(
                 f"{seed:4d}  {row['step']:4d}  {row['structure_auc']:13.3f}  {row['gate_auc']:8.3f}  "

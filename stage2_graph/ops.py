@@ -42,39 +42,30 @@ def _product(sparse: Tensor, mat: Tensor) -> Tensor:
 # their backward and the gate all multiply by the same one): int32 where the sizes allow it, since the kernels
 # convert int64 indices to int32 on every call (about 1 ms per product at 1.2 million entries), and the
 # transpose's column index (its CSC row index), a gather of 1.2 million entries per transposed product otherwise.
-_CSR_INDEX: weakref.WeakKeyDictionary[SparseStorage, tuple[Tensor, Tensor]] = weakref.WeakKeyDictionary()
-_CSC_INDEX: weakref.WeakKeyDictionary[SparseStorage, tuple[Tensor, Tensor]] = weakref.WeakKeyDictionary()
+_INDEX: weakref.WeakKeyDictionary[SparseStorage, dict[str, tuple[Tensor, Tensor]]] = (
+    weakref.WeakKeyDictionary()
+)
 _INT32_LIMIT = torch.iinfo(torch.int32).max
 
 
-def _index_dtype(storage: SparseStorage) -> torch.dtype:
-    fits = storage.col().numel() <= _INT32_LIMIT and max(storage.sparse_sizes()) <= _INT32_LIMIT
-    return torch.int32 if fits else torch.long
-
-
-def _csr_index(storage: SparseStorage) -> tuple[Tensor, Tensor]:
-    """``(rowptr, col)`` of ``storage`` in the kernels' index type."""
-    index = _CSR_INDEX.get(storage)
-    if index is None:
-        dtype = _index_dtype(storage)
-        index = (storage.rowptr().to(dtype), storage.col().to(dtype))
-        _CSR_INDEX[storage] = index
-    return index
-
-
-def _csc_index(storage: SparseStorage) -> tuple[Tensor, Tensor]:
-    """``(colptr, row in CSC order)``: the CSR index of ``storage``'s transpose, in the kernels' index type."""
-    index = _CSC_INDEX.get(storage)
-    if index is None:
-        dtype = _index_dtype(storage)
-        index = (storage.colptr().to(dtype), storage.row().index_select(0, storage.csr2csc()).to(dtype))
-        _CSC_INDEX[storage] = index
-    return index
+def _index(storage: SparseStorage, order: str) -> tuple[Tensor, Tensor]:
+    """``storage``'s CSR index (``order="csr"``: ``(rowptr, col)``) or its transpose's (``"csc"``: ``(colptr,
+    row in CSC order)``), in the kernels' index type, built once per adjacency."""
+    cached = _INDEX.setdefault(storage, {})
+    if order not in cached:
+        fits = storage.col().numel() <= _INT32_LIMIT and max(storage.sparse_sizes()) <= _INT32_LIMIT
+        dtype = torch.int32 if fits else torch.long
+        if order == "csr":
+            pointers, index = storage.rowptr(), storage.col()
+        else:
+            pointers, index = storage.colptr(), storage.row().index_select(0, storage.csr2csc())
+        cached[order] = (pointers.to(dtype), index.to(dtype))
+    return cached[order]
 
 
 def _spmm(adj_t: SparseTensor, value: Tensor, mat: Tensor) -> Tensor:
     """``[N, C]``: ``out[u] = sum_v value[e(u, v)] mat[v]`` (PyTorch's CSR SpMM on ``adj_t``'s CSR arrays)."""
-    rowptr, col = _csr_index(adj_t.storage)
+    rowptr, col = _index(adj_t.storage, "csr")
     return _product(_csr(rowptr, col, value.contiguous(), adj_t.sparse_sizes()), mat)
 
 
@@ -83,14 +74,14 @@ def _spmm_transposed(adj_t: SparseTensor, value: Tensor, mat: Tensor) -> Tensor:
     from torch-sparse's cached ``csr2csc`` permutation and ``colptr``)."""
     storage = adj_t.storage
     num_rows, num_cols = storage.sparse_sizes()
-    colptr, row = _csc_index(storage)
+    colptr, row = _index(storage, "csc")
     transposed = _csr(colptr, row, value.index_select(0, storage.csr2csc()), (num_cols, num_rows))
     return _product(transposed, mat)
 
 
 def _sddmm(adj_t: SparseTensor, left: Tensor, right: Tensor) -> Tensor:
     """``[nnz]``: ``<left[row[e]], right[col[e]]>`` for every entry ``e`` of ``adj_t`` (CSR order)."""
-    rowptr, col = _csr_index(adj_t.storage)
+    rowptr, col = _index(adj_t.storage, "csr")
     pattern = _csr(rowptr, col, left.new_zeros(col.numel()), adj_t.sparse_sizes())
     return torch.sparse.sampled_addmm(pattern, left, right.t(), beta=0.0).values()
 

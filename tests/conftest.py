@@ -1,4 +1,4 @@
-"""Shared fixtures: tiny synthetic corpora generated once per test session.
+"""Shared fixtures: tiny synthetic corpora generated once per test session, and a tiny stage-2 checkpoint.
 
 ``tiny_corpus`` (folder Path) and ``tiny_corpus_loaded`` (``corpus.Corpus``) are session-scoped and shared by
 every package's tests: treat them as read-only (copy a folder with ``shutil.copytree`` before changing it).
@@ -9,6 +9,7 @@ from __future__ import annotations
 from dataclasses import replace
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from corpus import Corpus, load_corpus
@@ -43,3 +44,51 @@ def synthetic_corpus(tmp_path_factory):
         return made[key]
 
     return make
+
+
+def _finetune_graph(n: int = 90, seed: int = 0):
+    """(X, edges, labels, fans, splits) of three planted communities of ``n`` users."""
+    rng = np.random.default_rng(seed)
+    labels = np.repeat([0, 1, 2], n // 3)
+    x = (rng.normal(size=(n, 5)) + 0.3 * labels[:, None]).astype(np.float32)
+    edges = set()
+    while len(edges) < 3 * n:
+        u, v = rng.integers(0, n, 2)
+        if u != v and (labels[u] == labels[v] or rng.random() < 0.15):
+            edges.add((min(u, v), max(u, v)))
+    fans = np.exp(1.0 + labels + rng.normal(scale=0.3, size=n))
+    splits = np.tile([0, 0, 0, 1, 1, 2], n // 6 + 1)[:n]  # val and test of different sizes
+    return x, np.array(sorted(edges)), labels, fans, splits
+
+
+@pytest.fixture
+def finetune_checkpoint(tmp_path):
+    """``(path, system, (X, edges, labels, fans, splits))``: a stage-2 checkpoint as the stage writes it
+    (state_dict + stage2_config) over a 90-user graph of three planted communities, its weights perturbed so
+    they differ from any fresh initialisation; the system it was saved from; the graph and its targets."""
+    import torch
+
+    from stage2_graph.config import Stage2Config
+    from stage2_graph.infer import graph_inputs
+    from stage2_graph.system import Stage2System
+
+    graph = _finetune_graph()
+    x, edges, *_ = graph
+    cfg = Stage2Config.from_dict(
+        {
+            "corpus": ".",
+            "cache_dir": ".",
+            "use_modalities": False,
+            "model": {"hidden_dim": 8, "num_layers": 2},
+        }
+    )
+    torch.manual_seed(123)
+    system = Stage2System.from_config(graph_inputs(x, edges, "fp"), cfg)
+    with torch.no_grad():
+        for p in system.model.parameters():
+            p.add_(0.5)
+    path = tmp_path / "last.ckpt"
+    torch.save(
+        {"state_dict": system.state_dict(), "hyper_parameters": {"stage2_config": cfg.to_dict()}}, path
+    )
+    return path, system, graph

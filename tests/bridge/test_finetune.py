@@ -12,54 +12,11 @@ from bridge.evaluation import metrics
 from bridge.evaluation.config import EvalConfig
 from bridge.evaluation.loop import prepare_targets
 from bridge.evaluation.networks import TrainGrid, evaluate_network, train_network
-from stage2_graph.config import Stage2Config
 from stage2_graph.finetune import finetune_factory
-from stage2_graph.infer import graph_inputs
-from stage2_graph.system import Stage2System
 
 
-def _graph(n: int = 90, seed: int = 0):
-    rng = np.random.default_rng(seed)
-    labels = np.repeat([0, 1, 2], n // 3)
-    x = (rng.normal(size=(n, 5)) + 0.3 * labels[:, None]).astype(np.float32)
-    edges = set()
-    while len(edges) < 3 * n:
-        u, v = rng.integers(0, n, 2)
-        if u != v and (labels[u] == labels[v] or rng.random() < 0.15):
-            edges.add((min(u, v), max(u, v)))
-    fans = np.exp(1.0 + labels + rng.normal(scale=0.3, size=n))
-    splits = np.tile([0, 0, 0, 1, 1, 2], n // 6 + 1)[:n]  # val and test of different sizes
-    return x, np.array(sorted(edges)), labels, fans, splits
-
-
-@pytest.fixture
-def checkpoint(tmp_path):
-    """A stage-2 checkpoint as the stage writes it (state_dict + stage2_config), its weights perturbed so they
-    differ from any fresh initialisation."""
-    x, edges, *_ = _graph()
-    cfg = Stage2Config.from_dict(
-        {
-            "corpus": ".",
-            "cache_dir": ".",
-            "use_modalities": False,
-            "model": {"hidden_dim": 8, "num_layers": 2},
-        }
-    )
-    torch.manual_seed(123)
-    system = Stage2System.from_config(graph_inputs(x, edges, "fp"), cfg)
-    with torch.no_grad():
-        for p in system.model.parameters():
-            p.add_(0.5)
-    path = tmp_path / "last.ckpt"
-    torch.save(
-        {"state_dict": system.state_dict(), "hyper_parameters": {"stage2_config": cfg.to_dict()}}, path
-    )
-    return path, system
-
-
-def test_pretrained_and_scratch_differ_only_by_the_gnn_initial_weights(checkpoint):
-    path, trained = checkpoint
-    x, edges, labels, fans, splits = _graph()
+def test_pretrained_and_scratch_differ_only_by_the_gnn_initial_weights(finetune_checkpoint):
+    path, trained, (x, edges, labels, fans, splits) = finetune_checkpoint
     pre = finetune_factory(path, x, edges, "fp", None, "pretrained")
     scratch = finetune_factory(path, x, edges, "fp", None, "scratch")
     torch.manual_seed(7)
@@ -88,9 +45,8 @@ def test_pretrained_and_scratch_differ_only_by_the_gnn_initial_weights(checkpoin
     assert outs[0][0] == outs[1][0] and torch.equal(outs[0][1], outs[1][1])
 
 
-def test_finetuning_selects_on_val_only_and_scores_test_once(checkpoint, monkeypatch):
-    path, _ = checkpoint
-    x, edges, labels, fans, splits = _graph()
+def test_finetuning_selects_on_val_only_and_scores_test_once(finetune_checkpoint, monkeypatch):
+    path, _, (x, edges, labels, fans, splits) = finetune_checkpoint
     build = finetune_factory(path, x, edges, "fp", None, "pretrained")
     grid = TrainGrid("finetuned", (0, 1), (1e-3, 1e-2), (5e-4,), 60, 10)
     calls: list[int] = []

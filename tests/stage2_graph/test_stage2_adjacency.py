@@ -154,17 +154,17 @@ def test_kernel_index_cache_is_the_transpose_in_int32_and_lives_with_the_adjacen
     kernels take) and goes when the adjacency does."""
     edges = random_graph(30, 80, num_isolated=4, seed=6)
     adj_t, _ = GraphStructure(edges, 30).adj_t()
-    colptr, row = ops._csc_index(adj_t.storage)
-    rowptr, col = ops._csr_index(adj_t.storage)
+    colptr, row = ops._index(adj_t.storage, "csc")
+    rowptr, col = ops._index(adj_t.storage, "csr")
     assert {t.dtype for t in (colptr, row, rowptr, col)} == {torch.int32}
     transposed_rowptr, transposed_col, _ = adj_t.t().csr()
     assert torch.equal(colptr.long(), transposed_rowptr) and torch.equal(row.long(), transposed_col)
     assert torch.equal(rowptr.long(), adj_t.storage.rowptr()) and torch.equal(col.long(), adj_t.storage.col())
     storage = weakref.ref(adj_t.storage)
-    assert storage() in ops._CSC_INDEX and storage() in ops._CSR_INDEX
+    assert set(ops._INDEX[storage()]) == {"csr", "csc"}
     del adj_t
     gc.collect()
-    assert storage() is None  # the caches did not keep it alive
+    assert storage() is None  # the cache did not keep it alive
 
 
 def test_gated_spmm_keeps_int64_indices_past_the_int32_range(monkeypatch):
@@ -176,8 +176,8 @@ def test_gated_spmm_keeps_int64_indices_past_the_int32_range(monkeypatch):
     value = torch.rand(adj_t.nnz(), requires_grad=True)
     mat = torch.randn(30, 5, requires_grad=True)
     got = gated_spmm(adj_t, value, mat)
-    assert ops._csr_index(adj_t.storage)[1].dtype == torch.long
-    assert ops._csc_index(adj_t.storage)[1].dtype == torch.long
+    assert ops._index(adj_t.storage, "csr")[1].dtype == torch.long
+    assert ops._index(adj_t.storage, "csc")[1].dtype == torch.long
     row, col, _ = adj_t.coo()
     expected = torch.zeros(30, 30).index_put((row, col), value) @ mat
     torch.testing.assert_close(got, expected)

@@ -101,8 +101,7 @@ def train_head_first(
     loss, and keep its best weights; returns the epochs run."""
     network.eval()
     with torch.no_grad():
-        node_emb = network.system.model(network.system.node_inputs(network.adj_t))
-        features = torch.cat([node_emb, network.content.to(node_emb.dtype)], dim=1)
+        features = network.features()
     opt = torch.optim.Adam(network.head.parameters(), lr=lr, weight_decay=weight_decay)
     best, best_state, since, epochs = float("inf"), None, 0, 0
     while epochs < grid.max_epochs:
@@ -135,26 +134,16 @@ def candidates(make, targets: TaskTargets, grid: TrainGrid, protocol: Protocol) 
         for lr in grid.lrs:
             for wd in grid.weight_decays:
                 torch.manual_seed(seed)
-                network, groups = make(targets, seed, lr)
+                network, _ = make(targets, seed, lr)
                 if protocol.whole_embedding:
                     with_whole_embedding(network)
-                    groups = [
-                        {"params": list(network.system.model.parameters())},
-                        {"params": list(network.head.parameters())},
-                    ]
                 first = (
                     train_head_first(network, target, idx, targets.task, lr, wd, grid)
                     if protocol.head_first
                     else 0
                 )
-                if protocol.body_lr_scale != 1.0:
-                    groups = [
-                        {
-                            "params": list(network.system.model.parameters()),
-                            "lr": lr * protocol.body_lr_scale,
-                        },
-                        {"params": list(network.head.parameters())},
-                    ]
+                groups = network.parameter_groups()  # the network's own, then the head's
+                groups[0]["lr"] = lr * protocol.body_lr_scale
                 _, outputs, epochs = train_network(
                     network, groups, target, idx, targets.task, lr, wd, grid.max_epochs, grid.patience
                 )

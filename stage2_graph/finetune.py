@@ -60,9 +60,13 @@ class FinetuneNetwork(nn.Module):
             full, _ = readout(system, self.adj_t, node_emb, gate)
         self.register_buffer("content", full[:, node_emb.shape[1] :].clone(), persistent=False)
 
-    def forward(self) -> Tensor:
+    def features(self) -> Tensor:
+        """``[N, D]`` what the head reads: the GNN's output over the whole graph and the fixed content readout."""
         node_emb = self.system.model(self.system.node_inputs(self.adj_t))
-        return self.head(torch.cat([node_emb, self.content.to(node_emb.dtype)], dim=1))
+        return torch.cat([node_emb, self.content.to(node_emb.dtype)], dim=1)
+
+    def forward(self) -> Tensor:
+        return self.head(self.features())
 
     def parameter_groups(self) -> list[dict[str, Any]]:
         """The GNN's parameters and the head's (the system's pre-training loss heads are not trained here)."""

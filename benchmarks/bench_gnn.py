@@ -10,8 +10,8 @@ step of the default stage-2 model: masks, adjacency, forward, both losses, backw
 
     python benchmarks/bench_gnn.py                       # everything, 2 threads
     python benchmarks/bench_gnn.py --skip-scaling --repeats 7
-    python benchmarks/bench_gnn.py --skip-layers --scaling-edges 1000000 --batching both --repeats 1
-                                                         # full batch against NeighborLoader mini-batches
+    python benchmarks/bench_gnn.py --skip-layers --scaling-edges 1000000 --batching all --repeats 1
+                                                         # full batch against both mini-batch paths
 """
 
 from __future__ import annotations
@@ -37,7 +37,7 @@ from stage2_graph import GraphInputs, GraphStructure, MaskingDataset, MGateConv 
 from stage2_graph.config import ModelConfig, ObjectiveConfig, OptimConfig  # noqa: E402
 from stage2_graph.export import compute_graph_outputs  # noqa: E402
 from stage2_graph.gate import MGate, uniform_gate  # noqa: E402
-from stage2_graph.minibatch import NeighborBatches  # noqa: E402
+from stage2_graph.minibatch import NeighborBatches, SubgraphBatches  # noqa: E402
 from stage2_graph.system import Stage2System  # noqa: E402
 
 GATE_DIMS = (16, 64, 64)  # X statistics, image and text embedding widths fed to the gate
@@ -204,12 +204,20 @@ def epoch_worker(num_edges: int, repeats: int, threads: int) -> dict[str, float]
     }
 
 
-def neighbor_epoch_worker(
-    num_edges: int, repeats: int, threads: int, fanouts: list[int], batch_size: int, export: str
+def minibatch_epoch_worker(
+    num_edges: int,
+    repeats: int,
+    threads: int,
+    path: str,
+    fanouts: list[int],
+    walk_length: int,
+    batch_size: int,
+    export: str,
 ) -> dict[str, float]:
-    """The same model and objectives trained by ``trainer.batching=neighbor`` (run in a subprocess): an epoch
-    is every mini-batch of ``NeighborBatches`` (masks, sampling, forward, losses, backward, optimizer step);
-    then the export's forward, full or layer-wise. Peak memory is this process's own."""
+    """The same model and objectives trained by ``trainer.batching=neighbor`` or ``subgraph`` (``path``; run in
+    a subprocess): an epoch is every mini-batch of ``NeighborBatches`` or ``SubgraphBatches`` (masks, sampling,
+    forward, losses, backward, optimizer step); then the export's forward, full or layer-wise. Peak memory is
+    this process's own."""
     torch.set_num_threads(threads)
     baseline_kib = _status_kib("VmRSS")
     inputs = _scaling_inputs(num_edges)
@@ -219,7 +227,10 @@ def neighbor_epoch_worker(
     epoch_times, batches_per_epoch, batch_nodes, batch_edges = [], 0, [], []
     for epoch in range(repeats):
         start = time.perf_counter()
-        batches = NeighborBatches(system.structure, dataset, fanouts, batch_size, epoch=epoch)
+        if path == "neighbor":
+            batches = NeighborBatches(system.structure, dataset, fanouts, batch_size, epoch=epoch)
+        else:
+            batches = SubgraphBatches(system.structure, dataset, walk_length, batch_size, epoch=epoch)
         for batch in batches:
             optimizer.zero_grad()
             system.compute_losses(batch)["loss"].backward()
@@ -266,15 +277,19 @@ def bench_scaling(args) -> list[dict[str, float]]:
     return [_run_worker(args, "--worker", str(num_edges)) for num_edges in args.scaling_edges]
 
 
-def bench_neighbor(args) -> list[dict[str, float]]:
+def bench_minibatch(args, path: str) -> list[dict[str, float]]:
     fanouts = [str(f) for f in args.fanouts]
     return [
         _run_worker(
             args,
-            "--neighbor-worker",
+            "--minibatch-worker",
             str(num_edges),
+            "--path",
+            path,
             "--fanouts",
             *fanouts,
+            "--walk-length",
+            str(args.walk_length),
             "--batch-size",
             str(args.batch_size),
             "--export",
@@ -284,11 +299,18 @@ def bench_neighbor(args) -> list[dict[str, float]]:
     ]
 
 
-def print_neighbor(args, rows: list[dict[str, float]], full_rows: list[dict[str, float]]) -> None:
-    print(
-        f"\nbatching=neighbor: fanouts {args.fanouts}, batch_size {args.batch_size} seed nodes (+ up to "
-        f"batch_size/4 held-out edges and negatives each), {args.export} export; one process per size"
-    )
+def print_minibatch(args, path: str, rows: list[dict[str, float]], full_rows: list[dict[str, float]]) -> None:
+    if path == "neighbor":
+        print(
+            f"\nbatching=neighbor: fanouts {args.fanouts}, batch_size {args.batch_size} seed nodes (+ up to "
+            f"batch_size/4 held-out edges and negatives each), {args.export} export; one process per size"
+        )
+    else:
+        print(
+            f"\nbatching=subgraph: walks of {args.walk_length} steps from batch_size {args.batch_size} roots (+ the"
+            f" endpoints of up to batch_size/4 held-out edges and negatives each), {args.export} export; one "
+            "process per size"
+        )
     full_by_edges = {row["edges"]: row for row in full_rows}
     header = (
         "edges",
@@ -354,9 +376,10 @@ def main() -> None:
     )
     parser.add_argument(
         "--batching",
-        choices=["full", "neighbor", "both"],
+        choices=["full", "neighbor", "subgraph", "both", "all"],
         default="full",
-        help="scaling study of full-batch epochs, of neighbor-sampled mini-batch epochs, or both (default full)",
+        help="scaling study of full-batch epochs, of neighbor-sampled or random-walk subgraph mini-batch epochs, "
+        "both = full and neighbor, all = the three (default full)",
     )
     parser.add_argument(
         "--fanouts",
@@ -366,27 +389,41 @@ def main() -> None:
         help="neighbor fan-outs (default 10 5, the config's)",
     )
     parser.add_argument(
+        "--walk-length",
+        type=int,
+        default=2,
+        help="subgraph: random-walk steps from each root (default 2, the config's)",
+    )
+    parser.add_argument(
         "--batch-size",
         type=int,
         default=256,
-        help="neighbor seed nodes per batch (default 256, the config's)",
+        help="neighbor seed nodes / subgraph roots per batch (default 256, the config's)",
     )
     parser.add_argument(
         "--export",
         choices=["layerwise", "full"],
         default="layerwise",
-        help="neighbor: export forward (default layerwise)",
+        help="mini-batch paths: export forward (default layerwise)",
     )
     parser.add_argument("--worker", type=int, help=argparse.SUPPRESS)
-    parser.add_argument("--neighbor-worker", type=int, help=argparse.SUPPRESS)
+    parser.add_argument("--minibatch-worker", type=int, help=argparse.SUPPRESS)
+    parser.add_argument("--path", choices=["neighbor", "subgraph"], help=argparse.SUPPRESS)
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     if args.worker is not None:
         print(json.dumps(epoch_worker(args.worker, args.repeats, args.threads)))
         return
-    if args.neighbor_worker is not None:
-        row = neighbor_epoch_worker(
-            args.neighbor_worker, args.repeats, args.threads, args.fanouts, args.batch_size, args.export
+    if args.minibatch_worker is not None:
+        row = minibatch_epoch_worker(
+            args.minibatch_worker,
+            args.repeats,
+            args.threads,
+            args.path,
+            args.fanouts,
+            args.walk_length,
+            args.batch_size,
+            args.export,
         )
         print(json.dumps(row))
         return
@@ -425,7 +462,7 @@ def main() -> None:
             "\nepoch = one full-batch training step of the default model (nodes = edges / 10), one process per"
             " size;\nfloor = one plain SpMM layer's forward+backward at the same size (width 64)"
         )
-        rows = bench_scaling(args) if args.batching in ("full", "both") else []
+        rows = bench_scaling(args) if args.batching in ("full", "both", "all") else []
         base = rows[0] if rows else None
         header = (
             "edges",
@@ -454,8 +491,10 @@ def main() -> None:
                 f"{row['peak_above_imports_mib']:.0f}",
             )
             print("  " + " ".join(f"{value:>13}" for value in values))
-        if args.batching in ("neighbor", "both"):
-            print_neighbor(args, bench_neighbor(args), rows)
+        if args.batching in ("neighbor", "both", "all"):
+            print_minibatch(args, "neighbor", bench_minibatch(args, "neighbor"), rows)
+        if args.batching in ("subgraph", "all"):
+            print_minibatch(args, "subgraph", bench_minibatch(args, "subgraph"), rows)
     load = Path("/proc/loadavg").read_text().split()[:3] if Path("/proc/loadavg").exists() else ["?"]
     print(f"\nload average after: {' '.join(load)} ({time.perf_counter() - start:.0f} s)")
 

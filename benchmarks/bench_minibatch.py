@@ -1,12 +1,14 @@
-"""Stage 2's mini-batch path (``trainer.batching=neighbor``): how much of the graph a batch touches, and whether
-the resident memory levels off (issue 23).
+"""Stage 2's mini-batch paths (``trainer.batching=neighbor`` and ``subgraph``): how much of the graph a batch
+touches, and whether the resident memory levels off (issue 23). A setting is ``batch_size:fanouts`` for
+neighbour sampling (``256:10,5``) or ``batch_size:walkL`` for random-walk subgraphs (``256:walk2``: 256 roots,
+walks of 2 steps).
 
-``share``: for each ``batch_size x fanouts`` setting, samples batches of one epoch (no training) on the
+``share``: for each setting, samples batches of one epoch (no training) on the
 random graph of ``bench_gnn.py`` (nodes = edges / 10) and prints nodes and sampled edges per batch, as a share
 of the graph, and batches per epoch.
 
 ``cap``: the case the mini-batch path is for. Each path (one full-batch training step; ``--steps`` neighbour
-mini-batch steps at the first ``--settings``) runs in its own process under an address-space cap
+mini-batch steps at the first of ``--settings``) runs in its own process under an address-space cap
 (``RLIMIT_AS``, ``--cap-mib``), and the table says whether it finished, its time per step, and its peak resident
 set and peak address space (VmHWM, VmPeak); ``--cap-mib 0`` runs both uncapped, to size the cap.
 
@@ -16,6 +18,7 @@ backward, optimizer step; epochs repeat as needed), each arm in its own process,
 set (VmRSS) along the way and its growth over the second half of the steps.
 
     nice -n 10 python benchmarks/bench_minibatch.py share --edges 1000000
+    nice -n 10 python benchmarks/bench_minibatch.py share --edges 1000000 --settings 256:10,5 256:walk2
     nice -n 10 python benchmarks/bench_minibatch.py memory --edges 200000 --steps 200
     nice -n 10 python benchmarks/bench_minibatch.py cap --edges 2000000 --cap-mib 0 --steps 20   # size the cap
     nice -n 10 python benchmarks/bench_minibatch.py cap --edges 2000000 --cap-mib 6000 --steps 20
@@ -40,14 +43,24 @@ from bench_gnn import _scaling_inputs, _status_kib  # noqa: E402
 from stage2_graph import MaskingDataset  # noqa: E402
 from stage2_graph import minibatch as minibatch_module  # noqa: E402
 from stage2_graph.config import ModelConfig, ObjectiveConfig, OptimConfig  # noqa: E402
-from stage2_graph.minibatch import NeighborBatches  # noqa: E402
+from stage2_graph.minibatch import NeighborBatches, SubgraphBatches  # noqa: E402
 from stage2_graph.system import Stage2System  # noqa: E402
 
 
-def parse_setting(text: str) -> tuple[int, list[int]]:
-    """``"256:10,5"`` -> (256, [10, 5])."""
-    size, fanouts = text.split(":")
-    return int(size), [int(f) for f in fanouts.split(",")]
+def parse_setting(text: str) -> tuple[int, list[int] | int]:
+    """``"256:10,5"`` -> (256, [10, 5]) (neighbour fan-outs); ``"256:walk2"`` -> (256, 2) (a walk length)."""
+    size, rest = text.split(":")
+    if rest.startswith("walk"):
+        return int(size), int(rest[len("walk") :])
+    return int(size), [int(f) for f in rest.split(",")]
+
+
+def epoch_batches(text: str, structure, dataset, epoch: int = 0) -> NeighborBatches | SubgraphBatches:
+    """One epoch's batches of a setting (see :func:`parse_setting`)."""
+    batch_size, shape = parse_setting(text)
+    if isinstance(shape, int):
+        return SubgraphBatches(structure, dataset, shape, batch_size, epoch=epoch)
+    return NeighborBatches(structure, dataset, shape, batch_size, epoch=epoch)
 
 
 def share(args) -> None:
@@ -59,7 +72,7 @@ def share(args) -> None:
     print(f"{inputs.num_nodes:,} nodes, {structure.num_edges:,} undirected edges ({directed:,} directed)")
     header = (
         "batch_size",
-        "fanouts",
+        "sampling",
         "batches",
         "seeds",
         "nodes/batch",
@@ -70,8 +83,8 @@ def share(args) -> None:
     )
     print(" ".join(f"{h:>12}" for h in header))
     for setting in args.settings:
-        batch_size, fanouts = parse_setting(setting)
-        batches = NeighborBatches(structure, dataset, fanouts, batch_size)
+        batch_size, shape = parse_setting(setting)
+        batches = epoch_batches(setting, structure, dataset)
         seeds, nodes, edges = [], [], []
         start = time.perf_counter()
         count = min(args.batches, len(batches))
@@ -84,7 +97,7 @@ def share(args) -> None:
         mean = {name: sum(v) / len(v) for name, v in (("seeds", seeds), ("nodes", nodes), ("edges", edges))}
         values = (
             batch_size,
-            " ".join(map(str, fanouts)),
+            f"walk {shape}" if isinstance(shape, int) else " ".join(map(str, shape)),
             len(batches),
             f"{mean['seeds']:,.0f}",
             f"{mean['nodes']:,.0f}",
@@ -104,10 +117,9 @@ def memory_worker(args) -> dict:
     system = Stage2System(inputs, ModelConfig(), ObjectiveConfig(), OptimConfig())
     dataset = MaskingDataset(inputs.num_nodes, system.structure.edge_pairs, seed=0)
     optimizer = system.configure_optimizers()
-    batch_size, fanouts = parse_setting(args.settings[0])
     rss, step, epoch, start = [], 0, 0, time.perf_counter()
     while step < args.steps:
-        for batch in NeighborBatches(system.structure, dataset, fanouts, batch_size, epoch=epoch):
+        for batch in epoch_batches(args.settings[0], system.structure, dataset, epoch):
             optimizer.zero_grad()
             system.compute_losses(batch)["loss"].backward()
             optimizer.step()
@@ -135,8 +147,7 @@ def cap_worker(args) -> dict:
         if args.path == "full":
             batches = [dataset[(0, 0)]]
         else:
-            batch_size, fanouts = parse_setting(args.settings[0])
-            loader = NeighborBatches(system.structure, dataset, fanouts, batch_size)
+            loader = epoch_batches(args.settings[0], system.structure, dataset)
             batches = (loader[i] for i in range(min(args.steps, len(loader))))
         for batch in batches:
             optimizer.zero_grad()
@@ -162,7 +173,7 @@ def cap(args) -> None:
     limit = f"RLIMIT_AS {args.cap_mib} MiB" if args.cap_mib > 0 else "no cap"
     print(f"load average before: {load}; {args.edges:,} undirected edges; {limit}")
     print(f"{'path':>22} {'finished':>9} {'steps':>6} {'s/step':>7} {'peak RSS':>9} {'peak VM':>8}  error")
-    for path in ("full", "neighbor"):
+    for path in ("full", "minibatch"):
         command = [sys.executable, __file__, "cap", "--worker", "--path", path, "--edges", str(args.edges)]
         command += [
             "--steps",
@@ -188,7 +199,7 @@ def cap(args) -> None:
                 "error": f"exit code {done.returncode}: {done.stderr.strip()[-90:]}",
             }
         )
-        name = "full batch" if path == "full" else f"neighbour {args.settings[0]}"
+        name = "full batch" if path == "full" else f"mini-batch {args.settings[0]}"
         print(
             f"{name:>22} {str(row['finished']):>9} {row['steps']:>6} {row['s_per_step']:>7.2f} "
             f"{row['peak_rss_mib']:>9.0f} {row['peak_vm_mib']:>8.0f}  {row['error'] or ''}"
@@ -198,7 +209,7 @@ def cap(args) -> None:
 
 def memory(args) -> None:
     load = " ".join(Path("/proc/loadavg").read_text().split()[:3])
-    print(f"load average before: {load}; {args.steps} steps, batch_size:fanouts {args.settings[0]}")
+    print(f"load average before: {load}; {args.steps} steps, setting {args.settings[0]}")
     rows = {}
     for arm in ("limit_allocator_caching", "glibc default"):
         command = [
@@ -247,14 +258,23 @@ def main() -> None:
     parser.add_argument(
         "--settings",
         nargs="+",
-        default=["1024:10,10", "512:10,5", "256:10,10", "256:10,5", "256:5,5", "128:10,5"],
-        help="batch_size:fanouts settings (memory: the first)",
+        default=[
+            "1024:10,10",
+            "512:10,5",
+            "256:10,10",
+            "256:10,5",
+            "256:5,5",
+            "128:10,5",
+            "256:walk2",
+            "1024:walk2",
+        ],
+        help="batch_size:fanouts (neighbour) or batch_size:walkL (subgraph) settings (memory and cap: the first)",
     )
     parser.add_argument("--batches", type=int, default=20, help="share: batches sampled per setting")
     parser.add_argument("--steps", type=int, default=200, help="memory: training steps per arm")
     parser.add_argument("--threads", type=int, default=2, help="torch threads (memory)")
     parser.add_argument("--cap-mib", type=int, default=0, help="cap: address-space limit per path (0 = none)")
-    parser.add_argument("--path", choices=["full", "neighbor"], help=argparse.SUPPRESS)
+    parser.add_argument("--path", choices=["full", "minibatch"], help=argparse.SUPPRESS)
     parser.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--no-fix", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()

@@ -32,7 +32,7 @@ def resolve_node_inputs(node_inputs, use_modalities: bool) -> tuple[str, ...]:
 NormKind = Literal["none", "layer", "batch"]
 ActivationKind = Literal["relu", "gelu", "elu"]
 FeatureLossKind = Literal["mse", "smooth_l1"]
-BatchingKind = Literal["full", "neighbor"]
+BatchingKind = Literal["full", "neighbor", "subgraph"]
 InferenceKind = Literal["auto", "full", "layerwise"]
 MAX_FANOUT = 1_000_000  # neighbours sampled per node and layer (trainer.fanouts); -1 takes them all
 
@@ -127,7 +127,8 @@ class OptimConfig:
 @dataclass
 class TrainerConfig(BaseTrainerConfig):
     """The shared Lightning trainer section (``mmga_common.trainer``) with stage 2's defaults, plus batching
-    (full-batch: one step per epoch; neighbor: one step per mini-batch) and the export's inference mode."""
+    (full-batch: one step per epoch; neighbor and subgraph: one step per mini-batch) and the export's inference
+    mode."""
 
     max_steps: int = config_field(
         200,
@@ -138,7 +139,8 @@ class TrainerConfig(BaseTrainerConfig):
     )
     devices: str = config_field(
         "1",
-        "Lightning devices per node: a count, a list like 0,1, or auto (more than one needs batching=neighbor)",
+        "Lightning devices per node: a count, a list like 0,1, or auto (more than one needs mini-batches: "
+        "batching=neighbor or subgraph)",
     )
     checkpoint_every_n_steps: int | None = config_field(
         100,
@@ -149,21 +151,31 @@ class TrainerConfig(BaseTrainerConfig):
     batching: BatchingKind = config_field(
         "full",
         "full: one step per epoch over the whole graph; neighbor: mini-batches of seed nodes with "
-        "PyG's NeighborLoader (fanouts per layer), for graphs that do not fit one process",
+        "PyG's NeighborLoader (fanouts per layer); subgraph: the subgraphs that random walks of "
+        "walk_length steps from batch_size roots induce (GraphSAINT); the last two for graphs whose full-batch "
+        "step does not fit one process",
     )
     fanouts: tuple[int, ...] = config_field(
         (10, 5), "neighbours sampled per node and layer (batching=neighbor; -1 = all); one per model layer"
     )
+    walk_length: int = config_field(
+        2,
+        "random-walk steps from each root (batching=subgraph)",
+        ge=1,
+        **at_most(1_000),
+    )
     batch_size: int = config_field(
         256,
-        "seed nodes per mini-batch (batching=neighbor; each batch also seeds its share of pairs)",
+        "seed nodes per mini-batch (batching=neighbor), random-walk roots per subgraph (batching=subgraph); "
+        "each batch also seeds the endpoints of its share of pairs",
         ge=1,
         **at_most(1 << 30),
     )
     inference: InferenceKind = config_field(
         "auto",
         "export: full = one forward over the whole graph; layerwise = one layer at a time over all nodes "
-        "in chunks of batch_size (PyG's layer-wise inference); auto = layerwise when batching=neighbor",
+        "in chunks of batch_size (PyG's layer-wise inference); auto = layerwise with mini-batches (batching "
+        "neighbor or subgraph)",
     )
 
 
@@ -237,7 +249,7 @@ class Stage2Config(TypedConfig):
                 "has no block left with use_modalities=false",
             ),
             (
-                self.trainer.batching == "full" or len(self.trainer.fanouts) == self.model.num_layers,
+                self.trainer.batching != "neighbor" or len(self.trainer.fanouts) == self.model.num_layers,
                 "trainer.fanouts",
                 f"must give one fan-out per layer with batching=neighbor "
                 f"(model.num_layers={self.model.num_layers})",
@@ -253,9 +265,10 @@ class Stage2Config(TypedConfig):
                 f"must each be <= {MAX_FANOUT} (-1 takes all neighbours; {SANITY_LIMIT})",
             ),
             (
-                self.trainer.batching == "neighbor" or self.trainer.processes() == 1,
+                self.trainer.batching != "full" or self.trainer.processes() == 1,
                 "trainer.devices",
-                "more than one process needs trainer.batching=neighbor (full-batch training is one process)",
+                "more than one process needs trainer.batching=neighbor or subgraph (full-batch training is one "
+                "process)",
             ),
         ]
         for ok, name, message in checks:

@@ -6,7 +6,8 @@ what cannot fit: the node inputs, three ``[N, hidden]`` float32 activations per 
 activation and output, kept for the backward pass), two float32 gate values per directed edge, head and layer
 (the logit and the normalized weight), the int64 edge index (both directions) and the weights with their
 gradients and two AdamW moments. Real use is higher (temporaries, the allocator's slack). With
-``trainer.batching=neighbor`` only the inputs and the edge index are counted (a mini-batch is small).
+``trainer.batching=neighbor`` or ``subgraph`` only the inputs and the edge index are counted (a mini-batch is
+small).
 
 Set ``MMGA_SKIP_MEMORY_CHECK=1`` to skip the check (e.g. when swap or a memory limit the check cannot see
 makes it wrong).
@@ -35,7 +36,8 @@ def estimate_training_bytes(
     Args:
         num_nodes: N users. num_edges: E undirected edges (2E directed ones are propagated).
         input_dim: width of the concatenated node inputs (X, degree, image and text embeddings).
-        hidden_dim, num_layers, heads: the model's sizes. full_batch: False for ``batching=neighbor``.
+        hidden_dim, num_layers, heads: the model's sizes. full_batch: False for the mini-batch paths
+            (``batching=neighbor`` or ``subgraph``).
     """
     directed = 2 * num_edges
     inputs = num_nodes * input_dim * FLOAT_BYTES
@@ -86,6 +88,6 @@ def memory_problem(needed: int, available: int | None) -> str | None:
         return None
     return (
         f"stage 2 needs at least {_size(needed)} of memory for this graph and model, but only {_size(available)} "
-        "is available; use smaller model.hidden_dim / model.num_layers, trainer.batching=neighbor, or a larger "
-        f"machine (set {SKIP_ENV}=1 to skip this check)"
+        "is available; use smaller model.hidden_dim / model.num_layers, trainer.batching=neighbor or subgraph, "
+        f"or a larger machine (set {SKIP_ENV}=1 to skip this check)"
     )

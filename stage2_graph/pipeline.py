@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from functools import partial
 from pathlib import Path
 
 import lightning as L
@@ -23,7 +24,7 @@ from stage2_graph.data import (
 )
 from stage2_graph.export import compute_graph_outputs
 from stage2_graph.memory import available_bytes, estimate_training_bytes, memory_problem
-from stage2_graph.minibatch import NeighborDataModule
+from stage2_graph.minibatch import MiniBatchDataModule, NeighborBatches, SubgraphBatches
 from stage2_graph.system import LossHistory, Stage2System
 
 Stage2Result = StageResult  # what run_stage2 returns (mmga_common.layout)
@@ -79,7 +80,7 @@ def run_stage2(cfg: Stage2Config, corpus: Corpus | None = None, *, force: bool =
             "stage 2",
             checkpoint_io=SafeCheckpointIO(),
             callbacks=[history],
-            reload_dataloaders_every_n_epochs=1 if tc.batching == "neighbor" else 0,  # new masks, new batches
+            reload_dataloaders_every_n_epochs=1 if tc.batching != "full" else 0,  # new masks, new batches
             use_distributed_sampler=False,
             limit_val_batches=0,
             num_sanity_val_steps=0,
@@ -95,7 +96,7 @@ def run_stage2(cfg: Stage2Config, corpus: Corpus | None = None, *, force: bool =
         # Export R^G and the gates and write the round's cache file (rank 0 alone under ddp).
         if trainer.is_global_zero:
             start = time.perf_counter()
-            layerwise = tc.inference == "layerwise" or (tc.inference == "auto" and tc.batching == "neighbor")
+            layerwise = tc.inference == "layerwise" or (tc.inference == "auto" and tc.batching != "full")
             outputs = compute_graph_outputs(system, tc.batch_size if layerwise else None)
             metrics["export_seconds"] = time.perf_counter() - start
             write_graph_outputs(
@@ -137,7 +138,7 @@ def check_memory(cfg: Stage2Config, graph: GraphInputs) -> None:
 
 
 def build_datamodule(cfg: Stage2Config, system: Stage2System) -> L.LightningDataModule:
-    """The masking samples of each step, full-batch or in PyG neighbour-sampled mini-batches."""
+    """The masking samples of each step: full-batch, neighbour-sampled or random-walk subgraph mini-batches."""
     dataset = MaskingDataset(
         system.structure.num_nodes,
         system.structure.edge_pairs,
@@ -146,9 +147,14 @@ def build_datamodule(cfg: Stage2Config, system: Stage2System) -> L.LightningData
         negative_ratio=cfg.objective.negative_ratio,
         seed=cfg.seed,
     )
-    if cfg.trainer.batching == "neighbor":
-        return NeighborDataModule(
-            system.structure, dataset, cfg.trainer.fanouts, cfg.trainer.batch_size, cfg.seed
+    tc = cfg.trainer
+    if tc.batching == "neighbor":
+        return MiniBatchDataModule(
+            partial(NeighborBatches, system.structure, dataset, tc.fanouts, tc.batch_size, seed=cfg.seed)
+        )
+    if tc.batching == "subgraph":
+        return MiniBatchDataModule(
+            partial(SubgraphBatches, system.structure, dataset, tc.walk_length, tc.batch_size, seed=cfg.seed)
         )
     return Stage2DataModule(dataset)
 

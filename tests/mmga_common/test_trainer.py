@@ -37,6 +37,7 @@ def test_both_stages_share_every_field_of_the_one_section():
     assert set(typing.get_type_hints(Stage2Trainer)) - set(shared) == {
         "batching",
         "fanouts",
+        "walk_length",
         "batch_size",
         "inference",
     }

@@ -207,7 +207,7 @@ def test_stage2_refuses_a_graph_larger_than_memory(tmp_path, capsys, monkeypatch
     assert err.startswith("stage2_graph.run: error: stage 2 needs at least ") and len(err.splitlines()) == 1
     assert err.endswith(
         "of memory for this graph and model, but only 1.0 MiB is available; use smaller model.hidden_dim / "
-        "model.num_layers, trainer.batching=neighbor, or a larger machine (set MMGA_SKIP_MEMORY_CHECK=1 to "
+        "model.num_layers, trainer.batching=neighbor or subgraph, or a larger machine (set MMGA_SKIP_MEMORY_CHECK=1 to "
         "skip this check)"
     )
     assert not (out / "checkpoints").exists()

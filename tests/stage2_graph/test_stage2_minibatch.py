@@ -202,7 +202,15 @@ def test_neighbor_batching_under_ddp_with_two_cpu_processes(tiny_corpus, tmp_pat
 
 
 @pytest.mark.slow
-def test_neighbor_batching_in_process_with_ddp_spawn(tiny_corpus, tmp_path):
+@pytest.mark.parametrize(
+    "batching",
+    [
+        {"batching": "neighbor", "fanouts": [5, 5], "batch_size": 16},  # ceil(60 / 16) = 4 batches
+        {"batching": "subgraph", "walk_length": 2, "batch_size": 5},  # ceil(60 / (5 x 3)) = 4 batches
+    ],
+    ids=lambda b: b["batching"],
+)
+def test_minibatch_training_in_process_with_ddp_spawn(tiny_corpus, tmp_path, batching):
     """The bridge's route (in-process, 2 spawned workers); 5-20 s. The workers save last.ckpt, the caller
     exports from the weights Lightning hands back: the cache must equal a re-export of that checkpoint."""
     from stage2_graph.infer import infer_graph_outputs
@@ -212,14 +220,7 @@ def test_neighbor_batching_in_process_with_ddp_spawn(tiny_corpus, tmp_path):
         tmp_path / "cache",
         tmp_path / "out",
         use_modalities=False,
-        trainer={
-            "max_steps": 4,
-            "batching": "neighbor",
-            "fanouts": [5, 5],
-            "batch_size": 16,
-            "devices": "2",
-            "strategy": "ddp_spawn",
-        },
+        trainer={"max_steps": 4, **batching, "devices": "2", "strategy": "ddp_spawn"},
     )
     result = run_stage2(cfg)
     assert result.metrics["steps_run"] == 4

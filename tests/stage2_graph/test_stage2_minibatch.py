@@ -1,7 +1,8 @@
 """Mini-batch training (trainer.batching=neighbor, PyG's NeighborLoader) and layer-wise inference: with all
 neighbours a batch's seeds get exactly the full-batch embeddings and losses; sampled fan-outs are respected
-and held-out edges never reach a batch; layer-wise inference equals the full forward; a short fit writes a
-valid cache; and the same path under Lightning DDP with 2 CPU processes (slow)."""
+and held-out edges never reach a batch; layer-wise inference equals the full forward; a short fit of this path
+and of the random-walk subgraph path writes a valid cache; and both under Lightning DDP with 2 CPU processes
+(slow)."""
 
 from __future__ import annotations
 
@@ -124,13 +125,21 @@ def test_layerwise_inference_equals_the_full_forward(case):
     np.testing.assert_allclose(by_layer.edge_weight, whole.edge_weight, rtol=0, atol=1e-6)
 
 
-def test_neighbor_fit_reloads_batches_each_epoch_and_writes_a_valid_cache(tiny_corpus, tmp_path):
+@pytest.mark.parametrize(
+    "batching",
+    [
+        {"batching": "neighbor", "fanouts": [5, 5], "batch_size": 16},  # 60 users / 16: 4 batches per epoch
+        {"batching": "subgraph", "walk_length": 2, "batch_size": 5},  # 60 users / (5 x 3): 4 per epoch
+    ],
+    ids=lambda b: b["batching"],
+)
+def test_minibatch_fit_reloads_batches_each_epoch_and_writes_a_valid_cache(tiny_corpus, tmp_path, batching):
     cfg = small_config(
         tiny_corpus,
         tmp_path / "cache",
         tmp_path / "out",
         use_modalities=False,
-        trainer={"max_steps": 8, "batching": "neighbor", "fanouts": [5, 5], "batch_size": 16},
+        trainer={"max_steps": 8, **batching},
     )
     result = run_stage2(cfg)
     corpus = load_corpus(tiny_corpus)
@@ -142,11 +151,11 @@ def test_neighbor_fit_reloads_batches_each_epoch_and_writes_a_valid_cache(tiny_c
         num_edges=corpus.num_edges,
     )
     assert np.isfinite(outputs.user_graph_emb).all() and outputs.user_graph_emb.std() > 0
-    assert read_producer(result.cache_file)["trainer"]["batching"] == "neighbor"
+    assert read_producer(result.cache_file)["trainer"]["batching"] == batching["batching"]
     assert result.metrics["steps_run"] == 8
     assert np.isfinite(result.metrics["loss_last"])
     checkpoint = load_checkpoint(result.checkpoint)
-    assert checkpoint["global_step"] == 8 and checkpoint["epoch"] == 2  # 60 users / 16 = 4 batches per epoch
+    assert checkpoint["global_step"] == 8 and checkpoint["epoch"] == 2
 
 
 @pytest.mark.slow

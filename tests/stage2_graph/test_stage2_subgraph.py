@@ -1,7 +1,8 @@
 """Random-walk subgraph mini-batches (trainer.batching=subgraph, GraphSAINT's sampler on torch-sparse): a batch
 is exactly the subgraph its nodes induce in the propagated graph (held-out edges never in it), its nodes are its
 roots and what walks of ``walk_length`` steps reach from them; one batch holding every node gives the full-batch
-forward and losses; the batch count and the ranks' shares; a short fit writes a valid cache; the CLI."""
+forward and losses; the batch count and the ranks' shares; the CLI. A short fit of both mini-batch paths, and
+under ddp_spawn, is in test_stage2_minibatch.py."""
 
 from __future__ import annotations
 
@@ -12,13 +13,8 @@ import numpy as np
 import pytest
 import torch
 from test_stage2_objectives import N, make_inputs, make_system
-from test_stage2_run import small_config
 from torch_sparse import SparseTensor
 
-from cache import read_graph_outputs, read_producer
-from cache.checkpoint import load_checkpoint
-from corpus import load_corpus
-from stage2_graph import run_stage2
 from stage2_graph.data import MaskingDataset
 from stage2_graph.minibatch import SubgraphBatches, random_walk
 
@@ -144,30 +140,6 @@ def test_ranks_split_the_subgraphs_evenly_and_epochs_differ():
     first = single[0]["n_id"]
     single[3]
     assert torch.equal(single[0]["n_id"], first)
-
-
-def test_subgraph_fit_writes_a_valid_cache(tiny_corpus, tmp_path):
-    cfg = small_config(
-        tiny_corpus,
-        tmp_path / "cache",
-        tmp_path / "out",
-        use_modalities=False,
-        trainer={"max_steps": 6, "batching": "subgraph", "walk_length": 2, "batch_size": 8},
-    )
-    result = run_stage2(cfg)
-    corpus = load_corpus(tiny_corpus)
-    outputs = read_graph_outputs(
-        cfg.cache_dir,
-        0,
-        fingerprint=corpus.fingerprint,
-        num_users=corpus.num_users,
-        num_edges=corpus.num_edges,
-    )
-    assert np.isfinite(outputs.user_graph_emb).all() and outputs.user_graph_emb.std() > 0
-    assert read_producer(result.cache_file)["trainer"]["batching"] == "subgraph"
-    assert result.metrics["steps_run"] == 6 and np.isfinite(result.metrics["loss_last"])
-    checkpoint = load_checkpoint(result.checkpoint)
-    assert checkpoint["global_step"] == 6 and checkpoint["epoch"] == 2  # 60 users / (8 x 3): 3 per epoch
 
 
 def test_subgraph_fields_are_checked_and_reach_the_cli():

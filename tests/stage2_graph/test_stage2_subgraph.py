@@ -155,17 +155,6 @@ def test_subgraph_fields_are_checked_and_reach_the_cli():
     )
     assert cfg.trainer.processes() == 2
     cfg, _ = config_from_argv(
-        [
-            "--corpus",
-            "c",
-            "--cache",
-            "d",
-            "--batching",
-            "subgraph",
-            "--walk-length",
-            "3",
-            "--batch-size",
-            "64",
-        ]
+        "--corpus c --cache d --batching subgraph --walk-length 3 --batch-size 64".split()
     )
     assert (cfg.trainer.batching, cfg.trainer.walk_length, cfg.trainer.batch_size) == ("subgraph", 3, 64)

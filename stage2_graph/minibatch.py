@@ -241,14 +241,18 @@ class SubgraphBatches(EpochBatches):
     Batch ``b`` starts a walk of ``walk_length`` steps from each of its roots (``batch_size`` nodes of the
     epoch's permutation, plus the endpoints of its share of held-out edges and negatives) and keeps the
     subgraph the walks' nodes induce in the propagated graph: every node of it is computed from its
-    neighbours inside the subgraph only, and every masked node of it is a row of the feature term. There are
-    ``ceil(N / (batch_size x (walk_length + 1)))`` batches per epoch, so that an epoch visits about as many
-    nodes as the graph holds, as one full-batch step does (GraphSAINT's epoch); a node is a root about once
-    every ``walk_length + 1`` epochs. Unlike neighbour sampling, the subgraph does not grow with the hops (no
+    neighbours inside the subgraph only. The feature term's rows are the masked nodes among the batch's own
+    roots (its node share), not every masked node of the subgraph: walks reach well-connected users more
+    often, and every node's rows would weight the term toward them (GraphSAINT corrects that with estimated
+    sampling probabilities; uniform roots need none). There are ``ceil(N / (batch_size x (walk_length + 1)))``
+    batches per epoch, so that an epoch visits about as many nodes as the graph holds, as one full-batch step
+    does (GraphSAINT's epoch); a node is a root, and a feature row when masked, about once every
+    ``walk_length + 1`` epochs. Unlike neighbour sampling, the subgraph does not grow with the hops (no
     neighbour explosion), but a node sees only its neighbours inside it: fewer than in the graph, which
     GraphSAINT's normalisation corrects in expectation and this sampler does not (docs/performance.md).
 
-    Items are dicts as :class:`NeighborBatches`' (``n_id`` sorted, all of it seeds).
+    Items are dicts as :class:`NeighborBatches`' (``n_id`` sorted, all of it seeds; ``loss_mask`` the masked
+    roots of the node share).
     """
 
     def __init__(
@@ -280,7 +284,7 @@ class SubgraphBatches(EpochBatches):
         n_id = torch.unique(walks.flatten())
         sub, _ = self.adj_t.saint_subgraph(n_id)  # rows = targets, as adj_t's
         edge_index = torch.stack([sub.storage.col(), sub.storage.row()])
-        return self.batch(n_id, n_id.numel(), edge_index, n_id, pos, neg)
+        return self.batch(n_id, n_id.numel(), edge_index, nodes, pos, neg)
 
 
 class MiniBatchDataModule(L.LightningDataModule):

@@ -95,9 +95,14 @@ def test_a_batch_is_the_induced_subgraph_of_its_walks_without_held_out_edges():
         assert torch.equal(n_id[batch["pos_pairs"]], batches.pos[b])
         assert torch.equal(n_id[batch["neg_pairs"]], batches.neg[b])
         assert batches.pos[b].shape[1] <= 1  # at most ceil(batch_size / 4)
-        # the feature term's rows: every masked node of the subgraph
-        assert torch.equal(batch["loss_mask"], masks["node_mask"][n_id])
+        # the feature term's rows: the masked nodes among the batch's own roots (its node share)
+        own = torch.isin(n_id, batches.nodes[b])
+        assert torch.equal(batch["loss_mask"], masks["node_mask"][n_id] & own)
+        assert batches.nodes[b].numel() == 3  # the first batch_size of its chunk of the permutation
         assert torch.equal(batch["log_degree"], batches.log_degree[n_id])
+    # each user is a root (and, masked, a feature row) at most once an epoch: 5 x 3 distinct users
+    roots = torch.cat(batches.nodes)
+    assert roots.numel() == 15 and roots.unique().numel() == 15
 
 
 def test_walks_reach_further_with_a_longer_walk():

@@ -19,6 +19,8 @@ _WARNINGS = (
     # torch-sparse's SparseTensor -> torch CSR conversion (PyG's GCN over a SparseTensor, stage 2's kernels)
     (UserWarning, r"Sparse invariant checks are implicitly disabled"),
     (UserWarning, r"Sparse CSR tensor support is in beta state"),
+    # PyG's NeighborLoader without pyg-lib (not on PyPI; docs/stage2.md says where to get it and what it speeds up)
+    (UserWarning, r"Using 'NeighborSampler' without a 'pyg-lib' installation is deprecated"),
 )
 
 # Log records dropped: Lightning's advertising tip and hardware banner, open_clip's note that a model config
@@ -30,6 +32,7 @@ _DROPPED_LOG_PREFIXES = (
     "HPU available:",
     "No pretrained weights loaded",
     "`Trainer.fit` stopped: `max_steps=",
+    "`Trainer.fit` stopped: `max_epochs=",
 )
 
 

@@ -66,6 +66,11 @@ def test_quiet_third_party_drops_only_the_listed_noise(caplog):
         warnings.simplefilter("default")
         quiet_third_party()  # re-installs the filters on top of "default"
         warnings.warn("`torch.jit.script` is deprecated. Please switch", FutureWarning, stacklevel=1)
+        warnings.warn(
+            "Using 'NeighborSampler' without a 'pyg-lib' installation is deprecated and will be removed soon.",
+            UserWarning,
+            stacklevel=1,
+        )
         warnings.warn("something the user should see", UserWarning, stacklevel=1)
     assert [str(w.message) for w in seen] == ["something the user should see"]
     with caplog.at_level(logging.INFO):
@@ -73,5 +78,8 @@ def test_quiet_third_party_drops_only_the_listed_noise(caplog):
             "💡 Tip: For seamless cloud logging ..."
         )
         logging.warning("No pretrained weights loaded for model 'x'. Model initialized randomly.")
+        logging.getLogger("lightning.pytorch.utilities.rank_zero").info(
+            "`Trainer.fit` stopped: `max_epochs=5` reached."
+        )
         logging.warning("a real problem")
     assert [r.getMessage() for r in caplog.records] == ["a real problem"]

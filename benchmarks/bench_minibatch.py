@@ -7,7 +7,7 @@ walks of 2 steps).
 random graph of ``bench_gnn.py`` (nodes = edges / 10) and prints nodes and sampled edges per batch, as a share
 of the graph, and batches per epoch.
 
-``cap``: the case the mini-batch path is for. Each path (one full-batch training step; ``--steps`` neighbour
+``cap``: the case the mini-batch paths are for. Each path (one full-batch training step; ``--steps``
 mini-batch steps at the first of ``--settings``) runs in its own process under an address-space cap
 (``RLIMIT_AS``, ``--cap-mib``), and the table says whether it finished, its time per step, and its peak resident
 set and peak address space (VmHWM, VmPeak); ``--cap-mib 0`` runs both uncapped, to size the cap.

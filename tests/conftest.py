@@ -14,6 +14,7 @@ import pytest
 
 from corpus import Corpus, load_corpus
 from corpus.synthetic import SyntheticConfig, generate
+from tests.planted import planted_communities
 
 # 60 users, 4 topics (2 visual x 2 textual), ~350 posts with 32 px PNGs, 300 edges; about a second.
 TINY_CONFIG = SyntheticConfig(num_users=60, seed=0, posts_per_user=6.0, avg_degree=10.0, workers=1)
@@ -46,21 +47,6 @@ def synthetic_corpus(tmp_path_factory):
     return make
 
 
-def _finetune_graph(n: int = 90, seed: int = 0):
-    """(X, edges, labels, fans, splits) of three planted communities of ``n`` users."""
-    rng = np.random.default_rng(seed)
-    labels = np.repeat([0, 1, 2], n // 3)
-    x = (rng.normal(size=(n, 5)) + 0.3 * labels[:, None]).astype(np.float32)
-    edges = set()
-    while len(edges) < 3 * n:
-        u, v = rng.integers(0, n, 2)
-        if u != v and (labels[u] == labels[v] or rng.random() < 0.15):
-            edges.add((min(u, v), max(u, v)))
-    fans = np.exp(1.0 + labels + rng.normal(scale=0.3, size=n))
-    splits = np.tile([0, 0, 0, 1, 1, 2], n // 6 + 1)[:n]  # val and test of different sizes
-    return x, np.array(sorted(edges)), labels, fans, splits
-
-
 @pytest.fixture
 def finetune_checkpoint(tmp_path):
     """``(path, system, (X, edges, labels, fans, splits))``: a stage-2 checkpoint as the stage writes it
@@ -72,7 +58,10 @@ def finetune_checkpoint(tmp_path):
     from stage2_graph.infer import graph_inputs
     from stage2_graph.system import Stage2System
 
-    graph = _finetune_graph()
+    x, *targets = planted_communities(
+        90, communities=3, features=5, shift=0.3, edges_per_user=3, cross=0.15, fans_base=1.0
+    )
+    graph = (x.astype(np.float32), *targets)
     x, edges, *_ = graph
     cfg = Stage2Config.from_dict(
         {

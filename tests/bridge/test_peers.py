@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from functools import partial
+
 import numpy as np
 import pytest
 import torch
@@ -10,6 +12,7 @@ from torch_geometric.nn import SGConv
 from bridge.evaluation import metrics, peers
 from bridge.evaluation.config import EvalConfig
 from bridge.evaluation.results import METRICS
+from tests.planted import planted_communities
 
 EDGES = np.array([[0, 1], [1, 2], [2, 3], [0, 2]])  # node 4 is isolated
 
@@ -53,19 +56,10 @@ def test_edge_index_has_both_directions():
     assert all((u, v) in pairs and (v, u) in pairs for u, v in EDGES)
 
 
-def _planted(n: int = 240, seed: int = 0):
-    """Two communities, features weakly informative alone, the graph strongly homophilous."""
-    rng = np.random.default_rng(seed)
-    labels = np.repeat([0, 1], n // 2)
-    x = rng.normal(size=(n, 4)) + 0.4 * labels[:, None]
-    edges = set()
-    while len(edges) < 4 * n:
-        u, v = rng.integers(0, n, 2)
-        if u != v and (labels[u] == labels[v] or rng.random() < 0.1):
-            edges.add((min(u, v), max(u, v)))
-    fans = np.exp(2.0 + labels + rng.normal(scale=0.3, size=n))
-    splits = np.tile([0, 0, 0, 1, 1, 2], n // 6 + 1)[:n]  # val and test of different sizes
-    return x, np.array(sorted(edges)), labels, fans, splits
+# two communities, features weakly informative alone, the graph strongly homophilous
+_planted = partial(
+    planted_communities, communities=2, features=4, shift=0.4, edges_per_user=4, cross=0.1, fans_base=2.0
+)
 
 
 CFG = EvalConfig(
@@ -79,7 +73,7 @@ CFG = EvalConfig(
 
 
 def test_gcn_learns_from_the_graph_and_selects_on_val_only(monkeypatch):
-    x, edges, labels, fans, splits = _planted()
+    x, edges, labels, fans, splits = _planted(240)
     test_sizes = {"topic": int((splits == 2).sum())}
     calls: list[int] = []
     real_f1 = metrics.f1_score

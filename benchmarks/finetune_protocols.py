@@ -52,7 +52,7 @@ quiet_third_party()
 from run_probe import RunRecord, add_run_arguments, read_run, summary_line  # noqa: E402
 
 from bridge.evaluation.loop import Candidate, TaskTargets, evaluate_tasks, select_and_score  # noqa: E402
-from bridge.evaluation.networks import TrainGrid, task_loss, train_network  # noqa: E402
+from bridge.evaluation.networks import TrainGrid, network_candidates, task_loss, train_network  # noqa: E402
 from bridge.evaluation.peers import peer_grid  # noqa: E402
 from bridge.evaluation.rows import Row  # noqa: E402
 from bridge.evaluation.verdict import paired_margins, verdict  # noqa: E402
@@ -125,33 +125,23 @@ def train_head_first(
 
 
 def candidates(make, targets: TaskTargets, grid: TrainGrid, protocol: Protocol) -> list[Candidate]:
-    """``bridge.evaluation.networks.network_candidates`` under ``protocol``: one network per head seed, learning
-    rate and weight decay, drawn under the same seed as the report draws it."""
-    idx = {name: torch.from_numpy(np.flatnonzero(mask)) for name, mask in targets.masks.items()}
-    target = torch.from_numpy(targets.standardized())
-    out = []
-    for seed in grid.seeds:
-        for lr in grid.lrs:
-            for wd in grid.weight_decays:
-                torch.manual_seed(seed)
-                network, _ = make(targets, seed, lr)
-                if protocol.whole_embedding:
-                    with_whole_embedding(network)
-                first = (
-                    train_head_first(network, target, idx, targets.task, lr, wd, grid)
-                    if protocol.head_first
-                    else 0
-                )
-                groups = network.parameter_groups()  # the network's own, then the head's
-                groups[0]["lr"] = lr * protocol.body_lr_scale
-                _, outputs, epochs = train_network(
-                    network, groups, target, idx, targets.task, lr, wd, grid.max_epochs, grid.patience
-                )
-                val_pred, test_pred = (targets.decode(outputs[idx[s]].numpy()) for s in ("val", "test"))
-                out.append(
-                    Candidate(seed, f"{grid.name}(lr={lr:g})", wd, val_pred, test_pred, first + epochs)
-                )
-    return out
+    """``bridge.evaluation.networks.network_candidates`` under ``protocol``: the same grid, seeds and networks,
+    each widened (``whole_embedding``) and trained as the protocol says."""
+
+    def make_for(task_targets: TaskTargets, seed: int, lr: float):
+        network, groups = make(task_targets, seed, lr)
+        if protocol.whole_embedding:
+            with_whole_embedding(network)
+        return network, groups
+
+    def train(network, groups, target, idx, task, lr, wd, max_epochs, patience):
+        first = train_head_first(network, target, idx, task, lr, wd, grid) if protocol.head_first else 0
+        groups = network.parameter_groups()  # the network's own, then the head's (of the width trained)
+        groups[0]["lr"] = lr * protocol.body_lr_scale
+        val, outputs, epochs = train_network(network, groups, target, idx, task, lr, wd, max_epochs, patience)
+        return val, outputs, first + epochs
+
+    return network_candidates(make_for, targets, grid, train)
 
 
 def fewer_train_labels(splits: np.ndarray, labels: np.ndarray, fraction: float, seed: int = 0) -> np.ndarray:

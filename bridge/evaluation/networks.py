@@ -100,8 +100,15 @@ def train_network(
     return best_val, best_out, epochs
 
 
-def network_candidates(make: NetworkFactory, targets: TaskTargets, grid: TrainGrid) -> list[Candidate]:
-    """One trained network per head seed x learning rate x weight decay of ``grid`` on one task."""
+def network_candidates(
+    make: NetworkFactory,
+    targets: TaskTargets,
+    grid: TrainGrid,
+    train: Callable[..., tuple[float, torch.Tensor, int]] = train_network,
+) -> list[Candidate]:
+    """One trained network per head seed x learning rate x weight decay of ``grid`` on one task, each trained by
+    ``train`` (:func:`train_network`'s arguments and result; another protocol may be passed in, as
+    ``benchmarks/finetune_protocols.py`` does)."""
     idx = {name: torch.from_numpy(np.flatnonzero(mask)) for name, mask in targets.masks.items()}
     target = torch.from_numpy(targets.standardized())
     tag = len(grid.lrs) > 1
@@ -111,7 +118,7 @@ def network_candidates(make: NetworkFactory, targets: TaskTargets, grid: TrainGr
             for wd in grid.weight_decays:
                 torch.manual_seed(seed)
                 model, groups = make(targets, seed, lr)
-                _, out, epochs = train_network(
+                _, out, epochs = train(
                     model, groups, target, idx, targets.task, lr, wd, grid.max_epochs, grid.patience
                 )
                 val_pred, test_pred = (targets.decode(out[idx[s]].numpy()) for s in ("val", "test"))

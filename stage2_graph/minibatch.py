@@ -97,11 +97,15 @@ def random_walk(adj: SparseTensor, start: Tensor, walk_length: int, generator: t
     return torch.stack(walk, dim=1)
 
 
+def _edge_index(adj_t: SparseTensor) -> Tensor:
+    """``edge_index [2, nnz]`` of ``adj_t`` (row = target) in its CSR order, PyG's convention (row 0 = source)."""
+    return torch.stack([adj_t.storage.col(), adj_t.storage.row()])
+
+
 def _directed(structure: GraphStructure, keep_edges: Tensor | None) -> tuple[Tensor, Tensor]:
     """``edge_index [2, nnz]`` of the propagated graph (CSR order, row 0 = source) and ``log(1 + deg)`` ``[N]``."""
     adj_t, _ = structure.adj_t(keep_edges)
-    edge_index = torch.stack([adj_t.storage.col(), adj_t.storage.row()])
-    return edge_index, node_log_degree(adj_t)
+    return _edge_index(adj_t), node_log_degree(adj_t)
 
 
 class EpochBatches(Dataset):
@@ -215,10 +219,9 @@ class NeighborBatches(EpochBatches):
     ):
         num_batches = math.ceil(structure.num_nodes / batch_size)
         super().__init__(structure, masking, batch_size, num_batches, epoch, seed, rank, world_size)
-        edge_index = torch.stack([self.adj_t.storage.col(), self.adj_t.storage.row()])
         # Only the loader's sampler and filtering are used: the seeds of each batch are chosen here.
         self.loader = NeighborLoader(
-            Data(edge_index=edge_index, num_nodes=structure.num_nodes),
+            Data(edge_index=_edge_index(self.adj_t), num_nodes=structure.num_nodes),
             num_neighbors=list(fanouts),
             batch_size=batch_size,
         )
@@ -283,8 +286,7 @@ class SubgraphBatches(EpochBatches):
         walks = random_walk(self.adj_t, seeds, self.walk_length, self.generator)
         n_id = torch.unique(walks.flatten())
         sub, _ = self.adj_t.saint_subgraph(n_id)  # rows = targets, as adj_t's
-        edge_index = torch.stack([sub.storage.col(), sub.storage.row()])
-        return self.batch(n_id, n_id.numel(), edge_index, nodes, pos, neg)
+        return self.batch(n_id, n_id.numel(), _edge_index(sub), nodes, pos, neg)
 
 
 class MiniBatchDataModule(L.LightningDataModule):

@@ -49,7 +49,7 @@ build_extensions() {
     # ninja is not used: torch's ninja backend writes one build.ninja per package build folder, so extensions
     # built in parallel overwrite each other's and the link fails ("cannot find ..._cpu.o"; torch-scatter sets
     # use_ninja=False, torch-sparse does not). -g0 drops the debug info that Python's CFLAGS ask for: the linker
-    # strips it anyway (-s), so it only costs compile time. Both CFLAGS and CXXFLAGS carry it: setuptools (>= 72)
+    # strips it anyway (-s), so it only costs compile time. Both CFLAGS and CXXFLAGS carry it: setuptools (84 here)
     # compiles C++ sources with CXXFLAGS and lets either variable *replace* Python's flags rather than add to them,
     # and torch's ninja backend takes the C flags. So each is Python's own flags (-DNDEBUG -O3 -Wall ...) without
     # -fwrapv, plus -g0, or yours where you set them. -fwrapv (defined signed overflow) made torch-sparse's SpMM

@@ -7,11 +7,15 @@ computed by an MGate within the step, as the model does once per pass), median o
 turns, on a fixed number of threads; prints times and ratios. Then the epoch time (one full-batch training
 step of the default stage-2 model: masks, adjacency, forward, both losses, backward, optimizer) from 1e4 to
 1e6 edges, each size in its own subprocess so that its peak memory (VmHWM, peak resident set) is its own.
+The layers and the full-batch steps run with freed memory kept in glibc's heap, as stage 2's full batch does
+(``stage2_graph.allocator.retained_heap``); ``--system-malloc`` times them with glibc's default instead, where
+every large temporary is mapped and faulted in again at each step.
 
     python benchmarks/bench_gnn.py                       # everything, 2 threads
     python benchmarks/bench_gnn.py --skip-scaling --repeats 7
     python benchmarks/bench_gnn.py --skip-layers --scaling-edges 1000000 --batching all --repeats 1
                                                          # full batch against both mini-batch paths
+    python benchmarks/bench_gnn.py --skip-scaling --system-malloc   # the layers with glibc's default malloc
 """
 
 from __future__ import annotations
@@ -34,6 +38,7 @@ from torch_sparse import SparseTensor
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from stage2_graph import GraphInputs, GraphStructure, MaskingDataset, MGateConv  # noqa: E402
+from stage2_graph.allocator import retained_heap  # noqa: E402
 from stage2_graph.config import ModelConfig, ObjectiveConfig, OptimConfig  # noqa: E402
 from stage2_graph.export import compute_graph_outputs  # noqa: E402
 from stage2_graph.gate import MGate, uniform_gate  # noqa: E402
@@ -267,6 +272,7 @@ def _run_worker(args, *extra: str) -> dict[str, float]:
         str(args.repeats),
         "--threads",
         str(args.threads),
+        *(["--system-malloc"] if args.system_malloc else []),
         *extra,
     ]
     out = subprocess.run(command, check=True, capture_output=True, text=True).stdout
@@ -378,8 +384,9 @@ def main() -> None:
         "--batching",
         choices=["full", "neighbor", "subgraph", "both", "all"],
         default="full",
-        help="scaling study of full-batch epochs, of neighbor-sampled or random-walk subgraph mini-batch epochs, "
-        "both = full and neighbor, all = the three (default full)",
+        help="scaling study of full-batch epochs, and of neighbor-sampled or random-walk subgraph mini-batch "
+        "epochs against them: neighbor (or both) = full and neighbor, subgraph = full and subgraph, all = the "
+        "three (default full)",
     )
     parser.add_argument(
         "--fanouts",
@@ -406,13 +413,21 @@ def main() -> None:
         default="layerwise",
         help="mini-batch paths: export forward (default layerwise)",
     )
+    parser.add_argument(
+        "--system-malloc",
+        action="store_true",
+        help="layers and full batch with glibc's default malloc behaviour, as trainer.retain_freed_memory=false "
+        "(default: freed memory kept in the heap, as stage 2's full batch does; stage2_graph.allocator)",
+    )
     parser.add_argument("--worker", type=int, help=argparse.SUPPRESS)
     parser.add_argument("--minibatch-worker", type=int, help=argparse.SUPPRESS)
     parser.add_argument("--path", choices=["neighbor", "subgraph"], help=argparse.SUPPRESS)
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
+    retain = not args.system_malloc  # as stage 2's full batch (trainer.retain_freed_memory)
     if args.worker is not None:
-        print(json.dumps(epoch_worker(args.worker, args.repeats, args.threads)))
+        with retained_heap(retain):
+            print(json.dumps(epoch_worker(args.worker, args.repeats, args.threads)))
         return
     if args.minibatch_worker is not None:
         row = minibatch_epoch_worker(
@@ -430,12 +445,14 @@ def main() -> None:
 
     load = Path("/proc/loadavg").read_text().split()[:3] if Path("/proc/loadavg").exists() else ["?"]
     print(f"threads={args.threads} repeats={args.repeats} (median); load average before: {' '.join(load)}")
+    print(f"malloc: {'freed memory kept in the heap (retained_heap)' if retain else 'glibc default'}")
     start = time.perf_counter()
     if not args.skip_layers:
         print(
             f"\nlayer forward+backward: {args.nodes:,} nodes, {args.edges:,} undirected edges, width {args.width}"
         )
-        times = bench_layers(args)
+        with retained_heap(retain):
+            times = bench_layers(args)
         floor = times["floor_spmm"]
         labels = {
             "floor_spmm": "torch-sparse SpMM layer (floor)",
@@ -462,7 +479,7 @@ def main() -> None:
             "\nepoch = one full-batch training step of the default model (nodes = edges / 10), one process per"
             " size;\nfloor = one plain SpMM layer's forward+backward at the same size (width 64)"
         )
-        rows = bench_scaling(args) if args.batching in ("full", "both", "all") else []
+        rows = bench_scaling(args)  # full batch: the mini-batch paths' reference
         base = rows[0] if rows else None
         header = (
             "edges",

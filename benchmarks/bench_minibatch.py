@@ -14,12 +14,14 @@ set and peak address space (VmHWM, VmPeak); ``--cap-mib 0`` runs both uncapped, 
 
 ``memory``: trains ``--steps`` mini-batch steps of the default model (masks, sampling, forward, losses,
 backward, optimizer step; epochs repeat as needed), each arm in its own process, with
-:func:`stage2_graph.minibatch.limit_allocator_caching` (the default) and without it, and prints the resident
-set (VmRSS) along the way and its growth over the second half of the steps.
+:func:`stage2_graph.allocator.limit_allocator_caching` (the default) and without it, and prints the resident
+set (VmRSS) along the way and its growth over the second half of the steps. With the setting ``full``, full-batch
+steps instead, with :func:`stage2_graph.allocator.retained_heap` (the default for full batch) and without it.
 
     nice -n 10 python benchmarks/bench_minibatch.py share --edges 1000000
     nice -n 10 python benchmarks/bench_minibatch.py share --edges 1000000 --settings 256:10,5 256:walk2
     nice -n 10 python benchmarks/bench_minibatch.py memory --edges 200000 --steps 200
+    nice -n 10 python benchmarks/bench_minibatch.py memory --edges 1000000 --steps 100 --settings full
     nice -n 10 python benchmarks/bench_minibatch.py cap --edges 2000000 --cap-mib 0 --steps 20   # size the cap
     nice -n 10 python benchmarks/bench_minibatch.py cap --edges 2000000 --cap-mib 6000 --steps 20
 """
@@ -42,6 +44,7 @@ from bench_gnn import _scaling_inputs, _status_kib  # noqa: E402
 
 from stage2_graph import MaskingDataset  # noqa: E402
 from stage2_graph import minibatch as minibatch_module  # noqa: E402
+from stage2_graph.allocator import retained_heap  # noqa: E402
 from stage2_graph.config import ModelConfig, ObjectiveConfig, OptimConfig  # noqa: E402
 from stage2_graph.minibatch import NeighborBatches, SubgraphBatches  # noqa: E402
 from stage2_graph.system import Stage2System  # noqa: E402
@@ -111,24 +114,32 @@ def share(args) -> None:
 
 def memory_worker(args) -> dict:
     torch.set_num_threads(args.threads)
-    if args.no_fix:
+    full = args.settings[0] == "full"
+    if args.no_fix and not full:
         minibatch_module.limit_allocator_caching = lambda *a, **k: False
     inputs = _scaling_inputs(args.edges)
     system = Stage2System(inputs, ModelConfig(), ObjectiveConfig(), OptimConfig())
     dataset = MaskingDataset(inputs.num_nodes, system.structure.edge_pairs, seed=0)
     optimizer = system.configure_optimizers()
     rss, step, epoch, start = [], 0, 0, time.perf_counter()
-    while step < args.steps:
-        for batch in epoch_batches(args.settings[0], system.structure, dataset, epoch):
-            optimizer.zero_grad()
-            system.compute_losses(batch)["loss"].backward()
-            optimizer.step()
-            rss.append(_status_kib("VmRSS") / 1024)
-            step += 1
-            if step == args.steps:
-                break
-        epoch += 1
-    return {"rss_mib": rss, "seconds": time.perf_counter() - start, "peak_mib": _status_kib("VmHWM") / 1024}
+    with retained_heap(full and not args.no_fix):
+        while step < args.steps:
+            batches = (
+                [dataset[(epoch, 0)]]
+                if full
+                else epoch_batches(args.settings[0], system.structure, dataset, epoch)
+            )
+            for batch in batches:
+                optimizer.zero_grad()
+                system.compute_losses(batch)["loss"].backward()
+                optimizer.step()
+                rss.append(_status_kib("VmRSS") / 1024)
+                step += 1
+                if step == args.steps:
+                    break
+            epoch += 1
+        seconds = time.perf_counter() - start
+    return {"rss_mib": rss, "seconds": seconds, "peak_mib": _status_kib("VmHWM") / 1024}
 
 
 def cap_worker(args) -> dict:
@@ -211,7 +222,8 @@ def memory(args) -> None:
     load = " ".join(Path("/proc/loadavg").read_text().split()[:3])
     print(f"load average before: {load}; {args.steps} steps, setting {args.settings[0]}")
     rows = {}
-    for arm in ("limit_allocator_caching", "glibc default"):
+    policy = "retained_heap" if args.settings[0] == "full" else "limit_allocator_caching"
+    for arm in (policy, "glibc default"):
         command = [
             sys.executable,
             __file__,
@@ -268,7 +280,8 @@ def main() -> None:
             "256:walk2",
             "1024:walk2",
         ],
-        help="batch_size:fanouts (neighbour) or batch_size:walkL (subgraph) settings (memory and cap: the first)",
+        help="batch_size:fanouts (neighbour) or batch_size:walkL (subgraph) settings (memory and cap: the first; "
+        "memory also takes full, for full-batch steps)",
     )
     parser.add_argument("--batches", type=int, default=20, help="share: batches sampled per setting")
     parser.add_argument("--steps", type=int, default=200, help="memory: training steps per arm")

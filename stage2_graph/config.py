@@ -177,6 +177,12 @@ class TrainerConfig(BaseTrainerConfig):
         "in chunks of batch_size (PyG's layer-wise inference); auto = layerwise with mini-batches (batching "
         "neighbor or subgraph)",
     )
+    retain_freed_memory: bool = config_field(
+        True,
+        "batching=full: keep memory freed during training and export in the heap for the next step instead of "
+        "returning large blocks to the system, which zeroes their pages again at each step (glibc only; "
+        "stage2_graph.allocator); off = glibc's default behaviour",
+    )
 
 
 @dataclass

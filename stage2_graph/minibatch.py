@@ -18,15 +18,13 @@ every ``world_size``-th batch (the same count on every rank).
 Every batch has a different size, so its tensors (a few MiB to tens of MiB) have sizes glibc's allocator has
 not seen: with its default dynamic threshold, blocks that size stay in the heap after being freed and the
 resident set grew by about 35 MiB per batch without levelling off (issue 23). :func:`limit_allocator_caching`
-fixes the threshold at 1 MiB when the batches are built, so large blocks are mapped and returned on free.
+(:mod:`stage2_graph.allocator`) fixes the threshold at 1 MiB when the batches are built, so large blocks are
+mapped and returned on free.
 """
 
 from __future__ import annotations
 
-import ctypes
-import ctypes.util
 import math
-import sys
 from collections.abc import Callable, Sequence
 
 import lightning as L
@@ -38,28 +36,9 @@ from torch_geometric.loader import NeighborLoader
 from torch_sparse import SparseTensor
 
 from stage2_graph.adjacency import GraphStructure
+from stage2_graph.allocator import limit_allocator_caching
 from stage2_graph.data import MaskingDataset
 from stage2_graph.model import GraphEncoder, NodeInputs, node_log_degree
-
-_M_MMAP_THRESHOLD = -3  # glibc's mallopt parameter (malloc.h)
-
-
-def limit_allocator_caching(threshold_bytes: int = 1 << 20) -> bool:
-    """Serve allocations of ``threshold_bytes`` and more with their own mapping, returned to the system when
-    freed (glibc's ``mallopt(M_MMAP_THRESHOLD)``, the same as ``MALLOC_MMAP_THRESHOLD_`` set before start).
-
-    glibc raises its threshold each time a mapped block is freed (up to 32 MiB), after which blocks of the
-    varying sizes of mini-batches are carved from the heap and kept there; a fixed threshold also turns
-    that adjustment off. The setting is per process and idempotent. Returns whether it was applied (False
-    off glibc, e.g. macOS or musl, where nothing is changed).
-    """
-    if not sys.platform.startswith("linux"):
-        return False
-    try:
-        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
-        return bool(libc.mallopt(ctypes.c_int(_M_MMAP_THRESHOLD), ctypes.c_int(threshold_bytes)))
-    except (OSError, AttributeError):
-        return False
 
 
 def sampled_adj_t(edge_index: Tensor, num_nodes: int) -> tuple[SparseTensor, Tensor]:

@@ -14,6 +14,7 @@ from corpus import Corpus
 from mmga_common.layout import StageResult, config_path
 from mmga_common.threads import torch_threads
 from mmga_common.trainer import build_trainer, check_runtime, csv_log_dir, fit_and_save
+from stage2_graph.allocator import retained_heap
 from stage2_graph.config import ConfigError, Stage2Config
 from stage2_graph.data import (
     GraphInputs,
@@ -87,28 +88,30 @@ def run_stage2(cfg: Stage2Config, corpus: Corpus | None = None, *, force: bool =
         )
         if trainer.is_global_zero:
             cfg.save(config_path(out_dir))
-        start = time.perf_counter()
-        checkpoint = fit_and_save(trainer, tc, system, build_datamodule(cfg, system), out_dir, resume)
-        metrics = history.summary()
-        if tc.spawns_workers:  # the loss history stayed in the workers; their checkpoint knows the step
-            metrics = {"steps_run": float(load_checkpoint(checkpoint)["global_step"])}
-        metrics["fit_seconds"] = time.perf_counter() - start
-        # Export R^G and the gates and write the round's cache file (rank 0 alone under ddp).
-        if trainer.is_global_zero:
+        # Full batch: the same large blocks every step, kept for reuse (stage2_graph.allocator).
+        with retained_heap(tc.batching == "full" and tc.retain_freed_memory):
             start = time.perf_counter()
-            layerwise = tc.inference == "layerwise" or (tc.inference == "auto" and tc.batching != "full")
-            outputs = compute_graph_outputs(system, tc.batch_size if layerwise else None)
-            metrics["export_seconds"] = time.perf_counter() - start
-            write_graph_outputs(
-                cfg.cache_dir,
-                cfg.round,
-                outputs,
-                fingerprint=graph.fingerprint,
-                producer=cfg.to_dict(),
-                model=describe_model(cfg),
-                user_ids=graph.user_ids,
-                run_dir=out_dir,
-            )
+            checkpoint = fit_and_save(trainer, tc, system, build_datamodule(cfg, system), out_dir, resume)
+            metrics = history.summary()
+            if tc.spawns_workers:  # the loss history stayed in the workers; their checkpoint knows the step
+                metrics = {"steps_run": float(load_checkpoint(checkpoint)["global_step"])}
+            metrics["fit_seconds"] = time.perf_counter() - start
+            # Export R^G and the gates and write the round's cache file (rank 0 alone under ddp).
+            if trainer.is_global_zero:
+                start = time.perf_counter()
+                layerwise = tc.inference == "layerwise" or (tc.inference == "auto" and tc.batching != "full")
+                outputs = compute_graph_outputs(system, tc.batch_size if layerwise else None)
+                metrics["export_seconds"] = time.perf_counter() - start
+                write_graph_outputs(
+                    cfg.cache_dir,
+                    cfg.round,
+                    outputs,
+                    fingerprint=graph.fingerprint,
+                    producer=cfg.to_dict(),
+                    model=describe_model(cfg),
+                    user_ids=graph.user_ids,
+                    run_dir=out_dir,
+                )
     return Stage2Result(
         checkpoint=checkpoint,
         cache_file=graph_file(cfg.cache_dir, cfg.round),

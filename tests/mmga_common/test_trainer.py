@@ -40,6 +40,7 @@ def test_both_stages_share_every_field_of_the_one_section():
         "walk_length",
         "batch_size",
         "inference",
+        "retain_freed_memory",
     }
     one, two = Stage1Trainer(), Stage2Trainer()
     assert (one.max_steps, one.accelerator, one.log_every_n_steps, one.num_threads) == (400, "auto", 1, 1)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import csv
 import json
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -149,6 +150,34 @@ def test_uniform_and_x_only_variants_run(tiny_corpus, loaded, tmp_path, capsys):
     assert "node inputs stats+degree," in description
     assert description.endswith("M-Gate (cosine, sigmoid, 2 head(s)) on X only")
     assert torch.get_num_threads() == threads
+
+
+def test_full_batch_fits_and_exports_within_the_retained_heap_unless_switched_off(
+    tiny_corpus, tmp_path, monkeypatch
+):
+    from stage2_graph import pipeline
+
+    calls = []
+    real = pipeline.retained_heap
+
+    @contextmanager
+    def spy(enabled: bool = True):
+        with real(enabled) as applied:
+            yield applied
+            # what the block covered: the fit (its checkpoint) and the export (the round's cache file)
+            out = tmp_path / f"o{len(calls)}"
+            done = (out / "checkpoints" / "last.ckpt").exists(), graph_file(out / "c", 0).exists()
+            calls.append((enabled, *done))
+
+    monkeypatch.setattr(pipeline, "retained_heap", spy)
+    for trainer in (
+        {"max_steps": 2},
+        {"max_steps": 2, "retain_freed_memory": False},
+        {"max_steps": 2, "batching": "subgraph", "batch_size": 16},  # mini-batches: limit_allocator_caching
+    ):
+        out = tmp_path / f"o{len(calls)}"
+        run_stage2(small_config(tiny_corpus, out / "c", out, use_modalities=False, trainer=trainer))
+    assert calls == [(True, True, True), (False, True, True), (False, True, True)]
 
 
 def test_softmax_gate_resume_and_init_checkpoint(tiny_corpus, loaded, tmp_path):

@@ -7,8 +7,9 @@ beyond the trim threshold is returned to the system. Both behaviours cost the tw
 - **Full batch** (:func:`retained_heap`): every step allocates and frees the same large per-edge tensors (at
   10^6 edges, hundreds of MiB each). Each is mapped afresh, so the kernel faults in and zeroes every page again
   at every step: 13 million page faults and about as much system time as compute in
-  ``benchmarks/bench_gnn.py``'s layer study. Keeping freed memory in the heap for reuse made a full-batch
-  training step at 10^6 edges 2.0x faster (1,754 -> 866 ms) for 5% more peak memory (docs/performance.md).
+  ``benchmarks/bench_gnn.py``'s layer study. Keeping freed memory in the heap for reuse took a full-batch
+  training step at 10^6 edges to 0.5-0.7x the time (two runs; how much depends on the machine's cost of a
+  page fault) for 5% more peak memory (docs/performance.md, "Stage 2 full batch on CPU").
 - **Mini-batches** (:func:`limit_allocator_caching`): every batch has a different size, and blocks of sizes
   the heap keeps grow the resident set without levelling off; a fixed 1 MiB threshold maps those and returns
   them on free.

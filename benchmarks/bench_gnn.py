@@ -30,12 +30,16 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-import torch
-from torch import Tensor, nn
-from torch_geometric.nn import GATConv, GATv2Conv
-from torch_sparse import SparseTensor
-
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from mmga_common import quiet_third_party  # noqa: E402
+
+quiet_third_party()  # before torch-sparse's import prints its torch.jit warnings
+
+import torch  # noqa: E402
+from torch import Tensor, nn  # noqa: E402
+from torch_geometric.nn import GATConv, GATv2Conv  # noqa: E402
+from torch_sparse import SparseTensor  # noqa: E402
 
 from stage2_graph import GraphInputs, GraphStructure, MaskingDataset, MGateConv  # noqa: E402
 from stage2_graph.allocator import retained_heap  # noqa: E402

@@ -8,7 +8,7 @@ turns, on a fixed number of threads; prints times and ratios. Then the epoch tim
 step of the default stage-2 model: masks, adjacency, forward, both losses, backward, optimizer) from 1e4 to
 1e6 edges, each size in its own subprocess so that its peak memory (VmHWM, peak resident set) is its own.
 The layers and the full-batch steps run with freed memory kept in glibc's heap, as stage 2's full batch does
-(``stage2_graph.allocator.retained_heap``); ``--system-malloc`` times them with glibc's default instead, where
+(``mmga_common.allocator.retained_heap``); ``--system-malloc`` times them with glibc's default instead, where
 every large temporary is mapped and faulted in again at each step.
 
     python benchmarks/bench_gnn.py                       # everything, 2 threads
@@ -41,8 +41,8 @@ from torch import Tensor, nn  # noqa: E402
 from torch_geometric.nn import GATConv, GATv2Conv  # noqa: E402
 from torch_sparse import SparseTensor  # noqa: E402
 
+from mmga_common.allocator import retained_heap  # noqa: E402
 from stage2_graph import GraphInputs, GraphStructure, MaskingDataset, MGateConv  # noqa: E402
-from stage2_graph.allocator import retained_heap  # noqa: E402
 from stage2_graph.config import ModelConfig, ObjectiveConfig, OptimConfig  # noqa: E402
 from stage2_graph.export import compute_graph_outputs  # noqa: E402
 from stage2_graph.gate import MGate, uniform_gate  # noqa: E402
@@ -421,7 +421,7 @@ def main() -> None:
         "--system-malloc",
         action="store_true",
         help="layers and full batch with glibc's default malloc behaviour, as trainer.retain_freed_memory=false "
-        "(default: freed memory kept in the heap, as stage 2's full batch does; stage2_graph.allocator)",
+        "(default: freed memory kept in the heap, as stage 2's full batch does; mmga_common.allocator)",
     )
     parser.add_argument("--worker", type=int, help=argparse.SUPPRESS)
     parser.add_argument("--minibatch-worker", type=int, help=argparse.SUPPRESS)

@@ -14,9 +14,9 @@ set and peak address space (VmHWM, VmPeak); ``--cap-mib 0`` runs both uncapped, 
 
 ``memory``: trains ``--steps`` mini-batch steps of the default model (masks, sampling, forward, losses,
 backward, optimizer step; epochs repeat as needed), each arm in its own process, with
-:func:`stage2_graph.allocator.limit_allocator_caching` (the default) and without it, and prints the resident
+:func:`mmga_common.allocator.limit_allocator_caching` (the default) and without it, and prints the resident
 set (VmRSS) along the way and its growth over the second half of the steps. With the setting ``full``, full-batch
-steps instead, with :func:`stage2_graph.allocator.retained_heap` (the default for full batch) and without it.
+steps instead, with :func:`mmga_common.allocator.retained_heap` (the default for full batch) and without it.
 
     nice -n 10 python benchmarks/bench_minibatch.py share --edges 1000000
     nice -n 10 python benchmarks/bench_minibatch.py share --edges 1000000 --settings 256:10,5 256:walk2
@@ -42,9 +42,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench_gnn import _scaling_inputs, _status_kib  # noqa: E402
 
+from mmga_common.allocator import retained_heap  # noqa: E402
 from stage2_graph import MaskingDataset  # noqa: E402
 from stage2_graph import minibatch as minibatch_module  # noqa: E402
-from stage2_graph.allocator import retained_heap  # noqa: E402
 from stage2_graph.config import ModelConfig, ObjectiveConfig, OptimConfig  # noqa: E402
 from stage2_graph.minibatch import NeighborBatches, SubgraphBatches  # noqa: E402
 from stage2_graph.system import Stage2System  # noqa: E402

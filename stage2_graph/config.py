@@ -181,7 +181,7 @@ class TrainerConfig(BaseTrainerConfig):
         True,
         "batching=full: keep memory freed during training and export in the heap for the next step instead of "
         "returning large blocks to the system, which zeroes their pages again at each step (glibc only; "
-        "stage2_graph.allocator); off = glibc's default behaviour",
+        "mmga_common.allocator); off = glibc's default behaviour",
     )
 
 

@@ -18,7 +18,7 @@ every ``world_size``-th batch (the same count on every rank).
 Every batch has a different size, so its tensors (a few MiB to tens of MiB) have sizes glibc's allocator has
 not seen: with its default dynamic threshold, blocks that size stay in the heap after being freed and the
 resident set grew by about 35 MiB per batch without levelling off (issue 23). :func:`limit_allocator_caching`
-(:mod:`stage2_graph.allocator`) fixes the threshold at 1 MiB when the batches are built, so large blocks are
+(:mod:`mmga_common.allocator`) fixes the threshold at 1 MiB when the batches are built, so large blocks are
 mapped and returned on free.
 """
 
@@ -35,8 +35,8 @@ from torch_geometric.data import Data
 from torch_geometric.loader import NeighborLoader
 from torch_sparse import SparseTensor
 
+from mmga_common.allocator import limit_allocator_caching
 from stage2_graph.adjacency import GraphStructure
-from stage2_graph.allocator import limit_allocator_caching
 from stage2_graph.data import MaskingDataset
 from stage2_graph.model import GraphEncoder, NodeInputs, node_log_degree
 

@@ -11,10 +11,10 @@ import lightning as L
 from cache import check_owner, graph_file, write_graph_outputs
 from cache.checkpoint import SafeCheckpointIO, load_checkpoint
 from corpus import Corpus
+from mmga_common.allocator import retained_heap
 from mmga_common.layout import StageResult, config_path
 from mmga_common.threads import torch_threads
 from mmga_common.trainer import build_trainer, check_runtime, csv_log_dir, fit_and_save
-from stage2_graph.allocator import retained_heap
 from stage2_graph.config import ConfigError, Stage2Config
 from stage2_graph.data import (
     GraphInputs,
@@ -88,7 +88,7 @@ def run_stage2(cfg: Stage2Config, corpus: Corpus | None = None, *, force: bool =
         )
         if trainer.is_global_zero:
             cfg.save(config_path(out_dir))
-        # Full batch: the same large blocks every step, kept for reuse (stage2_graph.allocator).
+        # Full batch: the same large blocks every step, kept for reuse (mmga_common.allocator).
         with retained_heap(tc.batching == "full" and tc.retain_freed_memory):
             start = time.perf_counter()
             checkpoint = fit_and_save(trainer, tc, system, build_datamodule(cfg, system), out_dir, resume)

@@ -10,6 +10,8 @@ Per task, head seed, learning rate and weight decay, one network is trained full
 known targets (cross-entropy for topic, Huber on the standardized ``log1p(fans)`` for fans), early-stopped on the
 val loss (cross-entropy / MAE); val then chooses the learning rate and weight decay per head seed by the task's
 selection score, and test is scored once per head seed with the chosen network (``bridge.evaluation.loop``).
+The networks train with freed memory kept in glibc's heap (:func:`mmga_common.allocator.retained_heap`): the
+results are the same, the steps faster on large graphs.
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ import torch.nn.functional as F
 
 from bridge.evaluation.loop import Candidate, TaskTargets, evaluate_tasks, select_and_score
 from bridge.evaluation.results import Evaluation, TaskScores
+from mmga_common.allocator import retained_heap
 from mmga_common.threads import torch_threads
 
 # (targets of the task, seed, learning rate) -> (the network, its optimizer parameter groups or None for one
@@ -113,17 +116,19 @@ def network_candidates(
     target = torch.from_numpy(targets.standardized())
     tag = len(grid.lrs) > 1
     candidates = []
-    for seed in grid.seeds:
-        for lr in grid.lrs:
-            for wd in grid.weight_decays:
-                torch.manual_seed(seed)
-                model, groups = make(targets, seed, lr)
-                _, out, epochs = train(
-                    model, groups, target, idx, targets.task, lr, wd, grid.max_epochs, grid.patience
-                )
-                val_pred, test_pred = (targets.decode(out[idx[s]].numpy()) for s in ("val", "test"))
-                name = f"{grid.name}(lr={lr:g})" if tag else grid.name
-                candidates.append(Candidate(seed, name, wd, val_pred, test_pred, epochs))
+    # Full batch: the same large blocks every epoch, kept in the heap for reuse (mmga_common.allocator).
+    with retained_heap():
+        for seed in grid.seeds:
+            for lr in grid.lrs:
+                for wd in grid.weight_decays:
+                    torch.manual_seed(seed)
+                    model, groups = make(targets, seed, lr)
+                    _, out, epochs = train(
+                        model, groups, target, idx, targets.task, lr, wd, grid.max_epochs, grid.patience
+                    )
+                    val_pred, test_pred = (targets.decode(out[idx[s]].numpy()) for s in ("val", "test"))
+                    name = f"{grid.name}(lr={lr:g})" if tag else grid.name
+                    candidates.append(Candidate(seed, name, wd, val_pred, test_pred, epochs))
     return candidates
 
 

@@ -218,3 +218,46 @@ def test_feature_dropout_is_dropout():
         out.sum().backward()
         torch.testing.assert_close(x.grad, kept.float() / (1 - p))
         x = x.detach()
+
+
+def test_every_network_trains_within_the_retained_heap(monkeypatch):
+    from contextlib import contextmanager
+
+    from bridge.evaluation import networks
+    from bridge.evaluation.loop import prepare_targets
+
+    inside, seen = [False], []
+
+    @contextmanager
+    def spy(enabled: bool = True):
+        inside[0] = True
+        try:
+            yield True
+        finally:
+            inside[0] = False
+
+    def train(model, *args):
+        seen.append(inside[0])
+        return networks.train_network(model, *args)
+
+    monkeypatch.setattr(networks, "retained_heap", spy)
+    x, edges, labels, fans, splits = _planted(60)
+    targets = prepare_targets("topic", labels, labels >= 0, splits, 5)
+    grid = networks.TrainGrid("linear", (0, 1), (1e-2,), (0.0, 1e-3), 3, 1)
+
+    def make(t, seed, lr):
+        features = torch.from_numpy(x.astype(np.float32))
+        layer = torch.nn.Linear(features.shape[1], t.out_dim)
+        return _Net(layer, features), None
+
+    candidates = networks.network_candidates(make, targets, grid, train)
+    assert len(candidates) == 4 and seen == [True] * 4 and inside[0] is False
+
+
+class _Net(torch.nn.Module):
+    def __init__(self, layer: torch.nn.Module, features: torch.Tensor):
+        super().__init__()
+        self.layer, self.features = layer, features
+
+    def forward(self) -> torch.Tensor:
+        return self.layer(self.features)

@@ -284,7 +284,7 @@ def test_batching_fields_are_checked_and_reach_the_cli():
 
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="glibc's mallopt")
 def test_limit_allocator_caching_applies_on_linux_and_is_idempotent():
-    from stage2_graph.allocator import limit_allocator_caching
+    from mmga_common.allocator import limit_allocator_caching
 
     assert limit_allocator_caching() is True
     assert limit_allocator_caching() is True

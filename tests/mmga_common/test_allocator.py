@@ -1,5 +1,5 @@
-"""glibc malloc settings of stage 2 (``stage2_graph.allocator``): the full-batch heap that keeps freed memory for
-reuse, and what happens off glibc."""
+"""glibc malloc settings (``mmga_common.allocator``): the full-batch heap that keeps freed memory for reuse, and
+what happens off glibc."""
 
 from __future__ import annotations
 
@@ -12,8 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from stage2_graph import allocator
-from stage2_graph.allocator import limit_allocator_caching, retained_heap
+from mmga_common import allocator
+from mmga_common.allocator import limit_allocator_caching, retained_heap
 
 REPO = Path(__file__).resolve().parents[2]
 on_glibc = pytest.mark.skipif(allocator._libc() is None, reason="glibc's mallopt")
@@ -26,7 +26,7 @@ _SCRIPT = """
 import json, resource
 from pathlib import Path
 import torch
-from stage2_graph.allocator import retained_heap
+from mmga_common.allocator import retained_heap
 
 def faults(blocks):
     out = []
@@ -45,7 +45,7 @@ report = {"default": faults(3)}
 with retained_heap(False) as applied:
     report["off"], report["off_applied"] = faults(3), applied
 with retained_heap() as applied:
-    report["inside"], report["applied"] = faults(12), applied
+    report["inside"], report["applied"] = faults(30), applied
     base = resident_mib()
     blocks = [torch.ones(16 << 20) for _ in range(6)]
     del blocks
@@ -70,8 +70,9 @@ def test_retained_heap_reuses_freed_blocks_and_returns_them_on_exit():
     assert min(report["default"]) > pages // 2 and min(report["off"]) > pages // 2, report
     assert report["off_applied"] is False and report["applied"] is True
     # Within the block the heap grows for the first few blocks (a freed block is a little short of the next
-    # aligned request until neighbours merge), then serves every block from memory it kept.
-    assert max(report["inside"][-4:]) < pages // 20, report["inside"]
+    # aligned request until neighbours merge; 4 to 8 of them in repeated runs), then serves every block from
+    # memory it kept.
+    assert max(report["inside"][-10:]) < pages // 20, report["inside"]
     # Freed memory stays resident within the block and is returned to the system on exit.
     assert report["kept_mib"] > 200 and report["returned_mib"] < report["kept_mib"] - 200, report
 

@@ -1,20 +1,24 @@
-"""glibc malloc settings for stage 2's training on CPU, one per batching path.
+"""glibc malloc settings for training on CPU: a heap that keeps freed memory for full-batch training, and a low
+mmap threshold for mini-batches.
 
 PyTorch's CPU tensors come from the C library's ``malloc``. Under glibc a block larger than the mmap threshold
 (dynamic, at most 32 MiB) gets its own mapping, unmapped when freed, and freed memory at the top of the heap
-beyond the trim threshold is returned to the system. Both behaviours cost the two paths differently:
+beyond the trim threshold is returned to the system. Both behaviours cost the two kinds of training differently:
 
 - **Full batch** (:func:`retained_heap`): every step allocates and frees the same large per-edge tensors (at
   10^6 edges, hundreds of MiB each). Each is mapped afresh, so the kernel faults in and zeroes every page again
   at every step: 13 million page faults and about as much system time as compute in
-  ``benchmarks/bench_gnn.py``'s layer study. Keeping freed memory in the heap for reuse took a full-batch
-  training step at 10^6 edges to 0.5-0.7x the time (two runs; how much depends on the machine's cost of a
-  page fault) for 5% more peak memory (docs/performance.md, "Stage 2 full batch on CPU").
+  ``benchmarks/bench_gnn.py``'s layer study. Keeping freed memory in the heap for reuse took a stage-2
+  full-batch training step at 10^6 edges to 0.5-0.7x the time (two runs; how much depends on the machine's cost
+  of a page fault) for 5% more peak memory, and a PyG ``GCNConv`` peer's step at 10^5 users to 0.6x
+  (docs/performance.md, "Stage 2 full batch on CPU"). Stage 2's full batch (``trainer.retain_freed_memory``) and
+  the bridge's networks trained end to end (``bridge.evaluation.networks``) use it.
 - **Mini-batches** (:func:`limit_allocator_caching`): every batch has a different size, and blocks of sizes
   the heap keeps grow the resident set without levelling off; a fixed 1 MiB threshold maps those and returns
-  them on free.
+  them on free. Stage 2's mini-batch paths use it.
 
-The settings are per process (glibc's ``mallopt``); off glibc (macOS, musl) nothing is changed.
+The settings are per process (glibc's ``mallopt``); off glibc (macOS, musl) nothing is changed. This module
+imports nothing heavy and no project package.
 """
 
 from __future__ import annotations

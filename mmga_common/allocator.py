@@ -33,6 +33,7 @@ from contextlib import contextmanager
 _M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD, _M_MMAP_MAX = -1, -3, -4
 _DEFAULT_TRIM_THRESHOLD, _DEFAULT_MMAP_MAX = 128 * 1024, 65_536
 _INT_MAX = 2**31 - 1  # mallopt takes an int
+_depth = [0]  # open retained_heap blocks in this process
 
 
 def _libc() -> ctypes.CDLL | None:
@@ -74,16 +75,22 @@ def retained_heap(enabled: bool = True) -> Iterator[bool]:
     On exit glibc's default limits are set again (``M_MMAP_MAX`` 65,536, ``M_TRIM_THRESHOLD`` 128 KiB) and
     ``malloc_trim(0)`` returns the free memory to the system. glibc's dynamic mmap threshold stays off after
     the block (setting the trim threshold turns it off for the process), so blocks above the threshold it had
-    reached are mapped, as :func:`limit_allocator_caching` does on purpose.
+    reached are mapped, as :func:`limit_allocator_caching` does on purpose. A block inside another changes
+    nothing: the outermost one applies the setting and undoes it (per process; not for concurrent threads).
     """
     libc = _libc() if enabled else None
+    if libc is not None and _depth[0] > 0:  # nested: the outermost block applied it and will undo it
+        yield True
+        return
     applied = (
         libc is not None and _mallopt(libc, _M_MMAP_MAX, 0) and _mallopt(libc, _M_TRIM_THRESHOLD, _INT_MAX)
     )
+    _depth[0] += libc is not None
     try:
         yield applied
     finally:
         if libc is not None:
+            _depth[0] -= 1
             _mallopt(libc, _M_MMAP_MAX, _DEFAULT_MMAP_MAX)
             _mallopt(libc, _M_TRIM_THRESHOLD, _DEFAULT_TRIM_THRESHOLD)
             libc.malloc_trim(ctypes.c_size_t(0))

@@ -46,6 +46,9 @@ with retained_heap(False) as applied:
     report["off"], report["off_applied"] = faults(3), applied
 with retained_heap() as applied:
     report["inside"], report["applied"] = faults(30), applied
+    with retained_heap() as nested:
+        report["nested_applied"] = nested
+    report["after_nested"] = faults(3)  # still within the outer block
     base = resident_mib()
     blocks = [torch.ones(16 << 20) for _ in range(6)]
     del blocks
@@ -73,6 +76,8 @@ def test_retained_heap_reuses_freed_blocks_and_returns_them_on_exit():
     # aligned request until neighbours merge; 4 to 8 of them in repeated runs), then serves every block from
     # memory it kept.
     assert max(report["inside"][-10:]) < pages // 20, report["inside"]
+    # A nested block leaves the outer one's setting in place when it ends.
+    assert report["nested_applied"] is True and max(report["after_nested"]) < pages // 20, report
     # Freed memory stays resident within the block and is returned to the system on exit.
     assert report["kept_mib"] > 200 and report["returned_mib"] < report["kept_mib"] - 200, report
 

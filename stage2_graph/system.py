@@ -212,8 +212,10 @@ class Stage2System(L.LightningModule):
         """Feature loss on the rows of ``loss_mask``, structure and gate-link losses on the pairs."""
         if bool(loss_mask.any()):
             losses = self.feature_loss(node_emb, features, loss_mask)
-        else:  # a mini-batch whose seed share has no masked node
-            losses = {"feature_loss": node_emb.sum() * 0.0}
+        else:  # a mini-batch whose seed share has no masked node: the decoder still takes part, with zero
+            # weight, so that every DDP rank reduces the same gradients (a rank without it hangs the others)
+            every_row = torch.ones_like(loss_mask)
+            losses = {k: v * 0.0 for k, v in self.feature_loss(node_emb, features, every_row).items()}
         if pos_pairs.shape[1]:
             losses.update(self.structure_loss(node_emb, pos_pairs, neg_pairs))
         else:

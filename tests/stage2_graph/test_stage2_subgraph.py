@@ -163,3 +163,20 @@ def test_subgraph_fields_are_checked_and_reach_the_cli():
         "--corpus c --cache d --batching subgraph --walk-length 3 --batch-size 64".split()
     )
     assert (cfg.trainer.batching, cfg.trainer.walk_length, cfg.trainer.batch_size) == ("subgraph", 3, 64)
+
+
+def test_a_batch_without_feature_rows_still_gives_every_parameter_a_gradient():
+    """Under DDP every rank must reduce the same gradients: a batch whose roots hold no masked user (common with
+    small batches, since the feature rows are the masked roots) still runs the decoder, with zero weight; a
+    rank without its gradients hung the other (the slow ddp_spawn test of the subgraph path did)."""
+    system = make_system(make_inputs())
+    _, batches = _batches(system)
+    batch = dict(batches[0])
+    batch["loss_mask"] = torch.zeros_like(batch["loss_mask"])
+    losses = system.minibatch_losses(batch)
+    assert float(losses["feature_loss"]) == 0.0
+    losses["loss"].backward()
+    missing = [name for name, p in system.named_parameters() if p.requires_grad and p.grad is None]
+    assert not missing, missing
+    decoder = [p.grad for name, p in system.named_parameters() if name.startswith("feature_loss.")]
+    assert decoder and all(bool((g == 0).all()) for g in decoder)

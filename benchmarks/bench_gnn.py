@@ -43,7 +43,7 @@ from torch_sparse import SparseTensor  # noqa: E402
 
 from mmga_common.allocator import retained_heap  # noqa: E402
 from stage2_graph import GraphInputs, GraphStructure, MaskingDataset, MGateConv  # noqa: E402
-from stage2_graph.config import ModelConfig, ObjectiveConfig, OptimConfig  # noqa: E402
+from stage2_graph.config import SEED_NODES, SUBGRAPH_ROOTS, ModelConfig, ObjectiveConfig, OptimConfig  # noqa: E402
 from stage2_graph.export import compute_graph_outputs  # noqa: E402
 from stage2_graph.gate import MGate, uniform_gate  # noqa: E402
 from stage2_graph.minibatch import NeighborBatches, SubgraphBatches  # noqa: E402
@@ -287,6 +287,13 @@ def bench_scaling(args) -> list[dict[str, float]]:
     return [_run_worker(args, "--worker", str(num_edges)) for num_edges in args.scaling_edges]
 
 
+def _batch_size(args, path: str) -> int:
+    """``--batch-size``, or the config's default for ``path`` (``trainer.batch_size`` left unset)."""
+    if args.batch_size is not None:
+        return args.batch_size
+    return SUBGRAPH_ROOTS if path == "subgraph" else SEED_NODES
+
+
 def bench_minibatch(args, path: str) -> list[dict[str, float]]:
     fanouts = [str(f) for f in args.fanouts]
     return [
@@ -301,7 +308,7 @@ def bench_minibatch(args, path: str) -> list[dict[str, float]]:
             "--walk-length",
             str(args.walk_length),
             "--batch-size",
-            str(args.batch_size),
+            str(_batch_size(args, path)),
             "--export",
             args.export,
         )
@@ -312,12 +319,12 @@ def bench_minibatch(args, path: str) -> list[dict[str, float]]:
 def print_minibatch(args, path: str, rows: list[dict[str, float]], full_rows: list[dict[str, float]]) -> None:
     if path == "neighbor":
         print(
-            f"\nbatching=neighbor: fanouts {args.fanouts}, batch_size {args.batch_size} seed nodes (+ up to "
+            f"\nbatching=neighbor: fanouts {args.fanouts}, batch_size {_batch_size(args, path)} seed nodes (+ up to "
             f"batch_size/4 held-out edges and negatives each), {args.export} export; one process per size"
         )
     else:
         print(
-            f"\nbatching=subgraph: walks of {args.walk_length} steps from batch_size {args.batch_size} roots (+ the"
+            f"\nbatching=subgraph: walks of {args.walk_length} steps from batch_size {_batch_size(args, path)} roots (+ the"
             f" endpoints of up to batch_size/4 held-out edges and negatives each), {args.export} export; one "
             "process per size"
         )
@@ -408,8 +415,8 @@ def main() -> None:
     parser.add_argument(
         "--batch-size",
         type=int,
-        default=256,
-        help="neighbor seed nodes / subgraph roots per batch (default 256, the config's)",
+        default=None,
+        help="neighbor seed nodes / subgraph roots per batch (default the config's: 256 / 1,024)",
     )
     parser.add_argument(
         "--export",

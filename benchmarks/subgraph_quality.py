@@ -9,6 +9,8 @@ subgraphs' share of the users.
 
     python -m corpus.synthetic --out /tmp/corpus10k --users 10000 --posts-per-user 1 --image-size 8
     python benchmarks/subgraph_quality.py /tmp/corpus10k --batch-size 64 --epochs 200 --seeds 0 1 2
+
+Several ``--batch-size`` values compare several subgraph sizes against the same full-batch runs.
 """
 
 from __future__ import annotations
@@ -73,7 +75,13 @@ def main() -> None:
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("corpus", type=Path, help="a corpus folder")
-    parser.add_argument("--batch-size", type=int, default=64, help="subgraph roots per batch (default 64)")
+    parser.add_argument(
+        "--batch-size",
+        type=int,
+        nargs="+",
+        default=[64],
+        help="subgraph roots per batch; several values give one subgraph path each (default 64)",
+    )
     parser.add_argument("--walk-length", type=int, default=2, help="random-walk steps (default 2)")
     parser.add_argument("--epochs", type=int, default=200, help="epochs of each path (default 200)")
     parser.add_argument(
@@ -81,21 +89,22 @@ def main() -> None:
     )
     args = parser.parse_args()
     corpus = load_corpus(args.corpus)
-    num_batches = -(-corpus.num_users // (args.batch_size * (args.walk_length + 1)))
     print(
-        f"{corpus.num_users:,} users, {corpus.num_edges:,} edges; subgraphs of {args.batch_size} roots, walks of "
-        f"{args.walk_length}: {num_batches} batches per epoch; {args.epochs} epochs each"
+        f"{corpus.num_users:,} users, {corpus.num_edges:,} edges; walks of {args.walk_length}; "
+        f"{args.epochs} epochs each path"
     )
-    paths = {
-        "full batch": {"batching": "full", "max_steps": args.epochs},
-        "subgraph": {
+    paths = {"full batch": {"batching": "full", "max_steps": args.epochs}}
+    for size in args.batch_size:
+        num_batches = -(-corpus.num_users // (size * (args.walk_length + 1)))
+        name = f"subgraph {size}" if len(args.batch_size) > 1 else "subgraph"
+        print(f"  {name}: {size} roots a batch, {num_batches} batches per epoch")
+        paths[name] = {
             "batching": "subgraph",
-            "batch_size": args.batch_size,
+            "batch_size": size,
             "walk_length": args.walk_length,
             "max_steps": -1,
             "max_epochs": args.epochs,
-        },
-    }
+        }
     scores = {name: ([], [], []) for name in paths}
     for seed in args.seeds:
         for name, trainer in paths.items():
@@ -104,18 +113,23 @@ def main() -> None:
             for store, value in zip(scores[name], (topic, fans, seconds)):
                 store.append(value)
             print(
-                f"  seed {seed} {name:10s} topic {topic:.3f}  fans MAE {fans:.3f}  fit {seconds:.1f} s",
+                f"  seed {seed} {name:13s} topic {topic:.3f}  fans MAE {fans:.3f}  fit {seconds:.1f} s",
                 flush=True,
             )
     print("\nR^G (stage 2 on X and the graph), the report's probe, mean ± sd over seeds:")
     for name, (topic, fans, seconds) in scores.items():
-        print(summary_line(name, topic, fans, 10) + f"   fit {np.mean(seconds):.1f} s")
-    margin_topic = np.subtract(scores["subgraph"][0], scores["full batch"][0])
-    margin_fans = np.subtract(scores["subgraph"][1], scores["full batch"][1])
-    print(
-        f"  subgraph - full batch, paired by seed: topic {margin_topic.mean():+.3f} ± {_sd(margin_topic):.3f}, "
-        f"fans MAE {margin_fans.mean():+.3f} ± {_sd(margin_fans):.3f} (higher is worse)"
-    )
+        print(summary_line(name, topic, fans, 13) + f"   fit {np.mean(seconds):.1f} s")
+    full_topic, full_fans, _ = scores["full batch"]
+    for name, (topic, fans, _) in scores.items():
+        if name == "full batch":
+            continue
+        margin_topic = np.subtract(topic, full_topic)
+        margin_fans = np.subtract(fans, full_fans)
+        print(
+            f"  {name} - full batch, paired by seed: topic {margin_topic.mean():+.3f} ± "
+            f"{_sd(margin_topic):.3f}, fans MAE {margin_fans.mean():+.3f} ± {_sd(margin_fans):.3f} "
+            "(higher is worse)"
+        )
 
 
 if __name__ == "__main__":

@@ -100,7 +100,7 @@ def run_stage2(cfg: Stage2Config, corpus: Corpus | None = None, *, force: bool =
             if trainer.is_global_zero:
                 start = time.perf_counter()
                 layerwise = tc.inference == "layerwise" or (tc.inference == "auto" and tc.batching != "full")
-                outputs = compute_graph_outputs(system, tc.batch_size if layerwise else None)
+                outputs = compute_graph_outputs(system, tc.resolved_batch_size if layerwise else None)
                 metrics["export_seconds"] = time.perf_counter() - start
                 write_graph_outputs(
                     cfg.cache_dir,
@@ -153,11 +153,20 @@ def build_datamodule(cfg: Stage2Config, system: Stage2System) -> L.LightningData
     tc = cfg.trainer
     if tc.batching == "neighbor":
         return MiniBatchDataModule(
-            partial(NeighborBatches, system.structure, dataset, tc.fanouts, tc.batch_size, seed=cfg.seed)
+            partial(
+                NeighborBatches, system.structure, dataset, tc.fanouts, tc.resolved_batch_size, seed=cfg.seed
+            )
         )
     if tc.batching == "subgraph":
         return MiniBatchDataModule(
-            partial(SubgraphBatches, system.structure, dataset, tc.walk_length, tc.batch_size, seed=cfg.seed)
+            partial(
+                SubgraphBatches,
+                system.structure,
+                dataset,
+                tc.walk_length,
+                tc.resolved_batch_size,
+                seed=cfg.seed,
+            )
         )
     return Stage2DataModule(dataset)
 

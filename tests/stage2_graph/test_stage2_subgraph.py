@@ -180,3 +180,39 @@ def test_a_batch_without_feature_rows_still_gives_every_parameter_a_gradient():
     assert not missing, missing
     decoder = [p.grad for name, p in system.named_parameters() if name.startswith("feature_loss.")]
     assert decoder and all(bool((g == 0).all()) for g in decoder)
+
+
+def test_batch_size_defaults_per_path_and_reaches_the_samplers():
+    """``trainer.batch_size`` left unset: 1,024 random-walk roots with subgraphs, 256 seed nodes (and layer-wise
+    chunks) otherwise; a value given wins; the pipeline's samplers get the resolved size."""
+    from stage2_reference import random_graph
+
+    from stage2_graph import GraphInputs, ModelConfig, ObjectiveConfig, OptimConfig, Stage2Config
+    from stage2_graph.pipeline import build_datamodule
+    from stage2_graph.system import Stage2System
+
+    base = {"corpus": "c", "cache_dir": "d", "use_modalities": False}
+    resolved = {
+        batching: Stage2Config.from_dict(
+            {**base, "trainer": {"batching": batching}}
+        ).trainer.resolved_batch_size
+        for batching in ("full", "neighbor", "subgraph")
+    }
+    assert resolved == {"full": 256, "neighbor": 256, "subgraph": 1024}
+    given = Stage2Config.from_dict({**base, "trainer": {"batching": "subgraph", "batch_size": 64}})
+    assert given.trainer.resolved_batch_size == 64
+    inputs = GraphInputs(torch.randn(2000, 4), random_graph(2000, 4000, num_isolated=0, seed=0), "f" * 64)
+    system = Stage2System(
+        inputs, ModelConfig(hidden_dim=8), ObjectiveConfig(), OptimConfig(), use_modalities=False
+    )
+    counts = {}
+    for batching, batch_size in (("subgraph", None), ("subgraph", 256), ("neighbor", None)):
+        cfg = Stage2Config.from_dict({**base, "trainer": {"batching": batching, "batch_size": batch_size}})
+        batches = build_datamodule(cfg, system).batches(epoch=0, rank=0, world_size=1)
+        counts[batching, batch_size] = (len(batches), {len(nodes) for nodes in batches.nodes})
+    # subgraphs: ceil(2000 / (roots x 3)) batches of `roots` roots; neighbours: ceil(2000 / 256) node shares
+    assert counts == {
+        ("subgraph", None): (1, {1024}),
+        ("subgraph", 256): (3, {256}),
+        ("neighbor", None): (8, {250}),
+    }

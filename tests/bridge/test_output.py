@@ -104,17 +104,14 @@ def test_default_output_is_short_and_free_of_third_party_noise(tiny_corpus, tmp_
     assert lines[0].startswith("MMGA bridge:") and runs, lines[0]
     stages = int(runs[1]) + int(runs[2])
     stage_lines = [line for line in lines if line.startswith("[stage ")]
-    assert len(stage_lines) == stages and stage_lines[-1].startswith(
-        f"[stage {stages}/{stages}]"
-    )  # one per stage
+    last = f"[stage {stages}/{stages}]"
+    assert len(stage_lines) == stages and stage_lines[-1].startswith(last)  # one line per stage
     assert all("of training left" in line for line in stage_lines[:-1])
     rows = [line.split()[1] for line in lines if line.startswith("[eval] ")]
-    assert len(rows) == len(set(rows)) and {"mmga_round_1", "no_align", "peer_gcn", "mmga_finetuned"} <= set(
-        rows
-    )
-    verdicts = [
-        line for line in lines if re.match(r"(Linear probe|Fine-tuned|Cold start).*: `\w+` is ", line)
-    ]
+    some_rows = {"mmga_round_1", "no_align", "peer_gcn", "mmga_finetuned"}
+    assert len(rows) == len(set(rows)) and some_rows <= set(rows)  # one line per row
+    verdict = re.compile(r"(Linear probe|Fine-tuned|Cold start).*: `\w+` is ")
+    verdicts = [line for line in lines if verdict.match(line)]
     assert len(verdicts) == 8  # topic and fans for each of the report's four sections
     assert "\r" not in text
     assert sum("starts from random weights" in line for line in lines) == 1  # said once, in the header

@@ -176,9 +176,9 @@ class TrainerConfig(BaseTrainerConfig):
     )
     inference: InferenceKind = config_field(
         "auto",
-        "export: full = one forward over the whole graph; layerwise = one layer at a time over all nodes "
-        "in chunks of batch_size (PyG's layer-wise inference); auto = layerwise with mini-batches (batching "
-        "neighbor or subgraph)",
+        "export: full = one forward over the whole graph, without gradients; layerwise = one layer at a time over "
+        "all nodes in chunks of batch_size (PyG's layer-wise inference: slower, and no smaller, since the gate "
+        "and the content readout cover the whole graph either way); auto = full",
     )
     retain_freed_memory: bool = config_field(
         True,

@@ -99,7 +99,9 @@ def run_stage2(cfg: Stage2Config, corpus: Corpus | None = None, *, force: bool =
             # Export R^G and the gates and write the round's cache file (rank 0 alone under ddp).
             if trainer.is_global_zero:
                 start = time.perf_counter()
-                layerwise = tc.inference == "layerwise" or (tc.inference == "auto" and tc.batching != "full")
+                # auto: the full forward on every path (without gradients it is the faster and the smaller export;
+                # docs/performance.md "The export of the mini-batch paths")
+                layerwise = tc.inference == "layerwise"
                 outputs = compute_graph_outputs(system, tc.resolved_batch_size if layerwise else None)
                 metrics["export_seconds"] = time.perf_counter() - start
                 write_graph_outputs(

@@ -180,6 +180,34 @@ def test_full_batch_fits_and_exports_within_the_retained_heap_unless_switched_of
     assert calls == [(True, True, True), (False, True, True), (False, True, True)]
 
 
+def test_the_export_is_the_full_forward_unless_layerwise_is_asked_for(tiny_corpus, tmp_path, monkeypatch):
+    """``trainer.inference: auto`` exports with one full forward on every path (mini-batches included: without
+    gradients it is faster and smaller than layer-wise inference, docs/performance.md); ``layerwise`` chunks by
+    the resolved batch size."""
+    from stage2_graph import pipeline
+
+    chunks = []
+    real = pipeline.compute_graph_outputs
+
+    def spy(system, layerwise_batch_size=None):
+        chunks.append(layerwise_batch_size)
+        return real(system, layerwise_batch_size)
+
+    monkeypatch.setattr(pipeline, "compute_graph_outputs", spy)
+    for trainer in (
+        {"batching": "subgraph"},
+        {"batching": "neighbor"},
+        {"batching": "subgraph", "inference": "layerwise"},
+        {"batching": "neighbor", "inference": "layerwise", "batch_size": 16},
+    ):
+        out = tmp_path / f"o{len(chunks)}"
+        cfg = small_config(
+            tiny_corpus, out / "c", out, use_modalities=False, trainer={"max_steps": 2, **trainer}
+        )
+        run_stage2(cfg)
+    assert chunks == [None, None, 1024, 16]
+
+
 def test_softmax_gate_resume_and_init_checkpoint(tiny_corpus, loaded, tmp_path):
     cache = tmp_path / "cache"
     write_random_encoders(cache, loaded, round_idx=0)

@@ -43,7 +43,7 @@ from torch_sparse import SparseTensor  # noqa: E402
 
 from mmga_common.allocator import retained_heap  # noqa: E402
 from stage2_graph import GraphInputs, GraphStructure, MaskingDataset, MGateConv  # noqa: E402
-from stage2_graph.config import SEED_NODES, SUBGRAPH_ROOTS, ModelConfig, ObjectiveConfig, OptimConfig  # noqa: E402
+from stage2_graph.config import ModelConfig, ObjectiveConfig, OptimConfig, TrainerConfig  # noqa: E402
 from stage2_graph.export import compute_graph_outputs  # noqa: E402
 from stage2_graph.gate import MGate, uniform_gate  # noqa: E402
 from stage2_graph.minibatch import NeighborBatches, SubgraphBatches  # noqa: E402
@@ -289,9 +289,7 @@ def bench_scaling(args) -> list[dict[str, float]]:
 
 def _batch_size(args, path: str) -> int:
     """``--batch-size``, or the config's default for ``path`` (``trainer.batch_size`` left unset)."""
-    if args.batch_size is not None:
-        return args.batch_size
-    return SUBGRAPH_ROOTS if path == "subgraph" else SEED_NODES
+    return TrainerConfig(batching=path, batch_size=args.batch_size).resolved_batch_size
 
 
 def bench_minibatch(args, path: str) -> list[dict[str, float]]:
@@ -422,7 +420,8 @@ def main() -> None:
         "--export",
         choices=["layerwise", "full"],
         default="layerwise",
-        help="mini-batch paths: export forward (default layerwise)",
+        help="mini-batch paths: export forward (default layerwise, to set it beside the full forward of the full-batch "
+        "rows; the pipeline's trainer.inference auto is full)",
     )
     parser.add_argument(
         "--system-malloc",

@@ -17,7 +17,14 @@ not depend on the edges), and each size's sampling time is added to them.
 
     python benchmarks/bench_stage1.py throughput --users 2000 --steps 60
     python benchmarks/bench_stage1.py probe --users 2000
+``states``: the caption states of the bridge's default text side (``bridge/presets/default.json``: MiniLM-L6
+mean-pooled, every layer frozen; ``--config`` replaces it), computed once as a run does: the time, posts/s, the
+memory the cache holds (one pooled row per post) against what one row per token would hold (the layout of a
+text encoder with tuned layers, computed from the token count), and the process's peak resident set before and
+after (its growth is what the computation needs beyond the model).
+
     nice -n 10 python benchmarks/bench_stage1.py negatives --users 300 --steps 20
+    python benchmarks/bench_stage1.py states --users 5000
 """
 
 from __future__ import annotations
@@ -134,7 +141,7 @@ def throughput(args) -> None:
         corpus = load_corpus(corpus_path)
         cfg = make_config(corpus_path, work, args)
         if cfg.trainer.num_threads is not None:  # what run_stage1 does for the run
-            torch.set_num_threads(cfg.trainer.num_threads)
+            torch.set_num_threads(args.threads)
         torch.manual_seed(args.seed)
         parts = build_parts(cfg, corpus)
         initial = {k: v.clone() for k, v in parts.system.state_dict().items()}
@@ -248,7 +255,7 @@ def negatives(args) -> None:
         corpus = load_corpus(corpus_path)
         cfg = make_config(corpus_path, work, args)
         if cfg.trainer.num_threads is not None:
-            torch.set_num_threads(cfg.trainer.num_threads)
+            torch.set_num_threads(args.threads)
         torch.manual_seed(args.seed)
         parts = build_parts(cfg, corpus)
         args.pairs = cfg.data.pairs_per_batch
@@ -343,7 +350,7 @@ def probe(args) -> None:
         cfg = make_config(corpus_path, work, args, **extra)
 
         if cfg.trainer.num_threads is not None:
-            torch.set_num_threads(cfg.trainer.num_threads)
+            torch.set_num_threads(args.threads)
         L.seed_everything(cfg.seed, verbose=False)  # the same initial weights run_stage1 starts from
         parts = build_parts(cfg, corpus)
         before = export_user_embeddings(
@@ -381,11 +388,59 @@ def probe(args) -> None:
         print(json.dumps(report, indent=2))
 
 
+DEFAULT_PRESET = Path(__file__).resolve().parents[1] / "bridge" / "presets" / "default.json"
+
+
+def states(args) -> None:
+    import resource
+
+    with tempfile.TemporaryDirectory() as tmp:
+        work = Path(args.work) if args.work else Path(tmp)
+        corpus_path = corpus_dir(args, work)
+        if args.config is None:  # the bridge's default text side
+            preset = json.loads(DEFAULT_PRESET.read_text())["stage1"]
+            cfg = Stage1Config.from_dict(
+                deep_merge(preset, {"corpus": str(corpus_path), "cache_dir": str(work / "cache")})
+            )
+        else:
+            cfg = make_config(corpus_path, work, args)
+        if cfg.model.text_tuned_layers is None:
+            raise SystemExit("states: the config trains every text layer, so there are no cached states")
+        corpus = load_corpus(corpus_path)
+        torch.set_num_threads(args.threads)
+        torch.manual_seed(args.seed)
+        encoder = build_parts(cfg, corpus).system.text_encoder
+        peak_before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+        started = time.perf_counter()
+        encoder.compute_lower_states()
+        seconds = time.perf_counter() - started
+        peak_after = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+        cache = encoder._lower_states
+        held = (cache.states.numel() * cache.states.element_size() + cache.offsets.numel() * 8) / 2**20
+        tokens = int(cache.offsets[-1])
+        per_token = (tokens * encoder.dim * 4 + cache.offsets.numel() * 8) / 2**20
+        captions = int(np.asarray(corpus.post_has_text).sum())
+    print(
+        f"{corpus.num_posts:,} posts, {captions:,} captions, {tokens:,} tokens "
+        f"({cfg.model.text_model}, {args.threads} threads, "
+        f"{'pooled rows' if cache.pooled else 'token rows'})"
+    )
+    print(f"  caption states: {seconds:.1f} s, {captions / seconds:,.0f} captions/s")
+    print(
+        f"  held: {held:,.1f} MiB ({held * 2**20 / corpus.num_posts / 1024:.2f} KiB a post); one row per token "
+        f"would hold {per_token:,.1f} MiB ({per_token / held:.1f}x)"
+    )
+    print(
+        f"  peak resident set: {peak_before:,.0f} MiB before, {peak_after:,.0f} MiB after "
+        f"(+{peak_after - peak_before:,.0f} MiB)"
+    )
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("mode", choices=["throughput", "probe", "negatives"])
+    parser.add_argument("mode", choices=["throughput", "probe", "negatives", "states"])
     parser.add_argument("--corpus", help="existing corpus folder (default: generate a synthetic one)")
     parser.add_argument("--users", type=int, default=2000, help="users of the generated corpus")
     parser.add_argument("--seed", type=int, default=0, help="corpus and training seed")
@@ -411,6 +466,12 @@ def main() -> None:
         "(default: the config's data.batch_negatives_per_positive)",
     )
     parser.add_argument("--json", help="negatives: write the figures to this file")
+    parser.add_argument(
+        "--threads",
+        type=int,
+        default=2,
+        help="states: torch threads (the bridge computes the states up front with every core)",
+    )
     args = parser.parse_args()
     if args.mode == "throughput":
         args.steps = args.steps or 60
@@ -418,6 +479,8 @@ def main() -> None:
     elif args.mode == "negatives":
         args.steps = args.steps or 20
         negatives(args)
+    elif args.mode == "states":
+        states(args)
     else:
         probe(args)
 

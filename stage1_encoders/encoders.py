@@ -257,12 +257,17 @@ class TextEncoder(nn.Module):
         out = torch.cat([user_emb, self.head(user_emb)], dim=-1)
         return out * has_text.unsqueeze(-1).to(out.dtype)
 
+    @property
+    def fully_frozen(self) -> bool:
+        """Every transformer layer frozen (``tuned_layers=0``): the frozen layers' states are the final ones."""
+        return self.tuned_layers is not None and self.num_frozen == len(self._layers())
+
     def user_means(self) -> tuple[torch.Tensor, torch.Tensor]:
         """Every user's mean caption embedding ``[U, dim]`` and has-text mask ``[U]``, from the cached states
         (``use_cached_lower_states``; every layer frozen): constant while training, so computed once."""
-        if self._lower_states is None or self.num_frozen != len(self._layers()):
+        if self._lower_states is None or not self.fully_frozen:
             raise ValueError("user_means needs every text layer frozen and use_cached_lower_states")
-        return self._lower_states.user_means(self.pooling)
+        return self._lower_states.user_means()
 
     @torch.no_grad()
     def lower_hidden(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
@@ -302,6 +307,8 @@ class TextEncoder(nn.Module):
         self, input_ids: torch.Tensor, attention_mask: torch.Tensor, posts: torch.Tensor | None = None
     ) -> torch.Tensor:
         if posts is not None and self._lower_states is not None:
+            if self._lower_states.pooled:  # every layer frozen: the cache holds each caption's embedding
+                return self._lower_states.pooled_rows(posts, attention_mask).to(attention_mask.device)
             lower = self._lower_states.gather(posts, attention_mask).to(attention_mask.device)
             return self.pool(self.upper_hidden(lower, attention_mask), attention_mask)
         hidden = self.base(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
@@ -371,14 +378,22 @@ def clear_lower_states_memo() -> None:
 
 
 class LowerStates:
-    """The hidden states of every clean caption after the text encoder's frozen layers, as flat token rows
-    ``states [N_tokens, H]`` (float32) with ``offsets [P + 1]`` (post p's tokens are rows
-    ``offsets[p]:offsets[p + 1]``; posts without a caption have none). The frozen layers never change, so the
-    states are computed once, on first use, and kept per process keyed by the corpus fingerprint, the tokenizer
-    settings and a digest of the frozen weights (rounds and seeds of a bridge run share them).
+    """The hidden states of every clean caption after the text encoder's frozen layers, computed once, on first
+    use, and kept per process keyed by the corpus fingerprint, the tokenizer settings and a digest of the frozen
+    weights (rounds and seeds of a bridge run share them). Two layouts:
+
+    * some layers tuned (``tuned_layers=k > 0``): flat token rows ``states [N_tokens, H]`` (float32) with
+      ``offsets [P + 1]`` (post p's tokens are rows ``offsets[p]:offsets[p + 1]``; posts without a caption have
+      none), which the tuned layers start from (``gather``);
+    * every layer frozen (``tuned_layers=0``, ``pooled``): the states are the final ones and only their pooled
+      form is ever read, so ``states [P, H]`` holds each post's caption embedding (the encoder's pooling; a zero
+      row without a caption) and ``offsets`` still gives each caption's token count, which checks a batch's
+      tokenization. A token's row is ``H`` floats and a caption has a dozen or more tokens: the token layout of
+      2 million captions would need tens of GB of memory (docs/performance.md), this one 3 GB at ``H`` 384.
 
     Shapes:
-        gather(posts int64 [B], attention_mask [B, L]) -> [B, L, H] (zero rows at padding)
+        gather(posts int64 [B], attention_mask [B, L]) -> [B, L, H] (zero rows at padding; token layout)
+        pooled_rows(posts int64 [B], attention_mask [B, L]) -> [B, H] (pooled layout)
     """
 
     def __init__(
@@ -386,6 +401,7 @@ class LowerStates:
     ):
         self.encoder, self.prep, self.batch_size = encoder, prep, batch_size
         self.store_dir = store_dir
+        self.pooled = encoder.fully_frozen
         self.states: torch.Tensor | None = None
         self.offsets: torch.Tensor | None = None
         self._user_means: tuple[torch.Tensor, torch.Tensor] | None = None
@@ -397,6 +413,7 @@ class LowerStates:
             self.prep.max_length,
             self.encoder.num_frozen,
             self.encoder.frozen_digest(),
+            f"pooled-{self.encoder.pooling}" if self.pooled else "tokens",
         )
 
     def compute(self) -> None:
@@ -449,52 +466,70 @@ class LowerStates:
         # batches of captions of similar length (by characters): little padding, so little wasted attention
         text_posts = text_posts[np.argsort([len(corpus.post_text[p]) for p in text_posts], kind="stable")]
         lengths = torch.zeros(corpus.num_posts, dtype=torch.long)
+        pooled = torch.zeros(corpus.num_posts if self.pooled else 0, self.encoder.dim)
         per_post: dict[int, torch.Tensor] = {}
         device = next(self.encoder.parameters()).device
         for start in range(0, len(text_posts), self.batch_size):
             posts = text_posts[start : start + self.batch_size]
             input_ids, attention_mask = self.prep.texts(posts)
-            hidden = self.encoder.lower_hidden(input_ids.to(device), attention_mask.to(device)).float().cpu()
-            mask = attention_mask.bool()
+            input_ids, attention_mask = input_ids.to(device), attention_mask.to(device)
+            hidden = self.encoder.lower_hidden(input_ids, attention_mask)
+            lengths[torch.from_numpy(posts)] = attention_mask.sum(1).cpu()
+            if self.pooled:  # pooled where the states are (a GPU sends back [B, H], not [B, L, H])
+                pooled[torch.from_numpy(posts)] = self.encoder.pool(hidden, attention_mask).float().cpu()
+                continue
+            hidden, mask = hidden.float().cpu(), attention_mask.bool().cpu()
             for row, post in enumerate(posts.tolist()):
                 per_post[post] = hidden[row, mask[row]]
-            lengths[torch.from_numpy(posts)] = mask.sum(1)
         offsets = torch.zeros(corpus.num_posts + 1, dtype=torch.long)
         offsets[1:] = torch.cumsum(lengths, 0)
+        if self.pooled:
+            return pooled, offsets
         rows = [per_post[p] for p in sorted(per_post)]  # row-major in post order: each post's tokens in order
         states = torch.cat(rows) if rows else torch.zeros(0, self.encoder.dim)
         return states, offsets
 
-    def user_means(self, pooling: TextPooling) -> tuple[torch.Tensor, torch.Tensor]:
-        """With every layer frozen (the states are the final ones): each user's mean over its captions of the
-        pooled caption state ``[U, H]`` and whether it has one ``[U]`` (computed on first use)."""
+    def user_means(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """With every layer frozen (the pooled layout): each user's mean over its captions of the caption
+        embedding ``[U, H]`` and whether it has one ``[U]`` (computed on first use)."""
+        if not self.pooled:
+            raise ValueError("user means need every text layer frozen (the pooled caption states)")
         if self._user_means is None:
             if self.states is None:
                 self.compute()
-            corpus = self.prep.corpus
             lengths = self.offsets[1:] - self.offsets[:-1]
             posts = torch.nonzero(lengths > 0).squeeze(1)
-            if pooling == "cls":
-                pooled = self.states[self.offsets[posts]]
-            else:
-                owner = torch.repeat_interleave(torch.arange(len(lengths)), lengths)
-                sums = self.states.new_zeros(len(lengths), self.states.shape[1]).index_add(
-                    0, owner, self.states
-                )
-                pooled = sums[posts] / lengths[posts].unsqueeze(1).to(sums.dtype)
-            post_user = torch.as_tensor(np.asarray(corpus.post_user), dtype=torch.long)[posts]
-            self._user_means = mean_by_user(pooled, post_user, corpus.num_users)
+            post_user = torch.as_tensor(np.asarray(self.prep.corpus.post_user), dtype=torch.long)[posts]
+            self._user_means = mean_by_user(self.states[posts], post_user, self.prep.corpus.num_users)
         return self._user_means
 
-    def gather(self, posts: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+    def _checked_batch(
+        self, posts: torch.Tensor, attention_mask: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """``posts`` (int64, host) and the batch's mask (bool, host), once its token counts match the cache's."""
         if self.states is None:
             self.compute()
         posts = torch.as_tensor(posts, dtype=torch.long).cpu()
         mask = attention_mask.cpu().bool()
-        start, length = self.offsets[posts], self.offsets[posts + 1] - self.offsets[posts]
-        if not torch.equal(length, mask.sum(1)):
+        if not torch.equal(self.offsets[posts + 1] - self.offsets[posts], mask.sum(1)):
             raise RuntimeError("cached lower states do not match the batch's tokenization")
-        index = start[:, None] + torch.arange(mask.shape[1])[None, :]
+        return posts, mask
+
+    def pooled_rows(self, posts: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        """The caption embeddings ``[B, H]`` of ``posts`` (pooled layout)."""
+        if not self.pooled:
+            raise ValueError("pooled_rows needs every text layer frozen (the pooled caption states)")
+        posts, _ = self._checked_batch(posts, attention_mask)
+        return self.states[posts]
+
+    def gather(self, posts: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        """The frozen layers' token states ``[B, L, H]`` of ``posts`` (token layout), zero at padding."""
+        if self.pooled:
+            raise ValueError(
+                "with every text layer frozen the cache keeps pooled caption states: use pooled_rows"
+            )
+        posts, mask = self._checked_batch(posts, attention_mask)
+        index = self.offsets[posts][:, None] + torch.arange(mask.shape[1])[None, :]
         out = self.states[index.clamp(max=max(len(self.states) - 1, 0))]
         return out * mask.unsqueeze(-1).to(out.dtype)
 

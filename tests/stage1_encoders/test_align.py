@@ -258,6 +258,45 @@ def test_graph_head_appends_to_the_frozen_user_embedding_and_alone_gets_gradient
     assert with_grad == {name for name, _ in encoder.named_parameters() if name.startswith("head.")}
 
 
+@pytest.mark.parametrize("pooling", ["mean", "cls"])
+def test_every_layer_frozen_keeps_one_pooled_row_per_post(tiny_parts, pooling):
+    """With every layer frozen the cache holds each post's caption embedding, ``[P, H]``, not its tokens' states:
+    each row equals the pooled full forward of that caption alone (no padding), a post without a caption has a zero
+    row, and the token counts still check a batch's tokenization."""
+    from stage1_encoders import encoders as enc
+
+    torch.manual_seed(0)
+    encoder = build_text_encoder(head_model(text_pooling=pooling), tiny_parts.tokenizer).eval()
+    enc._LOWER_STATES_MEMO.clear()
+    encoder.use_cached_lower_states(tiny_parts.prep, batch_size=4)
+    encoder.compute_lower_states()
+    cache = encoder._lower_states
+    corpus = tiny_parts.corpus
+    has_text = np.asarray(corpus.post_has_text)
+    assert cache.pooled and not (~has_text).all() and (~has_text).any()
+    assert cache.states.shape == (corpus.num_posts, 32)
+    for post in range(corpus.num_posts):
+        if not has_text[post]:
+            assert torch.all(cache.states[post] == 0)
+            continue
+        ids, mask = tiny_parts.prep.texts(np.array([post]))
+        with torch.no_grad():
+            hidden = encoder.base(input_ids=ids, attention_mask=mask).last_hidden_state[0]
+        expected = hidden[0] if pooling == "cls" else hidden.mean(0)
+        assert torch.allclose(cache.states[post], expected, atol=1e-5)
+        assert int(cache.offsets[post + 1] - cache.offsets[post]) == int(mask.sum())
+    posts = np.flatnonzero(has_text)[[3, 0, 7]]
+    ids, mask = tiny_parts.prep.texts(posts)
+    assert torch.equal(encoder(ids, mask, torch.from_numpy(posts)), cache.states[torch.from_numpy(posts)])
+    shorter = mask.clone()
+    shorter[0, int(mask[0].sum()) - 1] = 0  # the first caption one token short
+    with pytest.raises(RuntimeError, match="do not match the batch's tokenization"):
+        cache.pooled_rows(torch.from_numpy(posts), shorter)
+    with pytest.raises(ValueError, match="pooled caption states"):
+        cache.gather(torch.from_numpy(posts), mask)
+    enc._LOWER_STATES_MEMO.clear()
+
+
 def test_text_gcl_batch_of_its_own(tiny_corpus, tmp_path):
     cfg = tiny_config(
         tiny_corpus,

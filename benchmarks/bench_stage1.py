@@ -21,10 +21,13 @@ not depend on the edges), and each size's sampling time is added to them.
 mean-pooled, every layer frozen; ``--config`` replaces it), computed once as a run does: the time, posts/s, the
 memory the cache holds (one pooled row per post) against what one row per token would hold (the layout of a
 text encoder with tuned layers, computed from the token count), and the process's peak resident set before and
-after (its growth is what the computation needs beyond the model).
+after (its growth is what the computation needs beyond the model). ``--precisions 32 bf16`` times the frozen
+layers in float32 and under bfloat16 autocast (``model.text_frozen_precision``) one after the other, and prints
+the ratio and how far the bf16 caption states are from float32's.
 
     nice -n 10 python benchmarks/bench_stage1.py negatives --users 300 --steps 20
     python benchmarks/bench_stage1.py states --users 5000
+    python benchmarks/bench_stage1.py states --users 2000 --precisions 32 bf16
 """
 
 from __future__ import annotations
@@ -394,46 +397,66 @@ DEFAULT_PRESET = Path(__file__).resolve().parents[1] / "bridge" / "presets" / "d
 def states(args) -> None:
     import resource
 
+    from stage1_encoders.encoders import clear_lower_states_memo
+
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(args.work) if args.work else Path(tmp)
         corpus_path = corpus_dir(args, work)
         if args.config is None:  # the bridge's default text side
             preset = json.loads(DEFAULT_PRESET.read_text())["stage1"]
-            cfg = Stage1Config.from_dict(
-                deep_merge(preset, {"corpus": str(corpus_path), "cache_dir": str(work / "cache")})
-            )
+            base = deep_merge(preset, {"corpus": str(corpus_path), "cache_dir": str(work / "cache")})
         else:
-            cfg = make_config(corpus_path, work, args)
-        if cfg.model.text_tuned_layers is None:
-            raise SystemExit("states: the config trains every text layer, so there are no cached states")
+            base = make_config(corpus_path, work, args).to_dict()
         corpus = load_corpus(corpus_path)
         torch.set_num_threads(args.threads)
-        torch.manual_seed(args.seed)
-        encoder = build_parts(cfg, corpus).system.text_encoder
-        peak_before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-        started = time.perf_counter()
-        encoder.compute_lower_states()
-        seconds = time.perf_counter() - started
-        peak_after = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-        cache = encoder._lower_states
-        held = (cache.states.numel() * cache.states.element_size() + cache.offsets.numel() * 8) / 2**20
-        tokens = int(cache.offsets[-1])
-        per_token = (tokens * encoder.dim * 4 + cache.offsets.numel() * 8) / 2**20
         captions = int(np.asarray(corpus.post_has_text).sum())
-    print(
-        f"{corpus.num_posts:,} posts, {captions:,} captions, {tokens:,} tokens "
-        f"({cfg.model.text_model}, {args.threads} threads, "
-        f"{'pooled rows' if cache.pooled else 'token rows'})"
-    )
-    print(f"  caption states: {seconds:.1f} s, {captions / seconds:,.0f} captions/s")
-    print(
-        f"  held: {held:,.1f} MiB ({held * 2**20 / corpus.num_posts / 1024:.2f} KiB a post); one row per token "
-        f"would hold {per_token:,.1f} MiB ({per_token / held:.1f}x)"
-    )
-    print(
-        f"  peak resident set: {peak_before:,.0f} MiB before, {peak_after:,.0f} MiB after "
-        f"(+{peak_after - peak_before:,.0f} MiB)"
-    )
+        timed = {}
+        for precision in args.precisions:  # in this order, one after the other in this process
+            cfg = Stage1Config.from_dict(deep_merge(base, {"model": {"text_frozen_precision": precision}}))
+            if cfg.model.text_tuned_layers is None:
+                raise SystemExit("states: the config trains every text layer, so there are no cached states")
+            torch.manual_seed(args.seed)
+            encoder = build_parts(cfg, corpus).system.text_encoder
+            clear_lower_states_memo()
+            peak_before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+            started = time.perf_counter()
+            encoder.compute_lower_states()
+            seconds = time.perf_counter() - started
+            peak_after = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+            cache = encoder._lower_states
+            timed[precision] = (seconds, cache.states)
+            held = (cache.states.numel() * cache.states.element_size() + cache.offsets.numel() * 8) / 2**20
+            tokens = int(cache.offsets[-1])
+            per_token = (tokens * encoder.dim * 4 + cache.offsets.numel() * 8) / 2**20
+            print(
+                f"{corpus.num_posts:,} posts, {captions:,} captions, {tokens:,} tokens "
+                f"({cfg.model.text_model}, frozen layers in {precision}, {args.threads} threads, "
+                f"{'pooled rows' if cache.pooled else 'token rows'})"
+            )
+            print(f"  caption states: {seconds:.1f} s, {captions / seconds:,.0f} captions/s")
+            print(
+                f"  held: {held:,.1f} MiB ({held * 2**20 / corpus.num_posts / 1024:.2f} KiB a post); one row per "
+                f"token would hold {per_token:,.1f} MiB ({per_token / held:.1f}x)"
+            )
+            print(
+                f"  peak resident set: {peak_before:,.0f} MiB before, {peak_after:,.0f} MiB after "
+                f"(+{peak_after - peak_before:,.0f} MiB; the process's high-water mark, so a later row "
+                "shows only what exceeds the earlier ones)"
+            )
+            del encoder, cache
+            clear_lower_states_memo()
+    if "32" in timed and len(timed) > 1:
+        seconds_32, states_32 = timed["32"]
+        for precision, (seconds, states_p) in timed.items():
+            if precision == "32":
+                continue
+            rows = states_32.norm(dim=1) > 0  # posts with a caption
+            cosine = torch.nn.functional.cosine_similarity(states_p[rows], states_32[rows]).min().item()
+            print(
+                f"{precision} against 32: {seconds / seconds_32:.2f}x the time ({seconds_32 / seconds:.2f}x the "
+                f"speed); largest difference of a pooled state {(states_p - states_32).abs().max().item():.2e}, "
+                f"lowest cosine {cosine:.6f}"
+            )
 
 
 def main() -> None:
@@ -466,6 +489,14 @@ def main() -> None:
         "(default: the config's data.batch_negatives_per_positive)",
     )
     parser.add_argument("--json", help="negatives: write the figures to this file")
+    parser.add_argument(
+        "--precisions",
+        nargs="+",
+        choices=["32", "bf16"],
+        default=["32"],
+        help="states: model.text_frozen_precision values, timed one after the other in this process, with the "
+        "ratio to 32 (e.g. --precisions 32 bf16)",
+    )
     parser.add_argument(
         "--threads",
         type=int,

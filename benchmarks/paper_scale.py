@@ -1,7 +1,8 @@
 """One full MMGA round at the paper's size (60,000 users, ~2,000,000 posts, ~1,000,000 edges) on this machine.
 
-    python benchmarks/paper_scale.py                          # 60,000 users (about 25-40 min on 2 cores)
+    python benchmarks/paper_scale.py                          # 60,000 users (hours on 2 cores: docs/performance.md)
     python benchmarks/paper_scale.py --users 300 2000 20000 60000 --plot docs/img/paper_scale.png
+    python benchmarks/paper_scale.py --users 6000 --stage1 model.text_frozen_precision=bf16
 
 For each size it generates (or reuses, in ``--dir``) a synthetic corpus at the paper's density (33 posts
 and 33 follow edges per user; ``image_pool`` scaled with the users, 100,000 images at 60,000 users), then
@@ -9,9 +10,10 @@ runs one round through the bridge exactly as a user would::
 
     python bridge/alternate.py --corpus DIR --run-dir RUN --rounds 1 --seeds 1 --skip-baselines --jobs 1
 
-which is stage 1 fit, stage 1 export of every post, stage 2 fit, stage 2 graph export, and the evaluation of
-the MMGA rows (and X). It prints, per size: wall time per step (corpus load, stage 1 fit and export, stage 2
-fit and export, evaluation), posts/s for stage 1 training and export, stage 2 seconds per step, the peak
+which is the frozen text layers' caption states (once per corpus, before stage 1), stage 1 fit, stage 1 export
+of every post, stage 2 fit, stage 2 graph export, and the evaluation of the MMGA rows (and X). It prints, per
+size: wall time per step (corpus load, caption states, stage 1 fit and export, stage 2 fit and export,
+evaluation), posts/s for stage 1 training and export, stage 2 seconds per step, the peak
 resident memory of the bridge process and of its whole process tree, and the disk used by the corpus and
 the run. ``--json`` writes every figure; ``--plot`` draws how time grows with the size (log-log).
 
@@ -168,6 +170,13 @@ def corpus_sizes(log_text: str) -> dict:
     return {"users": int(users), "posts": int(posts), "edges": int(edges), "load_seconds": float(seconds)}
 
 
+def text_states_seconds(log_text: str) -> dict:
+    """The caption states' seconds from the bridge's ``[text states] ...`` line (none when it did not compute
+    them: a preset that freezes no text layer, or a run folder that already had them)."""
+    found = re.search(r"\[text states\] .* computed in ([\d.]+) s", log_text)
+    return {"text_states_seconds": float(found.group(1)) if found else None}
+
+
 def report_metrics(run_dir: Path) -> dict:
     """The MMGA row's test scores (topic macro-F1, fans MAE) from the report's metrics.json."""
     path = run_dir / "report" / "metrics.json"
@@ -182,13 +191,10 @@ def report_metrics(run_dir: Path) -> dict:
     return scores
 
 
-def one_size(users: int, root: Path, threads: int) -> dict:
-    corpus_dir, run_dir = root / f"corpus_{users}", root / f"run_{users}"
-    load_before = os.getloadavg()
-    generated = ensure_corpus(corpus_dir, users, root / f"generate_{users}.log")
-    if run_dir.exists():
-        subprocess.run(["rm", "-rf", str(run_dir)], check=True)
-    log = root / f"round_{users}.log"
+def bridge_command(
+    corpus_dir: Path, run_dir: Path, threads: int, stage1: list[str] | None = None
+) -> list[str]:
+    """One MMGA round through the bridge, as a user would run it; ``stage1`` holds ``KEY=VALUE`` overrides."""
     cmd = [
         sys.executable,
         str(ROOT / "bridge" / "alternate.py"),
@@ -207,6 +213,19 @@ def one_size(users: int, root: Path, threads: int) -> dict:
         str(threads),
         "--verbose",
     ]
+    for override in stage1 or []:
+        cmd += ["--stage1", override]
+    return cmd
+
+
+def one_size(users: int, root: Path, threads: int, stage1: list[str] | None = None) -> dict:
+    corpus_dir, run_dir = root / f"corpus_{users}", root / f"run_{users}"
+    load_before = os.getloadavg()
+    generated = ensure_corpus(corpus_dir, users, root / f"generate_{users}.log")
+    if run_dir.exists():
+        subprocess.run(["rm", "-rf", str(run_dir)], check=True)
+    log = root / f"round_{users}.log"
+    cmd = bridge_command(corpus_dir, run_dir, threads, stage1)
     print(f"[{users} users] {' '.join(cmd[1:])}", flush=True)
     measured = run_measured(cmd, log)
     text = log.read_text(encoding="utf-8", errors="replace")
@@ -224,6 +243,7 @@ def one_size(users: int, root: Path, threads: int) -> dict:
         "load_before": load_before,
         "load_after": os.getloadavg(),
         **corpus_sizes(text),
+        **text_states_seconds(text),
         **manifest_steps(run_dir),
         **report_metrics(run_dir),
     }
@@ -244,16 +264,18 @@ def size(num_bytes: float) -> str:
 def print_table(rows: list[dict]) -> None:
     print()
     print(
-        "| users | posts | edges | generate | load | stage 1 fit | stage 1 export | stage 2 fit | stage 2 export "
-        "| evaluation | round | train posts/s | export posts/s | stage 2 s/step | peak RSS (tree) | disk corpus / run |"
+        "| users | posts | edges | generate | load | caption states | stage 1 fit | stage 1 export | stage 2 fit "
+        "| stage 2 export | evaluation | round | train posts/s | export posts/s | stage 2 s/step | peak RSS (tree) "
+        "| disk corpus / run |"
     )
-    print("|" + "---:|" * 16)
+    print("|" + "---:|" * 17)
     for r in rows:
         gen = r["generate"]
         generate = "reused" if gen.get("reused") else f"{gen['seconds']:.0f} s"
         print(
             f"| {r.get('users', r['users_requested']):,} | {r.get('posts', 0):,} | {r.get('edges', 0):,} | {generate} "
-            f"| {fmt(r.get('load_seconds'))} s | {fmt(r['stage1_fit_seconds'])} s | {fmt(r['stage1_export_seconds'])} s "
+            f"| {fmt(r.get('load_seconds'))} s | {fmt(r.get('text_states_seconds'))} s "
+            f"| {fmt(r['stage1_fit_seconds'])} s | {fmt(r['stage1_export_seconds'])} s "
             f"| {fmt(r['stage2_fit_seconds'])} s | {fmt(r['stage2_export_seconds'], '.2f')} s | {fmt(r['eval_seconds'])} s "
             f"| {r['round_seconds'] / 60:.1f} min | {fmt(r['stage1_train_posts_per_second'], ',.0f')} "
             f"| {fmt(r['stage1_export_posts_per_second'], ',.0f')} | {fmt(r['stage2_seconds_per_step'], '.3f')} "
@@ -302,6 +324,7 @@ def plot(rows: list[dict], path: Path) -> None:
         "stage 2 fit": [r["stage2_fit_seconds"] for r in rows],
         "evaluation": [r["eval_seconds"] for r in rows],
         "corpus load": [r.get("load_seconds") for r in rows],
+        "caption states": [r.get("text_states_seconds") for r in rows],
     }
     for name, values in series.items():
         axes[0].plot(users, values, marker="o", label=name)
@@ -352,6 +375,13 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument(
         "--threads", type=int, default=2, help="torch threads of the bridge process (default 2)"
     )
+    parser.add_argument(
+        "--stage1",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="passed to the bridge as --stage1 KEY=VALUE (repeatable), e.g. model.text_frozen_precision=bf16",
+    )
     parser.add_argument("--json", type=Path, default=None, help="write every figure to this JSON file")
     parser.add_argument("--plot", type=Path, default=None, help="log-log PNG of time against size")
     args = parser.parse_args(argv)
@@ -359,7 +389,7 @@ def main(argv: list[str] | None = None) -> None:
     print(f"load average before: {' '.join(f'{x:.2f}' for x in os.getloadavg())}; {os.cpu_count()} CPUs")
     rows = []
     for users in sorted(args.users):
-        rows.append(one_size(users, args.dir, args.threads))
+        rows.append(one_size(users, args.dir, args.threads, args.stage1))
         print_table(rows)
         if args.json:
             args.json.parent.mkdir(parents=True, exist_ok=True)

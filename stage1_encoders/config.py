@@ -21,6 +21,7 @@ EdgeWeightNormalize = Literal["mean", "none"]
 TextFeatureInput = Literal["masked", "clean"]
 GclForm = Literal["mlp", "cosine", "infonce"]
 TextPooling = Literal["cls", "mean"]
+FrozenPrecision = Literal["32", "bf16"]
 
 
 @dataclass
@@ -74,6 +75,13 @@ class ModelConfig:
         "and reused by training and export. 0 = every layer frozen (train text_head_dim's head only). none = "
         "every layer is trained",
         ge=0,
+    )
+    text_frozen_precision: FrozenPrecision = config_field(
+        "32",
+        "precision of the frozen text layers (with text_tuned_layers): their caption states, computed once per "
+        "corpus, and any caption embedded through them later. 32 = float32; bf16 = bfloat16 autocast, about 2x "
+        "faster on a CPU with AVX512-BF16 (docs/performance.md; expected on a GPU with bf16, not measured), "
+        "caption embeddings within about 1e-2 of float32's",
     )
     text_head_dim: int = config_field(
         0,
@@ -267,6 +275,12 @@ class Stage1Config(TypedConfig):
         if self.model.text_tuned_layers is not None and self.model.text_model == "tiny":
             if self.model.text_tuned_layers > self.model.text_layers:
                 fail("model.text_tuned_layers", f"exceeds text_layers ({self.model.text_layers})")
+        if self.model.text_frozen_precision != "32" and self.model.text_tuned_layers is None:
+            fail(
+                "model.text_frozen_precision",
+                "applies to the frozen text layers, and text_tuned_layers=none trains every layer: set "
+                "model.text_tuned_layers",
+            )
         if self.model.text_head_dim > 0 and self.model.text_tuned_layers != 0:
             fail(
                 "model.text_head_dim",

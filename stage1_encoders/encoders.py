@@ -24,7 +24,7 @@ from transformers import AutoConfig, AutoModelForMaskedLM, BertConfig, BertForMa
 from transformers import logging as hf_logging
 
 from cache.atomic import atomic_file
-from stage1_encoders.config import ConfigError, ModelConfig, TextPooling
+from stage1_encoders.config import ConfigError, FrozenPrecision, ModelConfig, TextPooling
 from stage1_encoders.pooling import mean_by_user
 
 log = logging.getLogger(__name__)
@@ -129,6 +129,10 @@ class TextEncoder(nn.Module):
         mlm_model: an ``AutoModelForMaskedLM`` instance (BERT-like: first token is [CLS]).
         pooling: "cls" or "mean". tuned_layers: None (train every layer) or k >= 0.
         head_dim: width of the graph head's output (0 = no head). head_hidden: its hidden width.
+        frozen_precision: "32" runs the frozen layers in float32 (also inside a caller's autocast), "bf16" under
+            bfloat16 autocast on their device (their cached states and any caption embedded through them; needs
+            ``tuned_layers``); the tuned layers and the head keep the caller's precision, and so do MLM's masked
+            captions, which run the whole model (``encode_masked``).
 
     Shapes:
         input_ids, attention_mask [B, L], posts int64 [B] (corpus post indices, optional) -> [B, dim]
@@ -141,6 +145,7 @@ class TextEncoder(nn.Module):
         tuned_layers: int | None = None,
         head_dim: int = 0,
         head_hidden: int = 256,
+        frozen_precision: FrozenPrecision = "32",
     ):
         super().__init__()
         if pooling not in ("cls", "mean"):
@@ -149,6 +154,11 @@ class TextEncoder(nn.Module):
             raise ValueError(f"head_dim must be >= 0, got {head_dim}")
         if head_dim > 0 and tuned_layers != 0:
             raise ValueError("the graph head (head_dim > 0) needs every layer frozen (tuned_layers=0)")
+        if frozen_precision not in ("32", "bf16"):
+            raise ValueError(f"frozen_precision must be '32' or 'bf16', got {frozen_precision!r}")
+        if frozen_precision != "32" and tuned_layers is None:
+            raise ValueError("frozen_precision applies to frozen layers: it needs tuned_layers")
+        self.frozen_precision = frozen_precision
         self.mlm_model = mlm_model
         hidden = int(mlm_model.config.hidden_size)
         # drawn from a stream of its own (seeded from the run's seed): building the head leaves the global random
@@ -271,9 +281,14 @@ class TextEncoder(nn.Module):
 
     @torch.no_grad()
     def lower_hidden(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
-        """Hidden states [B, L, H] after the embeddings and the ``num_frozen`` frozen layers (no gradients)."""
-        hidden = self.base.embeddings(input_ids=input_ids)
-        return self.upper_hidden(hidden, attention_mask, self._layers()[: self.num_frozen])
+        """Hidden states [B, L, H] (float32) after the embeddings and the ``num_frozen`` frozen layers, without
+        gradients, at ``frozen_precision`` whatever autocast the caller runs under."""
+        with torch.autocast(
+            input_ids.device.type, dtype=torch.bfloat16, enabled=self.frozen_precision == "bf16"
+        ):
+            hidden = self.base.embeddings(input_ids=input_ids)
+            hidden = self.upper_hidden(hidden, attention_mask, self._layers()[: self.num_frozen])
+        return hidden.float()
 
     def upper_hidden(
         self, hidden: torch.Tensor, attention_mask: torch.Tensor, layers: nn.ModuleList | None = None
@@ -311,7 +326,10 @@ class TextEncoder(nn.Module):
                 return self._lower_states.pooled_rows(posts, attention_mask).to(attention_mask.device)
             lower = self._lower_states.gather(posts, attention_mask).to(attention_mask.device)
             return self.pool(self.upper_hidden(lower, attention_mask), attention_mask)
-        hidden = self.base(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
+        if self.frozen_precision != "32":  # the frozen layers at their precision, as in the cached states
+            hidden = self.upper_hidden(self.lower_hidden(input_ids, attention_mask), attention_mask)
+        else:
+            hidden = self.base(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
         return self.pool(hidden, attention_mask)
 
     def mlm_logits(
@@ -414,6 +432,8 @@ class LowerStates:
             self.encoder.num_frozen,
             self.encoder.frozen_digest(),
             f"pooled-{self.encoder.pooling}" if self.pooled else "tokens",
+            # float32 states keep the key (and file name) they had before the switch existed
+            *(() if self.encoder.frozen_precision == "32" else (self.encoder.frozen_precision,)),
         )
 
     def compute(self) -> None:
@@ -611,6 +631,7 @@ def _wrap(model: PreTrainedModel, cfg: ModelConfig) -> TextEncoder:
         tuned_layers=cfg.text_tuned_layers,
         head_dim=cfg.text_head_dim,
         head_hidden=cfg.text_head_hidden,
+        frozen_precision=cfg.text_frozen_precision,
     )
     encoder.source = text_source(cfg)
     return encoder

@@ -450,11 +450,11 @@ def states(args) -> None:
         for precision, (seconds, states_p) in timed.items():
             if precision == "32":
                 continue
-            rows = states_32.norm(dim=1) > 0  # posts with a caption
+            rows = states_32.norm(dim=1) > 0  # rows of a caption (pooled layout) or a token
             cosine = torch.nn.functional.cosine_similarity(states_p[rows], states_32[rows]).min().item()
             print(
                 f"{precision} against 32: {seconds / seconds_32:.2f}x the time ({seconds_32 / seconds:.2f}x the "
-                f"speed); largest difference of a pooled state {(states_p - states_32).abs().max().item():.2e}, "
+                f"speed); largest difference of a cached state row {(states_p - states_32).abs().max().item():.2e}, "
                 f"lowest cosine {cosine:.6f}"
             )
 

@@ -12,8 +12,9 @@ from stage1_encoders.config import ConfigError, ModelConfig, Stage1Config
 from stage1_encoders.encoders import TextEncoder, build_text_encoder, clear_lower_states_memo
 
 
-def frozen_encoder(tiny_parts, precision: str) -> TextEncoder:
-    """The tiny BERT with every layer frozen, mean-pooled, the same weights for both precisions."""
+def frozen_encoder(tiny_parts, precision: str, store_dir=None) -> TextEncoder:
+    """The tiny BERT with every layer frozen, mean-pooled, the same weights for both precisions; its states kept in
+    ``store_dir`` when given."""
     torch.manual_seed(0)
     cfg = ModelConfig(
         **{
@@ -25,7 +26,8 @@ def frozen_encoder(tiny_parts, precision: str) -> TextEncoder:
     )
     encoder = build_text_encoder(cfg, tiny_parts.tokenizer).eval()
     clear_lower_states_memo()
-    encoder.use_cached_lower_states(tiny_parts.prep, batch_size=1 << 20)  # one batch: the reference's padding
+    # one batch: the reference's padding
+    encoder.use_cached_lower_states(tiny_parts.prep, batch_size=1 << 20, store_dir=store_dir)
     return encoder
 
 
@@ -79,8 +81,7 @@ def test_the_frozen_layers_keep_their_precision_inside_a_callers_autocast(tiny_p
 def test_each_precision_keeps_its_own_states_file(tiny_parts, tmp_path):
     keys = {}
     for precision in ("32", "bf16"):
-        encoder = frozen_encoder(tiny_parts, precision)
-        encoder.use_cached_lower_states(tiny_parts.prep, store_dir=tmp_path)
+        encoder = frozen_encoder(tiny_parts, precision, store_dir=tmp_path)
         encoder.compute_lower_states()
         keys[precision] = encoder._lower_states.key()
     assert len(list(tmp_path.glob("text_states-*.pt"))) == 2

@@ -25,9 +25,16 @@ after (its growth is what the computation needs beyond the model). ``--precision
 layers in float32 and under bfloat16 autocast (``model.text_frozen_precision``) one after the other, and prints
 the ratio and how far the bf16 caption states are from float32's.
 
+``export``: the export of the same default text side (every post encoded, pooled per user), which reads each
+caption's row from the pooled caption states, against the export before 2026-12-06 (night), which tokenized every
+caption again to check its token count against the cache: both in this process, taken in turns after one warm-up
+export (the image cache then warm in both), with the ratio and whether the embeddings are equal. The caption states
+are loaded from ``--states-dir`` when a run (or an earlier call) left them there, else computed once first.
+
     nice -n 10 python benchmarks/bench_stage1.py negatives --users 300 --steps 20
     python benchmarks/bench_stage1.py states --users 5000
     python benchmarks/bench_stage1.py states --users 2000 --precisions 32 bf16
+    python benchmarks/bench_stage1.py export --corpus DIR --states-dir RUN/text_states --precisions bf16
 """
 
 from __future__ import annotations
@@ -459,18 +466,84 @@ def states(args) -> None:
             )
 
 
+def export(args) -> None:
+    from unittest import mock
+
+    from stage1_encoders.encoders import TextEncoder, clear_lower_states_memo
+
+    with tempfile.TemporaryDirectory() as tmp:
+        work = Path(args.work) if args.work else Path(tmp)
+        corpus_path = corpus_dir(args, work)
+        states_dir = Path(args.states_dir) if args.states_dir else work / "text_states"
+        preset = json.loads(DEFAULT_PRESET.read_text())["stage1"] if args.config is None else None
+        base = (
+            deep_merge(preset, {"corpus": str(corpus_path), "cache_dir": str(work / "cache")})
+            if preset is not None
+            else make_config(corpus_path, work, args).to_dict()
+        )
+        overrides = {"data": {"text_states_dir": str(states_dir)}}
+        overrides["model"] = {"text_frozen_precision": args.precisions[0]}
+        cfg = Stage1Config.from_dict(deep_merge(base, overrides))
+        corpus = load_corpus(corpus_path)
+        torch.set_num_threads(args.threads)
+        torch.manual_seed(args.seed)
+        parts = build_parts(cfg, corpus)
+        text_encoder = parts.system.text_encoder
+        if not text_encoder.fully_frozen:
+            raise SystemExit("export: the config tunes text layers, so there are no pooled caption states")
+        clear_lower_states_memo()
+        started = time.perf_counter()
+        text_encoder.compute_lower_states()
+        print(
+            f"{corpus.num_posts:,} posts, {int(np.asarray(corpus.post_has_text).sum()):,} captions; caption states "
+            f"ready in {time.perf_counter() - started:.1f} s ({states_dir}), {args.threads} threads"
+        )
+
+        def run() -> tuple[float, object]:
+            started = time.perf_counter()
+            emb = export_user_embeddings(
+                parts.system.image_encoder, text_encoder, parts.prep, batch_size=cfg.data.export_batch_size
+            )
+            return time.perf_counter() - started, emb
+
+        # the export before: every caption tokenized and its token count checked against the cache
+        tokenizing = mock.patch.object(
+            TextEncoder, "reads_cached_captions", new_callable=mock.PropertyMock, return_value=False
+        )
+        run()  # warm-up: the image cache filled as in both timed rows
+        times: dict[str, list[float]] = {"tokenized (before)": [], "cached rows (now)": []}
+        outputs = {}
+        for _ in range(args.repeats):
+            with tokenizing:
+                seconds, outputs["tokenized (before)"] = run()
+            times["tokenized (before)"].append(seconds)
+            seconds, outputs["cached rows (now)"] = run()
+            times["cached rows (now)"].append(seconds)
+        before, now = (min(v) for v in times.values())
+        for name, seconds in zip(times, (before, now)):
+            print(f"  export, {name:20s} {seconds:6.1f} s  {corpus.num_posts / seconds:8,.0f} posts/s")
+        old, new = outputs.values()
+        same = np.array_equal(old.user_text_emb, new.user_text_emb) and np.array_equal(
+            old.user_image_emb, new.user_image_emb
+        )
+        print(f"  now / before: {now / before:.2f}x the time; user embeddings equal: {same}")
+        clear_lower_states_memo()
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("mode", choices=["throughput", "probe", "negatives", "states"])
+    parser.add_argument("mode", choices=["throughput", "probe", "negatives", "states", "export"])
     parser.add_argument("--corpus", help="existing corpus folder (default: generate a synthetic one)")
     parser.add_argument("--users", type=int, default=2000, help="users of the generated corpus")
     parser.add_argument("--seed", type=int, default=0, help="corpus and training seed")
     parser.add_argument(
         "--steps", type=int, default=None, help="training steps (throughput default 60; probe: config)"
     )
-    parser.add_argument("--repeats", type=int, default=2, help="throughput: interleaved repeats, best kept")
+    parser.add_argument(
+        "--repeats", type=int, default=2, help="throughput, export: interleaved repeats, best kept"
+    )
     parser.add_argument("--config", help="JSON file with Stage1Config sections to override the defaults")
     parser.add_argument(
         "--work", help="keep corpus, cache and logs in this folder instead of a temporary one"
@@ -495,13 +568,18 @@ def main() -> None:
         choices=["32", "bf16"],
         default=["32"],
         help="states: model.text_frozen_precision values, timed one after the other in this process, with the "
-        "ratio to 32 (e.g. --precisions 32 bf16)",
+        "ratio to 32 (e.g. --precisions 32 bf16); export: the first one is the states' precision",
     )
     parser.add_argument(
         "--threads",
         type=int,
         default=2,
-        help="states: torch threads (the bridge computes the states up front with every core)",
+        help="states, export: torch threads (the bridge computes the states up front with every core)",
+    )
+    parser.add_argument(
+        "--states-dir",
+        help="export: the caption states' folder (a run's text_states/), loaded when they are there "
+        "(default: in --work, computed once)",
     )
     args = parser.parse_args()
     if args.mode == "throughput":
@@ -512,6 +590,8 @@ def main() -> None:
         negatives(args)
     elif args.mode == "states":
         states(args)
+    elif args.mode == "export":
+        export(args)
     else:
         probe(args)
 

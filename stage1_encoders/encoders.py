@@ -318,6 +318,19 @@ class TextEncoder(nn.Module):
             raise ValueError("compute_lower_states needs use_cached_lower_states first")
         self._lower_states.compute()
 
+    @property
+    def reads_cached_captions(self) -> bool:
+        """Whether a caption of the cached corpus is embedded from the cache alone (every layer frozen, pooled
+        states in use): then :meth:`cached_caption_rows` needs no token ids."""
+        return self._lower_states is not None and self._lower_states.pooled
+
+    def cached_caption_rows(self, posts: torch.Tensor) -> torch.Tensor:
+        """The embeddings ``[B, dim]`` of the captions of ``posts`` (indices into the cached corpus), read from the
+        pooled caption states without tokenizing them (:attr:`reads_cached_captions` must hold)."""
+        if not self.reads_cached_captions:
+            raise ValueError("cached_caption_rows needs every text layer frozen and use_cached_lower_states")
+        return self._lower_states.caption_rows(posts)
+
     def forward(
         self, input_ids: torch.Tensor, attention_mask: torch.Tensor, posts: torch.Tensor | None = None
     ) -> torch.Tensor:
@@ -540,6 +553,24 @@ class LowerStates:
         if not self.pooled:
             raise ValueError("pooled_rows needs every text layer frozen (the pooled caption states)")
         posts, _ = self._checked_batch(posts, attention_mask)
+        return self.states[posts]
+
+    def caption_rows(self, posts: torch.Tensor) -> torch.Tensor:
+        """The caption embeddings ``[B, H]`` of ``posts`` without their tokenization (pooled layout): what the
+        export reads, where tokenizing every caption again only to check its token count took about as long as
+        the rest of the export (docs/performance.md). The cache's key already names the corpus, the token limit
+        and the frozen weights; each post must have a caption in it (a token count above 0)."""
+        if not self.pooled:
+            raise ValueError("caption_rows needs every text layer frozen (the pooled caption states)")
+        if self.states is None:
+            self.compute()
+        posts = torch.as_tensor(posts, dtype=torch.long).cpu()
+        empty = posts[self.offsets[posts + 1] == self.offsets[posts]]
+        if empty.numel():
+            raise RuntimeError(
+                f"the cached caption states have no caption for post(s) {empty[:5].tolist()}: they were computed "
+                "for another corpus or another tokenization"
+            )
         return self.states[posts]
 
     def gather(self, posts: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:

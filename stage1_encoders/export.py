@@ -51,10 +51,19 @@ def shard_range(num_items: int, rank: int, world_size: int) -> range:
 
 
 class _PostBatches(Dataset):
+    """One export batch's inputs; with ``tokenize=False`` (the text encoder reads its captions from the pooled
+    cache) no token ids: ``input_ids`` and ``attention_mask`` are None."""
+
     def __init__(
-        self, batches: list[np.ndarray], prep: PostPreprocessor, has_text: np.ndarray, has_image: np.ndarray
+        self,
+        batches: list[np.ndarray],
+        prep: PostPreprocessor,
+        has_text: np.ndarray,
+        has_image: np.ndarray,
+        tokenize: bool = True,
     ):
         self.batches, self.prep, self.has_text, self.has_image = batches, prep, has_text, has_image
+        self.tokenize = tokenize
 
     def __len__(self) -> int:
         return len(self.batches)
@@ -63,7 +72,7 @@ class _PostBatches(Dataset):
         posts = self.batches[idx]
         text_post = posts[self.has_text[posts]]
         image_post = posts[self.has_image[posts]]
-        input_ids, attention_mask = self.prep.texts(text_post)
+        input_ids, attention_mask = self.prep.texts(text_post) if self.tokenize else (None, None)
         return {
             "text_post": text_post,
             "input_ids": input_ids,
@@ -91,10 +100,18 @@ def encode_posts(
     num_workers: int = 0,
     progress: bool = False,
 ) -> PostEmbeddings:
-    """Encode the posts of ``batches`` (eval mode, no gradients, float32)."""
+    """Encode the posts of ``batches`` (eval mode, no gradients, float32). A text encoder that reads its captions
+    from the pooled cache (``reads_cached_captions``) gets no token ids: the captions are not tokenized."""
     corpus = prep.corpus
+    cached_text = text_encoder.reads_cached_captions
     loader = DataLoader(
-        _PostBatches(batches, prep, np.asarray(corpus.post_has_text), np.asarray(corpus.post_has_image)),
+        _PostBatches(
+            batches,
+            prep,
+            np.asarray(corpus.post_has_text),
+            np.asarray(corpus.post_has_image),
+            tokenize=not cached_text,
+        ),
         batch_size=None,
         num_workers=num_workers,
     )
@@ -111,9 +128,13 @@ def encode_posts(
                 image_emb.append(_own_rows(image_encoder(item["pixel_values"].to(device))))
             if len(item["text_post"]):
                 text_post.append(item["text_post"])
-                ids, mask = item["input_ids"].to(device), item["attention_mask"].to(device)
                 posts = torch.as_tensor(item["text_post"])  # cached lower states when the encoder has them
-                text_emb.append(_own_rows(text_encoder(ids, mask, posts)))
+                if cached_text:
+                    emb = text_encoder.cached_caption_rows(posts)
+                else:
+                    ids, mask = item["input_ids"].to(device), item["attention_mask"].to(device)
+                    emb = text_encoder(ids, mask, posts)
+                text_emb.append(_own_rows(emb))
     finally:
         image_encoder.train(modes[0])
         text_encoder.train(modes[1])

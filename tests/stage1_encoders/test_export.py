@@ -5,8 +5,13 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+from stage1_test_utils import TINY_MODEL
 
+from stage1_encoders import encoders as enc
+from stage1_encoders.config import ModelConfig
+from stage1_encoders.encoders import build_text_encoder
 from stage1_encoders.export import (
+    encode_posts,
     encode_shard,
     export_batches,
     export_user_embeddings,
@@ -94,3 +99,42 @@ def test_exported_rows_do_not_keep_the_encoders_hidden_states_alive():
     assert np.array_equal(rows, hidden[:, 0].numpy()) and rows.dtype == np.float32
     assert not np.shares_memory(rows, hidden.numpy())  # its own 8 x 16 floats
     assert np.shares_memory(hidden[:, 0].numpy(), hidden.numpy())  # a plain .numpy() kept all of [B, L, H]
+
+
+def test_export_reads_pooled_caption_states_without_tokenizing(tiny_parts, monkeypatch):
+    """With every text layer frozen the export takes each caption's row from the pooled cache: the same rows as the
+    forward that checks the batch's tokenization, bit for bit, and not one caption tokenized."""
+    torch.manual_seed(0)
+    cfg = ModelConfig(**{**TINY_MODEL, "text_layers": 2, "text_tuned_layers": 0, "text_pooling": "mean"})
+    text_encoder = build_text_encoder(cfg, tiny_parts.tokenizer).eval()
+    enc._LOWER_STATES_MEMO.clear()
+    prep = tiny_parts.prep
+    assert not text_encoder.reads_cached_captions
+    text_encoder.use_cached_lower_states(prep, batch_size=8)
+    text_encoder.compute_lower_states()
+    assert text_encoder.reads_cached_captions
+
+    batches = export_batches(tiny_parts.corpus.num_posts, 16)
+    calls = []
+    real_texts = prep.texts
+    monkeypatch.setattr(prep, "texts", lambda posts: calls.append(len(posts)) or real_texts(posts))
+    out = encode_posts(tiny_parts.image_encoder, text_encoder, prep, batches)
+    assert calls == []  # no caption tokenized
+    has_text = np.asarray(tiny_parts.corpus.post_has_text)
+    assert np.array_equal(out.text_post, np.flatnonzero(has_text))
+    with torch.no_grad():  # the checked path: tokenize, compare the token counts, read the rows
+        want = [
+            text_encoder(*real_texts(b[has_text[b]]), torch.from_numpy(b[has_text[b]])).numpy()
+            for b in batches
+            if has_text[b].any()
+        ]
+    assert np.array_equal(out.text_emb, np.concatenate(want))
+
+    without = np.flatnonzero(~has_text)[:2]
+    with pytest.raises(
+        RuntimeError, match=r"no caption for post\(s\) " + str(without.tolist()).replace("[", r"\[")
+    ):
+        text_encoder.cached_caption_rows(torch.from_numpy(without))
+    enc._LOWER_STATES_MEMO.clear()
+    with pytest.raises(ValueError, match="every text layer frozen"):
+        tiny_parts.text_encoder.cached_caption_rows(torch.tensor([0]))

@@ -11,7 +11,7 @@ import fcntl
 import hashlib
 import logging
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -28,6 +28,9 @@ from stage1_encoders.config import ConfigError, FrozenPrecision, ModelConfig, Te
 from stage1_encoders.pooling import mean_by_user
 
 log = logging.getLogger(__name__)
+
+# progress(items done, items in all): called while a long computation runs (the caption states)
+Progress = Callable[[int, int], None]
 
 MODEL_CONFIG_DIR = Path(__file__).parent / "model_configs"
 PRESET_IMAGE_MODELS = tuple(sorted(p.stem for p in MODEL_CONFIG_DIR.glob("*.json")))
@@ -312,11 +315,12 @@ class TextEncoder(nn.Module):
             raise ValueError("cached lower states need tuned_layers (the lower layers must be frozen)")
         self._lower_states = LowerStates(self, prep, batch_size, store_dir)
 
-    def compute_lower_states(self) -> None:
-        """Compute (or load from the store) the cached lower states now rather than on first use."""
+    def compute_lower_states(self, progress: Progress | None = None) -> None:
+        """Compute (or load from the store) the cached lower states now rather than on first use; ``progress``:
+        see :meth:`LowerStates.compute`."""
         if self._lower_states is None:
             raise ValueError("compute_lower_states needs use_cached_lower_states first")
-        self._lower_states.compute()
+        self._lower_states.compute(progress)
 
     @property
     def reads_cached_captions(self) -> bool:
@@ -449,18 +453,20 @@ class LowerStates:
             *(() if self.encoder.frozen_precision == "32" else (self.encoder.frozen_precision,)),
         )
 
-    def compute(self) -> None:
+    def compute(self, progress: Progress | None = None) -> None:
+        """Load or compute the states (once per process and key); ``progress(captions done, captions)`` is called
+        before the first batch and after every batch when they are computed here (not when they are loaded)."""
         key = self.key()
         if key not in _LOWER_STATES_MEMO:
             _LOWER_STATES_MEMO.clear()  # one corpus at a time
-            _LOWER_STATES_MEMO[key] = self._load_or_run(key)
+            _LOWER_STATES_MEMO[key] = self._load_or_run(key, progress)
         self.states, self.offsets = _LOWER_STATES_MEMO[key]
 
-    def _load_or_run(self, key: tuple) -> tuple[torch.Tensor, torch.Tensor]:
+    def _load_or_run(self, key: tuple, progress: Progress | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         """The states from ``store_dir`` when an earlier process stored them for this key, else computed (and
         stored there). A lock file makes concurrent processes compute them once: the others wait and load."""
         if self.store_dir is None:
-            return self._timed_run()
+            return self._timed_run(progress)
         digest = hashlib.sha256(repr(key).encode()).hexdigest()[:20]
         path = Path(self.store_dir) / f"text_states-{digest}.pt"
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -475,16 +481,16 @@ class LowerStates:
                         log.warning(
                             "stage 1: cannot read %s (%s); computing the text states again", path, err
                         )
-                states, offsets = self._timed_run()
+                states, offsets = self._timed_run(progress)
                 with atomic_file(path, states.numel() * 4 + offsets.numel() * 8 + (1 << 16)) as tmp:
                     torch.save({"states": states, "offsets": offsets}, tmp)
                 return states, offsets
             finally:
                 fcntl.flock(lock, fcntl.LOCK_UN)
 
-    def _timed_run(self) -> tuple[torch.Tensor, torch.Tensor]:
+    def _timed_run(self, progress: Progress | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         started = time.perf_counter()
-        out = self._run()
+        out = self._run(progress)
         log.info(
             "stage 1: hidden states of the %d frozen text layers computed for every caption in %.1f s "
             "(reused by later rounds and seeds)",
@@ -493,7 +499,7 @@ class LowerStates:
         )
         return out
 
-    def _run(self) -> tuple[torch.Tensor, torch.Tensor]:
+    def _run(self, progress: Progress | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         corpus = self.prep.corpus
         text_posts = np.flatnonzero(np.asarray(corpus.post_has_text))
         # batches of captions of similar length (by characters): little padding, so little wasted attention
@@ -502,6 +508,8 @@ class LowerStates:
         pooled = torch.zeros(corpus.num_posts if self.pooled else 0, self.encoder.dim)
         per_post: dict[int, torch.Tensor] = {}
         device = next(self.encoder.parameters()).device
+        if progress is not None:
+            progress(0, len(text_posts))
         for start in range(0, len(text_posts), self.batch_size):
             posts = text_posts[start : start + self.batch_size]
             input_ids, attention_mask = self.prep.texts(posts)
@@ -510,10 +518,12 @@ class LowerStates:
             lengths[torch.from_numpy(posts)] = attention_mask.sum(1).cpu()
             if self.pooled:  # pooled where the states are (a GPU sends back [B, H], not [B, L, H])
                 pooled[torch.from_numpy(posts)] = self.encoder.pool(hidden, attention_mask).float().cpu()
-                continue
-            hidden, mask = hidden.float().cpu(), attention_mask.bool().cpu()
-            for row, post in enumerate(posts.tolist()):
-                per_post[post] = hidden[row, mask[row]]
+            else:
+                hidden, mask = hidden.float().cpu(), attention_mask.bool().cpu()
+                for row, post in enumerate(posts.tolist()):
+                    per_post[post] = hidden[row, mask[row]]
+            if progress is not None:
+                progress(start + len(posts), len(text_posts))
         offsets = torch.zeros(corpus.num_posts + 1, dtype=torch.long)
         offsets[1:] = torch.cumsum(lengths, 0)
         if self.pooled:

@@ -36,7 +36,7 @@ from mmga_common.threads import torch_threads
 from mmga_common.trainer import build_trainer, check_runtime, csv_log_dir, fit_and_save
 from stage1_encoders.checkpoint import check_architecture, load_stage1_checkpoint, load_weights
 from stage1_encoders.config import ConfigError, Stage1Config
-from stage1_encoders.encoders import clear_lower_states_memo
+from stage1_encoders.encoders import Progress, clear_lower_states_memo
 from stage1_encoders.export import export_user_embeddings
 from stage1_encoders.hub import save_image_encoder, save_text_encoder
 from stage1_encoders.parts import Stage1Parts, build_parts
@@ -128,11 +128,17 @@ def run_stage1(cfg: Stage1Config, corpus: Corpus | None = None, *, force: bool =
     )
 
 
-def prepare_text_states(cfg: Stage1Config, corpus: Corpus | None = None, threads: int | None = None) -> bool:
+def prepare_text_states(
+    cfg: Stage1Config,
+    corpus: Corpus | None = None,
+    threads: int | None = None,
+    progress: Progress | None = None,
+) -> bool:
     """Compute the frozen text layers' caption states of ``cfg`` into ``cfg.data.text_states_dir`` now, with
     ``threads`` torch threads (default: the config's), so that the stage-1 runs sharing that folder load them
     instead of computing them (``LowerStates``). Returns whether there was anything to compute: False when
-    ``cfg`` freezes no text layer or names no folder. Nothing is trained or written besides the states file."""
+    ``cfg`` freezes no text layer or names no folder. Nothing is trained or written besides the states file.
+    ``progress(captions done, captions)`` follows the computation (not called when the states are loaded)."""
     if cfg.model.text_tuned_layers is None or cfg.data.text_states_dir is None:
         return False
     cfg.validate()
@@ -141,7 +147,7 @@ def prepare_text_states(cfg: Stage1Config, corpus: Corpus | None = None, threads
         # seeded as run_stage1 seeds: a text model built from a config (no pretrained weights) then has the
         # very frozen weights the run will have, hence the same states file
         torch.manual_seed(cfg.seed)
-        build_parts(cfg, corpus).system.text_encoder.compute_lower_states()
+        build_parts(cfg, corpus).system.text_encoder.compute_lower_states(progress)
     # the file holds them now: this process (the bridge's main one) does not keep a second copy in memory
     clear_lower_states_memo()
     return True

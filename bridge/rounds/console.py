@@ -4,6 +4,8 @@ stage and every (row, seed) evaluation with ``--verbose``, only the verdict and 
 from __future__ import annotations
 
 import sys
+import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, TextIO
 
@@ -83,6 +85,22 @@ def estimate_seconds(
     return (training + eval_units * 1.5 * max(num_users, 1) / 1000) / max(1, jobs)
 
 
+# The caption states (the frozen MiniLM-L6 over every caption, once per run folder) on this project's 2-core CPU with
+# 2 threads: 264-311 captions/s in float32 and 583/s with the frozen layers in bf16 (docs/performance.md, 2026-12-06).
+STATE_CAPTIONS_PER_SECOND = {"32": 280.0, "bf16": 580.0}
+
+
+def states_seconds(captions: int, text_model: str, tuned_layers: int | None, precision: str) -> float:
+    """Rough seconds of the caption states of ``captions`` captions on a 2-core CPU: 0 when no text layer is frozen
+    (``tuned_layers`` None: nothing is cached) or for the tiny text encoder (seconds at most); otherwise the frozen
+    share of MiniLM-L6's layers at :data:`STATE_CAPTIONS_PER_SECOND`."""
+    if tuned_layers is None or text_model == "tiny":
+        return 0.0
+    frozen = PRETRAINED_TEXT_LAYERS - min(tuned_layers, PRETRAINED_TEXT_LAYERS)
+    rate = STATE_CAPTIONS_PER_SECOND.get(precision, STATE_CAPTIONS_PER_SECOND["32"])
+    return captions / rate * frozen / PRETRAINED_TEXT_LAYERS
+
+
 def minutes(seconds: Any) -> str:
     s = float(seconds)
     return f"{s:.0f} s" if s < 90 else f"{s / 60:.0f} min"
@@ -109,3 +127,46 @@ class Eta:
             for k in self.remaining
         }
         return sum(n * per_stage[k] for k, n in self.remaining.items()) / self.jobs
+
+
+class ProgressLines:
+    """A long computation's progress as a few lines: the first call (nothing done yet) prints ``start`` with the
+    estimate of ``seconds_per_item`` when given; later calls print the share done and the time left at the rate so
+    far, at most once a minute and once per tenth of the work, so a computation of under a minute prints nothing
+    more and a long one about ten lines. Callable as ``progress(done, total)``."""
+
+    def __init__(
+        self,
+        console: Console,
+        label: str,
+        start: str,
+        unit: str,
+        seconds_per_item: float | None = None,
+        every: float = 60.0,
+        clock: Callable[[], float] = time.monotonic,
+    ):
+        self.console, self.label, self.start, self.unit = console, label, start, unit
+        self.seconds_per_item, self.every, self.clock = seconds_per_item, every, clock
+        self.began: float | None = None
+        self.last_time = 0.0
+        self.last_share = 0.0
+
+    def __call__(self, done: int, total: int) -> None:
+        now = self.clock()
+        if self.began is None:
+            self.began = self.last_time = now
+            estimate = (
+                f" (roughly {minutes(total * self.seconds_per_item)} on a 2-core CPU)"
+                if self.seconds_per_item
+                else ""
+            )
+            self.console.info(f"[{self.label}] {self.start} {total:,} {self.unit}{estimate}")
+            return
+        share = done / max(total, 1)
+        if done >= total or now - self.last_time < self.every or share - self.last_share < 0.1:
+            return
+        self.last_time, self.last_share = now, share
+        left = (total - done) * (now - self.began) / max(done, 1)
+        self.console.info(
+            f"[{self.label}] {done:,} of {total:,} {self.unit} ({share:.0%}), about {minutes(left)} left"
+        )

@@ -15,10 +15,19 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
+
 from bridge.report import ReportInputs, RunFacts, write_report
 from bridge.report.tracking import log_evaluations
 from bridge.rounds.config import BridgeConfig
-from bridge.rounds.console import Console, estimate_seconds, minutes, stage1_costs, stage_seconds
+from bridge.rounds.console import (
+    Console,
+    estimate_seconds,
+    minutes,
+    stage1_costs,
+    stage_seconds,
+    states_seconds,
+)
 from bridge.rounds.context import BridgeResult, BridgeRun
 from bridge.rounds.corpus import prepare_corpus
 from bridge.rounds.evaluate import EVAL_COST, evaluate_rows
@@ -39,6 +48,7 @@ class RunSize:
         0.035,
         1.5,
     )  # MMGA's stage 1: seconds per step, export per 1,000 users
+    states_per_caption: float = 0.0  # seconds per caption of the caption states (console.states_seconds)
 
     @classmethod
     def of(cls, cfg: BridgeConfig, templates: StageTemplates) -> RunSize:
@@ -55,16 +65,21 @@ class RunSize:
         counts = {r.name: cfg.seeds if r.seeded else 1 for r in rows}
         units = sum(counts[r.name] * EVAL_COST.get(r.method, 1.0) for r in rows)
         stage1 = templates.template("mmga", "stage1")
-        cost = stage1_costs(stage1.model.text_model, stage1.model.text_tuned_layers, stage1.losses.lm_weight)
-        return cls(runs, sum(counts.values()), steps, units, cost)
+        model = stage1.model
+        cost = stage1_costs(model.text_model, model.text_tuned_layers, stage1.losses.lm_weight)
+        per_caption = states_seconds(
+            1, model.text_model, model.text_tuned_layers, model.text_frozen_precision
+        )
+        return cls(runs, sum(counts.values()), steps, units, cost, per_caption)
 
     def stage_estimates(self, num_users: int) -> dict[str, float]:
         """Estimated seconds of one stage run of each kind on a corpus of ``num_users``."""
         return stage_seconds(num_users, self.steps["stage1"], self.steps["stage2"], self.stage1_cost)
 
-    def estimate_line(self, jobs: int, num_users: int) -> str:
-        """The run's rough wall time on a 2-core CPU for this corpus's size."""
-        eta = estimate_seconds(
+    def estimate_line(self, jobs: int, num_users: int, captions: int = 0) -> str:
+        """The run's rough wall time on a 2-core CPU for this corpus's size: the caption states of ``captions``
+        captions (pass 0 when the run folder holds them already), the stages and the evaluations."""
+        eta = captions * self.states_per_caption + estimate_seconds(
             self.stage_estimates(num_users), self.stage_runs, self.eval_units, jobs, num_users
         )
         return f"  roughly {minutes(eta)} for {num_users:,} users on a 2-core CPU (a rerun skips what is complete)"
@@ -170,7 +185,9 @@ def run_bridge(
             console.info(line)
         run = BridgeRun(cfg, paths, manifest, result, force, console)
         corpus = prepare_corpus(run)
-        console.info(size.estimate_line(jobs, corpus.num_users))
+        states_kept = any(paths.text_states_dir.glob("text_states-*.pt"))
+        captions = 0 if states_kept else int(np.asarray(corpus.post_has_text).sum())
+        console.info(size.estimate_line(jobs, corpus.num_users, captions))
         run_chains(run, corpus, templates, jobs, size.stage_estimates(corpus.num_users))
         rows, evaluated = evaluate_rows(run, corpus, jobs)
         environment = {

@@ -27,7 +27,7 @@ from typing import Any
 import torch
 
 from bridge.rounds import stages
-from bridge.rounds.console import Eta, minutes
+from bridge.rounds.console import Eta, ProgressLines, minutes, states_seconds
 from bridge.rounds.context import BridgeRun
 from bridge.runfolder import STAGE_LOG
 from bridge.variants import Variant
@@ -203,7 +203,15 @@ class ChainScheduler:
                 continue
             started = time.perf_counter()
             threads = self.jobs * torch.get_num_threads()
-            if stages.prepare_text_states(planned.config, self.corpus, threads):
+            model = planned.config.model
+            progress = ProgressLines(
+                run.console,
+                "text states",
+                "the frozen text layers' states of every caption, once for this run folder:",
+                "captions",
+                states_seconds(1, model.text_model, model.text_tuned_layers, model.text_frozen_precision),
+            )
+            if stages.prepare_text_states(planned.config, self.corpus, threads, progress):
                 run.console.info(
                     f"[text states] the frozen text layers' caption states computed in "
                     f"{time.perf_counter() - started:.1f} s ({threads} threads); the stage-1 runs reuse them"

@@ -154,11 +154,13 @@ def run_stage1(cfg: Stage1Config, corpus: Corpus | None = None) -> Any:
     return run(cfg, corpus)
 
 
-def prepare_text_states(cfg: Stage1Config, corpus: Corpus, threads: int) -> bool:
+def prepare_text_states(
+    cfg: Stage1Config, corpus: Corpus, threads: int, progress: Callable[[int, int], None] | None = None
+) -> bool:
     """``stage1_encoders.prepare_text_states``, imported on the first call."""
     from stage1_encoders import prepare_text_states as prepare
 
-    return prepare(cfg, corpus, threads)
+    return prepare(cfg, corpus, threads, progress)
 
 
 def run_stage2(cfg: Stage2Config, corpus: Corpus | None = None) -> Any:

@@ -25,6 +25,9 @@ def test_the_round_is_one_bridge_round_with_the_stage1_overrides(tmp_path):
 def test_caption_states_seconds_come_from_the_bridge_log():
     log = (
         "[corpus] /x/corpus: 6000 users, 203348 posts, 100020 edges (loaded in 2.0 s)\n"
+        "[text states] the frozen text layers' states of every caption, once for this run folder: 183,050 "
+        "captions (roughly 11 min on a 2-core CPU)\n"
+        "[text states] 36,864 of 183,050 captions (20%), about 9 min left\n"
         "[text states] the frozen text layers' caption states computed in 645.3 s (2 threads); the stage-1 runs "
         "reuse them\n"
         "[stage 1/2] seed_0/mmga/round_0/stage1 done in 40.2 s\n"

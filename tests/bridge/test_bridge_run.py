@@ -46,9 +46,9 @@ class StageSpy:
         monkeypatch.setattr(stages, "run_stage2", self.stage2)
         monkeypatch.setattr(stages, "prepare_text_states", self.prepare)
 
-    def prepare(self, cfg, corpus, threads):
+    def prepare(self, cfg, corpus, threads, progress=None):
         self.prepared.append((Path(cfg.data.text_states_dir), len(self.calls)))
-        return self._prepare(cfg, corpus, threads)
+        return self._prepare(cfg, corpus, threads, progress)
 
     def _key(self, cfg, stage: str) -> str:
         variant_dir = Path(cfg.cache_dir).parent

@@ -133,6 +133,70 @@ def test_time_left_starts_from_the_estimate_and_follows_what_was_measured():
     assert small["stage1"] < large["stage1"] and small["stage2"] < large["stage2"]  # scales with the corpus
 
 
+def test_the_estimate_counts_the_caption_states_until_the_run_folder_holds_them():
+    """The default preset's frozen MiniLM over every caption is the largest cost of a large corpus: the estimate
+    adds it (at the measured 2-thread rates, bf16 about twice as fast, a tuned layer's share not frozen) unless
+    the states are kept already (captions 0); the tiny encoders and a text encoder tuned whole have none."""
+    from bridge.rounds.console import STATE_CAPTIONS_PER_SECOND, states_seconds
+    from bridge.rounds.runner import RunSize
+
+    assert states_seconds(28_000, "minilm", 0, "32") == 28_000 / STATE_CAPTIONS_PER_SECOND["32"] == 100.0
+    assert states_seconds(58_000, "minilm", 0, "bf16") == 100.0
+    assert states_seconds(28_000, "minilm", 3, "32") == 50.0  # half the layers frozen
+    assert states_seconds(28_000, "tiny", 0, "32") == states_seconds(28_000, "minilm", None, "32") == 0.0
+
+    cfg = BridgeConfig()
+    size = RunSize.of(cfg, stages.check_stage_configs(cfg))
+    assert size.states_per_caption == 1 / STATE_CAPTIONS_PER_SECOND["32"]
+
+    def minutes(line):
+        return float(line.split("roughly ")[1].split(" min")[0])
+
+    kept, computed = size.estimate_line(1, 60_000, 0), size.estimate_line(1, 60_000, 2_000_000)
+    assert minutes(computed) - minutes(kept) == pytest.approx(2_000_000 / 280 / 60, abs=1)
+    bf16 = BridgeConfig(stage1={"model": {"text_frozen_precision": "bf16"}})
+    assert RunSize.of(bf16, stages.check_stage_configs(bf16)).states_per_caption == 1 / 580
+    tiny = BridgeConfig(preset="tiny")
+    assert RunSize.of(tiny, stages.check_stage_configs(tiny)).states_per_caption == 0.0
+
+
+def test_progress_lines_are_few_and_say_what_is_left():
+    """The first call prints what starts and its estimate; then a line at most once a minute and once per tenth
+    of the work, with the time left at the rate so far; nothing when the work ends or under a minute."""
+    import io
+
+    from bridge.rounds.console import Console, ProgressLines
+
+    out, now = io.StringIO(), [0.0]
+    progress = ProgressLines(
+        Console(stream=out), "text states", "computing", "captions", 0.005, clock=lambda: now[0]
+    )
+    progress(0, 10_000)
+    assert out.getvalue() == "[text states] computing 10,000 captions (roughly 50 s on a 2-core CPU)\n"
+    for seconds, done in [
+        (30, 500),
+        (59, 900),
+        (61, 950),
+        (70, 1000),
+        (121, 1090),
+        (125, 2000),
+        (200, 10_000),
+    ]:
+        now[0] = float(seconds)
+        progress(done, 10_000)
+    lines = out.getvalue().splitlines()[1:]
+    # 61 s: 9.5% since the start (under a tenth); 70 s: 10% after 70 s -> a line, 630 s left at 1000 / 70 s;
+    # 121 s: a minute later but not a tenth more; 125 s: under a minute since the last line; the end: nothing
+    assert lines == ["[text states] 1,000 of 10,000 captions (10%), about 10 min left"]
+    quiet = io.StringIO()
+    silent = ProgressLines(Console(stream=quiet), "x", "computing", "items", clock=lambda: now[0])
+    now[0] = 0.0
+    silent(0, 5)
+    now[0] = 50.0
+    silent(4, 5)
+    assert quiet.getvalue() == "[x] computing 5 items\n"  # no estimate given; under a minute: no line
+
+
 def test_the_estimate_follows_how_much_of_the_text_encoder_trains():
     """A preset that fine-tunes MiniLM is estimated far slower per stage-1 run than the frozen default (measured:
     about 18x the tiny step, docs/stage1.md), the tiny encoders about as fast; stage 2 does not change."""
@@ -165,12 +229,17 @@ def test_the_caption_states_are_prepared_for_the_first_pending_run_that_freezes_
     from bridge.variants import run_variants
 
     calls = []
-    monkeypatch.setattr(stages, "plan_stage", lambda key, *a: SimpleNamespace(key=key, config=str(key)))
+    model = SimpleNamespace(text_model="minilm", text_tuned_layers=0, text_frozen_precision="32")
+    monkeypatch.setattr(
+        stages,
+        "plan_stage",
+        lambda key, *a: SimpleNamespace(key=key, config=SimpleNamespace(key=str(key), model=model)),
+    )
     monkeypatch.setattr(stages, "needs_run", lambda planned, *a: "seed_0/mmga/" not in str(planned.key))
     monkeypatch.setattr(
         stages,
         "prepare_text_states",
-        lambda cfg, corpus, threads: calls.append((cfg, threads)) or "/frozen/" in cfg,
+        lambda cfg, corpus, threads, progress: calls.append((cfg.key, threads)) or "/frozen/" in cfg.key,
     )
     paths = RunPaths(tmp_path)
     run = SimpleNamespace(paths=paths, manifest=None, force=False, console=Console())

@@ -138,3 +138,26 @@ def test_export_reads_pooled_caption_states_without_tokenizing(tiny_parts, monke
     enc._LOWER_STATES_MEMO.clear()
     with pytest.raises(ValueError, match="every text layer frozen"):
         tiny_parts.text_encoder.cached_caption_rows(torch.tensor([0]))
+
+
+def test_caption_states_report_their_progress_only_when_computed(tiny_parts, tmp_path):
+    """``progress(done, total)`` before the first batch and after each batch of the caption states, ending at the
+    number of captions; not at all when the states are loaded from the store or the process's memo."""
+    torch.manual_seed(0)
+    cfg = ModelConfig(**{**TINY_MODEL, "text_layers": 2, "text_tuned_layers": 0, "text_pooling": "mean"})
+    text_encoder = build_text_encoder(cfg, tiny_parts.tokenizer).eval()
+    enc._LOWER_STATES_MEMO.clear()
+    text_encoder.use_cached_lower_states(tiny_parts.prep, batch_size=8, store_dir=tmp_path)
+    calls = []
+    text_encoder.compute_lower_states(lambda done, total: calls.append((done, total)))
+    captions = int(np.asarray(tiny_parts.corpus.post_has_text).sum())
+    done = [d for d, _ in calls]
+    assert calls[0] == (0, captions) and calls[-1] == (captions, captions)
+    assert {t for _, t in calls} == {captions} and done == sorted(set(done))
+    assert len(calls) == 1 + -(-captions // 8)  # one before, one per batch
+    calls.clear()
+    text_encoder.compute_lower_states(lambda done, total: calls.append((done, total)))  # the memo
+    enc._LOWER_STATES_MEMO.clear()
+    text_encoder.compute_lower_states(lambda done, total: calls.append((done, total)))  # the stored file
+    assert calls == [] and list(tmp_path.glob("text_states-*.pt"))
+    enc._LOWER_STATES_MEMO.clear()

@@ -401,6 +401,15 @@ def probe(args) -> None:
 DEFAULT_PRESET = Path(__file__).resolve().parents[1] / "bridge" / "presets" / "default.json"
 
 
+def text_side_config(args, corpus_path: Path, work: Path) -> dict:
+    """The stage-1 config the ``states`` and ``export`` modes start from: the bridge's default text side, or
+    ``--config``'s."""
+    if args.config is None:
+        preset = json.loads(DEFAULT_PRESET.read_text())["stage1"]
+        return deep_merge(preset, {"corpus": str(corpus_path), "cache_dir": str(work / "cache")})
+    return make_config(corpus_path, work, args).to_dict()
+
+
 def states(args) -> None:
     import resource
 
@@ -409,11 +418,7 @@ def states(args) -> None:
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(args.work) if args.work else Path(tmp)
         corpus_path = corpus_dir(args, work)
-        if args.config is None:  # the bridge's default text side
-            preset = json.loads(DEFAULT_PRESET.read_text())["stage1"]
-            base = deep_merge(preset, {"corpus": str(corpus_path), "cache_dir": str(work / "cache")})
-        else:
-            base = make_config(corpus_path, work, args).to_dict()
+        base = text_side_config(args, corpus_path, work)
         corpus = load_corpus(corpus_path)
         torch.set_num_threads(args.threads)
         captions = int(np.asarray(corpus.post_has_text).sum())
@@ -475,15 +480,11 @@ def export(args) -> None:
         work = Path(args.work) if args.work else Path(tmp)
         corpus_path = corpus_dir(args, work)
         states_dir = Path(args.states_dir) if args.states_dir else work / "text_states"
-        preset = json.loads(DEFAULT_PRESET.read_text())["stage1"] if args.config is None else None
-        base = (
-            deep_merge(preset, {"corpus": str(corpus_path), "cache_dir": str(work / "cache")})
-            if preset is not None
-            else make_config(corpus_path, work, args).to_dict()
-        )
-        overrides = {"data": {"text_states_dir": str(states_dir)}}
-        overrides["model"] = {"text_frozen_precision": args.precisions[0]}
-        cfg = Stage1Config.from_dict(deep_merge(base, overrides))
+        overrides = {
+            "data": {"text_states_dir": str(states_dir)},
+            "model": {"text_frozen_precision": args.precisions[0]},
+        }
+        cfg = Stage1Config.from_dict(deep_merge(text_side_config(args, corpus_path, work), overrides))
         corpus = load_corpus(corpus_path)
         torch.set_num_threads(args.threads)
         torch.manual_seed(args.seed)

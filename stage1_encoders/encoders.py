@@ -550,13 +550,17 @@ class LowerStates:
         self, posts: torch.Tensor, attention_mask: torch.Tensor
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """``posts`` (int64, host) and the batch's mask (bool, host), once its token counts match the cache's."""
-        if self.states is None:
-            self.compute()
-        posts = torch.as_tensor(posts, dtype=torch.long).cpu()
+        posts = self._host_posts(posts)
         mask = attention_mask.cpu().bool()
         if not torch.equal(self.offsets[posts + 1] - self.offsets[posts], mask.sum(1)):
             raise RuntimeError("cached lower states do not match the batch's tokenization")
         return posts, mask
+
+    def _host_posts(self, posts: torch.Tensor) -> torch.Tensor:
+        """``posts`` as int64 host indices into the states, computed or loaded first if they are not yet."""
+        if self.states is None:
+            self.compute()
+        return torch.as_tensor(posts, dtype=torch.long).cpu()
 
     def pooled_rows(self, posts: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
         """The caption embeddings ``[B, H]`` of ``posts`` (pooled layout)."""
@@ -567,14 +571,12 @@ class LowerStates:
 
     def caption_rows(self, posts: torch.Tensor) -> torch.Tensor:
         """The caption embeddings ``[B, H]`` of ``posts`` without their tokenization (pooled layout): what the
-        export reads, where tokenizing every caption again only to check its token count took about as long as
-        the rest of the export (docs/performance.md). The cache's key already names the corpus, the token limit
-        and the frozen weights; each post must have a caption in it (a token count above 0)."""
+        export reads, where tokenizing every caption again only to check its token count was most of the export's
+        time (docs/performance.md). The cache's key already names the corpus, the token limit and the frozen
+        weights; each post must have a caption in it (a token count above 0)."""
         if not self.pooled:
             raise ValueError("caption_rows needs every text layer frozen (the pooled caption states)")
-        if self.states is None:
-            self.compute()
-        posts = torch.as_tensor(posts, dtype=torch.long).cpu()
+        posts = self._host_posts(posts)
         empty = posts[self.offsets[posts + 1] == self.offsets[posts]]
         if empty.numel():
             raise RuntimeError(

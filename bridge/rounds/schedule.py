@@ -192,7 +192,7 @@ class ChainScheduler:
         folder has none yet. Otherwise the first stage-1 runs compute them on one thread while the other workers
         wait for them (``LowerStates``' lock): 52-55 s of the default run's wall time, against 31-32 s here."""
         run = self.run
-        if any(run.paths.text_states_dir.glob("text_states-*.pt")):
+        if run.paths.holds_text_states():
             return
         for chain in chains:
             if (0, "stage1") not in chain.steps:

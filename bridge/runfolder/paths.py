@@ -65,6 +65,10 @@ class RunPaths:
         by the first stage-1 run that needs them, loaded by every later one, whatever its seed or process."""
         return self.run_dir / "text_states"
 
+    def holds_text_states(self) -> bool:
+        """Whether the run folder holds a caption-states file (``text_states-<digest>.pt``, written by stage 1)."""
+        return any(self.text_states_dir.glob("text_states-*.pt"))
+
     @property
     def report_dir(self) -> Path:
         return self.run_dir / "report"

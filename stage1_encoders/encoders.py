@@ -25,7 +25,7 @@ from transformers import logging as hf_logging
 
 from cache.atomic import atomic_file
 from stage1_encoders.config import ConfigError, FrozenPrecision, ModelConfig, TextPooling
-from stage1_encoders.pooling import mean_by_user
+from stage1_encoders.pooling import UserSums
 
 log = logging.getLogger(__name__)
 
@@ -402,6 +402,7 @@ def restore_frozen_text(
 
 
 _HEAD_SEED_OFFSET = 7919  # the graph head's init stream: the run's seed + this
+_MEAN_CHUNK = 65536  # caption rows per step of the users' mean caption embedding
 
 # One corpus's lower states per process, so the rounds and seeds of a bridge run compute them once.
 _LOWER_STATES_MEMO: dict[tuple, tuple[torch.Tensor, torch.Tensor]] = {}
@@ -543,7 +544,12 @@ class LowerStates:
             lengths = self.offsets[1:] - self.offsets[:-1]
             posts = torch.nonzero(lengths > 0).squeeze(1)
             post_user = torch.as_tensor(np.asarray(self.prep.corpus.post_user), dtype=torch.long)[posts]
-            self._user_means = mean_by_user(self.states[posts], post_user, self.prep.corpus.num_users)
+            # by chunks of posts: the same means as all rows at once, without a copy of every caption's row
+            sums = UserSums(self.prep.corpus.num_users, self.states.shape[1])
+            for start in range(0, len(posts), _MEAN_CHUNK):
+                chunk = slice(start, start + _MEAN_CHUNK)
+                sums.add(self.states[posts[chunk]], post_user[chunk])
+            self._user_means = sums.means()
         return self._user_means
 
     def _checked_batch(

@@ -1,7 +1,10 @@
 """Encode every post without gradients and pool per user into the cache's ``EncoderEmbeddings``.
 
-The posts are cut into fixed batches first and the batches are then split across ranks, so a rank's
-shard runs exactly the batches a single process would: the merged result equals a single-process export.
+Each batch's embeddings are added to per-user sums at once (``UserSums``) and dropped: the export holds ``[U, D]``
+per modality, never a row per post (at the paper's size, 2 million posts, those rows and their copies were
+gigabytes). The posts are cut into fixed batches first and the batches are then split across ranks, so a rank's
+shard runs exactly the batches a single process would; the ranks' sums are added in rank order, which equals the
+single-process export up to the last bit of a user whose posts two ranks share.
 """
 
 from __future__ import annotations
@@ -15,25 +18,22 @@ from torch.utils.data import DataLoader, Dataset
 from tqdm import tqdm
 
 from cache import EncoderEmbeddings
-from corpus import Corpus
 from stage1_encoders.data import PostPreprocessor
 from stage1_encoders.encoders import ImageEncoder, TextEncoder
-from stage1_encoders.pooling import mean_by_user
+from stage1_encoders.pooling import UserSums
 
 
 @dataclass
-class PostEmbeddings:
-    """Embeddings of the posts that have each modality (rows sorted by post index after ``merge``).
+class PostSums:
+    """Per-user sums of the encoded posts of each modality (of one shard, or of all after ``merge_shards``).
 
     Attributes:
-        image_post: int64 [I] post indices; image_emb: float32 [I, Di].
-        text_post: int64 [T] post indices; text_emb: float32 [T, Dt].
+        image: the image embeddings' sums ``[U, Di]`` and counts.
+        text: the caption embeddings' sums ``[U, Dt]`` and counts.
     """
 
-    image_post: np.ndarray
-    image_emb: np.ndarray
-    text_post: np.ndarray
-    text_emb: np.ndarray
+    image: UserSums
+    text: UserSums
 
 
 def export_batches(num_posts: int, batch_size: int) -> list[np.ndarray]:
@@ -82,13 +82,6 @@ class _PostBatches(Dataset):
         }
 
 
-def _own_rows(emb: torch.Tensor) -> np.ndarray:
-    """float32 numpy rows in their own memory. An encoder's output is often a view (the text encoder's is
-    ``hidden[:, 0]`` of ``[B, L, H]``); keeping the view would keep the whole batch's hidden states alive,
-    L times the embedding's size, for every batch until the export ends."""
-    return emb.float().cpu().clone().numpy()
-
-
 @torch.no_grad()
 def encode_posts(
     image_encoder: ImageEncoder,
@@ -99,9 +92,10 @@ def encode_posts(
     device: torch.device | str = "cpu",
     num_workers: int = 0,
     progress: bool = False,
-) -> PostEmbeddings:
-    """Encode the posts of ``batches`` (eval mode, no gradients, float32). A text encoder that reads its captions
-    from the pooled cache (``reads_cached_captions``) gets no token ids: the captions are not tokenized."""
+) -> PostSums:
+    """Encode the posts of ``batches`` (eval mode, no gradients, float32) and add each batch to its users' sums.
+    A text encoder that reads its captions from the pooled cache (``reads_cached_captions``) gets no token ids: the
+    captions are not tokenized."""
     corpus = prep.corpus
     cached_text = text_encoder.reads_cached_captions
     loader = DataLoader(
@@ -118,64 +112,46 @@ def encode_posts(
     modes = (image_encoder.training, text_encoder.training)
     image_encoder.eval()
     text_encoder.eval()
-    image_post, image_emb, text_post, text_emb = [], [], [], []
+    post_user = torch.as_tensor(np.asarray(corpus.post_user), dtype=torch.long)
+    sums = PostSums(
+        UserSums(corpus.num_users, image_encoder.dim), UserSums(corpus.num_users, text_encoder.dim)
+    )
     try:
         for item in tqdm(
             loader, desc="encoding posts", unit="batch", disable=not progress or not sys.stderr.isatty()
         ):
-            if len(item["image_post"]):
-                image_post.append(item["image_post"])
-                image_emb.append(_own_rows(image_encoder(item["pixel_values"].to(device))))
-            if len(item["text_post"]):
-                text_post.append(item["text_post"])
-                posts = torch.as_tensor(item["text_post"])  # cached lower states when the encoder has them
+            image_post = torch.as_tensor(item["image_post"], dtype=torch.long)
+            if len(image_post):
+                sums.image.add(image_encoder(item["pixel_values"].to(device)), post_user[image_post])
+            text_post = torch.as_tensor(item["text_post"], dtype=torch.long)
+            if len(text_post):
                 if cached_text:
-                    emb = text_encoder.cached_caption_rows(posts)
-                else:
+                    emb = text_encoder.cached_caption_rows(text_post)
+                else:  # cached lower states when the encoder has them
                     ids, mask = item["input_ids"].to(device), item["attention_mask"].to(device)
-                    emb = text_encoder(ids, mask, posts)
-                text_emb.append(_own_rows(emb))
+                    emb = text_encoder(ids, mask, text_post)
+                sums.text.add(emb, post_user[text_post])
     finally:
         image_encoder.train(modes[0])
         text_encoder.train(modes[1])
-
-    def cat(rows: list[np.ndarray], dim: int) -> np.ndarray:
-        return np.concatenate(rows) if rows else np.zeros((0, dim), dtype=np.float32)
-
-    return PostEmbeddings(
-        image_post=np.concatenate(image_post).astype(np.int64) if image_post else np.zeros(0, np.int64),
-        image_emb=cat(image_emb, image_encoder.dim),
-        text_post=np.concatenate(text_post).astype(np.int64) if text_post else np.zeros(0, np.int64),
-        text_emb=cat(text_emb, text_encoder.dim),
-    )
+    return sums
 
 
-def merge_post_embeddings(parts: list[PostEmbeddings]) -> PostEmbeddings:
-    """Concatenate shards and sort rows by post index."""
-    image_post = np.concatenate([p.image_post for p in parts])
-    text_post = np.concatenate([p.text_post for p in parts])
-    image_order = np.argsort(image_post, kind="stable")
-    text_order = np.argsort(text_post, kind="stable")
-    return PostEmbeddings(
-        image_post=image_post[image_order],
-        image_emb=np.concatenate([p.image_emb for p in parts])[image_order],
-        text_post=text_post[text_order],
-        text_emb=np.concatenate([p.text_emb for p in parts])[text_order],
-    )
+def merge_shards(parts: list[PostSums]) -> PostSums:
+    """The ranks' sums added in the order given (rank order, as ``all_gather_object`` returns them)."""
+    if not parts:
+        raise ValueError("no shard to merge")
+    merged = parts[0]
+    for part in parts[1:]:
+        merged = PostSums(merged.image.merged(part.image), merged.text.merged(part.text))
+    return merged
 
 
-def pool_users(
-    posts: PostEmbeddings, corpus: Corpus, text_encoder: TextEncoder | None = None
-) -> EncoderEmbeddings:
+def pool_users(sums: PostSums, text_encoder: TextEncoder | None = None) -> EncoderEmbeddings:
     """Mean over each user's posts per modality; users lacking it get a zero row and mask False. With
     ``text_encoder``, the text means pass through its ``finish_users`` (the graph head, when it has one)."""
-    post_user = torch.from_numpy(np.asarray(corpus.post_user))
-    image_emb, image_mask = mean_by_user(
-        torch.from_numpy(posts.image_emb), post_user[torch.from_numpy(posts.image_post)], corpus.num_users
-    )
-    text_emb, text_mask = mean_by_user(
-        torch.from_numpy(posts.text_emb), post_user[torch.from_numpy(posts.text_post)], corpus.num_users
-    )
+    image_emb, image_mask = sums.image.means()
+    text_emb, text_mask = sums.text.means()
     if text_encoder is not None:
         with torch.no_grad():
             device = next(text_encoder.parameters()).device
@@ -199,7 +175,7 @@ def encode_shard(
     device: torch.device | str = "cpu",
     num_workers: int = 0,
     progress: bool = False,
-) -> PostEmbeddings:
+) -> PostSums:
     """This rank's share of the fixed export batches, encoded."""
     batches = export_batches(prep.corpus.num_posts, batch_size)
     mine = [batches[i] for i in shard_range(len(batches), rank, world_size)]
@@ -238,4 +214,4 @@ def export_user_embeddings(
     if distributed:
         parts = [None] * world_size
         torch.distributed.all_gather_object(parts, shard)
-    return pool_users(merge_post_embeddings(parts), prep.corpus, text_encoder)
+    return pool_users(merge_shards(parts), text_encoder)

@@ -1,4 +1,5 @@
-"""Export: sharded encoding equals the single-process export; pooling and masks match a loop."""
+"""Export: per-user sums equal the means over every post at once; shards add up to the single-process export;
+pooling and masks match a loop."""
 
 from __future__ import annotations
 
@@ -15,10 +16,11 @@ from stage1_encoders.export import (
     encode_shard,
     export_batches,
     export_user_embeddings,
-    merge_post_embeddings,
+    merge_shards,
     pool_users,
     shard_range,
 )
+from stage1_encoders.pooling import mean_by_user
 
 
 @pytest.mark.parametrize(("num_items", "world_size"), [(10, 3), (2, 4), (0, 2), (7, 1)])
@@ -35,6 +37,8 @@ def test_export_batches_are_fixed():
 
 @pytest.mark.parametrize("world_size", [2, 3])
 def test_sharded_export_equals_single_process_export(tiny_parts, world_size):
+    """The ranks' sums, added in rank order, give every user's count exactly and its mean to float rounding (the
+    one or two users whose posts two ranks share); every other user's mean bit for bit."""
     kwargs = {"batch_size": 48}
     full = encode_shard(tiny_parts.image_encoder, tiny_parts.text_encoder, tiny_parts.prep, **kwargs)
     shards = [
@@ -48,15 +52,20 @@ def test_sharded_export_equals_single_process_export(tiny_parts, world_size):
         )
         for rank in range(world_size)
     ]
-    assert all(len(s.image_post) + len(s.text_post) > 0 for s in shards)
-    merged = merge_post_embeddings(shards[::-1])  # gather order must not matter
-    full = merge_post_embeddings([full])
-    for name in ("image_post", "image_emb", "text_post", "text_emb"):
-        assert np.array_equal(getattr(merged, name), getattr(full, name)), name
-    one = pool_users(full, tiny_parts.corpus)
-    many = pool_users(merged, tiny_parts.corpus)
-    assert np.array_equal(one.user_image_emb, many.user_image_emb)
-    assert np.array_equal(one.user_text_emb, many.user_text_emb)
+    assert all(int(s.image.counts.sum() + s.text.counts.sum()) > 0 for s in shards)
+    merged = merge_shards(shards)
+    for name in ("image", "text"):
+        assert torch.equal(getattr(merged, name).counts, getattr(full, name).counts), name
+        # users in one shard only: their sums are that shard's, bit for bit
+        alone = (torch.stack([getattr(s, name).counts > 0 for s in shards]).sum(0) == 1).numpy()
+        assert alone.sum() > len(alone) // 2
+        assert torch.equal(getattr(merged, name).sums[alone], getattr(full, name).sums[alone]), name
+    one, many = pool_users(full), pool_users(merged)
+    np.testing.assert_allclose(many.user_image_emb, one.user_image_emb, rtol=1e-6, atol=1e-7)
+    np.testing.assert_allclose(many.user_text_emb, one.user_text_emb, rtol=1e-6, atol=1e-7)
+    assert np.array_equal(many.image_mask, one.image_mask) and np.array_equal(many.text_mask, one.text_mask)
+    with pytest.raises(ValueError, match="no shard to merge"):
+        merge_shards([])
 
 
 def test_export_pools_every_post_per_user(tiny_parts):
@@ -91,14 +100,29 @@ def test_export_pools_every_post_per_user(tiny_parts):
     tiny_parts.text_encoder.train()
 
 
-def test_exported_rows_do_not_keep_the_encoders_hidden_states_alive():
-    from stage1_encoders.export import _own_rows
-
-    hidden = torch.randn(8, 32, 16)  # [B, L, H]; the text encoder returns the view hidden[:, 0]
-    rows = _own_rows(hidden[:, 0])
-    assert np.array_equal(rows, hidden[:, 0].numpy()) and rows.dtype == np.float32
-    assert not np.shares_memory(rows, hidden.numpy())  # its own 8 x 16 floats
-    assert np.shares_memory(hidden[:, 0].numpy(), hidden.numpy())  # a plain .numpy() kept all of [B, L, H]
+def test_export_sums_equal_the_means_over_every_post_row_at_once(tiny_parts):
+    """The export keeps no post's row: each batch is added to its users' sums. The means equal ``mean_by_user``
+    over every post's row at once (how the export pooled before), bit for bit, with the same batches."""
+    corpus, prep = tiny_parts.corpus, tiny_parts.prep
+    image_encoder, text_encoder = tiny_parts.image_encoder.eval(), tiny_parts.text_encoder.eval()
+    batches = export_batches(corpus.num_posts, 16)
+    sums = encode_posts(image_encoder, text_encoder, prep, batches)
+    assert sums.image.sums.shape == (corpus.num_users, image_encoder.dim)  # [U, D], not a row per post
+    post_user = torch.as_tensor(np.asarray(corpus.post_user), dtype=torch.long)
+    has_image, has_text = np.asarray(corpus.post_has_image), np.asarray(corpus.post_has_text)
+    with torch.no_grad():
+        image_rows = [image_encoder(prep.images(b[has_image[b]])) for b in batches if has_image[b].any()]
+        text_rows = [
+            text_encoder(*prep.texts(b[has_text[b]]), torch.from_numpy(b[has_text[b]]))
+            for b in batches
+            if has_text[b].any()
+        ]
+    image_want = mean_by_user(torch.cat(image_rows), post_user[np.flatnonzero(has_image)], corpus.num_users)
+    text_want = mean_by_user(torch.cat(text_rows), post_user[np.flatnonzero(has_text)], corpus.num_users)
+    for got, want in ((sums.image.means(), image_want), (sums.text.means(), text_want)):
+        assert torch.equal(got[0], want[0]) and torch.equal(got[1], want[1])
+    tiny_parts.image_encoder.train()
+    tiny_parts.text_encoder.train()
 
 
 def test_export_reads_pooled_caption_states_without_tokenizing(tiny_parts, monkeypatch):
@@ -121,14 +145,19 @@ def test_export_reads_pooled_caption_states_without_tokenizing(tiny_parts, monke
     out = encode_posts(tiny_parts.image_encoder, text_encoder, prep, batches)
     assert calls == []  # no caption tokenized
     has_text = np.asarray(tiny_parts.corpus.post_has_text)
-    assert np.array_equal(out.text_post, np.flatnonzero(has_text))
     with torch.no_grad():  # the checked path: tokenize, compare the token counts, read the rows
         want = [
-            text_encoder(*real_texts(b[has_text[b]]), torch.from_numpy(b[has_text[b]])).numpy()
+            text_encoder(*real_texts(b[has_text[b]]), torch.from_numpy(b[has_text[b]]))
             for b in batches
             if has_text[b].any()
         ]
-    assert np.array_equal(out.text_emb, np.concatenate(want))
+    post_user = torch.as_tensor(np.asarray(tiny_parts.corpus.post_user), dtype=torch.long)
+    means, has = mean_by_user(
+        torch.cat(want), post_user[np.flatnonzero(has_text)], tiny_parts.corpus.num_users
+    )
+    assert torch.equal(out.text.means()[0], means) and torch.equal(out.text.counts > 0, has)
+    # the same means as the training's (the graph head's input), also read from the cache by chunks of posts
+    assert torch.equal(text_encoder.user_means()[0], means)
 
     without = np.flatnonzero(~has_text)[:2]
     with pytest.raises(

@@ -64,6 +64,27 @@ def task_loss(out: torch.Tensor, target: torch.Tensor, task: str, training: bool
     return F.huber_loss(pred, target) if training else (pred - target).abs().mean()
 
 
+def train_step(
+    model: torch.nn.Module, opt: torch.optim.Optimizer, target: torch.Tensor, train: torch.Tensor, task: str
+) -> None:
+    """One full-batch training step: every user's outputs, the loss on the ``train`` users, backward, ``opt``."""
+    model.train()
+    opt.zero_grad(set_to_none=True)
+    out = model()
+    task_loss(out[train], target[train], task, training=True).backward()
+    opt.step()
+
+
+def val_outputs(
+    model: torch.nn.Module, target: torch.Tensor, val: torch.Tensor, task: str
+) -> tuple[float, torch.Tensor]:
+    """Every user's outputs ``[N, C]`` in eval mode, without gradients, and the early-stopping loss on ``val``."""
+    model.eval()
+    with torch.no_grad():
+        out = model()
+        return float(task_loss(out[val], target[val], task, training=False)), out
+
+
 def train_network(
     model: torch.nn.Module,
     groups: list[dict[str, Any]] | None,
@@ -84,15 +105,8 @@ def train_network(
     best_val, best_out, since_best, epochs = float("inf"), None, 0, 0
     while epochs < max_epochs:
         epochs += 1
-        model.train()
-        opt.zero_grad(set_to_none=True)
-        out = model()
-        task_loss(out[idx["train"]], target[idx["train"]], task, training=True).backward()
-        opt.step()
-        model.eval()
-        with torch.no_grad():
-            out = model()
-            val = float(task_loss(out[idx["val"]], target[idx["val"]], task, training=False))
+        train_step(model, opt, target, idx["train"], task)
+        val, out = val_outputs(model, target, idx["val"], task)
         if val < best_val:
             best_val, best_out, since_best = val, out.detach().clone(), 0
         else:

@@ -9,7 +9,14 @@ import torch, Lightning and the encoders.
 
 from stage1_encoders.config import ConfigError, Stage1Config
 
-__all__ = ["ConfigError", "Stage1Config", "Stage1Result", "prepare_text_states", "run_stage1"]
+__all__ = [
+    "ConfigError",
+    "Stage1Config",
+    "Stage1Result",
+    "clear_lower_states_memo",
+    "prepare_text_states",
+    "run_stage1",
+]
 
 
 def __getattr__(name: str):
@@ -17,4 +24,8 @@ def __getattr__(name: str):
         from stage1_encoders import stage
 
         return getattr(stage, name)
+    if name == "clear_lower_states_memo":
+        from stage1_encoders import encoders
+
+        return encoders.clear_lower_states_memo
     raise AttributeError(f"module 'stage1_encoders' has no attribute {name!r}")

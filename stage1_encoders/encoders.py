@@ -8,6 +8,7 @@ come from ``TextEncoder.mlm_logits``; the losses live in ``stage1_encoders.losse
 from __future__ import annotations
 
 import fcntl
+import gc
 import hashlib
 import logging
 import time
@@ -409,8 +410,12 @@ _LOWER_STATES_MEMO: dict[tuple, tuple[torch.Tensor, torch.Tensor]] = {}
 
 
 def clear_lower_states_memo() -> None:
-    """Forget the caption states this process keeps (``LowerStates``); a later use loads or computes them again."""
+    """Forget the caption states this process keeps (``LowerStates``) and free them now; a later use loads or
+    computes them again. Freeing needs the cycle collector: a text encoder and its ``LowerStates`` refer to each
+    other, so an encoder its caller dropped would keep its states until Python next collected cycles (at the
+    paper's size 3 GB, alive for half a minute beside stage 1's own copy: docs/performance.md)."""
     _LOWER_STATES_MEMO.clear()
+    gc.collect()
 
 
 class LowerStates:

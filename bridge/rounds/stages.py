@@ -27,6 +27,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 import json
+import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -161,6 +162,16 @@ def prepare_text_states(
     from stage1_encoders import prepare_text_states as prepare
 
     return prepare(cfg, corpus, threads, progress)
+
+
+def release_text_states() -> None:
+    """Free the caption states that the stage-1 runs of this process keep for later rounds (``--jobs 1``): the
+    evaluation does not read them, and at the paper's size they are 3 GB. Nothing to do (and nothing imported) when
+    no stage 1 ran here."""
+    if "stage1_encoders.encoders" in sys.modules:
+        from stage1_encoders import clear_lower_states_memo
+
+        clear_lower_states_memo()
 
 
 def run_stage2(cfg: Stage2Config, corpus: Corpus | None = None) -> Any:

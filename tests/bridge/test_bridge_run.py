@@ -23,6 +23,7 @@ from bridge.rounds.runner import run_bridge
 from bridge.runfolder.manifest import Manifest, ManifestConflict
 from bridge.runfolder.paths import RunPaths
 from mmga_common.config import ConfigError
+from stage1_encoders import encoders as lower_states
 from tests.bridge.bridge_tiny import TINY_EVAL, TINY_STAGE2, tiny_bridge_config
 
 REPO = Path(__file__).resolve().parents[2]
@@ -40,6 +41,7 @@ class StageSpy:
         self.corpora: list = []  # the Corpus object each call got
         self.fail_once = fail_once
         self.prepared: list[tuple[Path, int]] = []  # (text states folder, stage calls before it)
+        self.states_kept: list[int] = []  # caption states this process keeps after each stage-1 run
         self._run1, self._run2 = stages.run_stage1, stages.run_stage2
         self._prepare = stages.prepare_text_states
         monkeypatch.setattr(stages, "run_stage1", self.stage1)
@@ -57,7 +59,10 @@ class StageSpy:
     def stage1(self, cfg, corpus=None):
         self.calls.append(self._key(cfg, "stage1"))
         self.corpora.append(corpus)
-        return self._run1(cfg, corpus)
+        try:
+            return self._run1(cfg, corpus)
+        finally:
+            self.states_kept.append(len(lower_states._LOWER_STATES_MEMO))
 
     def stage2(self, cfg, corpus=None):
         key = self._key(cfg, "stage2")
@@ -81,7 +86,11 @@ def reference_run(tiny_corpus, tmp_path_factory):
     mp.setattr(
         evaluate_mod,
         "_evaluate_job",
-        lambda row, *a: REFERENCE_EVAL_ORDER.append(row.method) or real_job(row, *a),
+        lambda row, *a: (
+            REFERENCE_EVAL_ORDER.append(row.method)
+            or REFERENCE_STATES_AT_EVAL.append(len(lower_states._LOWER_STATES_MEMO))
+            or real_job(row, *a)
+        ),
     )
     run_dir = tmp_path_factory.mktemp("bridge_ref")
     try:
@@ -90,12 +99,22 @@ def reference_run(tiny_corpus, tmp_path_factory):
         mp.undo()
     REFERENCE_LOADS[:] = [loads, spy.corpora]
     REFERENCE_PREPARED[:] = spy.prepared
+    REFERENCE_STATES_KEPT[:] = spy.states_kept
     return result, spy.calls, run_dir
 
 
 REFERENCE_LOADS: list = []  # (load_corpus calls, the Corpus each stage call got) of the reference run
 REFERENCE_PREPARED: list = []  # the reference run's prepare_text_states calls (StageSpy.prepared)
 REFERENCE_EVAL_ORDER: list = []  # the method of each evaluation the reference run started, in order
+REFERENCE_STATES_AT_EVAL: list = []  # caption states the process kept as each evaluation started
+REFERENCE_STATES_KEPT: list = []  # caption states the process kept after each stage-1 run
+
+
+def test_the_caption_states_are_freed_before_the_evaluations(reference_run):
+    """Stage 1 keeps the caption states for the rounds that follow; once the chains are done the bridge frees
+    them (``stages.release_text_states``): the evaluations do not read them (3 GB at the paper's size)."""
+    assert REFERENCE_STATES_KEPT and REFERENCE_STATES_KEPT[-1] == 1  # kept by the last stage-1 run
+    assert REFERENCE_STATES_AT_EVAL and set(REFERENCE_STATES_AT_EVAL) == {0}
 
 
 def test_the_costliest_evaluations_start_first(reference_run):

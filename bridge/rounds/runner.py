@@ -19,7 +19,6 @@ import numpy as np
 
 from bridge.report import ReportInputs, RunFacts, write_report
 from bridge.report.tracking import log_evaluations
-from bridge.rounds import stages
 from bridge.rounds.config import BridgeConfig
 from bridge.rounds.console import (
     Console,
@@ -189,7 +188,6 @@ def run_bridge(
         captions = 0 if paths.holds_text_states() else int(np.asarray(corpus.post_has_text).sum())
         console.info(size.estimate_line(jobs, corpus.num_users, captions))
         run_chains(run, corpus, templates, jobs, size.stage_estimates(corpus.num_users))
-        stages.release_text_states()  # kept for later rounds by stage 1 in this process; not read from here on
         rows, evaluated = evaluate_rows(run, corpus, jobs)
         environment = {
             "torch_threads": torch.get_num_threads(),

@@ -165,8 +165,8 @@ def prepare_text_states(
 
 
 def release_text_states() -> None:
-    """Free the caption states that the stage-1 runs of this process keep for later rounds (``--jobs 1``): the
-    evaluation does not read them, and at the paper's size they are 3 GB. Nothing to do (and nothing imported) when
+    """Free the caption states that a stage-1 run of this process keeps for later rounds: stage 2 and the
+    evaluation do not read them, and at the paper's size they are 3 GB. Nothing to do (and nothing imported) when
     no stage 1 ran here."""
     if "stage1_encoders.encoders" in sys.modules:
         from stage1_encoders import clear_lower_states_memo
@@ -372,7 +372,13 @@ def call_stage(stage: str, config: Any, corpus: Corpus | None = None) -> StageOu
     or else on this process's copy of ``config.corpus`` (a worker loads it once for all its stages)."""
     start = time.perf_counter()
     corpus = corpus if corpus is not None else process_corpus(str(config.corpus))
-    result = run_stage1(config, corpus) if stage == "stage1" else run_stage2(config, corpus)
+    if stage == "stage1":
+        result = run_stage1(config, corpus)
+        # Its caption states are in the run folder's file: freed here rather than carried through stage 2 and the
+        # evaluation (3 GB at the paper's size); the next stage-1 run loads the file again (seconds).
+        release_text_states()
+    else:
+        result = run_stage2(config, corpus)
     seconds = time.perf_counter() - start
     return StageOutcome(
         checkpoint=Path(result.checkpoint),

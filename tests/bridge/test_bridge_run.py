@@ -41,7 +41,8 @@ class StageSpy:
         self.corpora: list = []  # the Corpus object each call got
         self.fail_once = fail_once
         self.prepared: list[tuple[Path, int]] = []  # (text states folder, stage calls before it)
-        self.states_kept: list[int] = []  # caption states this process keeps after each stage-1 run
+        self.states_kept: list[int] = []  # caption states the process keeps after each stage-1 run
+        self.states_at_stage2: list[int] = []  # and as each stage-2 run starts
         self._run1, self._run2 = stages.run_stage1, stages.run_stage2
         self._prepare = stages.prepare_text_states
         monkeypatch.setattr(stages, "run_stage1", self.stage1)
@@ -65,6 +66,7 @@ class StageSpy:
             self.states_kept.append(len(lower_states._LOWER_STATES_MEMO))
 
     def stage2(self, cfg, corpus=None):
+        self.states_at_stage2.append(len(lower_states._LOWER_STATES_MEMO))
         key = self._key(cfg, "stage2")
         self.calls.append(key)
         self.corpora.append(corpus)
@@ -100,6 +102,7 @@ def reference_run(tiny_corpus, tmp_path_factory):
     REFERENCE_LOADS[:] = [loads, spy.corpora]
     REFERENCE_PREPARED[:] = spy.prepared
     REFERENCE_STATES_KEPT[:] = spy.states_kept
+    REFERENCE_STATES_AT_STAGE2[:] = spy.states_at_stage2
     return result, spy.calls, run_dir
 
 
@@ -108,12 +111,15 @@ REFERENCE_PREPARED: list = []  # the reference run's prepare_text_states calls (
 REFERENCE_EVAL_ORDER: list = []  # the method of each evaluation the reference run started, in order
 REFERENCE_STATES_AT_EVAL: list = []  # caption states the process kept as each evaluation started
 REFERENCE_STATES_KEPT: list = []  # caption states the process kept after each stage-1 run
+REFERENCE_STATES_AT_STAGE2: list = []  # caption states the process kept as each stage-2 run started
 
 
-def test_the_caption_states_are_freed_before_the_evaluations(reference_run):
-    """Stage 1 keeps the caption states for the rounds that follow; once the chains are done the bridge frees
-    them (``stages.release_text_states``): the evaluations do not read them (3 GB at the paper's size)."""
-    assert REFERENCE_STATES_KEPT and REFERENCE_STATES_KEPT[-1] == 1  # kept by the last stage-1 run
+def test_the_caption_states_are_freed_after_each_stage1_run(reference_run):
+    """Stage 1 keeps the caption states for a later run in the process; the bridge frees them once each stage-1
+    run returned (``stages.release_text_states``; the next one loads the file): stage 2 and the evaluations do not
+    read them (3 GB at the paper's size)."""
+    assert len(REFERENCE_STATES_KEPT) > 1 and set(REFERENCE_STATES_KEPT) == {1}  # kept by stage 1 itself
+    assert REFERENCE_STATES_AT_STAGE2 and set(REFERENCE_STATES_AT_STAGE2) == {0}
     assert REFERENCE_STATES_AT_EVAL and set(REFERENCE_STATES_AT_EVAL) == {0}
 
 

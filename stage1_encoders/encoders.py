@@ -405,7 +405,8 @@ def restore_frozen_text(
 _HEAD_SEED_OFFSET = 7919  # the graph head's init stream: the run's seed + this
 _MEAN_CHUNK = 65536  # caption rows per step of the users' mean caption embedding
 
-# One corpus's lower states per process, so the rounds and seeds of a bridge run compute them once.
+# One corpus's lower states per process, so the stage-1 runs of a process compute or load them once, until
+# clear_lower_states_memo (the bridge frees them after each stage-1 run; the next one loads the stored file).
 _LOWER_STATES_MEMO: dict[tuple, tuple[torch.Tensor, torch.Tensor]] = {}
 
 

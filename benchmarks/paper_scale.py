@@ -15,7 +15,9 @@ of every post, stage 2 fit, stage 2 graph export, and the evaluation of the MMGA
 size: wall time per step (corpus load, caption states, stage 1 fit and export, stage 2 fit and export,
 evaluation), posts/s for stage 1 training and export, stage 2 seconds per step, the peak
 resident memory of the bridge process and of its whole process tree, and the disk used by the corpus and
-the run. ``--json`` writes every figure; ``--plot`` draws how time grows with the size (log-log).
+the run. ``--json`` writes every figure; ``--plot`` draws how time grows with the size (log-log). The memory
+timeline of each round (every 5 s: tree RSS and the log's last line) is written to ``round_<users>.memory.tsv``
+in ``--dir`` while the round runs.
 
 The targets of issue 13 at 60,000 users on the 2-core machine: the whole round <= 60 min, peak RSS <= 12 GB,
 stage 1 export >= 2,000 posts/s. Check ``uptime`` before a run: the figures are only meaningful on an
@@ -54,14 +56,23 @@ def corpus_knobs(users: int) -> dict:
 
 
 class PeakMemory:
-    """Samples the resident set of a process and of its whole tree (workers included) every ``interval``."""
+    """Samples the resident set of a process and of its whole tree (workers included) every ``interval``.
 
-    def __init__(self, pid: int, interval: float = 0.5, log: Path | None = None):
+    Every 5 s it keeps ``(seconds, tree RSS, the last line of the process's log)`` in ``timeline`` and, with
+    ``timeline_file``, appends it there at once (tab-separated, flushed), so a round that is interrupted, or a
+    benchmark that is, still leaves where the memory went up to that point."""
+
+    def __init__(
+        self, pid: int, interval: float = 0.5, log: Path | None = None, timeline_file: Path | None = None
+    ):
         self.proc = psutil.Process(pid)
         self.interval = interval
         self.log = log
+        self.timeline_file = timeline_file
+        if timeline_file is not None:
+            timeline_file.write_text("seconds\ttree_rss_bytes\tlast_log_line\n", encoding="utf-8")
         self.peak_self = self.peak_tree = 0
-        self.timeline: list[tuple[float, int, str]] = []  # (seconds, tree RSS, last log line) every 5 s
+        self.timeline: list[tuple[float, int, str]] = []
         self._start = time.perf_counter()
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
@@ -82,8 +93,15 @@ class PeakMemory:
             self.peak_self, self.peak_tree = max(self.peak_self, own), max(self.peak_tree, tree)
             now = time.perf_counter() - self._start
             if not self.timeline or now - self.timeline[-1][0] >= 5.0:
-                self.timeline.append((round(now, 1), tree, self._last_line()))
+                self._keep((round(now, 1), tree, self._last_line()))
             self._stop.wait(self.interval)
+
+    def _keep(self, sample: tuple[float, int, str]) -> None:
+        self.timeline.append(sample)
+        if self.timeline_file is not None:
+            line = "\t".join(str(field).replace("\t", " ") for field in sample)
+            with self.timeline_file.open("a", encoding="utf-8") as out:
+                out.write(line + "\n")
 
     def _last_line(self) -> str:
         """The last line the process has logged so far (where it is), for the memory timeline."""
@@ -104,11 +122,12 @@ def run_measured(cmd: list[str], log: Path) -> dict:
 
     ``peak_rss`` is the kernel's high-water mark of the process (``ru_maxrss`` from ``wait4``, which
     covers it and the children it waited for, the largest of them); ``peak_tree_rss`` the largest sampled
-    sum over the process and all its descendants."""
+    sum over the process and all its descendants. The memory timeline is written as it is sampled to
+    ``log`` with the suffix ``.memory.tsv``."""
     start = time.perf_counter()
     with log.open("w", encoding="utf-8") as out:
         proc = subprocess.Popen(cmd, cwd=ROOT, stdout=out, stderr=subprocess.STDOUT)
-        sampler = PeakMemory(proc.pid, log=log)
+        sampler = PeakMemory(proc.pid, log=log, timeline_file=log.with_suffix(".memory.tsv"))
         _, status, usage = os.wait4(proc.pid, 0)
         proc.returncode = os.waitstatus_to_exitcode(status)
         sampler.stop()

@@ -1,14 +1,17 @@
 """benchmarks/paper_scale.py's pieces that need no full round: the bridge command it runs (read back by the
-bridge's own parser) and the caption states' seconds read from the bridge's log."""
+bridge's own parser), the caption states' seconds read from the bridge's log, and the memory timeline written
+as it is sampled."""
 
 from __future__ import annotations
 
+import subprocess
 import sys
+import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "benchmarks"))  # the script's own imports
 
-from benchmarks.paper_scale import bridge_command, text_states_seconds  # noqa: E402
+from benchmarks.paper_scale import PeakMemory, bridge_command, text_states_seconds  # noqa: E402
 from bridge.alternate import build_parser  # noqa: E402
 
 
@@ -36,3 +39,28 @@ def test_caption_states_seconds_come_from_the_bridge_log():
     assert text_states_seconds("[stage 1/2] seed_0/mmga/round_0/stage1 done in 40.2 s\n") == {
         "text_states_seconds": None
     }
+
+
+def test_the_memory_timeline_is_on_disk_while_the_round_runs(tmp_path):
+    """Each sample reaches the timeline file as it is taken, not when the round ends: here the file holds the
+    process's samples while it still runs (its log's last line included)."""
+    log = tmp_path / "round.log"
+    log.write_text("[stage 1/2] seed_0/mmga/round_0/stage1 started\n", encoding="utf-8")
+    timeline = tmp_path / "round.memory.tsv"
+    process = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(30)"])
+    try:
+        sampler = PeakMemory(process.pid, interval=0.05, log=log, timeline_file=timeline)
+        deadline = time.monotonic() + 10
+        while len(timeline.read_text(encoding="utf-8").splitlines()) < 2 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert process.poll() is None  # still running
+        header, first = timeline.read_text(encoding="utf-8").splitlines()[:2]
+        assert header == "seconds\ttree_rss_bytes\tlast_log_line"
+        seconds, rss, line = first.split("\t")
+        assert float(seconds) >= 0 and int(rss) > 0  # the first sample may come before the child has started
+        assert line == "[stage 1/2] seed_0/mmga/round_0/stage1 started"
+        sampler.stop()
+        assert sampler.timeline[0] == (float(seconds), int(rss), line)
+    finally:
+        process.kill()
+        process.wait()

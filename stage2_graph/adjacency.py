@@ -4,7 +4,8 @@
 The graph is undirected, so the pattern is symmetric: the column pointer equals the row pointer and
 the CSR->CSC permutation is the permutation that maps each directed entry to its reverse. Both are known
 once the graph is built, so every adjacency made from it (the full one, or one with held-out edges
-removed) carries its transpose caches from the start and torch-sparse never sorts again.
+removed) carries its transpose caches from the start and torch-sparse never sorts again, and is marked
+symmetric for the kernels (``ops.mark_symmetric``).
 """
 
 from __future__ import annotations
@@ -12,6 +13,8 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 from torch_sparse import SparseStorage, SparseTensor
+
+from stage2_graph.ops import mark_symmetric
 
 
 def _csr_adj_t(row: Tensor, rowptr: Tensor, col: Tensor, rev: Tensor, num_nodes: int) -> SparseTensor:
@@ -30,7 +33,7 @@ def _csr_adj_t(row: Tensor, rowptr: Tensor, col: Tensor, rev: Tensor, num_nodes:
         is_sorted=True,
         trust_data=True,
     )
-    return SparseTensor.from_storage(storage)
+    return mark_symmetric(SparseTensor.from_storage(storage))
 
 
 class GraphStructure(nn.Module):

@@ -1,5 +1,7 @@
 """``gated_spmm``: a sparse-dense product whose edge values are learned, with a parallel value gradient;
-``sampled_dot``: per-edge dot products of two node tensors (the pair-aware gate's scores).
+``sampled_dot``: per-edge dot products of two node tensors; ``pair_scores``: the pair-aware gate's scores,
+``target[u] + source[v] + sum_k scale_k unit[u, k] unit[v, k]``, with one product in its backward where the
+pattern is symmetric (``mark_symmetric``) instead of two.
 
 On CPU in float32/float64 every product runs on PyTorch's own CSR kernels over ``adj_t``'s index arrays (no
 copy of them): the SpMM ``torch.sparse_csr_tensor @ dense`` (forward, and the gradient with respect to the
@@ -46,12 +48,31 @@ _INDEX: weakref.WeakKeyDictionary[SparseStorage, dict[str, tuple[Tensor, Tensor]
     weakref.WeakKeyDictionary()
 )
 _INT32_LIMIT = torch.iinfo(torch.int32).max
+# Adjacencies whose pattern is symmetric and whose ``csr2csc`` maps each entry to its reverse (every adjacency of
+# :class:`GraphStructure`, held-out edges removed or not): their transpose has the same index arrays, and a
+# symmetric bilinear score needs one product in its backward (:func:`pair_scores`). Unmarked ones take the
+# general path, with the same results.
+_SYMMETRIC: weakref.WeakSet[SparseStorage] = weakref.WeakSet()
+
+
+def mark_symmetric(adj_t: SparseTensor) -> SparseTensor:
+    """Declare ``adj_t``'s pattern symmetric, with ``csr2csc`` (and ``csc2csr``) mapping each entry to the
+    position of its reverse; returns ``adj_t``. Only for adjacencies known to be so by construction (no check:
+    a wrong mark gives wrong gradients). The mark lives with ``adj_t``'s storage, not with copies of it."""
+    _SYMMETRIC.add(adj_t.storage)
+    return adj_t
+
+
+def is_symmetric(adj_t: SparseTensor) -> bool:
+    return adj_t.storage in _SYMMETRIC
 
 
 def _index(storage: SparseStorage, order: str) -> tuple[Tensor, Tensor]:
     """``storage``'s CSR index (``order="csr"``: ``(rowptr, col)``) or its transpose's (``"csc"``: ``(colptr,
     row in CSC order)``), in the kernels' index type, built once per adjacency."""
     cached = _INDEX.setdefault(storage, {})
+    if order == "csc" and storage in _SYMMETRIC:  # the transpose's index arrays are the adjacency's own
+        order = "csr"
     if order not in cached:
         fits = storage.col().numel() <= _INT32_LIMIT and max(storage.sparse_sizes()) <= _INT32_LIMIT
         dtype = torch.int32 if fits else torch.long
@@ -122,6 +143,77 @@ class _SampledDot(torch.autograd.Function):
         if ctx.needs_input_grad[1]:  # d/d right[v] = sum_u grad[e(u, v)] left[u]: an SpMM over the transpose
             grad_right = _spmm_transposed(ctx.adj_t, grad_out, left)
         return grad_left, grad_right, None
+
+
+class _SymmetricPairScores(torch.autograd.Function):
+    """``e = target[u] + source[v] + sum_k scale_k unit[u, k] unit[v, k]`` on a symmetric pattern: the forward is
+    one SDDMM of ``[target, 1, scale * unit]`` and ``[1, source, unit]``; in the backward the gradients of both
+    ends of the bilinear term are one SpMM with ``grad + grad[reverse]`` (where the general path needs a product
+    and a transposed product, each at the SDDMM's width), and ``target``'s and ``source``'s are the row sums of
+    ``grad`` and of its reverse."""
+
+    @staticmethod
+    def forward(
+        ctx, target: Tensor, source: Tensor, unit: Tensor, scale: Tensor, adj_t: SparseTensor
+    ) -> Tensor:
+        ctx.adj_t = adj_t
+        ctx.save_for_backward(unit, scale)
+        num_nodes, width = unit.shape
+        left, right = unit.new_empty(num_nodes, width + 2), unit.new_empty(num_nodes, width + 2)
+        left[:, 0], left[:, 1], right[:, 0], right[:, 1], right[:, 2:] = target, 1.0, 1.0, source, unit
+        torch.mul(unit, scale, out=left[:, 2:])
+        return _sddmm(adj_t, left, right)
+
+    @staticmethod
+    def backward(ctx, grad_out: Tensor):
+        unit, scale = (t.detach() for t in ctx.saved_tensors)
+        adj_t = ctx.adj_t
+        grad_out = grad_out.contiguous()
+        reverse = grad_out.index_select(0, adj_t.storage.csr2csc())
+        ones = grad_out.new_ones(adj_t.size(1), 1)
+        # Row sums as products with a column of ones: PyTorch's CSR kernel is parallel (torch-scatter's
+        # segment_csr took 2.5-4.8x its time here).
+        grad_target = _spmm(adj_t, grad_out, ones).view(-1) if ctx.needs_input_grad[0] else None
+        grad_source = _spmm(adj_t, reverse, ones).view(-1) if ctx.needs_input_grad[1] else None
+        grad_unit = grad_scale = None
+        if ctx.needs_input_grad[2] or ctx.needs_input_grad[3]:
+            # d/d unit[w] = scale * (sum_v grad[e(w, v)] unit[v] + sum_u grad[e(u, w)] unit[u]), and the second
+            # sum runs over w's own row through the reverse entries: one product with grad + grad[reverse].
+            product = _spmm(adj_t, grad_out + reverse, unit)
+            if ctx.needs_input_grad[2]:
+                grad_unit = product * scale
+            if ctx.needs_input_grad[3]:  # sum_e grad[e] unit[u] unit[v], each entry counted from both ends
+                grad_scale = 0.5 * (product * unit).sum(0)
+        return grad_target, grad_source, grad_unit, grad_scale, None
+
+
+def pair_scores(adj_t: SparseTensor, target: Tensor, source: Tensor, unit: Tensor, scale: Tensor) -> Tensor:
+    """``out[e] = target[u] + source[v] + sum_k scale[k] unit[u, k] unit[v, k]`` for every entry ``e = (u, v)``
+    of ``adj_t`` (CSR order): the cosine gate's score (:class:`MGate`) of one head.
+
+    On CPU in float32/float64 over a symmetric pattern (:func:`mark_symmetric`) its backward takes one SpMM for
+    both ends of the bilinear term instead of two; otherwise it is :func:`sampled_dot` of ``[target, 1, scale *
+    unit]`` and ``[1, source, unit]``.
+
+    Args:
+        adj_t: ``SparseTensor [N, N]`` (row = target); its stored values are ignored.
+        target, source: ``[N]``. unit: ``[N, K]``. scale: ``[K]``.
+
+    Returns:
+        ``[nnz]``.
+    """
+    fast = (
+        unit.device.type == "cpu"
+        and unit.dtype in _SDDMM_DTYPES
+        and all(t.dtype == unit.dtype for t in (target, source, scale))
+        and is_symmetric(adj_t)
+    )
+    if fast and torch.is_grad_enabled() and any(t.requires_grad for t in (target, source, unit, scale)):
+        return _SymmetricPairScores.apply(target, source, unit.contiguous(), scale, adj_t)
+    ones = unit.new_ones(unit.shape[0], 1)
+    left = torch.cat([target.unsqueeze(1), ones, unit * scale], dim=1)
+    right = torch.cat([ones, source.unsqueeze(1), unit], dim=1)
+    return sampled_dot(adj_t, left, right)
 
 
 def sampled_dot(adj_t: SparseTensor, left: Tensor, right: Tensor) -> Tensor:

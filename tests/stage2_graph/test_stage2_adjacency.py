@@ -1,4 +1,5 @@
-"""GraphStructure: symmetric, merged, loop-free adjacency; transpose caches; held-out adjacency; SDDMM."""
+"""GraphStructure: symmetric, merged, loop-free adjacency; transpose caches; held-out adjacency; the kernels
+(SDDMM, gated SpMM, the gate's pair scores)."""
 
 from __future__ import annotations
 
@@ -8,7 +9,7 @@ import weakref
 import pytest
 import torch
 from stage2_reference import random_graph
-from torch_sparse import SparseTensor
+from torch_sparse import SparseStorage, SparseTensor
 
 from stage2_graph import GraphStructure, ops
 from stage2_graph.ops import gated_spmm, sampled_dot
@@ -149,11 +150,31 @@ def test_gated_spmm_matches_a_dense_product_and_its_gradients(dtype, grads):
     )
 
 
-def test_kernel_index_cache_is_the_transpose_in_int32_and_lives_with_the_adjacency():
+def unmarked_copy(adj_t: SparseTensor) -> SparseTensor:
+    """The same adjacency, caches included, in a storage of its own (so without the symmetric mark)."""
+    storage = adj_t.storage
+    return SparseTensor.from_storage(
+        SparseStorage(
+            row=storage.row(),
+            rowptr=storage.rowptr(),
+            col=storage.col(),
+            value=None,
+            sparse_sizes=storage.sparse_sizes(),
+            colptr=storage.colptr(),
+            csr2csc=storage.csr2csc(),
+            csc2csr=storage.csc2csr(),
+            is_sorted=True,
+        )
+    )
+
+
+@pytest.mark.parametrize("marked", [True, False])
+def test_kernel_index_cache_is_the_transpose_in_int32_and_lives_with_the_adjacency(marked):
     """The cached index of the transposed product equals torch-sparse's own transpose; it is int32 (what the CSR
-    kernels take) and goes when the adjacency does."""
+    kernels take) and goes when the adjacency does. A symmetric adjacency's is its own CSR index (no copy)."""
     edges = random_graph(30, 80, num_isolated=4, seed=6)
     adj_t, _ = GraphStructure(edges, 30).adj_t()
+    adj_t = adj_t if marked else unmarked_copy(adj_t)
     colptr, row = ops._index(adj_t.storage, "csc")
     rowptr, col = ops._index(adj_t.storage, "csr")
     assert {t.dtype for t in (colptr, row, rowptr, col)} == {torch.int32}
@@ -161,10 +182,69 @@ def test_kernel_index_cache_is_the_transpose_in_int32_and_lives_with_the_adjacen
     assert torch.equal(colptr.long(), transposed_rowptr) and torch.equal(row.long(), transposed_col)
     assert torch.equal(rowptr.long(), adj_t.storage.rowptr()) and torch.equal(col.long(), adj_t.storage.col())
     storage = weakref.ref(adj_t.storage)
-    assert set(ops._INDEX[storage()]) == {"csr", "csc"}
+    assert set(ops._INDEX[storage()]) == ({"csr"} if marked else {"csr", "csc"})
     del adj_t
     gc.collect()
     assert storage() is None  # the cache did not keep it alive
+
+
+def test_graph_structure_adjacencies_are_marked_symmetric_and_are():
+    """Every adjacency of a GraphStructure (held-out edges removed or not) carries the symmetric mark, and the
+    mark is true: the pattern equals its transpose and ``csr2csc`` maps each entry to its reverse. A copy of the
+    storage, or another adjacency, is not marked."""
+    edges = random_graph(40, 120, num_isolated=3, seed=8)
+    structure = GraphStructure(edges, 40)
+    keep = torch.rand(structure.num_edges, generator=torch.Generator().manual_seed(1)) > 0.4
+    for adj_t in (structure.adj_t()[0], structure.adj_t(keep)[0]):
+        assert ops.is_symmetric(adj_t)
+        storage = adj_t.storage
+        reverse = storage.csr2csc()
+        assert torch.equal(storage.row().index_select(0, reverse), storage.col())
+        assert torch.equal(storage.col().index_select(0, reverse), storage.row())
+        assert torch.equal(adj_t.t().csr()[0], storage.rowptr())
+        assert not ops.is_symmetric(unmarked_copy(adj_t))
+        assert not ops.is_symmetric(adj_t.set_value(torch.ones(adj_t.nnz()), layout="csr"))
+    row, col = edges[:, 0], edges[:, 1]
+    assert not ops.is_symmetric(SparseTensor(row=row, col=col, sparse_sizes=(40, 40)))
+
+
+def pair_scores_reference(adj_t, target, source, unit, scale):
+    row, col, _ = adj_t.coo()
+    return target[row] + source[col] + (unit[row] * unit[col] * scale).sum(-1)
+
+
+@pytest.mark.parametrize("marked", [True, False])
+@pytest.mark.parametrize("grads", ["all", "unit", "ends"])
+def test_pair_scores_match_gathered_scores_and_their_gradients(marked, grads):
+    """The cosine gate's scores against gathers of both ends, values and the gradients of every input, on the
+    symmetric path (one product in the backward for both ends) and on the general one (two products)."""
+    edges = random_graph(30, 80, num_isolated=4, seed=9)
+    adj_t, _ = GraphStructure(edges, 30).adj_t()
+    adj_t = adj_t if marked else unmarked_copy(adj_t)
+    generator = torch.Generator().manual_seed(5)
+    inputs = {
+        "target": torch.randn(30, generator=generator, dtype=torch.double),
+        "source": torch.randn(30, generator=generator, dtype=torch.double),
+        "unit": torch.randn(30, 6, generator=generator, dtype=torch.double),
+        "scale": torch.randn(6, generator=generator, dtype=torch.double),
+    }
+    trained = {"all": list(inputs), "unit": ["unit"], "ends": ["target", "source"]}[grads]
+    for name in trained:
+        inputs[name].requires_grad_()
+    got = ops.pair_scores(adj_t, *inputs.values())
+    expected = pair_scores_reference(adj_t, *inputs.values())
+    assert (type(got.grad_fn).__name__ == "_SymmetricPairScoresBackward") == marked
+    torch.testing.assert_close(got, expected)
+    weights = torch.randn(got.shape, generator=generator, dtype=torch.double)
+    wanted = [inputs[name] for name in trained]
+    for name, a, b in zip(
+        trained,
+        torch.autograd.grad((got * weights).sum(), wanted),
+        torch.autograd.grad((expected * weights).sum(), wanted),
+    ):
+        torch.testing.assert_close(a, b, msg=name)
+    with torch.no_grad():  # the export path
+        torch.testing.assert_close(ops.pair_scores(adj_t, *inputs.values()), expected.detach())
 
 
 def test_gated_spmm_keeps_int64_indices_past_the_int32_range(monkeypatch):

@@ -149,3 +149,21 @@ def test_gate_projection_equals_one_product_of_the_concatenated_inputs(feature_d
     blocks = tuple(b.double() for b in blocks)
     weight = torch.randn(7, feature_dim + 11, dtype=torch.double)
     torch.testing.assert_close(gate._project(blocks, weight), F.linear(torch.cat(blocks, dim=-1), weight))
+
+
+@pytest.mark.parametrize("feature_dim", [0, 3])
+def test_cosine_projection_per_block_equals_the_block_diagonal_product(feature_dim):
+    """The cosine form's per-block products equal one product of ``[X || R^I || R^T]`` with ``W`` stacked over
+    the ``P_m`` placed block-diagonally under their blocks' columns: the scores ``W g`` and every block's
+    ``P_m R^m`` side by side (a block of width 0 has no projection)."""
+    torch.manual_seed(5)
+    gate = MGate(feature_dim, (5, 6), heads=2, rank=3).double()
+    blocks = tuple(torch.randn(9, d, dtype=torch.double) for d in (feature_dim, 5, 6))
+    projections = [p.weight for p in gate.pair_projections]
+    assert len(projections) == (3 if feature_dim else 2)
+    if not feature_dim:
+        projections = [torch.zeros(0, 0, dtype=torch.double), *projections]
+    weight = torch.cat([gate.lin.weight, torch.block_diag(*projections)])
+    expected = F.linear(torch.cat(blocks, dim=-1), weight)
+    scores, pair = gate._project_pairs(blocks)
+    torch.testing.assert_close(torch.cat([scores, pair], dim=-1), expected)

@@ -145,6 +145,14 @@ class _SampledDot(torch.autograd.Function):
         return grad_left, grad_right, None
 
 
+def _pair_operands(target: Tensor, source: Tensor, unit: Tensor, scale: Tensor) -> tuple[Tensor, Tensor]:
+    """``[target, 1, scale * unit]`` and ``[1, source, unit]`` (``[N, K + 2]`` each): their dot product on an entry
+    ``(u, v)`` is the pair score of :func:`pair_scores`."""
+    ones = unit.new_ones(unit.shape[0], 1)
+    left = torch.cat([target.unsqueeze(1), ones, unit * scale], dim=1)
+    return left, torch.cat([ones, source.unsqueeze(1), unit], dim=1)
+
+
 class _SymmetricPairScores(torch.autograd.Function):
     """``e = target[u] + source[v] + sum_k scale_k unit[u, k] unit[v, k]`` on a symmetric pattern: the forward is
     one SDDMM of ``[target, 1, scale * unit]`` and ``[1, source, unit]``; in the backward the gradients of both
@@ -158,11 +166,7 @@ class _SymmetricPairScores(torch.autograd.Function):
     ) -> Tensor:
         ctx.adj_t = adj_t
         ctx.save_for_backward(unit, scale)
-        num_nodes, width = unit.shape
-        left, right = unit.new_empty(num_nodes, width + 2), unit.new_empty(num_nodes, width + 2)
-        left[:, 0], left[:, 1], right[:, 0], right[:, 1], right[:, 2:] = target, 1.0, 1.0, source, unit
-        torch.mul(unit, scale, out=left[:, 2:])
-        return _sddmm(adj_t, left, right)
+        return _sddmm(adj_t, *_pair_operands(target, source, unit, scale))
 
     @staticmethod
     def backward(ctx, grad_out: Tensor):
@@ -210,10 +214,7 @@ def pair_scores(adj_t: SparseTensor, target: Tensor, source: Tensor, unit: Tenso
     )
     if fast and torch.is_grad_enabled() and any(t.requires_grad for t in (target, source, unit, scale)):
         return _SymmetricPairScores.apply(target, source, unit.contiguous(), scale, adj_t)
-    ones = unit.new_ones(unit.shape[0], 1)
-    left = torch.cat([target.unsqueeze(1), ones, unit * scale], dim=1)
-    right = torch.cat([ones, source.unsqueeze(1), unit], dim=1)
-    return sampled_dot(adj_t, left, right)
+    return sampled_dot(adj_t, *_pair_operands(target, source, unit, scale))
 
 
 def sampled_dot(adj_t: SparseTensor, left: Tensor, right: Tensor) -> Tensor:

@@ -12,6 +12,7 @@ per user, and the epochs the report's networks ran (``report/metrics.json``, whe
 
     python benchmarks/finetune_epochs.py RUN_DIR
     python benchmarks/finetune_epochs.py RUN_DIR --corpus DIR --epochs 10 --profile
+    python benchmarks/finetune_epochs.py RUN_DIR --device cuda     # the same epoch on a GPU (eval.device=cuda)
 
 Run it on an idle machine: it compares sizes, not runs; the load average is printed with the figures.
 """
@@ -44,6 +45,7 @@ from bridge.rounds.evaluate import finetune_network, stage2_checkpoint  # noqa: 
 from bridge.rounds.stages import process_corpus  # noqa: E402
 from bridge.runfolder import Manifest, RunPaths  # noqa: E402
 from mmga_common.allocator import retained_heap  # noqa: E402
+from mmga_common.runtime import resolve_torch_device  # noqa: E402
 from mmga_common.threads import torch_threads  # noqa: E402
 
 
@@ -76,6 +78,12 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--epochs", type=int, default=10, help="epochs timed after two warm-up epochs")
     parser.add_argument("--lr", type=float, default=1e-2)
     parser.add_argument("--profile", action="store_true", help="print the costliest operators of 3 epochs")
+    parser.add_argument(
+        "--device",
+        default="cpu",
+        choices=("auto", "cpu", "cuda"),
+        help="where the network trains, as the report's eval.device (default cpu; the CPU runs one thread)",
+    )
     args = parser.parse_args(argv)
 
     manifest = Manifest.load(args.run_dir / "manifest.json", log=None)
@@ -92,14 +100,18 @@ def main(argv: list[str] | None = None) -> None:
     targets = prepare_targets(
         "topic", corpus.labels, known["topic"], corpus.splits, EvalConfig().fans_buckets
     )
-    idx = {name: torch.from_numpy(np.flatnonzero(mask)) for name, mask in targets.masks.items()}
-    target = torch.from_numpy(targets.standardized())
+    device = torch.device(resolve_torch_device(args.device))
+    idx = {name: torch.from_numpy(np.flatnonzero(mask)).to(device) for name, mask in targets.masks.items()}
+    target = torch.from_numpy(targets.standardized()).to(device)
     edges = 2 * len(corpus.edges)
+    sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
 
     with torch_threads(1), retained_heap():
         torch.manual_seed(0)
         started = time.perf_counter()
         model, groups = make(targets, 0, args.lr)
+        model.to(device)
+        sync()
         build = time.perf_counter() - started
         opt = torch.optim.Adam(groups, lr=args.lr)
 
@@ -107,8 +119,9 @@ def main(argv: list[str] | None = None) -> None:
             """One epoch as ``train_network`` runs it; (training step, val forward) seconds."""
             started = time.perf_counter()
             train_step(model, opt, target, idx["train"], "topic")
+            sync()
             trained = time.perf_counter()
-            val_outputs(model, target, idx["val"], "topic")
+            val_outputs(model, target, idx["val"], "topic")  # its loss is read on the host: synchronised
             return trained - started, time.perf_counter() - trained
 
         for _ in range(2):
@@ -117,14 +130,16 @@ def main(argv: list[str] | None = None) -> None:
         if args.profile:
             from torch.profiler import ProfilerActivity, profile
 
-            with profile(activities=[ProfilerActivity.CPU]) as prof:
+            activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if device.type == "cuda" else [])
+            with profile(activities=activities) as prof:
                 for _ in range(3):
                     epoch()
     step = statistics.median(t for t, _ in times)
     val = statistics.median(v for _, v in times)
     total = statistics.median(t + v for t, v in times)
     print(
-        f"{args.row} on {corpus_dir}: {corpus.num_users:,} users, {edges:,} directed edges, 1 thread, "
+        f"{args.row} on {corpus_dir}: {corpus.num_users:,} users, {edges:,} directed edges, "
+        f"{'1 thread' if device.type == 'cpu' else torch.cuda.get_device_name(device)}, "
         f"load {load[0]:.2f} before, {os.getloadavg()[0]:.2f} after"
     )
     print(f"  network built in {build:.1f} s")
@@ -140,7 +155,8 @@ def main(argv: list[str] | None = None) -> None:
             f"{statistics.median(epochs):g}): about {statistics.median(epochs) * total:.0f} s per network"
         )
     if args.profile:
-        print(prof.key_averages().table(sort_by="self_cpu_time_total", row_limit=15))
+        key = "self_cuda_time_total" if device.type == "cuda" else "self_cpu_time_total"
+        print(prof.key_averages().table(sort_by=key, row_limit=15))
 
 
 if __name__ == "__main__":

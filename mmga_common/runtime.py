@@ -106,6 +106,26 @@ def check_devices(tc: TrainerConfig, key_prefix: str = "trainer.", source: str =
         fail("precision", f"{precision}: this GPU does not support bf16; use 16-mixed or 32-true")
 
 
+def resolve_torch_device(requested: str) -> str:
+    """The device a plain torch loop (no Lightning) runs on for ``requested`` (``auto``, ``cpu`` or ``cuda``):
+    ``cuda`` when asked or, for ``auto``, when torch sees a CUDA device; else ``cpu``. MPS is not offered: the
+    sparse kernels such loops use (torch-sparse, PyG) have none."""
+    if requested not in ("auto", "cpu", "cuda"):
+        raise ValueError(f"device must be 'auto', 'cpu' or 'cuda', got {requested!r}")
+    if requested == "auto":
+        return "cuda" if _cuda_count() > 0 else "cpu"
+    return requested
+
+
+def check_torch_device(requested: str, key: str, source: str = "config") -> None:
+    """Refuse, before any work, ``cuda`` on a machine where torch sees no CUDA device: one ``ConfigError`` line
+    naming ``key``."""
+    if requested == "cuda" and _cuda_count() == 0:
+        raise ConfigError(
+            source, None, key, "is 'cuda' but torch sees no CUDA device on this machine; use auto or cpu"
+        )
+
+
 def check_loggers(tc: TrainerConfig, key_prefix: str = "trainer.", source: str = "config") -> None:
     """Refuse, before any work, a tracking logger whose package is not installed, in one line naming the key."""
     import importlib.util

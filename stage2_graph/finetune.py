@@ -68,6 +68,12 @@ class FinetuneNetwork(nn.Module):
     def forward(self) -> Tensor:
         return self.head(self.features())
 
+    def _apply(self, fn, recurse=True):
+        """``to(device)`` and the like: the system's buffers move, and the adjacency is built again from them."""
+        super()._apply(fn, recurse)
+        self.adj_t, _ = self.system.structure.adj_t()
+        return self
+
     def parameter_groups(self) -> list[dict[str, Any]]:
         """The GNN's parameters and the head's (the system's pre-training loss heads are not trained here)."""
         return [{"params": list(self.system.model.parameters())}, {"params": list(self.head.parameters())}]

@@ -13,6 +13,7 @@ from typing import Literal
 from mmga_common.config import ConfigError, check_bounds, config_field
 
 HeadType = Literal["linear", "mlp"]
+Device = Literal["auto", "cpu", "cuda"]
 
 
 @dataclass(frozen=True)
@@ -59,6 +60,11 @@ class EvalConfig:
         "(correction, smoothing) strengths of Correct & Smooth to choose from on val",
     )
     cs_layers: int = config_field(50, "propagation steps of Correct & Smooth's correct and smooth", ge=1)
+    device: Device = config_field(
+        "auto",
+        "where the networks trained end to end run (the GCN and GATv2 peers, the fine-tuned rows): auto (a CUDA "
+        "device when torch sees one, else the CPU), cpu or cuda; the linear-probe heads and SGC stay on the CPU",
+    )
 
     def __post_init__(self) -> None:
         check_bounds(self)
@@ -75,6 +81,10 @@ class EvalConfig:
                 None,
                 "cs_alphas",
                 f"each entry must be two strengths in [0, 1], got {self.cs_alphas}",
+            )
+        if self.device not in typing.get_args(Device):
+            raise ConfigError(
+                "config", None, "device", f"unknown device {self.device!r}; expected 'auto', 'cpu' or 'cuda'"
             )
         for h in self.heads:
             if h not in typing.get_args(HeadType):

@@ -12,6 +12,12 @@ val loss (cross-entropy / MAE); val then chooses the learning rate and weight de
 selection score, and test is scored once per head seed with the chosen network (``bridge.evaluation.loop``).
 The networks train with freed memory kept in glibc's heap (:func:`mmga_common.allocator.retained_heap`): the
 results are the same, the steps faster on large graphs.
+
+Device: ``EvalConfig.device`` (``auto``: a CUDA device when torch sees one). The network is built on the CPU and
+moved with ``module.to(device)``, so a network that holds its graph outside its buffers (a ``SparseTensor``, an edge
+index) moves it in its ``_apply`` (``bridge.evaluation.peers.Bound``, ``stage2_graph.finetune.FinetuneNetwork``).
+On a GPU the sparse sums run in a nondeterministic order: the same run gives numbers equal to a few ulps, not bit
+for bit, and a run on the CPU gives the CPU's numbers.
 """
 
 from __future__ import annotations
@@ -27,6 +33,7 @@ import torch.nn.functional as F
 from bridge.evaluation.loop import Candidate, TaskTargets, evaluate_tasks, select_and_score
 from bridge.evaluation.results import Evaluation, TaskScores
 from mmga_common.allocator import retained_heap
+from mmga_common.runtime import resolve_torch_device
 from mmga_common.threads import torch_threads
 
 # (targets of the task, seed, learning rate) -> (the network, its optimizer parameter groups or None for one
@@ -122,12 +129,14 @@ def network_candidates(
     targets: TaskTargets,
     grid: TrainGrid,
     train: Callable[..., tuple[float, torch.Tensor, int]] = train_network,
+    device: str = "cpu",
 ) -> list[Candidate]:
     """One trained network per head seed x learning rate x weight decay of ``grid`` on one task, each trained by
     ``train`` (:func:`train_network`'s arguments and result; another protocol may be passed in, as
-    ``benchmarks/finetune_protocols.py`` does)."""
-    idx = {name: torch.from_numpy(np.flatnonzero(mask)) for name, mask in targets.masks.items()}
-    target = torch.from_numpy(targets.standardized())
+    ``benchmarks/finetune_protocols.py`` does) on ``device`` (``auto``, ``cpu`` or ``cuda``)."""
+    on = torch.device(resolve_torch_device(device))
+    idx = {name: torch.from_numpy(np.flatnonzero(mask)).to(on) for name, mask in targets.masks.items()}
+    target = torch.from_numpy(targets.standardized()).to(on)
     tag = len(grid.lrs) > 1
     candidates = []
     # Full batch: the same large blocks every epoch, kept in the heap for reuse (mmga_common.allocator).
@@ -137,10 +146,12 @@ def network_candidates(
                 for wd in grid.weight_decays:
                     torch.manual_seed(seed)
                     model, groups = make(targets, seed, lr)
+                    model.to(on)  # the optimizer groups hold the same parameter objects, moved in place
                     _, out, epochs = train(
                         model, groups, target, idx, targets.task, lr, wd, grid.max_epochs, grid.patience
                     )
-                    val_pred, test_pred = (targets.decode(out[idx[s]].numpy()) for s in ("val", "test"))
+                    out = out.cpu()
+                    val_pred, test_pred = (targets.decode(out[idx[s].cpu()].numpy()) for s in ("val", "test"))
                     name = f"{grid.name}(lr={lr:g})" if tag else grid.name
                     candidates.append(Candidate(seed, name, wd, val_pred, test_pred, epochs))
     return candidates
@@ -154,12 +165,13 @@ def evaluate_network(
     fans_buckets: int,
     grid: TrainGrid,
     dim: int,
+    device: str = "cpu",
 ) -> Evaluation:
-    """Train and score the networks of ``make`` on both tasks (val chooses per head seed, test scored once);
-    ``dim`` is the width of the network's input, reported as the row's dimension."""
+    """Train and score the networks of ``make`` on both tasks (val chooses per head seed, test scored once) on
+    ``device``; ``dim`` is the width of the network's input, reported as the row's dimension."""
 
     def per_task(targets: TaskTargets) -> TaskScores:
-        return select_and_score(targets, network_candidates(make, targets, grid), grid.seeds)
+        return select_and_score(targets, network_candidates(make, targets, grid, device=device), grid.seeds)
 
     with torch_threads(1):
         scores = evaluate_tasks(labels, fans, splits, fans_buckets, per_task)

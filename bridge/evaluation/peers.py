@@ -147,6 +147,12 @@ class Bound(torch.nn.Module):
     def forward(self) -> torch.Tensor:
         return self.net(self.x, self.graph)
 
+    def _apply(self, fn, recurse=True):
+        """``to(device)`` and the like move the graph along with the parameters and ``x`` (it is no buffer)."""
+        super()._apply(fn, recurse)
+        self.graph = self.graph.to(self.x.device)
+        return self
+
 
 def graph_network(kind: str, x: np.ndarray, edge_index: torch.Tensor, cfg: EvalConfig) -> NetworkFactory:
     """The factory of the ``kind`` (``"gcn"`` or ``"gatv2"``) peer over features ``x [N, D]``, standardized with
@@ -192,7 +198,8 @@ def evaluate_gnn(
     cfg = cfg or EvalConfig()
     x = np.asarray(x)
     make = graph_network(kind, x, edge_index_of(edges), cfg)
-    return evaluate_network(make, labels, fans, splits, cfg.fans_buckets, peer_grid(kind, cfg), x.shape[1])
+    grid = peer_grid(kind, cfg)
+    return evaluate_network(make, labels, fans, splits, cfg.fans_buckets, grid, x.shape[1], cfg.device)
 
 
 def evaluate_gcn(x, edges, labels, fans, splits, cfg: EvalConfig | None = None) -> Evaluation:

@@ -35,7 +35,8 @@ def evaluate_one(
     if row.method == "finetune":
         make, dim = finetune_network(row, corpus, paths, checkpoint)
         grid = peer_grid("finetuned", cfg)
-        return evaluate_network(make, corpus.labels, corpus.fans, corpus.splits, cfg.fans_buckets, grid, dim)
+        args = (corpus.labels, corpus.fans, corpus.splits, cfg.fans_buckets, grid, dim, cfg.device)
+        return evaluate_network(make, *args)
     graph_emb = (
         cold_graph_embedding(row, corpus, paths, checkpoint) if row.cold and "graph" in row.parts else None
     )

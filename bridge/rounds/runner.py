@@ -141,12 +141,15 @@ def stage2_reads(templates: StageTemplates) -> str:
     )
 
 
-def check_runtime_of(templates: StageTemplates) -> None:
-    """What every stage config asks of this machine (devices, tracker packages), each checked once."""
+def check_runtime_of(templates: StageTemplates, eval_device: str = "auto") -> None:
+    """What every stage config asks of this machine (devices, tracker packages), each checked once, and the
+    evaluation's device (``eval.device``)."""
+    from mmga_common.runtime import check_torch_device
     from mmga_common.trainer import check_runtime
 
     for (_, stage), cfg in templates.configs.items():
         check_runtime(cfg.trainer, f"{stage}.trainer.", "bridge config")
+    check_torch_device(eval_device, "eval.device", "bridge config")
 
 
 def _load_average() -> float:
@@ -179,7 +182,9 @@ def run_bridge(
         paths.run_dir.mkdir(parents=True, exist_ok=True)
         manifest = Manifest.load(paths.manifest)
         result = BridgeResult(run_dir=paths.run_dir, report=paths.report_dir / "report.md", metrics={})
-        check_runtime_of(templates)  # an impossible device or a missing tracker package: before any work
+        check_runtime_of(
+            templates, cfg.eval.device
+        )  # an impossible device or a missing tracker package: first
         size = RunSize.of(cfg, templates)
         for line in header(cfg, paths, jobs, templates, size):
             console.info(line)

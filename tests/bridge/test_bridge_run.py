@@ -14,6 +14,7 @@ import pytest
 
 import corpus.reader as corpus_reader
 from bridge.alternate import main
+from bridge.evaluation import networks as networks_mod
 from bridge.rounds import evaluate as evaluate_mod
 from bridge.rounds import stages
 from bridge.rounds.config import BridgeConfig
@@ -94,6 +95,8 @@ def reference_run(tiny_corpus, tmp_path_factory):
             or real_job(row, *a)
         ),
     )
+    real_device = networks_mod.resolve_torch_device
+    mp.setattr(networks_mod, "resolve_torch_device", lambda d: REFERENCE_DEVICES.append(d) or real_device(d))
     run_dir = tmp_path_factory.mktemp("bridge_ref")
     try:
         result = run_bridge(tiny_config(tiny_corpus), run_dir)
@@ -112,6 +115,7 @@ REFERENCE_EVAL_ORDER: list = []  # the method of each evaluation the reference r
 REFERENCE_STATES_AT_EVAL: list = []  # caption states the process kept as each evaluation started
 REFERENCE_STATES_KEPT: list = []  # caption states the process kept after each stage-1 run
 REFERENCE_STATES_AT_STAGE2: list = []  # caption states the process kept as each stage-2 run started
+REFERENCE_DEVICES: list = []  # the device each task of a network evaluation asked for (eval.device)
 
 
 def test_the_caption_states_are_freed_after_each_stage1_run(reference_run):
@@ -127,6 +131,14 @@ def test_the_costliest_evaluations_start_first(reference_run):
     costs = [evaluate_mod.EVAL_COST.get(m, 1.0) for m in REFERENCE_EVAL_ORDER]
     assert len(costs) > 10 and costs == sorted(costs, reverse=True) and costs[0] > costs[-1]
     assert REFERENCE_EVAL_ORDER[0] == "gatv2"
+
+
+def test_every_network_row_trains_on_the_configured_evaluation_device(reference_run):
+    """``eval.device`` (default ``auto``) reaches every network trained end to end, the GNN peers and the fine-tuned
+    rows alike, once per task (the networks' own default is the CPU)."""
+    networks = [m for m in REFERENCE_EVAL_ORDER if m in ("gcn", "gatv2", "finetune")]
+    assert {"gcn", "gatv2", "finetune"} <= set(networks)
+    assert REFERENCE_DEVICES == ["auto"] * (2 * len(networks))
 
 
 def test_the_caption_states_are_computed_once_before_any_stage(reference_run):

@@ -74,3 +74,15 @@ def test_eval_config_checks_the_new_grids():
         EvalConfig(cs_alphas=((0.5, 1.5),))
     with pytest.raises(ConfigError, match="gcn_lrs"):
         EvalConfig(gcn_lrs=())
+
+
+def test_the_finetuned_network_moves_its_adjacency_with_it(finetune_checkpoint):
+    """``FinetuneNetwork.to(device)`` builds its adjacency again from the moved graph buffers (it is no buffer):
+    the meta device stands in for a GPU."""
+    path, _, (x, edges, *_) = finetune_checkpoint
+    net, _ = finetune_factory(path, x, edges, "fp", None, "pretrained")(3)
+    assert net.adj_t.storage.row().device.type == "cpu"
+    assert net.to("meta") is net
+    storage = net.adj_t.storage
+    assert {storage.row().device.type, storage.rowptr().device.type, storage.col().device.type} == {"meta"}
+    assert all(t.device.type == "meta" for t in (*net.parameters(), *net.buffers()))

@@ -261,3 +261,48 @@ class _Net(torch.nn.Module):
 
     def forward(self) -> torch.Tensor:
         return self.layer(self.features)
+
+
+@pytest.mark.parametrize("sparse", [True, False])
+def test_a_bound_network_moves_its_graph_with_it(sparse):
+    """``Bound(net, x, graph).to(device)`` moves the graph too (it is no buffer): the meta device stands in for a GPU."""
+    from torch_sparse import SparseTensor
+
+    edge_index = torch.tensor([[0, 1, 2], [1, 2, 0]])
+    graph = SparseTensor(row=edge_index[1], col=edge_index[0], sparse_sizes=(3, 3)) if sparse else edge_index
+    bound = peers.Bound(peers.GCN(4, 8, 2), torch.randn(3, 4), graph)
+    assert bound.to("meta") is bound
+    moved = bound.graph.device() if sparse else bound.graph.device
+    assert moved.type == "meta" and bound.x.device.type == "meta"
+    assert all(p.device.type == "meta" for p in bound.parameters())
+
+
+def test_network_candidates_train_on_the_resolved_device(monkeypatch):
+    """The requested device is resolved once per task, and every network, the targets and the split indices are on
+    it while training; the predictions come back to the CPU."""
+    from bridge.evaluation import networks
+    from bridge.evaluation.loop import prepare_targets
+
+    asked, seen = [], []
+    monkeypatch.setattr(networks, "resolve_torch_device", lambda d: asked.append(d) or "cpu")
+    x, edges, labels, fans, splits = _planted(60)
+    targets = prepare_targets("topic", labels, labels >= 0, splits, 5)
+    grid = networks.TrainGrid("linear", (0,), (1e-2,), (0.0, 1e-3), 3, 1)
+
+    class Recorded(_Net):
+        def to(self, *args, **kwargs):
+            seen.append(torch.device(*args, **kwargs))
+            return super().to(*args, **kwargs)
+
+    def make(t, seed, lr):
+        features = torch.from_numpy(x.astype(np.float32))
+        return Recorded(torch.nn.Linear(features.shape[1], t.out_dim), features), None
+
+    def train(model, groups, target, idx, *args):
+        seen.append((target.device, {i.device for i in idx.values()}))
+        return networks.train_network(model, groups, target, idx, *args)
+
+    candidates = networks.network_candidates(make, targets, grid, train, device="cuda")
+    cpu = torch.device("cpu")
+    assert asked == ["cuda"] and seen == [cpu, (cpu, {cpu})] * 2
+    assert all(isinstance(c.val_pred, np.ndarray) for c in candidates)

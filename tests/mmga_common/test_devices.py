@@ -226,3 +226,27 @@ def test_no_hard_coded_cuda_calls():
                 if pattern.search(line):
                     offenders.append(f"{path.relative_to(ROOT)}:{number}: {line.strip()}")
     assert offenders == []
+
+
+@pytest.mark.parametrize(
+    ("count", "requested", "want"),
+    [(0, "auto", "cpu"), (1, "auto", "cuda"), (1, "cpu", "cpu"), (2, "cuda", "cuda"), (0, "cpu", "cpu")],
+)
+def test_a_plain_torch_loop_resolves_its_device(fake_cuda, count, requested, want):
+    fake_cuda(count)
+    assert runtime_mod.resolve_torch_device(requested) == want
+
+
+def test_a_plain_torch_loop_refuses_cuda_without_a_gpu_in_one_line(fake_cuda):
+    fake_cuda(0)
+    with pytest.raises(ConfigError) as err:
+        runtime_mod.check_torch_device("cuda", "eval.device", "bridge config")
+    assert str(err.value) == (
+        "bridge config, field 'eval.device': is 'cuda' but torch sees no CUDA device on this machine; use auto or cpu"
+    )
+    runtime_mod.check_torch_device("auto", "eval.device")  # auto and cpu always run
+    runtime_mod.check_torch_device("cpu", "eval.device")
+    fake_cuda(1)
+    runtime_mod.check_torch_device("cuda", "eval.device")
+    with pytest.raises(ValueError, match="'auto', 'cpu' or 'cuda', got 'mps'"):
+        runtime_mod.resolve_torch_device("mps")

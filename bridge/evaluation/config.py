@@ -62,8 +62,9 @@ class EvalConfig:
     cs_layers: int = config_field(50, "propagation steps of Correct & Smooth's correct and smooth", ge=1)
     device: Device = config_field(
         "auto",
-        "where the networks trained end to end run (the GCN and GATv2 peers, the fine-tuned rows): auto (a CUDA "
-        "device when torch sees one, else the CPU), cpu or cuda; the linear-probe heads and SGC stay on the CPU",
+        "where the downstream heads and the networks trained end to end (the GCN and GATv2 peers, the fine-tuned "
+        "rows) train: auto (a CUDA device when torch sees one, else the CPU), cpu or cuda; the propagations of SGC "
+        "and Correct & Smooth stay on the CPU",
     )
 
     def __post_init__(self) -> None:

@@ -6,7 +6,9 @@ head type / weight decay is chosen on val; the test split is scored once per see
 
 All heads of a grid (head type x weight decay x seed) of one task are trained together as one batched model
 (independent parameters, summed losses, so independent gradients): this keeps the whole evaluation of a run
-to seconds on a CPU.
+to seconds on a CPU at the default corpus's size. The heads train on ``EvalConfig.device`` (``auto``: a CUDA GPU
+when torch sees one): at the paper's 60,000 users one row's heads take minutes on one CPU thread (171 s for the
+1,708 columns of ``mmga_round_0``, docs/performance.md). On a GPU the numbers agree with the CPU's to rounding.
 
 Tasks:
 - topic: softmax classifier, cross-entropy; early stopping on val cross-entropy; choice on val macro-F1;
@@ -29,6 +31,7 @@ import torch.nn.functional as F
 from bridge.evaluation.config import EvalConfig, HeadType
 from bridge.evaluation.loop import Candidate, TaskTargets, evaluate_tasks, select_and_score
 from bridge.evaluation.results import Evaluation, TaskScores
+from mmga_common.runtime import resolve_torch_device
 from mmga_common.threads import torch_threads
 
 
@@ -82,7 +85,8 @@ class BatchedHeads(torch.nn.Module):
             return h
         h = F.relu(h)
         if self.training and self.dropout > 0:
-            keep = torch.rand(h.shape, generator=self._dropout_generator) >= self.dropout
+            # drawn from the CPU stream on every device: the same masks, and numbers, as on the CPU
+            keep = (torch.rand(h.shape, generator=self._dropout_generator) >= self.dropout).to(h.device)
             h = h * keep / (1.0 - self.dropout)
         return torch.bmm(h, self.weights[1]) + self.biases[1][:, None, :]
 
@@ -113,15 +117,16 @@ def _fit_heads(
 ) -> BatchedHeads:
     """Train one batched model of heads (one per (weight decay, seed) pair) with per-head early stopping;
     returns it holding each head's best-on-val parameters."""
+    device = x_train.device
     model = BatchedHeads(
         seeds, x_train.shape[1], out_dim, None if head == "linear" else cfg.hidden, cfg.dropout
-    )
-    wd = torch.tensor(weight_decays, dtype=torch.float32)
+    ).to(device)  # drawn on the CPU from each head's seed, then moved
+    wd = torch.tensor(weight_decays, dtype=torch.float32, device=device)
     opt = torch.optim.Adam(model.parameters(), lr=cfg.lr)
     num = len(seeds)
-    best_val = torch.full((num,), float("inf"))
+    best_val = torch.full((num,), float("inf"), device=device)
     best_params = [p.detach().clone() for p in model.parameters()]
-    since_best = torch.zeros(num, dtype=torch.long)
+    since_best = torch.zeros(num, dtype=torch.long, device=device)
 
     def per_head_loss(out: torch.Tensor, y: torch.Tensor, training: bool) -> torch.Tensor:
         if task == "topic":
@@ -164,16 +169,19 @@ def _evaluate_heads(x: np.ndarray, targets: TaskTargets, cfg: EvalConfig) -> Tas
 
 
 def _fitted_grid(x: np.ndarray, targets: TaskTargets, cfg: EvalConfig):
-    """Yield ``(head type, [(weight decay, seed)], fitted BatchedHeads, standardized x [N, D] float32)`` for
-    every head type of ``cfg``, trained on the known train targets, early-stopped on val."""
+    """Yield ``(head type, [(weight decay, seed)], fitted BatchedHeads, {split: x}, standardized x [N, D])`` for
+    every head type of ``cfg``, trained on the known train targets, early-stopped on val, on ``cfg.device`` (the
+    tensors yielded are there too)."""
+    device = torch.device(resolve_torch_device(cfg.device))
     rows = targets.known  # the heads see the users with a known target only
     masks = {name: mask[rows] for name, mask in targets.masks.items()}
     x = np.asarray(x, dtype=np.float64)
     full = standardize(x, targets.masks["train"]).astype(np.float32)  # train statistics, every user
     known = full[rows]
     y = targets.standardized()[rows]
-    xt = {split: torch.from_numpy(known[mask]) for split, mask in masks.items()}
-    yt = {split: torch.from_numpy(y[masks[split]]) for split in ("train", "val")}
+    xt = {split: torch.from_numpy(known[mask]).to(device) for split, mask in masks.items()}
+    yt = {split: torch.from_numpy(y[masks[split]]).to(device) for split in ("train", "val")}
+    full = torch.from_numpy(full).to(device)
     grid = list(product(cfg.weight_decays, cfg.head_seeds))
     for head in cfg.heads:
         model = _fit_heads(
@@ -197,7 +205,7 @@ def head_candidates(x: np.ndarray, targets: TaskTargets, cfg: EvalConfig, tag: s
     candidates = []
     for head, grid, model, xt, _ in _fitted_grid(x, targets, cfg):
         with torch.no_grad():
-            val_pred, test_pred = (targets.decode(model(xt[s]).numpy()) for s in ("val", "test"))
+            val_pred, test_pred = (targets.decode(model(xt[s]).cpu().numpy()) for s in ("val", "test"))
         candidates += [
             Candidate(seed, head + tag, wd, val_pred[g], test_pred[g]) for g, (wd, seed) in enumerate(grid)
         ]
@@ -212,7 +220,7 @@ def head_outputs(
     out = []
     for head, grid, model, _, full in _fitted_grid(x, targets, cfg):
         with torch.no_grad():
-            outputs = model(torch.from_numpy(full))
+            outputs = model(full).cpu()  # Correct & Smooth propagates them on the CPU
         out += [(seed, head, wd, outputs[g]) for g, (wd, seed) in enumerate(grid)]
     return out
 
@@ -239,9 +247,9 @@ def evaluate_representation(
         )
     if not np.isfinite(x).all():
         raise ValueError("the representation contains non-finite values")
-    # The heads' matrices are tiny (a few hundred rows): intra-op threads cost more than they save (measured
-    # 5-25x slower with 2 threads on a busy 2-core machine), and one thread makes the sums' order, hence the
-    # numbers, the same on every machine.
+    # On the CPU: the heads' matrices are small (a few hundred rows at the default size): intra-op threads cost
+    # more than they save (measured 5-25x slower with 2 threads on a busy 2-core machine), and one thread makes
+    # the sums' order, hence the numbers, the same on every machine.
     with torch_threads(1):
         scores = evaluate_tasks(labels, fans, splits, cfg.fans_buckets, lambda t: _evaluate_heads(x, t, cfg))
     return Evaluation(scores["topic"], scores["fans"], int(x.shape[1]))

@@ -89,3 +89,29 @@ def test_evaluate_representation_learns_planted_signal_and_excludes_unknowns():
     # pure noise stays near chance
     noise = evaluate_representation(rng.normal(size=(n, 4)).astype(np.float32), labels, fans, splits, cfg)
     assert noise.topic["macro_f1"].mean < 0.6
+
+
+def test_the_heads_train_on_the_evaluation_device(monkeypatch):
+    """``EvalConfig.device`` is resolved once per task and every head grid is moved there (CUDA faked by the
+    resolver answering "cpu"; the heads are drawn on the CPU from their seeds first, so the draw is the same)."""
+    from bridge.evaluation import heads as heads_mod
+
+    asked, moved = [], []
+    monkeypatch.setattr(heads_mod, "resolve_torch_device", lambda d: asked.append(d) or "cpu")
+
+    class Recorded(BatchedHeads):
+        def to(self, *args, **kwargs):
+            moved.append(torch.device(*args, **kwargs))
+            return super().to(*args, **kwargs)
+
+    monkeypatch.setattr(heads_mod, "BatchedHeads", Recorded)
+    rng = np.random.default_rng(0)
+    n = 120
+    labels = rng.integers(0, 3, n)
+    x = (np.eye(3)[labels] + rng.normal(size=(n, 3)) * 0.3).astype(np.float32)
+    fans, splits = np.expm1(rng.normal(size=n) + 5), rng.choice(3, n, p=[0.6, 0.2, 0.2]).astype(np.int8)
+    cfg = EvalConfig(
+        device="cuda", head_seeds=(0,), heads=("linear", "mlp"), weight_decays=(1e-3,), max_epochs=5
+    )
+    evaluate_representation(x, labels, fans, splits, cfg)
+    assert asked == ["cuda", "cuda"] and moved == [torch.device("cpu")] * 4  # 2 tasks x 2 head types

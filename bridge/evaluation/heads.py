@@ -8,7 +8,8 @@ All heads of a grid (head type x weight decay x seed) of one task are trained to
 (independent parameters, summed losses, so independent gradients): this keeps the whole evaluation of a run
 to seconds on a CPU at the default corpus's size. The heads train on ``EvalConfig.device`` (``auto``: a CUDA GPU
 when torch sees one): at the paper's 60,000 users one row's heads take minutes on one CPU thread (171 s for the
-1,708 columns of ``mmga_round_0``, docs/performance.md). On a GPU the numbers agree with the CPU's to rounding.
+1,708 columns of ``mmga_round_0``, docs/performance.md). On a GPU the sums run in another order, so its numbers
+can differ from the CPU's by rounding.
 
 Tasks:
 - topic: softmax classifier, cross-entropy; early stopping on val cross-entropy; choice on val macro-F1;
@@ -85,7 +86,7 @@ class BatchedHeads(torch.nn.Module):
             return h
         h = F.relu(h)
         if self.training and self.dropout > 0:
-            # drawn from the CPU stream on every device: the same masks, and numbers, as on the CPU
+            # drawn from the CPU stream on every device: the same masks as on the CPU
             keep = (torch.rand(h.shape, generator=self._dropout_generator) >= self.dropout).to(h.device)
             h = h * keep / (1.0 - self.dropout)
         return torch.bmm(h, self.weights[1]) + self.biases[1][:, None, :]

@@ -16,8 +16,8 @@ results are the same, the steps faster on large graphs.
 Device: ``EvalConfig.device`` (``auto``: a CUDA device when torch sees one). The network is built on the CPU and
 moved with ``module.to(device)``, so a network that holds its graph outside its buffers (a ``SparseTensor``, an edge
 index) moves it in its ``_apply`` (``bridge.evaluation.peers.Bound``, ``stage2_graph.finetune.FinetuneNetwork``).
-On a GPU the sparse sums run in a nondeterministic order: the same run gives numbers equal to a few ulps, not bit
-for bit, and a run on the CPU gives the CPU's numbers.
+On a GPU the sparse sums run in a nondeterministic order, so two runs there agree to rounding, not bit for bit as on
+the CPU.
 """
 
 from __future__ import annotations
@@ -135,7 +135,8 @@ def network_candidates(
     ``train`` (:func:`train_network`'s arguments and result; another protocol may be passed in, as
     ``benchmarks/finetune_protocols.py`` does) on ``device`` (``auto``, ``cpu`` or ``cuda``)."""
     on = torch.device(resolve_torch_device(device))
-    idx = {name: torch.from_numpy(np.flatnonzero(mask)).to(on) for name, mask in targets.masks.items()}
+    positions = {name: np.flatnonzero(mask) for name, mask in targets.masks.items()}
+    idx = {name: torch.from_numpy(rows).to(on) for name, rows in positions.items()}
     target = torch.from_numpy(targets.standardized()).to(on)
     tag = len(grid.lrs) > 1
     candidates = []
@@ -150,8 +151,8 @@ def network_candidates(
                     _, out, epochs = train(
                         model, groups, target, idx, targets.task, lr, wd, grid.max_epochs, grid.patience
                     )
-                    out = out.cpu()
-                    val_pred, test_pred = (targets.decode(out[idx[s].cpu()].numpy()) for s in ("val", "test"))
+                    out = out.cpu().numpy()
+                    val_pred, test_pred = (targets.decode(out[positions[s]]) for s in ("val", "test"))
                     name = f"{grid.name}(lr={lr:g})" if tag else grid.name
                     candidates.append(Candidate(seed, name, wd, val_pred, test_pred, epochs))
     return candidates

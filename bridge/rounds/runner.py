@@ -182,9 +182,8 @@ def run_bridge(
         paths.run_dir.mkdir(parents=True, exist_ok=True)
         manifest = Manifest.load(paths.manifest)
         result = BridgeResult(run_dir=paths.run_dir, report=paths.report_dir / "report.md", metrics={})
-        check_runtime_of(
-            templates, cfg.eval.device
-        )  # an impossible device or a missing tracker package: first
+        # an impossible device or a missing tracker package: refused before any work
+        check_runtime_of(templates, cfg.eval.device)
         size = RunSize.of(cfg, templates)
         for line in header(cfg, paths, jobs, templates, size):
             console.info(line)

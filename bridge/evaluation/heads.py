@@ -170,9 +170,9 @@ def _evaluate_heads(x: np.ndarray, targets: TaskTargets, cfg: EvalConfig) -> Tas
 
 
 def _fitted_grid(x: np.ndarray, targets: TaskTargets, cfg: EvalConfig):
-    """Yield ``(head type, [(weight decay, seed)], fitted BatchedHeads, {split: x}, standardized x [N, D])`` for
-    every head type of ``cfg``, trained on the known train targets, early-stopped on val, on ``cfg.device`` (the
-    tensors yielded are there too)."""
+    """Yield ``(head type, [(weight decay, seed)], fitted BatchedHeads, {split: x}, standardized x [N, D] float32
+    array)`` for every head type of ``cfg``, trained on the known train targets, early-stopped on val, on
+    ``cfg.device`` (the heads and the split tensors are there; the array of every user stays on the host)."""
     device = torch.device(resolve_torch_device(cfg.device))
     rows = targets.known  # the heads see the users with a known target only
     masks = {name: mask[rows] for name, mask in targets.masks.items()}
@@ -182,7 +182,6 @@ def _fitted_grid(x: np.ndarray, targets: TaskTargets, cfg: EvalConfig):
     y = targets.standardized()[rows]
     xt = {split: torch.from_numpy(known[mask]).to(device) for split, mask in masks.items()}
     yt = {split: torch.from_numpy(y[masks[split]]).to(device) for split in ("train", "val")}
-    full = torch.from_numpy(full).to(device)
     grid = list(product(cfg.weight_decays, cfg.head_seeds))
     for head in cfg.heads:
         model = _fit_heads(
@@ -219,9 +218,9 @@ def head_outputs(
     """The same heads as :func:`head_candidates`, with their raw outputs ``[N, C]`` for **every** user (the base
     predictions that Correct & Smooth propagates): ``(seed, head type, weight decay, outputs)`` per head."""
     out = []
-    for head, grid, model, _, full in _fitted_grid(x, targets, cfg):
-        with torch.no_grad():
-            outputs = model(full).cpu()  # Correct & Smooth propagates them on the CPU
+    for head, grid, model, xt, full in _fitted_grid(x, targets, cfg):
+        with torch.no_grad():  # every user's rows go to the device here only, where they are read
+            outputs = model(torch.from_numpy(full).to(xt["train"].device)).cpu()  # C&S propagates on the CPU
         out += [(seed, head, wd, outputs[g]) for g, (wd, seed) in enumerate(grid)]
     return out
 

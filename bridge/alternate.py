@@ -118,7 +118,8 @@ def _add_seed_and_variant_flags(parser: argparse.ArgumentParser) -> None:
         metavar="NAME",
         help="the stage defaults, bridge/presets/NAME.json: 'default' (the pretrained MiniLM-L6 text encoder that "
         "ships offline, frozen and mean-pooled, with a graph head trained by the graph-contrastive InfoNCE loss; "
-        "the tiny ViT from scratch), 'tiny' (tiny encoders trained from scratch, as the paper's losses say), 'real' "
+        "the ImageNet-pretrained EfficientNet-Lite0 that ships offline, its trunk frozen and its projection trained by "
+        "image-text alignment), 'tiny' (tiny encoders trained from scratch, as the paper's losses say), 'real' "
         "(MiniLM fully fine-tuned) or 'pretrained' (MiniLM's top layer tuned over cached lower layers); "
         "docs/stage1.md gives their cost and quality",
     )

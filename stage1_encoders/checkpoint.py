@@ -9,7 +9,7 @@ from pathlib import Path
 import torch
 
 from stage1_encoders.config import ConfigError, Stage1Config
-from stage1_encoders.encoders import restore_frozen_text
+from stage1_encoders.encoders import restore_frozen_image, restore_frozen_text
 from stage1_encoders.system import HEAD_NAMES, Stage1System, upgrade_legacy_state_dict
 
 log = logging.getLogger(__name__)
@@ -61,6 +61,7 @@ def load_weights(system: Stage1System, payload: dict, path: Path) -> None:
     state = restore_frozen_text(
         system.text_encoder, upgrade_legacy_state_dict(payload["state_dict"]), payload, path
     )
+    state = restore_frozen_image(system.image_encoder, state, payload, path)
     encoder_missing = [
         k for k in system.state_dict() if k.startswith(("image_encoder.", "text_encoder.")) and k not in state
     ]

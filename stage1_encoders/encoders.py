@@ -7,7 +7,6 @@ come from ``TextEncoder.mlm_logits``; the losses live in ``stage1_encoders.losse
 
 from __future__ import annotations
 
-import fcntl
 import gc
 import hashlib
 import logging
@@ -24,9 +23,9 @@ from torch import nn
 from transformers import AutoConfig, AutoModelForMaskedLM, BertConfig, BertForMaskedLM, PreTrainedModel
 from transformers import logging as hf_logging
 
-from cache.atomic import atomic_file
 from stage1_encoders.config import ConfigError, FrozenPrecision, ModelConfig, TextPooling
 from stage1_encoders.pooling import UserSums
+from stage1_encoders.states_store import stored_tensors
 
 log = logging.getLogger(__name__)
 
@@ -48,20 +47,105 @@ class ImageEncoder(nn.Module):
 
     Args:
         visual: ``model.visual`` of an open_clip CLIP model.
+        source: for a pretrained backbone whose trunk stays frozen, where its weights come from (a packaged
+            backbone's name, ``stage1_encoders.image_backbones``); None for a tower that trains whole.
+
+    With a ``source`` the tower is open_clip's timm adapter: its ``trunk`` (the pretrained network, pooled) is
+    frozen and stays in eval mode (its batch norms keep their statistics), and only its ``head`` (a linear
+    projection to R^I) trains. Stage 1 then reads the trunk's output of every image from a cache computed once
+    (:meth:`use_cached_states`) instead of running it on pixels at every step.
 
     Shapes:
-        pixel_values [B, 3, H, W] -> [B, dim]
+        pixel_values [B, 3, H, W] -> [B, dim]; cached trunk rows [B, state_dim] -> [B, dim] (:meth:`cached_rows`)
     """
 
-    def __init__(self, visual: nn.Module):
+    def __init__(self, visual: nn.Module, source: str | None = None):
         super().__init__()
         self.visual = visual
-        self.dim = int(visual.output_dim)
+        self.source = source
+        self._states = None
+        self.dim = self.state_dim = _visual_dim(visual)
+        if self.frozen:
+            self.state_dim = int(visual.trunk.num_features)
+            self.visual.trunk.requires_grad_(False)
+            self.visual.trunk.eval()
         self.preprocess_cfg: dict[str, Any] = dict(visual.preprocess_cfg)
+
+    @property
+    def frozen(self) -> bool:
+        """Whether the tower's pretrained trunk is frozen (only its projection head trains)."""
+        return self.source is not None
 
     def forward(self, pixel_values: torch.Tensor) -> torch.Tensor:
         out = self.visual(pixel_values)
         return out[0] if isinstance(out, tuple) else out
+
+    def trunk_rows(self, pixel_values: torch.Tensor) -> torch.Tensor:
+        """The frozen trunk's pooled output ``[B, state_dim]`` (what the image-state cache holds)."""
+        return self.visual.trunk(pixel_values)
+
+    def frozen_modules(self) -> list[nn.Module]:
+        return [self.visual.trunk] if self.frozen else []
+
+    def fresh_modules(self) -> list[nn.Module]:
+        """Modules that start from random weights over a pretrained trunk (the projection head), or []."""
+        return [self.visual.head] if self.frozen else []
+
+    def train(self, mode: bool = True) -> ImageEncoder:
+        super().train(mode)
+        for module in self.frozen_modules():  # a frozen trunk never trains: batch norms keep their statistics
+            module.eval()
+        return self
+
+    def num_eval_modules(self) -> int:
+        """How many modules stay in eval mode while the rest trains (every module of a frozen trunk)."""
+        return len({id(m) for frozen in self.frozen_modules() for m in frozen.modules()})
+
+    def frozen_digest(self) -> str:
+        """A digest of the frozen trunk's weights (per tensor, the float64 sum on the CPU, rounded), as the text
+        encoder's: equal for the same weights on any device."""
+        sums = tuple(
+            round(float(t.detach().cpu().double().sum()), 6)
+            for m in self.frozen_modules()
+            for t in m.state_dict().values()
+        )
+        return hashlib.sha256(repr(sums).encode()).hexdigest()[:20]
+
+    def reloadable_keys(self) -> list[str]:
+        """State-dict keys (relative to this encoder) a checkpoint need not store: the frozen trunk's, whose
+        weights come from its source again. [] for a tower that trains whole."""
+        if not self.frozen:
+            return []
+        frozen = {id(t) for m in self.frozen_modules() for t in (*m.parameters(), *m.buffers())}
+        return [k for k, t in self.state_dict(keep_vars=True).items() if id(t) in frozen]
+
+    def use_cached_states(self, prep, batch_size: int = 256, store_dir: str | Path | None = None) -> None:
+        """Read the frozen trunk's output of each image from a cache of every image's (``ImageStates``), computed
+        on first use and kept in ``store_dir`` when given (shared by processes)."""
+        from stage1_encoders.image_states import ImageStates
+
+        if not self.frozen:
+            raise ValueError("only a frozen image trunk has cached states")
+        self._states = ImageStates(self, prep, batch_size, store_dir)
+
+    @property
+    def reads_cached_states(self) -> bool:
+        return self._states is not None
+
+    def compute_states(self, progress: Progress | None = None) -> None:
+        """Compute (or load) the cached trunk outputs of every image now; ``progress(images done, images)``."""
+        if self._states is None:
+            raise ValueError("no cached image states: call use_cached_states first")
+        self._states.compute(progress)
+
+    def cached_rows(self, posts: torch.Tensor) -> torch.Tensor:
+        """R^I ``[B, dim]`` of the images of ``posts`` (corpus post indices): the projection head over the cached
+        trunk outputs, with gradients to the head."""
+        if self._states is None:
+            raise ValueError("no cached image states: call use_cached_states first")
+        rows = self._states.rows(posts)
+        weight = next(self.visual.head.parameters(), None)  # the head's device: the rows are kept on the host
+        return self.visual.head(rows if weight is None else rows.to(weight.device))
 
     def image_transform(self):
         """open_clip's evaluation preprocessing for this tower (PIL image -> normalised tensor [3, H, W])."""
@@ -77,13 +161,46 @@ class ImageEncoder(nn.Module):
         )
 
 
+def _visual_dim(visual: nn.Module) -> int:
+    """The width of a visual tower's output: ``output_dim``, or for open_clip's timm adapter (which has none) its
+    head's last projection, or its trunk's pooled features without one."""
+    dim = getattr(visual, "output_dim", None)
+    if dim is not None:
+        return int(dim)
+    projections = [m for m in getattr(visual, "head", nn.Identity()).modules() if isinstance(m, nn.Linear)]
+    return int(projections[-1].out_features) if projections else int(visual.trunk.num_features)
+
+
 def build_image_encoder(name: str, pretrained: str | None = None, load_weights: bool = True) -> ImageEncoder:
-    """Build the visual tower of open_clip model ``name`` (built-in or a preset in ``model_configs/``).
+    """Build the visual tower of open_clip model ``name`` (built-in or a preset in ``model_configs/``), or of a
+    packaged pretrained backbone (``stage1_encoders.image_backbones.PACKAGED_IMAGE_MODELS``: frozen, its weights
+    from the package).
 
     ``pretrained`` is an open_clip tag or a local checkpoint file; ``load_weights=False`` builds the
     architecture only (used when weights come from a stage-1 checkpoint anyway).
     """
+    from stage1_encoders.image_backbones import PACKAGED_IMAGE_MODELS, load_packaged_weights
+
     register_image_presets()
+    packaged = PACKAGED_IMAGE_MODELS.get(name)
+    if packaged is not None:
+        if pretrained is not None:
+            raise ConfigError(
+                "config",
+                None,
+                "model.image_pretrained",
+                f"is {pretrained!r}, but {name} takes its weights from the {packaged.distribution} package; "
+                "leave it unset",
+            )
+        with no_random_init_notice():
+            clip = open_clip.create_model(
+                packaged.config,
+                device="cpu",
+                force_preprocess_cfg={"mean": packaged.mean, "std": packaged.std},
+            )
+        if load_weights:
+            load_packaged_weights(clip.visual, packaged)
+        return ImageEncoder(clip.visual, source=name)
     with no_random_init_notice():
         clip = open_clip.create_model(
             name, pretrained=pretrained if load_weights else None, load_weights=load_weights, device="cpu"
@@ -373,6 +490,7 @@ class TextEncoder(nn.Module):
 # A checkpoint whose text encoder's frozen pretrained weights were left out (``Stage1System.on_save_checkpoint``)
 # says so under this key: {"source": hub name or folder, "digest": TextEncoder.frozen_digest()}.
 FROZEN_TEXT_KEY = "stage1_frozen_text"
+FROZEN_IMAGE_KEY = "stage1_frozen_image"
 
 
 def needs_pretrained_text(payload: dict | None) -> bool:
@@ -381,24 +499,45 @@ def needs_pretrained_text(payload: dict | None) -> bool:
     return payload is None or FROZEN_TEXT_KEY in payload
 
 
+def needs_pretrained_image(payload: dict | None) -> bool:
+    """Whether the image encoder for ``payload`` must be built with its pretrained weights (None: no checkpoint,
+    or one that left a frozen tower's weights out)."""
+    return payload is None or FROZEN_IMAGE_KEY in payload
+
+
 def restore_frozen_text(
     text_encoder, state: dict, payload: dict, path: Path, prefix: str = "text_encoder."
 ) -> dict:
     """``state`` with the frozen pretrained weights the checkpoint left out taken from ``text_encoder`` (built from
     the same source); a ``ConfigError`` when the source's weights are not the ones the checkpoint trained with."""
-    info = payload.get(FROZEN_TEXT_KEY)
+    return _restore_frozen(text_encoder, state, payload.get(FROZEN_TEXT_KEY), path, prefix, "text")
+
+
+def restore_frozen_image(
+    image_encoder, state: dict, payload: dict, path: Path, prefix: str = "image_encoder."
+) -> dict:
+    """As :func:`restore_frozen_text`, for a frozen pretrained image tower (``ImageEncoder.frozen``)."""
+    return _restore_frozen(image_encoder, state, payload.get(FROZEN_IMAGE_KEY), path, prefix, "image")
+
+
+def frozen_record(encoder) -> dict:
+    """What a checkpoint keeps of an encoder whose frozen weights it leaves out: their source and digest."""
+    return {"source": encoder.source, "digest": encoder.frozen_digest()}
+
+
+def _restore_frozen(encoder, state: dict, info: dict | None, path: Path, prefix: str, modality: str) -> dict:
     if info is None:
         return state
-    if text_encoder.frozen_digest() != info["digest"]:
+    if encoder.frozen_digest() != info["digest"]:
         raise ConfigError(
             str(path),
             None,
-            "model.text_model",
-            f"the frozen text encoder's weights from {info['source']} are not those this checkpoint was trained "
-            "with (the checkpoint stores only what was trained; its frozen weights come from that source)",
+            f"model.{modality}_model",
+            f"the frozen {modality} encoder's weights from {info['source']} are not those this checkpoint was "
+            "trained with (the checkpoint stores only what was trained; its frozen weights come from that source)",
         )
-    own = text_encoder.state_dict()
-    missing = {prefix + k: own[k] for k in text_encoder.reloadable_keys() if prefix + k not in state}
+    own = encoder.state_dict()
+    missing = {prefix + k: own[k] for k in encoder.reloadable_keys() if prefix + k not in state}
     return {**state, **missing}
 
 
@@ -472,28 +611,13 @@ class LowerStates:
     def _load_or_run(self, key: tuple, progress: Progress | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         """The states from ``store_dir`` when an earlier process stored them for this key, else computed (and
         stored there). A lock file makes concurrent processes compute them once: the others wait and load."""
-        if self.store_dir is None:
-            return self._timed_run(progress)
-        digest = hashlib.sha256(repr(key).encode()).hexdigest()[:20]
-        path = Path(self.store_dir) / f"text_states-{digest}.pt"
-        path.parent.mkdir(parents=True, exist_ok=True)
-        with open(path.with_suffix(".lock"), "a") as lock:
-            fcntl.flock(lock, fcntl.LOCK_EX)
-            try:
-                if path.exists():
-                    try:
-                        stored = torch.load(path, map_location="cpu", weights_only=True)
-                        return stored["states"], stored["offsets"]
-                    except Exception as err:  # a damaged file: compute again and replace it
-                        log.warning(
-                            "stage 1: cannot read %s (%s); computing the text states again", path, err
-                        )
-                states, offsets = self._timed_run(progress)
-                with atomic_file(path, states.numel() * 4 + offsets.numel() * 8 + (1 << 16)) as tmp:
-                    torch.save({"states": states, "offsets": offsets}, tmp)
-                return states, offsets
-            finally:
-                fcntl.flock(lock, fcntl.LOCK_UN)
+
+        def compute() -> dict[str, torch.Tensor]:
+            states, offsets = self._timed_run(progress)
+            return {"states": states, "offsets": offsets}
+
+        stored = stored_tensors(self.store_dir, "text_states", key, compute)
+        return stored["states"], stored["offsets"]
 
     def _timed_run(self, progress: Progress | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         started = time.perf_counter()

@@ -61,9 +61,10 @@ class _PostBatches(Dataset):
         has_text: np.ndarray,
         has_image: np.ndarray,
         tokenize: bool = True,
+        load_pixels: bool = True,
     ):
         self.batches, self.prep, self.has_text, self.has_image = batches, prep, has_text, has_image
-        self.tokenize = tokenize
+        self.tokenize, self.load_pixels = tokenize, load_pixels
 
     def __len__(self) -> int:
         return len(self.batches)
@@ -78,7 +79,7 @@ class _PostBatches(Dataset):
             "input_ids": input_ids,
             "attention_mask": attention_mask,
             "image_post": image_post,
-            "pixel_values": self.prep.images(image_post),
+            "pixel_values": self.prep.images(image_post) if self.load_pixels else None,
         }
 
 
@@ -98,6 +99,7 @@ def encode_posts(
     captions are not tokenized."""
     corpus = prep.corpus
     cached_text = text_encoder.reads_cached_captions
+    cached_image = image_encoder.reads_cached_states
     loader = DataLoader(
         _PostBatches(
             batches,
@@ -105,6 +107,7 @@ def encode_posts(
             np.asarray(corpus.post_has_text),
             np.asarray(corpus.post_has_image),
             tokenize=not cached_text,
+            load_pixels=not cached_image,
         ),
         batch_size=None,
         num_workers=num_workers,
@@ -122,7 +125,11 @@ def encode_posts(
         ):
             image_post = torch.as_tensor(item["image_post"], dtype=torch.long)
             if len(image_post):
-                sums.image.add(image_encoder(item["pixel_values"].to(device)), post_user[image_post])
+                if cached_image:
+                    image_emb = image_encoder.cached_rows(image_post)
+                else:
+                    image_emb = image_encoder(item["pixel_values"].to(device))
+                sums.image.add(image_emb, post_user[image_post])
             text_post = torch.as_tensor(item["text_post"], dtype=torch.long)
             if len(text_post):
                 if cached_text:

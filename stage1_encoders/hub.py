@@ -19,6 +19,11 @@ as open_clip's hub format (``open_clip_config.json`` + ``open_clip_model.safeten
     model = open_clip.create_model(name, pretrained=folder + "/open_clip_model.safetensors")
     model.encode_image(pixels)                                      # R^I (normalize=False)
 
+A packaged backbone (``model.image_model=efficientnet-lite0``: frozen trunk, trained projection) is not copied:
+``frozen_source.json`` names its package and the model config in ``stage1_encoders/model_configs``, and
+``image_head.safetensors`` holds the trained projection (``stage1_encoders.build_image_encoder(name)`` builds the
+tower with the packaged trunk; load the head into its ``visual.head``).
+
 The text tower of that CLIP model is not MMGA's (stage 1 trains only the visual tower; its text encoder is
 ``text_encoder/``): it holds open_clip's initialisation, there only because open_clip loads whole models.
 """
@@ -43,6 +48,7 @@ from stage1_encoders.encoders import (
 
 FROZEN_SOURCE_FILE = "frozen_source.json"
 GRAPH_HEAD_FILE = "graph_head.safetensors"
+IMAGE_HEAD_FILE = "image_head.safetensors"
 
 
 def save_text_encoder(text_encoder: TextEncoder, tokenizer, folder: Path) -> Path:
@@ -76,9 +82,31 @@ def save_text_encoder(text_encoder: TextEncoder, tokenizer, folder: Path) -> Pat
 def save_image_encoder(image_encoder: ImageEncoder, model_name: str, folder: Path) -> Path:
     """The open_clip model ``model_name`` with ``image_encoder``'s visual tower, to ``folder`` in open_clip's hub
     format (config + safetensors weights), and its model config as ``<model_name>.json`` when the name is a plain
-    one (not ``hf-hub:`` or a path). The global RNG is left as it was (the rebuilt text tower draws from it)."""
+    one (not ``hf-hub:`` or a path). The global RNG is left as it was (the rebuilt text tower draws from it).
+    A packaged backbone with a frozen trunk (``ImageEncoder.frozen``) is its package plus the trained projection:
+    ``frozen_source.json`` names it, the package and the open_clip model config that builds its tower, and
+    ``image_head.safetensors`` holds the tower's ``head`` (R^I = head(trunk(pixels))), instead of a copy per run."""
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
+    if image_encoder.frozen:
+        from stage1_encoders.image_backbones import PACKAGED_IMAGE_MODELS
+
+        packaged = PACKAGED_IMAGE_MODELS[image_encoder.source]
+        info = {
+            "source": image_encoder.source,
+            "package": packaged.distribution,
+            "weights": packaged.weights,
+            "open_clip_config": packaged.config,
+            "preprocess_cfg": {"mean": list(packaged.mean), "std": list(packaged.std)},
+            "frozen": "trunk",
+            "head": IMAGE_HEAD_FILE,
+        }
+        head = image_encoder.visual.head.state_dict()
+        save_file(
+            {k: v.detach().cpu().clone().contiguous() for k, v in head.items()}, str(folder / IMAGE_HEAD_FILE)
+        )
+        (folder / FROZEN_SOURCE_FILE).write_text(json.dumps(info, indent=2) + "\n")
+        return folder
     register_image_presets()
     model_cfg = open_clip.get_model_config(model_name)
     with torch.random.fork_rng(devices=[]), no_random_init_notice():

@@ -22,7 +22,9 @@ from stage1_encoders.encoders import (
     TextEncoder,
     build_image_encoder,
     build_text_encoder,
+    needs_pretrained_image,
     needs_pretrained_text,
+    restore_frozen_image,
     restore_frozen_text,
 )
 from stage1_encoders.export import export_user_embeddings
@@ -78,10 +80,14 @@ def load_trained_encoders(checkpoint: Path) -> TrainedEncoders:
     if payload.get("stage1_tokenizer") is None and cfg.model.text_model == "tiny":
         raise ConfigError(str(checkpoint), None, None, "has no stored tokenizer (stage1_tokenizer)")
     tokenizer = build_tokenizer(cfg.model, None, payload.get("stage1_tokenizer"))
-    image_encoder = build_image_encoder(cfg.model.image_model, cfg.model.image_pretrained, load_weights=False)
-    # frozen pretrained text weights left out of the checkpoint come from their source (offline for MiniLM)
+    # frozen pretrained weights left out of the checkpoint come from their source (offline: MiniLM's and
+    # EfficientNet-Lite0's packages)
+    image_encoder = build_image_encoder(
+        cfg.model.image_model, cfg.model.image_pretrained, load_weights=needs_pretrained_image(payload)
+    )
     text_encoder = build_text_encoder(cfg.model, tokenizer, load_weights=needs_pretrained_text(payload))
     state = restore_frozen_text(text_encoder, payload["state_dict"], payload, checkpoint)
+    state = restore_frozen_image(image_encoder, state, payload, checkpoint)
     _load_prefixed(image_encoder, state, "image_encoder.", checkpoint)
     _load_prefixed(text_encoder, state, "text_encoder.", checkpoint)
     image_encoder.eval()

@@ -10,7 +10,12 @@ import numpy as np
 from corpus import Corpus
 from stage1_encoders.config import Stage1Config
 from stage1_encoders.data import PairBatchCollator, PostPreprocessor, Stage1DataModule
-from stage1_encoders.encoders import build_image_encoder, build_text_encoder, needs_pretrained_text
+from stage1_encoders.encoders import (
+    build_image_encoder,
+    build_text_encoder,
+    needs_pretrained_image,
+    needs_pretrained_text,
+)
 from stage1_encoders.system import Stage1System
 from stage1_encoders.tokenizer import build_tokenizer
 
@@ -33,8 +38,9 @@ def build_parts(
     tokenizer = build_tokenizer(
         cfg.model, corpus.post_text, None if payload is None else payload.get("stage1_tokenizer")
     )
+    # a checkpoint that left a frozen pretrained image tower out gets it from its package again
     image_encoder = build_image_encoder(
-        cfg.model.image_model, cfg.model.image_pretrained, load_weights=payload is None
+        cfg.model.image_model, cfg.model.image_pretrained, load_weights=needs_pretrained_image(payload)
     )
     # a checkpoint that left the frozen pretrained text weights out gets them from the source again
     text_encoder = build_text_encoder(cfg.model, tokenizer, load_weights=needs_pretrained_text(payload))
@@ -90,11 +96,14 @@ def build_parts(
         positives="neighbours" if infonce else "edges",
         common_neighbours=(infonce or graph_head) and lc.gcl_soft_targets > 0,
         text_gcl_users=cfg.data.text_gcl_users if graph_head else 0,
+        load_pixels=not image_encoder.frozen,
     )
     if (
         cfg.model.text_tuned_layers is not None
     ):  # frozen lower layers: their states once, for training and export
         text_encoder.use_cached_lower_states(prep, cfg.data.export_batch_size, cfg.data.text_states_dir)
+    if image_encoder.frozen:  # a frozen pretrained image tower: its output of every image once, likewise
+        image_encoder.use_cached_states(prep, cfg.data.export_batch_size, cfg.data.text_states_dir)
     datamodule = Stage1DataModule(
         collator, collator.num_items, cfg.data.pairs_per_batch, cfg.data.num_workers
     )

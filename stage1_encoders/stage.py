@@ -103,7 +103,8 @@ def run_stage1(cfg: Stage1Config, corpus: Corpus | None = None, *, force: bool =
             parts.datamodule,
             cfg.out_dir,
             resume,
-            frozen_eval_modules=parts.system.text_encoder.num_eval_modules(),
+            frozen_eval_modules=parts.system.text_encoder.num_eval_modules()
+            + parts.system.image_encoder.num_eval_modules(),
         )
         train_seconds = time.perf_counter() - started
         if trainer.is_global_zero:
@@ -133,13 +134,21 @@ def prepare_text_states(
     corpus: Corpus | None = None,
     threads: int | None = None,
     progress: Progress | None = None,
+    image_progress: Progress | None = None,
 ) -> bool:
-    """Compute the frozen text layers' caption states of ``cfg`` into ``cfg.data.text_states_dir`` now, with
-    ``threads`` torch threads (default: the config's), so that the stage-1 runs sharing that folder load them
-    instead of computing them (``LowerStates``). Returns whether there was anything to compute: False when
-    ``cfg`` freezes no text layer or names no folder. Nothing is trained or written besides the states file.
-    ``progress(captions done, captions)`` follows the computation (not called when the states are loaded)."""
-    if cfg.model.text_tuned_layers is None or cfg.data.text_states_dir is None:
+    """Compute the frozen encoders' states of ``cfg`` into ``cfg.data.text_states_dir`` now, with ``threads``
+    torch threads (default: the config's), so that the stage-1 runs sharing that folder load them instead of
+    computing them: the frozen text layers' caption states (``LowerStates``) and a frozen pretrained image
+    tower's output of every image (``ImageStates``). Returns whether there was anything to compute: False when
+    ``cfg`` freezes neither or names no folder. Nothing is trained or written besides the states files.
+    ``progress(captions done, captions)`` follows the caption states' computation and ``image_progress(images
+    done, images)`` the image states' (neither is called for states that are loaded)."""
+    from stage1_encoders.image_backbones import PACKAGED_IMAGE_MODELS
+    from stage1_encoders.image_states import clear_image_states_memo
+
+    text = cfg.model.text_tuned_layers is not None
+    image = cfg.model.image_model in PACKAGED_IMAGE_MODELS
+    if not (text or image) or cfg.data.text_states_dir is None:
         return False
     cfg.validate()
     with torch_threads(threads or cfg.trainer.num_threads), torch.random.fork_rng(devices=[]):
@@ -147,9 +156,15 @@ def prepare_text_states(
         # seeded as run_stage1 seeds: a text model built from a config (no pretrained weights) then has the
         # very frozen weights the run will have, hence the same states file
         torch.manual_seed(cfg.seed)
-        build_parts(cfg, corpus).system.text_encoder.compute_lower_states(progress)
-    # the file holds them now: this process (the bridge's main one) does not keep a second copy in memory
+        system = build_parts(cfg, corpus).system
+        if text:
+            system.text_encoder.compute_lower_states(progress)
+        if image:
+            system.image_encoder.compute_states(image_progress)
+        del system  # dropped before the memos are cleared: the encoders and their states refer to each other
+    # the files hold them now: this process (the bridge's main one) does not keep a second copy in memory
     clear_lower_states_memo()
+    clear_image_states_memo()
     return True
 
 

@@ -9,7 +9,15 @@ import torch
 from transformers import get_cosine_with_min_lr_schedule_with_warmup
 
 from stage1_encoders.config import TextFeatureInput
-from stage1_encoders.encoders import FROZEN_TEXT_KEY, ImageEncoder, TextEncoder, restore_frozen_text
+from stage1_encoders.encoders import (
+    FROZEN_IMAGE_KEY,
+    FROZEN_TEXT_KEY,
+    ImageEncoder,
+    TextEncoder,
+    frozen_record,
+    restore_frozen_image,
+    restore_frozen_text,
+)
 from stage1_encoders.heads import GraphProjectionHead, ITAHead, PairClassifier
 from stage1_encoders.losses import GraphContrastiveLoss, GraphInfoNCELoss, ITALoss, MLMLoss, usable_pairs
 from stage1_encoders.pooling import mean_by_user
@@ -133,7 +141,7 @@ class Stage1System(L.LightningModule):
         losses: dict[str, torch.Tensor] = {}
         num_users = int(batch["num_users"])
         has_text = batch["input_ids"].shape[0] > 0
-        has_images = batch["pixel_values"].shape[0] > 0
+        has_images = len(batch["image_post"]) > 0
         text_emb = image_emb = None
         mlm = self.mlm_loss is not None and has_text
         if mlm and self.text_feature_input == "masked":  # one pass: [CLS] of the masked text, as BERT's NSP
@@ -150,7 +158,11 @@ class Stage1System(L.LightningModule):
         if mlm and len(labels) > 0:
             losses.update(self.mlm_loss(logits, labels))
         if self.needs_images and has_images:
-            image_emb = self.image_encoder(batch["pixel_values"])
+            # a frozen trunk: the projection over its output of each image, computed once per run folder
+            if self.image_encoder.reads_cached_states:
+                image_emb = self.image_encoder.cached_rows(batch["image_post"])
+            else:
+                image_emb = self.image_encoder(batch["pixel_values"])
         if (
             self.ita_loss is not None
             and text_emb is not None
@@ -272,21 +284,25 @@ class Stage1System(L.LightningModule):
                 torch.nn.utils.clip_grad_norm_(params, gradient_clip_val)
 
     def on_save_checkpoint(self, checkpoint: dict) -> None:
-        # A frozen pretrained text encoder is its source's weights: stored once there, not in every checkpoint
-        # (MiniLM-L6 is 90 MB; a default bridge run writes 31 stage-1 checkpoints).
-        keys = self.text_encoder.reloadable_keys()
-        if keys:
-            for key in keys:
-                checkpoint["state_dict"].pop("text_encoder." + key, None)
-            checkpoint[FROZEN_TEXT_KEY] = {
-                "source": self.text_encoder.source,
-                "digest": self.text_encoder.frozen_digest(),
-            }
+        # A frozen pretrained encoder is its source's weights: stored once there, not in every checkpoint
+        # (MiniLM-L6 is 90 MB, EfficientNet-Lite0 19 MB; a default bridge run writes 31 stage-1 checkpoints).
+        for encoder, prefix, key in (
+            (self.text_encoder, "text_encoder.", FROZEN_TEXT_KEY),
+            (self.image_encoder, "image_encoder.", FROZEN_IMAGE_KEY),
+        ):
+            keys = encoder.reloadable_keys()
+            if keys:
+                for name in keys:
+                    checkpoint["state_dict"].pop(prefix + name, None)
+                checkpoint[key] = frozen_record(encoder)
 
     def on_load_checkpoint(self, checkpoint: dict) -> None:
         # Lightning loads the state dict strictly right after this hook (trainer.resume)
         state = upgrade_legacy_state_dict(checkpoint["state_dict"])
-        checkpoint["state_dict"] = restore_frozen_text(self.text_encoder, state, checkpoint, "the checkpoint")
+        state = restore_frozen_text(self.text_encoder, state, checkpoint, "the checkpoint")
+        checkpoint["state_dict"] = restore_frozen_image(
+            self.image_encoder, state, checkpoint, "the checkpoint"
+        )
 
     def heads(self) -> list[torch.nn.Module]:
         """The heads built for the losses in use (ITA projections and logit scale, GCL pair classifiers)."""
@@ -298,7 +314,8 @@ class Stage1System(L.LightningModule):
         schedule: linear warm-up from 0 over ``warmup_steps``, then cosine to ``min_lr_ratio`` of the peak at
         ``total_steps``."""
         groups = []
-        fresh = [*self.heads(), *self.text_encoder.fresh_modules()]  # new modules: the heads' learning rate
+        fresh = [*self.heads(), *self.text_encoder.fresh_modules(), *self.image_encoder.fresh_modules()]
+        # new modules (the heads above) train at the heads' learning rate
         fresh_ids = {id(p) for m in fresh for p in m.parameters()}
         encoders = [p for m in (self.image_encoder, self.text_encoder) for p in m.parameters()]
         for params, lr in (

@@ -23,6 +23,7 @@ from bridge.rounds.config import BridgeConfig
 from bridge.rounds.console import (
     Console,
     estimate_seconds,
+    image_states_seconds,
     minutes,
     stage1_costs,
     stage_seconds,
@@ -32,7 +33,7 @@ from bridge.rounds.context import BridgeResult, BridgeRun
 from bridge.rounds.corpus import prepare_corpus
 from bridge.rounds.evaluate import EVAL_COST, evaluate_rows
 from bridge.rounds.schedule import run_chains
-from bridge.rounds.stages import StageTemplates, check_stage_configs
+from bridge.rounds.stages import StageTemplates, check_stage_configs, frozen_image_trunk
 from bridge.runfolder import Manifest, RunPaths, run_lock, to_jsonable
 
 
@@ -49,6 +50,9 @@ class RunSize:
         1.5,
     )  # MMGA's stage 1: seconds per step, export per 1,000 users
     states_per_caption: float = 0.0  # seconds per caption of the caption states (console.states_seconds)
+    states_per_image: float = (
+        0.0  # seconds per image of a frozen image trunk's states (console.image_states_seconds)
+    )
 
     @classmethod
     def of(cls, cfg: BridgeConfig, templates: StageTemplates) -> RunSize:
@@ -70,17 +74,23 @@ class RunSize:
         per_caption = states_seconds(
             1, model.text_model, model.text_tuned_layers, model.text_frozen_precision
         )
-        return cls(runs, sum(counts.values()), steps, units, cost, per_caption)
+        per_image = image_states_seconds(1, model.image_model)
+        return cls(runs, sum(counts.values()), steps, units, cost, per_caption, per_image)
 
     def stage_estimates(self, num_users: int) -> dict[str, float]:
         """Estimated seconds of one stage run of each kind on a corpus of ``num_users``."""
         return stage_seconds(num_users, self.steps["stage1"], self.steps["stage2"], self.stage1_cost)
 
-    def estimate_line(self, jobs: int, num_users: int, captions: int = 0) -> str:
+    def estimate_line(self, jobs: int, num_users: int, captions: int = 0, images: int = 0) -> str:
         """The run's rough wall time on a 2-core CPU for this corpus's size: the caption states of ``captions``
-        captions (pass 0 when the run folder holds them already), the stages and the evaluations."""
-        eta = captions * self.states_per_caption + estimate_seconds(
-            self.stage_estimates(num_users), self.stage_runs, self.eval_units, jobs, num_users
+        captions and a frozen image trunk's states of ``images`` images (pass 0 when the run folder holds them
+        already), the stages and the evaluations."""
+        eta = (
+            captions * self.states_per_caption
+            + images * self.states_per_image
+            + estimate_seconds(
+                self.stage_estimates(num_users), self.stage_runs, self.eval_units, jobs, num_users
+            )
         )
         return f"  roughly {minutes(eta)} for {num_users:,} users on a 2-core CPU (a rerun skips what is complete)"
 
@@ -101,7 +111,13 @@ def header(
         f"evaluations; {jobs} job(s); run folder {paths.run_dir}.",
     ]
     s1 = templates.template("mmga", "stage1")
-    if not s1.model.image_pretrained:
+    package = frozen_image_trunk(s1.model.image_model)
+    if package is not None:
+        lines.append(
+            f"  The image tower ({s1.model.image_model}) has a pretrained trunk, frozen, from the {package} package; "
+            "only its projection trains."
+        )
+    elif not s1.model.image_pretrained:
         lines.append(
             f"  The ViT ({s1.model.image_model}) starts from random weights; for pretrained ones pass "
             "--stage1 model.image_model=NAME --stage1 model.image_pretrained=TAG_OR_FILE (an open_clip name and tag)."
@@ -190,7 +206,8 @@ def run_bridge(
         run = BridgeRun(cfg, paths, manifest, result, force, console)
         corpus = prepare_corpus(run)
         captions = 0 if paths.holds_text_states() else int(np.asarray(corpus.post_has_text).sum())
-        console.info(size.estimate_line(jobs, corpus.num_users, captions))
+        images = 0 if paths.holds_image_states() else int(np.asarray(corpus.post_has_image).sum())
+        console.info(size.estimate_line(jobs, corpus.num_users, captions, images))
         run_chains(run, corpus, templates, jobs, size.stage_estimates(corpus.num_users))
         rows, evaluated = evaluate_rows(run, corpus, jobs)
         environment = {

@@ -27,7 +27,7 @@ from typing import Any
 import torch
 
 from bridge.rounds import stages
-from bridge.rounds.console import Eta, ProgressLines, minutes, states_seconds
+from bridge.rounds.console import Eta, ProgressLines, image_states_seconds, minutes, states_seconds
 from bridge.rounds.context import BridgeRun
 from bridge.runfolder import STAGE_LOG
 from bridge.variants import Variant
@@ -187,12 +187,13 @@ class ChainScheduler:
             raise failure
 
     def _prepare_text_states(self, chains: list[Chain]) -> None:
-        """The frozen text layers' caption states, computed here with every job's threads before any chain
-        starts, for the first round-0 stage-1 run that still needs them and freezes text layers, when the run
-        folder has none yet. Otherwise the first stage-1 runs compute them on one thread while the other workers
-        wait for them (``LowerStates``' lock): 52-55 s of the default run's wall time, against 31-32 s here."""
+        """The frozen encoders' states (the frozen text layers' caption states, and a frozen pretrained image
+        trunk's output of every image), computed here with every job's threads before any chain starts, for the
+        first round-0 stage-1 run that still needs them, when the run folder has none yet. Otherwise the first
+        stage-1 runs compute them on one thread while the other workers wait for them (the states' lock): 52-55 s
+        of the default run's wall time, against 31-32 s here (the caption states of 2026-12-04)."""
         run = self.run
-        if run.paths.holds_text_states():
+        if run.paths.holds_text_states() and run.paths.holds_image_states():
             return
         for chain in chains:
             if (0, "stage1") not in chain.steps:
@@ -201,6 +202,9 @@ class ChainScheduler:
             planned = stages.plan_stage(key, self.templates, run.paths, self.corpus.root, run.manifest)
             if not stages.needs_run(planned, run.manifest, self.corpus, run.force):
                 continue
+            image = stages.frozen_image_trunk(planned.config.model.image_model) is not None
+            if run.paths.holds_text_states() and not (image and not run.paths.holds_image_states()):
+                return  # what this run folder's stage-1 runs read is there
             started = time.perf_counter()
             threads = self.jobs * torch.get_num_threads()
             model = planned.config.model
@@ -211,12 +215,19 @@ class ChainScheduler:
                 "captions",
                 states_seconds(1, model.text_model, model.text_tuned_layers, model.text_frozen_precision),
             )
-            if stages.prepare_text_states(planned.config, self.corpus, threads, progress):
+            image_progress = ProgressLines(
+                run.console,
+                "image states",
+                f"the frozen {model.image_model} trunk's output of every image, once for this run folder:",
+                "images",
+                image_states_seconds(1, model.image_model),
+            )
+            if stages.prepare_text_states(planned.config, self.corpus, threads, progress, image_progress):
                 run.console.info(
-                    f"[text states] the frozen text layers' caption states computed in "
+                    f"[text states] the frozen encoders' states computed in "
                     f"{time.perf_counter() - started:.1f} s ({threads} threads); the stage-1 runs reuse them"
                 )
-                return  # one file: variants with other frozen weights compute theirs in their first run
+                return  # one file each: variants with other frozen weights compute theirs in their first run
 
     def _next_run(self, chain: Chain) -> stages.StageRun | None:
         """Plan the chain's next stage that must run, skipping (and reporting) complete ones."""

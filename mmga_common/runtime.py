@@ -7,7 +7,7 @@ torch is imported inside the functions (reading a config stays light); ``mmga_co
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Literal, get_args
 
 from mmga_common.config import ConfigError
 
@@ -17,6 +17,15 @@ if TYPE_CHECKING:
 # Optional tracking loggers: the packages each needs (pyproject's [tracking] extra). MLflow 3 refuses its plain
 # file store by default ("maintenance mode"), so the local store is a SQLite file, which needs SQLAlchemy and Alembic.
 TRACKING_PACKAGES = {"mlflow": ("mlflow", "sqlalchemy", "alembic"), "wandb": ("wandb",)}
+
+# Where a plain torch loop (no Lightning) can run: the evaluation's ``eval.device`` and the benchmarks' --device.
+TorchDevice = Literal["auto", "cpu", "cuda"]
+TORCH_DEVICES: tuple[str, ...] = get_args(TorchDevice)
+
+
+def _no_cuda(value: str) -> str:
+    """The message for a CUDA request on a machine without a CUDA device."""
+    return f"is {value!r} but torch sees no CUDA device on this machine; use auto or cpu"
 
 
 def _cuda_count() -> int:
@@ -81,10 +90,7 @@ def check_devices(tc: TrainerConfig, key_prefix: str = "trainer.", source: str =
     if accelerator == "cuda":
         available = _cuda_count()
         if available == 0:
-            fail(
-                "accelerator",
-                f"is {tc.accelerator!r} but torch sees no CUDA device on this machine; use auto or cpu",
-            )
+            fail("accelerator", _no_cuda(tc.accelerator))
         if count is not None and count > available:
             fail(
                 "devices", f"asks for {count} GPUs but this machine has {available}; use at most {available}"
@@ -110,8 +116,9 @@ def resolve_torch_device(requested: str) -> str:
     """The device a plain torch loop (no Lightning) runs on for ``requested`` (``auto``, ``cpu`` or ``cuda``):
     ``cuda`` when asked or, for ``auto``, when torch sees a CUDA device; else ``cpu``. MPS is not offered: the
     sparse kernels such loops use (torch-sparse, PyG) have none."""
-    if requested not in ("auto", "cpu", "cuda"):
-        raise ValueError(f"device must be 'auto', 'cpu' or 'cuda', got {requested!r}")
+    if requested not in TORCH_DEVICES:
+        names = ", ".join(map(repr, TORCH_DEVICES[:-1])) + f" or {TORCH_DEVICES[-1]!r}"
+        raise ValueError(f"device must be {names}, got {requested!r}")
     if requested == "auto":
         return "cuda" if _cuda_count() > 0 else "cpu"
     return requested
@@ -121,9 +128,7 @@ def check_torch_device(requested: str, key: str, source: str = "config") -> None
     """Refuse, before any work, ``cuda`` on a machine where torch sees no CUDA device: one ``ConfigError`` line
     naming ``key``."""
     if requested == "cuda" and _cuda_count() == 0:
-        raise ConfigError(
-            source, None, key, "is 'cuda' but torch sees no CUDA device on this machine; use auto or cpu"
-        )
+        raise ConfigError(source, None, key, _no_cuda(requested))
 
 
 def check_loggers(tc: TrainerConfig, key_prefix: str = "trainer.", source: str = "config") -> None:

@@ -11,9 +11,9 @@ from dataclasses import dataclass
 from typing import Literal
 
 from mmga_common.config import ConfigError, check_bounds, config_field
+from mmga_common.runtime import TorchDevice as Device
 
 HeadType = Literal["linear", "mlp"]
-Device = Literal["auto", "cpu", "cuda"]
 
 
 @dataclass(frozen=True)

@@ -185,6 +185,10 @@ def release_text_states() -> None:
         from stage1_encoders import clear_lower_states_memo
 
         clear_lower_states_memo()
+    if "stage1_encoders.image_states" in sys.modules:  # a frozen image trunk's states likewise
+        from stage1_encoders.image_states import clear_image_states_memo
+
+        clear_image_states_memo()
 
 
 def run_stage2(cfg: Stage2Config, corpus: Corpus | None = None) -> Any:

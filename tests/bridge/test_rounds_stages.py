@@ -322,3 +322,15 @@ def test_the_report_names_the_columns_of_rt_that_stage2_reads():
     assert f"without its last {head} columns" in inputs and "so does R^G's content readout" in inputs
     paper = stage2_reads(stages.check_stage_configs(BridgeConfig(skip_graph_head=False)))
     assert paper == "MMGA's stage 2 (its GNN, M-Gate and content readout) reads all of R^T, as in the paper."
+
+
+def test_releasing_the_states_after_a_stage1_run_frees_the_image_states_too():
+    """A worker keeps no frozen encoder's states between its stage-1 runs (stage 2 and the evaluation do not read
+    them): the caption states and a frozen image trunk's states are both dropped."""
+    import torch
+
+    from stage1_encoders import image_states
+
+    image_states._IMAGE_STATES_MEMO[("key",)] = torch.zeros(2, 3)
+    stages.release_text_states()
+    assert not image_states._IMAGE_STATES_MEMO

@@ -42,7 +42,47 @@ def register_image_presets() -> None:
         open_clip.add_model_config(MODEL_CONFIG_DIR)
 
 
-class ImageEncoder(nn.Module):
+class FrozenParts(nn.Module):
+    """What the two encoders share about their frozen pretrained parts (``frozen_modules()``, weights from
+    ``self.source``): the frozen parts stay in eval mode while the rest trains, a checkpoint need not store them,
+    and a digest tells whether a source still has the weights a checkpoint was trained with."""
+
+    source: str | None = None
+
+    def frozen_modules(self) -> list[nn.Module]:
+        return []
+
+    def train(self, mode: bool = True):
+        super().train(mode)
+        for (
+            module
+        ) in self.frozen_modules():  # frozen parts never train: no dropout, batch norms keep statistics
+            module.eval()
+        return self
+
+    def num_eval_modules(self) -> int:
+        """How many modules (each frozen module and everything inside it, counted once) stay in eval mode while
+        the rest trains."""
+        return len({id(m) for frozen in self.frozen_modules() for m in frozen.modules()})
+
+    def reloadable_keys(self) -> list[str]:
+        """State-dict keys (relative to this encoder) of the frozen modules' tensors when the weights come from a
+        pretrained source (``self.source``): a checkpoint need not store them, they are loaded from the source
+        again (``restore_frozen_text`` / ``restore_frozen_image``). [] otherwise."""
+        if self.source is None:
+            return []
+        frozen = {id(t) for m in self.frozen_modules() for t in (*m.parameters(), *m.buffers())}
+        return [k for k, t in self.state_dict(keep_vars=True).items() if id(t) in frozen]
+
+
+def weights_digest(tensors) -> str:
+    """A digest of frozen weights (per tensor, the float64 sum on the CPU, rounded): equal for the same weights on
+    any device, different when a source's weights changed."""
+    sums = tuple(round(float(t.detach().cpu().double().sum()), 6) for t in tensors)
+    return hashlib.sha256(repr(sums).encode()).hexdigest()[:20]
+
+
+class ImageEncoder(FrozenParts):
     """An open_clip visual tower; ``forward`` returns its pooled (projected) output.
 
     Args:
@@ -91,33 +131,9 @@ class ImageEncoder(nn.Module):
         """Modules that start from random weights over a pretrained trunk (the projection head), or []."""
         return [self.visual.head] if self.frozen else []
 
-    def train(self, mode: bool = True) -> ImageEncoder:
-        super().train(mode)
-        for module in self.frozen_modules():  # a frozen trunk never trains: batch norms keep their statistics
-            module.eval()
-        return self
-
-    def num_eval_modules(self) -> int:
-        """How many modules stay in eval mode while the rest trains (every module of a frozen trunk)."""
-        return len({id(m) for frozen in self.frozen_modules() for m in frozen.modules()})
-
     def frozen_digest(self) -> str:
-        """A digest of the frozen trunk's weights (per tensor, the float64 sum on the CPU, rounded), as the text
-        encoder's: equal for the same weights on any device."""
-        sums = tuple(
-            round(float(t.detach().cpu().double().sum()), 6)
-            for m in self.frozen_modules()
-            for t in m.state_dict().values()
-        )
-        return hashlib.sha256(repr(sums).encode()).hexdigest()[:20]
-
-    def reloadable_keys(self) -> list[str]:
-        """State-dict keys (relative to this encoder) a checkpoint need not store: the frozen trunk's, whose
-        weights come from its source again. [] for a tower that trains whole."""
-        if not self.frozen:
-            return []
-        frozen = {id(t) for m in self.frozen_modules() for t in (*m.parameters(), *m.buffers())}
-        return [k for k, t in self.state_dict(keep_vars=True).items() if id(t) in frozen]
+        """:func:`weights_digest` of the frozen trunk's state (its batch norms' statistics included)."""
+        return weights_digest(t for m in self.frozen_modules() for t in m.state_dict().values())
 
     def use_cached_states(self, prep, batch_size: int = 256, store_dir: str | Path | None = None) -> None:
         """Read the frozen trunk's output of each image from a cache of every image's (``ImageStates``), computed
@@ -228,7 +244,7 @@ def no_random_init_notice() -> Iterator[None]:
         root.removeFilter(_drop_random_init_notice)
 
 
-class TextEncoder(nn.Module):
+class TextEncoder(FrozenParts):
     """A transformers masked-LM model; ``forward`` returns the pooled caption embedding R^T, ``mlm_logits`` the
     vocabulary logits at the positions that carry an MLM label.
 
@@ -334,23 +350,8 @@ class TextEncoder(nn.Module):
         return layers
 
     def frozen_digest(self) -> str:
-        """A digest of the frozen modules' weights (per tensor, the float64 sum on the CPU, rounded): equal for the
-        same weights on any device, different when the source's weights changed."""
-        sums = tuple(
-            round(float(p.detach().cpu().double().sum()), 6)
-            for m in self.frozen_modules()
-            for p in m.parameters()
-        )
-        return hashlib.sha256(repr(sums).encode()).hexdigest()[:20]
-
-    def reloadable_keys(self) -> list[str]:
-        """State-dict keys (relative to this encoder) of the frozen modules' tensors when the weights come from a
-        pretrained source (``self.source``): a checkpoint need not store them, they are loaded from the source
-        again (``stage1_encoders.checkpoint.restore_frozen_text``). [] otherwise."""
-        if self.source is None or self.tuned_layers is None:
-            return []
-        frozen = {id(t) for m in self.frozen_modules() for t in (*m.parameters(), *m.buffers())}
-        return [k for k, t in self.state_dict(keep_vars=True).items() if id(t) in frozen]
+        """:func:`weights_digest` of the frozen modules' parameters."""
+        return weights_digest(p for m in self.frozen_modules() for p in m.parameters())
 
     def fresh_modules(self) -> list[nn.Module]:
         """Modules that start from random weights whatever the encoder's weights (the graph head), or []."""
@@ -361,17 +362,6 @@ class TextEncoder(nn.Module):
         if self.tuned_layers is None:
             return []
         return [self.base.embeddings, *self._layers()[: self.num_frozen]]
-
-    def num_eval_modules(self) -> int:
-        """How many modules (each frozen module and everything inside it, counted once) stay in eval mode while
-        the rest trains."""
-        return len({id(m) for frozen in self.frozen_modules() for m in frozen.modules()})
-
-    def train(self, mode: bool = True) -> TextEncoder:
-        super().train(mode)
-        for module in self.frozen_modules():  # frozen layers never train: no dropout there, as in the cache
-            module.eval()
-        return self
 
     def pool(self, hidden: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
         """[B, L, H] last hidden states -> [B, H] by ``self.pooling`` (mean over tokens with mask 1)."""

@@ -51,6 +51,12 @@ GRAPH_HEAD_FILE = "graph_head.safetensors"
 IMAGE_HEAD_FILE = "image_head.safetensors"
 
 
+def _save_state(state: dict, path: Path) -> None:
+    """A state dict as a safetensors file, each tensor a contiguous CPU copy (safetensors refuses tensors that
+    share storage)."""
+    save_file({name: value.detach().cpu().clone().contiguous() for name, value in state.items()}, str(path))
+
+
 def save_text_encoder(text_encoder: TextEncoder, tokenizer, folder: Path) -> Path:
     """``text_encoder``'s masked-LM model and ``tokenizer`` to ``folder`` with ``save_pretrained``. A frozen
     pretrained encoder is its source, unchanged: ``frozen_source.json`` names it (load it from there with
@@ -62,10 +68,7 @@ def save_text_encoder(text_encoder: TextEncoder, tokenizer, folder: Path) -> Pat
         info = {"source": text_encoder.source, "pooling": text_encoder.pooling, "frozen": True}
         if text_encoder.head is not None:
             info["graph_head"] = GRAPH_HEAD_FILE
-            tensors = {
-                k: v.detach().cpu().clone().contiguous() for k, v in text_encoder.head.state_dict().items()
-            }
-            save_file(tensors, str(folder / GRAPH_HEAD_FILE))
+            _save_state(text_encoder.head.state_dict(), folder / GRAPH_HEAD_FILE)
         (folder / FROZEN_SOURCE_FILE).write_text(json.dumps(info, indent=2) + "\n")
         return folder
     bars = hf_logging.is_progress_bar_enabled()
@@ -101,10 +104,7 @@ def save_image_encoder(image_encoder: ImageEncoder, model_name: str, folder: Pat
             "frozen": "trunk",
             "head": IMAGE_HEAD_FILE,
         }
-        head = image_encoder.visual.head.state_dict()
-        save_file(
-            {k: v.detach().cpu().clone().contiguous() for k, v in head.items()}, str(folder / IMAGE_HEAD_FILE)
-        )
+        _save_state(image_encoder.visual.head.state_dict(), folder / IMAGE_HEAD_FILE)
         (folder / FROZEN_SOURCE_FILE).write_text(json.dumps(info, indent=2) + "\n")
         return folder
     register_image_presets()
@@ -112,9 +112,7 @@ def save_image_encoder(image_encoder: ImageEncoder, model_name: str, folder: Pat
     with torch.random.fork_rng(devices=[]), no_random_init_notice():
         clip = open_clip.create_model(model_name, pretrained=None, load_weights=False, device="cpu")
     clip.visual.load_state_dict({k: v.detach().cpu() for k, v in image_encoder.visual.state_dict().items()})
-    # clone: safetensors refuses tensors that share storage
-    tensors = {name: value.detach().cpu().clone().contiguous() for name, value in clip.state_dict().items()}
-    save_file(tensors, str(folder / OPEN_CLIP_WEIGHTS_FILE))
+    _save_state(clip.state_dict(), folder / OPEN_CLIP_WEIGHTS_FILE)
     pre = image_encoder.preprocess_cfg
     preprocess = {key: pre[key] for key in ("mean", "std", "interpolation", "resize_mode") if pre.get(key)}
     hub_config = {"model_cfg": model_cfg, "preprocess_cfg": preprocess}

@@ -203,7 +203,7 @@ class ChainScheduler:
             if not stages.needs_run(planned, run.manifest, self.corpus, run.force):
                 continue
             image = stages.frozen_image_trunk(planned.config.model.image_model) is not None
-            if run.paths.holds_text_states() and not (image and not run.paths.holds_image_states()):
+            if run.paths.holds_text_states() and (not image or run.paths.holds_image_states()):
                 return  # what this run folder's stage-1 runs read is there
             started = time.perf_counter()
             threads = self.jobs * torch.get_num_threads()

@@ -162,15 +162,18 @@ def test_fit_and_export_with_the_packaged_backbone_offline(tiny_corpus, tmp_path
     from stage1_encoders.image_states import clear_image_states_memo
     from stage1_encoders.infer import encode_corpus, load_trained_encoders
 
+    def lite0_config(name: str, steps: int) -> Stage1Config:
+        return tiny_config(
+            tiny_corpus,
+            tmp_path / f"cache{name}",
+            tmp_path / f"out{name}",
+            model={**TINY_MODEL, "image_model": "efficientnet-lite0"},
+            data={"text_states_dir": str(tmp_path / "states")},
+            trainer={"max_steps": steps, "enable_progress_bar": False, "loggers": ["csv"]},
+        )
+
     clear_image_states_memo()
-    cfg: Stage1Config = tiny_config(
-        tiny_corpus,
-        tmp_path / "cache",
-        tmp_path / "out",
-        model={**TINY_MODEL, "image_model": "efficientnet-lite0"},
-        data={"text_states_dir": str(tmp_path / "states")},
-        trainer={"max_steps": 2, "enable_progress_bar": False, "loggers": ["csv"]},
-    )
+    cfg = lite0_config("", 2)
     result, seen = fit_with_probe(cfg, monkeypatch)
     assert seen["calls"] == 2 and seen["eval"] == set() and seen["eval_warnings"] == []
     assert "ita_loss" in result.metrics
@@ -190,14 +193,7 @@ def test_fit_and_export_with_the_packaged_backbone_offline(tiny_corpus, tmp_path
     assert cached.user_image_emb.shape[1] == 64
     np.testing.assert_allclose(again.user_image_emb, cached.user_image_emb, atol=1e-5)
     # the projection trained: R^I differs from the untrained tower's
-    untrained = tiny_config(
-        tiny_corpus,
-        tmp_path / "cache0",
-        tmp_path / "out0",
-        model={**TINY_MODEL, "image_model": "efficientnet-lite0"},
-        data={"text_states_dir": str(tmp_path / "states")},
-        trainer={"max_steps": 0, "enable_progress_bar": False, "loggers": ["csv"]},
-    )
+    untrained = lite0_config("0", 0)
     run_stage1(untrained)
     assert not np.allclose(
         read_cache(untrained, tiny_corpus).user_image_emb, cached.user_image_emb, atol=1e-4

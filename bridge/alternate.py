@@ -132,6 +132,15 @@ def _add_seed_and_variant_flags(parser: argparse.ArgumentParser) -> None:
         "10 on 2 cores",
     )
     parser.add_argument(
+        "--encoder-peers",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="also report mmga_sgc and mmga_gcn (with the baselines): peer_sgc's SGC and peer_gcn's GCN, unchanged, "
+        "over MMGA's encoders, each compared with the same peer over the no-alignment and frozen encoders (what the "
+        "alignment buys a user who runs that peer); off by default: about 16%% more time (1.5 minutes of the "
+        "default run on 2 cores)",
+    )
+    parser.add_argument(
         "--skip-graph-head",
         action=argparse.BooleanOptionalAction,
         default=None,
@@ -240,6 +249,7 @@ def main(argv: list[str] | None = None) -> int:
             ablations=None if args.ablations is None else (args.ablations or True),
             finetune=args.finetune,
             skip_graph_head=args.skip_graph_head,
+            encoder_peers=args.encoder_peers,
         )
         templates = check_stage_configs(cfg)  # every variant's typed stage configs, each built once
         jobs, threads = _jobs_and_threads(args)

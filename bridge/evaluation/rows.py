@@ -24,6 +24,13 @@ four sections, each with its own MMGA row that the others are compared with (``S
 - ``peer_cs``: Correct & Smooth on the linear heads over the same features;
 - ``peer_frozen_gcn``: the GCN over the frozen encoders' features.
 
+**The same peer over MMGA's encoders** (``mmga_sgc``, ``mmga_gcn``; with the baselines and ``encoder_peers``): the
+peers' own recipe,
+SimTeG's protocol (an encoder tuned first, its embeddings fed to a standard GNN), run on MMGA's last-round encoders:
+- ``mmga_sgc``: ``peer_sgc``'s SGC over MMGA's [R^T || R^I || X], against ``peer_sgc`` and ``peer_frozen_sgc``;
+- ``mmga_gcn``: ``peer_gcn``'s GCN over the same, against ``peer_gcn`` and ``peer_frozen_gcn``.
+Each pair differs only in the encoders the features come from: what graph alignment buys a user who runs the peer.
+
 **Cold start** (``mmga_cold``): the test users' edges removed (``cold_edges``), R^G recomputed by the trained GNN
 on that graph (a test user's own inputs only, no neighbours), the heads trained on the train users as usual:
 ``mmga_cold``, ``no_align_cold`` and ``frozen_cold`` ([R^T || R^I || X] of the frozen encoders).
@@ -57,7 +64,7 @@ GOAL_METRICS = (("topic", "macro_f1", True), ("fans", "mae", False))
 # How a row is evaluated: the linear probe on a frozen representation, a peer over it, or a network trained end to
 # end (``finetune``).
 Method = Literal["probe", "sgc", "gcn", "gatv2", "cs", "finetune"]
-Section = Literal["probe", "finetuned", "cold_start", "cold_start_isolated"]
+Section = Literal["probe", "finetuned", "encoders_sgc", "encoders_gcn", "cold_start", "cold_start_isolated"]
 
 
 @dataclass(frozen=True)
@@ -93,6 +100,12 @@ SECTIONS = (
         "mmga_finetuned",
         ("scratch_finetuned", "peer_gcn", "peer_gatv2", "peer_cs", "peer_frozen_gcn", "peer_frozen_sgc"),
     ),
+    SectionSpec(
+        "encoders_sgc", "The same SGC over MMGA's encoders", "mmga_sgc", ("peer_sgc", "peer_frozen_sgc")
+    ),
+    SectionSpec(
+        "encoders_gcn", "The same GCN over MMGA's encoders", "mmga_gcn", ("peer_gcn", "peer_frozen_gcn")
+    ),
     SectionSpec("cold_start", "Cold start", "mmga_cold", ("no_align_cold", "frozen_cold")),
     SectionSpec(
         "cold_start_isolated",
@@ -110,8 +123,8 @@ class Row:
     Attributes:
         name: key in metrics.json, e.g. ``"mmga_round_2"``.
         label: human-readable name for the table.
-        group: ``"mmga"`` (MMGA per round), ``"baseline"``, ``"peer"``, ``"part"`` (MMGA's parts on their own),
-            ``"ablation"``, ``"finetuned"`` or ``"cold"``.
+        group: ``"mmga"`` (MMGA per round), ``"baseline"``, ``"peer"``, ``"mmga_peer"`` (a peer over MMGA's
+            encoders), ``"part"`` (MMGA's parts on their own), ``"ablation"``, ``"finetuned"`` or ``"cold"``.
         variant: the run variant the embeddings come from (None for X).
         round: the round the embeddings come from (None for X).
         parts: which blocks are concatenated, in :data:`PART_ORDER`.
@@ -197,9 +210,14 @@ class Row:
 
 
 def report_rows(
-    rounds: int, baselines: bool = True, ablations: bool | Iterable[str] = False, finetune: bool = False
+    rounds: int,
+    baselines: bool = True,
+    ablations: bool | Iterable[str] = False,
+    finetune: bool = False,
+    encoder_peers: bool = False,
 ) -> list[Row]:
-    """All rows of a run with ``rounds`` rounds, in table order."""
+    """All rows of a run with ``rounds`` rounds, in table order (``encoder_peers``: ``mmga_sgc`` and ``mmga_gcn``,
+    with the baselines)."""
     last = rounds - 1
     rows = [Row("stats_x", "statistics X alone (floor)", "baseline", None, None, ("stats",))]
     content = ("text", "image", "stats")
@@ -250,6 +268,11 @@ def report_rows(
             ("peer_frozen_gcn", "peer: GCN over frozen encoders", "frozen", 0, "gcn"),
         )
         rows += [Row(n, label, "peer", v, r, content, m, "finetuned") for n, label, v, r, m in peers]
+    # two peers over MMGA's own encoders, each compared with the same peer over the others' encoders
+    if baselines and encoder_peers:
+        for method, section in (("sgc", "encoders_sgc"), ("gcn", "encoders_gcn")):
+            label = f"{method.upper()} over MMGA's encoders"
+            rows.append(Row(f"mmga_{method}", label, "mmga_peer", "mmga", last, content, method, section))
     if baselines:  # the cold-start section (its MMGA row only means something next to the others)
         rows += [
             Row("mmga_cold", "MMGA, test users without edges", "cold", "mmga", last, mixed, **COLD),

@@ -71,7 +71,9 @@ def summarize_runs(runs: dict[str, dict[str, Any]]) -> dict[str, Any]:
         )
     final = next(iter(finals.values()))
     # the report's row order (X, baselines, MMGA per round, MMGA's parts), then anything else alphabetically
-    known = [row.name for row in report_rows(int(final.rsplit("_", 1)[1]) + 1, finetune=True)]
+    known = [
+        row.name for row in report_rows(int(final.rsplit("_", 1)[1]) + 1, finetune=True, encoder_peers=True)
+    ]
     order = [r for r in known if r in common] + sorted(common - set(known))
     out_rows: dict[str, Any] = {}
     for row in order:

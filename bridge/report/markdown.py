@@ -139,6 +139,12 @@ SECTION_NOTES = {
     "weight decay chosen on val, test scored once per head seed. The stage-1 encoders stay frozen here (their "
     "embeddings come from the cache): `mmga_finetuned` trains MMGA's last-round GNN (its pre-trained weights and "
     "gate) plus a linear head, `scratch_finetuned` the same network from random weights.",
+    "encoders_sgc": "`peer_sgc`'s own recipe (SGC, K chosen on val, then the linear heads) over MMGA's last-round "
+    "encoders' [R^T || R^I || X] instead of the no-alignment or frozen encoders': the pairs differ only in the "
+    "encoders, so the margin is what graph alignment buys a user who runs this peer (SimTeG's protocol: tune the "
+    "encoder, then feed its embeddings to a standard GNN).",
+    "encoders_gcn": "`peer_gcn`'s own recipe (the same 2-layer GCN, grid and early stopping) over MMGA's last-round "
+    "encoders' [R^T || R^I || X]; compared with the GCN over the no-alignment and the frozen encoders.",
     "cold_start": "The test users' edges are removed; the trained GNN embeds every user on that graph, so a test "
     "user's R^G comes from its own inputs only (the inductive path of `bridge.embed`). Heads as in the probe. "
     "The encoders were trained on the whole graph, the test users' edges included (training uses no label): this "
@@ -261,8 +267,9 @@ def _method_lines(report: RunReport, facts: RunFacts) -> list[str]:
         f"heads; `peer_gcn` / `peer_gatv2` = a 2-layer PyG `GCNConv` / `GATv2Conv` network (hidden {ev.gcn_hidden}, "
         f"GATv2 with {ev.gat_heads} heads, dropout {ev.gcn_dropout}); `peer_cs` = the linear heads, then PyG "
         f"`CorrectAndSmooth` ({ev.cs_layers} steps each, (correction, smoothing) strengths in "
-        f"{[list(a) for a in ev.cs_alphas]} chosen on val).",
-        f"- Every network trained end to end (the GCN and GATv2 peers, `mmga_finetuned`, `scratch_finetuned`): "
+        f"{[list(a) for a in ev.cs_alphas]} chosen on val). `mmga_sgc` / `mmga_gcn`: the same SGC / GCN over MMGA's "
+        "last-round encoders' [R^T || R^I || X].",
+        f"- Every network trained end to end (the GCN and GATv2 peers, `mmga_gcn`, `mmga_finetuned`, `scratch_finetuned`): "
         f"Adam, lr in {list(ev.gcn_lrs)} and weight decay in {list(ev.gcn_weight_decays)} chosen on val, at most "
         f"{ev.gcn_max_epochs} full-batch epochs, early stopping on the val loss (patience {ev.gcn_patience}), one "
         f"network per seed of {list(ev.network_seeds)}, test scored once per network seed.",

@@ -8,6 +8,7 @@ File layout (every section optional)::
     preset: default                        # the stage defaults: bridge/presets/<preset>.json (default, real)
     ablations: false                       # MMGA's ablations too: true (all), or names of bridge.variants.ABLATIONS
     finetune: true                         # the fine-tuned rows (MMGA's GNN + head, and the same from scratch)
+    encoder_peers: false                   # peer_sgc's and peer_gcn's recipes over MMGA's encoders (mmga_sgc, mmga_gcn)
     skip_graph_head: true                  # stage 2's GNN reads R^T without the graph head's columns (docs/stage2.md)
     synthetic: {num_users: 800}            # SyntheticConfig fields, for the generated default corpus
     stage1: {trainer: {max_steps: 40}}     # Stage1Config fields (nested or dotted keys)
@@ -74,6 +75,12 @@ class BridgeConfig:
         True,
         "the fine-tuned rows: MMGA's last-round GNN + a task head trained end to end, and the same from scratch",
     )
+    encoder_peers: bool = config_field(
+        False,
+        "the rows mmga_sgc and mmga_gcn (with the baselines): peer_sgc's and peer_gcn's own recipes over MMGA's "
+        "last-round encoders, each compared with the same peer over the no-alignment and the frozen encoders; off "
+        "by default: they add about 16% to the default run, which would then pass 10 minutes on a slow 2-core day",
+    )
     skip_graph_head: bool = config_field(
         True,
         "stage 2's GNN and gate read R^T without stage 1's graph-head columns: each variant's stage-2 "
@@ -134,6 +141,7 @@ def build_config(
     ablations: bool | list[str] | None = None,
     finetune: bool | None = None,
     skip_graph_head: bool | None = None,
+    encoder_peers: bool | None = None,
 ) -> BridgeConfig:
     """Merge the config file and the command-line values (which win) into a :class:`BridgeConfig`."""
     data: dict[str, Any] = {}
@@ -173,6 +181,7 @@ def build_config(
         "ablations": ablations,
         "finetune": finetune,
         "skip_graph_head": skip_graph_head,
+        "encoder_peers": encoder_peers,
     }
     for name, value in given.items():
         if value is not None:

@@ -146,7 +146,7 @@ def evaluate_rows(
     from bridge.rounds.schedule import InlineExecutor, executor
 
     cfg = run.cfg
-    rows = report_rows(cfg.rounds, cfg.baselines, cfg.ablations, cfg.finetune)
+    rows = report_rows(cfg.rounds, cfg.baselines, cfg.ablations, cfg.finetune, cfg.encoder_peers)
     pairs = [(row, seed) for row in rows for seed in (cfg.training_seeds if row.seeded else (None,))]
     planned: list[tuple[Row, int | None, RunPaths, Any, dict, bool]] = []
     for row, seed in pairs:

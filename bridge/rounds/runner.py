@@ -64,7 +64,7 @@ class RunSize:
             "stage1": sum(per_variant[v.name] for v in variants if v.has_stage1),
             "stage2": sum(per_variant[v.name] for v in variants if v.has_stage2),
         }
-        rows = report_rows(cfg.rounds, cfg.baselines, cfg.ablations, cfg.finetune)
+        rows = report_rows(cfg.rounds, cfg.baselines, cfg.ablations, cfg.finetune, cfg.encoder_peers)
         steps = {stage: templates.template("mmga", stage).trainer.max_steps for stage in runs}
         counts = {r.name: cfg.seeds if r.seeded else 1 for r in rows}
         units = sum(counts[r.name] * EVAL_COST.get(r.method, 1.0) for r in rows)

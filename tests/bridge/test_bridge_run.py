@@ -31,7 +31,7 @@ REPO = Path(__file__).resolve().parents[2]
 
 
 def tiny_config(corpus: Path | None, **kw) -> BridgeConfig:
-    return tiny_bridge_config(corpus, **{"rounds": 2, "finetune": True, **kw})
+    return tiny_bridge_config(corpus, **{"rounds": 2, "finetune": True, "encoder_peers": True, **kw})
 
 
 class StageSpy:
@@ -197,6 +197,8 @@ def test_two_round_run_writes_report_and_wires_the_rounds(reference_run):
         "frozen_cold",
         "mmga_cold_isolated",
         "no_align_cold_isolated",
+        "mmga_sgc",
+        "mmga_gcn",
         "no_align_round_0",
     }
     assert metrics["rows"]["no_align_round_0"]["round"] == 0 and metrics["rows"]["no_align"]["round"] == 1
@@ -224,18 +226,24 @@ def test_two_round_run_writes_report_and_wires_the_rounds(reference_run):
     assert {c["section"] for c in metrics["comparison"]} == {
         "probe",
         "finetuned",
+        "encoders_sgc",
+        "encoders_gcn",
         "cold_start",
         "cold_start_isolated",
     }
     assert {c["mmga"] for c in metrics["comparison"]} == {
         "mmga_round_1",
         "mmga_finetuned",
+        "mmga_sgc",
+        "mmga_gcn",
         "mmga_cold",
         "mmga_cold_isolated",
     }
     for section in (
         "### Linear probe on frozen embeddings\n",
         "### Fine-tuned\n",
+        "### The same SGC over MMGA's encoders\n",
+        "### The same GCN over MMGA's encoders\n",
         "### Cold start\n",
         "### Cold start, heads trained without edges\n",
     ):
@@ -249,6 +257,10 @@ def test_two_round_run_writes_report_and_wires_the_rounds(reference_run):
         metrics["rows"]["peer_sgc"]["dim"]
         == (max(TINY_EVAL.sgc_hops) + 1) * metrics["rows"]["peer_gcn"]["dim"]
     )
+    # the peers over MMGA's encoders read MMGA's own blocks [R^T || R^I || X]
+    dims = {name: row["dim"] for name, row in metrics["rows"].items()}
+    assert dims["mmga_gcn"] == dims["mmga_text"] + dims["mmga_image"] + dims["stats_x"]
+    assert dims["mmga_sgc"] == (max(TINY_EVAL.sgc_hops) + 1) * dims["mmga_gcn"]
     report = (paths.report_dir / "report.md").read_text()
     assert "| MMGA after round 1 (`mmga_round_1`) |" in report and "## Model card" in report
     assert "MMGA's stage 2" in report or "MMGA's stage-2 GNN" in report  # which columns of R^T it reads

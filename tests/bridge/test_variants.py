@@ -14,7 +14,7 @@ import pytest
 from bridge.evaluation.rows import cold_edges, compared_rows, report_rows, section_rows
 from bridge.report.diagnostics import edge_topics
 from bridge.rounds import stages
-from bridge.rounds.config import BridgeConfig
+from bridge.rounds.config import BridgeConfig, build_config
 from bridge.rounds.runner import run_bridge
 from bridge.runfolder.paths import RunPaths
 from bridge.variants import ABLATIONS, REGISTRY, Variant, ablation_names, run_variants
@@ -124,13 +124,15 @@ def test_rows_and_compared_rows():
 
 
 def test_sections_pair_each_mmga_row_with_its_peers():
-    rows = report_rows(2, baselines=True, finetune=True)
+    rows = report_rows(2, baselines=True, finetune=True, encoder_peers=True)
     sections = {spec.name: (mmga, compared) for spec, mmga, compared in section_rows(rows)}
     assert sections["probe"][0] == "mmga_round_1"
     assert sections["finetuned"] == (
         "mmga_finetuned",
         ("scratch_finetuned", "peer_gcn", "peer_gatv2", "peer_cs", "peer_frozen_gcn", "peer_frozen_sgc"),
     )
+    assert sections["encoders_sgc"] == ("mmga_sgc", ("peer_sgc", "peer_frozen_sgc"))
+    assert sections["encoders_gcn"] == ("mmga_gcn", ("peer_gcn", "peer_frozen_gcn"))
     assert sections["cold_start"] == ("mmga_cold", ("no_align_cold", "frozen_cold"))
     assert sections["cold_start_isolated"] == (
         "mmga_cold_isolated",
@@ -142,6 +144,13 @@ def test_sections_pair_each_mmga_row_with_its_peers():
     assert (a.variant, a.round, a.parts, a.method) == (b.variant, b.round, b.parts, b.method)
     assert (a.init, b.init) == ("pretrained", "scratch")
     assert by_name["peer_frozen_gcn"].once and not by_name["peer_gcn"].once
+    # a peer over MMGA's encoders differs from the peer only in the variant its features come from
+    for method in ("sgc", "gcn"):
+        ours, peer = by_name[f"mmga_{method}"], by_name[f"peer_{method}"]
+        assert (ours.variant, peer.variant) == ("mmga", "no_align")
+        assert (ours.round, ours.parts, ours.method) == (peer.round, peer.parts, method)
+        assert ours.spec() == {**peer.spec(), "name": ours.name, "variant": "mmga"}
+    assert not {"mmga_sgc", "mmga_gcn"} & {r.name for r in report_rows(2, baselines=False)}
     # the two cold-start sections differ only in whose edges are removed
     for name in ("mmga", "no_align"):
         cold, isolated = by_name[f"{name}_cold"], by_name[f"{name}_cold_isolated"]
@@ -328,3 +337,17 @@ def test_ablations_are_chosen_all_or_by_name(tmp_path):
         build_config(bad)
     with pytest.raises(ConfigError, match=r"field 'ablations': unknown ablation"):
         BridgeConfig(ablations=("abl_nope",))
+
+
+def test_encoder_peers_switch_from_file_and_command_line(tmp_path):
+    assert not BridgeConfig().encoder_peers  # off by default (their cost: docs/bridge.md)
+    conf = tmp_path / "bridge.yaml"
+    conf.write_text("encoder_peers: true\n")
+    assert build_config(file=conf).encoder_peers
+    assert not build_config(file=conf, encoder_peers=False).encoder_peers  # the command line wins
+    off = [r.name for r in report_rows(2, baselines=True, finetune=True, encoder_peers=False)]
+    on = [r.name for r in report_rows(2, baselines=True, finetune=True, encoder_peers=True)]
+    assert sorted(set(on) - set(off)) == ["mmga_gcn", "mmga_sgc"]
+    assert {"encoders_sgc", "encoders_gcn"}.isdisjoint(
+        s.name for s, _, _ in section_rows(report_rows(2, finetune=True, encoder_peers=False))
+    )

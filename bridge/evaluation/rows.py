@@ -1,7 +1,8 @@
 """The rows of the report: which representation each one evaluates, where it comes from, and how.
 
 Every row is computed in the same run, on the same corpus splits, with the same heads and seeds. The rows fall in
-four sections, each with its own MMGA row that the others are compared with (``SECTIONS``):
+four sections (six with ``encoder_peers``), each with its own MMGA row that the others are compared with
+(``SECTIONS``):
 
 **Linear probe on frozen embeddings** (MMGA's last round ``mmga_round_<R>``):
 - ``stats_x``: the per-user statistics X alone (the floor);
@@ -24,9 +25,9 @@ four sections, each with its own MMGA row that the others are compared with (``S
 - ``peer_cs``: Correct & Smooth on the linear heads over the same features;
 - ``peer_frozen_gcn``: the GCN over the frozen encoders' features.
 
-**The same peer over MMGA's encoders** (``mmga_sgc``, ``mmga_gcn``; with the baselines and ``encoder_peers``): the
-peers' own recipe,
-SimTeG's protocol (an encoder tuned first, its embeddings fed to a standard GNN), run on MMGA's last-round encoders:
+**The same peer over MMGA's encoders** (``mmga_sgc``, ``mmga_gcn``; with the baselines and ``encoder_peers``): two
+peers' own recipes, run on MMGA's last-round encoders (SimTeG's protocol: an encoder tuned first, its embeddings
+fed to a standard GNN):
 - ``mmga_sgc``: ``peer_sgc``'s SGC over MMGA's [R^T || R^I || X], against ``peer_sgc`` and ``peer_frozen_sgc``;
 - ``mmga_gcn``: ``peer_gcn``'s GCN over the same, against ``peer_gcn`` and ``peer_frozen_gcn``.
 Each pair differs only in the encoders the features come from: what graph alignment buys a user who runs the peer.

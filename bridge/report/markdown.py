@@ -244,6 +244,14 @@ def _method_lines(report: RunReport, facts: RunFacts) -> list[str]:
     ev = facts.eval
     mlp = f" (MLP hidden width {ev.hidden}, dropout {ev.dropout})" if "mlp" in ev.heads else ""
     variants = "; ".join(f"`{v.name}`: {v.label}" for v in facts.variants)
+    ours = {n: peer for n, peer in (("mmga_sgc", "SGC"), ("mmga_gcn", "GCN")) if n in report.rows}
+    over_mmga = (  # the peers over MMGA's encoders (--encoder-peers)
+        f" {' / '.join(f'`{n}`' for n in ours)}: the same {' / '.join(ours.values())} over MMGA's last-round "
+        "encoders' [R^T || R^I || X]."
+        if ours
+        else ""
+    )
+    trained = "the GCN and GATv2 peers" + (", `mmga_gcn`" if "mmga_gcn" in report.rows else "")
     return [
         "## How the rows were made",
         "",
@@ -267,9 +275,8 @@ def _method_lines(report: RunReport, facts: RunFacts) -> list[str]:
         f"heads; `peer_gcn` / `peer_gatv2` = a 2-layer PyG `GCNConv` / `GATv2Conv` network (hidden {ev.gcn_hidden}, "
         f"GATv2 with {ev.gat_heads} heads, dropout {ev.gcn_dropout}); `peer_cs` = the linear heads, then PyG "
         f"`CorrectAndSmooth` ({ev.cs_layers} steps each, (correction, smoothing) strengths in "
-        f"{[list(a) for a in ev.cs_alphas]} chosen on val). `mmga_sgc` / `mmga_gcn`: the same SGC / GCN over MMGA's "
-        "last-round encoders' [R^T || R^I || X].",
-        f"- Every network trained end to end (the GCN and GATv2 peers, `mmga_gcn`, `mmga_finetuned`, `scratch_finetuned`): "
+        f"{[list(a) for a in ev.cs_alphas]} chosen on val).{over_mmga}",
+        f"- Every network trained end to end ({trained}, `mmga_finetuned`, `scratch_finetuned`): "
         f"Adam, lr in {list(ev.gcn_lrs)} and weight decay in {list(ev.gcn_weight_decays)} chosen on val, at most "
         f"{ev.gcn_max_epochs} full-batch epochs, early stopping on the val loss (patience {ev.gcn_patience}), one "
         f"network per seed of {list(ev.network_seeds)}, test scored once per network seed.",

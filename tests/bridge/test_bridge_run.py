@@ -264,6 +264,8 @@ def test_two_round_run_writes_report_and_wires_the_rounds(reference_run):
     report = (paths.report_dir / "report.md").read_text()
     assert "| MMGA after round 1 (`mmga_round_1`) |" in report and "## Model card" in report
     assert "MMGA's stage 2" in report or "MMGA's stage-2 GNN" in report  # which columns of R^T it reads
+    assert "`mmga_sgc` / `mmga_gcn`: the same SGC / GCN over MMGA's last-round encoders" in report
+    assert "(the GCN and GATv2 peers, `mmga_gcn`, `mmga_finetuned`" in report
     assert "| **this invocation, wall time** |" in (paths.report_dir / "timings.md").read_text()
     assert "## Verdict" in report and "With one training seed no training spread is measured" in report
     # the evaluation metrics in the stages' tracker too (csv, their default): one run holding the report's numbers

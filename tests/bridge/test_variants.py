@@ -11,6 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from bridge.alternate import build_parser
 from bridge.evaluation.rows import cold_edges, compared_rows, report_rows, section_rows
 from bridge.report.diagnostics import edge_topics
 from bridge.rounds import stages
@@ -150,7 +151,9 @@ def test_sections_pair_each_mmga_row_with_its_peers():
         assert (ours.variant, peer.variant) == ("mmga", "no_align")
         assert (ours.round, ours.parts, ours.method) == (peer.round, peer.parts, method)
         assert ours.spec() == {**peer.spec(), "name": ours.name, "variant": "mmga"}
-    assert not {"mmga_sgc", "mmga_gcn"} & {r.name for r in report_rows(2, baselines=False)}
+    assert not {"mmga_sgc", "mmga_gcn"} & {
+        r.name for r in report_rows(2, baselines=False, encoder_peers=True)
+    }
     # the two cold-start sections differ only in whose edges are removed
     for name in ("mmga", "no_align"):
         cold, isolated = by_name[f"{name}_cold"], by_name[f"{name}_cold_isolated"]
@@ -345,6 +348,14 @@ def test_encoder_peers_switch_from_file_and_command_line(tmp_path):
     conf.write_text("encoder_peers: true\n")
     assert build_config(file=conf).encoder_peers
     assert not build_config(file=conf, encoder_peers=False).encoder_peers  # the command line wins
+    parser = build_parser()  # the flag: unset (the file or the default decides), on, off
+    assert [
+        parser.parse_args(a).encoder_peers for a in ([], ["--encoder-peers"], ["--no-encoder-peers"])
+    ] == [
+        None,
+        True,
+        False,
+    ]
     off = [r.name for r in report_rows(2, baselines=True, finetune=True, encoder_peers=False)]
     on = [r.name for r in report_rows(2, baselines=True, finetune=True, encoder_peers=True)]
     assert sorted(set(on) - set(off)) == ["mmga_gcn", "mmga_sgc"]

@@ -54,9 +54,8 @@ class FrozenParts(nn.Module):
 
     def train(self, mode: bool = True):
         super().train(mode)
-        for (
-            module
-        ) in self.frozen_modules():  # frozen parts never train: no dropout, batch norms keep statistics
+        # frozen parts never train: no dropout, and batch norms keep their statistics
+        for module in self.frozen_modules():
             module.eval()
         return self
 

@@ -50,9 +50,8 @@ class RunSize:
         1.5,
     )  # MMGA's stage 1: seconds per step, export per 1,000 users
     states_per_caption: float = 0.0  # seconds per caption of the caption states (console.states_seconds)
-    states_per_image: float = (
-        0.0  # seconds per image of a frozen image trunk's states (console.image_states_seconds)
-    )
+    # seconds per image of a frozen image trunk's states (console.image_states_seconds)
+    states_per_image: float = 0.0
 
     @classmethod
     def of(cls, cfg: BridgeConfig, templates: StageTemplates) -> RunSize:

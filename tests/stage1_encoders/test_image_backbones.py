@@ -52,9 +52,8 @@ def test_packaged_weights_land_on_the_trunk_tensors_of_the_same_role(packaged, l
     }
     for src, dst in pairs.items():
         assert torch.equal(packaged[src], trunk[dst]), (src, dst)
-    assert (
-        "classifier.weight" not in trunk
-    )  # the ImageNet classifier is dropped: the trunk ends at the pooling
+    # the ImageNet classifier is dropped: the trunk ends at the pooling
+    assert "classifier.weight" not in trunk
     assert lite0.state_dim == 1280 and lite0.dim == 64
     assert lite0.preprocess_cfg["mean"] == LITE0.mean and lite0.preprocess_cfg["size"] == (96, 96)
 
@@ -76,9 +75,8 @@ def test_trunk_state_dict_refuses_tensors_of_another_role_or_shape():
     )
     mapped = trunk_state_dict(good, trunk)
     assert list(mapped) == list(trunk) and torch.equal(mapped["bn1.bias"], torch.ones(4))
-    swapped = OrderedDict(
-        [good.popitem(last=False)] + list(reversed(list(good.items())))
-    )  # bias before weight
+    # bias before weight
+    swapped = OrderedDict([good.popitem(last=False)] + list(reversed(list(good.items()))))
     with pytest.raises(ValueError, match=r"_bn0.bias .* does not match the trunk's bn1.weight"):
         trunk_state_dict(swapped, trunk)
     wrong = OrderedDict(

@@ -303,11 +303,7 @@ class Stage1Config(TypedConfig):
 
         packaged = PACKAGED_IMAGE_MODELS.get(self.model.image_model)
         if packaged is not None and self.model.image_pretrained is not None:
-            fail(
-                "model.image_pretrained",
-                f"{self.model.image_model} takes its weights from the {packaged.distribution} package; leave "
-                "model.image_pretrained unset",
-            )
+            fail("model.image_pretrained", packaged.pretrained_refusal(self.model.image_model))
         if self.model.text_model == "pretrained" and not self.model.text_name_or_path:
             fail("model.text_name_or_path", "text_model=pretrained needs a hub name or local folder")
         weights = (

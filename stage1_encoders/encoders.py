@@ -204,8 +204,7 @@ def build_image_encoder(name: str, pretrained: str | None = None, load_weights: 
                 "config",
                 None,
                 "model.image_pretrained",
-                f"is {pretrained!r}, but {name} takes its weights from the {packaged.distribution} package; "
-                "leave it unset",
+                f"is {pretrained!r}: {packaged.pretrained_refusal(name)}",
             )
         with no_random_init_notice():
             clip = open_clip.create_model(

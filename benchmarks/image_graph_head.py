@@ -2,10 +2,12 @@
 
 The default text side is the frozen MiniLM with a **graph head**: a small MLP over each user's frozen text embedding,
 trained by the graph-contrastive InfoNCE, its output appended to R^T (docs/stage1.md, "The default text side").
-The image side has no such head: with the frozen EfficientNet-Lite0 trunk, MMGA's R^I is the same ITA projection
-as ``no_align``'s. This script trains the image side's analogue of the text head on a finished run and scores it
-with the report's own linear probe (``run_probe.probe``: the same heads, splits and choice on val), per training
-seed:
+Until 2026-12-07 the image side had no such head: with the frozen EfficientNet-Lite0 trunk, MMGA's R^I was the same
+ITA projection as ``no_align``'s. This script is the probe that led to the image graph head
+(``model.image_head_dim``, docs/stage1.md): on a finished run **without** that head (a run of the earlier default,
+or one with ``--stage1 model.image_head_dim=0 --stage1 losses.gcl_image_weight=0``; a run with it is refused), it
+trains the image side's analogue of the text head and scores it with the report's own linear probe
+(``run_probe.probe``: the same heads, splits and choice on val), per training seed:
 
 - the head reads m_u, the mean of the frozen trunk's output over the user's images (read from the run folder's
   stored image states, ``text_states/image_states-*.pt``); users without an image get a zero row;
@@ -176,6 +178,11 @@ def main() -> None:
     args = parser.parse_args()
     recipe = HeadRecipe(args.steps, args.users, args.head_dim, args.soft_targets, args.lr)
     run = read_run(parser, args)
+    stage1 = load_metrics(run.run_dir)["config"]["stages"].get(f"seed_{run.seeds[0]}/mmga/round_0/stage1", {})
+    if stage1.get("model", {}).get("image_head_dim"):
+        parser.error(
+            f"{run.run_dir}: MMGA's R^I there already has an image graph head (model.image_head_dim)"
+        )
     corpus = run.corpus
     means, has_image = user_means(corpus, image_states(run.run_dir, args.states))
     sampler = EdgeSampler(corpus, has_image)

@@ -144,10 +144,11 @@ def _add_seed_and_variant_flags(parser: argparse.ArgumentParser) -> None:
         "--skip-graph-head",
         action=argparse.BooleanOptionalAction,
         default=None,
-        help="stage 2's GNN and gate read R^T without stage 1's graph-head columns (each variant's stage-2 "
-        "model.text_skip_last = its stage-1 model.text_head_dim), while R^G's content readout keeps them (the default "
-        "preset's model.readout_text=whole); on by default: --no-skip-graph-head feeds stage 2 all of R^T, the "
-        "paper's input (docs/stage2.md, 'What stage 2 reads of R^T', measured on both corpora)",
+        help="stage 2's GNN and gate read R^T and R^I without stage 1's graph-head columns (each variant's "
+        "stage-2 model.text_skip_last / image_skip_last = its stage-1 model.text_head_dim / image_head_dim), while "
+        "R^G's content readout keeps them (the default preset's readout_text / readout_image=whole); on by "
+        "default: --no-skip-graph-head feeds stage 2 all of R^T and R^I, the paper's input (docs/stage2.md, 'What "
+        "stage 2 reads of R^T', measured on both corpora for R^T)",
     )
     parser.add_argument(
         "--ablations",

@@ -27,8 +27,14 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
-# No graph-contrastive terms, hence no graph head over the text encoder (it is trained by the text GCL alone).
-NO_GCL = {"losses.gcl_image_weight": 0.0, "losses.gcl_text_weight": 0.0, "model.text_head_dim": 0}
+# No graph-contrastive terms, hence no graph head over the text encoder or the image trunk (each is trained by its
+# modality's GCL alone).
+NO_GCL = {
+    "losses.gcl_image_weight": 0.0,
+    "losses.gcl_text_weight": 0.0,
+    "model.text_head_dim": 0,
+    "model.image_head_dim": 0,
+}
 # The frozen peers' text encoder: the pretrained MiniLM-L6 that ships offline, pooled the way it was trained.
 # Every layer frozen and no graph head: the export reads the per-corpus cache of MiniLM's states.
 FROZEN_ENCODERS = {
@@ -143,8 +149,8 @@ ABLATIONS: dict[str, Variant] = {
         ),
         Variant(
             "abl_stage2_reads_head",
-            "MMGA whose stage 2 reads all of R^T, the graph head's columns included (the paper's input)",
-            stage2={**MMGA.stage2, "model.text_skip_last": 0},
+            "MMGA whose stage 2 reads all of R^T and R^I, the graph heads' columns included (the paper's input)",
+            stage2={**MMGA.stage2, "model.text_skip_last": 0, "model.image_skip_last": 0},
         ),
         Variant(
             "abl_x_only_inputs",

@@ -93,6 +93,15 @@ class ModelConfig:
         **at_most(65536),
     )
     text_head_hidden: int = config_field(256, "hidden width of the graph head", ge=1, **at_most(65536))
+    image_head_dim: int = config_field(
+        0,
+        "the image graph head (needs a packaged image_model, whose trunk is frozen): a trainable MLP over a user's "
+        "mean trunk output t, trained by the image GCL; the user's R^I = [projection mean || head(t)], the head's "
+        "output this wide (0 = no head)",
+        ge=0,
+        **at_most(65536),
+    )
+    image_head_hidden: int = config_field(256, "hidden width of the image graph head", ge=1, **at_most(65536))
 
 
 @dataclass
@@ -304,6 +313,25 @@ class Stage1Config(TypedConfig):
         packaged = PACKAGED_IMAGE_MODELS.get(self.model.image_model)
         if packaged is not None and self.model.image_pretrained is not None:
             fail("model.image_pretrained", packaged.pretrained_refusal(self.model.image_model))
+        if self.model.image_head_dim > 0:
+            if packaged is None:
+                fail(
+                    "model.image_head_dim",
+                    f"the image graph head sits over a frozen trunk's output, and {self.model.image_model} trains "
+                    f"whole: use a packaged image_model ({', '.join(sorted(PACKAGED_IMAGE_MODELS))}) or set "
+                    "model.image_head_dim=0",
+                )
+            if self.losses.gcl_form != "infonce":
+                fail(
+                    "model.image_head_dim",
+                    "the image graph head is trained by the InfoNCE GCL: set losses.gcl_form=infonce",
+                )
+            if self.losses.gcl_image_weight <= 0:
+                fail(
+                    "model.image_head_dim",
+                    "the image graph head is trained by the image GCL alone, which is off: set "
+                    "losses.gcl_image_weight > 0 or model.image_head_dim=0",
+                )
         if self.model.text_model == "pretrained" and not self.model.text_name_or_path:
             fail("model.text_name_or_path", "text_model=pretrained needs a hub name or local folder")
         weights = (

@@ -94,11 +94,19 @@ class ImageEncoder(FrozenParts):
     projection to R^I) trains. Stage 1 then reads the trunk's output of every image from a cache computed once
     (:meth:`use_cached_states`) instead of running it on pixels at every step.
 
+    ``head_dim=d > 0`` (a frozen trunk only) adds the **image graph head**, the image side's counterpart of the
+    text encoder's graph head: a trainable MLP (LayerNorm, Linear, GELU, Linear to ``d``) over a user's mean trunk
+    output t_u, trained by the image GCL; the user's R^I becomes ``[mean of the projections || head(t_u)]``
+    (``user_dim = dim + d``; :meth:`finish_users`). ``dim``, the width of one image's embedding (what ITA reads),
+    stays the projection's. A fresh module, drawn from a random stream of its own.
+
     Shapes:
         pixel_values [B, 3, H, W] -> [B, dim]; cached trunk rows [B, state_dim] -> [B, dim] (:meth:`cached_rows`)
     """
 
-    def __init__(self, visual: nn.Module, source: str | None = None):
+    def __init__(
+        self, visual: nn.Module, source: str | None = None, head_dim: int = 0, head_hidden: int = 256
+    ):
         super().__init__()
         self.visual = visual
         self.source = source
@@ -108,6 +116,21 @@ class ImageEncoder(FrozenParts):
             self.state_dim = int(visual.trunk.num_features)
             self.visual.trunk.requires_grad_(False)
             self.visual.trunk.eval()
+        if head_dim < 0:
+            raise ValueError(f"head_dim must be >= 0, got {head_dim}")
+        if head_dim > 0 and not self.frozen:
+            raise ValueError("the image graph head (head_dim > 0) needs a frozen trunk (a packaged backbone)")
+        self.graph_head: nn.Module | None = None
+        if head_dim > 0:  # a stream of its own: everything else draws what it would draw without the head
+            with torch.random.fork_rng(devices=[]):
+                torch.manual_seed(torch.initial_seed() + _IMAGE_HEAD_SEED_OFFSET)
+                self.graph_head = nn.Sequential(
+                    nn.LayerNorm(self.state_dim),
+                    nn.Linear(self.state_dim, head_hidden),
+                    nn.GELU(),
+                    nn.Linear(head_hidden, head_dim),
+                )
+        self.user_dim = self.dim + head_dim
         self.preprocess_cfg: dict[str, Any] = dict(visual.preprocess_cfg)
 
     @property
@@ -127,8 +150,31 @@ class ImageEncoder(FrozenParts):
         return [self.visual.trunk] if self.frozen else []
 
     def fresh_modules(self) -> list[nn.Module]:
-        """Modules that start from random weights over a pretrained trunk (the projection head), or []."""
-        return [self.visual.head] if self.frozen else []
+        """Modules that start from random weights over a pretrained trunk (the projection head and the graph
+        head), or []."""
+        if not self.frozen:
+            return []
+        return [self.visual.head] if self.graph_head is None else [self.visual.head, self.graph_head]
+
+    def finish_users(
+        self, user_emb: torch.Tensor, has_image: torch.Tensor, trunk_means: torch.Tensor | None
+    ) -> torch.Tensor:
+        """Users' R^I from their mean image embeddings ``[U, dim]``: with the graph head ``[m || head(t)]``
+        ``[U, user_dim]`` from their mean trunk outputs ``t`` ``[U, state_dim]`` (users without an image,
+        ``has_image`` False, keep a zero row), else ``m`` itself."""
+        if self.graph_head is None:
+            return user_emb
+        if trunk_means is None:
+            raise ValueError("the image graph head reads the users' mean trunk outputs: pass trunk_means")
+        out = torch.cat([user_emb, self.graph_head(trunk_means.to(user_emb.dtype))], dim=-1)
+        return out * has_image.unsqueeze(-1).to(out.dtype)
+
+    def user_trunk_means(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """Every user's mean trunk output over its images ``[U, state_dim]`` and has-image mask ``[U]``, from the
+        cached states (:meth:`use_cached_states`): constant while training, so computed once."""
+        if self._states is None:
+            raise ValueError("no cached image states: call use_cached_states first")
+        return self._states.user_means()
 
     def frozen_digest(self) -> str:
         """:func:`weights_digest` of the frozen trunk's state (its batch norms' statistics included)."""
@@ -152,6 +198,17 @@ class ImageEncoder(FrozenParts):
         if self._states is None:
             raise ValueError("no cached image states: call use_cached_states first")
         self._states.compute(progress)
+
+    def project(self, trunk_rows: torch.Tensor) -> torch.Tensor:
+        """The projection head over trunk outputs ``[B, state_dim]`` -> ``[B, dim]`` (a frozen trunk only):
+        ``forward`` of pixels is ``project(trunk_rows(pixels))``."""
+        return self.visual.head(trunk_rows)
+
+    def cached_trunk_rows(self, posts: torch.Tensor) -> torch.Tensor:
+        """The cached trunk outputs ``[B, state_dim]`` of the images of ``posts`` (corpus post indices)."""
+        if self._states is None:
+            raise ValueError("no cached image states: call use_cached_states first")
+        return self._states.rows(posts)
 
     def cached_rows(self, posts: torch.Tensor) -> torch.Tensor:
         """R^I ``[B, dim]`` of the images of ``posts`` (corpus post indices): the projection head over the cached
@@ -186,13 +243,20 @@ def _visual_dim(visual: nn.Module) -> int:
     return int(projections[-1].out_features) if projections else int(visual.trunk.num_features)
 
 
-def build_image_encoder(name: str, pretrained: str | None = None, load_weights: bool = True) -> ImageEncoder:
+def build_image_encoder(
+    name: str,
+    pretrained: str | None = None,
+    load_weights: bool = True,
+    head_dim: int = 0,
+    head_hidden: int = 256,
+) -> ImageEncoder:
     """Build the visual tower of open_clip model ``name`` (built-in or a preset in ``model_configs/``), or of a
     packaged pretrained backbone (``stage1_encoders.image_backbones.PACKAGED_IMAGE_MODELS``: frozen, its weights
     from the package).
 
     ``pretrained`` is an open_clip tag or a local checkpoint file; ``load_weights=False`` builds the
-    architecture only (used when weights come from a stage-1 checkpoint anyway).
+    architecture only (used when weights come from a stage-1 checkpoint anyway). ``head_dim > 0`` adds the image
+    graph head (a packaged backbone only: :class:`ImageEncoder`).
     """
     from stage1_encoders.image_backbones import PACKAGED_IMAGE_MODELS, load_packaged_weights
 
@@ -214,7 +278,11 @@ def build_image_encoder(name: str, pretrained: str | None = None, load_weights: 
             )
         if load_weights:
             load_packaged_weights(clip.visual, packaged)
-        return ImageEncoder(clip.visual, source=name)
+        return ImageEncoder(clip.visual, source=name, head_dim=head_dim, head_hidden=head_hidden)
+    if head_dim > 0:
+        raise ConfigError(
+            "config", None, "model.image_head_dim", f"needs a packaged image_model, and {name} trains whole"
+        )
     with no_random_init_notice():
         clip = open_clip.create_model(
             name, pretrained=pretrained if load_weights else None, load_weights=load_weights, device="cpu"
@@ -530,6 +598,7 @@ def _restore_frozen(encoder, state: dict, info: dict | None, path: Path, prefix:
 
 
 _HEAD_SEED_OFFSET = 7919  # the graph head's init stream: the run's seed + this
+_IMAGE_HEAD_SEED_OFFSET = 104729  # the image graph head's: the run's seed + this
 _MEAN_CHUNK = 65536  # caption rows per step of the users' mean caption embedding
 
 # One corpus's lower states per process, so the stage-1 runs of a process compute or load them once, until

@@ -30,10 +30,13 @@ class PostSums:
     Attributes:
         image: the image embeddings' sums ``[U, Di]`` and counts.
         text: the caption embeddings' sums ``[U, Dt]`` and counts.
+        image_trunk: with an image graph head, the frozen trunk outputs' sums ``[U, state_dim]`` (what the head
+            reads); else None.
     """
 
     image: UserSums
     text: UserSums
+    image_trunk: UserSums | None = None
 
 
 def export_batches(num_posts: int, batch_size: int) -> list[np.ndarray]:
@@ -116,8 +119,11 @@ def encode_posts(
     image_encoder.eval()
     text_encoder.eval()
     post_user = torch.as_tensor(np.asarray(corpus.post_user), dtype=torch.long)
+    head = image_encoder.graph_head is not None
     sums = PostSums(
-        UserSums(corpus.num_users, image_encoder.dim), UserSums(corpus.num_users, text_encoder.dim)
+        UserSums(corpus.num_users, image_encoder.dim),
+        UserSums(corpus.num_users, text_encoder.dim),
+        UserSums(corpus.num_users, image_encoder.state_dim) if head else None,
     )
     try:
         for item in tqdm(
@@ -127,9 +133,15 @@ def encode_posts(
             if len(image_post):
                 if cached_image:
                     image_emb = image_encoder.cached_rows(image_post)
+                    trunk = image_encoder.cached_trunk_rows(image_post) if head else None
+                elif head:  # the trunk once: the projection and the graph head both read it
+                    trunk = image_encoder.trunk_rows(item["pixel_values"].to(device))
+                    image_emb = image_encoder.project(trunk)
                 else:
                     image_emb = image_encoder(item["pixel_values"].to(device))
                 sums.image.add(image_emb, post_user[image_post])
+                if sums.image_trunk is not None:
+                    sums.image_trunk.add(trunk, post_user[image_post])
             text_post = torch.as_tensor(item["text_post"], dtype=torch.long)
             if len(text_post):
                 if cached_text:
@@ -150,19 +162,38 @@ def merge_shards(parts: list[PostSums]) -> PostSums:
         raise ValueError("no shard to merge")
     merged = parts[0]
     for part in parts[1:]:
-        merged = PostSums(merged.image.merged(part.image), merged.text.merged(part.text))
+        trunk = None if merged.image_trunk is None else merged.image_trunk.merged(part.image_trunk)
+        merged = PostSums(merged.image.merged(part.image), merged.text.merged(part.text), trunk)
     return merged
 
 
-def pool_users(sums: PostSums, text_encoder: TextEncoder | None = None) -> EncoderEmbeddings:
+def pool_users(
+    sums: PostSums, text_encoder: TextEncoder | None = None, image_encoder: ImageEncoder | None = None
+) -> EncoderEmbeddings:
     """Mean over each user's posts per modality; users lacking it get a zero row and mask False. With
-    ``text_encoder``, the text means pass through its ``finish_users`` (the graph head, when it has one)."""
+    ``text_encoder``, the text means pass through its ``finish_users`` (the graph head, when it has one), and
+    with ``image_encoder`` the image means through its own (the image graph head, over the trunk means)."""
     image_emb, image_mask = sums.image.means()
     text_emb, text_mask = sums.text.means()
     if text_encoder is not None:
         with torch.no_grad():
             device = next(text_encoder.parameters()).device
             text_emb = text_encoder.finish_users(text_emb.to(device), text_mask.to(device)).float().cpu()
+    if image_encoder is not None and image_encoder.graph_head is not None:
+        if sums.image_trunk is None:
+            raise ValueError(
+                "the image graph head needs the trunk outputs' sums (encode_posts with the head)"
+            )
+        trunk_means, _ = sums.image_trunk.means()
+        with torch.no_grad():
+            device = next(image_encoder.graph_head.parameters()).device
+            image_emb = (
+                image_encoder.finish_users(
+                    image_emb.to(device), image_mask.to(device), trunk_means.to(device)
+                )
+                .float()
+                .cpu()
+            )
     return EncoderEmbeddings(
         user_image_emb=image_emb.numpy().astype(np.float32),
         user_text_emb=text_emb.numpy().astype(np.float32),
@@ -221,4 +252,4 @@ def export_user_embeddings(
     if distributed:
         parts = [None] * world_size
         torch.distributed.all_gather_object(parts, shard)
-    return pool_users(merge_shards(parts), text_encoder)
+    return pool_users(merge_shards(parts), text_encoder, image_encoder)

@@ -22,7 +22,9 @@ as open_clip's hub format (``open_clip_config.json`` + ``open_clip_model.safeten
 A packaged backbone (``model.image_model=efficientnet-lite0``: frozen trunk, trained projection) is not copied:
 ``frozen_source.json`` names its package and the model config in ``stage1_encoders/model_configs``, and
 ``image_head.safetensors`` holds the trained projection (``stage1_encoders.build_image_encoder(name)`` builds the
-tower with the packaged trunk; load the head into its ``visual.head``).
+tower with the packaged trunk; load the head into its ``visual.head``), and ``graph_head.safetensors`` the image
+graph head when there is one (``model.image_head_dim``; ``build_image_encoder(name, head_dim=d)``, then its
+``graph_head``).
 
 The text tower of that CLIP model is not MMGA's (stage 1 trains only the visual tower; its text encoder is
 ``text_encoder/``): it holds open_clip's initialisation, there only because open_clip loads whole models.
@@ -88,7 +90,9 @@ def save_image_encoder(image_encoder: ImageEncoder, model_name: str, folder: Pat
     one (not ``hf-hub:`` or a path). The global RNG is left as it was (the rebuilt text tower draws from it).
     A packaged backbone with a frozen trunk (``ImageEncoder.frozen``) is its package plus the trained projection:
     ``frozen_source.json`` names it, the package and the open_clip model config that builds its tower, and
-    ``image_head.safetensors`` holds the tower's ``head`` (R^I = head(trunk(pixels))), instead of a copy per run."""
+    ``image_head.safetensors`` holds the tower's ``head`` (R^I = head(trunk(pixels))), instead of a copy per run;
+    with an image graph head, ``graph_head.safetensors`` holds it (``ImageEncoder.graph_head``: R^I = [mean of the
+    projections || graph_head(mean of the trunk outputs)] over a user's images)."""
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     if image_encoder.frozen:
@@ -105,6 +109,9 @@ def save_image_encoder(image_encoder: ImageEncoder, model_name: str, folder: Pat
             "head": IMAGE_HEAD_FILE,
         }
         _save_state(image_encoder.visual.head.state_dict(), folder / IMAGE_HEAD_FILE)
+        if image_encoder.graph_head is not None:
+            info["graph_head"] = GRAPH_HEAD_FILE
+            _save_state(image_encoder.graph_head.state_dict(), folder / GRAPH_HEAD_FILE)
         (folder / FROZEN_SOURCE_FILE).write_text(json.dumps(info, indent=2) + "\n")
         return folder
     register_image_presets()

@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 import torch
 
+from stage1_encoders.pooling import UserSums
 from stage1_encoders.states_store import stored_tensors
 
 if TYPE_CHECKING:
@@ -43,6 +44,7 @@ class ImageStates:
         self.encoder, self.prep, self.batch_size, self.store_dir = encoder, prep, batch_size, store_dir
         self.states: torch.Tensor | None = None
         self.has_image: torch.Tensor | None = None
+        self._user_means: tuple[torch.Tensor, torch.Tensor] | None = None
 
     def key(self) -> tuple:
         cfg = self.encoder.preprocess_cfg
@@ -93,6 +95,20 @@ class ImageStates:
             time.perf_counter() - started,
         )
         return states
+
+    def user_means(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """Each user's mean trunk output over its images ``[U, D]`` (zero without one) and whether it has one
+        ``[U]``, computed on first use."""
+        if self._user_means is None:
+            if self.states is None:
+                self.compute()
+            corpus = self.prep.corpus
+            posts = torch.nonzero(self.has_image).squeeze(1)
+            post_user = torch.as_tensor(np.asarray(corpus.post_user), dtype=torch.long)[posts]
+            sums = UserSums(corpus.num_users, self.states.shape[1])
+            sums.add(self.states[posts], post_user)
+            self._user_means = sums.means()
+        return self._user_means
 
     def rows(self, posts: torch.Tensor) -> torch.Tensor:
         """The cached trunk outputs ``[B, D]`` of the images of ``posts``; each post must have an image."""

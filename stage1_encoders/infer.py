@@ -83,7 +83,11 @@ def load_trained_encoders(checkpoint: Path) -> TrainedEncoders:
     # frozen pretrained weights left out of the checkpoint come from their source (offline: MiniLM's and
     # EfficientNet-Lite0's packages)
     image_encoder = build_image_encoder(
-        cfg.model.image_model, cfg.model.image_pretrained, load_weights=needs_pretrained_image(payload)
+        cfg.model.image_model,
+        cfg.model.image_pretrained,
+        load_weights=needs_pretrained_image(payload),
+        head_dim=cfg.model.image_head_dim,
+        head_hidden=cfg.model.image_head_hidden,
     )
     text_encoder = build_text_encoder(cfg.model, tokenizer, load_weights=needs_pretrained_text(payload))
     state = restore_frozen_text(text_encoder, payload["state_dict"], payload, checkpoint)

@@ -40,18 +40,25 @@ def build_parts(
     )
     # a checkpoint that left a frozen pretrained image tower out gets it from its package again
     image_encoder = build_image_encoder(
-        cfg.model.image_model, cfg.model.image_pretrained, load_weights=needs_pretrained_image(payload)
+        cfg.model.image_model,
+        cfg.model.image_pretrained,
+        load_weights=needs_pretrained_image(payload),
+        head_dim=cfg.model.image_head_dim,
+        head_hidden=cfg.model.image_head_hidden,
     )
     # a checkpoint that left the frozen pretrained text weights out gets them from the source again
     text_encoder = build_text_encoder(cfg.model, tokenizer, load_weights=needs_pretrained_text(payload))
     lc, oc = cfg.losses, cfg.optim
     # InfoNCE batches are anchor users with sampled neighbours; without a GCL term (the no-alignment baseline)
     # the batches stay edges + uniform negatives, so that baseline does not depend on gcl_form
-    # the graph head's text GCL has batches of its own: the post batches then carry InfoNCE's anchors and
-    # neighbours only for the image GCL, and are otherwise the no-GCL batches (edges and uniform negatives)
-    graph_head = cfg.model.text_head_dim > 0 and lc.gcl_text_weight > 0
+    # a graph head's GCL (text, image) has batches of its own, shared by both heads: the post batches then carry
+    # InfoNCE's anchors and neighbours only for a GCL without a head, and are otherwise the no-GCL batches (edges
+    # and uniform negatives)
+    text_head = cfg.model.text_head_dim > 0 and lc.gcl_text_weight > 0
+    image_head = cfg.model.image_head_dim > 0 and lc.gcl_image_weight > 0
+    graph_head = text_head or image_head
     infonce = lc.gcl_form == "infonce" and (
-        lc.gcl_image_weight > 0 or (lc.gcl_text_weight > 0 and not graph_head)
+        (lc.gcl_image_weight > 0 and not image_head) or (lc.gcl_text_weight > 0 and not text_head)
     )
     system = Stage1System(
         image_encoder,

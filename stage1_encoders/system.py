@@ -107,7 +107,13 @@ class Stage1System(L.LightningModule):
                 return GraphInfoNCELoss(name, gcl_soft_targets)
             return GraphContrastiveLoss(name)
 
-        self.gcl_image_head = gcl_head(image_encoder.dim) if gcl_image_weight > 0 else None
+        if image_encoder.graph_head is not None and gcl_image_weight > 0:
+            # the image GCL contrasts the image graph head's output, from a stream of its own (as the text's)
+            with torch.random.fork_rng(devices=[]):
+                torch.manual_seed(torch.initial_seed() + 2)
+                self.gcl_image_head = gcl_head(image_encoder.user_dim - image_encoder.dim)
+        else:
+            self.gcl_image_head = gcl_head(image_encoder.dim) if gcl_image_weight > 0 else None
         # with the graph head, the text GCL contrasts the head's output over the users' frozen embeddings
         text_gcl_dim = (
             text_encoder.user_dim - text_encoder.dim if text_encoder.head is not None else text_encoder.dim
@@ -171,23 +177,29 @@ class Stage1System(L.LightningModule):
         ):
             features = self.ita_head(image_emb[batch["ita_image_row"]], text_emb[batch["ita_text_row"]])
             losses.update(self.ita_loss(*features))
-        if self.gcl_image_loss is not None and image_emb is not None:
+        if self.gcl_image_loss is not None and self.image_encoder.graph_head is not None:
+            losses.update(self._gcl_graph_head(batch, "image"))
+        elif self.gcl_image_loss is not None and image_emb is not None:
             losses.update(self._gcl("image", image_emb, batch["image_post_user"], num_users, batch))
         if self.gcl_text_loss is not None and self.text_encoder.head is not None:
-            losses.update(self._gcl_graph_head(batch))
+            losses.update(self._gcl_graph_head(batch, "text"))
         elif self.gcl_text_loss is not None and text_emb is not None:
             losses.update(self._gcl("text", text_emb, batch["text_post_user"], num_users, batch))
         return losses
 
-    def _gcl_graph_head(self, batch: dict) -> dict[str, torch.Tensor]:
-        """The text GCL with the graph head: InfoNCE over the batch's own anchor users and sampled neighbours
-        (``text_gcl_*``), on the head's output over their cached frozen text embeddings; users without text
-        and the pairs they are in drop out."""
+    def _gcl_graph_head(self, batch: dict, modality: str) -> dict[str, torch.Tensor]:
+        """One modality's GCL with its graph head: InfoNCE over the batch's own anchor users and sampled
+        neighbours (``text_gcl_*``, one batch for both heads), on the head's output over their cached frozen
+        embeddings (the text encoder's mean caption embeddings, or the image trunk's mean outputs); users without
+        the modality and the pairs they are in drop out."""
         # the cached means stay in host memory (every user's, computed once); the batch is on the training device
-        means, has_text = self.text_encoder.user_means()
+        if modality == "text":
+            (means, has), head = self.text_encoder.user_means(), self.text_encoder.head
+        else:
+            (means, has), head = self.image_encoder.user_trunk_means(), self.image_encoder.graph_head
         store = means.device
         anchor, positive = batch["text_gcl_anchor"], batch["text_gcl_positive"]
-        keep = (has_text[anchor.to(store)] & has_text[positive.to(store)]).to(anchor.device)
+        keep = (has[anchor.to(store)] & has[positive.to(store)]).to(anchor.device)
         if int(keep.sum()) < 2:
             return {}
         common = batch.get("text_gcl_common")
@@ -195,10 +207,11 @@ class Stage1System(L.LightningModule):
             common = common[keep][:, keep]
         anchor, positive = anchor[keep], positive[keep]
         users, inverse = torch.unique(torch.cat([anchor, positive]), return_inverse=True)
-        device = self.text_encoder.head[0].weight.device
-        z, logit_scale = self.gcl_text_head(self.text_encoder.head(means[users.to(store)].to(device)))
+        device = head[0].weight.device
+        projection, loss = getattr(self, f"gcl_{modality}_head"), getattr(self, f"gcl_{modality}_loss")
+        z, logit_scale = projection(head(means[users.to(store)].to(device)))
         a, p = inverse[: len(anchor)].to(device), inverse[len(anchor) :].to(device)
-        return self.gcl_text_loss(z[a], z[p], logit_scale, a, p, common)
+        return loss(z[a], z[p], logit_scale, a, p, common)
 
     def _gcl(
         self, modality: str, post_emb: torch.Tensor, post_user: torch.Tensor, num_users: int, batch: dict
@@ -270,16 +283,24 @@ class Stage1System(L.LightningModule):
     def configure_gradient_clipping(
         self, optimizer, gradient_clip_val=None, gradient_clip_algorithm=None
     ) -> None:
-        """Lightning's clipping (of the global norm), except that with the graph head, the head and its GCL
-        projection are clipped apart from everything else: their gradients then never rescale the encoders' step,
-        which stays the no-GCL baseline's."""
-        separate = [m for m in (self.text_encoder.head, self.gcl_text_head) if m is not None]
-        if gradient_clip_val is None or self.text_encoder.head is None:
+        """Lightning's clipping (of the global norm), except that each graph head (text, image) and its GCL
+        projection are clipped apart from everything else and from each other: their gradients then never rescale
+        the encoders' step, which stays the no-GCL baseline's, nor each other's."""
+        groups = [
+            [m for m in (head, projection) if m is not None]
+            for head, projection in (
+                (self.text_encoder.head, self.gcl_text_head),
+                (self.image_encoder.graph_head, self.gcl_image_head),
+            )
+            if head is not None
+        ]
+        if gradient_clip_val is None or not groups:
             self.clip_gradients(optimizer, gradient_clip_val, gradient_clip_algorithm)
             return
-        apart = {id(p) for m in separate for p in m.parameters()}
+        separate = [[p for m in group for p in m.parameters() if p.grad is not None] for group in groups]
+        apart = {id(p) for m in (m for group in groups for m in group) for p in m.parameters()}
         rest = [p for p in self.parameters() if id(p) not in apart and p.grad is not None]
-        for params in (rest, [p for m in separate for p in m.parameters() if p.grad is not None]):
+        for params in (rest, *separate):
             if params:
                 torch.nn.utils.clip_grad_norm_(params, gradient_clip_val)
 

@@ -94,6 +94,17 @@ class ModelConfig:
         "the R^T that R^G's content readout (content_hops) smooths: inputs = the one the GNN reads (without "
         "text_skip_last's columns), whole = all of it, the graph head's columns included (docs/stage2.md)",
     )
+    image_skip_last: int = config_field(
+        0,
+        "leave the last k columns of stage 1's R^I out of stage 2's inputs (node inputs and gate), e.g. k = stage "
+        "1's model.image_head_dim to leave the image graph head's columns out; 0 reads R^I whole",
+        ge=0,
+    )
+    readout_image: ReadoutText = config_field(
+        "inputs",
+        "the R^I that R^G's content readout smooths: inputs = the one the GNN reads (without image_skip_last's "
+        "columns), whole = all of it, the image graph head's columns included",
+    )
 
 
 @dataclass

@@ -26,14 +26,16 @@ from stage2_graph.minibatch import sampled_adj_t
 from stage2_graph.model import GraphEncoder, NodeInputs
 
 
-def drop_last_columns(text: Tensor, k: int) -> Tensor:
-    """R^T without its last ``k`` columns (``model.text_skip_last``, e.g. stage 1's graph head; docs/stage2.md)."""
-    if k >= text.shape[1]:
+def drop_last_columns(embedding: Tensor, k: int, modality: str = "text") -> Tensor:
+    """R^T (or R^I) without its last ``k`` columns (``model.text_skip_last`` / ``model.image_skip_last``, e.g.
+    stage 1's graph head; docs/stage2.md)."""
+    if k >= embedding.shape[1]:
+        symbol = "R^T" if modality == "text" else "R^I"
         raise ValueError(
-            f"model.text_skip_last={k} leaves nothing of stage 1's R^T ({text.shape[1]} columns); it should be "
-            "stage 1's model.text_head_dim"
+            f"model.{modality}_skip_last={k} leaves nothing of stage 1's {symbol} ({embedding.shape[1]} columns); "
+            f"it should be stage 1's model.{modality}_head_dim"
         )
-    return text[:, : text.shape[1] - k]
+    return embedding[:, : embedding.shape[1] - k]
 
 
 class Stage2System(L.LightningModule):
@@ -70,12 +72,20 @@ class Stage2System(L.LightningModule):
         self.optim = optim
         modalities = graph.modalities if use_modalities else ()
         modality_masks = graph.modality_masks if use_modalities else ()
-        # The whole R^T (the last modality) for the content readout, when the GNN reads fewer of its columns.
-        whole_text = None
-        if modalities and model.text_skip_last:
-            if model.readout_text == "whole":
-                whole_text = modalities[-1]
-            modalities = (*modalities[:-1], drop_last_columns(modalities[-1], model.text_skip_last))
+        # The whole R^T / R^I for the content readout, when the GNN reads fewer of its columns.
+        whole: dict[str, Tensor | None] = {"image": None, "text": None}
+        if modalities:
+            blocks = list(modalities)
+            for name, k, readout in (
+                ("image", model.image_skip_last, model.readout_image),
+                ("text", model.text_skip_last, model.readout_text),
+            ):
+                if k:
+                    index = MODALITY_INPUTS.index(name)
+                    if readout == "whole":
+                        whole[name] = blocks[index]
+                    blocks[index] = drop_last_columns(blocks[index], k, name)
+            modalities = tuple(blocks)
         node_inputs = resolve_node_inputs(model.node_inputs, use_modalities)
         self.model = GraphEncoder(
             num_features=graph.features.shape[1],
@@ -106,9 +116,10 @@ class Stage2System(L.LightningModule):
         for index, (embedding, mask) in enumerate(zip(modalities, modality_masks)):
             self.register_buffer(f"modality_{index}", embedding.float(), persistent=False)
             self.register_buffer(f"modality_mask_{index}", mask.bool(), persistent=False)
-        self.register_buffer(
-            "whole_text", None if whole_text is None else whole_text.float(), persistent=False
-        )
+        for name, embedding in whole.items():
+            self.register_buffer(
+                f"whole_{name}", None if embedding is None else embedding.float(), persistent=False
+            )
 
     @classmethod
     def from_config(cls, graph: GraphInputs, cfg: Stage2Config) -> Stage2System:
@@ -143,13 +154,16 @@ class Stage2System(L.LightningModule):
         return NodeInputs(self.features, adj_t, self.modalities, self.modality_masks)
 
     def readout_inputs(self, adj_t: SparseTensor) -> NodeInputs:
-        """What R^G's content readout smooths: :meth:`node_inputs`, with all of R^T in place of the GNN's shorter
-        one under ``model.readout_text: whole`` and a ``text_skip_last``."""
+        """What R^G's content readout smooths: :meth:`node_inputs`, with all of R^T (R^I) in place of the GNN's
+        shorter one under ``model.readout_text: whole`` and a ``text_skip_last`` (``readout_image``,
+        ``image_skip_last``)."""
         inputs = self.node_inputs(adj_t)
-        if self.whole_text is None:
+        if self.whole_text is None and self.whole_image is None:
             return inputs
         modalities = list(inputs.modalities)
-        modalities[MODALITY_INPUTS.index("text")] = self.whole_text
+        for name, embedding in (("image", self.whole_image), ("text", self.whole_text)):
+            if embedding is not None:
+                modalities[MODALITY_INPUTS.index(name)] = embedding
         return replace(inputs, modalities=modalities)
 
     def compute_losses(self, batch: dict[str, Tensor]) -> dict[str, Tensor]:

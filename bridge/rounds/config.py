@@ -83,10 +83,10 @@ class BridgeConfig:
     )
     skip_graph_head: bool = config_field(
         True,
-        "stage 2's GNN and gate read R^T without stage 1's graph-head columns: each variant's stage-2 "
-        "model.text_skip_last set to its stage-1 model.text_head_dim (the default preset's readout_text=whole keeps "
-        "them in R^G's content readout); false: stage 2 reads all of R^T, the paper's input (docs/stage2.md, "
-        "'What stage 2 reads of R^T')",
+        "stage 2's GNN and gate read R^T and R^I without stage 1's graph-head columns: each variant's stage-2 "
+        "model.text_skip_last (image_skip_last) set to its stage-1 model.text_head_dim (image_head_dim); the "
+        "default preset's readout_text=whole and readout_image=whole keep them in R^G's content readout; false: "
+        "stage 2 reads all of R^T and R^I, the paper's input (docs/stage2.md, 'What stage 2 reads of R^T')",
     )
 
     def __post_init__(self) -> None:

@@ -112,9 +112,14 @@ def header(
     s1 = templates.template("mmga", "stage1")
     package = frozen_image_trunk(s1.model.image_model)
     if package is not None:
+        trains = (
+            "its projection and MMGA's image graph head train"
+            if s1.model.image_head_dim > 0
+            else "only its projection trains"
+        )
         lines.append(
             f"  The image tower ({s1.model.image_model}) has a pretrained trunk, frozen, from the {package} package; "
-            "only its projection trains."
+            f"{trains}."
         )
     elif not s1.model.image_pretrained:
         lines.append(
@@ -139,20 +144,34 @@ def run_facts(cfg: BridgeConfig, paths: RunPaths, templates: StageTemplates, siz
 
 
 def stage2_reads(templates: StageTemplates) -> str:
-    """Which of R^T's columns MMGA's stage 2 reads, for the report's methods ("" when MMGA is not trained)."""
+    """Which of R^T's and R^I's columns MMGA's stage 2 reads, for the report's methods ("" when MMGA is not
+    trained)."""
     if ("mmga", "stage2") not in templates.configs:
         return ""
     model = templates.template("mmga", "stage2").model
-    if not model.text_skip_last:
-        return "MMGA's stage 2 (its GNN, M-Gate and content readout) reads all of R^T, as in the paper."
-    readout = (
-        "R^G's content readout reads all of R^T, those columns included"
-        if model.readout_text == "whole"
-        else "so does R^G's content readout"
-    )
+    skips = [
+        (symbol, k, readout)
+        for symbol, k, readout in (
+            ("R^T", model.text_skip_last, model.readout_text),
+            ("R^I", model.image_skip_last, model.readout_image),
+        )
+        if k
+    ]
+    if not skips:
+        return (
+            "MMGA's stage 2 (its GNN, M-Gate and content readout) reads all of R^T and R^I, as in the paper."
+        )
+    parts = []
+    for symbol, k, readout in skips:
+        also = (
+            f"R^G's content readout reads all of {symbol}, those columns included"
+            if readout == "whole"
+            else "so does R^G's content readout"
+        )
+        parts.append(f"{symbol} without its last {k} columns (its graph head's; {also})")
     return (
-        f"MMGA's stage-2 GNN and M-Gate read R^T without its last {model.text_skip_last} columns (the graph "
-        f"head's; `--no-skip-graph-head` gives them back, as in the paper); {readout}."
+        f"MMGA's stage-2 GNN and M-Gate read {' and '.join(parts)}; `--no-skip-graph-head` gives them back, as in "
+        "the paper."
     )
 
 

@@ -218,15 +218,13 @@ def _stage_template(
     preset = preset if preset is not None else preset_defaults(bridge_cfg.preset)
     data = deep_merge(preset.get(stage, {}), overrides)
     data = deep_merge(data, nest((spec.stage1 if stage == "stage1" else spec.stage2) or {}))
-    if (
-        bridge_cfg.skip_graph_head
-        and stage == "stage2"
-        and spec.has_stage1
-        and "text_skip_last" not in data.get("model", {})
-    ):
-        # stage 2's GNN reads R^T without this variant's graph-head columns (docs/stage2.md, measured)
-        head = _stage1_head_dim(bridge_cfg, variant, preset)
-        data = deep_merge(data, {"model": {"text_skip_last": head}})
+    if bridge_cfg.skip_graph_head and stage == "stage2" and spec.has_stage1:
+        # stage 2's GNN reads R^T (R^I) without this variant's graph-head columns (docs/stage2.md, measured for
+        # R^T); a value the config names wins
+        heads = _stage1_head_dims(bridge_cfg, variant, preset)
+        for modality, head in heads.items():
+            if f"{modality}_skip_last" not in data.get("model", {}):
+                data = deep_merge(data, {"model": {f"{modality}_skip_last": head}})
     if (
         variant == "frozen"
     ):  # the user's choice of frozen encoders (BridgeConfig.frozen) wins over the default
@@ -239,9 +237,12 @@ def _stage_template(
     return cfg
 
 
-def _stage1_head_dim(bridge_cfg: BridgeConfig, variant: str, preset: dict[str, dict[str, Any]]) -> int:
-    """The width of the graph head in ``variant``'s stage-1 config (0: none)."""
-    return _stage_template("stage1", bridge_cfg, variant, preset).model.text_head_dim
+def _stage1_head_dims(
+    bridge_cfg: BridgeConfig, variant: str, preset: dict[str, dict[str, Any]]
+) -> dict[str, int]:
+    """The widths of the text and image graph heads in ``variant``'s stage-1 config (0: none)."""
+    model = _stage_template("stage1", bridge_cfg, variant, preset).model
+    return {"text": model.text_head_dim, "image": model.image_head_dim}
 
 
 @dataclass(frozen=True)

@@ -3,10 +3,13 @@ embed and reliability tests."""
 
 from bridge.evaluation.config import EvalConfig
 
-# The default preset's structure (every text layer frozen, a graph head, InfoNCE) on a tiny random BERT.
+# The default preset's structure (every text layer frozen, a graph head, InfoNCE) on a tiny random BERT; the tiny
+# ViT instead of the packaged EfficientNet-Lite0 trunk, hence no image graph head and no image GCL (the head's
+# plumbing is tested in tests/stage1_encoders/test_image_backbones.py).
 TINY_STAGE1 = {
     "model": {
         "image_model": "mmga-vit-tiny",
+        "image_head_dim": 0,
         "text_model": "tiny",
         "text_head_dim": 8,
         "text_head_hidden": 16,
@@ -17,7 +20,7 @@ TINY_STAGE1 = {
         "text_vocab_size": 120,
         "max_text_length": 12,
     },
-    "losses": {"ita_dim": 16, "gcl_hidden_dim": 16},
+    "losses": {"ita_dim": 16, "gcl_hidden_dim": 16, "gcl_image_weight": 0.0},
     "data": {"pairs_per_batch": 8, "export_batch_size": 128, "text_gcl_users": 16},
     "optim": {"warmup_steps": 1},
     "trainer": {"max_steps": 2, "enable_progress_bar": False},

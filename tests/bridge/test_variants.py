@@ -52,11 +52,13 @@ def test_each_variant_differs_from_mmga_exactly_where_it_says(name):
         if stage == "stage1" and not spec.feedback:
             named.add("edge_weight_round")  # feedback off: no edge weights read in round 1
         if stage == "stage2" and spec.has_stage1:
-            head = _resolve(name, "stage1")["model.text_head_dim"]
-            if head != _resolve("mmga", "stage1")["model.text_head_dim"]:
-                named.add("model.text_skip_last")  # follows the variant's own graph head (skip_graph_head)
-            elif "model.text_skip_last" not in named:
-                assert other["model.text_skip_last"] == head  # the default: stage 2 leaves the head out
+            for modality in ("text", "image"):
+                head = _resolve(name, "stage1")[f"model.{modality}_head_dim"]
+                skip = f"model.{modality}_skip_last"
+                if head != _resolve("mmga", "stage1")[f"model.{modality}_head_dim"]:
+                    named.add(skip)  # follows the variant's own graph head (skip_graph_head)
+                elif skip not in named:
+                    assert other[skip] == head  # the default: stage 2 leaves the head out
         assert diff <= named, (stage, diff - named)  # nothing changed that the variant does not name
         # ... and every field it names holds the variant's value (an override that is dropped fails here)
         for key, value in overrides.items():
@@ -266,10 +268,17 @@ def test_presets_are_files_and_an_unknown_one_is_named(tmp_path):
     assert default.model.text_head_dim > 0 and default.losses.gcl_form == "infonce"
     assert default.losses.gcl_soft_targets == 0.5  # common-neighbour targets (measured: docs/stage1.md)
     assert default.trainer.max_steps == 150
-    # no_align: the same encoders without the graph-contrastive terms (its graph head is then never built)
+    # the image side's graph head over the packaged frozen trunk, trained by the image GCL
+    assert default.model.image_model == "efficientnet-lite0" and default.model.image_head_dim > 0
+    assert default.losses.gcl_image_weight > 0
+    # no_align: the same encoders without the graph-contrastive terms (its graph heads are then never built)
     no_align = resolve_stage("stage1", BridgeConfig(), paths, tmp_path, "no_align", 0, None)
-    assert no_align.losses.gcl_text_weight == 0 and no_align.model.text_head_dim == 0
-    assert dataclasses.replace(no_align.model, text_head_dim=default.model.text_head_dim) == default.model
+    assert no_align.losses.gcl_text_weight == no_align.losses.gcl_image_weight == 0
+    assert no_align.model.text_head_dim == no_align.model.image_head_dim == 0
+    heads = {"text_head_dim": default.model.text_head_dim, "image_head_dim": default.model.image_head_dim}
+    assert dataclasses.replace(no_align.model, **heads) == default.model
+    frozen = resolve_stage("stage1", BridgeConfig(), paths, tmp_path, "frozen", 0, None)
+    assert frozen.model.text_head_dim == frozen.model.image_head_dim == 0
     tiny = resolve_stage("stage1", BridgeConfig(preset="tiny"), paths, tmp_path, "mmga", 0, None)
     assert tiny.model.text_model == "tiny" and tiny.losses.lm_weight == 1.0
     with pytest.raises(
@@ -290,8 +299,12 @@ def test_skip_graph_head_leaves_each_variants_head_columns_out_of_stage2():
     assert skipping.template("mmga", "stage2").model.readout_text == "whole"
     assert skipping.template("no_align", "stage2").model.text_skip_last == 0  # no head: nothing left out
     assert skipping.template("graph_only", "stage2").model.text_skip_last == 0
-    # the ablation that reads the head, whatever the bridge's switch says
+    # the ablation that reads the heads, whatever the bridge's switch says
     assert skipping.template("abl_stage2_reads_head", "stage2").model.text_skip_last == 0
+    assert skipping.template("abl_stage2_reads_head", "stage2").model.image_skip_last == 0
+    image_head = skipping.template("mmga", "stage1").model.image_head_dim
+    assert image_head > 0 and skipping.template("mmga", "stage2").model.image_skip_last == image_head
+    assert skipping.template("mmga", "stage2").model.readout_image == "whole"
     told = stages.check_stage_configs(
         BridgeConfig(skip_graph_head=True, stage2={"model": {"text_skip_last": 0}})
     )

@@ -510,15 +510,16 @@ def test_bridge_presets_are_valid_stage1_configs(name):
 
     preset = json.loads((Path(__file__).parents[2] / f"bridge/presets/{name}.json").read_text())
     cfg = Stage1Config.from_dict({"corpus": "c", "cache_dir": "x", **preset["stage1"]})
-    if name == "default":  # frozen MiniLM + graph head, InfoNCE, no MLM, no image GCL
+    if name == "default":  # frozen MiniLM + graph head, the frozen trunk + image graph head, InfoNCE, no MLM
         assert (cfg.model.text_model, cfg.model.text_pooling, cfg.model.text_tuned_layers) == (
             "minilm",
             "mean",
             0,
         )
         assert cfg.model.text_head_dim == 128 and cfg.losses.gcl_form == "infonce"
+        assert cfg.model.image_model == "efficientnet-lite0" and cfg.model.image_head_dim == 128
         assert (
-            cfg.losses.lm_weight == 0 and cfg.losses.gcl_image_weight == 0 and cfg.losses.gcl_text_weight > 0
+            cfg.losses.lm_weight == 0 and cfg.losses.gcl_image_weight > 0 and cfg.losses.gcl_text_weight > 0
         )
     if name == "pretrained":
         assert cfg.model.text_model == "minilm" and cfg.model.text_pooling == "mean"

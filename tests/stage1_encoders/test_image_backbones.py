@@ -212,3 +212,126 @@ def test_fit_and_export_with_the_packaged_backbone_offline(tiny_corpus, tmp_path
     with pytest.raises(ConfigError, match="model.image_model"):
         load_trained_encoders(tmp_path / "tampered.ckpt")
     clear_image_states_memo()
+
+
+def test_image_graph_head_appends_to_the_projection_mean_and_alone_gets_gradients(tiny_parts):
+    """R^I = [mean of the projections || head(mean of the trunk outputs)] per user, zero rows without an image;
+    the head and its input: the cached trunk outputs' user means (against a loop); only the head gets gradients."""
+    pytest.importorskip(LITE0.package)
+    from stage1_encoders.image_states import clear_image_states_memo
+
+    clear_image_states_memo()
+    torch.manual_seed(0)
+    encoder = build_image_encoder("efficientnet-lite0", head_dim=8, head_hidden=16)
+    torch.manual_seed(0)
+    plain = build_image_encoder("efficientnet-lite0")
+    assert (encoder.dim, encoder.user_dim, plain.user_dim) == (64, 72, 64)
+    # the head draws from a stream of its own: the projection is the one built without it
+    assert torch.equal(encoder.visual.head.proj.weight, plain.visual.head.proj.weight)
+    assert encoder.fresh_modules() == [encoder.visual.head, encoder.graph_head]
+    from stage1_encoders.data import PostPreprocessor
+
+    prep = PostPreprocessor(
+        tiny_parts.corpus,
+        tiny_parts.tokenizer,
+        encoder.image_transform(),
+        encoder.preprocess_cfg["size"],
+        tiny_parts.model_cfg.max_text_length,
+    )
+    encoder.use_cached_states(prep, batch_size=64)
+    corpus = tiny_parts.corpus
+    means, has_image = encoder.user_trunk_means()
+    images = np.flatnonzero(np.asarray(corpus.post_has_image))
+    owner = np.asarray(corpus.post_user)[images]
+    trunk = encoder.cached_trunk_rows(torch.from_numpy(images))
+    for user in range(corpus.num_users):
+        rows = trunk[torch.from_numpy(owner == user)]
+        assert bool(has_image[user]) == (len(rows) > 0)
+        expected = rows.mean(0) if len(rows) else torch.zeros(encoder.state_dim)
+        torch.testing.assert_close(means[user], expected)
+    projected = torch.randn(corpus.num_users, 64)
+    out = encoder.finish_users(projected, has_image, means)
+    assert torch.equal(out[has_image, :64], projected[has_image])
+    torch.testing.assert_close(out[has_image, 64:], encoder.graph_head(means[has_image]))
+    assert torch.all(out[~has_image] == 0)
+    out.square().sum().backward()
+    with_grad = {name for name, p in encoder.named_parameters() if p.grad is not None}
+    assert with_grad == {name for name, _ in encoder.named_parameters() if name.startswith("graph_head.")}
+    with pytest.raises(ValueError, match="trunk_means"):
+        encoder.finish_users(projected, has_image, None)
+    clear_image_states_memo()
+
+
+def test_image_graph_head_needs_a_frozen_trunk_and_its_gcl(tiny_corpus, tmp_path):
+    """Refused, naming the field: on a tower that trains whole, without the InfoNCE form, and with the image GCL
+    (its only trainer) off."""
+    cases = [
+        ({"image_model": "mmga-vit-tiny"}, {"gcl_image_weight": 1.0}, "trains whole"),
+        ({}, {"gcl_form": "mlp", "gcl_image_weight": 1.0}, "gcl_form=infonce"),
+        ({}, {"gcl_image_weight": 0.0}, "gcl_image_weight > 0"),
+    ]
+    for i, (model, losses, message) in enumerate(cases):
+        with pytest.raises(ConfigError, match=f"model.image_head_dim.*{message}"):
+            tiny_config(
+                tiny_corpus,
+                tmp_path / f"c{i}",
+                tmp_path / f"o{i}",
+                model={**TINY_MODEL, "image_model": "efficientnet-lite0", "image_head_dim": 8, **model},
+                losses={"gcl_form": "infonce", "lm_weight": 0.0, **losses},
+            )
+    with pytest.raises(ConfigError, match="model.image_head_dim"):
+        build_image_encoder("mmga-vit-tiny", head_dim=8)
+
+
+def test_image_graph_head_run_equals_the_no_gcl_run_but_for_the_head(tiny_corpus, tmp_path):
+    """With the image graph head (the text GCL off), its GCL draws from streams of its own: the same seed trains
+    the very projection and text side the no-GCL baseline trains, so MMGA's R^T and the first columns of its R^I are
+    the baseline's and the head's columns are what alignment adds. The checkpoint holds the head (not the trunk),
+    the inference path rebuilds the cache's R^I with it, and the hub folder carries it."""
+    pytest.importorskip(LITE0.package)
+    from stage1_encoders.checkpoint import load_stage1_checkpoint
+    from stage1_encoders.image_states import clear_image_states_memo
+    from stage1_encoders.infer import encode_corpus, load_trained_encoders
+
+    clear_image_states_memo()
+    losses = {"ita_dim": 16, "gcl_hidden_dim": 16, "gcl_form": "infonce", "lm_weight": 0.0}
+
+    def config(name: str, head: int, gcl_image: float) -> Stage1Config:
+        return tiny_config(
+            tiny_corpus,
+            tmp_path / f"cache{name}",
+            tmp_path / f"out{name}",
+            model={**TINY_MODEL, "image_model": "efficientnet-lite0", "image_head_dim": head},
+            losses={**losses, "gcl_image_weight": gcl_image, "gcl_text_weight": 0.0},
+            data={"text_states_dir": str(tmp_path / "states"), "text_gcl_users": 12},
+            trainer={"max_steps": 3, "enable_progress_bar": False, "loggers": ["csv"]},
+            seed=3,
+        )
+
+    aligned, baseline = config("", 8, 1.0), config("_b", 0, 0.0)
+    result = run_stage1(aligned)
+    run_stage1(baseline)
+    assert "gcl_image_loss" in result.metrics
+    emb, base = read_cache(aligned, tiny_corpus), read_cache(baseline, tiny_corpus)
+    assert emb.user_image_emb.shape[1] == 72 and base.user_image_emb.shape[1] == 64
+    np.testing.assert_allclose(emb.user_image_emb[:, :64], base.user_image_emb, atol=1e-6)
+    np.testing.assert_allclose(emb.user_text_emb, base.user_text_emb, atol=1e-6)
+    head_columns = emb.user_image_emb[:, 64:]
+    assert np.abs(head_columns[emb.image_mask]).sum() > 0 and not head_columns[~emb.image_mask].any()
+    payload = load_stage1_checkpoint(result.checkpoint)
+    assert any(k.startswith("image_encoder.graph_head.") for k in payload["state_dict"])
+    assert not any(k.startswith("image_encoder.visual.trunk.") for k in payload["state_dict"])
+    # the head trained: its columns differ from the untrained head's (same seed, no step)
+    untrained = load_trained_encoders(result.checkpoint)
+    untrained.image_encoder.graph_head.load_state_dict(
+        build_image_encoder("efficientnet-lite0", head_dim=8).graph_head.state_dict()
+    )
+    # inference: the trunk from the package, the projection and the head from the checkpoint: the cache's R^I
+    again = encode_corpus(load_trained_encoders(result.checkpoint), load_corpus(tiny_corpus))
+    np.testing.assert_allclose(again.user_image_emb, emb.user_image_emb, atol=1e-5)
+    other = encode_corpus(untrained, load_corpus(tiny_corpus))
+    assert not np.allclose(other.user_image_emb[:, 64:], emb.user_image_emb[:, 64:], atol=1e-4)
+    folder = result.checkpoint.parent / "image_encoder"
+    info = json.loads((folder / "frozen_source.json").read_text())
+    assert (folder / info["graph_head"]).is_file()
+    clear_image_states_memo()

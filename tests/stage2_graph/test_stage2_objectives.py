@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
@@ -228,6 +229,35 @@ def test_text_skip_last_is_stage_2_on_r_t_without_those_columns():
     assert reading.modality_1.shape[1] == 14
     with pytest.raises(ValueError, match="text_skip_last=10 leaves nothing"):
         drop_last_columns(text, 10)
+
+
+def test_image_skip_last_is_stage_2_on_r_i_without_those_columns_and_readout_image_whole_keeps_them():
+    """``model.image_skip_last=k`` over R^I = [p || h] builds the very system that reads R^I = p (same weights,
+    same GNN outputs); with ``readout_image=whole`` R^G's content readout smooths [p || h], without it p. Too
+    large a k is refused, naming the field."""
+    import dataclasses
+
+    from stage2_graph.export import compute_graph_outputs
+    from stage2_graph.system import drop_last_columns
+
+    inputs = make_inputs()
+    image, text = inputs.modalities
+    head = torch.randn(N, 4, generator=torch.Generator().manual_seed(4)) * 100
+    wide = dataclasses.replace(inputs, modalities=(torch.cat([image, head], 1), text))
+    fields = {"image_skip_last": 4, "content_hops": 1}
+    skipping, plain = make_system(wide, **fields), make_system(inputs, content_hops=1)
+    assert torch.equal(skipping.modality_0, plain.modality_0) and skipping.whole_image is None
+    for a, b in zip(skipping.state_dict().values(), plain.state_dict().values(), strict=True):
+        assert torch.equal(a, b)
+    out_skip, out_plain = compute_graph_outputs(skipping), compute_graph_outputs(plain)
+    np.testing.assert_array_equal(out_skip.user_graph_emb, out_plain.user_graph_emb)
+    whole = make_system(wide, readout_image="whole", **fields)
+    assert whole.whole_image.shape[1] == image.shape[1] + 4
+    out_whole = compute_graph_outputs(whole)
+    assert out_whole.user_graph_emb.shape[1] == out_plain.user_graph_emb.shape[1] + 4
+    np.testing.assert_array_equal(out_whole.user_graph_emb[:, :16], out_plain.user_graph_emb[:, :16])
+    with pytest.raises(ValueError, match="image_skip_last=20 leaves nothing of stage 1's R\\^I"):
+        drop_last_columns(image, 20, "image")
 
 
 @pytest.mark.parametrize("gate", ["mgate", "uniform"])

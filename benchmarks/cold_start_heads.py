@@ -84,7 +84,7 @@ def main(argv: list[str] | None = None) -> int:
         for seed in run.seeds:
             paths = RunPaths(run.run_dir).for_seed(seed)
             for k, x in enumerate(representations(variant, run.round, run.corpus, paths, manifest)):
-                topic, fans = probe(x, run.corpus)
+                topic, fans = probe(x, run.corpus, run.eval_config)
                 scores[k][0].append(topic)
                 scores[k][1].append(fans)
         print(f"{variant}:")

@@ -189,7 +189,7 @@ def main() -> None:
     rows: dict[str, tuple[list[float], list[float]]] = {}
 
     def record(name: str, x: np.ndarray) -> None:
-        topic, fans = probe(x, corpus)
+        topic, fans = probe(x, corpus, run.eval_config)
         rows.setdefault(name, ([], []))[0].append(topic)
         rows[name][1].append(fans)
 

@@ -57,9 +57,10 @@ def read_run(parser: argparse.ArgumentParser, args: argparse.Namespace) -> RunRe
     return RunRecord(args.run_dir, load_corpus(metrics["corpus"]["path"]), seeds, rnd, eval_config)
 
 
-def probe(x: np.ndarray, corpus: Corpus) -> tuple[float, float]:
-    """``(topic macro-F1, fans MAE)`` of ``x`` with the report's probe, each the mean over the head seeds."""
-    ev = evaluate_representation(x, corpus.labels, corpus.fans, corpus.splits)
+def probe(x: np.ndarray, corpus: Corpus, cfg: EvalConfig | None = None) -> tuple[float, float]:
+    """``(topic macro-F1, fans MAE)`` of ``x`` with the report's probe, each the mean over the head seeds; ``cfg``:
+    the run's evaluation settings (``RunRecord.eval_config``; the defaults when None)."""
+    ev = evaluate_representation(x, corpus.labels, corpus.fans, corpus.splits, cfg)
     return ev.topic.scores["macro_f1"].mean, ev.fans.scores["mae"].mean
 
 

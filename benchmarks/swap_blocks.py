@@ -59,7 +59,7 @@ def main(argv: list[str] | None = None) -> int:
         }
         for name, sources in MIXES.items():
             x = np.concatenate([blocks[v][k] for k, v in enumerate(sources) if v is not None], axis=1)
-            topic, fans = probe(x, run.corpus)
+            topic, fans = probe(x, run.corpus, run.eval_config)
             scores[name][0].append(topic)
             scores[name][1].append(fans)
     print(f"{run.run_dir}: round {run.round}, training seeds {run.seeds}; mean ± sd over the seeds")

@@ -55,8 +55,10 @@ from bridge.evaluation.verdict import paired_margins, verdict  # noqa: E402
 from bridge.report.compare import load_metrics  # noqa: E402
 from bridge.runfolder.caches import read_encoders, read_graph  # noqa: E402
 from corpus import Corpus  # noqa: E402
+from stage1_encoders.encoders import graph_head_mlp  # noqa: E402
 from stage1_encoders.heads import GraphProjectionHead  # noqa: E402
 from stage1_encoders.losses import GraphInfoNCELoss  # noqa: E402
+from stage1_encoders.pooling import UserSums  # noqa: E402
 
 
 def image_states(run_dir: Path, explicit: Path | None) -> torch.Tensor:
@@ -75,11 +77,10 @@ def image_states(run_dir: Path, explicit: Path | None) -> torch.Tensor:
 def user_means(corpus: Corpus, states: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """``[N, D]`` each user's mean trunk output over its images (zero without one) and ``[N]`` bool: has one."""
     has_image = torch.as_tensor(np.asarray(corpus.post_has_image), dtype=torch.bool)
-    offsets = np.asarray(corpus.post_offsets)
-    owner = torch.from_numpy(np.repeat(np.arange(corpus.num_users), np.diff(offsets)))[has_image]
-    sums = torch.zeros(corpus.num_users, states.shape[1]).index_add_(0, owner, states[has_image])
-    counts = torch.bincount(owner, minlength=corpus.num_users)
-    return sums / counts.clamp(min=1).unsqueeze(1), counts > 0
+    owner = torch.as_tensor(np.asarray(corpus.post_user), dtype=torch.long)[has_image]
+    sums = UserSums(corpus.num_users, states.shape[1])
+    sums.add(states[has_image], owner)
+    return sums.means()
 
 
 class EdgeSampler:
@@ -126,9 +127,7 @@ def train_head(means: torch.Tensor, sampler: EdgeSampler, recipe: HeadRecipe, se
     """The head's output ``[N, head_dim]`` for every user after ``recipe.steps`` steps (seeded by ``seed``)."""
     torch.manual_seed(seed)
     width = means.shape[1]
-    head = nn.Sequential(
-        nn.LayerNorm(width), nn.Linear(width, 256), nn.GELU(), nn.Linear(256, recipe.head_dim)
-    )
+    head = graph_head_mlp(width, 256, recipe.head_dim)  # the text head's architecture
     projection = GraphProjectionHead(recipe.head_dim)
     loss_fn = GraphInfoNCELoss("image", recipe.soft_targets)
     params = [*head.parameters(), *projection.parameters()]

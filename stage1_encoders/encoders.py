@@ -81,6 +81,14 @@ def weights_digest(tensors) -> str:
     return hashlib.sha256(repr(sums).encode()).hexdigest()[:20]
 
 
+def graph_head_mlp(in_dim: int, hidden: int, out_dim: int) -> nn.Sequential:
+    """A graph head's MLP over a user's frozen embedding (LayerNorm, Linear to ``hidden``, GELU, Linear to
+    ``out_dim``): the text encoder's and the image encoder's alike, drawn from the current random stream."""
+    return nn.Sequential(
+        nn.LayerNorm(in_dim), nn.Linear(in_dim, hidden), nn.GELU(), nn.Linear(hidden, out_dim)
+    )
+
+
 class ImageEncoder(FrozenParts):
     """An open_clip visual tower; ``forward`` returns its pooled (projected) output.
 
@@ -124,12 +132,7 @@ class ImageEncoder(FrozenParts):
         if head_dim > 0:  # a stream of its own: everything else draws what it would draw without the head
             with torch.random.fork_rng(devices=[]):
                 torch.manual_seed(torch.initial_seed() + _IMAGE_HEAD_SEED_OFFSET)
-                self.graph_head = nn.Sequential(
-                    nn.LayerNorm(self.state_dim),
-                    nn.Linear(self.state_dim, head_hidden),
-                    nn.GELU(),
-                    nn.Linear(head_hidden, head_dim),
-                )
+                self.graph_head = graph_head_mlp(self.state_dim, head_hidden, head_dim)
         self.user_dim = self.dim + head_dim
         self.preprocess_cfg: dict[str, Any] = dict(visual.preprocess_cfg)
 
@@ -200,9 +203,10 @@ class ImageEncoder(FrozenParts):
         self._states.compute(progress)
 
     def project(self, trunk_rows: torch.Tensor) -> torch.Tensor:
-        """The projection head over trunk outputs ``[B, state_dim]`` -> ``[B, dim]`` (a frozen trunk only):
-        ``forward`` of pixels is ``project(trunk_rows(pixels))``."""
-        return self.visual.head(trunk_rows)
+        """The projection head over trunk outputs ``[B, state_dim]`` -> ``[B, dim]`` on the head's device (a frozen
+        trunk only; cached rows are kept on the host): ``forward`` of pixels is ``project(trunk_rows(pixels))``."""
+        weight = next(self.visual.head.parameters(), None)
+        return self.visual.head(trunk_rows if weight is None else trunk_rows.to(weight.device))
 
     def cached_trunk_rows(self, posts: torch.Tensor) -> torch.Tensor:
         """The cached trunk outputs ``[B, state_dim]`` of the images of ``posts`` (corpus post indices)."""
@@ -213,11 +217,7 @@ class ImageEncoder(FrozenParts):
     def cached_rows(self, posts: torch.Tensor) -> torch.Tensor:
         """R^I ``[B, dim]`` of the images of ``posts`` (corpus post indices): the projection head over the cached
         trunk outputs, with gradients to the head."""
-        if self._states is None:
-            raise ValueError("no cached image states: call use_cached_states first")
-        rows = self._states.rows(posts)
-        weight = next(self.visual.head.parameters(), None)  # the head's device: the rows are kept on the host
-        return self.visual.head(rows if weight is None else rows.to(weight.device))
+        return self.project(self.cached_trunk_rows(posts))
 
     def image_transform(self):
         """open_clip's evaluation preprocessing for this tower (PIL image -> normalised tensor [3, H, W])."""
@@ -368,16 +368,7 @@ class TextEncoder(FrozenParts):
         # stream where it was, so everything else draws what it would draw without the head
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(torch.initial_seed() + _HEAD_SEED_OFFSET)
-            self.head = (
-                nn.Sequential(
-                    nn.LayerNorm(hidden),
-                    nn.Linear(hidden, head_hidden),
-                    nn.GELU(),
-                    nn.Linear(head_hidden, head_dim),
-                )
-                if head_dim > 0
-                else None
-            )
+            self.head = graph_head_mlp(hidden, head_hidden, head_dim) if head_dim > 0 else None
         self.dim = hidden
         self.user_dim = hidden + head_dim
         self.pooling = pooling

@@ -131,11 +131,12 @@ def encode_posts(
         ):
             image_post = torch.as_tensor(item["image_post"], dtype=torch.long)
             if len(image_post):
-                if cached_image:
-                    image_emb = image_encoder.cached_rows(image_post)
-                    trunk = image_encoder.cached_trunk_rows(image_post) if head else None
-                elif head:  # the trunk once: the projection and the graph head both read it
-                    trunk = image_encoder.trunk_rows(item["pixel_values"].to(device))
+                if cached_image or head:  # the trunk's rows once: the projection and the graph head read them
+                    trunk = (
+                        image_encoder.cached_trunk_rows(image_post)
+                        if cached_image
+                        else image_encoder.trunk_rows(item["pixel_values"].to(device))
+                    )
                     image_emb = image_encoder.project(trunk)
                 else:
                     image_emb = image_encoder(item["pixel_values"].to(device))

@@ -116,7 +116,8 @@ def _fit_heads(
     seeds: list[int],
     cfg: EvalConfig,
 ) -> BatchedHeads:
-    """Train one batched model of heads (one per (weight decay, seed) pair) with per-head early stopping;
+    """Train one batched model of heads (one per (weight decay, seed) pair) with per-head early stopping (a head
+    stops after ``cfg.patience`` epochs without a better val loss, and an epoch after that is never its best);
     returns it holding each head's best-on-val parameters."""
     device = x_train.device
     model = BatchedHeads(
@@ -150,7 +151,9 @@ def _fit_heads(
         model.eval()
         with torch.no_grad():
             val = per_head_loss(model(x_val), y_val, training=False)
-            improved = val < best_val
+            # a head that has stopped keeps training with the others (they are one batched model) but its best
+            # epoch is final: each head's result is what it alone would give, whatever heads share its batch
+            improved = (val < best_val) & (since_best <= cfg.patience)
             best_val = torch.where(improved, val, best_val)
             since_best = torch.where(improved, 0, since_best + 1)
             for bp, p in zip(best_params, model.parameters()):

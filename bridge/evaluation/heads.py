@@ -35,6 +35,9 @@ from bridge.evaluation.results import Evaluation, TaskScores
 from mmga_common.runtime import resolve_torch_device
 from mmga_common.threads import torch_threads
 
+# the dropout streams' seeds are the heads' seeds plus this, apart from the streams that draw the initial weights
+_DROPOUT_SEED_OFFSET = 1_000_003
+
 
 class BatchedHeads(torch.nn.Module):
     """``G`` independent linear or one-hidden-layer MLP heads evaluated in one pass.
@@ -61,10 +64,11 @@ class BatchedHeads(torch.nn.Module):
             self.weights.append(torch.nn.Parameter(torch.empty(len(seeds), d_in, d_out)))
             self.biases.append(torch.nn.Parameter(torch.empty(len(seeds), d_out)))
         self._generators = [torch.Generator().manual_seed(int(s)) for s in self.seeds]
-        # one stream for the dropout masks of all heads, seeded from all heads' seeds
-        self._dropout_generator = torch.Generator().manual_seed(
-            hash(tuple(int(s) for s in self.seeds)) % 2**62
-        )
+        # each head's dropout masks from a stream of its own, seeded from its seed: a head draws the same masks
+        # whatever heads share its batch
+        self._dropout_generators = [
+            torch.Generator().manual_seed(_DROPOUT_SEED_OFFSET + int(s)) for s in self.seeds
+        ]
         self.reset_parameters()
 
     def reset_parameters(self) -> None:
@@ -86,8 +90,9 @@ class BatchedHeads(torch.nn.Module):
             return h
         h = F.relu(h)
         if self.training and self.dropout > 0:
-            # drawn from the CPU stream on every device: the same masks as on the CPU
-            keep = (torch.rand(h.shape, generator=self._dropout_generator) >= self.dropout).to(h.device)
+            # drawn from the CPU streams on every device: the same masks as on the CPU
+            draws = torch.stack([torch.rand(h.shape[1:], generator=g) for g in self._dropout_generators])
+            keep = (draws >= self.dropout).to(h.device)
             h = h * keep / (1.0 - self.dropout)
         return torch.bmm(h, self.weights[1]) + self.biases[1][:, None, :]
 

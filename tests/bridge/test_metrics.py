@@ -136,3 +136,21 @@ def test_each_head_stops_as_it_would_alone():
     for w_alone, w_other, w_shared in zip(alone.parameters(), other.parameters(), shared.parameters()):
         torch.testing.assert_close(w_shared[0], w_alone[0], rtol=0, atol=0)
         torch.testing.assert_close(w_shared[1], w_other[0], rtol=0, atol=0)
+
+
+def test_each_mlp_head_with_dropout_trains_as_it_would_alone():
+    """An MLP head's dropout masks come from its own stream: trained beside another head (another seed and weight
+    decay), it ends with the parameters it has when trained alone."""
+    from bridge.evaluation.heads import _fit_heads
+
+    rng = np.random.default_rng(0)
+    n = 90
+    y = rng.integers(0, 3, n)
+    x = torch.from_numpy((np.eye(3)[y] + rng.normal(size=(n, 3))).astype(np.float32))
+    y = torch.from_numpy(y)
+    cfg = EvalConfig(max_epochs=40, patience=5, hidden=8, dropout=0.5)
+    args = (x[:60], y[:60], x[60:], y[60:], "topic", 3, "mlp")
+    alone = _fit_heads(*args, [1e-3], [4], cfg)
+    shared = _fit_heads(*args, [1e-2, 1e-3], [7, 4], cfg)
+    for w_alone, w_shared in zip(alone.parameters(), shared.parameters()):
+        torch.testing.assert_close(w_shared[1], w_alone[0], rtol=0, atol=0)

@@ -103,10 +103,8 @@ def row_scores(
     x = representation(row, corpus, paths)
     if row.method == "sgc":
         feats = {f"(K={k})": sgc_features(x, corpus.edges, hops=k) for k in cfg.sgc_hops}
-    elif row.method == "probe":
+    else:  # a probe row (scorable_rows)
         feats = {"": x}
-    else:
-        raise ValueError(f"row {row.name}: only probe and SGC rows are scored here, not {row.method!r}")
     out: dict[str, list[float]] = {}
 
     def per_task(targets: TaskTargets) -> TaskScores:
@@ -118,6 +116,28 @@ def row_scores(
     with torch_threads(1):
         evaluate_tasks(corpus.labels, corpus.fans, corpus.splits, cfg.fans_buckets, per_task)
     return out
+
+
+def scorable_rows(names: Sequence[str], rounds: int) -> list[Row]:
+    """The report's rows named ``names`` (of a run with ``rounds`` rounds); ``ValueError`` naming each row that is
+    not a probe or SGC row on the whole graph (the cold-start rows recompute R^G without the test users' edges, and
+    the networks trained end to end are not scored here)."""
+    known = {r.name: r for r in report_rows(rounds, baselines=True, encoder_peers=True)}
+    problems = []
+    for name in names:
+        row = known.get(name)
+        if row is None:
+            problems.append(f"{name!r} is not a row of the report")
+        elif row.cold:
+            problems.append(f"{name!r} is a cold-start row (R^G without the test users' edges)")
+        elif row.method not in ("probe", "sgc"):
+            problems.append(f"{name!r} is a network trained end to end ({row.method})")
+    if problems:
+        scored = sorted(n for n, r in known.items() if r.method in ("probe", "sgc") and not r.cold)
+        raise ValueError(
+            "; ".join(problems) + f"; the rows scored here are the probe and SGC rows: {', '.join(scored)}"
+        )
+    return [known[n] for n in names]
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -144,14 +164,11 @@ def main(argv: list[str] | None = None) -> int:
     metrics_json = load_metrics(args.run_dir)
     first_seed = metrics_json["training_seeds"][0]
     rounds = metrics_json["config"]["bridge"]["rounds"]
-    known = {r.name: r for r in report_rows(rounds, baselines=True, encoder_peers=True)}
     names = args.rows or [f"mmga_round_{run.round}", "no_align", "peer_sgc", "peer_frozen_sgc"]
-    missing = [n for n in names if n not in known]
-    if missing:
-        parser.error(
-            f"unknown rows {missing}; expected probe or SGC rows of the report, e.g. {sorted(known)[:6]}"
-        )
-    rows = [known[n] for n in names]
+    try:
+        rows = scorable_rows(names, rounds)
+    except ValueError as err:
+        parser.error(str(err))
     degree = degrees(run.corpus)
     bucket = bucket_of(degree, args.bounds)
     labels = bucket_names(args.bounds)

@@ -43,9 +43,7 @@ from bridge.evaluation.peers import sgc_features  # noqa: E402
 from bridge.evaluation.results import TaskScores  # noqa: E402
 from bridge.evaluation.rows import Row, report_rows, representation  # noqa: E402
 from bridge.evaluation.verdict import paired_margins, verdict  # noqa: E402
-from bridge.report.compare import load_metrics  # noqa: E402
 from bridge.runfolder import RunPaths  # noqa: E402
-from bridge.variants import get_variant  # noqa: E402
 from corpus import Corpus  # noqa: E402
 from mmga_common.threads import torch_threads  # noqa: E402
 
@@ -161,12 +159,9 @@ def main(argv: list[str] | None = None) -> int:
     if list(args.bounds) != sorted(set(args.bounds)) or args.bounds[0] < 0:
         parser.error(f"--bounds must be increasing non-negative degrees, got {args.bounds}")
     run = read_run(parser, args)
-    metrics_json = load_metrics(args.run_dir)
-    first_seed = metrics_json["training_seeds"][0]
-    rounds = metrics_json["config"]["bridge"]["rounds"]
     names = args.rows or [f"mmga_round_{run.round}", "no_align", "peer_sgc", "peer_frozen_sgc"]
     try:
-        rows = scorable_rows(names, rounds)
+        rows = scorable_rows(names, run.rounds)
     except ValueError as err:
         parser.error(str(err))
     degree = degrees(run.corpus)
@@ -181,9 +176,9 @@ def main(argv: list[str] | None = None) -> int:
     once: dict[str, dict[str, list[float]]] = {}
     for seed in run.seeds:
         for row in rows:
-            if row.variant is not None and get_variant(row.variant).once:  # trained once: the first seed's
+            if row.once:  # evaluated once, from the first training seed's folder (as the report does)
                 if row.name not in once:
-                    paths = RunPaths(run.run_dir).for_seed(first_seed)
+                    paths = RunPaths(run.run_dir).for_seed(run.training_seeds[0])
                     once[row.name] = row_scores(row, run.corpus, paths, run.eval_config, bucket, num_buckets)
                 result = once[row.name]
             else:

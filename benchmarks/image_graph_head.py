@@ -177,7 +177,9 @@ def main() -> None:
     args = parser.parse_args()
     recipe = HeadRecipe(args.steps, args.users, args.head_dim, args.soft_targets, args.lr)
     run = read_run(parser, args)
-    stage1 = load_metrics(run.run_dir)["config"]["stages"].get(f"seed_{run.seeds[0]}/mmga/round_0/stage1", {})
+    # the run's report, read once: its stage configs here, and the rows compared with below
+    metrics = load_metrics(run.run_dir)
+    stage1 = metrics["config"]["stages"].get(f"seed_{run.seeds[0]}/mmga/round_0/stage1", {})
     if stage1.get("model", {}).get("image_head_dim"):
         parser.error(
             f"{run.run_dir}: MMGA's R^I there already has an image graph head (model.image_head_dim)"
@@ -210,8 +212,7 @@ def main() -> None:
     for name, (topic, fans) in rows.items():
         print(summary_line(name, topic, fans, width))
     print("\nthe fused row with the image head against (topic macro-F1; fans MAE):")
-    metrics = load_metrics(run.run_dir)
-    seed_index = [metrics["training_seeds"].index(s) for s in run.seeds]
+    seed_index = [run.training_seeds.index(s) for s in run.seeds]
     metrics = metrics["rows"]
     others = {f"mmga_round_{run.round} (without the head)": rows[f"mmga_round_{run.round}"]}
     for name in ("no_align", "peer_sgc", "peer_frozen_sgc"):

@@ -21,13 +21,16 @@ from mmga_common.config import from_dict
 @dataclass(frozen=True)
 class RunRecord:
     """A finished run as an analysis reads it: its corpus, the training seeds to read, the round and the
-    evaluation's settings."""
+    evaluation's settings; with every training seed of the run (the first one's folder holds the rows evaluated
+    once) and its number of rounds."""
 
     run_dir: Path
     corpus: Corpus
     seeds: list[int]
     round: int
     eval_config: EvalConfig
+    training_seeds: list[int]
+    rounds: int
 
 
 def add_run_arguments(
@@ -51,10 +54,12 @@ def read_run(parser: argparse.ArgumentParser, args: argparse.Namespace) -> RunRe
     except CompareError as err:
         parser.error(str(err))
     seeds = metrics["training_seeds"] if args.seeds is None else args.seeds
+    rounds = metrics["config"]["bridge"]["rounds"]
     chosen = getattr(args, "round", None)
-    rnd = metrics["config"]["bridge"]["rounds"] - 1 if chosen is None else chosen
+    rnd = rounds - 1 if chosen is None else chosen
     eval_config = from_dict(EvalConfig, metrics["config"]["bridge"]["eval"], str(args.run_dir / "report"))
-    return RunRecord(args.run_dir, load_corpus(metrics["corpus"]["path"]), seeds, rnd, eval_config)
+    corpus = load_corpus(metrics["corpus"]["path"])
+    return RunRecord(args.run_dir, corpus, seeds, rnd, eval_config, list(metrics["training_seeds"]), rounds)
 
 
 def probe(x: np.ndarray, corpus: Corpus, cfg: EvalConfig | None = None) -> tuple[float, float]:

@@ -1,4 +1,5 @@
-"""Turning a decoded image of any Pillow mode into the 8-bit RGB the encoders read.
+"""Turning a decoded image of any Pillow mode into the 8-bit RGB the encoders read, and a large one into a
+smaller one for a caller that resizes it anyway (``reduce_to``).
 
 Pillow's ``convert("RGB")`` clips high-depth modes instead of scaling them: a 16-bit grayscale PNG (mode
 ``I;16``, values 0..65535) comes out almost white (every value above 255 becomes 255). Here those modes are
@@ -47,3 +48,18 @@ def to_rgb(img: Image.Image) -> Image.Image:
         gray = high_depth_to_8bit(np.asarray(img), img.mode)
         return Image.fromarray(gray, mode="L").convert("RGB")
     return img.convert("RGB")
+
+
+def reduce_to(img: Image.Image, min_side: int) -> Image.Image:
+    """``img`` box-reduced (``Image.reduce``: each output pixel the mean of a k x k block) by the largest integer
+    factor k that keeps both sides at least ``min_side``; ``img`` itself when that factor is below 2.
+
+    A caller that then resizes to at most ``min_side / g`` per side still shrinks by at least g, which is
+    Pillow's ``reducing_gap`` (``Image.resize``): with g >= 3 the two steps give what the one resampling would
+    "in most cases indistinguishably" (Pillow's documentation), at a cost that no longer grows with the file's
+    pixels.
+    """
+    if min_side < 1:
+        raise ValueError(f"min_side must be >= 1, got {min_side}")
+    factor = min(img.size) // min_side
+    return img.reduce(factor) if factor >= 2 else img

@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from corpus.pixels import to_rgb
+from corpus.pixels import reduce_to, to_rgb
 from mmga_common.config import located
 
 SPLIT_NAMES = ("train", "val", "test")
@@ -131,9 +131,15 @@ class Corpus:
         rel = self.post_image[post_idx]
         return None if rel is None else self.root / rel
 
-    def load_image(self, post_idx: int) -> Image.Image:
+    def load_image(self, post_idx: int, min_side: int | None = None) -> Image.Image:
         """Decode the post's image as 8-bit RGB (16-bit and float images are scaled by range, not clipped:
         ``corpus.pixels.to_rgb``). Raises CorpusError naming posts.jsonl, the line and the image.
+
+        With ``min_side``, an image whose sides are both at least twice ``min_side`` comes back smaller, each side
+        still at least ``min_side``, for a caller that resizes it further anyway: a JPEG is decoded at a reduced
+        scale (libjpeg's DCT scaling, 1/2 to 1/8, Pillow's ``draft``), and the decoded image is box-reduced by
+        the largest integer factor that keeps both sides at least ``min_side`` (``corpus.pixels.reduce_to``).
+        The limit of ``max_image_pixels`` applies to the file's own size.
 
         Containment is checked again at open time (the real path must still be a regular file inside the
         corpus folder), so an image swapped for a symlink after loading is not read from outside it.
@@ -166,8 +172,11 @@ class Corpus:
                         f"image is {width}x{height} = {width * height} pixels, over the limit of "
                         f"{self.max_image_pixels} (max_image_pixels): {rel!r}",
                     )
+                if min_side is not None and img.format == "JPEG":
+                    img.draft(img.mode, (min_side, min_side))
                 img.load()
-                return to_rgb(img)
+                rgb = to_rgb(img)
+                return rgb if min_side is None else reduce_to(rgb, min_side)
         except CorpusError:
             raise
         except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as err:

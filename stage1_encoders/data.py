@@ -7,13 +7,16 @@ user's posts and the corpus edges.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 
 import lightning as L
 import numpy as np
 import torch
+from open_clip.transform import ResizeKeepRatio
 from torch.utils.data import DataLoader, Dataset
-from torchvision.transforms import Compose, Normalize, ToTensor
+from torchvision.transforms import Compose, Normalize, Resize, ToTensor
 
 from corpus import Corpus
 from stage1_encoders.masking import mask_tokens, maskable_positions
@@ -32,6 +35,28 @@ def split_to_tensor(image_transform) -> tuple[Callable | None, torch.Tensor | No
     return Compose(steps[:-2]), mean, std
 
 
+# An image is decoded no larger than this many times the model's input side (``Corpus.load_image``'s
+# ``min_side``), so the resize that follows still shrinks it at least this much: Pillow's ``reducing_gap``, at
+# which its documentation calls the two-step result indistinguishable from one resampling in most cases.
+REDUCING_GAP = 3
+
+# A batch's images are decoded in threads only once a batch decoded in turn took at least this long per image:
+# below it the threads cost more than they save (Python's share of the work holds the GIL). Measured on this
+# project's 2-core machine: 32 x 32 PNGs (0.4 ms each) took 1.7x as long in 2 threads, 256-pixel images (1.2 ms)
+# 0.9x, 1,080-pixel ones (4-9 ms) 0.6x (benchmarks/bench_image_decode.py).
+THREADED_DECODE_SECONDS = 2e-3
+
+
+def decode_side(pil_stage: Callable | None, image_size: tuple[int, ...]) -> int | None:
+    """The least side an image needs before ``pil_stage`` (the PIL part of open_clip's preprocessing) resizes it
+    to ``image_size``: ``REDUCING_GAP`` times the larger output side when the stage starts by resizing the whole
+    image (torchvision's ``Resize``, open_clip's ``ResizeKeepRatio``), else None (decode at full size)."""
+    steps = list(getattr(pil_stage, "transforms", []))
+    if not steps or not isinstance(steps[0], (Resize, ResizeKeepRatio)):
+        return None
+    return REDUCING_GAP * max(image_size)
+
+
 class PostPreprocessor:
     """Turns posts into model inputs: captions -> token ids, images -> normalised pixel tensors.
 
@@ -42,10 +67,20 @@ class PostPreprocessor:
     then run on the whole batch, with the same float operations, so the pixels equal the per-image transform's
     bit for bit. A transform of another shape runs per image and its float output is cached instead.
 
+    A large image is decoded small: with open_clip's preprocessing, which starts by resizing, an image whose
+    sides are both at least ``2 * REDUCING_GAP`` times the model's input side is decoded at a reduced scale
+    (JPEG) and box-reduced by an integer factor before it (``decode_side``, ``Corpus.load_image``'s
+    ``min_side``), so its cost no longer grows with the file's pixels. Smaller images are decoded exactly as
+    before. The images of a batch are decoded by ``decode_threads`` threads (Pillow decodes and resizes
+    without holding the GIL), in the batch's order; by default only once a batch decoded in turn has shown
+    that an image costs at least ``THREADED_DECODE_SECONDS``. Threads or not, the pixels are the same.
+
     Args:
         corpus: the corpus. tokenizer: a ``PreTrainedTokenizerFast``. image_transform: PIL -> [3, H, W]
         (open_clip's preprocessing of the image tower). image_size: (H, W). max_length: token limit.
-        image_cache_mb: memory for decoded images (0 = no cache).
+        image_cache_mb: memory for decoded images (0 = no cache). decode_threads: threads decoding a batch's
+        images, always (None: torch's intra-op thread count at the time of the batch, once images have been seen
+        to cost at least ``THREADED_DECODE_SECONDS`` each).
     """
 
     def __init__(
@@ -56,7 +91,10 @@ class PostPreprocessor:
         image_size: tuple[int, int],
         max_length: int,
         image_cache_mb: float = 0.0,
+        decode_threads: int | None = None,
     ):
+        if decode_threads is not None and decode_threads < 1:
+            raise ValueError(f"decode_threads must be >= 1 or None, got {decode_threads}")
         self.corpus = corpus
         self.tokenizer = tokenizer
         self.image_transform = image_transform
@@ -64,6 +102,9 @@ class PostPreprocessor:
         self.max_length = max_length
         self.image_cache_bytes = int(image_cache_mb * 2**20)
         self._pil_stage, self._mean, self._std = split_to_tensor(image_transform)
+        self.decode_side = decode_side(self._pil_stage, self.image_size)
+        self.decode_threads = decode_threads
+        self._seconds_per_image: float | None = None  # of the last batch decoded in turn
         self._image_cache: dict[str, torch.Tensor] = {}
         self._cached_bytes = 0
 
@@ -85,29 +126,47 @@ class PostPreprocessor:
         """float32 [I, 3, H, W] pixels of the images of ``post_idx``."""
         if len(post_idx) == 0:
             return torch.zeros(0, 3, *self.image_size)
-        pixels = torch.stack([self._image(int(i)) for i in post_idx])
+        pixels = torch.stack(self._pixels([int(i) for i in post_idx]))
         if self._pil_stage is None:
             return pixels
         return pixels.to(torch.float32).div(255).sub_(self._mean).div_(self._std)  # ToTensor, Normalize
 
-    def _image(self, post: int) -> torch.Tensor:
-        key = self.corpus.post_image[post]
-        pixels = self._image_cache.get(key)
-        if pixels is None:
-            image = self.corpus.load_image(post)
-            if self._pil_stage is None:
-                pixels = self.image_transform(image)
-            else:  # ToTensor's layout before its float conversion: uint8 [C, H, W]
-                resized = self._pil_stage(image)
-                if resized.mode not in ("RGB", "L"):  # ToTensor would not divide these by 255
-                    raise ValueError(f"post {post}: the image transform gave a {resized.mode} image, not RGB")
-                pixels = torch.from_numpy(np.array(resized, dtype=np.uint8, copy=True))
-                pixels = pixels.view(pixels.shape[0], pixels.shape[1], -1).permute(2, 0, 1).contiguous()
+    def _pixels(self, posts: list[int]) -> list[torch.Tensor]:
+        """Each post's transformed pixels, from the cache or decoded (each file once per call, by
+        ``decode_threads`` threads), in the order of ``posts``."""
+        keys = [self.corpus.post_image[post] for post in posts]
+        todo: dict[str, int] = {}  # file -> the first post that shows it
+        for post, key in zip(posts, keys):
+            if key not in self._image_cache:
+                todo.setdefault(key, post)
+        threads = min(len(todo), self.decode_threads or torch.get_num_threads())
+        costly = self._seconds_per_image is not None and self._seconds_per_image >= THREADED_DECODE_SECONDS
+        if threads > 1 and (self.decode_threads is not None or costly):
+            with ThreadPoolExecutor(threads) as pool:
+                fresh = dict(zip(todo, pool.map(self._decode, todo.values())))
+        else:
+            start = time.perf_counter()
+            fresh = {key: self._decode(post) for key, post in todo.items()}
+            if fresh:
+                self._seconds_per_image = (time.perf_counter() - start) / len(fresh)
+        for key, pixels in fresh.items():
             size = pixels.numel() * pixels.element_size()
             if self._cached_bytes + size <= self.image_cache_bytes:
                 self._image_cache[key] = pixels
                 self._cached_bytes += size
-        return pixels
+        return [fresh[key] if key in fresh else self._image_cache[key] for key in keys]
+
+    def _decode(self, post: int) -> torch.Tensor:
+        """The post's image through the transform (uint8 [C, H, W] before ``ToTensor`` with open_clip's
+        preprocessing, else the transform's output); safe to run in several threads at once."""
+        image = self.corpus.load_image(post, min_side=self.decode_side)
+        if self._pil_stage is None:
+            return self.image_transform(image)
+        resized = self._pil_stage(image)  # ToTensor's layout before its float conversion: uint8 [C, H, W]
+        if resized.mode not in ("RGB", "L"):  # ToTensor would not divide these by 255
+            raise ValueError(f"post {post}: the image transform gave a {resized.mode} image, not RGB")
+        pixels = torch.from_numpy(np.array(resized, dtype=np.uint8, copy=True))
+        return pixels.view(pixels.shape[0], pixels.shape[1], -1).permute(2, 0, 1).contiguous()
 
 
 def is_edge_key(keys: torch.Tensor, sorted_edge_keys: torch.Tensor) -> torch.Tensor:

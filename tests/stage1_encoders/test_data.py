@@ -243,7 +243,7 @@ def test_image_cache_is_keyed_by_file_so_reposts_decode_once(tiny_parts):
     shared = corpus.post_image[int(posts[0])]
     reposted = type("Reposted", (), {})()  # the same corpus, with every image post pointing at one file
     reposted.post_image = [shared] * corpus.num_posts
-    reposted.load_image = lambda post: corpus.load_image(int(posts[0]))
+    reposted.load_image = lambda post, min_side=None: corpus.load_image(int(posts[0]), min_side)
     prep = PostPreprocessor(
         reposted,
         tiny_parts.tokenizer,
@@ -254,7 +254,7 @@ def test_image_cache_is_keyed_by_file_so_reposts_decode_once(tiny_parts):
     )
     calls = []
     original = reposted.load_image
-    reposted.load_image = lambda post: calls.append(post) or original(post)
+    reposted.load_image = lambda post, min_side=None: calls.append(post) or original(post, min_side)
     pixels = prep.images(posts)
     assert len(calls) == 1  # six posts, one file, one decode
     assert torch.equal(pixels, pixels[:1].expand_as(pixels))
@@ -275,3 +275,144 @@ def test_a_transform_of_another_shape_runs_per_image(tiny_parts):
     expected = torch.stack([transform(corpus.load_image(int(p))) * 2.0 for p in posts])
     assert torch.equal(prep.images(posts), expected)
     assert torch.equal(prep.images(posts), expected)  # cached float rows
+
+
+def test_decode_side_is_the_reducing_gap_times_the_input_side_for_open_clip_resizes():
+    import open_clip
+
+    from stage1_encoders.data import REDUCING_GAP, decode_side, split_to_tensor
+
+    assert REDUCING_GAP == 3
+    for mode, size in (("shortest", 96), ("longest", 96), ("squash", (96, 80))):
+        transform = open_clip.image_transform(size, is_train=False, resize_mode=mode)
+        pil_stage, _, _ = split_to_tensor(transform)
+        assert decode_side(pil_stage, (96, 80) if mode == "squash" else (96, 96)) == 288, mode
+    assert decode_side(None, (96, 96)) is None  # a transform of another shape: decoded at full size
+    from torchvision.transforms import CenterCrop, Compose
+
+    assert decode_side(Compose([CenterCrop(96)]), (96, 96)) is None  # crops at full size first
+
+
+def _large_image_corpus(tmp_path, sides):
+    """A corpus folder whose posts show PNG and JPEG images of the given sides, loaded."""
+    import json
+
+    from PIL import Image
+
+    from corpus import load_corpus
+
+    rng = np.random.default_rng(0)
+    (tmp_path / "images").mkdir()
+    users = ["user_id,label"] + [f"u{i},{'ab'[i % 2]}" for i in range(12)]
+    posts = []
+    for i, (width, height) in enumerate(sides):
+        yy, xx = np.mgrid[0:height, 0:width]
+        base = np.stack([xx * 255 / width, yy * 255 / height, np.full(xx.shape, 40.0 * (i % 5))], axis=-1)
+        array = np.clip(base + rng.normal(0, 10, base.shape), 0, 255).astype(np.uint8)
+        name = f"images/{i}.{'jpg' if i % 2 else 'png'}"
+        Image.fromarray(array).save(tmp_path / name, **({"quality": 95} if i % 2 else {}))
+        posts.append({"post_id": f"p{i}", "user_id": f"u{i % 12}", "text": f"post {i}", "image": name})
+    (tmp_path / "users.csv").write_text("\n".join(users) + "\n")
+    (tmp_path / "posts.jsonl").write_text("".join(json.dumps(p) + "\n" for p in posts))
+    (tmp_path / "edges.csv").write_text("src,dst\nu0,u1\nu2,u3\n")
+    return load_corpus(tmp_path)
+
+
+def test_large_images_decoded_small_match_the_full_size_transform(tiny_parts, tmp_path):
+    import open_clip
+
+    from stage1_encoders.data import PostPreprocessor
+
+    # sides from below 2x the decode side (decoded as before) to 6x it, both formats, one tall and one wide
+    sides = [(500, 400), (640, 600), (900, 700), (1800, 1300), (700, 2000), (2400, 600)]
+    corpus = _large_image_corpus(tmp_path, sides)
+    # the default image tower's preprocessing (EfficientNet-Lite0: 96 x 96, bicubic, mean and std 0.5)
+    transform = open_clip.image_transform(96, is_train=False, mean=(0.5,) * 3, std=(0.5,) * 3)
+    posts = np.flatnonzero(corpus.post_has_image)
+    prep = PostPreprocessor(corpus, tiny_parts.tokenizer, transform, (96, 96), 16)
+    assert prep.decode_side == 288
+    got = prep.images(posts)
+    reference = torch.stack([transform(corpus.load_image(int(p))) for p in posts])  # full-size decode
+    diff = (got - reference).abs()
+    side = prep.decode_side
+    for row, post in enumerate(posts):
+        width, height = sides[int(corpus.post_image[post].split("/")[1].split(".")[0])]
+        if min(width, height) < 2 * side:  # nothing to gain: the same pixels bit for bit
+            assert torch.equal(got[row], reference[row]), (width, height)
+        else:  # the same picture: under half a level of 255 on average, 3 levels at most (measured 0.2-0.47, 1-3)
+            levels = diff[row] * 255 / 2  # open_clip's normalisation here: mean 0.5, std 0.5
+            assert levels.mean() < 0.5 and levels.max() <= 3.0 + 1e-4, (width, height)
+    assert not torch.equal(got, reference)  # the large ones were decoded small
+
+
+def test_a_batch_decoded_by_threads_equals_one_decoded_in_turn(tiny_parts, tmp_path):
+    from corpus import CorpusError
+    from stage1_encoders.data import PostPreprocessor
+
+    corpus = _large_image_corpus(tmp_path, [(700, 650 + 10 * i) for i in range(8)])
+    transform = tiny_parts.image_encoder.image_transform()
+    posts = np.flatnonzero(corpus.post_has_image)
+    posts = np.concatenate([posts, posts[::-1][:3]])  # files shown twice in the batch: decoded once each
+    batches = {}
+    for threads in (1, 3):
+        prep = PostPreprocessor(
+            corpus, tiny_parts.tokenizer, transform, tiny_parts.prep.image_size, 16, 64.0, threads
+        )
+        calls = []
+        load = corpus.load_image
+        prep.corpus = type("Counting", (), {"post_image": corpus.post_image})()
+        prep.corpus.load_image = lambda post, min_side=None, load=load, calls=calls: (
+            calls.append(post) or load(post, min_side)
+        )
+        batches[threads] = prep.images(posts)
+        assert sorted(calls) == sorted(set(corpus.post_image.index(corpus.post_image[p]) for p in posts))
+        assert torch.equal(prep.images(posts), batches[threads])  # from the cache
+    assert torch.equal(batches[1], batches[3])
+    with pytest.raises(ValueError, match="decode_threads must be >= 1"):
+        PostPreprocessor(corpus, tiny_parts.tokenizer, transform, tiny_parts.prep.image_size, 16, 0.0, 0)
+    # a file that cannot be decoded, in a thread: the error names posts.jsonl, its line and the image
+    broken = tmp_path / corpus.post_image[int(posts[2])]
+    broken.write_bytes(b"not an image")
+    prep = PostPreprocessor(corpus, tiny_parts.tokenizer, transform, tiny_parts.prep.image_size, 16, 0.0, 3)
+    with pytest.raises(CorpusError, match=r"posts.jsonl, line 3, field 'image': cannot decode image"):
+        prep.images(posts)
+
+
+def test_by_default_threads_decode_only_images_seen_to_be_costly(tiny_parts, tmp_path, monkeypatch):
+    import time
+
+    from stage1_encoders import data
+
+    corpus = tiny_parts.corpus
+    transform = tiny_parts.image_encoder.image_transform()
+    posts = np.flatnonzero(corpus.post_has_image)[:12]
+    pools = []
+
+    class RecordingPool(data.ThreadPoolExecutor):
+        def __init__(self, workers):
+            pools.append(workers)
+            super().__init__(workers)
+
+    monkeypatch.setattr(data, "ThreadPoolExecutor", RecordingPool)
+    monkeypatch.setattr(torch, "get_num_threads", lambda: 2)
+    prep = data.PostPreprocessor(corpus, tiny_parts.tokenizer, transform, tiny_parts.prep.image_size, 16)
+    cheap = prep.images(posts[:6])
+    assert prep._seconds_per_image < data.THREADED_DECODE_SECONDS  # the tiny corpus's images: well under 2 ms
+    assert torch.equal(
+        prep.images(posts[6:]), torch.stack([transform(corpus.load_image(int(p))) for p in posts[6:]])
+    )
+    assert pools == []  # cheap images stay in turn
+    slow = type("Slow", (), {"post_image": corpus.post_image})()
+    slow.load_image = lambda post, min_side=None: time.sleep(0.003) or corpus.load_image(post, min_side)
+    prep = data.PostPreprocessor(slow, tiny_parts.tokenizer, transform, tiny_parts.prep.image_size, 16)
+    assert torch.equal(prep.images(posts[:6]), cheap) and pools == []  # the first batch measures, in turn
+    assert prep._seconds_per_image >= data.THREADED_DECODE_SECONDS
+    assert torch.equal(
+        prep.images(posts[6:]), torch.stack([transform(corpus.load_image(int(p))) for p in posts[6:]])
+    )
+    assert pools == [2]  # then torch's thread count decodes
+    prep = data.PostPreprocessor(
+        corpus, tiny_parts.tokenizer, transform, tiny_parts.prep.image_size, 16, 0.0, 3
+    )
+    prep.images(posts)
+    assert pools == [2, 3]  # a thread count given is used from the first batch

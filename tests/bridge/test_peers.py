@@ -306,3 +306,46 @@ def test_network_candidates_train_on_the_resolved_device(monkeypatch):
     cpu = torch.device("cpu")
     assert asked == ["cuda"] and seen == [cpu, (cpu, {cpu})] * 2
     assert all(isinstance(c.val_pred, np.ndarray) for c in candidates)
+
+
+def test_gatv2_peer_with_its_self_loops_cached_equals_gatv2conv_adding_them():
+    """The GATv2 peer builds the self-looped edge index once (``cached``) instead of letting each ``GATv2Conv`` add
+    the loops per call: outputs and gradients are PyG's default convolutions' bit for bit, in train mode (dropout on
+    inputs and attention, the same random draws) and in eval mode, over epochs, on a graph with a self loop."""
+    from torch_geometric.nn import GATv2Conv
+
+    torch.manual_seed(0)
+    n = 30
+    x = torch.randn(n, 12)
+    edge_index = torch.cat([torch.randint(0, n, (2, 80)), torch.tensor([[3], [3]])], dim=1)  # one self loop
+    net = peers.GATv2(12, 8, 3, heads=2, dropout=0.5)
+    ref = peers.GATv2(12, 8, 3, heads=2, dropout=0.5, cached=False)
+    ref.conv1 = GATv2Conv(12, 4, heads=2, dropout=0.5)  # PyG's default: the loops added inside, per call
+    ref.conv2 = GATv2Conv(8, 3, heads=1, dropout=0.5)
+    ref.load_state_dict(net.state_dict())
+    ref.forward = lambda x, e: peers.TwoLayerGNN.forward(ref, x, e)  # no loops of its own
+    for epoch in range(3):
+        for model in (net, ref):
+            model.train()
+            model.zero_grad()
+        torch.manual_seed(epoch)
+        out = net(x, edge_index)
+        out.square().sum().backward()
+        torch.manual_seed(epoch)
+        expected = ref(x, edge_index)
+        expected.square().sum().backward()
+        assert torch.equal(out, expected)
+        for (name, p), q in zip(net.named_parameters(), ref.parameters()):
+            assert torch.equal(p.grad, q.grad), name
+    net.eval(), ref.eval()
+    assert torch.equal(net(x, edge_index), ref(x, edge_index))
+    looped = net._looped[1]
+    net(x, edge_index)
+    assert net._looped[1] is looped  # reused for the same edge index
+    own_loops = int((edge_index[0] == edge_index[1]).sum())
+    assert (
+        own_loops >= 1 and looped.shape[1] == 81 - own_loops + n
+    )  # the graph's own loops removed, one per node
+    other = edge_index[:, :40]
+    net(x, other)
+    assert net._looped[0] is other and net._looped[1].shape[1] == 40 - int((other[0] == other[1]).sum()) + n

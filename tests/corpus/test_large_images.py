@@ -102,3 +102,42 @@ def test_the_pixel_limit_applies_to_the_file_not_the_reduced_image(make_corpus):
     corpus = load_corpus(root, image_check="exists", max_image_pixels=10_000)
     with pytest.raises(CorpusError, match=r"120x100 = 12000 pixels, over the limit of 10000"):
         corpus.load_image(_post(corpus, "images/x.png"), min_side=10)
+
+
+@pytest.mark.parametrize(
+    "mode, fmt, options",
+    [
+        ("L", "JPEG", {}),
+        ("CMYK", "JPEG", {}),
+        ("RGB", "JPEG", {"progressive": True}),
+        ("P", "PNG", {}),
+        ("LA", "PNG", {}),
+        ("I;16", "PNG", {}),
+        ("RGBA", "WEBP", {"lossless": True}),
+    ],
+)
+def test_every_mode_and_format_decodes_small_to_rgb(make_corpus, mode, fmt, options):
+    array = _pattern(900, 700)
+    image = Image.fromarray(array)
+    image = Image.fromarray(array[..., 0].astype(np.uint16) * 257) if mode == "I;16" else image.convert(mode)
+    buf = io.BytesIO()
+    image.save(buf, format=fmt, **options)
+    name = "images/sub/y.jpg" if fmt == "JPEG" else "images/x.png" if fmt == "PNG" else "images/z.webp"
+    images = {
+        "images/x.png": _encoded(_pattern(8, 8), "PNG"),
+        "images/sub/y.jpg": _encoded(_pattern(8, 8), "JPEG"),
+    }
+    images["images/z.webp"] = _encoded(_pattern(8, 8), "WEBP")
+    images[name] = buf.getvalue()
+    corpus = load_corpus(make_corpus(images=images))
+    post = _post(corpus, name)
+    full = corpus.load_image(post)
+    small = corpus.load_image(post, min_side=288)
+    assert small.mode == "RGB" and small.size == (450, 350)  # JPEG: libjpeg's 1/2 scale; else 700 // 288 = 2
+    if (
+        fmt == "JPEG"
+    ):  # decoded at half scale: the same picture as the full decode box-reduced, within a few levels
+        diff = np.abs(np.asarray(small).astype(np.float64) - np.asarray(full.reduce(2)).astype(np.float64))
+        assert diff.mean() < 3.0
+    else:  # decoded whole, converted as without min_side, then reduced: bit for bit
+        assert np.array_equal(np.asarray(small), np.asarray(full.reduce(2)))

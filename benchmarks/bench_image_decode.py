@@ -1,6 +1,7 @@
 """Benchmark of stage 1's image path on large images: decoding them small, in threads, against decoding them whole.
 
-The default image tower reads 96 x 96 pixels, and its frozen trunk costs about 3 ms an image on 2 threads; a
+The default image tower reads 96 x 96 pixels, and its frozen trunk costs about 1.5 ms an image on 2 threads (rewritten
+for inference since 2026-12-07, 4-7 ms before: ``benchmarks/bench_image_trunk.py``); a
 photo or a clip art file of a real crawl is 1,000-2,000 pixels a side, and decoding and resizing it whole costs
 5-10x the trunk. ``stage1_encoders.data.PostPreprocessor`` now decodes an image with both sides at least 6x the
 model's input side small (a JPEG at libjpeg's reduced scale, then an integer box reduce down to no less than 3x

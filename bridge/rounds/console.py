@@ -102,8 +102,9 @@ def states_seconds(captions: int, text_model: str, tuned_layers: int | None, pre
 
 
 # A frozen packaged image trunk's output of every image (``stage1_encoders.image_states``), once per run folder, on
-# this project's 2-core CPU with 2 threads: EfficientNet-Lite0 at 96 x 96, 5,919 images in 30 s (2026-12-07).
-IMAGE_STATES_PER_SECOND = {"efficientnet-lite0": 200.0}
+# this project's 2-core CPU with 2 threads: EfficientNet-Lite0 at 96 x 96, the default corpus's 6,207 images in
+# 13.6-14.3 s with the trunk rewritten for inference (44-45 s before; 2026-12-07, docs/performance.md).
+IMAGE_STATES_PER_SECOND = {"efficientnet-lite0": 440.0}
 
 
 def image_states_seconds(images: int, image_model: str) -> float:

@@ -182,7 +182,8 @@ def test_the_image_states_enter_the_estimate_and_the_header_names_the_frozen_tru
         return float(line.split("roughly ")[1].split(" min")[0])
 
     kept, computed = size.estimate_line(1, 60_000, 0, 0), size.estimate_line(1, 60_000, 0, 2_000_000)
-    assert minutes(computed) - minutes(kept) == pytest.approx(2_000_000 / 200 / 60, abs=1)
+    rate = IMAGE_STATES_PER_SECOND["efficientnet-lite0"]
+    assert minutes(computed) - minutes(kept) == pytest.approx(2_000_000 / rate / 60, abs=1)
     paths = RunPaths(tmp_path)
     lines = header(cfg, paths, 1, templates, size)
     assert any(

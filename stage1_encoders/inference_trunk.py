@@ -36,14 +36,15 @@ class _BatchNormLeaves(fx.Tracer):
         return isinstance(m, nn.BatchNorm2d) or super().is_leaf_module(m, module_qualified_name)
 
 
-def _after_normalisation(bn: nn.BatchNorm2d) -> nn.Module:
+def _after_normalisation(bn: nn.BatchNorm2d) -> nn.Module | None:
     """What a batch norm module computes after the normalisation itself: timm's ``BatchNormAct2d`` (and its
-    kin) apply ``drop`` then ``act``; a plain batch norm nothing."""
+    kin) apply ``drop`` then ``act``; a plain batch norm nothing. None for a subclass of another shape (not
+    folded)."""
     if type(bn) is nn.BatchNorm2d:
         return nn.Identity()
     drop, act = getattr(bn, "drop", None), getattr(bn, "act", None)
     if not isinstance(drop, nn.Module) or not isinstance(act, nn.Module):
-        raise TypeError(f"{type(bn).__name__}: a batch norm subclass without drop and act modules")
+        return None
     return nn.Sequential(drop, act)
 
 
@@ -74,10 +75,9 @@ def fold_batch_norms(trunk: nn.Module) -> tuple[nn.Module, int]:
             and bn.running_mean is not None
         ):
             continue
-        try:
-            rest = _after_normalisation(bn)
-        except TypeError as err:
-            log.debug("image trunk: %s left unfolded (%s)", node.target, err)
+        rest = _after_normalisation(bn)
+        if rest is None:
+            log.debug("image trunk: %s (%s) left unfolded", node.target, type(bn).__name__)
             continue
         _replace(folded, source.target, fuse_conv_bn_eval(modules[source.target], bn))
         _replace(folded, node.target, rest)

@@ -152,3 +152,21 @@ def test_trunk_rows_follow_weights_changed_in_place(lite0):
     finally:
         with torch.no_grad():
             stem.copy_(saved)
+
+
+class ScaledNorm(nn.BatchNorm2d):
+    """A batch norm subclass of another shape (no ``drop`` and ``act``): what follows its normalisation is unknown."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return 2 * super().forward(x)
+
+
+def test_a_batch_norm_subclass_of_another_shape_stays_unfolded():
+    trunk = randomized(
+        nn.Sequential(nn.Conv2d(3, 4, 1), ScaledNorm(4), nn.Conv2d(4, 4, 1), nn.BatchNorm2d(4))
+    )
+    folded, count = fold_batch_norms(trunk)
+    assert count == 1 and isinstance(folded.get_submodule("1"), ScaledNorm)
+    x = torch.randn(2, 3, 5, 5)
+    with torch.no_grad():
+        torch.testing.assert_close(folded(x), trunk(x), atol=1e-5, rtol=1e-5)

@@ -25,6 +25,12 @@ after (its growth is what the computation needs beyond the model). ``--precision
 layers in float32 and under bfloat16 autocast (``model.text_frozen_precision``) one after the other, and prints
 the ratio and how far the bf16 caption states are from float32's.
 
+``chunks``: the float32 caption work of the same text side in the export's batches (as before 2026-12-07, night)
+against chunks of ``CAPTION_CPU_CHUNK`` captions (what the CPU runs now), in turns in this process: the caption
+states (chunks tokenized on their own), and the embeddings of captions without states (a new corpus's, through
+``bridge.embed``: length-sorted chunks of each batch, cut to their tokens). The median time of each, the ratio, and
+how far the chunked results are from the batches'.
+
 ``export``: the export of the same default text side (every post encoded, pooled per user), which reads each
 caption's row from the pooled caption states, against the export before 2026-12-06 (night), which tokenized every
 caption again to check its token count against the cache: both in this process, taken in turns after one warm-up
@@ -34,6 +40,7 @@ are loaded from ``--states-dir`` when a run (or an earlier call) left them there
     nice -n 10 python benchmarks/bench_stage1.py negatives --users 300 --steps 20
     python benchmarks/bench_stage1.py states --users 5000
     python benchmarks/bench_stage1.py states --users 2000 --precisions 32 bf16
+    python benchmarks/bench_stage1.py chunks --corpus DIR --repeats 3
     python benchmarks/bench_stage1.py export --corpus DIR --states-dir RUN/text_states --precisions bf16
 """
 
@@ -471,6 +478,78 @@ def states(args) -> None:
             )
 
 
+def chunks(args) -> None:
+    """The float32 caption work of the CPU in the export's batches (as before 2026-12-07, night) against chunks of
+    ``CAPTION_CPU_CHUNK`` captions (what runs now), in turns, in this process: the caption states (chunks tokenized
+    on their own), and the embeddings of captions that have no states (a new corpus's, as ``bridge.embed`` embeds
+    them: the export's batches in post order, each run in length-sorted chunks cut to their tokens)."""
+    import os
+    import statistics
+
+    from stage1_encoders import encoders as enc
+    from stage1_encoders.export import export_batches
+
+    with tempfile.TemporaryDirectory() as tmp:
+        work = Path(args.work) if args.work else Path(tmp)
+        corpus_path = corpus_dir(args, work)
+        cfg = Stage1Config.from_dict(text_side_config(args, corpus_path, work))
+        if cfg.model.text_tuned_layers is None or cfg.model.text_frozen_precision != "32":
+            raise SystemExit(
+                "chunks: the config must freeze text layers in float32 (model.text_frozen_precision 32)"
+            )
+        corpus = load_corpus(corpus_path)
+        torch.set_num_threads(args.threads)
+        text_posts = np.flatnonzero(np.asarray(corpus.post_has_text))
+        torch.manual_seed(args.seed)
+        parts = build_parts(cfg, corpus)
+        encoder = parts.system.text_encoder.eval()
+        tokenized = [
+            parts.prep.texts(text_posts[b])
+            for b in export_batches(len(text_posts), cfg.data.export_batch_size)
+        ]
+
+        def caption_states() -> torch.Tensor:
+            enc.clear_lower_states_memo()
+            encoder.compute_lower_states()
+            return encoder._lower_states.states
+
+        def new_captions() -> torch.Tensor:
+            with torch.no_grad():
+                return torch.cat([encoder(ids, mask) for ids, mask in tokenized])
+
+        now = enc.CAPTION_CPU_CHUNK
+        sizes = {"batches": cfg.data.export_batch_size, "chunks": now}
+        load = os.getloadavg()[0]
+        print(
+            f"{len(text_posts):,} captions ({cfg.model.text_model}, float32, {args.threads} threads), median of "
+            f"{args.repeats} in turns"
+        )
+        try:
+            for what, run in (("caption states", caption_states), ("new captions' embeddings", new_captions)):
+                times: dict[str, list[float]] = {name: [] for name in sizes}
+                out: dict[str, torch.Tensor] = {}
+                for repeat in range(args.repeats):
+                    for name in list(sizes)[repeat % 2 :] + list(sizes)[: repeat % 2]:  # each first in turn
+                        enc.CAPTION_CPU_CHUNK = sizes[name]
+                        started = time.perf_counter()
+                        out[name] = run()
+                        times[name].append(time.perf_counter() - started)
+                base = statistics.median(times["batches"])
+                scale = float(out["batches"].abs().max())
+                print(f"  {what}:")
+                for name, size in sizes.items():
+                    median = statistics.median(times[name])
+                    diff = float((out[name] - out["batches"]).abs().max()) / scale
+                    print(
+                        f"    {name:8s} of {size:4d}: {median:6.1f} s, {median / len(text_posts) * 1e3:.2f} ms a "
+                        f"caption, {median / base:.2f}x the batches; largest difference {diff:.1e} of the largest"
+                    )
+        finally:
+            enc.CAPTION_CPU_CHUNK = now
+            enc.clear_lower_states_memo()
+    print(f"1-minute load {load:.2f} before, {os.getloadavg()[0]:.2f} after")
+
+
 def export(args) -> None:
     from unittest import mock
 
@@ -535,7 +614,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("mode", choices=["throughput", "probe", "negatives", "states", "export"])
+    parser.add_argument("mode", choices=["throughput", "probe", "negatives", "states", "chunks", "export"])
     parser.add_argument("--corpus", help="existing corpus folder (default: generate a synthetic one)")
     parser.add_argument("--users", type=int, default=2000, help="users of the generated corpus")
     parser.add_argument("--seed", type=int, default=0, help="corpus and training seed")
@@ -543,7 +622,10 @@ def main() -> None:
         "--steps", type=int, default=None, help="training steps (throughput default 60; probe: config)"
     )
     parser.add_argument(
-        "--repeats", type=int, default=2, help="throughput, export: interleaved repeats, best kept"
+        "--repeats",
+        type=int,
+        default=2,
+        help="throughput, export: interleaved repeats, best kept; chunks: median",
     )
     parser.add_argument("--config", help="JSON file with Stage1Config sections to override the defaults")
     parser.add_argument(
@@ -575,7 +657,7 @@ def main() -> None:
         "--threads",
         type=int,
         default=2,
-        help="states, export: torch threads (the bridge computes the states up front with every core)",
+        help="states, chunks, export: torch threads (the bridge computes the states up front with every core)",
     )
     parser.add_argument(
         "--states-dir",
@@ -591,6 +673,8 @@ def main() -> None:
         negatives(args)
     elif args.mode == "states":
         states(args)
+    elif args.mode == "chunks":
+        chunks(args)
     elif args.mode == "export":
         export(args)
     else:

@@ -38,6 +38,12 @@ Progress = Callable[[int, int], None]
 # against 2.3 ms in batches of 512, the export's; the trunk as it was 3.6 against 7.4 ms; ad hoc script over the
 # default corpus's images, as benchmarks/bench_image_trunk.py). An image's output does not depend on its chunk.
 TRUNK_CPU_CHUNK = 64
+# The frozen text layers' caption states (``LowerStates``) on the CPU in float32 run in chunks of this many captions,
+# each tokenized and padded on its own, instead of the export's batches (MiniLM-L6, 2 threads, 2026-12-07: 0.84x the
+# time of batches of 512 on the default corpus, 0.82x on the real-text testbed; a caption's row moves by about 1e-6).
+# Under bf16 autocast the batches were the faster (0.94 against 1.05 ms a caption), and on a GPU they fill the device:
+# both keep the batches.
+CAPTION_CPU_CHUNK = 64
 
 MODEL_CONFIG_DIR = Path(__file__).parent / "model_configs"
 PRESET_IMAGE_MODELS = tuple(sorted(p.stem for p in MODEL_CONFIG_DIR.glob("*.json")))
@@ -522,11 +528,44 @@ class TextEncoder(FrozenParts):
                 return self._lower_states.pooled_rows(posts, attention_mask).to(attention_mask.device)
             lower = self._lower_states.gather(posts, attention_mask).to(attention_mask.device)
             return self.pool(self.upper_hidden(lower, attention_mask), attention_mask)
+        if self._inference_in_chunks(input_ids):
+            return self._pooled_in_chunks(input_ids, attention_mask)
         if self.frozen_precision != "32":  # the frozen layers at their precision, as in the cached states
             hidden = self.upper_hidden(self.lower_hidden(input_ids, attention_mask), attention_mask)
         else:
             hidden = self.base(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
         return self.pool(hidden, attention_mask)
+
+    def _inference_in_chunks(self, input_ids: torch.Tensor) -> bool:
+        """Whether :meth:`forward` embeds these captions by :meth:`_pooled_in_chunks`: inference (eval mode, no
+        gradients) in float32 on the CPU over more captions than one chunk, as for a new corpus's captions
+        (``bridge.embed``)."""
+        return (
+            not self.training
+            and not torch.is_grad_enabled()
+            and input_ids.device.type == "cpu"
+            and self.frozen_precision == "32"
+            and len(input_ids) > CAPTION_CPU_CHUNK
+        )
+
+    def _pooled_in_chunks(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        """The pooled embeddings ``[B, dim]`` of a batch ``[B, L]``, computed over chunks of
+        :data:`CAPTION_CPU_CHUNK` captions of similar length, each cut to its last column with a token: the same
+        embeddings as one pass over the batch, within float rounding, with less padding to run."""
+        order = torch.argsort(attention_mask.sum(1), stable=True)
+        out: torch.Tensor | None = None
+        for rows in order.split(CAPTION_CPU_CHUNK):
+            mask = attention_mask[rows]
+            used = torch.nonzero(mask.any(0))
+            width = int(used.max()) + 1 if len(used) else 1
+            mask = mask[:, :width]
+            hidden = self.base(input_ids=input_ids[rows, :width], attention_mask=mask).last_hidden_state
+            pooled = self.pool(hidden, mask)
+            if out is None:
+                out = pooled.new_empty(len(input_ids), pooled.shape[1])
+            out[rows] = pooled
+        assert out is not None
+        return out
 
     def mlm_logits(
         self, input_ids: torch.Tensor, attention_mask: torch.Tensor, labels: torch.Tensor
@@ -634,6 +673,9 @@ class LowerStates:
       tokenization. A token's row is ``H`` floats and a caption has a dozen or more tokens: the token layout of
       2 million captions would need tens of GB of memory (docs/performance.md), this one 3 GB at ``H`` 384.
 
+    The states are computed over the captions sorted by length, in ``batch_size`` batches, or on the CPU in float32
+    in chunks of :data:`CAPTION_CPU_CHUNK` captions, each tokenized and padded on its own (faster there).
+
     Shapes:
         gather(posts int64 [B], attention_mask [B, L]) -> [B, L, H] (zero rows at padding; token layout)
         pooled_rows(posts int64 [B], attention_mask [B, L]) -> [B, H] (pooled layout)
@@ -701,10 +743,13 @@ class LowerStates:
         pooled = torch.zeros(corpus.num_posts if self.pooled else 0, self.encoder.dim)
         per_post: dict[int, torch.Tensor] = {}
         device = next(self.encoder.parameters()).device
+        step = self.batch_size
+        if device.type == "cpu" and self.encoder.frozen_precision == "32":
+            step = min(step, CAPTION_CPU_CHUNK)  # each chunk padded to its own longest caption
         if progress is not None:
             progress(0, len(text_posts))
-        for start in range(0, len(text_posts), self.batch_size):
-            posts = text_posts[start : start + self.batch_size]
+        for start in range(0, len(text_posts), step):
+            posts = text_posts[start : start + step]
             input_ids, attention_mask = self.prep.texts(posts)
             input_ids, attention_mask = input_ids.to(device), attention_mask.to(device)
             hidden = self.encoder.lower_hidden(input_ids, attention_mask)

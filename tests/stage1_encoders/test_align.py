@@ -299,6 +299,96 @@ def test_every_layer_frozen_keeps_one_pooled_row_per_post(tiny_parts, pooling):
     enc._LOWER_STATES_MEMO.clear()
 
 
+@pytest.mark.parametrize("tuned", [0, 1])
+def test_caption_states_on_the_cpu_in_float32_run_in_chunks_tokenized_on_their_own(
+    tiny_parts, monkeypatch, tuned
+):
+    """On the CPU in float32 the frozen layers see chunks of ``CAPTION_CPU_CHUNK`` captions, each tokenized (so
+    padded) on its own, and give the states one batch of them gives, within rounding (both layouts: pooled rows with
+    every layer frozen, token rows with one tuned); under bf16 autocast the export's batches stay."""
+    from stage1_encoders import encoders as enc
+    from stage1_encoders.data import PostPreprocessor
+
+    sizes: list[int] = []
+    real_texts = PostPreprocessor.texts
+
+    def counted_texts(self, posts):
+        sizes.append(len(posts))
+        return real_texts(self, posts)
+
+    monkeypatch.setattr(PostPreprocessor, "texts", counted_texts)
+
+    def states(chunk: int, precision: str = "32") -> tuple[torch.Tensor, torch.Tensor, list[int]]:
+        monkeypatch.setattr(enc, "CAPTION_CPU_CHUNK", chunk)
+        torch.manual_seed(0)
+        cfg = head_model(
+            text_tuned_layers=tuned, text_head_dim=0 if tuned else 8, text_frozen_precision=precision
+        )
+        encoder = build_text_encoder(cfg, tiny_parts.tokenizer).eval()
+        enc._LOWER_STATES_MEMO.clear()
+        sizes.clear()
+        encoder.use_cached_lower_states(tiny_parts.prep, batch_size=8)
+        encoder.compute_lower_states()
+        cache = encoder._lower_states
+        enc._LOWER_STATES_MEMO.clear()
+        return cache.states, cache.offsets, list(sizes)
+
+    captions = int(np.asarray(tiny_parts.corpus.post_has_text).sum())
+    assert captions > 8
+    whole, whole_offsets, whole_sizes = states(chunk=1000)
+    chunked, chunked_offsets, chunked_sizes = states(chunk=3)
+    assert max(whole_sizes) == 8 and max(chunked_sizes) == 3
+    assert sum(whole_sizes) == sum(chunked_sizes) == captions
+    assert torch.equal(chunked_offsets, whole_offsets)  # the same tokens per caption
+    assert chunked.shape == whole.shape and chunked.abs().sum() > 0
+    assert torch.allclose(chunked, whole, atol=1e-5)
+    *_, bf16_sizes = states(chunk=3, precision="bf16")
+    assert max(bf16_sizes) == 8  # bf16 keeps the export's batches
+
+
+@pytest.mark.parametrize("pooling", ["mean", "cls"])
+def test_caption_inference_on_the_cpu_runs_in_length_sorted_chunks_cut_to_their_tokens(tiny_parts, monkeypatch, pooling):
+    """A new corpus's captions (no cached states) embedded in eval mode without gradients, on the CPU in float32,
+    run through the model in chunks of ``CAPTION_CPU_CHUNK`` captions of similar length, each cut to its last column
+    with a token: the same embeddings as one pass, in the batch's order; training and gradients keep one pass."""
+    from stage1_encoders import encoders as enc
+
+    torch.manual_seed(0)
+    encoder = build_text_encoder(ModelConfig(**{**TINY_MODEL, "text_pooling": pooling}), tiny_parts.tokenizer)
+    posts = np.flatnonzero(np.asarray(tiny_parts.corpus.post_has_text))[:10][::-1].copy()
+    ids, mask = tiny_parts.prep.texts(posts)
+    lengths = mask.sum(1)
+    assert len(set(lengths.tolist())) > 2 and int(lengths.min()) < mask.shape[1]  # padding to cut
+    assert not torch.equal(lengths, lengths.sort().values)  # so the rows must go back to the batch's order
+    calls: list[tuple[int, int]] = []
+    real_forward = type(encoder.base).forward
+
+    def counted(self, *args, **kwargs):
+        calls.append(tuple(kwargs["input_ids"].shape))
+        return real_forward(self, *args, **kwargs)
+
+    monkeypatch.setattr(type(encoder.base), "forward", counted)
+    encoder.eval()
+    with torch.no_grad():
+        monkeypatch.setattr(enc, "CAPTION_CPU_CHUNK", 1000)
+        whole = encoder(ids, mask)
+        assert calls == [tuple(ids.shape)]
+        monkeypatch.setattr(enc, "CAPTION_CPU_CHUNK", 3)
+        calls.clear()
+        chunked = encoder(ids, mask)
+    assert [rows for rows, _ in calls] == [3, 3, 3, 1]
+    sorted_lengths = lengths.sort().values
+    assert [width for _, width in calls] == [int(sorted_lengths[min(i + 2, 9)]) for i in (0, 3, 6, 9)]
+    assert torch.allclose(chunked, whole, atol=1e-5)
+    calls.clear()
+    encoder.train()
+    with torch.no_grad():
+        encoder(ids, mask)
+    encoder.eval()
+    encoder(ids, mask)
+    assert calls == [tuple(ids.shape)] * 2  # training mode or gradients: one pass
+
+
 def test_text_gcl_batch_of_its_own(tiny_corpus, tmp_path):
     cfg = tiny_config(
         tiny_corpus,

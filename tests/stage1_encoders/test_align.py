@@ -347,7 +347,9 @@ def test_caption_states_on_the_cpu_in_float32_run_in_chunks_tokenized_on_their_o
 
 
 @pytest.mark.parametrize("pooling", ["mean", "cls"])
-def test_caption_inference_on_the_cpu_runs_in_length_sorted_chunks_cut_to_their_tokens(tiny_parts, monkeypatch, pooling):
+def test_caption_inference_on_the_cpu_runs_in_length_sorted_chunks_cut_to_their_tokens(
+    tiny_parts, monkeypatch, pooling
+):
     """A new corpus's captions (no cached states) embedded in eval mode without gradients, on the CPU in float32,
     run through the model in chunks of ``CAPTION_CPU_CHUNK`` captions of similar length, each cut to its last column
     with a token: the same embeddings as one pass, in the batch's order; training and gradients keep one pass."""

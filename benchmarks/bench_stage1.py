@@ -25,11 +25,12 @@ after (its growth is what the computation needs beyond the model). ``--precision
 layers in float32 and under bfloat16 autocast (``model.text_frozen_precision``) one after the other, and prints
 the ratio and how far the bf16 caption states are from float32's.
 
-``chunks``: the float32 caption work of the same text side in the export's batches (as before 2026-12-07, night)
-against chunks of ``CAPTION_CPU_CHUNK`` captions (what the CPU runs now), in turns in this process: the caption
-states (chunks tokenized on their own), and the embeddings of captions without states (a new corpus's, through
-``bridge.embed``: length-sorted chunks of each batch, cut to their tokens). The median time of each, the ratio, and
-how far the chunked results are from the batches'.
+``chunks``: the float32 caption work of the same text side as before 2026-12-07 (night) against what the CPU runs
+now, in turns in this process: the caption states (the export's batches over captions sorted by characters, against
+chunks of ``CAPTION_CPU_CHUNK`` over captions sorted by token count, each tokenized on its own; chunks over the
+character order in between), and the embeddings of captions without states (a new corpus's, through
+``bridge.embed``: one pass over each batch, against length-sorted chunks of it cut to their tokens). The median time
+of each, the ratio to before, and how far each result is from before's.
 
 ``export``: the export of the same default text side (every post encoded, pooled per user), which reads each
 caption's row from the pooled caption states, against the export before 2026-12-06 (night), which tokenized every
@@ -479,10 +480,12 @@ def states(args) -> None:
 
 
 def chunks(args) -> None:
-    """The float32 caption work of the CPU in the export's batches (as before 2026-12-07, night) against chunks of
-    ``CAPTION_CPU_CHUNK`` captions (what runs now), in turns, in this process: the caption states (chunks tokenized
-    on their own), and the embeddings of captions that have no states (a new corpus's, as ``bridge.embed`` embeds
-    them: the export's batches in post order, each run in length-sorted chunks cut to their tokens)."""
+    """The float32 caption work of the CPU as before 2026-12-07 (night) against what runs now, in turns, in this
+    process. The caption states: the export's batches over captions sorted by characters (before), chunks of
+    ``CAPTION_CPU_CHUNK`` over the same order (the first change), and chunks over captions sorted by token count
+    (now); each chunk tokenized on its own. The embeddings of captions that have no states (a new corpus's, as
+    ``bridge.embed`` embeds them, the export's batches in post order): one pass over each batch (before) against
+    length-sorted chunks of it cut to their tokens (now)."""
     import os
     import statistics
 
@@ -502,47 +505,73 @@ def chunks(args) -> None:
         text_posts = np.flatnonzero(np.asarray(corpus.post_has_text))
         torch.manual_seed(args.seed)
         parts = build_parts(cfg, corpus)
-        encoder = parts.system.text_encoder.eval()
-        tokenized = [
-            parts.prep.texts(text_posts[b])
-            for b in export_batches(len(text_posts), cfg.data.export_batch_size)
-        ]
+        prep, encoder = parts.prep, parts.system.text_encoder.eval()
+        batch = cfg.data.export_batch_size
+        tokenized = [prep.texts(text_posts[b]) for b in export_batches(len(text_posts), batch)]
 
-        def caption_states() -> torch.Tensor:
+        def by_characters(
+            posts: np.ndarray,
+        ) -> np.ndarray:  # the states' order before: captions by characters
+            return np.array([len(corpus.post_text[p]) for p in posts])
+
+        def caption_states(order: str) -> torch.Tensor:
+            if order == "characters":
+                prep.token_counts = by_characters  # the instance's attribute hides the method
             enc.clear_lower_states_memo()
-            encoder.compute_lower_states()
+            try:
+                encoder.compute_lower_states()
+            finally:
+                prep.__dict__.pop("token_counts", None)
             return encoder._lower_states.states
 
-        def new_captions() -> torch.Tensor:
+        def new_captions(order: str) -> torch.Tensor:
             with torch.no_grad():
                 return torch.cat([encoder(ids, mask) for ids, mask in tokenized])
 
         now = enc.CAPTION_CPU_CHUNK
-        sizes = {"batches": cfg.data.export_batch_size, "chunks": now}
+        tasks = {
+            "caption states": (
+                caption_states,
+                {
+                    f"batches of {batch}, by characters (before)": (batch, "characters"),
+                    f"chunks of {now}, by characters": (now, "characters"),
+                    f"chunks of {now}, by tokens (now)": (now, "tokens"),
+                },
+            ),
+            "new captions' embeddings": (
+                new_captions,
+                {
+                    f"one pass over batches of {batch} (before)": (batch, ""),
+                    f"sorted chunks of {now} (now)": (now, ""),
+                },
+            ),
+        }
         load = os.getloadavg()[0]
         print(
             f"{len(text_posts):,} captions ({cfg.model.text_model}, float32, {args.threads} threads), median of "
             f"{args.repeats} in turns"
         )
         try:
-            for what, run in (("caption states", caption_states), ("new captions' embeddings", new_captions)):
-                times: dict[str, list[float]] = {name: [] for name in sizes}
+            for what, (run, arms) in tasks.items():
+                names = list(arms)
+                times: dict[str, list[float]] = {name: [] for name in names}
                 out: dict[str, torch.Tensor] = {}
                 for repeat in range(args.repeats):
-                    for name in list(sizes)[repeat % 2 :] + list(sizes)[: repeat % 2]:  # each first in turn
-                        enc.CAPTION_CPU_CHUNK = sizes[name]
+                    shift = repeat % len(names)
+                    for name in names[shift:] + names[:shift]:  # each arm first in turn
+                        enc.CAPTION_CPU_CHUNK, order = arms[name]
                         started = time.perf_counter()
-                        out[name] = run()
+                        out[name] = run(order)
                         times[name].append(time.perf_counter() - started)
-                base = statistics.median(times["batches"])
-                scale = float(out["batches"].abs().max())
+                base = statistics.median(times[names[0]])
+                scale = float(out[names[0]].abs().max())
                 print(f"  {what}:")
-                for name, size in sizes.items():
+                for name in names:
                     median = statistics.median(times[name])
-                    diff = float((out[name] - out["batches"]).abs().max()) / scale
+                    diff = float((out[name] - out[names[0]]).abs().max()) / scale
                     print(
-                        f"    {name:8s} of {size:4d}: {median:6.1f} s, {median / len(text_posts) * 1e3:.2f} ms a "
-                        f"caption, {median / base:.2f}x the batches; largest difference {diff:.1e} of the largest"
+                        f"    {name:42s} {median:6.1f} s, {median / len(text_posts) * 1e3:.2f} ms a caption, "
+                        f"{median / base:.2f}x; largest difference {diff:.1e} of the largest"
                     )
         finally:
             enc.CAPTION_CPU_CHUNK = now

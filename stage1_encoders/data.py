@@ -122,6 +122,20 @@ class PostPreprocessor:
         )
         return enc["input_ids"], enc["attention_mask"]
 
+    def token_counts(self, post_idx: np.ndarray, block: int = 4096) -> np.ndarray:
+        """int64 ``[T]``: the number of tokens :meth:`texts` gives each caption of ``post_idx`` (its attention
+        mask's sum), tokenized ``block`` captions at a time without padding."""
+        counts = np.zeros(len(post_idx), dtype=np.int64)
+        for start in range(0, len(post_idx), block):
+            ids = self.tokenizer(
+                [self.corpus.post_text[i] for i in post_idx[start : start + block]],
+                truncation=True,
+                max_length=self.max_length,
+                return_attention_mask=False,
+            )["input_ids"]
+            counts[start : start + len(ids)] = [len(row) for row in ids]
+        return counts
+
     def images(self, post_idx: np.ndarray) -> torch.Tensor:
         """float32 [I, 3, H, W] pixels of the images of ``post_idx``."""
         if len(post_idx) == 0:

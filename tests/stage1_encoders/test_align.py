@@ -299,6 +299,15 @@ def test_every_layer_frozen_keeps_one_pooled_row_per_post(tiny_parts, pooling):
     enc._LOWER_STATES_MEMO.clear()
 
 
+def test_token_counts_are_the_attention_mask_sums_of_texts(tiny_parts):
+    posts = np.flatnonzero(np.asarray(tiny_parts.corpus.post_has_text))
+    _, mask = tiny_parts.prep.texts(posts)
+    counts = tiny_parts.prep.token_counts(posts, block=3)  # over several blocks
+    assert counts.dtype == np.int64 and len(set(counts.tolist())) > 1
+    assert counts.tolist() == mask.sum(1).tolist()
+    assert len(tiny_parts.prep.token_counts(posts[:0])) == 0
+
+
 @pytest.mark.parametrize("tuned", [0, 1])
 def test_caption_states_on_the_cpu_in_float32_run_in_chunks_tokenized_on_their_own(
     tiny_parts, monkeypatch, tuned
@@ -310,11 +319,14 @@ def test_caption_states_on_the_cpu_in_float32_run_in_chunks_tokenized_on_their_o
     from stage1_encoders.data import PostPreprocessor
 
     sizes: list[int] = []
+    widths: list[tuple[int, int]] = []  # (fewest, most tokens) of each call's captions
     real_texts = PostPreprocessor.texts
 
     def counted_texts(self, posts):
         sizes.append(len(posts))
-        return real_texts(self, posts)
+        ids, mask = real_texts(self, posts)
+        widths.append((int(mask.sum(1).min()), int(mask.sum(1).max())))
+        return ids, mask
 
     monkeypatch.setattr(PostPreprocessor, "texts", counted_texts)
 
@@ -327,6 +339,7 @@ def test_caption_states_on_the_cpu_in_float32_run_in_chunks_tokenized_on_their_o
         encoder = build_text_encoder(cfg, tiny_parts.tokenizer).eval()
         enc._LOWER_STATES_MEMO.clear()
         sizes.clear()
+        widths.clear()
         encoder.use_cached_lower_states(tiny_parts.prep, batch_size=8)
         encoder.compute_lower_states()
         cache = encoder._lower_states
@@ -338,6 +351,9 @@ def test_caption_states_on_the_cpu_in_float32_run_in_chunks_tokenized_on_their_o
     whole, whole_offsets, whole_sizes = states(chunk=1000)
     chunked, chunked_offsets, chunked_sizes = states(chunk=3)
     assert max(whole_sizes) == 8 and max(chunked_sizes) == 3
+    # the captions come sorted by token count: no chunk holds a longer caption than the next chunk's shortest
+    assert all(most <= next_fewest for (_, most), (next_fewest, _) in zip(widths, widths[1:]))
+    assert len({most for _, most in widths}) > 1
     assert sum(whole_sizes) == sum(chunked_sizes) == captions
     assert torch.equal(chunked_offsets, whole_offsets)  # the same tokens per caption
     assert chunked.shape == whole.shape and chunked.abs().sum() > 0

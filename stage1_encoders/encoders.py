@@ -39,11 +39,12 @@ Progress = Callable[[int, int], None]
 # default corpus's images, as benchmarks/bench_image_trunk.py). An image's output does not depend on its chunk.
 TRUNK_CPU_CHUNK = 64
 # Caption work on the CPU in float32 runs in chunks of this many captions instead of the export's batches of 512: the
-# caption states (``LowerStates``), each chunk tokenized and padded on its own, and captions without states
-# (``TextEncoder._pooled_in_chunks``), each chunk cut to its tokens. MiniLM-L6, 2 threads, 2026-12-07, the default
-# corpus and the real-text testbed (``benchmarks/bench_stage1.py chunks``): 0.83-0.84x and 0.54-0.56x the time, every
-# caption's embedding within 9e-7 of the largest. Under bf16 autocast the batches were the faster (0.94 against 1.05 ms
-# a caption), and on a GPU they fill the device: both keep the batches.
+# caption states (``LowerStates``, captions sorted by token count), each chunk tokenized and padded on its own, and
+# captions without states (``TextEncoder._pooled_in_chunks``), each chunk cut to its tokens. MiniLM-L6, 2 threads,
+# 2026-12-07, the default corpus (``benchmarks/bench_stage1.py chunks``): the states 0.79x the time of the batches in
+# the same order and 0.66x with the sort by tokens, the captions without states 0.53x; every caption's embedding within
+# 9e-7 of the largest. Under bf16 autocast the batches were the faster (0.94 against 1.05 ms a caption), and on a GPU
+# they fill the device: both keep the batches.
 CAPTION_CPU_CHUNK = 64
 
 MODEL_CONFIG_DIR = Path(__file__).parent / "model_configs"

@@ -87,8 +87,9 @@ def estimate_seconds(
 
 # The caption states (the frozen MiniLM-L6 over every caption, once per run folder) on this project's 2-core CPU with
 # 2 threads: 264-311 captions/s in float32 and 583/s with the frozen layers in bf16 (docs/performance.md, 2026-12-06);
-# float32 in chunks of 64 captions since 2026-12-07 (stage1_encoders.encoders.CAPTION_CPU_CHUNK): 0.82-0.84x the time.
-STATE_CAPTIONS_PER_SECOND = {"32": 330.0, "bf16": 580.0}
+# float32 in chunks of 64 captions sorted by token count since 2026-12-07, night (stage1_encoders.encoders
+# .CAPTION_CPU_CHUNK): 0.66x the time of before on the default corpus, so about 400/s at the rates above.
+STATE_CAPTIONS_PER_SECOND = {"32": 400.0, "bf16": 580.0}
 
 
 def states_seconds(captions: int, text_model: str, tuned_layers: int | None, precision: str) -> float:

@@ -113,13 +113,7 @@ class PostPreprocessor:
         if len(post_idx) == 0:
             empty = torch.zeros(0, 2, dtype=torch.long)
             return empty, empty.clone()
-        enc = self.tokenizer(
-            [self.corpus.post_text[i] for i in post_idx],
-            padding="longest",
-            truncation=True,
-            max_length=self.max_length,
-            return_tensors="pt",
-        )
+        enc = self._tokenize(post_idx, padding="longest", return_tensors="pt")
         return enc["input_ids"], enc["attention_mask"]
 
     def token_counts(self, post_idx: np.ndarray, block: int = 4096) -> np.ndarray:
@@ -127,14 +121,20 @@ class PostPreprocessor:
         mask's sum), tokenized ``block`` captions at a time without padding."""
         counts = np.zeros(len(post_idx), dtype=np.int64)
         for start in range(0, len(post_idx), block):
-            ids = self.tokenizer(
-                [self.corpus.post_text[i] for i in post_idx[start : start + block]],
-                truncation=True,
-                max_length=self.max_length,
-                return_attention_mask=False,
-            )["input_ids"]
+            ids = self._tokenize(post_idx[start : start + block], return_attention_mask=False)["input_ids"]
             counts[start : start + len(ids)] = [len(row) for row in ids]
         return counts
+
+    def _tokenize(self, post_idx: np.ndarray, **options):
+        """The tokenizer over the captions of ``post_idx`` with the settings every caption shares (truncation to
+        ``max_length``), so that :meth:`texts` and :meth:`token_counts` cannot disagree; ``options`` add padding
+        and the output form."""
+        return self.tokenizer(
+            [self.corpus.post_text[i] for i in post_idx],
+            truncation=True,
+            max_length=self.max_length,
+            **options,
+        )
 
     def images(self, post_idx: np.ndarray) -> torch.Tensor:
         """float32 [I, 3, H, W] pixels of the images of ``post_idx``."""

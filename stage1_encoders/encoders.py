@@ -538,15 +538,19 @@ class TextEncoder(FrozenParts):
             hidden = self.base(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
         return self.pool(hidden, attention_mask)
 
+    def runs_captions_in_chunks(self, device: torch.device) -> bool:
+        """Whether caption work on ``device`` runs in chunks of :data:`CAPTION_CPU_CHUNK` captions: on the CPU in
+        float32 (bf16 and GPUs keep whole batches)."""
+        return device.type == "cpu" and self.frozen_precision == "32"
+
     def _inference_in_chunks(self, input_ids: torch.Tensor) -> bool:
         """Whether :meth:`forward` embeds these captions by :meth:`_pooled_in_chunks`: inference (eval mode, no
-        gradients) in float32 on the CPU over more captions than one chunk, as for a new corpus's captions
+        gradients) where captions run in chunks, over more captions than one chunk, as for a new corpus's captions
         (``bridge.embed``)."""
         return (
             not self.training
             and not torch.is_grad_enabled()
-            and input_ids.device.type == "cpu"
-            and self.frozen_precision == "32"
+            and self.runs_captions_in_chunks(input_ids.device)
             and len(input_ids) > CAPTION_CPU_CHUNK
         )
 
@@ -747,7 +751,7 @@ class LowerStates:
         per_post: dict[int, torch.Tensor] = {}
         device = next(self.encoder.parameters()).device
         step = self.batch_size
-        if device.type == "cpu" and self.encoder.frozen_precision == "32":
+        if self.encoder.runs_captions_in_chunks(device):
             step = min(step, CAPTION_CPU_CHUNK)  # each chunk padded to its own longest caption
         if progress is not None:
             progress(0, len(text_posts))

@@ -22,7 +22,7 @@ if __package__ in (None, ""):
     sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != _here]
     sys.path.insert(0, str(_here.parent))
 
-from bridge.rounds.config import build_config  # noqa: E402
+from bridge.rounds.config import SECTIONS, build_config  # noqa: E402
 from bridge.rounds.stages import check_stage_configs  # noqa: E402
 from bridge.runfolder.lock import RunFolderLocked, RunFolderUnwritable, run_lock  # noqa: E402
 from bridge.variants import ABLATIONS  # noqa: E402
@@ -51,7 +51,8 @@ def build_parser() -> argparse.ArgumentParser:
         "--config",
         type=Path,
         default=None,
-        help="JSON/YAML file with sections rounds, seed, synthetic, stage1, stage2, eval, baselines",
+        help=f"JSON or YAML file with any of the sections {', '.join(SECTIONS)}; flags on the command line win "
+        "(docs/bridge.md has an example)",
     )
     parser.add_argument(
         "--stage1",
@@ -129,7 +130,7 @@ def _add_seed_and_variant_flags(parser: argparse.ArgumentParser) -> None:
         default=None,
         help="report the fine-tuned rows (on by default): MMGA's last-round GNN + a task head trained end to end on "
         "each task, and the same network from scratch; --no-finetune saves about 1.5 minutes of the default run's "
-        "10 on 2 cores",
+        "8 on 2 cores",
     )
     parser.add_argument(
         "--encoder-peers",
@@ -137,8 +138,8 @@ def _add_seed_and_variant_flags(parser: argparse.ArgumentParser) -> None:
         default=None,
         help="also report mmga_sgc and mmga_gcn (with the baselines): peer_sgc's SGC and peer_gcn's GCN, unchanged, "
         "over MMGA's encoders, each compared with the same peer over the no-alignment and frozen encoders (what the "
-        "alignment buys a user who runs that peer); off by default: about 16%% more time (1.5 minutes of the "
-        "default run on 2 cores)",
+        "alignment buys a user who runs that peer); off by default: about 16%% more time (1 to 1.5 minutes "
+        "of the default run on 2 cores)",
     )
     parser.add_argument(
         "--skip-graph-head",

@@ -311,6 +311,22 @@ def test_skip_graph_head_leaves_each_variants_head_columns_out_of_stage2():
     assert told.template("mmga", "stage2").model.text_skip_last == 0  # an explicit value wins
 
 
+def test_config_help_names_every_section_a_file_may_hold(tmp_path):
+    from bridge.rounds.config import SECTIONS
+
+    action = next(a for a in build_parser()._actions if "--config" in a.option_strings)
+    text = " ".join(action.help.split())
+    assert all(name in text for name in SECTIONS), text
+    # the sections the help once left out are accepted from a file, and the command line wins over them
+    path = tmp_path / "run.yaml"
+    path.write_text("seeds: 2\nencoder_peers: true\nfinetune: false\nskip_graph_head: false\nfrozen: {}\n")
+    cfg = build_config(path, finetune=True)
+    assert (cfg.seeds, cfg.encoder_peers, cfg.finetune, cfg.skip_graph_head) == (2, True, True, False)
+    path.write_text("seedz: 2\n")
+    with pytest.raises(ConfigError, match=r"unknown section \(known: rounds, seed, seeds"):
+        build_config(path)
+
+
 def test_ablations_are_chosen_all_or_by_name(tmp_path):
     from bridge.alternate import build_parser
     from bridge.rounds.config import build_config

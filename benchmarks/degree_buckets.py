@@ -33,7 +33,7 @@ from mmga_common import quiet_third_party  # noqa: E402
 
 quiet_third_party()
 
-from run_probe import add_run_arguments, read_run, scorable_rows  # noqa: E402
+from run_probe import add_run_arguments, read_run  # noqa: E402
 
 from bridge.evaluation import metrics  # noqa: E402
 from bridge.evaluation.config import EvalConfig  # noqa: E402
@@ -41,7 +41,7 @@ from bridge.evaluation.heads import head_candidates  # noqa: E402
 from bridge.evaluation.loop import TaskTargets, evaluate_tasks, select_and_score  # noqa: E402
 from bridge.evaluation.peers import sgc_features  # noqa: E402
 from bridge.evaluation.results import TaskScores  # noqa: E402
-from bridge.evaluation.rows import Row, representation  # noqa: E402
+from bridge.evaluation.rows import Row, report_rows, representation  # noqa: E402
 from bridge.evaluation.verdict import paired_margins, verdict  # noqa: E402
 from bridge.runfolder import RunPaths  # noqa: E402
 from corpus import Corpus  # noqa: E402
@@ -114,6 +114,28 @@ def row_scores(
     with torch_threads(1):
         evaluate_tasks(corpus.labels, corpus.fans, corpus.splits, cfg.fans_buckets, per_task)
     return out
+
+
+def scorable_rows(names: Sequence[str], rounds: int) -> list[Row]:
+    """The report's rows named ``names`` (of a run with ``rounds`` rounds); ``ValueError`` naming each row that is
+    not a probe or SGC row on the whole graph (the cold-start rows recompute R^G without the test users' edges, and
+    the networks trained end to end are not scored here)."""
+    known = {r.name: r for r in report_rows(rounds, baselines=True, encoder_peers=True)}
+    problems = []
+    for name in names:
+        row = known.get(name)
+        if row is None:
+            problems.append(f"{name!r} is not a row of the report")
+        elif row.cold:
+            problems.append(f"{name!r} is a cold-start row (R^G without the test users' edges)")
+        elif row.method not in ("probe", "sgc"):
+            problems.append(f"{name!r} is a network trained end to end ({row.method})")
+    if problems:
+        scored = sorted(n for n, r in known.items() if r.method in ("probe", "sgc") and not r.cold)
+        raise ValueError(
+            "; ".join(problems) + f"; the rows scored here are the probe and SGC rows: {', '.join(scored)}"
+        )
+    return [known[n] for n in names]
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -1,13 +1,12 @@
 """What the run-folder analyses of ``benchmarks/`` share (``swap_blocks.py``, ``cold_start_heads.py``,
-``degree_buckets.py``, ``probe_splits.py``, ...): the arguments that name a finished bridge run, the run's own record
-of its corpus, training seeds and last round (``report/metrics.json``), one representation scored with the report's
-own linear probe (``bridge.evaluation.heads.evaluate_representation``: the same heads, splits and choice on val), and
-the report's rows such an analysis can re-score (the probe and SGC rows on the whole graph)."""
+``degree_buckets.py``, ``random_splits.py``, ...): the arguments that name a finished bridge run, the run's own
+record of its corpus, training seeds and last round (``report/metrics.json``), and one representation scored with
+the report's own linear probe (``bridge.evaluation.heads.evaluate_representation``: the same heads, splits and choice
+on val)."""
 
 from __future__ import annotations
 
 import argparse
-from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -15,7 +14,6 @@ import numpy as np
 
 from bridge.evaluation.config import EvalConfig
 from bridge.evaluation.heads import evaluate_representation
-from bridge.evaluation.rows import Row, report_rows
 from bridge.report.compare import CompareError, load_metrics
 from corpus import Corpus, load_corpus
 from mmga_common.config import from_dict
@@ -82,25 +80,3 @@ def summary_line(name: str, topic: list[float], fans: list[float], width: int) -
         f"  {name:{width}s} topic macro-F1 {np.mean(topic):.3f} ± {sd(topic):.3f}   "
         f"fans MAE {np.mean(fans):.3f} ± {sd(fans):.3f}"
     )
-
-
-def scorable_rows(names: Sequence[str], rounds: int) -> list[Row]:
-    """The report's rows named ``names`` (of a run with ``rounds`` rounds); ``ValueError`` naming each row that is
-    not a probe or SGC row on the whole graph (the cold-start rows recompute R^G without the test users' edges, and
-    the networks trained end to end are not scored here)."""
-    known = {r.name: r for r in report_rows(rounds, baselines=True, encoder_peers=True)}
-    problems = []
-    for name in names:
-        row = known.get(name)
-        if row is None:
-            problems.append(f"{name!r} is not a row of the report")
-        elif row.cold:
-            problems.append(f"{name!r} is a cold-start row (R^G without the test users' edges)")
-        elif row.method not in ("probe", "sgc"):
-            problems.append(f"{name!r} is a network trained end to end ({row.method})")
-    if problems:
-        scored = sorted(n for n, r in known.items() if r.method in ("probe", "sgc") and not r.cold)
-        raise ValueError(
-            "; ".join(problems) + f"; the rows scored here are the probe and SGC rows: {', '.join(scored)}"
-        )
-    return [known[n] for n in names]

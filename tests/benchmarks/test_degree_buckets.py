@@ -66,3 +66,16 @@ def test_scores_by_bucket_score_the_head_val_chooses_on_each_bucket():
     # an empty bucket reads nan, not a score
     values, _ = degree_buckets.scores_by_bucket(targets, candidates, [0, 1], np.zeros(n, dtype=int), 2)
     assert np.isnan(values["macro_f1"][1]) and values["macro_f1"][0] == pytest.approx(values["macro_f1"][2])
+
+
+def test_only_probe_and_sgc_rows_on_the_whole_graph_are_scored():
+    rows = degree_buckets.scorable_rows(["mmga_round_2", "no_align", "peer_sgc", "mmga_sgc"], rounds=3)
+    assert [r.name for r in rows] == ["mmga_round_2", "no_align", "peer_sgc", "mmga_sgc"]
+    assert [r.method for r in rows] == ["probe", "probe", "sgc", "sgc"]
+    with pytest.raises(ValueError) as err:
+        degree_buckets.scorable_rows(["mmga_cold", "peer_gcn", "nope", "no_align"], rounds=3)
+    message = str(err.value)
+    assert "'mmga_cold' is a cold-start row" in message
+    assert "'peer_gcn' is a network trained end to end (gcn)" in message
+    assert "'nope' is not a row of the report" in message
+    assert "no_align" in message.split("the rows scored here are")[1]

@@ -70,7 +70,8 @@ def test_each_row_is_scored_on_each_split_as_the_report_scores_it(tiny_corpus_lo
     monkeypatch.setattr(random_splits, "evaluate_one", fake_evaluate_one)
     cfg = EvalConfig()
     run = run_probe.RunRecord(tmp_path, corpus, [0, 2], 2, cfg, [0, 1, 2], 3)
-    rows = run_probe.scorable_rows(["mmga_round_2", "frozen"], rounds=3)
+    known = {r.name: r for r in report_rows(3, baselines=True)}
+    rows = [known["mmga_round_2"], known["frozen"]]
     split_list = [corpus.splits, *random_splits.new_splits(corpus.labels, 2)]
     seen = []
     out = random_splits.score_rows(run, rows, split_list, progress=seen.append)

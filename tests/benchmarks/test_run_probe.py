@@ -6,7 +6,6 @@ import sys
 from pathlib import Path
 
 import numpy as np
-import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "benchmarks"))  # the script's own imports
 
@@ -33,16 +32,3 @@ def test_probe_uses_the_evaluation_settings_it_is_given(tiny_corpus_loaded, monk
     assert seen == [TINY_EVAL, None]
     expected = real(x, corpus.labels, corpus.fans, corpus.splits, TINY_EVAL)
     assert (topic, fans) == (expected.topic.scores["macro_f1"].mean, expected.fans.scores["mae"].mean)
-
-
-def test_only_probe_and_sgc_rows_on_the_whole_graph_are_scored():
-    rows = run_probe.scorable_rows(["mmga_round_2", "no_align", "peer_sgc", "mmga_sgc"], rounds=3)
-    assert [r.name for r in rows] == ["mmga_round_2", "no_align", "peer_sgc", "mmga_sgc"]
-    assert [r.method for r in rows] == ["probe", "probe", "sgc", "sgc"]
-    with pytest.raises(ValueError) as err:
-        run_probe.scorable_rows(["mmga_cold", "peer_gcn", "nope", "no_align"], rounds=3)
-    message = str(err.value)
-    assert "'mmga_cold' is a cold-start row" in message
-    assert "'peer_gcn' is a network trained end to end (gcn)" in message
-    assert "'nope' is not a row of the report" in message
-    assert "no_align" in message.split("the rows scored here are")[1]

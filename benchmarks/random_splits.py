@@ -47,6 +47,7 @@ quiet_third_party()
 
 from run_probe import RunRecord, add_run_arguments, read_run  # noqa: E402
 
+from bridge.evaluation.results import Stat  # noqa: E402
 from bridge.evaluation.rows import Row, report_rows  # noqa: E402
 from bridge.evaluation.verdict import paired_margins, verdict  # noqa: E402
 from bridge.report.compare import load_metrics  # noqa: E402
@@ -181,7 +182,7 @@ def main(argv: list[str] | None = None) -> int:
             per_seed, per_split = margins_over_splits(arr[mmga_name][1:, :, k], arr[name][1:, :, k], higher)
             own = paired_margins(arr[mmga_name][0, :, k], arr[name][0, :, k], higher)
             print(
-                f"  vs {name:16s} {task:8s} {np.mean(per_seed):+.4f} ± {_sd(per_seed):.4f} -> {verdict(per_seed):15s} "
+                f"  vs {name:16s} {task:8s} {np.mean(per_seed):+.4f} ± {Stat.of(per_seed).std:.4f} -> {verdict(per_seed):15s} "
                 f"better in {int((per_split > 0).sum())} of {len(per_split)} splits ({per_split.min():+.3f} .. "
                 f"{per_split.max():+.3f}); own split {np.mean(own):+.4f} -> {verdict(own)}"
             )
@@ -201,12 +202,9 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
-def _sd(values) -> float:
-    return float(np.std(values, ddof=1)) if len(values) > 1 else 0.0
-
-
-def _ms(values: np.ndarray) -> str:
-    return f"{float(np.mean(values)):.3f} ± {_sd(values):.3f}"
+def _ms(values) -> str:
+    stat = Stat.of(values)
+    return f"{stat.mean:.3f} ± {stat.std:.3f}"
 
 
 if __name__ == "__main__":
